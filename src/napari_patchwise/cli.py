@@ -1,0 +1,58 @@
+"""The ``patchwise`` command.
+
+Each subcommand lives in its own module under :mod:`napari_patchwise.commands` and
+exposes ``add_parser(subparsers)`` and ``run(args) -> int``. Modules are imported only
+when listed here; heavy imports (torch, napari) happen inside ``run``.
+
+Bad input raises :class:`~napari_patchwise.errors.PatchwiseError`: printed as one line on
+stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import PatchwiseError
+
+# Order is the order shown in ``patchwise --help``.
+COMMANDS: tuple[str, ...] = ()
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchwise",
+        description="Patch-wise tumor classification on huge multimodal microscopy images, "
+        "with tissue-size group robustness.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__package__}.commands.{name}")
+        sub_parser = module.add_parser(sub)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except PatchwiseError as exc:
+        print(f"patchwise {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"patchwise {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

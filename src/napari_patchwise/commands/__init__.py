@@ -1,0 +1,1 @@
+"""One module per ``patchwise`` subcommand: ``add_parser(subparsers)`` and ``run(args)``."""

@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+Every problem caused by the user's input (a missing file, a bad mask, a wrong option)
+raises :class:`PatchwiseError` with one line that says which file, what is wrong and
+what to do. The CLI prints it without a traceback and exits non-zero; the napari
+widgets show it as a notification.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class PatchwiseError(ValueError):
+    """A clear, one-line problem with the user's input."""
+
+    def __init__(
+        self, message: str, *, path: str | PathLike | None = None, hint: str | None = None
+    ):
+        self.path = None if path is None else str(path)
+        self.hint = hint
+        parts = []
+        if self.path is not None:
+            parts.append(f"{self.path}:")
+        parts.append(message.rstrip("."))
+        text = " ".join(parts)
+        if hint:
+            text += f" — {hint.rstrip('.')}"
+        super().__init__(" ".join(text.split()) + ".")

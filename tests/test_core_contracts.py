@@ -1,0 +1,77 @@
+"""The small shared pieces every module relies on: errors, atomic writes, Slide."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_patchwise import PatchwiseError, Slide
+from napari_patchwise._atomic import atomic_path
+
+
+def test_error_reads_as_one_line_with_path_and_hint():
+    err = PatchwiseError(
+        "mask has values {7}\nnot in the map.", path="/data/m.tif", hint="pass --mask-map"
+    )
+    assert str(err) == "/data/m.tif: mask has values {7} not in the map — pass --mask-map."
+    assert "\n" not in str(err)
+
+
+def test_atomic_path_renames_on_success(tmp_path):
+    target = tmp_path / "table.csv"
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".csv" and tmp.parent == tmp_path
+        tmp.write_text("a,b\n1,2\n")
+        assert not target.exists()
+    assert target.read_text() == "a,b\n1,2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.ome.zarr"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "chunk").write_bytes(b"x")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_replaces_existing_directory(tmp_path):
+    target = tmp_path / "store.zarr"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
+
+
+def test_slide_geometry_and_contrast_from_smallest_level():
+    level0 = da.from_array(np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8), chunks=(1, 4, 4))
+    level1 = level0[:, ::2, ::2]
+    slide = Slide(levels=(level0, level1), channel_names=("A", "B"))
+    assert slide.shape == (2, 8, 8)
+    assert slide.n_channels == 2
+    assert slide.downsamples == (1, 2)
+    limits = slide.display_contrast_limits()
+    assert len(limits) == 2 and limits[0][0] < limits[0][1]
+    assert limits[1][0] >= 64  # channel B values start at 64
+
+
+def test_slide_rejects_mismatched_channel_names():
+    with pytest.raises(ValueError, match="channel names"):
+        Slide(levels=(da.zeros((3, 4, 4)),), channel_names=("A",))
+
+
+def test_core_does_not_import_qt_napari_or_torch():
+    code = (
+        "import sys, napari_patchwise, napari_patchwise.slide, napari_patchwise.cli;"
+        "bad = [m for m in ('napari', 'PyQt5', 'qtpy', 'torch') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
