@@ -1,0 +1,385 @@
+"""Patch overlays: one pixel per patch, aligned with the slide, recoloured without new data.
+
+Every overlay is a ``(n_rows, n_cols)`` raster of the patch grid shown with
+``scale = stride`` (times the image layer's pixel size) — never one shape per patch.
+
+tau and the decision threshold are **not** baked into the data. The groups layer stores
+``3 * label + tissue_ratio`` and the correctness layer ``3 * label + prob``; a fixed
+four-colour step colormap plus the layer's contrast limits decide the colour. Moving a
+slider only shifts the contrast limits (one shader uniform): no data upload, no new
+colormap texture, no shader recompile (a colormap swap recompiles the shader and costs
+about as much as replacing the data; see docs/benchmarks.md).
+
+How the contrast limits encode a threshold exactly
+--------------------------------------------------
+vispy samples the colormap from a lookup texture of ``LUT_LEN`` (1024) texels with
+nearest-neighbour lookup. A value ``v`` lands in texel ``floor((v - c0) * S)`` with
+``S = LUT_LEN / (c1 - c0)`` texels per data unit. With ``S = 256`` and
+``c0 = t - (M + delta) / S`` the threshold ``t`` lands exactly ``delta`` texels past the
+texel boundary ``M = 128``, and ``3 + t`` past ``M + 3 S = 896``; the colour changes at
+those boundaries (and at ``M + 1.5 S = 512``, between the classes, where no value falls
+for any ``t`` in [0, 1]). Values further below than ``delta / S`` (4e-5) are coloured as
+below the threshold, so the display matches ``value >= t`` except within 4e-5 below
+``t`` (kept for GPUs whose texture lookup has only ~1/256 texel precision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from napari.utils.colormaps import Colormap, DirectLabelColormap
+from vispy.color.colormap import LUT_len as LUT_LEN
+
+from ..groups import GROUP_NAMES
+from ..metrics import CORRECTNESS_NAMES
+
+# Okabe-Ito colours (colour-blind safe). Blue hues = non-tumor, orange hues = tumor;
+# light = small tissue, dark = large tissue.
+GROUP_COLORS: tuple[str, ...] = ("#56B4E9", "#0072B2", "#E69F00", "#D55E00")
+# TN, FP, FN, TP: errors in the loud colours (yellow, purple), correct ones muted.
+CORRECTNESS_COLORS: tuple[str, ...] = ("#0072B2", "#F0E442", "#CC79A7", "#009E73")
+LABEL_COLORS: dict[int, str] = {1: "#56B4E9", 2: "#D55E00"}  # 1 non-tumor, 2 tumor
+HIGHLIGHT_COLOR = "#FFFFFF"
+
+# Encoding: value = CLASS_OFFSET * label + x, with x in [0, 1].
+CLASS_OFFSET = 3.0
+_TEXELS_PER_UNIT = 256.0  # S
+_FIRST_STEP = 128  # M: texel where "x >= t" begins for label 0
+_DELTA = 0.01  # texels past the boundary where x == t lands (GPU lookup precision)
+_STEP_TEXELS = (
+    _FIRST_STEP,
+    _FIRST_STEP + int(1.5 * _TEXELS_PER_UNIT),
+    _FIRST_STEP + int(CLASS_OFFSET * _TEXELS_PER_UNIT),
+)
+DISPLAY_TOLERANCE = _DELTA / _TEXELS_PER_UNIT
+
+LAYER_NAMES = {
+    "labels": "patch labels",
+    "groups": "tissue groups",
+    "correctness": "correctness",
+    "probability": "tumor probability",
+    "highlight": "histogram selection",
+}
+
+
+# -- geometry ----------------------------------------------------------------------------
+def overlay_transform(
+    origin: tuple[int, int],
+    stride: int | tuple[int, int],
+    *,
+    image_scale: tuple[float, float] = (1.0, 1.0),
+    image_translate: tuple[float, float] = (0.0, 0.0),
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(scale, translate)`` of a one-pixel-per-patch layer over an image layer.
+
+    napari centres data pixel ``i`` of a layer at ``translate + i * scale``, so it covers
+    ``[translate + (i - 1/2) scale, translate + (i + 1/2) scale)``. Level-0 pixel ``y`` of
+    the image covers ``[T + (y - 1/2) p, T + (y + 1/2) p)`` (``p``, ``T``: the image
+    layer's scale and translate). Patch ``r`` starts at pixel ``origin + r * stride``, so
+    its cell ``[y, y + stride)`` lines up when ``scale = p * stride`` and
+    ``translate = T + p * (origin + (stride - 1) / 2)``.
+
+    Parameters
+    ----------
+    origin : (int, int)
+        Level-0 pixel of patch (0, 0)'s top-left corner.
+    stride : int or (int, int)
+        Step between patches in level-0 pixels (the patch size for a tiling grid).
+    image_scale, image_translate : (float, float)
+        The image layer's ``scale`` and ``translate`` (its last two axes).
+
+    Returns
+    -------
+    scale, translate : tuple of float
+    """
+    stride_yx = np.broadcast_to(np.asarray(stride, dtype=float), (2,))
+    p = np.asarray(image_scale, dtype=float)
+    t = np.asarray(image_translate, dtype=float)
+    scale = p * stride_yx
+    translate = t + p * (np.asarray(origin, dtype=float) + (stride_yx - 1.0) / 2.0)
+    return tuple(float(v) for v in scale), tuple(float(v) for v in translate)
+
+
+@dataclass(frozen=True)
+class PatchRaster:
+    """Where each table row sits in the patch grid, and the inverse lookup.
+
+    Attributes
+    ----------
+    shape : (int, int)
+        ``(n_rows, n_cols)`` of the grid.
+    rows, cols : ndarray of intp, shape (N,)
+        Grid position of each table row.
+    index : ndarray of int32, shape ``shape``
+        Table row position at each grid cell, ``-1`` where the table has no patch.
+    """
+
+    shape: tuple[int, int]
+    rows: np.ndarray
+    cols: np.ndarray
+    index: np.ndarray
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, shape: tuple[int, int] | None = None) -> PatchRaster:
+        """Build from the ``row`` and ``col`` columns of a patch table."""
+        rows = table["row"].to_numpy(dtype=np.intp)
+        cols = table["col"].to_numpy(dtype=np.intp)
+        if shape is None:
+            shape = (
+                int(rows.max()) + 1 if rows.size else 0,
+                int(cols.max()) + 1 if cols.size else 0,
+            )
+        index = np.full(shape, -1, dtype=np.int32)
+        index[rows, cols] = np.arange(rows.size, dtype=np.int32)
+        return cls(shape=(int(shape[0]), int(shape[1])), rows=rows, cols=cols, index=index)
+
+    def paint(self, values: np.ndarray, *, fill: float = np.nan, dtype=np.float32) -> np.ndarray:
+        """Scatter one value per table row into a grid raster (``fill`` where absent)."""
+        out = np.full(self.shape, fill, dtype=dtype)
+        out[self.rows, self.cols] = values
+        return out
+
+    def lookup(self, row: int, col: int) -> int:
+        """Table row position at grid cell ``(row, col)``, or ``-1``."""
+        if 0 <= row < self.shape[0] and 0 <= col < self.shape[1]:
+            return int(self.index[row, col])
+        return -1
+
+
+# -- encodings ---------------------------------------------------------------------------
+def encode_by_class(label: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``3 * label + x`` as float32 (NaN ``x`` stays NaN): one value holds class and score."""
+    return (CLASS_OFFSET * np.asarray(label, dtype=np.float32)) + np.asarray(x, dtype=np.float32)
+
+
+def step_contrast_limits(threshold: float) -> tuple[float, float]:
+    """Contrast limits that put the colour step of :func:`step_colormap` at ``threshold``.
+
+    See the module notes: ``x >= threshold`` gets the "high" colour of its class.
+    """
+    c0 = float(threshold) - (_FIRST_STEP + _DELTA) / _TEXELS_PER_UNIT
+    return c0, c0 + LUT_LEN / _TEXELS_PER_UNIT
+
+
+def step_colormap(colors: tuple[str, ...], name: str) -> Colormap:
+    """Four-colour step colormap whose steps sit on the texel boundaries of the module notes.
+
+    ``colors`` are (class 0 below, class 0 at/above, class 1 below, class 1 at/above).
+    """
+    # vispy fills texel j with the colour of the bin holding j / (LUT_LEN - 1); a control
+    # half a texel before a boundary makes that texel the first of the new colour.
+    inner = [(b - 0.5) / (LUT_LEN - 1) for b in _STEP_TEXELS]
+    return Colormap(
+        colors=list(colors),
+        controls=[0.0, *inner, 1.0],
+        interpolation="zero",
+        name=name,
+        display_name=name,
+    )
+
+
+def expected_step_class(value: np.ndarray, threshold: float) -> np.ndarray:
+    """Which of the four colours :func:`step_colormap` shows for encoded ``value``.
+
+    ``value >= threshold`` up to the display tolerance (which also absorbs the float32
+    rounding of the stored values).
+    """
+    value = np.asarray(value, dtype=np.float64)
+    label = (value >= CLASS_OFFSET - 0.5).astype(np.int8)
+    x = value - CLASS_OFFSET * label
+    return 2 * label + (x >= threshold - DISPLAY_TOLERANCE)
+
+
+def label_colormap() -> DirectLabelColormap:
+    colors = {0: "transparent", None: "transparent"}
+    colors.update(LABEL_COLORS)
+    return DirectLabelColormap(color_dict=colors)
+
+
+def highlight_colormap() -> DirectLabelColormap:
+    return DirectLabelColormap(
+        color_dict={0: "transparent", None: "transparent", 1: HIGHLIGHT_COLOR}
+    )
+
+
+LEGENDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "labels": (("non-tumor", LABEL_COLORS[1]), ("tumor", LABEL_COLORS[2])),
+    "groups": tuple(zip(GROUP_NAMES, GROUP_COLORS, strict=True)),
+    "correctness": tuple(zip(CORRECTNESS_NAMES, CORRECTNESS_COLORS, strict=True)),
+}
+
+
+# -- layers ------------------------------------------------------------------------------
+class SlideOverlays:
+    """The overlay layers of one slide's patch table in one viewer.
+
+    Layers are created on the first :meth:`set_table` and their data replaced only when the
+    table changes (compute, loading predictions). :meth:`set_tau` and
+    :meth:`set_threshold` only move contrast limits. A layer the user deleted is created
+    again on the next :meth:`set_table`.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    prefix : str
+        Put before every layer name (the slide name), so several slides can be open.
+    scale, translate : (float, float)
+        From :func:`overlay_transform`.
+    """
+
+    def __init__(
+        self,
+        viewer,
+        prefix: str,
+        scale: tuple[float, float],
+        translate: tuple[float, float],
+    ) -> None:
+        self.viewer = viewer
+        self.prefix = prefix
+        self.scale = scale
+        self.translate = translate
+        self.layers: dict[str, object] = {}
+
+    # geometry ---------------------------------------------------------------------------
+    def world_to_cell(self, world_yx) -> tuple[int, int]:
+        """Grid cell ``(row, col)`` under a world position (last two axes)."""
+        y, x = (float(v) for v in np.asarray(world_yx)[-2:])
+        row = int(np.floor((y - self.translate[0]) / self.scale[0] + 0.5))
+        col = int(np.floor((x - self.translate[1]) / self.scale[1] + 0.5))
+        return row, col
+
+    def cell_to_world(self, row: float, col: float) -> tuple[float, float]:
+        """World position of the centre of grid cell ``(row, col)``."""
+        return (
+            self.translate[0] + row * self.scale[0],
+            self.translate[1] + col * self.scale[1],
+        )
+
+    # data -------------------------------------------------------------------------------
+    def set_table(
+        self,
+        raster: PatchRaster,
+        label: np.ndarray,
+        tissue_ratio: np.ndarray,
+        prob: np.ndarray | None,
+        *,
+        tau: float,
+        threshold: float,
+    ) -> None:
+        """(Re)build every overlay from per-patch arrays in table order."""
+        label = np.asarray(label)
+        for layer in self.layers.values():  # the grid may have changed (new patch size)
+            layer.scale = self.scale
+            layer.translate = self.translate
+        labels = raster.paint(label.astype(np.uint8) + 1, fill=0, dtype=np.uint8)
+        self._put_labels("labels", labels, label_colormap(), opacity=0.5, visible=False)
+        groups = raster.paint(encode_by_class(label, tissue_ratio))
+        self._put_image(
+            "groups", groups, step_colormap(GROUP_COLORS, "patchwise groups"), tau, opacity=0.6
+        )
+        if prob is None:
+            for kind in ("correctness", "probability"):
+                self._remove(kind)
+        else:
+            prob = np.asarray(prob, dtype=np.float32)
+            correctness = raster.paint(encode_by_class(label, prob))
+            self._put_image(
+                "correctness",
+                correctness,
+                step_colormap(CORRECTNESS_COLORS, "patchwise correctness"),
+                threshold,
+                opacity=0.6,
+            )
+            self._put_image("probability", raster.paint(prob), "inferno", None, opacity=0.6)
+            self.layers["groups"].visible = False
+            self.layers["probability"].visible = False
+        self.set_highlight(None, raster.shape)
+
+    def set_tau(self, tau: float) -> None:
+        layer = self._alive("groups")
+        if layer is not None:
+            layer.contrast_limits = step_contrast_limits(tau)
+
+    def set_threshold(self, threshold: float) -> None:
+        layer = self._alive("correctness")
+        if layer is not None:
+            layer.contrast_limits = step_contrast_limits(threshold)
+
+    def set_highlight(self, mask: np.ndarray | None, shape: tuple[int, int]) -> None:
+        """Outline a set of patches (a boolean grid raster) or clear the selection."""
+        if mask is None:
+            layer = self._alive("highlight")
+            if layer is not None:
+                layer.data = np.zeros(shape, dtype=np.uint8)
+                layer.visible = False
+            return
+        self._put_labels("highlight", mask.astype(np.uint8), highlight_colormap(), opacity=0.9)
+        self.layers["highlight"].visible = True
+
+    def remove(self) -> None:
+        for kind in list(self.layers):
+            self._remove(kind)
+
+    # helpers ----------------------------------------------------------------------------
+    def name(self, kind: str) -> str:
+        return f"{self.prefix} {LAYER_NAMES[kind]}"
+
+    def _alive(self, kind: str):
+        layer = self.layers.get(kind)
+        if layer is None or layer not in self.viewer.layers:
+            self.layers.pop(kind, None)
+            return None
+        return layer
+
+    def _remove(self, kind: str) -> None:
+        layer = self._alive(kind)
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        self.layers.pop(kind, None)
+
+    def _metadata(self, kind: str) -> dict:
+        return {"patchwise_overlay": kind, "patchwise_prefix": self.prefix}
+
+    def _put_image(self, kind, data, colormap, threshold, *, opacity) -> None:
+        limits = (0.0, 1.0) if threshold is None else step_contrast_limits(threshold)
+        layer = self._alive(kind)
+        if layer is None:
+            layer = self.viewer.add_image(
+                data,
+                name=self.name(kind),
+                colormap=colormap,
+                contrast_limits=limits,
+                scale=self.scale,
+                translate=self.translate,
+                opacity=opacity,
+                blending="translucent",
+                interpolation2d="nearest",
+                metadata=self._metadata(kind),
+            )
+            self.layers[kind] = layer
+        else:
+            layer.data = data
+            layer.contrast_limits = limits
+        if threshold is not None:
+            # Wide fixed range so that moving the limits never re-validates the range.
+            layer.contrast_limits_range = (-2.0, 6.0)
+
+    def _put_labels(self, kind, data, colormap, *, opacity, visible=True) -> None:
+        layer = self._alive(kind)
+        if layer is None:
+            layer = self.viewer.add_labels(
+                data,
+                name=self.name(kind),
+                colormap=colormap,
+                scale=self.scale,
+                translate=self.translate,
+                opacity=opacity,
+                visible=visible,
+                metadata=self._metadata(kind),
+            )
+            layer.editable = False
+            self.layers[kind] = layer
+        else:
+            layer.data = data
