@@ -1,0 +1,102 @@
+"""The method interface shared by the training loop.
+
+A method says two things (as in SubpopBench): how the batches of a step are drawn
+(:meth:`Method.make_sampler`) and how the loss is formed from them (:meth:`Method.loss`).
+The loop in :mod:`napari_patchwise.train` does everything else: data, optimiser,
+evaluation, checkpoints. Adding a method is adding one module with one subclass and
+listing it in :mod:`napari_patchwise.methods`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..groups import GROUP_NAMES, group_ids
+from ..samplers import N_ATTRIBUTES, N_CLASSES, BatchSampler, UniformSampler
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+GROUP_LABELS = GROUP_NAMES
+
+
+@dataclass(frozen=True)
+class TrainingGroups:
+    """What a method knows about the training split: label and group of each patch.
+
+    ``groups`` follow METHODS.md: ``g = y * A + a`` with ``a = tissue_ratio >= tau``.
+    """
+
+    labels: np.ndarray
+    groups: np.ndarray
+    tau: float
+
+    @classmethod
+    def from_table(cls, label, tissue_ratio, tau: float) -> TrainingGroups:
+        """Groups of a patch table's rows at ``tau`` (via :func:`groups.group_ids`)."""
+        label = np.asarray(label, dtype=np.int64)
+        return cls(label, group_ids(label, tissue_ratio, tau).astype(np.int64), float(tau))
+
+    @property
+    def counts(self) -> np.ndarray:
+        """``n_g``: training patches per group (length K * A)."""
+        return np.bincount(self.groups, minlength=N_CLASSES * N_ATTRIBUTES)
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """``alpha[y, a] = n_(y,a) / n_y`` (a row of zeros for an empty class)."""
+        counts = self.counts.reshape(N_CLASSES, N_ATTRIBUTES).astype(np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+Batch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]  # (x, y, group)
+
+
+class Method:
+    """Base class: uniform batches, mean cross entropy (i.e. ERM).
+
+    Parameters
+    ----------
+    data : TrainingGroups
+        Labels and groups of the training patches.
+    config : object
+        The run's :class:`~napari_patchwise.train.TrainConfig` (methods read their own
+        hyperparameters from it: ``beta``, ``c``, ``eta``, ``class_balanced``...).
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, data: TrainingGroups, config: Any):
+        self.data = data
+        self.config = config
+        self.validate()
+
+    # -- what subclasses override --------------------------------------------------
+    def validate(self) -> None:
+        """Refuse hyperparameters or data the method cannot work with (PatchwiseError)."""
+
+    def make_sampler(self, batch_size: int, seed: int) -> BatchSampler:
+        return UniformSampler(self.data.labels, self.data.groups, batch_size, seed)
+
+    def loss(self, model: torch.nn.Module, batches: list[Batch]) -> tuple[torch.Tensor, dict]:
+        """The scalar loss to back-propagate, and floats to log (``loss`` at least)."""
+        import torch.nn.functional as F
+
+        (x, y, _g) = batches[0]
+        loss = F.cross_entropy(model(x).float(), y)
+        return loss, {"loss": float(loss.detach())}
+
+    def to(self, device: torch.device | str) -> Method:
+        """Move tensor state (e.g. GroupDRO's q) to the model's device."""
+        return self
+
+    def state_dict(self) -> dict:
+        """Tensor or plain-Python state to checkpoint (loadable with weights_only)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
