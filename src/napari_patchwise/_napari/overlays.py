@@ -212,6 +212,29 @@ LEGENDS: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 # -- layers ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OverlayRasters:
+    """The overlay layers' data, one pixel per patch (made off the main thread)."""
+
+    labels: np.ndarray  # uint8: 0 no patch, 1 non-tumor, 2 tumor
+    groups: np.ndarray  # float32: 3 * label + tissue_ratio, NaN where no patch
+    correctness: np.ndarray | None  # float32: 3 * label + prob
+    prob: np.ndarray | None  # float32: prob
+
+
+def overlay_rasters(
+    raster: PatchRaster, label: np.ndarray, tissue_ratio: np.ndarray, prob: np.ndarray | None
+) -> OverlayRasters:
+    """Paint every overlay's grid from per-patch arrays in table order (O(N))."""
+    label = np.asarray(label)
+    return OverlayRasters(
+        labels=raster.paint(label.astype(np.uint8) + 1, fill=0, dtype=np.uint8),
+        groups=raster.paint(encode_by_class(label, tissue_ratio)),
+        correctness=None if prob is None else raster.paint(encode_by_class(label, prob)),
+        prob=None if prob is None else raster.paint(np.asarray(prob, dtype=np.float32)),
+    )
+
+
 class SlideOverlays:
     """The overlay layers of one slide's patch table in one viewer.
 
@@ -258,44 +281,34 @@ class SlideOverlays:
         )
 
     # data -------------------------------------------------------------------------------
-    def set_table(
-        self,
-        raster: PatchRaster,
-        label: np.ndarray,
-        tissue_ratio: np.ndarray,
-        prob: np.ndarray | None,
-        *,
-        tau: float,
-        threshold: float,
-    ) -> None:
-        """(Re)build every overlay from per-patch arrays in table order."""
-        label = np.asarray(label)
+    def set_table(self, rasters: OverlayRasters, *, tau: float, threshold: float) -> None:
+        """(Re)build every overlay from rasters made by :func:`overlay_rasters`."""
         for layer in self.layers.values():  # the grid may have changed (new patch size)
             layer.scale = self.scale
             layer.translate = self.translate
-        labels = raster.paint(label.astype(np.uint8) + 1, fill=0, dtype=np.uint8)
-        self._put_labels("labels", labels, label_colormap(), opacity=0.5, visible=False)
-        groups = raster.paint(encode_by_class(label, tissue_ratio))
+        self._put_labels("labels", rasters.labels, label_colormap(), opacity=0.5, visible=False)
         self._put_image(
-            "groups", groups, step_colormap(GROUP_COLORS, "patchwise groups"), tau, opacity=0.6
+            "groups",
+            rasters.groups,
+            step_colormap(GROUP_COLORS, "patchwise groups"),
+            tau,
+            opacity=0.6,
         )
-        if prob is None:
+        if rasters.prob is None:
             for kind in ("correctness", "probability"):
                 self._remove(kind)
         else:
-            prob = np.asarray(prob, dtype=np.float32)
-            correctness = raster.paint(encode_by_class(label, prob))
             self._put_image(
                 "correctness",
-                correctness,
+                rasters.correctness,
                 step_colormap(CORRECTNESS_COLORS, "patchwise correctness"),
                 threshold,
                 opacity=0.6,
             )
-            self._put_image("probability", raster.paint(prob), "inferno", None, opacity=0.6)
+            self._put_image("probability", rasters.prob, "inferno", None, opacity=0.6)
             self.layers["groups"].visible = False
             self.layers["probability"].visible = False
-        self.set_highlight(None, raster.shape)
+        self.set_highlight(None, rasters.labels.shape)
 
     def set_tau(self, tau: float) -> None:
         layer = self._alive("groups")
