@@ -1,0 +1,441 @@
+"""Writers: tiled, compressed, pyramidal OME-TIFF and OME-Zarr (v0.4 and v0.5).
+
+Both writers stream: a level is never held in memory. The OME-TIFF writer computes one
+row of tiles of one channel at a time (the next row is computed in the background while
+tifffile compresses the current one); the OME-Zarr writer stores dask chunks with
+``dask.array.store``. Outputs appear atomically (temporary sibling, then rename).
+
+Levels are written exactly as given, so each level should be cheap to compute. Arrays
+that are expensive to compute (a generated slide and its mask) go through
+:func:`staged_arrays` first: computed once into a scratch store, then read from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+from .._atomic import atomic_path
+from .._progress import ProgressCallback, dask_progress
+from ..errors import PatchwiseError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIXES = (".zarr",)
+
+# Scratch stores favour speed over size: they live only while a pyramid is written.
+_SCRATCH_CLEVEL = 1
+
+
+def _as_levels(levels: da.Array | np.ndarray | Sequence) -> list[da.Array]:
+    """Normalise ``levels`` to a non-empty list of dask arrays of one kind."""
+    if isinstance(levels, da.Array | np.ndarray):
+        levels = [levels]
+    out = [da.asarray(level) for level in levels]
+    if not out:
+        raise ValueError("at least one level is needed")
+    ndim, dtype = out[0].ndim, out[0].dtype
+    for level in out:
+        if level.ndim not in (2, 3) or level.ndim != ndim:
+            raise ValueError(f"levels must all be (C, Y, X) or all (Y, X); got {level.shape}")
+        if level.dtype != dtype:
+            raise ValueError(f"levels must share one dtype; got {level.dtype} and {dtype}")
+        if ndim == 3 and level.shape[0] != out[0].shape[0]:
+            raise ValueError("levels must share the number of channels")
+    return out
+
+
+def _pixel_size_yx(pixel_size: float | Sequence[float] | None) -> tuple[float, float] | None:
+    if pixel_size is None:
+        return None
+    if np.isscalar(pixel_size):
+        return float(pixel_size), float(pixel_size)  # type: ignore[arg-type]
+    y, x = pixel_size  # type: ignore[misc]
+    return float(y), float(x)
+
+
+def _channel_names(names: Sequence[str] | None, n: int) -> list[str]:
+    if names is None:
+        return [f"channel {i}" for i in range(n)]
+    names = [str(name) for name in names]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} channel names for {n} channels")
+    return names
+
+
+def _factor(size0: int, size: int) -> float:
+    """Downsampling factor of a level: an integer for pyramids (sizes are rounded)."""
+    f = max(1, round(size0 / size))
+    return float(f) if size in (size0 // f, -(-size0 // f)) else size0 / size
+
+
+# -- OME-TIFF ----------------------------------------------------------------------------
+
+
+def _tile_rows(level: da.Array, tile: int) -> Iterator[np.ndarray]:
+    """Yield ``(tile, X)`` rows of every plane, computing the next row in the background."""
+    planes = [level] if level.ndim == 2 else [level[c] for c in range(level.shape[0])]
+    jobs = [(plane, y0) for plane in planes for y0 in range(0, plane.shape[0], tile)]
+
+    def compute(job: tuple[da.Array, int]) -> np.ndarray:
+        plane, y0 = job
+        return np.asarray(plane[y0 : y0 + tile].compute())
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(compute, jobs[0]) if jobs else None
+        for i in range(len(jobs)):
+            row = pending.result()  # type: ignore[union-attr]
+            pending = pool.submit(compute, jobs[i + 1]) if i + 1 < len(jobs) else None
+            yield row
+
+
+def _tiles(level: da.Array, tile: int, tick) -> Iterator[np.ndarray]:
+    """Yield the tiles of ``level`` in TIFF order (plane, tile row, tile column)."""
+    width = level.shape[-1]
+    for row in _tile_rows(level, tile):
+        for x0 in range(0, width, tile):
+            tile_data = np.ascontiguousarray(row[:, x0 : x0 + tile])
+            # Count before yielding: tifffile does not resume the generator after the
+            # last tile it expects.
+            tick()
+            yield tile_data
+
+
+def _n_tiles(level: da.Array, tile: int) -> int:
+    planes = 1 if level.ndim == 2 else level.shape[0]
+    return planes * math.ceil(level.shape[-2] / tile) * math.ceil(level.shape[-1] / tile)
+
+
+def write_ome_tiff(
+    path: str | os.PathLike,
+    levels: da.Array | Sequence[da.Array],
+    *,
+    channel_names: Sequence[str] | None = None,
+    pixel_size: float | tuple[float, float] | None = None,
+    tile: int = 512,
+    compression: str | None = "zlib",
+    compression_level: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Write a tiled, compressed, pyramidal OME-TIFF, one row of tiles at a time.
+
+    Level 0 is the main image (one page per channel); the reduced levels are stored in
+    SubIFDs of each page, as QuPath, Bio-Formats and tifffile expect.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file (``.tif``/``.tiff``; ``.ome.tif`` recommended).
+    levels : dask array or sequence of dask arrays
+        Pyramid, level 0 first: ``(C, Y, X)`` images or ``(Y, X)`` masks.
+    channel_names : sequence of str, optional
+        One name per channel, stored in the OME-XML.
+    pixel_size : float or (float, float), optional
+        Level-0 pixel size in micrometres (``(y, x)`` or one value for both).
+    tile : int
+        Tile side in pixels (a multiple of 16).
+    compression : str or None
+        A tifffile compression name (``"zlib"``, ``"zstd"``, ``"lzw"``...) or None.
+    compression_level : int, optional
+        Codec level (e.g. 1 for fast zlib); the codec default if None.
+    progress : callable, optional
+        Called as ``progress(done_tiles, total_tiles)``.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise PatchwiseError(
+            "not a TIFF file name", path=path, hint="name the output *.ome.tif or *.tif"
+        )
+    if tile <= 0 or tile % 16:
+        raise PatchwiseError(f"tile size {tile} is not a positive multiple of 16", path=path)
+    levels = _as_levels(levels)
+    level0 = levels[0]
+    is_mask = level0.ndim == 2
+    pixel_yx = _pixel_size_yx(pixel_size)
+
+    metadata: dict = {"axes": "YX" if is_mask else "CYX"}
+    if not is_mask:
+        metadata["Channel"] = {"Name": _channel_names(channel_names, level0.shape[0])}
+    if pixel_yx is not None:
+        metadata.update(
+            PhysicalSizeY=pixel_yx[0],
+            PhysicalSizeYUnit="µm",
+            PhysicalSizeX=pixel_yx[1],
+            PhysicalSizeXUnit="µm",
+        )
+
+    total = sum(_n_tiles(level, tile) for level in levels)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    options: dict = dict(
+        photometric="minisblack",
+        tile=(tile, tile),
+        compression=compression,
+        maxworkers=os.cpu_count() or 1,
+    )
+    if compression_level is not None and compression is not None:
+        options["compressionargs"] = {"level": compression_level}
+
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+        for k, level in enumerate(levels):
+            resolution = {}
+            if pixel_yx is not None:
+                # TIFF stores pixels per centimetre, x first.
+                fy = _factor(level0.shape[-2], level.shape[-2])
+                fx = _factor(level0.shape[-1], level.shape[-1])
+                resolution = dict(
+                    resolution=(1e4 / (pixel_yx[1] * fx), 1e4 / (pixel_yx[0] * fy)),
+                    resolutionunit="CENTIMETER",
+                )
+            tif.write(
+                _tiles(level, tile, tick),
+                shape=level.shape,
+                dtype=level.dtype,
+                subifds=len(levels) - 1 if k == 0 else None,
+                subfiletype=1 if k > 0 else 0,
+                metadata=metadata if k == 0 else None,
+                **resolution,
+                **options,
+            )
+    return path
+
+
+# -- OME-Zarr ----------------------------------------------------------------------------
+
+
+def _window(level: da.Array, contrast_limits: Sequence[tuple[float, float]] | None) -> list:
+    """OMERO display windows per channel: the given limits or percentiles of ``level``."""
+    info = np.iinfo(level.dtype) if level.dtype.kind in "ui" else None
+    lo_max = (float(info.min), float(info.max)) if info else None
+    if contrast_limits is None:
+        small = np.asarray(level.compute(), dtype=np.float64)
+        contrast_limits = []
+        for plane in small:
+            lo, hi = np.percentile(plane, [0.5, 99.8])
+            contrast_limits.append((float(lo), float(max(hi, lo + 1))))
+    windows = []
+    for lo, hi in contrast_limits:
+        dmin, dmax = lo_max if lo_max else (float(lo), float(hi))
+        windows.append({"min": dmin, "max": dmax, "start": float(lo), "end": float(hi)})
+    return windows
+
+
+_COLORS = ("FF00FF", "00FF00", "00FFFF", "FFFF00", "FF0000", "0000FF")
+
+
+def _multiscales(
+    levels: list[da.Array], pixel_yx: tuple[float, float] | None, name: str, version: str | None
+) -> dict:
+    is_mask = levels[0].ndim == 2
+    unit = {"unit": "micrometer"} if pixel_yx is not None else {}
+    axes = [{"name": "y", "type": "space", **unit}, {"name": "x", "type": "space", **unit}]
+    if not is_mask:
+        axes.insert(0, {"name": "c", "type": "channel"})
+    base = pixel_yx if pixel_yx is not None else (1.0, 1.0)
+    datasets = []
+    for k, level in enumerate(levels):
+        fy = _factor(levels[0].shape[-2], level.shape[-2])
+        fx = _factor(levels[0].shape[-1], level.shape[-1])
+        scale = [base[0] * fy, base[1] * fx]
+        if not is_mask:
+            scale.insert(0, 1.0)
+        datasets.append(
+            {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+        )
+    ms = {"name": name, "axes": axes, "datasets": datasets}
+    if version is not None:
+        ms = {"version": version, **ms}
+    return ms
+
+
+def write_ome_zarr(
+    path: str | os.PathLike,
+    levels: da.Array | Sequence[da.Array],
+    *,
+    channel_names: Sequence[str] | None = None,
+    pixel_size: float | tuple[float, float] | None = None,
+    chunk: int = 512,
+    version: str = "0.5",
+    contrast_limits: Sequence[tuple[float, float]] | None = None,
+    name: str | None = None,
+    compression_level: int = 5,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Write an OME-Zarr pyramid (v0.5 on zarr v3, or v0.4 on zarr v2), chunk by chunk.
+
+    Parameters
+    ----------
+    path : path-like
+        Output store directory (``*.ome.zarr``).
+    levels : dask array or sequence of dask arrays
+        Pyramid, level 0 first: ``(C, Y, X)`` images or ``(Y, X)`` masks.
+    channel_names : sequence of str, optional
+        Channel labels for the ``omero`` metadata (images only).
+    pixel_size : float or (float, float), optional
+        Level-0 pixel size in micrometres; written as the scale transformations.
+    chunk : int
+        Chunk side in pixels (one channel per chunk).
+    version : {"0.5", "0.4"}
+        OME-NGFF version: ``"0.5"`` writes zarr v3 with ``zarr.json`` attributes under
+        ``"ome"``; ``"0.4"`` writes zarr v2 with ``.zattrs``.
+    contrast_limits : sequence of (float, float), optional
+        Display window per channel; percentiles of the smallest level if None.
+    name : str, optional
+        Name of the multiscale image (the file stem by default).
+    compression_level : int
+        Blosc/zstd level of the chunks.
+    progress : callable, optional
+        Called as ``progress(done_tasks, total_tasks)``.
+
+    Returns
+    -------
+    pathlib.Path
+        The written store.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in ZARR_SUFFIXES:
+        raise PatchwiseError("not a zarr store name", path=path, hint="name the output *.ome.zarr")
+    if version not in ("0.4", "0.5"):
+        raise PatchwiseError(f"unknown OME-Zarr version {version!r}", hint="use 0.4 or 0.5")
+    levels = _as_levels(levels)
+    is_mask = levels[0].ndim == 2
+    pixel_yx = _pixel_size_yx(pixel_size)
+    name = name or path.name.split(".")[0]
+
+    multiscales = _multiscales(levels, pixel_yx, name, "0.4" if version == "0.4" else None)
+    attrs: dict = {"multiscales": [multiscales]}
+    if not is_mask:
+        names = _channel_names(channel_names, levels[0].shape[0])
+        windows = _window(levels[-1], contrast_limits)
+        attrs["omero"] = {
+            "channels": [
+                {
+                    "label": label,
+                    "color": _COLORS[i % len(_COLORS)],
+                    "window": window,
+                    "active": True,
+                    "coefficient": 1.0,
+                    "family": "linear",
+                    "inverted": False,
+                }
+                for i, (label, window) in enumerate(zip(names, windows, strict=True))
+            ],
+            "rdefs": {"model": "color"},
+        }
+        if version == "0.4":
+            attrs["omero"]["version"] = "0.4"
+    if version == "0.5":
+        attrs = {"ome": {"version": "0.5", **attrs}}
+
+    with atomic_path(path) as tmp:
+        _store_levels(
+            tmp,
+            levels,
+            chunk=chunk,
+            zarr_format=3 if version == "0.5" else 2,
+            clevel=compression_level,
+            cname="zstd",
+            attrs=attrs,
+            progress=progress,
+        )
+    return path
+
+
+def _store_levels(
+    store: Path,
+    levels: list[da.Array],
+    *,
+    chunk: int,
+    zarr_format: int,
+    clevel: int,
+    cname: str,
+    attrs: dict | None = None,
+    progress: ProgressCallback | None = None,
+) -> list:
+    """Create a zarr group at ``store`` with arrays ``"0"``, ``"1"``... and fill them."""
+    import zarr
+
+    root = zarr.open_group(store, mode="w", zarr_format=zarr_format)
+    arrays, sources = [], []
+    for k, level in enumerate(levels):
+        arrays.append(_create_array(root, str(k), level, chunk, zarr_format, clevel, cname))
+        sources.append(level.rechunk(arrays[-1].chunks))
+    if attrs:
+        root.attrs.update(attrs)
+    with dask_progress(progress):
+        da.store(sources, arrays, lock=False)
+    return arrays
+
+
+def _create_array(root, key: str, level: da.Array, chunk: int, zarr_format: int, clevel, cname):
+    chunks = (chunk, chunk) if level.ndim == 2 else (1, chunk, chunk)
+    chunks = tuple(min(c, max(1, s)) for c, s in zip(chunks, level.shape, strict=True))
+    kwargs: dict = dict(shape=level.shape, dtype=level.dtype, chunks=chunks, fill_value=0)
+    if zarr_format == 3:
+        from zarr.codecs import BloscCodec
+
+        kwargs["compressors"] = BloscCodec(cname=cname, clevel=clevel, shuffle="noshuffle")
+        kwargs["dimension_names"] = ("y", "x") if level.ndim == 2 else ("c", "y", "x")
+    else:
+        from numcodecs import Blosc
+
+        kwargs["compressors"] = Blosc(cname=cname, clevel=clevel, shuffle=Blosc.NOSHUFFLE)
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    return root.create_array(key, **kwargs)
+
+
+# -- staging -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def staged_arrays(
+    arrays: Sequence[da.Array],
+    *,
+    workdir: str | os.PathLike | None = None,
+    chunk: int = 512,
+    progress: ProgressCallback | None = None,
+) -> Iterator[list[da.Array]]:
+    """Compute ``arrays`` together, once, into a scratch store and read them from there.
+
+    For arrays that are expensive to compute and share work (a generated image and its
+    mask come from the same blocks): one ``dask.array.store`` computes the shared work
+    once, chunk by chunk; the writers and pyramid builders then read the stored chunks
+    as often as they need. The store (fast lz4 compression) is removed on exit.
+
+    Yields
+    ------
+    list of dask.array.Array
+        The stored arrays, in order.
+    """
+    import zarr
+
+    with tempfile.TemporaryDirectory(prefix=".patchwise-scratch-", dir=workdir) as tmp:
+        root = zarr.open_group(Path(tmp) / "scratch.zarr", mode="w", zarr_format=3)
+        targets = [
+            _create_array(root, str(i), a, chunk, 3, _SCRATCH_CLEVEL, "lz4")
+            for i, a in enumerate(arrays)
+        ]
+        sources = [a.rechunk(t.chunks) for a, t in zip(arrays, targets, strict=True)]
+        with dask_progress(progress):
+            da.store(sources, targets, lock=False)
+        yield [da.from_zarr(t) for t in targets]
