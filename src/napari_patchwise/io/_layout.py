@@ -1,0 +1,127 @@
+"""Array layout of files: axis order to ``(C, Y, X)`` and dask chunk sizes.
+
+Files are tiled in 256-512 px tiles or striped in a few rows; one dask task per tile
+would mean hundreds of thousands of tasks for a 50k x 50k slide, so tiles are grouped
+into chunks of about :data:`TARGET_SIDE` px (whole tiles, so no tile is decoded twice).
+Strips span the full width, so strip chunks stack whole strips up to :data:`TARGET_BYTES`.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+
+from ..errors import PatchwiseError
+
+# Every axis that is not Y or X (C, S for samples, Q/I for unnamed stacks, T, Z) may be the
+# channel axis; singletons are dropped.
+SPATIAL = ("Y", "X")
+
+TARGET_SIDE = 1024
+TARGET_BYTES = 32 * 2**20
+
+
+def grouped(stored: int, size: int, target: int) -> int:
+    """Largest multiple of ``stored`` that is ``<= max(target, stored)``, capped at ``size``."""
+    stored = max(1, min(stored, size))
+    return min(size, max(1, target // stored) * stored)
+
+
+def yx_chunks(
+    stored_yx: tuple[int, int], shape_yx: tuple[int, int], bytes_per_pixel: int
+) -> tuple[int, int]:
+    """Dask chunk ``(y, x)`` for an image stored in ``stored_yx`` blocks.
+
+    Parameters
+    ----------
+    stored_yx : (int, int)
+        The file's own block: a tile, or ``(rows_per_strip, width)`` for a striped file.
+    shape_yx : (int, int)
+        Image size.
+    bytes_per_pixel : int
+        Bytes of one pixel over all channels read together.
+    """
+    (sy, sx), (h, w) = stored_yx, shape_yx
+    if sx >= w and sy < w:  # strips: whole rows, stacked up to TARGET_BYTES
+        row_bytes = max(1, w * bytes_per_pixel)
+        return grouped(sy, h, max(sy, TARGET_BYTES // row_bytes)), w
+    return grouped(sy, h, TARGET_SIDE), grouped(sx, w, TARGET_SIDE)
+
+
+def itemsize(dtype) -> int:
+    return int(np.dtype(dtype).itemsize)
+
+
+def stored_yx(chunks: tuple[int, ...], axes: str) -> tuple[int, int]:
+    """The file's own block ``(y, x)`` from zarr ``chunks`` in ``axes`` order."""
+    axes = axes.upper()
+    return chunks[axes.index("Y")], chunks[axes.index("X")]
+
+
+class CYXView:
+    """Read-only ``(C, Y, X)`` view of an array stored in another axis order.
+
+    ``axes`` names the stored axes (tifffile / OME letters such as ``"YXS"``,
+    ``"TCZYX"``). Singleton non-spatial axes are dropped; exactly one non-spatial axis
+    may have more than one entry and becomes C (a 2-D image gets C of length 1).
+
+    Reordering happens inside ``__getitem__``, so ``dask.array.from_array`` over this
+    view still fuses a later slice into the read: only the file blocks under a viewed
+    region are decoded.
+    """
+
+    def __init__(self, data, axes: str):
+        axes = axes.upper()
+        if len(axes) != len(data.shape) or "Y" not in axes or "X" not in axes:
+            raise PatchwiseError(f"image axes {axes!r} do not fit its shape {tuple(data.shape)}")
+        others = [
+            i
+            for i, (a, n) in enumerate(zip(axes, data.shape, strict=True))
+            if a not in SPATIAL and n != 1
+        ]
+        if len(others) > 1:
+            sizes = ", ".join(f"{axes[i]}={data.shape[i]}" for i in others)
+            raise PatchwiseError(
+                f"image has several non-spatial axes ({sizes}); only one channel axis is supported",
+                hint="export a single time point and z plane",
+            )
+        self._data = data
+        self._axes = axes
+        self._channel = others[0] if others else None
+        self._y, self._x = axes.index("Y"), axes.index("X")
+        n_channels = 1 if self._channel is None else int(data.shape[self._channel])
+        self.shape = (n_channels, int(data.shape[self._y]), int(data.shape[self._x]))
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key_c, key_y, key_x = key + (slice(None),) * (3 - len(key))
+        stored, labels = [], []
+        for i in range(len(self._axes)):
+            index, label = {
+                self._channel: (key_c, "c"),
+                self._y: (key_y, "y"),
+                self._x: (key_x, "x"),
+            }.get(i, (0, None))
+            stored.append(index)
+            if label is not None and not isinstance(index, int | np.integer):
+                labels.append(label)
+        out = np.asarray(self._data[tuple(stored)])
+        out = out.transpose([labels.index(a) for a in "cyx" if a in labels])
+        if self._channel is None:  # no stored channel axis: add it, then index it
+            out = out[None][(key_c,)]
+        return out
+
+
+def lazy_cyx(data, axes: str, block_yx: tuple[int, int]) -> da.Array:
+    """Dask ``(C, Y, X)`` array over ``data`` (zarr array, memmap, ...) stored as ``axes``.
+
+    Chunks hold all channels and whole file blocks (``block_yx``: tile or strip), see
+    :func:`yx_chunks`. Nothing is read here.
+    """
+    view = CYXView(data, axes)
+    c, h, w = view.shape
+    cy, cx = yx_chunks(block_yx, (h, w), itemsize(view.dtype) * c)
+    # Default fancy=True lets dask fuse a later slice into the read.
+    return da.from_array(view, chunks=(c, cy, cx), lock=False, asarray=True, name=False)

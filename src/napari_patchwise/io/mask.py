@@ -1,0 +1,269 @@
+"""Masks: label images mapped to the classes background / healthy / tumor.
+
+A mask file stores arbitrary integer values; a :class:`MaskMap` says which class each
+value means. The mapped mask is a lazy ``uint8`` dask array with values
+``BACKGROUND=0``, ``HEALTHY=1``, ``TUMOR=2`` (:mod:`napari_patchwise.slide`), at level-0
+resolution or an integer fraction ``1/f`` of it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .._progress import ProgressCallback, dask_progress
+from ..errors import PatchwiseError
+from ..slide import BACKGROUND, CLASS_NAMES, HEALTHY, TUMOR
+
+_CLASS_BY_NAME = {
+    "background": BACKGROUND,
+    "bg": BACKGROUND,
+    "non-tumor": BACKGROUND,
+    "nontumor": BACKGROUND,
+    "non_tumor": BACKGROUND,
+    "healthy": HEALTHY,
+    "tissue": HEALTHY,
+    "tumor": TUMOR,
+    "tumour": TUMOR,
+}
+_MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class MaskMap:
+    """File value -> class (``BACKGROUND``, ``HEALTHY`` or ``TUMOR``).
+
+    Parameters
+    ----------
+    classes : mapping of int to int
+        For each value that may appear in the mask file, its class.
+
+    Attributes
+    ----------
+    kind : str
+        ``"3class"`` when the map has a healthy class (tissue is known from the mask),
+        else ``"binary"`` (tumor vs. everything else; tissue must come from intensity).
+
+    Examples
+    --------
+    >>> MaskMap.parse("0=background,1=healthy,2=tumor").kind
+    '3class'
+    >>> MaskMap.parse("0=non-tumor,255=tumor").classes[255]
+    2
+    """
+
+    classes: Mapping[int, int] = field(
+        default_factory=lambda: {0: BACKGROUND, 1: HEALTHY, 2: TUMOR}
+    )
+
+    def __post_init__(self) -> None:
+        clean = {int(v): int(c) for v, c in dict(self.classes).items()}
+        bad = sorted(c for c in set(clean.values()) if c not in CLASS_NAMES)
+        if bad:
+            raise PatchwiseError(f"mask map has unknown class ids {bad}; use 0, 1 or 2")
+        if not clean:
+            raise PatchwiseError("mask map is empty")
+        object.__setattr__(self, "classes", MappingProxyType(clean))
+
+    @property
+    def kind(self) -> str:
+        return "3class" if HEALTHY in self.classes.values() else "binary"
+
+    @classmethod
+    def default(cls) -> MaskMap:
+        """``0`` background, ``1`` healthy, ``2`` tumor."""
+        return cls()
+
+    @classmethod
+    def binary(cls) -> MaskMap:
+        """``0`` non-tumor, ``1`` tumor (healthy tissue must come from intensity)."""
+        return cls({0: BACKGROUND, 1: TUMOR})
+
+    @classmethod
+    def parse(cls, text: str) -> MaskMap:
+        """Parse ``"0=background,1=healthy,2=tumor"`` (or ``"default"`` / ``"binary"``).
+
+        Class names: background (or non-tumor), healthy (or tissue), tumor.
+        """
+        text = text.strip()
+        if text.lower() in ("", "default", "3class"):
+            return cls.default()
+        if text.lower() == "binary":
+            return cls.binary()
+        classes: dict[int, int] = {}
+        for item in text.split(","):
+            value, sep, name = item.partition("=")
+            try:
+                number = int(value.strip())
+            except ValueError:
+                number = None
+            cls_id = _CLASS_BY_NAME.get(name.strip().lower())
+            if not sep or number is None or cls_id is None:
+                raise PatchwiseError(
+                    f"cannot read mask map item {item.strip()!r}",
+                    hint="write it as VALUE=CLASS pairs, e.g. 0=background,1=healthy,2=tumor",
+                )
+            classes[number] = cls_id
+        return cls(classes)
+
+    def __str__(self) -> str:
+        return ",".join(f"{v}={CLASS_NAMES[c]}" for v, c in sorted(self.classes.items()))
+
+    def apply(self, labels: np.ndarray) -> np.ndarray:
+        """Map a block of file values to classes (``uint8``); values must be in the map."""
+        keys = np.array(sorted(self.classes), dtype=np.int64)
+        classes = np.array([self.classes[k] for k in keys], dtype=np.uint8)
+        index = np.searchsorted(keys, labels).clip(0, len(keys) - 1)
+        return classes[index]
+
+
+def as_mask_map(mask_map: MaskMap | str | Mapping[int, int] | None) -> MaskMap | None:
+    """Accept a :class:`MaskMap`, its text form, or a plain ``{value: class}`` dict."""
+    if mask_map is None or isinstance(mask_map, MaskMap):
+        return mask_map
+    if isinstance(mask_map, str):
+        return MaskMap.parse(mask_map)
+    return MaskMap(mask_map)
+
+
+def mask_factor(
+    level0_yx: tuple[int, int], mask_yx: tuple[int, int], path: str | os.PathLike | None = None
+) -> int:
+    """How many level-0 pixels one mask pixel covers per axis.
+
+    The mask must be level 0's size divided by an integer ``f`` (rounded down or up, so
+    odd sizes work).
+
+    Raises
+    ------
+    PatchwiseError
+        The sizes are not related by an integer factor; the message names both sizes.
+    """
+    (h, w), (mh, mw) = (int(s) for s in level0_yx), (int(s) for s in mask_yx)
+    if (mh, mw) == (h, w):
+        return 1
+    if mh > 0 and mw > 0:
+        f = max(1, round(h / mh))
+        if all(m in (n // f, -(-n // f)) for n, m in ((h, mh), (w, mw))):
+            return f
+    raise PatchwiseError(
+        f"mask is {mh} x {mw} pixels but the image is {h} x {w}; a mask must be the "
+        "image's size or that size divided by a whole number",
+        path=path,
+        hint="use the mask that belongs to this image, exported at full or integer-downsampled resolution",
+    )
+
+
+def mask_values(labels: da.Array, progress: ProgressCallback | None = None) -> np.ndarray:
+    """Sorted distinct values of ``labels``, computed chunk by chunk (exact).
+
+    Each chunk is reduced to its own distinct values (a bincount for 8/16-bit unsigned
+    data, ``np.unique`` otherwise); only those small sets are held at once.
+    """
+    blocks = labels.to_delayed().ravel()
+    with dask_progress(progress):
+        per_block = dask.compute(*(dask.delayed(_distinct)(b) for b in blocks))
+    if not per_block:
+        return np.array([], dtype=labels.dtype)
+    return np.unique(np.concatenate(per_block))
+
+
+def _distinct(block: np.ndarray) -> np.ndarray:
+    if block.dtype in (np.uint8, np.uint16, np.bool_):
+        counts = np.bincount(block.ravel().astype(np.intp, copy=False), minlength=1)
+        return np.flatnonzero(counts).astype(block.dtype)
+    return np.unique(block)
+
+
+def read_mask(
+    path: str | os.PathLike,
+    level0_yx: tuple[int, int],
+    mask_map: MaskMap | str | Mapping[int, int] | None = None,
+    *,
+    check_values: bool = True,
+    progress: ProgressCallback | None = None,
+) -> tuple[da.Array, int, str]:
+    """Read a label image and map it to classes, lazily.
+
+    Parameters
+    ----------
+    path : path-like
+        TIFF / OME-TIFF, OME-Zarr or PNG label image (single channel, integer values).
+        For a pyramidal file, its full-resolution level is used.
+    level0_yx : (int, int)
+        ``(Y, X)`` of the image's level 0.
+    mask_map : MaskMap or str or dict, optional
+        Value -> class map. By default ``0`` background, ``1`` healthy, ``2`` tumor;
+        a mask whose values are exactly ``{0, 1}`` is taken as binary (``1`` tumor).
+    check_values : bool
+        Verify (one chunked pass over the mask) that every value is in the map, so an
+        unexpected value fails here with the values listed instead of later.
+    progress : callable, optional
+        ``progress(done, total)`` over the chunks of that pass.
+
+    Returns
+    -------
+    mask : dask.array.Array
+        ``uint8`` classes ``(ceil or floor of Y / f, ... X / f)``.
+    factor : int
+        ``f``.
+    kind : str
+        ``"3class"`` or ``"binary"``.
+
+    Raises
+    ------
+    PatchwiseError
+        Unreadable file, more than one channel, non-integer values, a size that is not
+        an integer fraction of level 0, or values the map does not know.
+    """
+    from .reader import load_image
+
+    path = Path(path)
+    labels = load_image(path).levels[0]
+    if labels.shape[0] != 1:
+        raise PatchwiseError(
+            f"mask has {labels.shape[0]} channels; expected a single-channel label image",
+            path=path,
+            hint="save the mask as one integer channel (e.g. 0 background, 1 healthy, 2 tumor)",
+        )
+    labels = labels[0]
+    if labels.dtype == np.bool_:
+        labels = labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise PatchwiseError(
+            f"mask has {labels.dtype} pixels; expected integer labels",
+            path=path,
+            hint="save the mask with an integer type (uint8 or uint16)",
+        )
+    factor = mask_factor(level0_yx, labels.shape, path)
+    mapping = as_mask_map(mask_map)
+    if check_values or mapping is None:
+        found = mask_values(labels, progress)
+        if mapping is None:
+            mapping = MaskMap.binary() if set(found.tolist()) == {0, 1} else MaskMap.default()
+        _check_known(found, mapping, path)
+    mapped = labels.map_blocks(mapping.apply, dtype=np.uint8)
+    return mapped, factor, mapping.kind
+
+
+def _check_known(found: Iterable[int], mapping: MaskMap, path: Path) -> None:
+    found = [int(v) for v in found]
+    unknown = [v for v in found if v not in mapping.classes]
+    if not unknown:
+        return
+    listed = ", ".join(str(v) for v in found[:_MAX_LISTED])
+    if len(found) > _MAX_LISTED:
+        listed += f", ... ({len(found)} values)"
+    raise PatchwiseError(
+        f"mask has values {{{listed}}}; {', '.join(map(str, unknown[:_MAX_LISTED]))} "
+        f"not in the mask map {mapping}",
+        path=path,
+        hint="pass a mask map that names every value, e.g. --mask-map 0=background,1=healthy,2=tumor",
+    )

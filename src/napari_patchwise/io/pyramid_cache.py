@@ -1,0 +1,158 @@
+"""Build a display pyramid for a big single-level image once, and reuse it.
+
+A lazily coarsened level still reads all of level 0 to be shown, so for images larger
+than :data:`CACHE_MIN_SIDE` the coarser levels are written once as a pyramidal OME-TIFF
+(through :func:`napari_patchwise.io.write.write_ome_tiff`, atomically) and read from
+there afterwards. The cache key is the image's resolved path, size and modification
+time, so an edited image gets a new pyramid. Level 0 always comes from the image itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask.array as da
+
+from .._progress import ProgressCallback, dask_progress
+from ..errors import PatchwiseError
+from ._loaded import LoadedImage, default_channel_names
+from .pyramid import build_pyramid, downsample
+
+#: Single-level images with a side above this get a cached pyramid.
+CACHE_MIN_SIDE = 4096
+
+#: Environment variable overriding the default cache folder.
+CACHE_ENV = "PATCHWISE_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$PATCHWISE_CACHE_DIR``, else ``$XDG_CACHE_HOME/napari-patchwise/pyramids``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "napari-patchwise" / "pyramids"
+
+
+def cache_file(image: Path, cache: str | os.PathLike | bool | None) -> Path:
+    """Where the pyramid of ``image`` lives for the ``cache`` option of ``open_slide``."""
+    stat = image.stat()
+    key = f"{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    if cache == "beside":
+        return image.with_name(f"{image.name}.pyramid.ome.tif")
+    folder = default_cache_dir() if cache is None or cache is True else Path(cache)
+    return folder / f"{image.name}-{digest}.ome.tif"
+
+
+def pyramid_for(
+    image: Path,
+    level0: da.Array,
+    loaded: LoadedImage,
+    *,
+    cache: str | os.PathLike | bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[da.Array]:
+    """Display pyramid ``[level0, ...]`` for a single-level image.
+
+    Small images (and ``cache=False``) get the lazy :func:`build_pyramid`; big ones the
+    cached pyramid, written first if it is missing or unreadable.
+    """
+    if cache is False or max(level0.shape[-2:]) <= CACHE_MIN_SIDE:
+        return build_pyramid(level0)
+    target = cache_file(image, cache)
+    levels = _read_cached(target, level0)
+    if levels is None:
+        names = loaded.channel_names or default_channel_names(int(level0.shape[0]))
+        pixel = None if loaded.pixel_size is None else tuple(2 * s for s in loaded.pixel_size)
+        try:
+            write_pyramid(target, level0, channel_names=names, pixel_size=pixel, progress=progress)
+        except OSError as exc:
+            raise PatchwiseError(
+                f"cannot write the display pyramid to {target} ({exc.strerror or exc})",
+                path=image,
+                hint=f"pass another pyramid cache folder or set {CACHE_ENV}",
+            ) from None
+        levels = _read_cached(target, level0)
+        if levels is None:  # pragma: no cover - the writer just produced it
+            raise PatchwiseError(f"the pyramid written to {target} is unreadable", path=image)
+    return [level0, *levels]
+
+
+def _read_cached(target: Path, level0: da.Array) -> list[da.Array] | None:
+    """The cached levels 1.. if ``target`` holds a pyramid that fits ``level0``."""
+    if not target.is_file():
+        return None
+    from .tiff import read_tiff
+
+    try:
+        levels = read_tiff(target).levels
+    except PatchwiseError:
+        return None
+    c, y, x = level0.shape
+    first = levels[0].shape
+    if first != (c, y // 2, x // 2) or levels[0].dtype != level0.dtype:
+        return None
+    return levels
+
+
+def write_pyramid(
+    target: Path,
+    level0: da.Array,
+    *,
+    channel_names: list[str],
+    pixel_size: tuple[float, float] | None,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Write levels 1.. of ``level0``'s pyramid to ``target`` as a pyramidal OME-TIFF."""
+    from .write import write_ome_tiff
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with staged_pyramid(level0, workdir=target.parent, progress=progress) as levels:
+        write_ome_tiff(
+            target,
+            levels[1:],
+            channel_names=list(channel_names),
+            pixel_size=pixel_size,
+            progress=progress,
+        )
+
+
+@contextlib.contextmanager
+def staged_pyramid(
+    level0: da.Array,
+    *,
+    workdir: str | os.PathLike | None = None,
+    min_size: int = 256,
+    progress: ProgressCallback | None = None,
+) -> Iterator[list[da.Array]]:
+    """Pyramid of ``level0`` whose coarser levels are each computed once.
+
+    :func:`build_pyramid` chains lazy downsamplings, so writing level ``k`` re-reads
+    level 0 and re-computes levels ``1..k-1``; writing a whole pyramid that way reads
+    level 0 once per level. Here each level is computed from the previous *stored*
+    level into a temporary zarr store (removed on exit), so level 0 is read once.
+
+    Yields
+    ------
+    list of dask.array.Array
+        ``[level0, level1, ...]``, levels 1.. backed by the temporary stores.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=".patchwise-pyramid-", dir=workdir))
+    try:
+        levels = [level0]
+        n_levels = len(build_pyramid(level0, min_size=min_size))
+        for k in range(1, n_levels):
+            store = tmp / f"{k}.zarr"
+            small = downsample(levels[-1])
+            with dask_progress(progress):
+                da.to_zarr(small, str(store))
+            levels.append(da.from_zarr(str(store)))
+        yield levels
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,179 @@
+"""``open_slide``: any supported image (and optional mask) as a :class:`~napari_patchwise.Slide`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._progress import ProgressCallback
+from ..errors import PatchwiseError
+from ..slide import Slide
+from ._loaded import LoadedImage, default_channel_names
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ZARR_SUFFIXES = (".zarr",)
+SUPPORTED = "OME-TIFF/TIFF (.tif, .tiff), OME-Zarr (.zarr directory), PNG, JPEG"
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """Which reader handles ``path``: ``"tiff"``, ``"zarr"`` or ``"image"`` (PNG/JPEG).
+
+    Raises
+    ------
+    PatchwiseError
+        The path does not exist, has an unsupported extension, or is a directory that
+        is not a zarr store.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise PatchwiseError("no such file or directory", path=path, hint="check the path")
+    if path.is_dir():
+        if suffix in ZARR_SUFFIXES or is_zarr_store(path):
+            return "zarr"
+        raise PatchwiseError(
+            "is a directory but not a zarr store (no zarr.json or .zattrs/.zgroup)",
+            path=path,
+            hint=f"open a file or an OME-Zarr store; supported: {SUPPORTED}",
+        )
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    raise PatchwiseError(
+        f"unsupported file type {suffix or '(no extension)'!r}",
+        path=path,
+        hint=f"supported: {SUPPORTED}",
+    )
+
+
+def is_zarr_store(path: Path) -> bool:
+    """Whether directory ``path`` holds zarr v2 or v3 metadata at its root."""
+    return any((path / name).is_file() for name in ("zarr.json", ".zattrs", ".zgroup", ".zarray"))
+
+
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Read ``path`` with the reader for its format; levels stay lazy."""
+    kind = image_format(path)
+    if kind == "tiff":
+        from .tiff import read_tiff
+
+        return read_tiff(path)
+    if kind == "zarr":
+        from .zarr import read_ome_zarr
+
+        return read_ome_zarr(path)
+    from .image import read_image
+
+    return read_image(path)
+
+
+def open_slide(
+    path: str | os.PathLike,
+    *,
+    mask: str | os.PathLike | None = None,
+    mask_map=None,
+    channel_names: Sequence[str] | None = None,
+    pixel_size: float | tuple[float, float] | None = None,
+    pyramid_cache: str | os.PathLike | bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> Slide:
+    """Open an image (and optionally its mask) lazily as a :class:`Slide`.
+
+    Parameters
+    ----------
+    path : path-like
+        OME-TIFF / TIFF, OME-Zarr (v0.4 or v0.5) store, PNG or JPEG.
+    mask : path-like, optional
+        Label image of the same size as level 0 or an integer fraction of it.
+    mask_map : MaskMap or str, optional
+        File value -> class mapping of the mask (see :class:`MaskMap`); by default
+        ``0`` background, ``1`` healthy, ``2`` tumor, and a mask holding only 0 and 1 is
+        read as binary (tumor / non-tumor).
+    channel_names : sequence of str, optional
+        Override the file's channel names (one per channel).
+    pixel_size : float or (float, float), optional
+        Override the level-0 pixel size in micrometres (``(y, x)`` or one value).
+    pyramid_cache : path-like or bool, optional
+        Where a single-level image larger than
+        :data:`~napari_patchwise.io.pyramid_cache.CACHE_MIN_SIDE` gets its display
+        pyramid written once: ``None``/``True`` the user cache folder, a directory,
+        ``"beside"`` next to the image, or ``False`` to never write (lazy pyramid only).
+    progress : callable, optional
+        ``progress(done, total)`` while a pyramid is written.
+
+    Returns
+    -------
+    Slide
+        Levels are lazy ``(C, Y, X)`` dask arrays; nothing at full resolution is read.
+
+    Raises
+    ------
+    PatchwiseError
+        Missing or unreadable file, unsupported format, or a mask that does not fit.
+    """
+    path = Path(path)
+    loaded = load_image(path)
+    levels = list(loaded.levels)
+    if len(levels) == 1:
+        from .pyramid_cache import pyramid_for
+
+        levels = pyramid_for(path, levels[0], loaded, cache=pyramid_cache, progress=progress)
+    n = int(levels[0].shape[0])
+    names = _channel_names(path, channel_names, loaded.channel_names, n)
+    slide = Slide(
+        levels=tuple(levels),
+        channel_names=tuple(names),
+        pixel_size=_pixel_size(path, pixel_size, loaded.pixel_size),
+        name=slide_name(path),
+        path=path,
+        contrast_limits=loaded.contrast_limits,
+    )
+    if mask is not None:
+        from .mask import read_mask
+
+        mask_array, factor, kind = read_mask(mask, slide.shape[1:], mask_map)
+        slide = slide.with_mask(mask_array, factor=factor, kind=kind, path=Path(mask))
+    return slide
+
+
+def slide_name(path: Path) -> str:
+    """The file name without ``.ome.tif``-style double suffixes."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, *IMAGE_SUFFIXES, ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return path.stem
+
+
+def _channel_names(
+    path: Path, override: Sequence[str] | None, from_file: list[str] | None, n: int
+) -> list[str]:
+    if override is not None:
+        names = [str(x) for x in override]
+        if len(names) != n:
+            raise PatchwiseError(
+                f"{len(names)} channel names given for an image with {n} channels",
+                path=path,
+                hint=f"give exactly {n} names",
+            )
+        return names
+    if from_file is not None and len(from_file) == n:
+        return list(from_file)
+    return default_channel_names(n)
+
+
+def _pixel_size(
+    path: Path, override: float | tuple[float, float] | None, from_file
+) -> tuple[float, float] | None:
+    if override is None:
+        return from_file
+    values = (override, override) if isinstance(override, int | float) else tuple(override)
+    if len(values) != 2 or not all(float(v) > 0 for v in values):
+        raise PatchwiseError(
+            f"pixel size must be one or two positive numbers (µm), got {override!r}",
+            path=path,
+        )
+    return float(values[0]), float(values[1])

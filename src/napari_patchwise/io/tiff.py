@@ -1,0 +1,181 @@
+"""TIFF and OME-TIFF: pyramidal or not, tiled or striped, any channel layout.
+
+Pixels are read lazily through tifffile's zarr interface (``aszarr``), one dask chunk
+per group of whole tiles or strips; uncompressed contiguous files are memory-mapped.
+Stored pyramid levels (OME-TIFF SubIFDs or series levels) are used as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+
+from ..errors import PatchwiseError
+from ._layout import lazy_cyx, stored_yx
+from ._loaded import UNIT_TO_UM, LoadedImage
+
+_ALPHA_EXTRASAMPLES = (1, 2)  # ASSOCALPHA, UNASSALPHA
+
+
+def read_tiff(path: str | Path) -> LoadedImage:
+    """Open a TIFF / OME-TIFF lazily.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    LoadedImage
+        Levels ``(C, Y, X)`` as dask arrays (stored pyramid levels if any), channel
+        names and pixel size (micrometres, ``(y, x)``) from OME-XML or the resolution
+        tags where present.
+
+    Raises
+    ------
+    PatchwiseError
+        The file is not a readable TIFF, is truncated, or has an unsupported layout.
+    """
+    import tifffile
+
+    path = Path(path)
+    tif = None
+    try:
+        tif = tifffile.TiffFile(path)
+        series = tif.series[0]
+        _check_complete(tif, series)
+        levels = [_level_array(tif, series, i) for i in range(len(series.levels))]
+        ome = _ome_pixels(tif)
+        channel_names = _channel_names(tif, series, ome, levels[0].shape[0])
+        pixel_size = _ome_pixel_size(ome) or _tag_pixel_size(tif)
+    except PatchwiseError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        if tif is not None:
+            tif.close()
+        raise PatchwiseError(
+            f"not a readable TIFF ({_short(exc)})",
+            path=path,
+            hint="the file may be truncated or corrupt; re-export or re-copy it",
+        ) from None
+    return LoadedImage(levels=levels, channel_names=channel_names, pixel_size=pixel_size)
+
+
+def _check_complete(tif: Any, series: Any) -> None:
+    """Fail now, not mid-pan, when the file ends before its last tile or strip."""
+    size = tif.filehandle.size
+    for lvl in series.levels:
+        for page in lvl.pages:
+            if page is None:
+                continue
+            ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
+            if ends and max(ends) > size:
+                raise ValueError(f"file is truncated: {size} bytes, data runs to {max(ends)}")
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _level_array(tif: Any, series: Any, level: int) -> da.Array:
+    """Level ``level`` of ``series`` as a lazy ``(C, Y, X)`` dask array."""
+    import tifffile
+    import zarr
+
+    lvl = series.levels[level]
+    axes = lvl.axes
+    page = lvl.pages[0]
+    if lvl.dataoffset is not None and len(series.levels) == 1:
+        # Uncompressed and contiguous: a memory map reads exactly what is sliced, even
+        # when the whole image is a single strip.
+        data = tifffile.memmap(tif.filehandle.path, series=0, mode="r")
+        block_yx = (1, 1)
+    else:
+        data = zarr.open(series.aszarr(level=level), mode="r")
+        block_yx = stored_yx(data.chunks, axes)
+    if data.shape != tuple(lvl.shape):
+        raise ValueError(f"level {level} shape {data.shape} != series shape {lvl.shape}")
+    array = lazy_cyx(data, axes, block_yx)
+    if _has_alpha(page) and array.shape[0] in (2, 4):
+        array = array[:-1]  # drop alpha: it is display transparency, not a modality
+    return array
+
+
+def _has_alpha(page: Any) -> bool:
+    extras = tuple(int(e) for e in (getattr(page, "extrasamples", ()) or ()))
+    return bool(extras) and extras[-1] in _ALPHA_EXTRASAMPLES
+
+
+def _ome_pixels(tif: Any) -> dict | None:
+    """The ``Pixels`` element of the first OME ``Image``, as a dict, or ``None``."""
+    import tifffile
+
+    xml = tif.ome_metadata
+    if not xml:
+        return None
+    try:
+        ome = tifffile.xml2dict(xml).get("OME", {})
+    except Exception:  # noqa: BLE001 - broken XML means "no metadata", not a failure
+        return None
+    image = ome.get("Image")
+    if isinstance(image, list):
+        image = image[0] if image else None
+    return image.get("Pixels") if isinstance(image, dict) else None
+
+
+def _channel_names(tif: Any, series: Any, pixels: dict | None, n: int) -> list[str] | None:
+    """Channel names from OME ``Channel/@Name``, or ``R, G, B`` for RGB files."""
+    names: list[str] = []
+    if pixels is not None:
+        channels = pixels.get("Channel", [])
+        channels = [channels] if isinstance(channels, dict) else list(channels)
+        for ch in channels:
+            name = str(ch.get("Name", "") or "").strip()
+            spp = int(ch.get("SamplesPerPixel", 1) or 1)
+            # One OME channel holding interleaved samples (RGB) names no single sample.
+            names += [name] if spp == 1 else [""] * spp
+        if len(names) >= n and all(names[:n]) and len(set(names[:n])) == n:
+            return names[:n]
+    photometric = int(getattr(series.pages[0], "photometric", -1) or -1)
+    if photometric == 2 and n == 3:  # RGB
+        return ["R", "G", "B"]
+    return None
+
+
+def _ome_pixel_size(pixels: dict | None) -> tuple[float, float] | None:
+    if pixels is None:
+        return None
+    try:
+        sy = float(pixels["PhysicalSizeY"]) * UNIT_TO_UM[pixels.get("PhysicalSizeYUnit", "µm")]
+        sx = float(pixels["PhysicalSizeX"]) * UNIT_TO_UM[pixels.get("PhysicalSizeXUnit", "µm")]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (sy, sx) if sy > 0 and sx > 0 else None
+
+
+def _tag_pixel_size(tif: Any) -> tuple[float, float] | None:
+    """Pixel size from the resolution tags (centimetre/inch units, or ImageJ microns)."""
+    page = tif.pages[0]
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+    per_unit_um = {2: 25400.0, 3: 10000.0}.get(unit)
+    if tif.is_imagej and (tif.imagej_metadata or {}).get("unit") in ("micron", "um", "µm"):
+        per_unit_um = 1.0
+    if per_unit_um is None:
+        return None
+
+    def size(tag: str) -> float | None:
+        num, den = tags[tag].value
+        return per_unit_um * den / num if num else None
+
+    sy, sx = size("YResolution"), size("XResolution")
+    # 1 pixel per inch/cm is tifffile's "no resolution" default: not a real pixel size.
+    if sy is None or sx is None or (unit == 2 and sx == per_unit_um):
+        return None
+    return sy, sx
