@@ -32,7 +32,7 @@ def top_errors(
     positive, ``1 - prob`` for a false negative.
     """
     pred = prob >= threshold
-    wrong = np.flatnonzero(pred != (label == 1))
+    wrong = np.flatnonzero((pred != (label == 1)) & ~np.isnan(prob))
     confidence = np.where(pred[wrong], prob[wrong], 1.0 - prob[wrong])
     if wrong.size > limit:
         keep = np.argpartition(-confidence, limit - 1)[:limit]

@@ -43,8 +43,8 @@ class PatchData:
     raster: PatchRaster
     label: np.ndarray  # int8
     tissue_ratio: np.ndarray  # float64
-    prob: np.ndarray | None  # float64, or None before predictions
-    evaluator: Evaluator
+    prob: np.ndarray | None  # float64 (NaN: no prediction), or None before predictions
+    evaluator: Evaluator  # over the patches with a prediction, once there are any
 
     @classmethod
     def from_table(cls, table: pd.DataFrame, shape: tuple[int, int] | None = None) -> PatchData:
@@ -52,13 +52,20 @@ class PatchData:
         label = table["label"].to_numpy(dtype=np.int8)
         ratio = table["tissue_ratio"].to_numpy(dtype=np.float64)
         prob = table["prob"].to_numpy(dtype=np.float64) if "prob" in table else None
+        if prob is None:
+            evaluator = Evaluator(label, ratio)
+        elif np.isnan(prob).any():  # predictions for part of the slide (e.g. a test split)
+            scored = ~np.isnan(prob)
+            evaluator = Evaluator(label[scored], ratio[scored], prob=prob[scored])
+        else:
+            evaluator = Evaluator(label, ratio, prob=prob)
         return cls(
             table=table,
             raster=PatchRaster.from_table(table, shape),
             label=label,
             tissue_ratio=ratio,
             prob=prob,
-            evaluator=Evaluator(label, ratio, prob=prob),
+            evaluator=evaluator,
         )
 
 
@@ -71,6 +78,7 @@ class SlideState:
     settings: SlideSettings = field(default_factory=SlideSettings)
     data: PatchData | None = None
     overlays: SlideOverlays | None = None
+    panels: list | None = None  # histograms.BinnedScores of ``data``
     geometry: tuple[tuple[int, int], int] | None = None  # (origin, stride) of ``data``
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..errors import PatchwiseError
 from ..slide import Slide
+from .histograms import BinnedScores, build_panels
 from .overlays import OverlayRasters, overlay_rasters
 from .state import PatchData, SlideSettings
 
@@ -37,6 +38,7 @@ class Cancelled(Exception):
 class ComputeResult:
     data: PatchData
     rasters: OverlayRasters
+    panels: list[BinnedScores]
     origin: tuple[int, int]
     stride: int
 
@@ -45,7 +47,8 @@ def prepare(table: pd.DataFrame, origin: tuple[int, int], stride: int) -> Comput
     """Everything O(N) the viewer needs from a patch table (run it off the main thread)."""
     data = PatchData.from_table(table)
     rasters = overlay_rasters(data.raster, data.label, data.tissue_ratio, data.prob)
-    return ComputeResult(data=data, rasters=rasters, origin=origin, stride=stride)
+    panels = build_panels(table, data.prob)
+    return ComputeResult(data=data, rasters=rasters, panels=panels, origin=origin, stride=stride)
 
 
 def compute_table(

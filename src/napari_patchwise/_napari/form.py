@@ -1,0 +1,64 @@
+"""The patch-grid and tissue settings form, mapped onto :class:`SlideSettings`."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
+
+from .state import SlideSettings
+
+TISSUE_MODES = ("auto", "mask", "intensity")
+BACKGROUNDS = ("dark", "bright")
+
+
+class SettingsForm(QWidget):
+    """Patch size, stride, edges; tissue source, threshold and background polarity."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        layout = QFormLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.patch_size = QSpinBox()
+        self.patch_size.setRange(2, 8192)
+        self.patch_size.setToolTip("Side of the square patches in level-0 pixels")
+        self.stride = QSpinBox()
+        self.stride.setRange(0, 8192)
+        self.stride.setSpecialValueText("= patch size")
+        self.stride.setToolTip("Step between patches; '= patch size' tiles the slide")
+        self.keep_edges = QCheckBox("keep edge patches")
+        self.keep_edges.setToolTip("Keep the partial patches at the bottom and right edges")
+        self.tissue = QComboBox()
+        self.tissue.addItems(TISSUE_MODES)
+        self.tissue.setToolTip(
+            "Where tissue comes from: the 3-class mask, or brightness (tumor-only masks)"
+        )
+        self.tissue_threshold = QDoubleSpinBox()
+        self.tissue_threshold.setRange(0.0, 1e9)
+        self.tissue_threshold.setDecimals(3)
+        self.tissue_threshold.setSpecialValueText("auto (Otsu)")
+        self.background = QComboBox()
+        self.background.addItems(BACKGROUNDS)
+        self.background.setToolTip("dark: fluorescence / nonlinear; bright: brightfield")
+        layout.addRow("patch size", self.patch_size)
+        layout.addRow("stride", self.stride)
+        layout.addRow("", self.keep_edges)
+        layout.addRow("tissue from", self.tissue)
+        layout.addRow("tissue threshold", self.tissue_threshold)
+        layout.addRow("background", self.background)
+
+    def read(self, settings: SlideSettings) -> None:
+        """Copy the form's values into ``settings``."""
+        settings.patch_size = self.patch_size.value()
+        settings.stride = self.stride.value()
+        settings.keep_edges = self.keep_edges.isChecked()
+        settings.tissue = self.tissue.currentText()
+        settings.tissue_threshold = self.tissue_threshold.value()
+        settings.background = self.background.currentText()
+
+    def show_settings(self, settings: SlideSettings) -> None:
+        """Fill the form from ``settings``."""
+        self.patch_size.setValue(settings.patch_size)
+        self.stride.setValue(settings.stride)
+        self.keep_edges.setChecked(settings.keep_edges)
+        self.tissue.setCurrentText(settings.tissue)
+        self.tissue_threshold.setValue(settings.tissue_threshold)
+        self.background.setCurrentText(settings.background)

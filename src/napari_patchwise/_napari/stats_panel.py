@@ -1,0 +1,116 @@
+"""Group counts, per-group accuracy and the summary metrics, with the overlay legends.
+
+Cells are created once and only their text changes on a slider move (a few microseconds).
+"""
+
+from __future__ import annotations
+
+import math
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..groups import GROUP_NAMES
+from ..metrics import Evaluation
+from .overlays import LEGENDS
+
+COLUMNS = ("group", "n", "share of class", "accuracy")
+
+
+def legend(kind: str, title: str) -> QWidget:
+    """A row of colour swatches with names (the overlay's legend)."""
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(6)
+    head = QLabel(f"<b>{title}</b>")
+    layout.addWidget(head)
+    for name, color in LEGENDS[kind]:
+        swatch = QLabel()
+        swatch.setFixedSize(14, 14)
+        swatch.setStyleSheet(f"background-color: {color}; border: 1px solid #222;")
+        layout.addWidget(swatch)
+        layout.addWidget(QLabel(name))
+    layout.addStretch(1)
+    return box
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
+
+
+class StatsPanel(QWidget):
+    """The four groups' n, share of their class and accuracy; accuracy, BCA, WGA, confusion."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.legend_groups = legend("groups", "groups")
+        self.legend_correctness = legend("correctness", "outcome")
+        legends = QGridLayout()
+        legends.addWidget(self.legend_groups, 0, 0)
+        legends.addWidget(self.legend_correctness, 1, 0)
+        layout.addLayout(legends)
+        self.table = QTableWidget(len(GROUP_NAMES), len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.cells: list[list[QTableWidgetItem]] = []
+        for g, name in enumerate(GROUP_NAMES):
+            row = [QTableWidgetItem(name)] + [QTableWidgetItem("—") for _ in COLUMNS[1:]]
+            for item in row[1:]:
+                item.setTextAlignment(
+                    int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                )
+            for j, item in enumerate(row):
+                self.table.setItem(g, j, item)
+            self.cells.append(row)
+        self.table.resizeColumnsToContents()
+        height = self.table.horizontalHeader().height() + 4
+        height += sum(self.table.rowHeight(r) for r in range(len(GROUP_NAMES)))
+        self.table.setFixedHeight(height)
+        layout.addWidget(self.table)
+        self.metrics = QLabel("compute the patch grid to see counts")
+        self.metrics.setWordWrap(True)
+        self.metrics.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.metrics)
+
+    def show_evaluation(self, ev: Evaluation | None) -> None:
+        if ev is None:
+            for row in self.cells:
+                for item in row[1:]:
+                    item.setText("—")
+            self.metrics.setText("compute the patch grid to see counts")
+            return
+        class_counts = ev.class_counts
+        for g, row in enumerate(self.cells):
+            n = int(ev.group_counts[g])
+            n_class = int(class_counts[g // 2])
+            row[1].setText(f"{n:,}")
+            row[2].setText(_fmt(n / n_class if n_class else math.nan))
+            row[3].setText(_fmt(float(ev.per_group_accuracy[g])))
+        if not ev.has_predictions:
+            self.metrics.setText(
+                f"{ev.n:,} patches · load predictions for accuracy, BCA, WGA and errors"
+            )
+            return
+        tn, fp, fn, tp = ev.confusion
+        self.metrics.setText(
+            f"accuracy <b>{_fmt(ev.accuracy)}</b> · BCA <b>{_fmt(ev.bca)}</b> · "
+            f"WGA <b>{_fmt(ev.wga)}</b> ({ev.worst_group or '—'})<br>"
+            f"TN {tn:,} · FP {fp:,} · FN {fn:,} · TP {tp:,}"
+        )
