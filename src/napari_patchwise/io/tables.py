@@ -1,0 +1,258 @@
+"""Patch tables on disk: parquet or CSV by extension, and a GeoJSON export for QuPath.
+
+Every write is atomic (a temporary sibling renamed over the target), so an interrupted
+run never leaves a half-written table. Reading normalises column types, so a table read
+back from CSV has the same dtypes as one read from parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._atomic import atomic_path
+from ..errors import PatchwiseError
+from ..grid import TABLE_COLUMNS as PATCH_COLUMNS
+
+TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
+# The columns metrics need (every patch table holds grid.TABLE_COLUMNS).
+METRIC_COLUMNS: tuple[str, ...] = ("label", "tissue_ratio")
+_INT_COLUMNS = ("row", "col", "y", "x", "height", "width", "n_pixels", "n_tumor", "n_healthy",
+                "n_tissue")  # fmt: skip
+_SMALL_INT_COLUMNS = ("label", "pred")
+_FLOAT_COLUMNS = ("tumor_ratio", "tissue_ratio", "tumor_tissue_ratio", "prob")
+# QuPath colours (RGB) of the classifications written by write_geojson.
+_CLASS_COLORS = {
+    "non-tumor": (60, 160, 60),
+    "tumor": (220, 40, 40),
+    "non-tumor/small": (150, 220, 150),
+    "non-tumor/large": (30, 120, 30),
+    "tumor/small": (250, 150, 150),
+    "tumor/large": (180, 0, 0),
+}
+_GEOJSON_MEASUREMENTS = (
+    "n_pixels",
+    "n_tumor",
+    "n_healthy",
+    "n_tissue",
+    "label",
+    "tumor_ratio",
+    "tissue_ratio",
+    "tumor_tissue_ratio",
+    "prob",
+    "pred",
+)
+
+
+def table_format(path: str | os.PathLike) -> str:
+    """``"parquet"`` or ``"csv"`` from the file name; a clear error for anything else."""
+    name = Path(path).name.lower()
+    for suffix, fmt in sorted(TABLE_FORMATS.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return fmt
+    raise PatchwiseError(
+        "unknown table format",
+        path=path,
+        hint="name the table *.parquet, *.csv or *.csv.gz",
+    )
+
+
+def read_table(
+    path: str | os.PathLike, *, required: Sequence[str] | None = METRIC_COLUMNS
+) -> pd.DataFrame:
+    """Read a patch table written by :func:`write_table` (or any parquet/CSV with its columns).
+
+    Parameters
+    ----------
+    path : path-like
+        ``*.parquet``, ``*.csv`` or ``*.csv.gz``.
+    required : sequence of str, optional
+        Columns that must be present (default: those the metrics need); ``None`` to skip.
+
+    Returns
+    -------
+    pandas.DataFrame
+        With normalised dtypes: counts int64, ``label``/``pred`` int8, ratios and ``prob``
+        float64, ``slide`` str.
+    """
+    fmt = table_format(path)
+    path = Path(path)
+    if not path.is_file():
+        raise PatchwiseError("no such table", path=path, hint="check the path")
+    try:
+        if fmt == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype={"slide": str})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PatchwiseError(
+            f"cannot read the {fmt} table ({first_line})", path=path, hint="is the file complete?"
+        ) from exc
+    if required is not None:
+        validate_table(df, required=required, path=path)
+    return normalize_dtypes(df, path=path)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` as parquet or CSV (by extension) atomically; returns the path."""
+    fmt = table_format(path)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            # The temporary name keeps ".csv.gz", so pandas infers the compression.
+            df.to_csv(tmp, index=False)
+    return path
+
+
+def validate_table(
+    df: pd.DataFrame,
+    *,
+    required: Sequence[str] = PATCH_COLUMNS,
+    path: str | os.PathLike | None = None,
+) -> None:
+    """Raise a clear :class:`PatchwiseError` if ``df`` lacks any of ``required``."""
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise PatchwiseError(
+            f"table lacks column(s) {', '.join(missing)}",
+            path=path,
+            hint="use a table written by 'patchwise stats' (or 'patchwise predict')",
+        )
+
+
+def normalize_dtypes(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Canonical dtypes of the known patch-table columns (others left as they are)."""
+    df = df.copy()
+    try:
+        for col in _INT_COLUMNS:
+            if col in df:
+                df[col] = df[col].astype(np.int64)
+        for col in _SMALL_INT_COLUMNS:
+            if col in df:
+                df[col] = df[col].astype(np.int8)
+        for col in _FLOAT_COLUMNS:
+            if col in df:
+                df[col] = df[col].astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PatchwiseError(
+            f"column {col!r} holds values of the wrong type ({exc})",
+            path=path,
+            hint="counts and labels must be integers, ratios numbers",
+        ) from exc
+    if "slide" in df:
+        df["slide"] = df["slide"].astype(str).astype(object)
+    return df
+
+
+def write_geojson(
+    df: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    pixel_size: tuple[float, float] | None = None,
+    tau: float | None = None,
+    object_type: str = "tile",
+    chunk_rows: int = 10_000,
+) -> Path:
+    """Export the patch grid as a GeoJSON FeatureCollection that QuPath can import.
+
+    One ``Polygon`` per patch, in level-0 pixel coordinates (QuPath's convention: origin
+    at the top-left of the full-resolution image, x right, y down), as a closed ring
+    ``(x, y) -> (x + width, y) -> (x + width, y + height) -> (x, y + height) -> (x, y)``.
+    ``properties`` hold ``objectType``, a ``classification`` (``{"name", "color"}``) and
+    ``measurements`` (a name -> number map, as QuPath 0.4+ reads and writes them; NaN is
+    left out).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A patch table (``x, y, width, height, label`` at least).
+    path : path-like
+        Output file (``*.geojson`` or ``*.json``).
+    pixel_size : (float, float), optional
+        Level-0 pixel size in micrometres (y, x); adds an ``area_um2`` measurement.
+    tau : float, optional
+        Classify patches by group (``tumor/large`` ...) instead of by label.
+    object_type : {"tile", "annotation", "detection"}
+        QuPath object type of every patch.
+    chunk_rows : int
+        Rows formatted at a time: the file is streamed, never built whole in memory.
+    """
+    if object_type not in ("tile", "annotation", "detection"):
+        raise PatchwiseError(f"unknown QuPath object type {object_type!r}")
+    validate_table(df, required=("y", "x", "height", "width", "label"), path=path)
+    measure_cols = [c for c in _GEOJSON_MEASUREMENTS if c in df.columns]
+    names = _class_names(df, tau)
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [\n')
+        first = True
+        for start in range(0, len(df), chunk_rows):
+            part = df.iloc[start : start + chunk_rows]
+            lines = _features(part, names[start : start + chunk_rows], measure_cols,
+                              pixel_size, object_type)  # fmt: skip
+            for line in lines:
+                fh.write(line if first else ",\n" + line)
+                first = False
+        fh.write("\n]}\n")
+    return path
+
+
+def _class_names(df: pd.DataFrame, tau: float | None) -> np.ndarray:
+    if tau is None:
+        return np.where(df["label"].to_numpy() > 0, "tumor", "non-tumor")
+    from ..groups import GROUP_NAMES, group_ids
+
+    validate_table(df, required=("tissue_ratio",))
+    return np.asarray(GROUP_NAMES)[group_ids(df["label"].to_numpy(), df["tissue_ratio"], tau)]
+
+
+def _features(
+    part: pd.DataFrame,
+    names: np.ndarray,
+    measure_cols: list[str],
+    pixel_size: tuple[float, float] | None,
+    object_type: str,
+) -> Iterable[str]:
+    ys = part["y"].to_numpy(np.int64)
+    xs = part["x"].to_numpy(np.int64)
+    hs = part["height"].to_numpy(np.int64)
+    ws = part["width"].to_numpy(np.int64)
+    slides = part["slide"].astype(str).to_numpy() if "slide" in part else None
+    values = {c: part[c].to_numpy() for c in measure_cols}
+    for i in range(len(part)):
+        x0, y0, x1, y1 = int(xs[i]), int(ys[i]), int(xs[i] + ws[i]), int(ys[i] + hs[i])
+        measurements = {}
+        for c in measure_cols:
+            v = float(values[c][i])
+            if not math.isnan(v):
+                measurements[c] = (
+                    int(v) if v.is_integer() and c.startswith(("n_", "label", "pred")) else v
+                )
+        if pixel_size is not None:
+            measurements["area_um2"] = float(hs[i] * ws[i] * pixel_size[0] * pixel_size[1])
+        name = str(names[i])
+        props = {
+            "objectType": object_type,
+            "classification": {"name": name, "color": list(_CLASS_COLORS[name])},
+            "measurements": measurements,
+        }
+        if slides is not None:
+            props["name"] = f"{slides[i]} y={y0} x={x0}"
+        feature = {
+            "type": "Feature",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+            },
+            "properties": props,
+        }
+        yield json.dumps(feature, separators=(",", ":"))
