@@ -12,14 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import dask.array as da
 
-from .._progress import ProgressCallback, dask_progress
+from .._progress import ProgressCallback
 from ..errors import PatchwiseError
 from ._loaded import LoadedImage, default_channel_names
 from .pyramid import build_pyramid, downsample
@@ -136,23 +134,20 @@ def staged_pyramid(
     :func:`build_pyramid` chains lazy downsamplings, so writing level ``k`` re-reads
     level 0 and re-computes levels ``1..k-1``; writing a whole pyramid that way reads
     level 0 once per level. Here each level is computed from the previous *stored*
-    level into a temporary zarr store (removed on exit), so level 0 is read once.
+    level into a scratch store (:func:`~napari_patchwise.io.write.staged_arrays`,
+    removed on exit), so level 0 is read once and each coarser level once more.
 
     Yields
     ------
     list of dask.array.Array
-        ``[level0, level1, ...]``, levels 1.. backed by the temporary stores.
+        ``[level0, level1, ...]``, levels 1.. backed by the scratch stores.
     """
-    tmp = Path(tempfile.mkdtemp(prefix=".patchwise-pyramid-", dir=workdir))
-    try:
+    from .write import staged_arrays
+
+    n_levels = len(build_pyramid(level0, min_size=min_size))
+    with contextlib.ExitStack() as stack:
         levels = [level0]
-        n_levels = len(build_pyramid(level0, min_size=min_size))
-        for k in range(1, n_levels):
-            store = tmp / f"{k}.zarr"
-            small = downsample(levels[-1])
-            with dask_progress(progress):
-                da.to_zarr(small, str(store))
-            levels.append(da.from_zarr(str(store)))
+        for _ in range(1, n_levels):
+            scratch = staged_arrays([downsample(levels[-1])], workdir=workdir, progress=progress)
+            levels += stack.enter_context(scratch)
         yield levels
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,165 @@
+"""Masks: value maps, binary detection, integer factors, size and value errors."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from napari_patchwise import PatchwiseError
+from napari_patchwise.io import MaskMap, open_slide, read_mask
+from napari_patchwise.io import mask as mask_module
+from napari_patchwise.io.mask import mask_factor, mask_values
+from napari_patchwise.slide import BACKGROUND, HEALTHY, TUMOR
+
+
+def _labels(shape, values, rng):
+    return rng.choice(np.asarray(values), size=shape).astype(np.uint8)
+
+
+def test_default_map_on_a_full_size_tiff_mask(tmp_path, rng):
+    labels = _labels((50, 40), [0, 1, 2], rng)
+    tifffile.imwrite(tmp_path / "mask.tif", labels, tile=(16, 16))
+    mapped, factor, kind = read_mask(tmp_path / "mask.tif", (50, 40))
+    assert (factor, kind, mapped.dtype) == (1, "3class", np.uint8)
+    np.testing.assert_array_equal(mapped.compute(), labels)  # 0/1/2 map to themselves
+
+
+def test_zero_one_mask_is_binary_tumor(tmp_path, rng):
+    labels = _labels((50, 40), [0, 1], rng)
+    tifffile.imwrite(tmp_path / "m.tif", labels)
+    mapped, factor, kind = read_mask(tmp_path / "m.tif", (50, 40))
+    assert kind == "binary"
+    np.testing.assert_array_equal(mapped.compute(), np.where(labels == 1, TUMOR, BACKGROUND))
+
+
+def test_custom_map_from_text_on_a_png_mask(tmp_path, rng):
+    labels = _labels((30, 20), [0, 128, 255], rng)
+    Image.fromarray(labels).save(tmp_path / "m.png")
+    mapped, _, kind = read_mask(tmp_path / "m.png", (30, 20), "0=background,128=healthy,255=tumor")
+    assert kind == "3class"
+    expected = np.select([labels == 128, labels == 255], [HEALTHY, TUMOR], BACKGROUND)
+    np.testing.assert_array_equal(mapped.compute(), expected)
+
+
+@pytest.mark.parametrize(
+    ("mask_yx", "factor"),
+    [
+        ((101, 75), 1),
+        ((51, 38), 2),
+        ((50, 37), 2),
+        ((51, 37), 2),
+        ((34, 25), 3),
+        ((25, 19), 4),
+        ((26, 18), 4),
+    ],
+)
+def test_integer_factor_with_rounding_of_odd_sizes(mask_yx, factor):
+    assert mask_factor((101, 75), mask_yx) == factor
+
+
+@pytest.mark.parametrize("mask_yx", [(60, 40), (101, 74), (34, 26), (0, 10)])
+def test_sizes_that_are_not_integer_fractions_are_errors(mask_yx):
+    with pytest.raises(
+        PatchwiseError,
+        match=rf"mask is {mask_yx[0]} x {mask_yx[1]} pixels but the image is 101 x 75",
+    ):
+        mask_factor((101, 75), mask_yx, "m.tif")
+
+
+def test_open_slide_with_quarter_size_mask(tmp_path, rng):
+    tifffile.imwrite(tmp_path / "img.tif", rng.integers(0, 255, (2, 101, 75), dtype=np.uint8))
+    labels = _labels((26, 19), [0, 1, 2], rng)
+    tifffile.imwrite(tmp_path / "mask.tif", labels)
+    slide = open_slide(tmp_path / "img.tif", mask=tmp_path / "mask.tif")
+    assert slide.mask_factor == 4 and slide.mask_kind == "3class"
+    assert slide.mask_path == tmp_path / "mask.tif"
+    np.testing.assert_array_equal(slide.mask.compute(), labels)
+
+
+def test_wrong_size_mask_names_both_sizes(tmp_path, rng):
+    tifffile.imwrite(tmp_path / "img.tif", rng.integers(0, 255, (2, 100, 80), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "mask.tif", np.zeros((30, 80), np.uint8))
+    with pytest.raises(
+        PatchwiseError,
+        match=r"mask\.tif: mask is 30 x 80 pixels but the image is 100 x 80; .* — use the mask that belongs",
+    ):
+        open_slide(tmp_path / "img.tif", mask=tmp_path / "mask.tif")
+
+
+def test_unknown_values_are_listed(tmp_path, rng):
+    labels = _labels((40, 40), [0, 1, 2], rng)
+    labels[5, 7] = 7
+    labels[39, 39] = 200
+    tifffile.imwrite(tmp_path / "m.tif", labels, tile=(16, 16))
+    with pytest.raises(
+        PatchwiseError,
+        match=r"m\.tif: mask has values \{0, 1, 2, 7, 200\}; 7, 200 not in the mask map "
+        r"0=background,1=healthy,2=tumor — pass a mask map",
+    ):
+        read_mask(tmp_path / "m.tif", (40, 40))
+    with pytest.raises(
+        PatchwiseError, match=r"values \{0, 1\}; 1 not in the mask map 0=background"
+    ):
+        tifffile.imwrite(tmp_path / "b.tif", _labels((8, 8), [0, 1], rng))
+        read_mask(tmp_path / "b.tif", (8, 8), MaskMap({0: BACKGROUND}))
+
+
+def test_values_are_found_chunk_by_chunk(monkeypatch, rng):
+    labels = rng.integers(0, 3, size=(64, 48), dtype=np.uint16)
+    labels[63, 47] = 9
+    seen = []
+    original = mask_module._distinct
+
+    def spy(block):
+        seen.append(block.shape)
+        return original(block)
+
+    monkeypatch.setattr(mask_module, "_distinct", spy)
+    values = mask_values(da.from_array(labels, chunks=(16, 16)))
+    assert values.tolist() == [0, 1, 2, 9]
+    assert seen == [(16, 16)] * 12  # every block once, never the whole mask
+
+
+def test_mask_from_ome_zarr_labels_group(tmp_path, rng):
+    labels = _labels((20, 30), [0, 1, 2], rng)
+    root = zarr.open_group(tmp_path / "img.zarr", mode="w", zarr_format=2)
+    group = root.create_group("labels")
+    group.attrs["labels"] = ["tumor"]
+    label = group.create_group("tumor")
+    label.create_array("0", data=labels, chunks=(8, 8))
+    label.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "0"}],
+        }
+    ]
+    mapped, factor, kind = read_mask(tmp_path / "img.zarr" / "labels", (20, 30))
+    np.testing.assert_array_equal(mapped.compute(), labels)
+
+
+def test_multichannel_and_float_masks_are_errors(tmp_path):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    with pytest.raises(
+        PatchwiseError, match=r"rgb\.tif: mask has 3 channels; expected a single-channel"
+    ):
+        read_mask(tmp_path / "rgb.tif", (8, 8))
+    tifffile.imwrite(tmp_path / "f.tif", np.zeros((8, 8), np.float32))
+    with pytest.raises(PatchwiseError, match=r"f\.tif: mask has float32 pixels; expected integer"):
+        read_mask(tmp_path / "f.tif", (8, 8))
+
+
+def test_mask_map_parse_and_format():
+    m = MaskMap.parse("0=background, 1=healthy ,2=Tumor")
+    assert dict(m.classes) == {0: 0, 1: 1, 2: 2} and m.kind == "3class"
+    assert str(MaskMap.parse("0=non-tumor,255=tumor")) == "0=background,255=tumor"
+    assert MaskMap.parse("binary") == MaskMap.binary() and MaskMap.binary().kind == "binary"
+    assert MaskMap.parse("default") == MaskMap.default() == MaskMap()
+    with pytest.raises(PatchwiseError, match=r"cannot read mask map item '1=bone'"):
+        MaskMap.parse("0=background,1=bone")
+    with pytest.raises(PatchwiseError, match="cannot read mask map item 'x=tumor'"):
+        MaskMap.parse("x=tumor")
