@@ -1,0 +1,87 @@
+"""``patchwise metrics``: group counts and robustness metrics of a patch table.
+
+Prints one line per tissue-size group (patches, share of its class, accuracy) and the
+overall accuracy, worst-group accuracy, balanced-class accuracy and calibration error, or
+the same as JSON. A table without ``prob``/``pred`` gets group counts only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "metrics",
+        help="group counts, WGA, BCA, accuracy and ECE of a patch table",
+        description="Split a patch table into the four label x tissue-size groups with tau "
+        "and report per-group and overall metrics of its predictions.",
+    )
+    p.add_argument("table", metavar="TABLE", help=".parquet, .csv or .csv.gz patch table")
+    p.add_argument("--tau", type=float, default=0.1, help="tissue-ratio threshold (0.1)")
+    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold on prob")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.tables import read_table
+    from ..metrics import evaluate
+
+    table = read_table(args.table)
+    ev = evaluate(
+        table["label"].to_numpy(),
+        table["tissue_ratio"].to_numpy(),
+        prob=table["prob"].to_numpy() if "prob" in table else None,
+        pred=table["pred"].to_numpy() if "pred" in table else None,
+        tau=args.tau,
+        threshold=args.threshold,
+    )
+    if args.json:
+        print(json.dumps(ev.to_dict(), indent=2, allow_nan=False))
+    else:
+        print(format_evaluation(ev))
+    return 0
+
+
+def format_evaluation(ev) -> str:
+    """A plain-text report of an :class:`~napari_patchwise.metrics.Evaluation`."""
+    from ..groups import GROUP_NAMES
+
+    source = "predictions" if ev.has_predictions else "no predictions: counts only"
+    lines = [
+        f"{ev.n} patches, tau = {ev.tau:g}"
+        + (f", threshold = {ev.threshold:g}" if ev.has_predictions else "")
+        + f" ({source})",
+        "",
+        f"{'group':<17}{'patches':>10}{'share of class':>16}"
+        + (f"{'accuracy':>10}" if ev.has_predictions else ""),
+    ]
+    class_counts = ev.class_counts
+    for g, name in enumerate(GROUP_NAMES):
+        n = int(ev.group_counts[g])
+        share = n / class_counts[g // 2] if class_counts[g // 2] else math.nan
+        line = f"{name:<17}{n:>10}{_pct(share):>16}"
+        if ev.has_predictions:
+            line += f"{_pct(ev.per_group_accuracy[g]) if n else 'empty':>10}"
+        lines.append(line)
+    if ev.has_predictions:
+        worst = f" ({ev.worst_group})" if ev.worst_group else ""
+        tn, fp, fn, tp = ev.confusion
+        lines += [
+            "",
+            f"accuracy                 {_pct(ev.accuracy)}",
+            f"worst-group accuracy     {_pct(ev.wga)}{worst}",
+            f"balanced-class accuracy  {_pct(ev.bca)}",
+            f"worst-class accuracy     {_pct(ev.worst_class_accuracy)}",
+            f"group-balanced accuracy  {_pct(ev.group_balanced_accuracy)}",
+            f"ECE (10 bins, tumor)     {'n/a' if math.isnan(ev.ece) else f'{ev.ece:.4f}'}",
+            f"confusion                TN {tn}  FP {fp}  FN {fn}  TP {tp}",
+        ]
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}%"

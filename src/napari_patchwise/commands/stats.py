@@ -1,0 +1,180 @@
+"""``patchwise stats``: per-patch labels, counts and ratios of one or more slides.
+
+Slides come as image/mask pairs (``IMAGE... --mask MASK...``, paired in order) or as a
+cohort manifest CSV (``manifest.csv``, its ``split`` column is kept in the table). The
+output is one table with a ``slide`` column, written atomically. ``--workers N`` runs the
+counting on a local ``dask.distributed`` cluster of N processes, ``--scheduler ADDRESS``
+on an existing one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import PatchwiseError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "stats",
+        help="per-patch labels, tumor/tissue counts and ratios of slides",
+        description="Cut slides into patches and write one row per patch: exact tumor, "
+        "healthy and tissue pixel counts, label and ratios (DESIGN.md section 3).",
+    )
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (paired in order with --mask), or one cohort manifest .csv",
+    )
+    p.add_argument("--mask", nargs="+", default=None, metavar="MASK", help="one mask per image")
+    p.add_argument("--patch-size", type=int, required=True, metavar="N")
+    p.add_argument("--stride", type=int, default=None, metavar="N", help="default: patch size")
+    p.add_argument("--origin", type=int, nargs=2, default=(0, 0), metavar=("Y", "X"))
+    p.add_argument(
+        "--keep-edges", action="store_true", help="keep partial patches at the right/bottom"
+    )
+    p.add_argument(
+        "--mask-map",
+        default=None,
+        metavar="SPEC",
+        help='mask values -> classes, e.g. "0=background,1=healthy,2=tumor"',
+    )
+    p.add_argument("--tissue", choices=("auto", "mask", "intensity"), default="auto")
+    p.add_argument(
+        "--tissue-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="brightness threshold for intensity tissue (default: Otsu)",
+    )
+    p.add_argument("--background", choices=("dark", "bright"), default="dark")
+    p.add_argument(
+        "--channels", nargs="+", default=None, metavar="CH", help="channel names or indices"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler")
+    where.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="start a local cluster"
+    )
+    p.add_argument("--geojson", default=None, metavar="PATH", help="also export for QuPath")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, metavar="TABLE", help=".parquet, .csv or .csv.gz")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .._progress import tqdm_progress
+    from ..grid import PatchGrid, patch_stats
+    from ..io import open_slide
+    from ..io.tables import table_format, write_geojson, write_table
+
+    table_format(args.out)  # fail on a bad output name before any work
+    grid = PatchGrid(
+        args.patch_size, stride=args.stride, origin=tuple(args.origin), keep_edges=args.keep_edges
+    )
+    if args.workers is not None and args.workers < 1:
+        raise PatchwiseError(f"--workers must be at least 1, got {args.workers}")
+    jobs = _jobs(args.images, args.mask)
+    _check_unique_names(jobs)
+    tables = []
+    with _cluster(args.scheduler, args.workers) as distributed:
+        for i, (image, mask, split, name) in enumerate(jobs, start=1):
+            slide = open_slide(image, mask=mask, mask_map=args.mask_map)
+            if name is not None:
+                slide = dataclasses.replace(slide, name=name)
+            desc = f"[{i}/{len(jobs)}] {slide.name}"
+            # dask's local callbacks do not see a distributed cluster's tasks.
+            with tqdm_progress(desc, unit="task", disable=args.quiet) as bar:
+                table = patch_stats(
+                    slide,
+                    grid,
+                    tissue=args.tissue,
+                    tissue_threshold=args.tissue_threshold,
+                    background=args.background,
+                    channels=args.channels,
+                    progress=None if distributed else bar,
+                )
+            if split is not None:
+                table["split"] = split
+            tables.append(table)
+    out = pd.concat(tables, ignore_index=True)
+    write_table(out, args.out)
+    if args.geojson:
+        write_geojson(out, args.geojson)
+    n_slides = len(jobs)
+    print(f"{len(out)} patches from {n_slides} slide{'s' * (n_slides != 1)} -> {args.out}")
+    return 0
+
+
+def _jobs(
+    images: list[str], masks: list[str] | None
+) -> list[tuple[Path, Path, str | None, str | None]]:
+    """(image, mask, split, slide id) from image/mask pairs or one manifest."""
+    if len(images) == 1 and images[0].lower().endswith(".csv") and not masks:
+        from ..cohort import read_manifest
+
+        return [(e.image, e.mask, e.split, e.slide) for e in read_manifest(images[0])]
+    if not masks:
+        raise PatchwiseError(
+            "labels need a tumor mask for every image",
+            path=images[0],
+            hint="pass --mask MASK (one per image) or a cohort manifest .csv",
+        )
+    if len(masks) != len(images):
+        raise PatchwiseError(
+            f"{len(images)} image(s) but {len(masks)} mask(s)",
+            hint="give one --mask per image, in the same order",
+        )
+    return [(Path(i), Path(m), None, None) for i, m in zip(images, masks, strict=True)]
+
+
+def _check_unique_names(jobs) -> None:
+    from ..io.reader import slide_name
+
+    seen: dict[str, Path] = {}
+    for image, _, _, given in jobs:
+        name = given or slide_name(Path(image))
+        if name in seen and Path(image) != seen[name]:
+            raise PatchwiseError(
+                f"two images are both named slide {name!r} ({seen[name]} and {image})",
+                hint="rename one, or list them in a manifest with distinct 'slide' ids",
+            )
+        seen[name] = Path(image)
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None, workers: int | None) -> Iterator[bool]:
+    """Make a distributed Client current for the block; yields whether one is active."""
+    if address is None and workers is None:
+        yield False
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise PatchwiseError(
+            "dask.distributed is not installed",
+            hint="pip install 'napari-patchwise[distributed]'",
+        ) from exc
+    if address is not None:
+        try:
+            client = Client(address, timeout=10)
+        except (OSError, TimeoutError) as exc:
+            raise PatchwiseError(
+                f"cannot reach the dask scheduler at {address} ({exc})",
+                hint="check the address (tcp://host:8786) and that the scheduler runs",
+            ) from exc
+        with client:
+            yield True
+        return
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        yield True
