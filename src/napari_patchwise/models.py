@@ -78,7 +78,6 @@ def build_architecture(
     ImageNet state dict loads before the head is replaced.
     """
     import torch
-    import torchvision
 
     if name not in MODEL_NAMES:
         raise PatchwiseError(
@@ -88,6 +87,8 @@ def build_architecture(
         raise PatchwiseError(f"a model needs at least one input channel, got {in_channels}")
     if name == "smallcnn":
         return SmallCNN(in_channels, num_classes)
+    import torchvision  # only for the ResNets: importing it costs seconds
+
     factory = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
     model = factory[name](weights=None)
     if in_channels != 3:

@@ -1,0 +1,437 @@
+"""Patch data for training: the cohort's patch tables, an on-disk patch cache, datasets.
+
+Pipeline
+--------
+manifest (:mod:`.cohort`) -> per slide: the patch table (:func:`grid.patch_stats`) and a
+patch cache -> :class:`PatchDataset` per split, returning ``(patch, label, group)``.
+
+The patch cache
+---------------
+Reading patches at random positions from a compressed, tiled slide is slow. So each
+slide's patches are copied ONCE, a row-band of patches at a time (memory bounded by one
+band), into a ``.npy`` file ``(N, M, h, w)`` in the slide's own dtype, next to its
+(tau-independent) patch table. Both are keyed by a hash of the slide and mask files
+(path, size, modification time) and of the grid and tissue settings, so they are reused
+across runs and rebuilt when a slide or a setting changes. Epochs then read memory-mapped
+patches at disk speed.
+
+Groups depend on ``tau`` and are computed when the dataset is built, never cached.
+
+torch is imported inside functions only: the datasets are plain map-style objects that
+``torch.utils.data.DataLoader`` accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._atomic import atomic_path
+from ._progress import ProgressCallback
+from .cohort import CohortEntry, read_manifest
+from .errors import PatchwiseError
+from .groups import group_ids
+from .samplers import (  # noqa: F401  (re-exported: the samplers are part of the data API)
+    BatchSampler,
+    ClassBalancedSampler,
+    GerneSampler,
+    GroupWeightedSampler,
+    UniformSampler,
+)
+from .slide import Slide
+
+CACHE_VERSION = 1
+# Widest region (level-0 pixels) read at once when copying a band of patches.
+BAND_MAX_WIDTH = 8192
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """How slides are cut into patches and where tissue comes from (cache-key inputs)."""
+
+    patch_size: int = 64
+    stride: int | None = None
+    tissue: str = "auto"
+    tissue_threshold: float | None = None
+    background: str = "dark"
+    mask_map: str | None = None
+
+
+@dataclass
+class SlidePatches:
+    """One slide's patch table and the path of its patch cache."""
+
+    entry: CohortEntry
+    table: pd.DataFrame
+    cache: Path
+    channels: int
+    dtype: str
+
+
+@dataclass
+class Cohort:
+    """The slides of each split, ready to become datasets."""
+
+    splits: dict[str, list[SlidePatches]] = field(default_factory=dict)
+
+    def table(self, split: str) -> pd.DataFrame:
+        """Concatenated patch table of a split (empty if the split has no slides)."""
+        parts = [s.table for s in self.splits.get(split, [])]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    @property
+    def channels(self) -> int:
+        return next(s.channels for slides in self.splits.values() for s in slides)
+
+
+# -- reading patches from a slide -----------------------------------------------------------
+def iter_patch_bands(
+    slide: Slide, table: pd.DataFrame, *, patch_size: int, max_width: int = BAND_MAX_WIDTH
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Read a table's patches from level 0, one row-band (and column block) at a time.
+
+    Parameters
+    ----------
+    slide : Slide
+        The slide the table describes.
+    table : DataFrame
+        Patch table with ``y``, ``x``, ``height``, ``width`` (level-0 pixels).
+    patch_size : int
+        Side of the returned patches; edge patches smaller than that are zero-padded.
+    max_width : int
+        Widest region read at once; memory is bounded by ``M * patch_size * max_width``.
+
+    Yields
+    ------
+    positions : int array (n,)
+        Row positions (0-based) in ``table`` of the patches of this block.
+    patches : array (n, M, patch_size, patch_size)
+        Their pixels, in the slide's dtype.
+    """
+    level0 = slide.levels[0]
+    n_channels = level0.shape[0]
+    ys = table["y"].to_numpy(np.int64)
+    xs = table["x"].to_numpy(np.int64)
+    hs = table["height"].to_numpy(np.int64)
+    ws = table["width"].to_numpy(np.int64)
+    order = np.lexsort((xs, ys))
+    band_starts = np.flatnonzero(np.r_[True, np.diff(ys[order]) != 0])
+    band_ends = np.r_[band_starts[1:], len(order)]
+    for b0, b1 in zip(band_starts, band_ends, strict=True):
+        band = order[b0:b1]
+        block_start = 0
+        while block_start < len(band):
+            x0 = xs[band[block_start]]
+            block_end = block_start
+            while block_end < len(band) and xs[band[block_end]] + ws[band[block_end]] - x0 <= max(
+                max_width, patch_size
+            ):
+                block_end += 1
+            members = band[block_start:block_end]
+            y0 = int(ys[members[0]])
+            x1 = int((xs[members] + ws[members]).max())
+            y1 = int((ys[members] + hs[members]).max())
+            region = np.asarray(level0[:, y0:y1, int(x0) : x1].compute())
+            out = np.zeros((len(members), n_channels, patch_size, patch_size), dtype=region.dtype)
+            for k, i in enumerate(members):
+                dy, dx = int(ys[i] - y0), int(xs[i] - x0)
+                out[k, :, : hs[i], : ws[i]] = region[:, dy : dy + hs[i], dx : dx + ws[i]]
+            yield members, out
+            block_start = block_end
+
+
+def _cache_dtype(dtype: np.dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind in "ui" and dtype.itemsize <= 2 else np.dtype(np.float32)
+
+
+def build_patch_cache(
+    slide: Slide,
+    table: pd.DataFrame,
+    target: str | os.PathLike,
+    *,
+    patch_size: int,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Copy every patch of ``table`` into a ``.npy`` file ``(N, M, h, w)``, band by band.
+
+    Written atomically: an interrupted build leaves no cache behind.
+    """
+    target = Path(target)
+    n = len(table)
+    shape = (n, slide.n_channels, patch_size, patch_size)
+    dtype = _cache_dtype(slide.dtype)
+    total_bands = int(table["y"].nunique()) if n else 0
+    with atomic_path(target, suffix=".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        done_rows: set[int] = set()
+        for positions, patches in iter_patch_bands(slide, table, patch_size=patch_size):
+            out[positions] = patches.astype(dtype, copy=False)
+            if progress is not None:
+                done_rows.add(int(table["y"].iat[int(positions[0])]))
+                progress(len(done_rows), total_bands)
+        out.flush()
+        del out
+    return target
+
+
+def _file_key(path: Path) -> list:
+    stat = path.stat()
+    if path.is_dir():  # a zarr store: its metadata files change when it is rewritten
+        stat = max(
+            (p.stat() for p in path.rglob("*.json")), key=lambda s: s.st_mtime_ns, default=stat
+        )
+    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+def cache_key(entry: CohortEntry, settings: PatchSettings) -> str:
+    """Hash of everything the cached table and patches depend on."""
+    payload = {
+        "version": CACHE_VERSION,
+        "image": _file_key(entry.image),
+        "mask": _file_key(entry.mask),
+        "slide": entry.slide,
+        "settings": asdict(settings),
+    }
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def slide_patches(
+    entry: CohortEntry,
+    settings: PatchSettings,
+    cache_dir: str | os.PathLike,
+    *,
+    progress: ProgressCallback | None = None,
+) -> SlidePatches:
+    """The patch table and patch cache of one slide, computed once and then reused."""
+    from dataclasses import replace
+
+    from .grid import PatchGrid, patch_stats
+    from .io import open_slide
+
+    cache_dir = Path(cache_dir)
+    key = cache_key(entry, settings)
+    stem = f"{entry.slide}-{key}"
+    table_path = cache_dir / f"{stem}.parquet"
+    patches_path = cache_dir / f"{stem}.npy"
+    slide = open_slide(
+        entry.image, mask=entry.mask, mask_map=settings.mask_map, pyramid_cache=False
+    )
+    slide = replace(slide, name=entry.slide)
+    if table_path.is_file():
+        table = pd.read_parquet(table_path)
+    else:
+        grid = PatchGrid(settings.patch_size, settings.stride)
+        table = patch_stats(
+            slide,
+            grid,
+            tissue=settings.tissue,
+            tissue_threshold=settings.tissue_threshold,
+            background=settings.background,
+        )
+        with atomic_path(table_path) as tmp:
+            table.to_parquet(tmp, index=False)
+    if not patches_path.is_file():
+        build_patch_cache(
+            slide, table, patches_path, patch_size=settings.patch_size, progress=progress
+        )
+    return SlidePatches(
+        entry, table, patches_path, slide.n_channels, str(_cache_dtype(slide.dtype))
+    )
+
+
+def load_cohort(
+    manifest: str | os.PathLike,
+    settings: PatchSettings,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+) -> Cohort:
+    """Read a manifest and prepare every slide's patch table and cache.
+
+    ``cache_dir`` defaults to ``.patchwise-cache`` beside the manifest. ``progress`` is
+    called with ``(slides done, slides)`` and, while a cache is built, fractions of a slide
+    are reported as the patch bands are copied.
+    """
+    entries = read_manifest(manifest)
+    cache_dir = Path(manifest).parent / ".patchwise-cache" if cache_dir is None else Path(cache_dir)
+    cohort = Cohort()
+    scale = 1000  # progress units per slide, so band progress shows within a slide
+    total = scale * len(entries)
+    for i, entry in enumerate(entries):
+
+        def slide_progress(done: int, n: int, _i: int = i) -> None:
+            if progress is not None and n:
+                progress(_i * scale + (scale * done) // n, total)
+
+        patches = slide_patches(entry, settings, cache_dir, progress=slide_progress)
+        cohort.splits.setdefault(entry.split, []).append(patches)
+        if progress is not None:
+            progress((i + 1) * scale, total)
+    channels = {s.channels for slides in cohort.splits.values() for s in slides}
+    if len(channels) > 1:
+        raise PatchwiseError(
+            f"slides have different numbers of channels {sorted(channels)}",
+            path=manifest,
+            hint="a model takes one fixed set of modalities",
+        )
+    return cohort
+
+
+# -- normalisation -----------------------------------------------------------------------
+def channel_stats(
+    caches: Sequence[str | os.PathLike], chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over the patches of the given caches.
+
+    Streams through the memory-mapped caches ``chunk`` patches at a time (float64 sums).
+    """
+    total = s1 = s2 = None
+    for path in caches:
+        arr = np.load(path, mmap_mode="r")
+        for start in range(0, len(arr), chunk):
+            block = np.asarray(arr[start : start + chunk], dtype=np.float64)
+            if s1 is None:
+                s1 = np.zeros(block.shape[1])
+                s2 = np.zeros(block.shape[1])
+                total = 0
+            s1 += block.sum(axis=(0, 2, 3))
+            s2 += np.square(block).sum(axis=(0, 2, 3))
+            total += block.shape[0] * block.shape[2] * block.shape[3]
+    if not total:
+        raise PatchwiseError("no training patches to compute the normalisation from")
+    mean = s1 / total
+    std = np.sqrt(np.maximum(s2 / total - mean**2, 0.0))
+    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+# -- datasets --------------------------------------------------------------------------
+def augment(patches: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Rotate each patch ``code % 4`` quarter turns, then flip left-right if ``code >= 4``.
+
+    The 8 codes are the dihedral group of the square: the orientations a patch of tissue
+    may have. ``patches`` is ``(n, M, h, w)`` with ``h == w``.
+    """
+    out = patches.copy()
+    for code in np.unique(codes):
+        sel = codes == code
+        block = np.rot90(patches[sel], k=int(code) % 4, axes=(2, 3))
+        if code >= 4:
+            block = block[..., ::-1]
+        out[sel] = block
+    return out
+
+
+class PatchDataset:
+    """Map-style dataset over the cached patches of some slides.
+
+    ``dataset[i]`` is ``(patch float tensor (M, h, w), label, group)``.
+    ``dataset.__getitems__(request)`` reads a whole batch at once (what the DataLoader
+    calls): ``request`` is a list of indices or an ``(n, 2)`` array of (index,
+    augmentation code) as produced by :meth:`BatchSampler.requests`; it returns
+    ``(x (n, M, h, w) float32, y int64, group int64)`` tensors.
+
+    Parameters
+    ----------
+    caches : sequence of path-like
+        One ``.npy`` patch cache per slide, in the order of ``table``'s rows.
+    table : DataFrame
+        Concatenated patch tables (``label``, ``tissue_ratio``).
+    tau : float
+        Tissue-size threshold for the groups.
+    mean, std : arrays (M,)
+        Per-channel normalisation.
+    """
+
+    def __init__(self, caches, table: pd.DataFrame, tau: float, mean, std):
+        self.caches = [str(p) for p in caches]
+        self.labels = table["label"].to_numpy(np.int64)
+        self.tissue_ratio = table["tissue_ratio"].to_numpy(np.float64)
+        self.groups = group_ids(self.labels, self.tissue_ratio, tau).astype(np.int64)
+        self.tau = float(tau)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self._arrays = None
+        lengths = [int(np.load(p, mmap_mode="r").shape[0]) for p in self.caches]
+        if sum(lengths) != len(self.labels):
+            raise PatchwiseError(
+                f"patch caches hold {sum(lengths)} patches but the tables {len(self.labels)}",
+                hint="delete the .patchwise-cache folder to rebuild it",
+            )
+        self.offsets = np.cumsum([0, *lengths])
+
+    def __getstate__(self):  # worker processes reopen the memory maps themselves
+        state = self.__dict__.copy()
+        state["_arrays"] = None
+        return state
+
+    def _open(self) -> list[np.ndarray]:
+        if self._arrays is None:
+            self._arrays = [np.load(p, mmap_mode="r") for p in self.caches]
+        return self._arrays
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Raw cached patches ``(n, M, h, w)`` of the given global indices."""
+        arrays = self._open()
+        indices = np.asarray(indices, dtype=np.int64)
+        which = np.searchsorted(self.offsets, indices, side="right") - 1
+        first = arrays[0]
+        out = np.empty((len(indices), *first.shape[1:]), dtype=first.dtype)
+        for s in np.unique(which):
+            sel = which == s
+            local = indices[sel] - self.offsets[s]
+            # sorted reads are sequential on disk; scatter back to the requested order
+            order = np.argsort(local, kind="stable")
+            block = arrays[s][local[order]]
+            out[np.flatnonzero(sel)[order]] = block
+        return out
+
+    def __getitems__(self, request):
+        import torch
+
+        request = np.asarray(request, dtype=np.int64)
+        if request.ndim == 1:
+            request = np.stack([request, np.zeros_like(request)], axis=1)
+        indices, codes = request[:, 0], request[:, 1]
+        raw = self.read(indices)
+        if codes.any():
+            raw = augment(raw, codes)
+        x = torch.from_numpy(np.ascontiguousarray(raw).astype(np.float32))
+        x = (x - torch.from_numpy(self.mean)[:, None, None]) / torch.from_numpy(self.std)[
+            :, None, None
+        ]
+        return (
+            x,
+            torch.from_numpy(self.labels[indices].copy()),
+            torch.from_numpy(self.groups[indices].copy()),
+        )
+
+    def __getitem__(self, i: int):
+        x, y, g = self.__getitems__([int(i)])
+        return x[0], int(y[0]), int(g[0])
+
+
+def identity_collate(batch):
+    """``collate_fn`` for :meth:`PatchDataset.__getitems__`, which already batches."""
+    return batch
+
+
+def sequential_requests(n: int, batch_size: int) -> list[np.ndarray]:
+    """Index batches ``0..n-1`` in order (evaluation and prediction)."""
+    return [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def make_dataset(cohort: Cohort, split: str, tau: float, mean, std) -> PatchDataset:
+    """The :class:`PatchDataset` of one split of a prepared cohort."""
+    slides = cohort.splits.get(split, [])
+    return PatchDataset([s.cache for s in slides], cohort.table(split), tau, mean, std)

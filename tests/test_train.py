@@ -1,0 +1,167 @@
+"""The training loop on a tiny hand-built cohort: learning, resume, cancel, run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from _cohort import make_cohort  # noqa: E402
+
+from napari_patchwise import PatchwiseError  # noqa: E402
+from napari_patchwise.train import TrainCallbacks, TrainConfig, load_checkpoint_model, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+def config(manifest, out, **kw):
+    base = dict(
+        manifest=str(manifest),
+        out=str(out),
+        model="smallcnn",
+        patch_size=16,
+        steps=12,
+        eval_every=4,
+        batch_size=16,
+        lr=0.05,
+        seed=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Recorder(TrainCallbacks):
+    def __init__(self, stop_after=None):
+        self.losses, self.evals, self.stop_after = {}, [], stop_after
+
+    def on_step(self, step, total, loss):
+        self.losses[step] = loss
+
+    def on_eval(self, step, metrics):
+        self.evals.append(step)
+
+    def should_stop(self):
+        return self.stop_after is not None and len(self.losses) >= self.stop_after
+
+
+def test_a_few_steps_lower_the_loss_and_fill_the_run_directory(manifest, tmp_path):
+    rec = Recorder()
+    run = train(config(manifest, tmp_path / "run", steps=40, eval_every=20), rec)
+    losses = [rec.losses[s] for s in sorted(rec.losses)]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    assert rec.evals == [20, 40]
+    names = {p.name for p in run.iterdir()}
+    assert {
+        "config.json",
+        "best.pt",
+        "last.pt",
+        "history.csv",
+        "metrics.json",
+        "predictions.parquet",
+    } <= names
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
+
+    history = pd.read_csv(run / "history.csv")
+    assert history["step"].tolist() == [20, 40]
+    for col in ("loss", "val_wga", "val_bca", "val_acc_tumor_small", "val_acc_non_tumor_large"):
+        assert col in history
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["selected_by"] == "val_wga"
+    assert set(metrics["by_selection"]) == {"val_wga", "val_bca"}
+    assert metrics["step"] == int(history.loc[history["val_wga"].idxmax(), "step"])
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert len(predictions) == metrics["test"]["n"] == 64  # one test slide of 8 x 8 patches
+    assert predictions["prob"].between(0, 1).all()
+    # metrics.json's test figures are those of the predictions table
+    correct = (predictions["pred"] == predictions["label"]).mean()
+    assert math.isclose(metrics["test"]["accuracy"], correct)
+    assert TrainConfig.from_json(run / "config.json") == config(
+        manifest, tmp_path / "run", steps=40, eval_every=20
+    )
+
+
+def test_checkpoints_load_with_weights_only(manifest, tmp_path):
+    run = train(config(manifest, tmp_path / "run", steps=4))
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["step"] == 4 and set(last) >= {
+        "model",
+        "optimizer",
+        "method",
+        "history",
+        "torch_rng",
+    }
+    model, meta = load_checkpoint_model(run / "best.pt")
+    assert meta["in_channels"] == 2 and meta["patch_size"] == 16
+    assert model(torch.zeros(1, 2, 16, 16)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("method", ["erm", "groupdro"])
+def test_resume_continues_exactly(manifest, tmp_path, method):
+    kw = dict(method=method, eta=0.1)
+    full = Recorder()
+    train(config(manifest, tmp_path / "full", **kw), full)
+
+    first = Recorder(stop_after=6)  # cancel mid-way between evaluations (at 4 and 8)
+    run = train(config(manifest, tmp_path / "split", **kw), first)
+    assert sorted(first.losses) == list(range(1, 7))
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 6
+    assert not (run / "metrics.json").exists()  # a cancelled run has no test metrics yet
+
+    second = Recorder()
+    train(config(manifest, tmp_path / "split", resume=True, **kw), second)
+    assert sorted(second.losses) == list(range(7, 13))
+    assert {**first.losses, **second.losses} == full.losses  # bit-identical losses
+
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(run / "last.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    drop = ["seconds"]
+    assert (
+        pd.read_csv(tmp_path / "full" / "history.csv")
+        .drop(columns=drop)
+        .equals(pd.read_csv(run / "history.csv").drop(columns=drop))
+    )
+
+
+def test_cancel_stops_within_one_step_and_leaves_a_valid_last_checkpoint(manifest, tmp_path):
+    rec = Recorder(stop_after=1)
+    run = train(config(manifest, tmp_path / "run", steps=1000), rec)
+    assert list(rec.losses) == [1]
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["step"] == 1
+    model, _ = load_checkpoint_model(run / "last.pt")
+    assert model(torch.zeros(2, 2, 16, 16)).shape == (2, 2)
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(manifest, tmp_path):
+    train(config(manifest, tmp_path / "run", steps=2))
+    with pytest.raises(PatchwiseError, match="already holds a run"):
+        train(config(manifest, tmp_path / "run", steps=2))
+    with pytest.raises(PatchwiseError, match="nothing to resume"):
+        train(config(manifest, tmp_path / "other", resume=True))
+
+
+def test_gerne_on_a_cohort_without_a_group_names_group_and_tau(manifest, tmp_path):
+    # tau = 0 makes every patch "large": the small-tissue groups are empty
+    with pytest.raises(
+        PatchwiseError, match=r"group non-tumor/small has no training patches at tau=0"
+    ):
+        train(config(manifest, tmp_path / "run", method="gerne", tau=0.0))
+
+
+def test_bad_options_are_refused_before_any_work(manifest, tmp_path):
+    with pytest.raises(PatchwiseError, match="unknown selection metric"):
+        train(config(manifest, tmp_path / "r", select="test_wga"))
+    with pytest.raises(PatchwiseError, match="GERNE .* odd"):
+        train(config(manifest, tmp_path / "r", method="gerne", batch_size=15))
+    with pytest.raises(PatchwiseError, match=r"beta=9 is outside \[-1, beta_max\)"):
+        train(config(manifest, tmp_path / "r", method="gerne", beta=9.0))
