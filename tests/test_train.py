@@ -12,7 +12,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from _cohort import make_cohort  # noqa: E402
-
 from napari_patchwise import PatchwiseError  # noqa: E402
 from napari_patchwise.train import TrainCallbacks, TrainConfig, load_checkpoint_model, train  # noqa: E402
 
@@ -33,6 +32,7 @@ def config(manifest, out, **kw):
         batch_size=16,
         lr=0.05,
         seed=1,
+        num_threads=1,
     )
     base.update(kw)
     return TrainConfig(**base)

@@ -105,6 +105,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     num_workers: int = 0
+    num_threads: int | None = None
     eval_batch_size: int = 256
     cache_dir: str | None = None
     resume: bool = False
@@ -378,11 +379,24 @@ def train(
     """
     import torch
 
+    config.validate()
+    threads = torch.get_num_threads()
+    if config.num_threads:
+        # on a busy machine, fewer intra-op threads than cores avoids spin-wait contention
+        torch.set_num_threads(int(config.num_threads))
+    try:
+        return _train(config, callbacks, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, callbacks: TrainCallbacks | None, progress) -> Path:
+    import torch
+
     from .data import PatchSettings, channel_stats, load_cohort, make_dataset
     from .methods import TrainingGroups, make_method
     from .models import build_model
 
-    config.validate()
     callbacks = callbacks or TrainCallbacks()
     dist_info = _init_distributed("cuda" if config.device == "cuda" else "cpu")
     out = Path(config.out)
