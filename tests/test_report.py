@@ -1,0 +1,125 @@
+"""Figure 1 numbers against hand counts, row selection, group tables, and a drawn figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.report import (
+    bin_indices,
+    figure1,
+    figure1_data,
+    figure1_rows,
+    group_count_table,
+)
+
+
+@pytest.fixture
+def table():
+    # Six tumor patches, four non-tumor patches; bins of width 0.25 (bins=4).
+    return pd.DataFrame(
+        {
+            "label": [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
+            "tumor_ratio": [0.1, 0.3, 0.3, 0.6, 1.0, 0.0, 0, 0, 0, 0],
+            "tumor_tissue_ratio": [0.2, 0.5, np.nan, 0.9, 1.0, 0.3, np.nan, np.nan, 0, np.nan],
+            "tissue_ratio": [0.5, 0.6, 0.3, 0.7, 1.0, 0.05, 0.0, 0.24, 0.25, 0.99],
+            "prob": [0.9, 0.2, 0.8, 0.7, 0.95, 0.1, 0.1, 0.6, 0.3, 0.7],
+            "split": ["train"] * 5 + ["test"] * 5,
+        }
+    )
+
+
+def test_bin_indices_edges():
+    assert bin_indices(np.array([0, 0.2499, 0.25, 0.999, 1.0, np.nan]), 4).tolist() == [
+        0, 0, 1, 3, 3, -1,
+    ]  # fmt: skip
+
+
+def test_figure1_counts_by_hand(table):
+    data = figure1_data(table, tau=0.1, threshold=0.5, bins=4)
+    tumor, ttr, tissue = data.panels
+    # correct = prob >= 0.5 agrees with label: [T, F, T, T, T, F, T, F, T, F]
+    # tumor_ratio | y=1 : bins 0:[0.1 T, 0.0 F] 1:[0.3 F, 0.3 T] 2:[0.6 T] 3:[1.0 T]
+    assert tumor.correct.tolist() == [1, 1, 1, 1]
+    assert tumor.incorrect.tolist() == [1, 1, 0, 0]
+    assert tumor.n == 6
+    np.testing.assert_allclose(tumor.fraction_correct + tumor.fraction_incorrect,
+                               [2 / 6, 2 / 6, 1 / 6, 1 / 6])  # fmt: skip
+    # tumor_tissue_ratio | y=1 (NaN dropped): 0.2 T (bin 0), 0.5 F (bin 2), 0.9 T, 1.0 T, 0.3 F (bin 1)
+    assert ttr.correct.tolist() == [1, 0, 0, 2]
+    assert ttr.incorrect.tolist() == [0, 1, 1, 0]
+    assert ttr.n == 5
+    # tissue_ratio | y=0: 0.0 T, 0.24 F, 0.25 T, 0.99 F
+    assert tissue.correct.tolist() == [1, 1, 0, 0]
+    assert tissue.incorrect.tolist() == [1, 0, 0, 1]
+    assert data.has_predictions and data.tau == 0.1
+    np.testing.assert_allclose(tumor.edges, [0, 0.25, 0.5, 0.75, 1])
+
+
+def test_figure1_threshold_moves_patches_between_correct_and_incorrect(table):
+    data = figure1_data(table, threshold=0.05, bins=4)  # everything predicted tumor
+    assert data.panels[0].incorrect.sum() == 0
+    assert data.panels[2].correct.sum() == 0
+
+
+def test_figure1_without_predictions_counts_everything(table):
+    data = figure1_data(table.drop(columns=["prob"]), bins=4)
+    assert not data.has_predictions
+    assert data.panels[0].correct.tolist() == [2, 2, 1, 1]
+    assert data.panels[0].incorrect.sum() == 0
+
+
+def test_figure1_rows_select_the_bin(table):
+    assert figure1_rows(table, 0, 1, bins=4).tolist() == [1, 2]
+    assert figure1_rows(table, 0, 1, bins=4, which="incorrect").tolist() == [1]
+    assert figure1_rows(table, 2, 0, bins=4, which="correct").tolist() == [6]
+    assert figure1_rows(table, 1, 2, bins=4).tolist() == [1]
+    assert figure1_rows(table, 2, 2, bins=4).tolist() == []
+    with pytest.raises(PatchwiseError):
+        figure1_rows(table, 3, 0)
+    with pytest.raises(PatchwiseError, match="no predictions"):
+        figure1_rows(table.drop(columns=["prob"]), 0, 0, which="correct")
+    # Every panel's bins partition the class (minus NaN) exactly.
+    data = figure1_data(table, bins=4)
+    for p, panel in enumerate(data.panels):
+        sizes = [len(figure1_rows(table, p, b, bins=4)) for b in range(4)]
+        assert sizes == panel.counts.tolist()
+
+
+def test_group_count_table(table):
+    counts = group_count_table(table, tau=0.1, by="split")
+    # train: tumor ratios 0.5 0.6 0.3 0.7 1.0 -> tumor/large x5
+    # test: tumor 0.05 -> tumor/small; non-tumor 0.0, 0.24, 0.25, 0.99 -> small 1, large 3
+    assert counts.loc["train"].tolist() == [0, 0, 0, 5, 5]
+    assert counts.loc["test"].tolist() == [1, 3, 1, 0, 5]
+    assert counts.loc["total"].tolist() == [1, 3, 1, 5, 10]
+    assert list(counts.columns)[-1] == "total"
+    single = group_count_table(table.drop(columns=["split"]), tau=0.1)
+    assert single.index.tolist() == ["all"]
+    assert single.loc["all"].tolist() == [1, 3, 1, 5, 10]
+
+
+def test_figure_has_three_panels_with_stacked_bars_and_tau(table, tmp_path):
+    fig = figure1(table, tau=0.1, bins=4, title="test")
+    axes = fig.axes
+    assert len(axes) == 3
+    # Two bar containers (correct, incorrect) of 4 bars each on every panel.
+    assert all(len(ax.patches) == 8 for ax in axes)
+    tau_lines = [line for line in axes[2].lines if list(line.get_xdata()) == [0.1, 0.1]]
+    assert len(tau_lines) == 1
+    out = tmp_path / "f.png"
+    fig.savefig(out, dpi=50)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(out)
+    # Both bar colours appear: the figure really drew correct and incorrect bars.
+    rgb = (pixels[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    colours = {tuple(c) for c in np.unique(rgb, axis=0)}
+    assert (0x4C, 0x9F, 0x70) in colours and (0xD1, 0x49, 0x5B) in colours
+
+
+def test_missing_columns_is_a_clear_error(table):
+    with pytest.raises(PatchwiseError, match="tumor_tissue_ratio"):
+        figure1_data(table.drop(columns=["tumor_tissue_ratio"]))
