@@ -19,7 +19,7 @@ from . import __version__
 from .errors import PatchwiseError
 
 # Order is the order shown in ``patchwise --help``.
-COMMANDS: tuple[str, ...] = ("stats", "metrics")
+COMMANDS: tuple[str, ...] = ("stats", "metrics", "train", "predict", "report")
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

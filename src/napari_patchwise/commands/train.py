@@ -1,0 +1,161 @@
+"""``patchwise train``: train a patch classifier on a cohort manifest.
+
+Every :class:`~napari_patchwise.train.TrainConfig` field is a flag (``--batch-size``,
+``--eval-every``...), so the flags, the napari panel and ``config.json`` are the same
+object. Ctrl-C stops after the current step and writes ``last.pt``; ``--resume``
+continues exactly from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+HELP = {
+    "method": "training method",
+    "tau": "tissue-ratio threshold that splits small and large tissue (the groups)",
+    "patch_size": "patch side in level-0 pixels",
+    "stride": "distance between patches (default: the patch size)",
+    "tissue": "where tissue comes from",
+    "tissue_threshold": "brightness threshold for intensity tissue (default: Otsu)",
+    "background": "dark (fluorescence, nonlinear microscopy) or bright (brightfield)",
+    "mask_map": 'mask values -> classes, e.g. "0=background,1=healthy,2=tumor"',
+    "model": "backbone",
+    "weights": "local torchvision state dict of the backbone (ImageNet); never downloaded",
+    "steps": "optimisation steps",
+    "batch_size": "patches per batch (GERNE: per each of its two batches)",
+    "lr": "SGD learning rate",
+    "weight_decay": "SGD weight decay",
+    "momentum": "SGD momentum",
+    "beta": "GERNE extrapolation factor, in [-1, beta_max)",
+    "c": "GERNE debiasing strength of the less-biased batch, in (0, 1]",
+    "eta": "GroupDRO step size of the group weights",
+    "class_balanced": "ERM with class-balanced batches",
+    "augment": "flips and 90-degree rotations of training patches",
+    "eval_every": "validate every N steps",
+    "select": "validation metric that selects the best checkpoint",
+    "threshold": "decision threshold on the tumor probability",
+    "seed": "random seed",
+    "device": "auto: CUDA when available",
+    "precision": "auto: bf16 (or fp16) autocast on CUDA, fp32 on the CPU",
+    "channels_last": "channels-last memory format on CUDA",
+    "num_workers": "DataLoader worker processes",
+    "num_threads": "torch intra-op threads (default: torch's)",
+    "eval_batch_size": "patches per batch when evaluating",
+    "cache_dir": "patch cache folder (default: .patchwise-cache beside the manifest)",
+    "resume": "continue the run in --out from its last.pt",
+}
+CHOICES = {
+    "tissue": ("auto", "mask", "intensity"),
+    "background": ("dark", "bright"),
+}
+OPTIONAL_TYPES = {
+    "stride": int,
+    "tissue_threshold": float,
+    "mask_map": str,
+    "weights": str,
+    "num_threads": int,
+    "cache_dir": str,
+}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..methods import METHOD_NAMES
+    from ..models import MODEL_NAMES
+    from ..train import DEVICES, PRECISIONS, SELECT_METRICS, TrainConfig
+
+    choices = dict(
+        CHOICES,
+        method=METHOD_NAMES,
+        model=MODEL_NAMES,
+        select=SELECT_METRICS,
+        device=DEVICES,
+        precision=PRECISIONS,
+    )
+    p = subparsers.add_parser(
+        "train",
+        help="train a patch classifier (ERM, GERNE, GroupDRO, ReSample, ReWeight)",
+        description="Train on the train split of a cohort manifest, select the best "
+        "checkpoint on the val split, report test metrics (DESIGN.md section 3).",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="cohort CSV: image, mask, split[, slide]")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in ("manifest", "out"):
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = {"default": field.default, "help": HELP.get(field.name, "")}
+        if isinstance(field.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif field.name in choices:
+            kwargs["choices"] = choices[field.name]
+        else:
+            kwargs["type"] = OPTIONAL_TYPES.get(field.name, type(field.default))
+            kwargs["metavar"] = field.name.split("_")[-1].upper()
+        if kwargs["help"] and not isinstance(field.default, bool) and field.default is not None:
+            kwargs["help"] += " (default: %(default)s)"
+        p.add_argument(flag, **kwargs)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig` the parsed flags describe."""
+    from ..train import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
+    from .._progress import tqdm_progress
+    from ..train import TrainCallbacks, train
+
+    config = config_from_args(args)
+    config.validate()
+    interrupted = {"flag": False}
+
+    class CLICallbacks(TrainCallbacks):
+        def __init__(self, prepare, steps):
+            self.prepare_bar, self.step_bar = prepare, steps
+            self.last_eval = ""
+
+        def on_prepare(self, done, total):
+            self.prepare_bar(done, total)
+
+        def on_step(self, step, total, loss):
+            self.step_bar(step, total)
+
+        def on_eval(self, step, metrics):
+            print(
+                f"step {step}: loss {metrics.get('loss', float('nan')):.4f}  "
+                f"val WGA {metrics['val_wga']:.4f}  val BCA {metrics['val_bca']:.4f}",
+                file=sys.stderr,
+            )
+
+        def should_stop(self):
+            return interrupted["flag"]
+
+    def on_sigint(signum, frame):  # noqa: ARG001
+        if interrupted["flag"]:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        interrupted["flag"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare:
+            with tqdm_progress("training", unit="step", disable=args.quiet) as steps:
+                run_dir = train(config, CLICallbacks(prepare, steps))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted["flag"]:
+        print(
+            f"patchwise train: interrupted; {run_dir / 'last.pt'} written — continue with --resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(run_dir)
+    return 0

@@ -1,0 +1,160 @@
+"""Batched inference over a slide's patch grid with a trained run's selected checkpoint.
+
+Patches are read lazily from the slide, a row-band at a time
+(:func:`data.iter_patch_bands`), normalised with the training split's per-channel
+statistics saved in the checkpoint, and classified in batches: memory is bounded by one
+band plus one batch, whatever the slide's size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._progress import ProgressCallback
+from .errors import PatchwiseError
+from .slide import Slide
+
+GEOMETRY_COLUMNS: tuple[str, ...] = ("slide", "row", "col", "y", "x", "height", "width", "n_pixels")
+
+
+def checkpoint_path(run_or_checkpoint: str | os.PathLike) -> Path:
+    """``best.pt`` of a run directory, or the given ``.pt`` file itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise PatchwiseError(
+            "no checkpoint (best.pt) found",
+            path=path,
+            hint="give a run directory written by `patchwise train`, or a .pt file",
+        )
+    return path
+
+
+def geometry_table(slide: Slide, patch_size: int, stride: int | None = None) -> pd.DataFrame:
+    """Patch positions of a slide without a mask (no labels): the geometry columns only."""
+    from .grid import PatchGrid
+
+    grid = PatchGrid(patch_size, stride)
+    _, height, width = slide.shape
+    ys, xs = grid.positions(height, width)
+    hs, ws = grid.extents(height, width)
+    rows, cols = np.meshgrid(np.arange(len(ys)), np.arange(len(xs)), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    return pd.DataFrame(
+        {
+            "slide": slide.name,
+            "row": rows.astype(np.int64),
+            "col": cols.astype(np.int64),
+            "y": ys[rows],
+            "x": xs[cols],
+            "height": hs[rows],
+            "width": ws[cols],
+            "n_pixels": (hs[rows] * ws[cols]).astype(np.int64),
+        }
+    )
+
+
+def predict_table(
+    slide: Slide,
+    table: pd.DataFrame,
+    run_dir: str | os.PathLike,
+    *,
+    batch_size: int = 256,
+    device: str = "auto",
+    threshold: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Add the tumor probability ``prob`` and the prediction ``pred`` to a patch table.
+
+    Parameters
+    ----------
+    slide : Slide
+        The slide the table describes (same number of channels as the training slides).
+    table : DataFrame
+        Patch table (at least ``y``, ``x``, ``height``, ``width``) of this slide, cut with
+        the patch size the model was trained on.
+    run_dir : path-like
+        A run directory (its ``best.pt``) or a checkpoint file.
+    batch_size : int
+        Patches per forward pass.
+    device : {"auto", "cpu", "cuda"}
+        Where the model runs.
+    threshold : float, optional
+        Decision threshold on ``prob`` (default: the run's).
+    progress : callable, optional
+        ``progress(patches done, patches)``.
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``table`` with ``prob`` (float32) and ``pred`` (int8) columns.
+    """
+    import torch
+
+    from .data import iter_patch_bands
+    from .train import _autocast, load_checkpoint_model, resolve_device
+
+    device = resolve_device(device)
+    model, meta = load_checkpoint_model(checkpoint_path(run_dir), device)
+    patch_size = int(meta["patch_size"])
+    threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    if slide.n_channels != int(meta["in_channels"]):
+        raise PatchwiseError(
+            f"slide has {slide.n_channels} channels but the model was trained on {meta['in_channels']}",
+            path=slide.path,
+            hint="predict on slides with the training slides' modalities",
+        )
+    if len(table) and int(max(table["height"].max(), table["width"].max())) > patch_size:
+        raise PatchwiseError(
+            f"the table's patches are larger than the model's {patch_size} px patches",
+            hint=f"cut the slide with --patch-size {patch_size}",
+        )
+    mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)[:, None, None]
+    std = torch.tensor(meta["std"], dtype=torch.float32, device=device)[:, None, None]
+    autocast, _ = _autocast(device, "auto")
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    prob = np.full(len(table), np.nan, dtype=np.float32)
+    pending_pos: list[np.ndarray] = []
+    pending_x: list[np.ndarray] = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal done
+        if not pending_pos:
+            return
+        positions = np.concatenate(pending_pos)
+        x = torch.from_numpy(np.concatenate(pending_x).astype(np.float32)).to(device)
+        x = (x - mean) / std
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast():
+            logits = model(x)
+        prob[positions] = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        done += len(positions)
+        pending_pos.clear()
+        pending_x.clear()
+        if progress is not None:
+            progress(done, len(table))
+
+    buffered = 0
+    for positions, patches in iter_patch_bands(slide, table, patch_size=patch_size):
+        for start in range(0, len(positions), batch_size):
+            pending_pos.append(positions[start : start + batch_size])
+            pending_x.append(patches[start : start + batch_size])
+            buffered += len(pending_pos[-1])
+            if buffered >= batch_size:
+                flush()
+                buffered = 0
+    flush()
+    out = table.copy()
+    out["prob"] = prob
+    out["pred"] = (prob >= threshold).astype(np.int8)
+    return out

@@ -1,0 +1,264 @@
+"""The HTML report over training runs: Table 1, per-group accuracies, curves, Figure 1.
+
+``write_report(run_dirs, out)`` reads each run directory (``config.json``,
+``metrics.json``, ``history.csv``, ``predictions.parquet``) and writes one self-contained
+HTML file (figures embedded as base64 PNG):
+
+* a Table-1-style table: method and selection metric against WGA and BCA per tau, as
+  mean +- std over the runs (seeds) of each (method, selection, tau);
+* test accuracy per group for every run;
+* learning curves (training loss, validation WGA and BCA) from ``history.csv``;
+* the paper's Figure-1 histograms of the selected checkpoint's test predictions
+  (:func:`napari_patchwise.report.figure1`).
+
+A run contributes one row per selection metric it evaluated on the test split
+(``metrics.json`` holds both the ``val_wga`` and the ``val_bca`` checkpoint): the ERM
+rows "selected by val BCA" and "by val WGA" come from the same training runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._atomic import atomic_path
+from .errors import PatchwiseError
+from .groups import GROUP_NAMES
+
+METHOD_LABELS = {
+    "erm": "ERM",
+    "gerne": "GERNE",
+    "groupdro": "GroupDRO",
+    "resample": "ReSample",
+    "reweight": "ReWeight",
+}
+SELECT_LABELS = {"val_wga": "val WGA", "val_bca": "val BCA"}
+
+
+@dataclass
+class Run:
+    """One run directory's results."""
+
+    path: Path
+    config: dict
+    metrics: dict
+    history: pd.DataFrame
+
+    @property
+    def method_label(self) -> str:
+        label = METHOD_LABELS.get(self.config["method"], self.config["method"])
+        if self.config["method"] == "erm" and self.config.get("class_balanced"):
+            label += " (class-balanced)"
+        return label
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read a finished run directory (PatchwiseError if it is not one)."""
+    path = Path(path)
+    for name in ("config.json", "metrics.json", "history.csv"):
+        if not (path / name).is_file():
+            raise PatchwiseError(
+                f"not a finished run directory (no {name})",
+                path=path,
+                hint="give directories written by `patchwise train` that ran to the end",
+            )
+    config = json.loads((path / "config.json").read_text())
+    metrics = json.loads((path / "metrics.json").read_text())
+    history = pd.read_csv(path / "history.csv")
+    return Run(path, config, metrics, history)
+
+
+def result_rows(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per (run, selection metric) with test WGA, BCA and per-group accuracy (%)."""
+    rows = []
+    for run in runs:
+        for select, entry in run.metrics.get("by_selection", {}).items():
+            test = entry.get("test")
+            if not test:
+                continue
+            row = {
+                "method": run.method_label,
+                "select": select,
+                "tau": float(run.config["tau"]),
+                "seed": int(run.config["seed"]),
+                "run": run.path.name,
+                "step": entry["step"],
+                "wga": _pct(test["wga"]),
+                "bca": _pct(test["bca"]),
+                "accuracy": _pct(test["accuracy"]),
+            }
+            for name in GROUP_NAMES:
+                row[name] = _pct(test["groups"][name]["accuracy"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pct(value) -> float:
+    return np.nan if value is None else 100.0 * float(value)
+
+
+def table1(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (over seeds, ddof=1) of WGA and BCA per (method, selection, tau).
+
+    Returns a frame indexed by (method, select) with columns ``(tau, metric, stat)``
+    where stat is ``mean``, ``std`` or ``n``.
+    """
+    if rows.empty:
+        return pd.DataFrame()
+    grouped = rows.groupby(["method", "select", "tau"])[["wga", "bca"]]
+    stats = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"}, level=1)
+    wide = stats.unstack("tau")  # columns: (metric, stat, tau)
+    wide = wide.reorder_levels([2, 0, 1], axis=1).sort_index(axis=1, level=0, ascending=False)
+    order = {label: i for i, label in enumerate(METHOD_LABELS.values())}
+    sel_order = {"val_bca": 0, "val_wga": 1}
+    wide = wide.loc[
+        sorted(
+            wide.index,
+            key=lambda k: (order.get(k[0].split(" ")[0], 99), k[0], sel_order.get(k[1], 9)),
+        )
+    ]
+    return wide
+
+
+def table1_markdown(rows: pd.DataFrame) -> str:
+    """Table 1 as markdown: ``mean ± std`` (%) of WGA and BCA per tau."""
+    wide = table1(rows)
+    if wide.empty:
+        return "(no finished runs with test metrics)"
+    taus = sorted({t for t, _, _ in wide.columns}, reverse=True)
+    header = ["method", "selected by"]
+    for tau in taus:
+        header += [f"WGA tau={tau:g}", f"BCA tau={tau:g}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (method, select), values in wide.iterrows():
+        cells = [method, SELECT_LABELS.get(select, select)]
+        for tau in taus:
+            for metric in ("wga", "bca"):
+                cells.append(
+                    _mean_std(
+                        values.get((tau, metric, "mean")),
+                        values.get((tau, metric, "std")),
+                        values.get((tau, metric, "n")),
+                    )
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_std(mean, std, n) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    if n is None or not np.isfinite(n) or n < 2 or not np.isfinite(std):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+# -- figures -------------------------------------------------------------------------------
+def learning_curves(runs: Sequence[Run]):
+    """Training loss and validation WGA / BCA against step, one line per run."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for run in runs:
+        h = run.history
+        label = f"{run.method_label} tau={run.config['tau']:g} seed={run.config['seed']}"
+        if "loss" in h:
+            axes[0].plot(h["step"], h["loss"], label=label)
+        axes[1].plot(h["step"], 100 * h["val_wga"], label=label)
+        axes[2].plot(h["step"], 100 * h["val_bca"], label=label)
+    for ax, title in zip(
+        axes, ("training loss", "validation WGA (%)", "validation BCA (%)"), strict=True
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    if runs:
+        axes[2].legend(fontsize="x-small", loc="lower right")
+    return fig
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(fig, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
+
+
+def _markdown_to_html(table: str) -> str:
+    lines = [line for line in table.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return f"<p>{html.escape(table)}</p>"
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[2:]
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(runs: Sequence[Run], *, bins: int = 20) -> str:
+    """The report as one self-contained HTML string."""
+    from .report import figure1
+
+    rows = result_rows(runs)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>patchwise training report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+        "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}</style></head><body>",
+        "<h1>Training report</h1>",
+        f"<p>{len(runs)} run(s): {html.escape(', '.join(str(r.path) for r in runs))}</p>",
+        "<h2>Table 1: test WGA and BCA (%)</h2>",
+        "<p>Mean ± sample standard deviation over the runs (seeds) of each method, "
+        "selection metric and tau; each run's checkpoint is selected on the validation split.</p>",
+        _markdown_to_html(table1_markdown(rows)),
+        "<h2>Test accuracy per group (%)</h2>",
+    ]
+    if not rows.empty:
+        cols = ["method", "select", "tau", "seed", "step", "wga", "bca", *GROUP_NAMES]
+        parts.append(
+            rows[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="empty")
+        )
+    parts += ["<h2>Learning curves</h2>", _img(learning_curves(runs), "learning curves")]
+    parts.append("<h2>Figure 1: test predictions of the selected checkpoints</h2>")
+    for run in runs:
+        pred_path = run.path / "predictions.parquet"
+        if not pred_path.is_file():
+            continue
+        table = pd.read_parquet(pred_path)
+        tau = float(run.config["tau"])
+        title = f"{run.method_label}, selected by {SELECT_LABELS.get(run.metrics['selected_by'], '')}, tau={tau:g}, seed {run.config['seed']} ({run.path.name})"
+        fig = figure1(
+            table,
+            tau=tau,
+            threshold=float(run.config.get("threshold", 0.5)),
+            bins=bins,
+            title=title,
+        )
+        parts.append(_img(fig, title))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write the HTML report of ``run_dirs`` to ``out`` (atomically)."""
+    if not run_dirs:
+        raise PatchwiseError("no run directories given")
+    runs = [load_run(p) for p in run_dirs]
+    text = render_html(runs)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out
