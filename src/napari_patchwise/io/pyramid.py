@@ -31,18 +31,28 @@ def block_mean(block: np.ndarray, axis: tuple[int, ...] | None = None, dtype=Non
     return mean.astype(dtype, copy=False)
 
 
-def downsample(level: da.Array, factor: int = 2) -> da.Array:
-    """Downsample the last two axes of ``level`` by ``factor`` (block mean, trimmed edges).
+def downsample(level: da.Array, factor: int = 2, method: str = "mean") -> da.Array:
+    """Downsample the last two axes of ``level`` by ``factor``, trimming ragged edges.
 
-    The result has ``floor(size / factor)`` pixels per spatial axis and ``level``'s dtype.
+    ``method="mean"`` averages each ``factor x factor`` block (images); ``"nearest"``
+    keeps its top-left pixel (label images, whose values must not be blended). The
+    result has ``floor(size / factor)`` pixels per spatial axis and ``level``'s dtype.
     """
-    axes = {level.ndim - 2: factor, level.ndim - 1: factor}
-    small = da.coarsen(block_mean, level, axes, trim_excess=True, dtype=level.dtype)
+    if method == "nearest":
+        h, w = level.shape[-2:]
+        small = level[..., : h - h % factor : factor, : w - w % factor : factor]
+    elif method == "mean":
+        axes = {level.ndim - 2: factor, level.ndim - 1: factor}
+        small = da.coarsen(block_mean, level, axes, trim_excess=True, dtype=level.dtype)
+    else:
+        raise ValueError(f"method must be 'mean' or 'nearest', got {method!r}")
     target = {level.ndim - 2: LEVEL_CHUNK, level.ndim - 1: LEVEL_CHUNK}
     return small.rechunk(target)
 
 
-def build_pyramid(level0: da.Array, *, min_size: int = 256, factor: int = 2) -> list[da.Array]:
+def build_pyramid(
+    level0: da.Array, *, min_size: int = 256, factor: int = 2, method: str = "mean"
+) -> list[da.Array]:
     """Return ``[level0, level1, ...]``, each ``factor`` times smaller than the last.
 
     Levels are added until the larger spatial side is at most ``min_size`` (a level's
@@ -56,6 +66,8 @@ def build_pyramid(level0: da.Array, *, min_size: int = 256, factor: int = 2) -> 
         Stop once ``max(Y, X)`` of the last level is ``<= min_size``.
     factor : int
         Integer downsampling factor between consecutive levels (>= 2).
+    method : {"mean", "nearest"}
+        Block mean for images, nearest (top-left pixel) for label images.
 
     Returns
     -------
@@ -68,5 +80,5 @@ def build_pyramid(level0: da.Array, *, min_size: int = 256, factor: int = 2) -> 
         raise ValueError(f"min_size must be >= 1, got {min_size}")
     levels = [level0]
     while max(levels[-1].shape[-2:]) > min_size and min(levels[-1].shape[-2:]) >= factor:
-        levels.append(downsample(levels[-1], factor))
+        levels.append(downsample(levels[-1], factor, method))
     return levels

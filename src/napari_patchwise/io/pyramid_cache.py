@@ -37,15 +37,16 @@ def default_cache_dir() -> Path:
     return base / "napari-patchwise" / "pyramids"
 
 
-def cache_file(image: Path, cache: str | os.PathLike | bool | None) -> Path:
+def cache_file(image: Path, cache: str | os.PathLike | bool | None, method: str = "mean") -> Path:
     """Where the pyramid of ``image`` lives for the ``cache`` option of ``open_slide``."""
     stat = image.stat()
+    kind = "" if method == "mean" else f".{method}"
     key = f"{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if cache == "beside":
-        return image.with_name(f"{image.name}.pyramid.ome.tif")
+        return image.with_name(f"{image.name}.pyramid{kind}.ome.tif")
     folder = default_cache_dir() if cache is None or cache is True else Path(cache)
-    return folder / f"{image.name}-{digest}.ome.tif"
+    return folder / f"{image.name}-{digest}{kind}.ome.tif"
 
 
 def pyramid_for(
@@ -54,22 +55,31 @@ def pyramid_for(
     loaded: LoadedImage,
     *,
     cache: str | os.PathLike | bool | None = None,
+    method: str = "mean",
     progress: ProgressCallback | None = None,
 ) -> list[da.Array]:
     """Display pyramid ``[level0, ...]`` for a single-level image.
 
     Small images (and ``cache=False``) get the lazy :func:`build_pyramid`; big ones the
-    cached pyramid, written first if it is missing or unreadable.
+    cached pyramid, written first if it is missing or unreadable. ``method`` is
+    ``"mean"`` for images and ``"nearest"`` for label images.
     """
     if cache is False or max(level0.shape[-2:]) <= CACHE_MIN_SIDE:
-        return build_pyramid(level0)
-    target = cache_file(image, cache)
+        return build_pyramid(level0, method=method)
+    target = cache_file(image, cache, method)
     levels = _read_cached(target, level0)
     if levels is None:
         names = loaded.channel_names or default_channel_names(int(level0.shape[0]))
         pixel = None if loaded.pixel_size is None else tuple(2 * s for s in loaded.pixel_size)
         try:
-            write_pyramid(target, level0, channel_names=names, pixel_size=pixel, progress=progress)
+            write_pyramid(
+                target,
+                level0,
+                channel_names=names,
+                pixel_size=pixel,
+                method=method,
+                progress=progress,
+            )
         except OSError as exc:
             raise PatchwiseError(
                 f"cannot write the display pyramid to {target} ({exc.strerror or exc})",
@@ -105,13 +115,14 @@ def write_pyramid(
     *,
     channel_names: list[str],
     pixel_size: tuple[float, float] | None,
+    method: str = "mean",
     progress: ProgressCallback | None = None,
 ) -> None:
     """Write levels 1.. of ``level0``'s pyramid to ``target`` as a pyramidal OME-TIFF."""
     from .write import write_ome_tiff
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with staged_pyramid(level0, workdir=target.parent, progress=progress) as levels:
+    with staged_pyramid(level0, workdir=target.parent, method=method, progress=progress) as levels:
         write_ome_tiff(
             target,
             levels[1:],
@@ -127,6 +138,7 @@ def staged_pyramid(
     *,
     workdir: str | os.PathLike | None = None,
     min_size: int = 256,
+    method: str = "mean",
     progress: ProgressCallback | None = None,
 ) -> Iterator[list[da.Array]]:
     """Pyramid of ``level0`` whose coarser levels are each computed once.
@@ -144,10 +156,11 @@ def staged_pyramid(
     """
     from .write import staged_arrays
 
-    n_levels = len(build_pyramid(level0, min_size=min_size))
+    n_levels = len(build_pyramid(level0, min_size=min_size, method=method))
     with contextlib.ExitStack() as stack:
         levels = [level0]
         for _ in range(1, n_levels):
-            scratch = staged_arrays([downsample(levels[-1])], workdir=workdir, progress=progress)
+            small = downsample(levels[-1], method=method)
+            scratch = staged_arrays([small], workdir=workdir, progress=progress)
             levels += stack.enter_context(scratch)
         yield levels

@@ -115,21 +115,13 @@ def open_slide(
         Missing or unreadable file, unsupported format, or a mask that does not fit.
     """
     path = Path(path)
-    loaded = load_image(path)
-    levels = list(loaded.levels)
-    if len(levels) == 1:
-        from .pyramid_cache import pyramid_for
-
-        levels = pyramid_for(path, levels[0], loaded, cache=pyramid_cache, progress=progress)
-    n = int(levels[0].shape[0])
-    names = _channel_names(path, channel_names, loaded.channel_names, n)
-    slide = Slide(
-        levels=tuple(levels),
-        channel_names=tuple(names),
-        pixel_size=_pixel_size(path, pixel_size, loaded.pixel_size),
-        name=slide_name(path),
-        path=path,
-        contrast_limits=loaded.contrast_limits,
+    slide = slide_from_loaded(
+        path,
+        load_image(path),
+        channel_names=channel_names,
+        pixel_size=pixel_size,
+        pyramid_cache=pyramid_cache,
+        progress=progress,
     )
     if mask is not None:
         from .mask import read_mask
@@ -137,6 +129,32 @@ def open_slide(
         mask_array, factor, kind = read_mask(mask, slide.shape[1:], mask_map)
         slide = slide.with_mask(mask_array, factor=factor, kind=kind, path=Path(mask))
     return slide
+
+
+def slide_from_loaded(
+    path: Path,
+    loaded: LoadedImage,
+    *,
+    channel_names: Sequence[str] | None = None,
+    pixel_size: float | tuple[float, float] | None = None,
+    pyramid_cache: str | os.PathLike | bool | None = None,
+    progress: ProgressCallback | None = None,
+) -> Slide:
+    """The :class:`Slide` for an image already read by :func:`load_image` (see ``open_slide``)."""
+    levels = list(loaded.levels)
+    if len(levels) == 1:
+        from .pyramid_cache import pyramid_for
+
+        levels = pyramid_for(path, levels[0], loaded, cache=pyramid_cache, progress=progress)
+    n = int(levels[0].shape[0])
+    return Slide(
+        levels=tuple(levels),
+        channel_names=tuple(_channel_names(path, channel_names, loaded.channel_names, n)),
+        pixel_size=_pixel_size(path, pixel_size, loaded.pixel_size),
+        name=slide_name(path),
+        path=path,
+        contrast_limits=loaded.contrast_limits,
+    )
 
 
 def slide_name(path: Path) -> str:

@@ -1,0 +1,256 @@
+"""npe2 reader: each modality of a slide as its own pyramid image layer; masks as Labels.
+
+napari calls :func:`napari_get_reader` with a path; for a supported path it returns
+:func:`read_layers`, which hands napari layer-data tuples. Image layers carry their
+:class:`~napari_patchwise.Slide` in ``metadata["patchwise_slide"]`` so the Patchwise
+widget works on the slide the reader opened (levels, names, pixel size).
+
+Bad input shows one notification line (the :class:`PatchwiseError` message) and opens
+nothing (napari's "no layers" sentinel), instead of napari's reader traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PatchwiseError
+from ..io._loaded import LoadedImage
+from ..io.reader import IMAGE_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES, is_zarr_store
+from ..slide import Slide
+
+#: napari's dask chunk cache defaults to 25% of RAM; a bounded cache keeps panning over a
+#: 50k x 50k slide within the memory budget while still reusing recently shown tiles.
+DASK_CACHE_BYTES = 384 * 2**20
+
+#: Colormaps for multichannel slides, in channel order (additive blending).
+CHANNEL_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue", "orange", "bop purple")
+RGB_COLORMAPS = {"R": "red", "G": "green", "B": "blue"}
+
+#: Class colours of a mapped (or 0/1/2) mask shown as Labels.
+MASK_COLORS = {0: "transparent", 1: "limegreen", 2: "red", None: "yellow"}
+
+_MASK_NAME = re.compile(r"(mask|label|annotation|segmentation)", re.IGNORECASE)
+_MASK_MAX_VALUES = 8
+_SAMPLE_SIDE = 512
+
+LayerData = tuple[Any, dict, str]
+_NO_LAYERS = [(None,)]  # npe2/napari sentinel: "handled, nothing to add"
+
+#: Microscopy file patterns napari's File > Open should send to this reader. PNG/JPEG
+#: are left to the user's choice (napari's own reader shows photos as one RGB layer).
+#: Directories are matched with a trailing separator by napari's preference lookup.
+PREFERRED_PATTERNS = ("*.tif", "*.tiff", "*.ome.tif", "*.ome.tiff", "*.zarr/", "*.ome.zarr/")
+PLUGIN_NAME = "napari-patchwise"
+
+_cache_sized = False
+
+
+def napari_get_reader(path: str | list[str]):
+    """Return :func:`read_layers` if this plugin reads ``path``, else ``None``."""
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return read_layers if is_supported(Path(path)) else None
+
+
+def is_supported(path: Path) -> bool:
+    """Whether ``path`` looks like a file or store this plugin reads (by name / layout)."""
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return suffix in ZARR_SUFFIXES or is_zarr_store(path)
+    return suffix in TIFF_SUFFIXES + IMAGE_SUFFIXES
+
+
+def read_layers(path: str | list[str]) -> list:
+    """Layer data for ``path``: image layers per channel, or one Labels layer for a mask."""
+    if isinstance(path, list | tuple):
+        path = path[0]
+    size_dask_cache()
+    try:
+        layers = layers_for_path(Path(path))
+    except PatchwiseError as err:
+        from napari.utils.notifications import show_error
+
+        show_error(str(err))
+        return _NO_LAYERS
+    _claim_if_in_viewer()
+    return layers
+
+
+def claim_reader_preferences(patterns: tuple[str, ...] = PREFERRED_PATTERNS) -> list[str]:
+    """Make this reader napari's choice for ``patterns`` that have no preference yet.
+
+    napari asks which reader to use when several accept a file (its builtin reader also
+    accepts TIFF and zarr); this records Patchwise, as the dialog's "remember" would,
+    without overriding a choice the user already made. Returns the patterns claimed.
+    """
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    current = dict(plugins.extension2reader)
+    claimed = [p for p in patterns if p not in current]
+    if claimed:
+        plugins.extension2reader = {**current, **dict.fromkeys(claimed, PLUGIN_NAME)}
+    return claimed
+
+
+def _claim_if_in_viewer() -> None:
+    """Once the user has opened a file with Patchwise in a viewer, remember the choice."""
+    import napari
+
+    if napari.current_viewer() is not None:
+        claim_reader_preferences()
+
+
+def size_dask_cache(nbytes: int = DASK_CACHE_BYTES) -> None:
+    """Bound napari's dask chunk cache once (it defaults to a quarter of RAM)."""
+    global _cache_sized
+    if not _cache_sized:
+        from napari.utils import resize_dask_cache
+
+        resize_dask_cache(nbytes=nbytes)
+        _cache_sized = True
+
+
+def layers_for_path(path: Path) -> list[LayerData]:
+    """Open ``path`` and build its layer data (raises :class:`PatchwiseError`)."""
+    from ..io.reader import load_image, slide_from_loaded
+
+    loaded = load_image(path)
+    if looks_like_mask(path, loaded):
+        return [mask_file_layer(path, loaded)]
+    with _napari_progress(f"Building display pyramid for {path.name}") as progress:
+        slide = slide_from_loaded(path, loaded, progress=progress)
+    return slide_layers(slide)
+
+
+def slide_layers(slide: Slide) -> list[LayerData]:
+    """One multiscale image layer per channel (+ a Labels layer if the slide has a mask).
+
+    Layers are named by channel, blend additively with distinct colormaps, and get
+    explicit contrast limits (from metadata or the smallest level) so napari does not
+    guess them from the first tile it reads.
+    """
+    limits = slide.display_contrast_limits()
+    scale = slide.pixel_size or (1.0, 1.0)
+    layers: list[LayerData] = []
+    for c, name in enumerate(slide.channel_names):
+        kwargs = {
+            "name": name,
+            "multiscale": True,
+            "blending": "additive",
+            "colormap": channel_colormap(slide.channel_names, c),
+            "contrast_limits": [float(v) for v in limits[c]],
+            "scale": tuple(float(s) for s in scale),
+            "metadata": {
+                "patchwise_slide": slide,
+                "patchwise_channel": c,
+                "patchwise_path": None if slide.path is None else str(slide.path),
+            },
+        }
+        layers.append(([level[c] for level in slide.levels], kwargs, "image"))
+    if slide.mask is not None:
+        layers.append(slide_mask_layer(slide))
+    return layers
+
+
+def channel_colormap(names: tuple[str, ...], index: int) -> str:
+    """Gray for one channel, red/green/blue for RGB, else a distinct colour per channel."""
+    if len(names) == 1:
+        return "gray"
+    if tuple(names) == ("R", "G", "B"):
+        return RGB_COLORMAPS[names[index]]
+    return CHANNEL_COLORMAPS[index % len(CHANNEL_COLORMAPS)]
+
+
+def slide_mask_layer(slide: Slide) -> LayerData:
+    """The slide's mapped class mask as a multiscale Labels layer over the image."""
+    from ..io.pyramid import build_pyramid
+
+    levels = build_pyramid(slide.mask[None], method="nearest")
+    scale = tuple(float(s) * slide.mask_factor for s in (slide.pixel_size or (1.0, 1.0)))
+    kwargs = {
+        "name": f"{slide.name} mask",
+        "multiscale": True,
+        "opacity": 0.5,
+        "scale": scale,
+        "colormap": MASK_COLORS,
+        "metadata": {"patchwise_slide": slide, "patchwise_mask": True},
+    }
+    return [lvl[0] for lvl in levels], kwargs, "labels"
+
+
+def mask_file_layer(path: Path, loaded: LoadedImage) -> LayerData:
+    """A label image file (its raw values) as a multiscale Labels layer."""
+    from ..io.pyramid_cache import pyramid_for
+    from ..io.reader import slide_name
+
+    levels = loaded.levels
+    if len(levels) == 1:
+        with _napari_progress(f"Building label pyramid for {path.name}") as progress:
+            levels = pyramid_for(path, levels[0], loaded, method="nearest", progress=progress)
+    kwargs = {
+        "name": slide_name(path),
+        "multiscale": True,
+        "opacity": 0.5,
+        "scale": tuple(float(s) for s in (loaded.pixel_size or (1.0, 1.0))),
+        "metadata": {"patchwise_path": str(path), "patchwise_mask": True},
+    }
+    if set(_sample_values(loaded).tolist()) <= {0, 1, 2}:
+        kwargs["colormap"] = MASK_COLORS
+    return [lvl[0] for lvl in levels], kwargs, "labels"
+
+
+def looks_like_mask(path: Path, loaded: LoadedImage) -> bool:
+    """A single-channel integer image named like a mask, or with only a few values.
+
+    Only a small sample is read: the smallest stored level, or a central crop of a
+    single-level image.
+    """
+    level0 = loaded.levels[0]
+    if level0.shape[0] != 1 or not (
+        np.issubdtype(level0.dtype, np.integer) or level0.dtype == np.bool_
+    ):
+        return False
+    if _MASK_NAME.search(path.name):
+        return True
+    return 2 <= len(_sample_values(loaded)) <= _MASK_MAX_VALUES
+
+
+def _sample_values(loaded: LoadedImage) -> np.ndarray:
+    level = loaded.levels[-1]
+    if len(loaded.levels) == 1:
+        _, h, w = level.shape
+        y0, x0 = max(0, h // 2 - _SAMPLE_SIDE // 2), max(0, w // 2 - _SAMPLE_SIDE // 2)
+        level = level[:, y0 : y0 + _SAMPLE_SIDE, x0 : x0 + _SAMPLE_SIDE]
+    return np.unique(np.asarray(level.compute()))
+
+
+class _napari_progress:
+    """A napari progress bar as a ``progress(done, total)`` callback (created lazily)."""
+
+    def __init__(self, description: str):
+        self._description = description
+        self._bar = None
+
+    def __enter__(self):
+        return self._update
+
+    def _update(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from napari.utils import progress
+
+            self._bar = progress(total=total, desc=self._description)
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
