@@ -1,0 +1,68 @@
+"""predict_table reads patches lazily from the slide and matches the training pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from _cohort import make_cohort  # noqa: E402
+from napari_patchwise import PatchwiseError  # noqa: E402
+from napari_patchwise.io import open_slide  # noqa: E402
+from napari_patchwise.predict import geometry_table, predict_table  # noqa: E402
+from napari_patchwise.train import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cohort")
+    manifest = make_cohort(folder)
+    run = train(
+        TrainConfig(
+            manifest=str(manifest),
+            out=str(folder / "run"),
+            model="smallcnn",
+            patch_size=16,
+            steps=6,
+            eval_every=3,
+            batch_size=16,
+            num_threads=1,
+        )
+    )
+    return folder, run
+
+
+def test_predictions_from_the_slide_equal_those_from_the_patch_cache(trained):
+    folder, run = trained
+    reference = pd.read_parquet(run / "predictions.parquet")  # test slide s3, via the cache
+    slide = open_slide(folder / "s3.ome.tif", mask=folder / "s3_mask.tif", pyramid_cache=False)
+    table = reference.drop(columns=["prob", "pred"])
+    calls = []
+    out = predict_table(
+        slide, table, run, batch_size=10, device="cpu", progress=lambda d, t: calls.append((d, t))
+    )
+    np.testing.assert_allclose(out["prob"], reference["prob"], atol=1e-5)
+    assert (out["pred"] == (out["prob"] >= 0.5)).all()
+    assert calls[-1] == (64, 64)
+    assert "prob" not in table  # the input table is not modified
+
+
+def test_geometry_table_and_channel_check(trained):
+    folder, run = trained
+    slide = open_slide(folder / "s3.ome.tif", pyramid_cache=False)
+    table = geometry_table(slide, 16)
+    assert len(table) == 64 and table[["y", "x"]].iloc[9].tolist() == [16, 16]
+    out = predict_table(slide, table, run, device="cpu")
+    assert out["prob"].notna().all()
+
+    from dataclasses import replace
+
+    one_channel = replace(
+        slide, levels=tuple(lvl[:1] for lvl in slide.levels), channel_names=("a",)
+    )
+    with pytest.raises(PatchwiseError, match="1 channels but the model was trained on 2"):
+        predict_table(one_channel, table, run, device="cpu")
+    with pytest.raises(PatchwiseError, match="no checkpoint"):
+        predict_table(slide, table, folder, device="cpu")
