@@ -14,8 +14,12 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PatchwiseError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -83,27 +87,40 @@ def run(args: argparse.Namespace) -> int:
         raise PatchwiseError(f"--workers must be at least 1, got {args.workers}")
     jobs = _jobs(args.images, args.mask)
     _check_unique_names(jobs)
+    options = {
+        "tissue": args.tissue,
+        "tissue_threshold": args.tissue_threshold,
+        "background": args.background,
+        "channels": args.channels,
+    }
     tables = []
-    with _cluster(args.scheduler, args.workers) as distributed:
-        for i, (image, mask, split, name) in enumerate(jobs, start=1):
+    with _cluster(args.scheduler, args.workers) as client:
+        pending = []  # (position, future) of slides counted whole on a worker
+        for i, (image, mask, _split, name) in enumerate(jobs, start=1):
             slide = open_slide(image, mask=mask, mask_map=args.mask_map)
             if name is not None:
                 slide = dataclasses.replace(slide, name=name)
-            desc = f"[{i}/{len(jobs)}] {slide.name}"
-            # dask's local callbacks do not see a distributed cluster's tasks.
-            with tqdm_progress(desc, unit="task", disable=args.quiet) as bar:
-                table = patch_stats(
-                    slide,
-                    grid,
-                    tissue=args.tissue,
-                    tissue_threshold=args.tissue_threshold,
-                    background=args.background,
-                    channels=args.channels,
-                    progress=None if distributed else bar,
+            if client is not None and not _picklable(slide):
+                # This reader's arrays hold open files and cannot be shipped chunk by
+                # chunk: open and count the whole slide on one worker instead.
+                future = client.submit(
+                    slide_table, image, mask, args.mask_map, name, grid, options, pure=False
                 )
-            if split is not None:
-                table["split"] = split
-            tables.append(table)
+                pending.append((len(tables), future))
+                tables.append(None)
+            else:
+                desc = f"[{i}/{len(jobs)}] {slide.name}"
+                # dask's local callbacks do not see a distributed cluster's tasks.
+                with tqdm_progress(desc, unit="task", disable=args.quiet) as bar:
+                    table = patch_stats(
+                        slide, grid, progress=None if client is not None else bar, **options
+                    )
+                tables.append(table)
+        for position, future in pending:
+            tables[position] = future.result()
+    for table, (_, _, split, _) in zip(tables, jobs, strict=True):
+        if split is not None:
+            table["split"] = split
     out = pd.concat(tables, ignore_index=True)
     write_table(out, args.out)
     if args.geojson:
@@ -111,6 +128,33 @@ def run(args: argparse.Namespace) -> int:
     n_slides = len(jobs)
     print(f"{len(out)} patches from {n_slides} slide{'s' * (n_slides != 1)} -> {args.out}")
     return 0
+
+
+def slide_table(image, mask, mask_map, name, grid, options) -> pd.DataFrame:
+    """Open one slide and count its patches with the local threaded scheduler.
+
+    Runs as a task on a distributed worker, so it must be a picklable top-level function.
+    """
+    import dask
+
+    from ..grid import patch_stats
+    from ..io import open_slide
+
+    slide = open_slide(image, mask=mask, mask_map=mask_map)
+    if name is not None:
+        slide = dataclasses.replace(slide, name=name)
+    with dask.config.set(scheduler="threads"):
+        return patch_stats(slide, grid, **options)
+
+
+def _picklable(slide) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps((slide.levels[0], slide.mask))
+    except Exception:  # noqa: BLE001 - any failure means "cannot ship this graph"
+        return False
+    return True
 
 
 def _jobs(
@@ -150,10 +194,10 @@ def _check_unique_names(jobs) -> None:
 
 
 @contextlib.contextmanager
-def _cluster(address: str | None, workers: int | None) -> Iterator[bool]:
-    """Make a distributed Client current for the block; yields whether one is active."""
+def _cluster(address: str | None, workers: int | None) -> Iterator[Any]:
+    """Make a distributed Client current for the block; yields it (or ``None``)."""
     if address is None and workers is None:
-        yield False
+        yield None
         return
     try:
         from distributed import Client, LocalCluster
@@ -171,10 +215,10 @@ def _cluster(address: str | None, workers: int | None) -> Iterator[bool]:
                 hint="check the address (tcp://host:8786) and that the scheduler runs",
             ) from exc
         with client:
-            yield True
+            yield client
         return
     with (
         LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
-        Client(cluster),
+        Client(cluster) as client,
     ):
-        yield True
+        yield client
