@@ -248,3 +248,21 @@ def test_opening_does_not_import_torch_or_napari():
         "and 'qtpy' not in sys.modules, sorted(m for m in sys.modules if m in ('torch','napari','qtpy'))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lazy_levels_and_masks_pickle_for_distributed_workers(tmp_path, rng):
+    import pickle
+
+    from napari_patchwise.io import read_mask
+
+    data = _cyx(rng, (3, 128, 96), np.uint8)
+    write_pyramid_ome(tmp_path / "s.ome.tif", data)
+    tifffile.imwrite(tmp_path / "raw.tif", data, photometric="minisblack")  # memory-mapped
+    labels = rng.integers(0, 3, (128, 96), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "m.tif", labels, tile=(32, 32))
+    for path in ("s.ome.tif", "raw.tif"):
+        level = open_slide(tmp_path / path).levels[0]
+        copy = pickle.loads(pickle.dumps(level))  # reopens the file, no open handles sent
+        np.testing.assert_array_equal(copy[:, 10:70, 5:50].compute(), data[:, 10:70, 5:50])
+    mask, _, _ = read_mask(tmp_path / "m.tif", (128, 96))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(mask)).compute(), labels)

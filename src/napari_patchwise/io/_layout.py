@@ -8,6 +8,9 @@ Strips span the full width, so strip chunks stack whole strips up to :data:`TARG
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import dask.array as da
 import numpy as np
 
@@ -68,9 +71,13 @@ class CYXView:
     Reordering happens inside ``__getitem__``, so ``dask.array.from_array`` over this
     view still fuses a later slice into the read: only the file blocks under a viewed
     region are decoded.
+
+    ``opener`` (a picklable callable returning ``data``) makes the view picklable, so
+    its dask graphs can be shipped to ``dask.distributed`` workers, which reopen the
+    file themselves (open file handles cannot be pickled).
     """
 
-    def __init__(self, data, axes: str):
+    def __init__(self, data, axes: str, opener: Callable[[], Any] | None = None):
         axes = axes.upper()
         if len(axes) != len(data.shape) or "Y" not in axes or "X" not in axes:
             raise PatchwiseError(f"image axes {axes!r} do not fit its shape {tuple(data.shape)}")
@@ -87,12 +94,24 @@ class CYXView:
             )
         self._data = data
         self._axes = axes
+        self._opener = opener
         self._channel = others[0] if others else None
         self._y, self._x = axes.index("Y"), axes.index("X")
         n_channels = 1 if self._channel is None else int(data.shape[self._channel])
         self.shape = (n_channels, int(data.shape[self._y]), int(data.shape[self._x]))
         self.dtype = np.dtype(data.dtype)
         self.ndim = 3
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self._opener is not None:
+            state["_data"] = None  # reopened from the file on unpickling
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._data is None:
+            self._data = self._opener()
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -114,13 +133,15 @@ class CYXView:
         return out
 
 
-def lazy_cyx(data, axes: str, block_yx: tuple[int, int]) -> da.Array:
+def lazy_cyx(
+    data, axes: str, block_yx: tuple[int, int], opener: Callable[[], Any] | None = None
+) -> da.Array:
     """Dask ``(C, Y, X)`` array over ``data`` (zarr array, memmap, ...) stored as ``axes``.
 
     Chunks hold all channels and whole file blocks (``block_yx``: tile or strip), see
     :func:`yx_chunks`. Nothing is read here.
     """
-    view = CYXView(data, axes)
+    view = CYXView(data, axes, opener)
     c, h, w = view.shape
     cy, cx = yx_chunks(block_yx, (h, w), itemsize(view.dtype) * c)
     # Default fancy=True lets dask fuse a later slice into the read.

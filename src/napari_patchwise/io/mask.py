@@ -116,12 +116,20 @@ class MaskMap:
     def __str__(self) -> str:
         return ",".join(f"{v}={CLASS_NAMES[c]}" for v, c in sorted(self.classes.items()))
 
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted file values and their classes, as arrays (see :func:`map_values`)."""
+        keys = np.array(sorted(self.classes), dtype=np.int64)
+        return keys, np.array([self.classes[k] for k in keys], dtype=np.uint8)
+
     def apply(self, labels: np.ndarray) -> np.ndarray:
         """Map a block of file values to classes (``uint8``); values must be in the map."""
-        keys = np.array(sorted(self.classes), dtype=np.int64)
-        classes = np.array([self.classes[k] for k in keys], dtype=np.uint8)
-        index = np.searchsorted(keys, labels).clip(0, len(keys) - 1)
-        return classes[index]
+        return map_values(labels, *self.table())
+
+
+def map_values(labels: np.ndarray, keys: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``classes[i]`` wherever ``labels == keys[i]`` (``keys`` sorted, covering ``labels``)."""
+    index = np.searchsorted(keys, labels).clip(0, len(keys) - 1)
+    return classes[index]
 
 
 def as_mask_map(mask_map: MaskMap | str | Mapping[int, int] | None) -> MaskMap | None:
@@ -249,7 +257,8 @@ def read_mask(
         if mapping is None:
             mapping = MaskMap.binary() if set(found.tolist()) == {0, 1} else MaskMap.default()
         _check_known(found, mapping, path)
-    mapped = labels.map_blocks(mapping.apply, dtype=np.uint8)
+    # A module-level function with array arguments keeps the graph picklable.
+    mapped = labels.map_blocks(map_values, *mapping.table(), dtype=np.uint8)
     return mapped, factor, mapping.kind
 
 

@@ -7,6 +7,7 @@ Stored pyramid levels (OME-TIFF SubIFDs or series levels) are used as they are.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -83,26 +84,35 @@ def _short(exc: BaseException) -> str:
 
 def _level_array(tif: Any, series: Any, level: int) -> da.Array:
     """Level ``level`` of ``series`` as a lazy ``(C, Y, X)`` dask array."""
+    lvl = series.levels[level]
+    # Uncompressed and contiguous: a memory map reads exactly what is sliced, even when
+    # the whole image is a single strip.
+    memmap = lvl.dataoffset is not None and len(series.levels) == 1
+    opener = functools.partial(open_level_data, str(tif.filehandle.path), level, memmap)
+    data = _level_data(tif, level, memmap)
+    if data.shape != tuple(lvl.shape):
+        raise ValueError(f"level {level} shape {data.shape} != series shape {lvl.shape}")
+    block_yx = (1, 1) if memmap else stored_yx(data.chunks, lvl.axes)
+    array = lazy_cyx(data, lvl.axes, block_yx, opener)
+    if _has_alpha(lvl.pages[0]) and array.shape[0] in (2, 4):
+        array = array[:-1]  # drop alpha: it is display transparency, not a modality
+    return array
+
+
+def _level_data(tif: Any, level: int, memmap: bool):
     import tifffile
     import zarr
 
-    lvl = series.levels[level]
-    axes = lvl.axes
-    page = lvl.pages[0]
-    if lvl.dataoffset is not None and len(series.levels) == 1:
-        # Uncompressed and contiguous: a memory map reads exactly what is sliced, even
-        # when the whole image is a single strip.
-        data = tifffile.memmap(tif.filehandle.path, series=0, mode="r")
-        block_yx = (1, 1)
-    else:
-        data = zarr.open(series.aszarr(level=level), mode="r")
-        block_yx = stored_yx(data.chunks, axes)
-    if data.shape != tuple(lvl.shape):
-        raise ValueError(f"level {level} shape {data.shape} != series shape {lvl.shape}")
-    array = lazy_cyx(data, axes, block_yx)
-    if _has_alpha(page) and array.shape[0] in (2, 4):
-        array = array[:-1]  # drop alpha: it is display transparency, not a modality
-    return array
+    if memmap:
+        return tifffile.memmap(tif.filehandle.path, series=0, mode="r")
+    return zarr.open(tif.series[0].aszarr(level=level), mode="r")
+
+
+def open_level_data(path: str, level: int, memmap: bool):
+    """Reopen the pixel source of one level (for unpickled dask graphs on workers)."""
+    import tifffile
+
+    return _level_data(tifffile.TiffFile(path), level, memmap)
 
 
 def _has_alpha(page: Any) -> bool:
