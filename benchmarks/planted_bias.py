@@ -21,6 +21,7 @@ Two training processes run side by side (one thread each) to use both cores.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
@@ -147,7 +148,9 @@ def main(argv=None) -> int:
                 )
             )
     t1 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    # spawn, not fork: the parent already runs dask/torch threads (fork would deadlock)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
         run_dirs = list(pool.map(run_one, jobs))
     t_train = time.perf_counter() - t1
 
