@@ -23,8 +23,11 @@ seams and any chunk can be made alone, in any order, by any worker.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,7 +275,9 @@ def make_layout(config: SynthConfig) -> Layout:
     rng = np.random.default_rng([config.seed, _FRAG])
     s = config.layout_scale
     h, w = config.size
-    gh, gw = h // s + 3, w // s + 3
+    # Sub-blocks are rendered whole (aligned to BLOCK), so the layout covers their extent.
+    gh = -(-h // BLOCK) * BLOCK // s + 3
+    gw = -(-w // BLOCK) * BLOCK // s + 3
     centres, radii, density, n_large = _fragments(config, rng)
 
     depth = np.full((gh, gw), -1e6, dtype=np.float32)  # pixels inside the nearest fragment
@@ -353,6 +358,50 @@ def render_tile(
     and in whatever chunks they are made.
     """
     out = np.empty((4, h, w), dtype=np.uint8)
+    with _single_threaded_blas():
+        _render_into(out, layout, config, y0, x0, h, w)
+    return out
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """One BLAS thread while any tile renders in this process.
+
+    Tiles are upsampled with small matrix products on every dask thread; a threaded
+    BLAS on top of that oversubscribes the cores (measured 3-5x slower on 2 busy
+    cores). BLAS limits are process-wide, so concurrent renderers share one limit:
+    the first to start sets it, the last to finish restores the original.
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _render_into(
+    out: np.ndarray, layout: Layout, config: SynthConfig, y0: int, x0: int, h: int, w: int
+) -> None:
     for by in range((y0 // BLOCK) * BLOCK, y0 + h, BLOCK):
         for bx in range((x0 // BLOCK) * BLOCK, x0 + w, BLOCK):
             ya, yb = max(by, y0), min(by + BLOCK, y0 + h)
@@ -361,7 +410,6 @@ def render_tile(
             out[:, ya - y0 : yb - y0, xa - x0 : xb - x0] = block[
                 :, ya - by : yb - by, xa - bx : xb - bx
             ]
-    return out
 
 
 def _render_block_pixels(layout: Layout, config: SynthConfig, y0: int, x0: int) -> np.ndarray:
@@ -584,12 +632,7 @@ def write_synthetic_slide(
 
     workdir = out.parent
     workdir.mkdir(parents=True, exist_ok=True)
-    from threadpoolctl import threadpool_limits
-
-    # Tiles are rendered with small matrix products on every dask thread: a threaded
-    # BLAS on top of that oversubscribes the cores (measured 5x slower).
     with (
-        threadpool_limits(limits=1, user_api="blas"),
         staged_arrays([image, mask], workdir=workdir, chunk=tile, progress=phase(0)) as stored,
         staged_pyramid(stored[0], workdir=workdir, progress=phase(1)) as levels,
     ):
