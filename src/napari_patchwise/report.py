@@ -219,6 +219,8 @@ def draw_figure1(axes: Sequence, data: Figure1Data) -> None:
             ax.annotate(f"tau = {data.tau:g}", (data.tau, 0.97), xycoords=("data", "axes fraction"),
                         xytext=(4, 0), textcoords="offset points", va="top")  # fmt: skip
         ax.set_xlim(0, 1)
+        top = float((panel.fraction_correct + panel.fraction_incorrect).max(initial=0.0))
+        ax.set_ylim(0, max(top * 1.1, 0.05))  # headroom for the legend and tau label
         ax.set_xlabel(panel.title)
         ax.set_ylabel("share of patches")
         ax.set_title(f"n = {panel.n}", fontsize="small")
