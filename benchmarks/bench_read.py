@@ -1,0 +1,175 @@
+"""Reader benchmarks: building a display pyramid once, and checking mask values.
+
+1. A single-level (unpyramidal) tiled TIFF bigger than the cache threshold gets its coarser
+   levels written once. ``staged_pyramid`` computes each level from the previous *stored*
+   level; the baseline hands the chained lazy ``build_pyramid`` levels straight to the
+   writer, which recomputes every level from level 0. Reported: wall time, level-0 tiles
+   decoded, peak RSS.
+2. Mask value check (``mask_values``: per-chunk bincount) against ``dask.array.unique``
+   over the same lazily read mask.
+
+Run:  .venv/bin/python benchmarks/bench_read.py [--side 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import psutil
+import tifffile
+import tifffile.zarr
+
+
+class PeakRSS:
+    """Sample this process's resident memory every 20 ms."""
+
+    def __enter__(self):
+        self.proc = psutil.Process()
+        self.base = self.proc.memory_info().rss
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def extra_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+class TileReads:
+    """Count tiles decoded from files with a given image height."""
+
+    def __init__(self):
+        self.counts: dict[int, int] = {}
+        original = tifffile.zarr.ZarrTiffStore.get
+
+        async def get(store, key, prototype, byte_range=None):
+            if not key.endswith(("zarr.json", ".zarray", ".zgroup", ".zattrs")):
+                h = store._data[0].shape[-2]
+                self.counts[h] = self.counts.get(h, 0) + 1
+            return await original(store, key, prototype, byte_range)
+
+        tifffile.zarr.ZarrTiffStore.get = get
+
+
+def make_image(path: Path, side: int) -> None:
+    """A textured single-level 3-channel uint8 tiled TIFF, written tile row by tile row."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:side]
+
+    # Built in 512-row bands (the whole image is only a few hundred MB at the default size).
+    data = np.empty((3, side, side), np.uint8)
+    for y0 in range(0, side, 512):
+        base = (np.sin((yy + y0) / 37.0) * np.cos(xx / 53.0) * 100 + 120).astype(np.uint8)
+        noise = rng.integers(0, 20, size=(3, 512, side), dtype=np.uint8)
+        data[:, y0 : y0 + 512] = np.stack([base, base[:, ::-1], 255 - base]) // 2 + noise
+    tifffile.imwrite(path, data, tile=(512, 512), compression="zlib", photometric="minisblack")
+    del data
+
+
+def bench_pyramid(path: Path, out: Path, reads: TileReads) -> dict:
+    from napari_patchwise.io.pyramid import build_pyramid
+    from napari_patchwise.io.pyramid_cache import write_pyramid
+    from napari_patchwise.io.tiff import read_tiff
+    from napari_patchwise.io.write import write_ome_tiff
+
+    level0 = read_tiff(path).levels[0]
+    side = level0.shape[-1]
+    results = {}
+    for name in ("chained (baseline)", "staged"):
+        target = out / f"{name.split()[0]}.ome.tif"
+        reads.counts.clear()
+        t0 = time.perf_counter()
+        with PeakRSS() as rss:
+            if name == "staged":
+                write_pyramid(target, level0, channel_names=["a", "b", "c"], pixel_size=None)
+            else:
+                levels = build_pyramid(level0)[1:]
+                write_ome_tiff(target, levels, channel_names=["a", "b", "c"])
+        results[name] = {
+            "seconds": time.perf_counter() - t0,
+            "level0_tiles_decoded": reads.counts.get(side, 0),
+            "peak_extra_rss_mb": rss.extra_mb,
+        }
+    a = read_tiff(out / "chained.ome.tif").levels
+    b = read_tiff(out / "staged.ome.tif").levels
+    assert all(
+        np.array_equal(x[:, :256, :256].compute(), y[:, :256, :256].compute())
+        for x, y in zip(a, b, strict=True)
+    )
+    return results
+
+
+def bench_mask_values(path: Path) -> dict:
+    from napari_patchwise.io.mask import mask_values
+    from napari_patchwise.io.tiff import read_tiff
+
+    labels = read_tiff(path).levels[0][0]
+    results = {}
+    for name, fn in (
+        ("dask.array.unique (baseline)", lambda: np.asarray(da.unique(labels).compute())),
+        ("mask_values (per-chunk bincount)", lambda: mask_values(labels)),
+    ):
+        t0 = time.perf_counter()
+        with PeakRSS() as rss:
+            values = fn()
+        results[name] = {
+            "seconds": time.perf_counter() - t0,
+            "values": values.tolist(),
+            "peak_extra_rss_mb": rss.extra_mb,
+        }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", type=int, default=4096)
+    args = parser.parse_args()
+    side = args.side
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        make_image(tmp / "single.tif", side)
+        rng = np.random.default_rng(1)
+        mask = np.zeros((side, side), np.uint8)
+        mask[side // 4 : side // 2, side // 4 : side // 2] = 1
+        mask[side // 3 : side // 2, side // 3 : side // 2] = 2
+        mask[rng.integers(0, side, 50), rng.integers(0, side, 50)] = 2
+        tifffile.imwrite(tmp / "mask.tif", mask, tile=(512, 512), compression="zlib")
+        del mask
+        print(
+            f"inputs: {side} x {side} x 3 uint8 single-level TIFF + mask ({time.perf_counter() - t0:.1f} s)"
+        )
+        reads = TileReads()
+        for title, results in (
+            (
+                "display pyramid, levels 1.. written once",
+                bench_pyramid(tmp / "single.tif", tmp, reads),
+            ),
+            ("mask value check", bench_mask_values(tmp / "mask.tif")),
+        ):
+            print(f"\n{title}")
+            for name, r in results.items():
+                extras = ", ".join(
+                    f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+                )
+                print(f"  {name:34s} {extras}")
+
+
+if __name__ == "__main__":
+    main()
