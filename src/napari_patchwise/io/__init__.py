@@ -14,7 +14,7 @@ from typing import Any
 from .mask import MaskMap, read_mask
 from .pyramid import build_pyramid
 from .reader import image_format, open_slide
-from .tables import read_table, validate_table, write_geojson, write_table  # noqa: F401
+from .tables import read_table, validate_table, write_geojson, write_table
 
 # Names exported from sibling modules owned by other parts of the project, imported on
 # first use so that a missing optional dependency there never breaks opening images.
@@ -29,6 +29,10 @@ __all__ = [
     "image_format",
     "open_slide",
     "read_mask",
+    "read_table",
+    "validate_table",
+    "write_geojson",
+    "write_table",
     *_LAZY,
 ]
 
