@@ -19,7 +19,16 @@ from . import __version__
 from .errors import PatchwiseError
 
 # Order is the order shown in ``patchwise --help``.
-COMMANDS: tuple[str, ...] = ("stats", "metrics", "train", "predict", "report")
+COMMANDS: tuple[str, ...] = (
+    "synth",
+    "convert",
+    "stats",
+    "metrics",
+    "train",
+    "predict",
+    "report",
+    "demo",
+)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

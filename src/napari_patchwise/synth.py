@@ -553,8 +553,10 @@ def _phases(progress: ProgressCallback | None, weights: list[float], total: int 
         def report(done: int, n: int) -> None:
             frac = bounds[i] + (bounds[i + 1] - bounds[i]) * min(1.0, done / max(n, 1))
             # A phase may run several dask computations, each counting from zero.
-            shown[0] = max(shown[0], int(round(frac * total)))
-            progress(shown[0], total)
+            value = int(round(frac * total))
+            if value > shown[0] or (value == 0 and shown[0] == 0):
+                shown[0] = value
+                progress(value, total)
 
         return report
 
