@@ -266,3 +266,34 @@ def test_lazy_levels_and_masks_pickle_for_distributed_workers(tmp_path, rng):
         np.testing.assert_array_equal(copy[:, 10:70, 5:50].compute(), data[:, 10:70, 5:50])
     mask, _, _ = read_mask(tmp_path / "m.tif", (128, 96))
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(mask)).compute(), labels)
+
+
+def test_dask_chunks_group_whole_tiles_and_whole_strips():
+    from napari_patchwise.io._layout import TARGET_BYTES, yx_chunks
+
+    assert yx_chunks((512, 512), (50_000, 50_000), 3) == (1024, 1024)
+    assert yx_chunks((256, 256), (50_000, 50_000), 3) == (1024, 1024)
+    assert yx_chunks((768, 768), (50_000, 50_000), 3) == (768, 768)  # never split a tile
+    rows, cols = yx_chunks((16, 50_000), (50_000, 50_000), 3)  # strips span the width
+    assert cols == 50_000 and rows % 16 == 0 and rows * 50_000 * 3 <= TARGET_BYTES
+    assert (rows + 16) * 50_000 * 3 > TARGET_BYTES
+    assert yx_chunks((16, 300), (2000, 300), 2) == (2000, 300)  # small: one chunk
+
+
+def test_cyx_view_indexes_like_the_transposed_array(rng):
+    from napari_patchwise.io._layout import CYXView
+
+    yxs = rng.integers(0, 9, (5, 6, 3))
+    view = CYXView(yxs, "YXS")
+    want = np.moveaxis(yxs, -1, 0)
+    assert view.shape == (3, 5, 6)
+    for key in [
+        (slice(None),),
+        (1,),
+        (slice(0, 2), 3),
+        (2, slice(1, 4), 5),
+        (slice(None), 0, slice(2, None)),
+    ]:
+        np.testing.assert_array_equal(view[key], want[key])
+    gray = CYXView(rng.integers(0, 9, (1, 5, 6)), "ZYX")  # singleton z, no channel axis
+    assert gray.shape == (1, 5, 6) and gray[0, 1:3].shape == (2, 6) and gray[:, 1].shape == (1, 6)
