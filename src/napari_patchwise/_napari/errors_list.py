@@ -46,12 +46,12 @@ class _NumberItem(QTableWidgetItem):
 
     def __init__(self, value: float, text: str) -> None:
         super().__init__(text)
-        self.value = value
+        self.value = float(value)
         self.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
 
     def __lt__(self, other: QTableWidgetItem) -> bool:
         if isinstance(other, _NumberItem):
-            return self.value < other.value
+            return bool(self.value < other.value)
         return super().__lt__(other)
 
 

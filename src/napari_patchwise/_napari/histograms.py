@@ -118,7 +118,9 @@ class Figure1Canvas(FigureCanvasQTAgg):
     bin_clicked = Signal(int, int)
 
     def __init__(self, parent=None) -> None:
-        self.figure = Figure(figsize=(4.2, 5.4), dpi=90, layout="constrained")
+        # Fixed margins: constrained layout re-measures every tick label on each full draw.
+        self.figure = Figure(figsize=(4.2, 5.4), dpi=90)
+        self.figure.subplots_adjust(left=0.17, right=0.97, top=0.95, bottom=0.08, hspace=0.55)
         super().__init__(self.figure)
         self.setParent(parent)
         self.axes = self.figure.subplots(len(PANELS), 1)
@@ -178,7 +180,8 @@ class Figure1Canvas(FigureCanvasQTAgg):
                 loc="upper right",
             )
         self._apply_threshold(threshold)
-        self.draw()
+        self._background = None
+        self.draw_idle()
 
     def set_tau(self, tau: float) -> None:
         if self._tau_line is not None:

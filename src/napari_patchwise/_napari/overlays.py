@@ -283,32 +283,34 @@ class SlideOverlays:
     # data -------------------------------------------------------------------------------
     def set_table(self, rasters: OverlayRasters, *, tau: float, threshold: float) -> None:
         """(Re)build every overlay from rasters made by :func:`overlay_rasters`."""
+        for step in self.set_table_steps(rasters, tau=tau, threshold=threshold):
+            step()
+
+    def set_table_steps(self, rasters: OverlayRasters, *, tau: float, threshold: float):
+        """:meth:`set_table` as separate steps (callables), one layer each.
+
+        A caller on the Qt main thread runs them in separate event-loop turns.
+        """
         for layer in self.layers.values():  # the grid may have changed (new patch size)
             layer.scale = self.scale
             layer.translate = self.translate
-        self._put_labels("labels", rasters.labels, label_colormap(), opacity=0.5, visible=False)
-        self._put_image(
-            "groups",
-            rasters.groups,
-            step_colormap(GROUP_COLORS, "patchwise groups"),
-            tau,
-            opacity=0.6,
+        yield lambda: self._put_labels(
+            "labels", rasters.labels, label_colormap(), opacity=0.5, visible=False
         )
+        groups_cmap = step_colormap(GROUP_COLORS, "patchwise groups")
+        yield lambda: self._put_image("groups", rasters.groups, groups_cmap, tau, opacity=0.6)
         if rasters.prob is None:
-            for kind in ("correctness", "probability"):
-                self._remove(kind)
+            yield lambda: [self._remove(kind) for kind in ("correctness", "probability")]
         else:
-            self._put_image(
-                "correctness",
-                rasters.correctness,
-                step_colormap(CORRECTNESS_COLORS, "patchwise correctness"),
-                threshold,
-                opacity=0.6,
+            correctness_cmap = step_colormap(CORRECTNESS_COLORS, "patchwise correctness")
+            yield lambda: self._put_image(
+                "correctness", rasters.correctness, correctness_cmap, threshold, opacity=0.6
             )
-            self._put_image("probability", rasters.prob, "inferno", None, opacity=0.6)
-            self.layers["groups"].visible = False
-            self.layers["probability"].visible = False
-        self.set_highlight(None, rasters.labels.shape)
+            yield lambda: self._put_image(
+                "probability", rasters.prob, "inferno", None, opacity=0.6, visible=False
+            )
+            yield lambda: setattr(self.layers["groups"], "visible", False)
+        yield lambda: self.set_highlight(None, rasters.labels.shape)
 
     def set_tau(self, tau: float) -> None:
         layer = self._alive("groups")
@@ -355,7 +357,7 @@ class SlideOverlays:
     def _metadata(self, kind: str) -> dict:
         return {"patchwise_overlay": kind, "patchwise_prefix": self.prefix}
 
-    def _put_image(self, kind, data, colormap, threshold, *, opacity) -> None:
+    def _put_image(self, kind, data, colormap, threshold, *, opacity, visible=True) -> None:
         limits = (0.0, 1.0) if threshold is None else step_contrast_limits(threshold)
         layer = self._alive(kind)
         if layer is None:
@@ -367,6 +369,7 @@ class SlideOverlays:
                 scale=self.scale,
                 translate=self.translate,
                 opacity=opacity,
+                visible=visible,
                 blending="translucent",
                 interpolation2d="nearest",
                 metadata=self._metadata(kind),

@@ -62,5 +62,5 @@ def make_sample_slide() -> list:
 
     size_dask_cache()
     with _napari_progress("Writing the synthetic sample slide (once)") as progress:
-        image, mask = ensure_sample_slide(progress=progress)
+        image, mask = ensure_sample_slide(config=SAMPLE_CONFIG, progress=progress)
     return slide_layers(open_slide(image, mask=mask))

@@ -10,7 +10,6 @@ import math
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QGridLayout,
-    QHBoxLayout,
     QLabel,
     QTableWidget,
     QTableWidgetItem,
@@ -26,20 +25,21 @@ COLUMNS = ("group", "n", "share of class", "accuracy")
 
 
 def legend(kind: str, title: str) -> QWidget:
-    """A row of colour swatches with names (the overlay's legend)."""
+    """Colour swatches with names (the overlay's legend), two per row."""
     box = QWidget()
-    layout = QHBoxLayout(box)
+    layout = QGridLayout(box)
     layout.setContentsMargins(0, 0, 0, 0)
-    layout.setSpacing(6)
-    head = QLabel(f"<b>{title}</b>")
-    layout.addWidget(head)
-    for name, color in LEGENDS[kind]:
+    layout.setHorizontalSpacing(6)
+    layout.setVerticalSpacing(2)
+    layout.addWidget(QLabel(f"<b>{title}</b>"), 0, 0)
+    for i, (name, color) in enumerate(LEGENDS[kind]):
+        row, col = divmod(i, 2)
         swatch = QLabel()
         swatch.setFixedSize(14, 14)
         swatch.setStyleSheet(f"background-color: {color}; border: 1px solid #222;")
-        layout.addWidget(swatch)
-        layout.addWidget(QLabel(name))
-    layout.addStretch(1)
+        layout.addWidget(swatch, row, 1 + 2 * col)
+        layout.addWidget(QLabel(name), row, 2 + 2 * col)
+    layout.setColumnStretch(5, 1)
     return box
 
 

@@ -25,15 +25,17 @@ import pandas as pd
 from napari.layers import Image, Labels
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -64,13 +66,19 @@ def _slider(value: float) -> QLabeledDoubleSlider:
 
 
 class PatchwiseWidget(QWidget):
-    """Dock widget over the core library (npe2 widget contribution)."""
+    """Dock widget over the core library (npe2 widget contribution).
+
+    ``applied`` is emitted once a computed or loaded table is fully shown.
+    """
+
+    applied = Signal()
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.states: dict[str, SlideState] = {}
         self._layer_slides: dict[int, tuple[object, object]] = {}  # id(layer) -> (layer, slide)
+        self._pending_steps: list = []
         self.current: SlideState | None = None
         self._worker = None
         self._cancel: threading.Event | None = None
@@ -90,7 +98,18 @@ class PatchwiseWidget(QWidget):
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        root = QVBoxLayout(self)
+        # Everything sits in a scroll area so the dock never forces the viewer to shrink.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        content = QWidget()
+        scroll.setWidget(content)
+        outer.addWidget(scroll)
+        root = QVBoxLayout(content)
+        content.setMinimumWidth(360)
+        self.setMinimumWidth(380)
         source = QGroupBox("Slide")
         form = QFormLayout(source)
         self.image_combo = QComboBox()
@@ -133,7 +152,7 @@ class PatchwiseWidget(QWidget):
 
         self.tabs = QTabWidget()
         self.histograms = Figure1Canvas()
-        self.histograms.setMinimumHeight(380)
+        self.histograms.setMinimumSize(280, 420)
         self.histograms.bin_clicked.connect(self.highlight_bin)
         self.tabs.addTab(self.histograms, "Histograms")
         errors_page = QWidget()
@@ -147,15 +166,16 @@ class PatchwiseWidget(QWidget):
         self.tabs.addTab(errors_page, "Errors")
         root.addWidget(self.tabs, stretch=1)
 
-        files = QHBoxLayout()
+        files = QGridLayout()
         self.load_button = QPushButton("Load predictions…")
         self.save_table_button = QPushButton("Save table…")
         self.save_geojson_button = QPushButton("Save GeoJSON…")
         self.load_button.clicked.connect(self._ask_load_predictions)
         self.save_table_button.clicked.connect(self._ask_save_table)
         self.save_geojson_button.clicked.connect(self._ask_save_geojson)
-        for button in (self.load_button, self.save_table_button, self.save_geojson_button):
-            files.addWidget(button)
+        files.addWidget(self.load_button, 0, 0, 1, 2)
+        files.addWidget(self.save_table_button, 1, 0)
+        files.addWidget(self.save_geojson_button, 1, 1)
         root.addLayout(files)
 
     # -- layer choices and slide states ---------------------------------------------------
@@ -278,7 +298,10 @@ class PatchwiseWidget(QWidget):
         from napari.qt.threading import create_worker
 
         self._cancel = threading.Event()
-        worker = create_worker(run_in_thread, job, cancel=self._cancel, _start_thread=False)
+        # Errors are ours to report (one-line notification), not re-raised into Qt.
+        worker = create_worker(
+            run_in_thread, job, cancel=self._cancel, _start_thread=False, _ignore_errors=True
+        )
         self._progress = napari_progress(total=0, desc=desc)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result, st=state: self._apply_result(st, result))
@@ -310,6 +333,10 @@ class PatchwiseWidget(QWidget):
         else:
             show_error(_one_line(exc))
 
+    def busy(self) -> bool:
+        """A computation runs or its result is still being handed to the layers."""
+        return self._worker is not None or bool(self._pending_steps)
+
     def _on_worker_finished(self) -> None:
         if self._progress is not None:
             self._progress.close()
@@ -321,7 +348,11 @@ class PatchwiseWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _apply_result(self, state: SlideState, result: ComputeResult) -> None:
-        """Main thread: hand the prepared rasters to the layers and refresh the views."""
+        """Main thread: hand the prepared rasters to the layers and refresh the views.
+
+        Each layer is added in its own event-loop turn (adding a napari layer costs tens
+        of milliseconds), so the viewer keeps repainting in between.
+        """
         if self._cancel is not None and self._cancel.is_set():
             return
         state.data = result.data
@@ -336,11 +367,24 @@ class PatchwiseWidget(QWidget):
         if state.overlays is None:
             state.overlays = SlideOverlays(self.viewer, state.slide.name, scale, translate)
         state.overlays.scale, state.overlays.translate = scale, translate
-        state.overlays.set_table(
-            result.rasters, tau=state.settings.tau, threshold=state.settings.threshold
+        steps = list(
+            state.overlays.set_table_steps(
+                result.rasters, tau=state.settings.tau, threshold=state.settings.threshold
+            )
         )
         if state is self.current:
-            self._activate(state)
+            steps.append(lambda: self._activate(state))
+        self._pending_steps = steps
+        self._run_next_step()
+
+    def _run_next_step(self) -> None:
+        if not self._pending_steps:
+            return
+        self._pending_steps.pop(0)()
+        if self._pending_steps:
+            QTimer.singleShot(0, self._run_next_step)
+        else:
+            self.applied.emit()
 
     def _slide_of(self, layer):
         cached = self._layer_slides.get(id(layer))
@@ -496,7 +540,8 @@ class PatchwiseWidget(QWidget):
             from ..io.tables import read_table
 
             state = self._require_state()
-            merged, origin, stride = predictions_for(state, read_table(path), path)
+            table = read_table(path, required=("row", "col", "prob"))
+            merged, origin, stride = predictions_for(state, table, path)
         except PatchwiseError as exc:
             show_error(str(exc))
             return False
@@ -535,7 +580,13 @@ class PatchwiseWidget(QWidget):
         from ..io.tables import write_geojson
 
         try:
-            write_geojson(self.current_table(), path)
+            state = self._require_state()
+            write_geojson(
+                self.current_table(),
+                path,
+                pixel_size=state.slide.pixel_size,
+                tau=state.settings.tau,
+            )
         except PatchwiseError as exc:
             show_error(str(exc))
 

@@ -118,20 +118,3 @@ def run_in_thread(
         return future.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def compute_worker(slide: Slide, settings: SlideSettings, cancel: threading.Event):
-    """A napari generator worker computing the patch table; ``returned`` gets a result."""
-    from napari.qt.threading import create_worker
-
-    return create_worker(run_in_thread, compute_table, slide, settings, cancel=cancel)
-
-
-def prepare_worker(table: pd.DataFrame, origin: tuple[int, int], stride: int):
-    """A napari worker deriving arrays and overlay rasters from a loaded table."""
-    from napari.qt.threading import create_worker
-
-    def body(*, cancel, progress):  # noqa: ARG001 - uniform signature for run_in_thread
-        return prepare(table, origin, stride)
-
-    return create_worker(run_in_thread, body, cancel=threading.Event())
