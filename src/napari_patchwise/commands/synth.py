@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
-    from ..synth import SynthConfig, write_synthetic_slide
+    from ..synth import SynthConfig, default_mask_path, write_synthetic_slide
 
     if args.tile <= 0 or args.tile % 16:
         raise PatchwiseError(f"--tile {args.tile} is not a positive multiple of 16")
@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         tumor_fraction=args.tumor_fraction,
         pixel_size=args.pixel_size,
     )
+    # Bad names fail here, before the progress bar appears.
+    for path in filter(None, (args.out, args.mask_out)):
+        default_mask_path(path)
     with tqdm_progress("synth", unit="‰", disable=args.quiet) as progress:
         out, mask_out = write_synthetic_slide(
             args.out, args.mask_out, config, tile=args.tile, progress=progress
