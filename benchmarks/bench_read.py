@@ -7,8 +7,11 @@
    decoded, peak RSS.
 2. Mask value check (``mask_values``: per-chunk bincount) against ``dask.array.unique``
    over the same lazily read mask.
+3. With ``--open-side N``: ``open_slide`` on an N x N x 3 pyramidal OME-TIFF (sparse
+   content, so it writes fast), its contrast limits and one 1024 px region of level 0,
+   beside ``tifffile.imread`` of the smallest stored level (the least any viewer reads).
 
-Run:  .venv/bin/python benchmarks/bench_read.py [--side 4096]
+Run:  .venv/bin/python benchmarks/bench_read.py [--side 4096] [--open-side 50000]
 """
 
 from __future__ import annotations
@@ -136,9 +139,59 @@ def bench_mask_values(path: Path) -> dict:
     return results
 
 
+def write_sparse_pyramid(path: Path, side: int, tile: int = 512) -> None:
+    """Pyramidal tiled OME-TIFF whose tiles are one repeated sparse pattern."""
+    pattern = np.zeros((tile, tile), np.uint8)
+    pattern[::7, ::5] = 90
+    sides = [side]
+    while sides[-1] // 2 >= 256:
+        sides.append(sides[-1] // 2)
+
+    def tiles(s):
+        for _ in range(3 * (-(-s // tile)) ** 2):
+            yield pattern
+
+    options = {"dtype": np.uint8, "tile": (tile, tile), "compression": "zlib"}
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tw:
+        tw.write(
+            tiles(side),
+            shape=(3, side, side),
+            subifds=len(sides) - 1,
+            metadata={"axes": "CYX"},
+            **options,
+        )
+        for s in sides[1:]:
+            tw.write(tiles(s), shape=(3, s, s), subfiletype=1, **options)
+
+
+def bench_open(path: Path) -> dict:
+    from napari_patchwise.io import open_slide
+
+    t0 = time.perf_counter()
+    smallest = tifffile.imread(path, level=-1)
+    t_base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slide = open_slide(path)
+    t_open = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slide.display_contrast_limits()
+    t_limits = time.perf_counter() - t0
+    _, h, w = slide.shape
+    t0 = time.perf_counter()
+    slide.levels[0][:, h // 2 : h // 2 + 1024, w // 2 : w // 2 + 1024].compute()
+    t_region = time.perf_counter() - t0
+    return {
+        f"tifffile.imread smallest level {smallest.shape} (baseline)": {"seconds": t_base},
+        "open_slide": {"seconds": t_open, "levels": len(slide.levels)},
+        "display_contrast_limits (smallest level)": {"seconds": t_limits},
+        "1024 x 1024 region of level 0": {"seconds": t_region},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=4096)
+    parser.add_argument("--open-side", type=int, default=0, help="also time opening N x N x 3")
     args = parser.parse_args()
     side = args.side
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,6 +220,18 @@ def main() -> None:
             for name, r in results.items():
                 extras = ", ".join(
                     f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+                )
+                print(f"  {name:34s} {extras}")
+        if args.open_side:
+            t0 = time.perf_counter()
+            write_sparse_pyramid(tmp / "big.ome.tif", args.open_side)
+            n = args.open_side
+            print(
+                f"\nopening a {n} x {n} x 3 pyramidal OME-TIFF (written in {time.perf_counter() - t0:.0f} s)"
+            )
+            for name, r in bench_open(tmp / "big.ome.tif").items():
+                extras = ", ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
                 )
                 print(f"  {name:34s} {extras}")
 
