@@ -1,0 +1,73 @@
+"""``patchwise demo``: a synthetic slide in napari and a screenshot showing it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from skimage.io import imread
+
+from napari_patchwise.cli import main
+from napari_patchwise.commands import demo
+
+
+def _lit_fraction(rgb: np.ndarray) -> float:
+    return float((rgb[..., :3].max(axis=-1) > 40).mean())
+
+
+@pytest.mark.gui
+def test_demo_no_gui_saves_a_screenshot_with_the_slide(tmp_path):
+    """The real command, as `make demo` runs it under Xvfb."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_patchwise.cli", "demo", "--out", str(out)]
+        + ["--no-gui", "--size", "512"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shot_path = out / "screenshot.png"
+    assert proc.stdout.strip().splitlines()[-1] == str(shot_path)
+    shot = imread(shot_path)
+    assert shot.shape[0] >= 600 and shot.shape[1] >= 900
+    # The right part of the window is the canvas: the slide must be visible there.
+    canvas = shot[80:-80, shot.shape[1] // 3 :]
+    assert 0.05 < _lit_fraction(canvas) < 0.95
+    assert len(np.unique(canvas.reshape(-1, canvas.shape[-1])[:, :3] // 32, axis=0)) > 8
+    assert sorted(p.suffix for p in out.iterdir()) == [".png", ".tif", ".tif"]
+
+
+@pytest.mark.gui
+def test_build_demo_viewer_opens_channels_and_mask(make_napari_viewer, qtbot, tmp_path):
+    from napari.layers import Image, Labels
+
+    image, mask = demo.prepare_demo_data(tmp_path, size=512, seed=1)
+    written = image.stat().st_mtime_ns
+    assert demo.prepare_demo_data(tmp_path, size=512, seed=1) == (image, mask)
+    assert image.stat().st_mtime_ns == written  # cached, not regenerated
+
+    viewer = make_napari_viewer(show=True)
+    layers = demo.build_demo_viewer(tmp_path, viewer, image=image, mask=mask)
+    assert [layer.name for layer in layers["channels"]] == ["CARS", "TPEF", "SHG"]
+    assert all(isinstance(layer, Image) for layer in layers["channels"])
+    assert isinstance(layers["mask"], Labels)
+    assert {int(v) for v in np.unique(np.asarray(layers["mask"].data[-1]))} == {0, 1, 2}
+    path = demo.save_screenshot(viewer, tmp_path / "shot.png")
+    assert 0.05 < _lit_fraction(imread(path)) < 0.95
+
+
+def test_demo_without_display_or_xvfb_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert "no display to show napari on" in capsys.readouterr().err
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
+    assert main(["demo", "--out", str(tmp_path), "--no-gui"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no display and no xvfb-run" in err[0]
+    assert list(tmp_path.iterdir()) == []
