@@ -165,3 +165,19 @@ def test_bad_options_are_refused_before_any_work(manifest, tmp_path):
         train(config(manifest, tmp_path / "r", method="gerne", batch_size=15))
     with pytest.raises(PatchwiseError, match=r"beta=9 is outside \[-1, beta_max\)"):
         train(config(manifest, tmp_path / "r", method="gerne", beta=9.0))
+
+
+def test_freeze_bn_keeps_batchnorm_statistics(manifest, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resnet18 without weights warns
+        run = train(
+            config(
+                manifest, tmp_path / "run", model="resnet18", steps=2, eval_every=2, freeze_bn=True
+            )
+        )
+    state = torch.load(run / "last.pt", weights_only=True)["model"]
+    assert torch.equal(state["bn1.running_mean"], torch.zeros(64))
+    assert torch.equal(state["bn1.running_var"], torch.ones(64))
+    assert not torch.equal(state["bn1.weight"], torch.ones(64))  # affine parameters still train

@@ -181,15 +181,19 @@ def _load_pretrained(model: torch.nn.Module, weights: str | os.PathLike, in_chan
 def _smallcnn_block(cin: int, cout: int):
     import torch
 
+    # GroupNorm, not BatchNorm: every patch is normalised on its own. GERNE forwards a
+    # biased and a less-biased batch separately; with BatchNorm the network can tell the
+    # two batches apart by their statistics and "solve" L_lb - L_b through them, and the
+    # running statistics then fit neither (measured: validation accuracy collapses).
     return torch.nn.Sequential(
         torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        torch.nn.BatchNorm2d(cout),
+        torch.nn.GroupNorm(min(8, cout), cout),
         torch.nn.ReLU(inplace=True),
     )
 
 
 def SmallCNN(in_channels: int, num_classes: int = 2, width: int = 32) -> torch.nn.Module:  # noqa: N802
-    """A few conv-bn-relu blocks with pooling, a global average pool and a linear head.
+    """A few conv-norm-relu blocks with pooling, a global average pool and a linear head.
 
     Four stages (``width``, 2x, 4x, 4x channels), halving the resolution after each of
     the first three: cheap enough on a CPU for 16-64 px patches.

@@ -97,6 +97,7 @@ class TrainConfig:
     eta: float = 0.01
     class_balanced: bool = False
     augment: bool = True
+    freeze_bn: bool = False
     eval_every: int = 100
     select: str = "val_wga"
     threshold: float = 0.5
@@ -494,6 +495,15 @@ def _train(config: TrainConfig, callbacks: TrainCallbacks | None, progress) -> P
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(config.to_json())
 
+    # BatchNorm layers kept in eval mode when frozen (running statistics fixed, affine
+    # parameters still trained): the usual choice for GERNE with a pretrained backbone,
+    # whose two separately forwarded batches would otherwise mix into the statistics.
+    frozen_bn = (
+        [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if config.freeze_bn
+        else []
+    )
+
     net = model
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -538,8 +548,10 @@ def _train(config: TrainConfig, callbacks: TrainCallbacks | None, progress) -> P
     t0 = time.perf_counter()
     cancelled = False
     step = start_step
-    model.train()
     for step in range(start_step + 1, config.steps + 1):
+        model.train()
+        for module in frozen_bn:
+            module.eval()
         batches = []
         for _ in range(sampler.batches_per_step):
             x, y, g = next(batches_iter)

@@ -32,6 +32,7 @@ HELP = {
     "eta": "GroupDRO step size of the group weights",
     "class_balanced": "ERM with class-balanced batches",
     "augment": "flips and 90-degree rotations of training patches",
+    "freeze_bn": "keep BatchNorm statistics fixed (advised for GERNE with a pretrained ResNet)",
     "eval_every": "validate every N steps",
     "select": "validation metric that selects the best checkpoint",
     "threshold": "decision threshold on the tumor probability",
