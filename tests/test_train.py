@@ -174,7 +174,7 @@ def test_freeze_bn_keeps_batchnorm_statistics(manifest, tmp_path):
         warnings.simplefilter("ignore")  # resnet18 without weights warns
         run = train(
             config(
-                manifest, tmp_path / "run", model="resnet18", steps=2, eval_every=2, freeze_bn=True
+                manifest, tmp_path / "run", model="resnet18", steps=1, batch_size=4, freeze_bn=True
             )
         )
     state = torch.load(run / "last.pt", weights_only=True)["model"]
