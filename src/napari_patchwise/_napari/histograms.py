@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 
 N_BINS = 20
 # (table column, class, title)
@@ -123,6 +123,8 @@ class Figure1Canvas(FigureCanvasQTAgg):
         self.figure.subplots_adjust(left=0.17, right=0.97, top=0.95, bottom=0.08, hspace=0.55)
         super().__init__(self.figure)
         self.setParent(parent)
+        # The figure paints every pixel: spare Qt repainting the (styled) parents beneath.
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.axes = self.figure.subplots(len(PANELS), 1)
         self.panels: list[BinnedScores] | None = None
         self.labels = [label for _, label, _ in PANELS]
@@ -182,6 +184,14 @@ class Figure1Canvas(FigureCanvasQTAgg):
         self._apply_threshold(threshold)
         self._background = None
         self.draw_idle()
+
+    def set_view(self, tau: float, threshold: float) -> None:
+        """Move the tau line and split the bars at ``threshold``; one blit."""
+        if self.panels is None:
+            return
+        self._tau_line.set_xdata([tau, tau])
+        self._apply_threshold(threshold)
+        self._blit()
 
     def set_tau(self, tau: float) -> None:
         if self._tau_line is not None:

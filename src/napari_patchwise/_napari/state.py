@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..metrics import Evaluator
 from ..slide import Slide
 from .overlays import PatchRaster, SlideOverlays
+from .slider_eval import SliderEvaluator
 
 
 @dataclass
@@ -44,7 +44,9 @@ class PatchData:
     label: np.ndarray  # int8
     tissue_ratio: np.ndarray  # float64
     prob: np.ndarray | None  # float64 (NaN: no prediction), or None before predictions
-    evaluator: Evaluator  # over the patches with a prediction, once there are any
+    # metrics.evaluate's results in O(log N) per slider move, over the patches with a
+    # prediction once there are any
+    evaluator: SliderEvaluator
 
     @classmethod
     def from_table(cls, table: pd.DataFrame, shape: tuple[int, int] | None = None) -> PatchData:
@@ -53,12 +55,12 @@ class PatchData:
         ratio = table["tissue_ratio"].to_numpy(dtype=np.float64)
         prob = table["prob"].to_numpy(dtype=np.float64) if "prob" in table else None
         if prob is None:
-            evaluator = Evaluator(label, ratio)
+            evaluator = SliderEvaluator(label, ratio)
         elif np.isnan(prob).any():  # predictions for part of the slide (e.g. a test split)
             scored = ~np.isnan(prob)
-            evaluator = Evaluator(label[scored], ratio[scored], prob=prob[scored])
+            evaluator = SliderEvaluator(label[scored], ratio[scored], prob[scored])
         else:
-            evaluator = Evaluator(label, ratio, prob=prob)
+            evaluator = SliderEvaluator(label, ratio, prob)
         return cls(
             table=table,
             raster=PatchRaster.from_table(table, shape),

@@ -7,9 +7,10 @@ Data flow
   O(N) — per-patch arrays, overlay rasters, histogram bins — is prepared in the worker;
   the ``returned`` callback (main thread) only hands the arrays to the layers.
 * **tau / threshold sliders**: one contrast-limit change on one overlay layer, one
-  ``Evaluator.evaluate`` (a few boolean passes), new text in 16 table cells and one
-  histogram blit. The error list (a top-N selection over all patches) follows on a short
-  debounce timer, so dragging never waits for it.
+  O(log N) evaluation (:mod:`.slider_eval`) and new text in 16 table cells. The
+  histograms follow at most every ``HISTOGRAM_THROTTLE_MS`` (a matplotlib blit and its Qt
+  repaint cost more than all the rest) and the error list (a top-N selection over all
+  patches) after a short debounce, so dragging never waits for either.
 * **Several slides**: settings and results live in a :class:`SlideState` per slide,
   swapped when another image layer is chosen (or selected in the layer list).
 """
@@ -54,6 +55,7 @@ from .workers import Cancelled, ComputeResult, compute_table, prepare, run_in_th
 
 OWN_MASK = "(the slide's own mask)"
 ERRORS_DEBOUNCE_MS = 150
+HISTOGRAM_THROTTLE_MS = 120
 
 
 def _slider(value: float) -> QLabeledDoubleSlider:
@@ -88,6 +90,12 @@ class PatchwiseWidget(QWidget):
         self._errors_timer.setSingleShot(True)
         self._errors_timer.setInterval(ERRORS_DEBOUNCE_MS)
         self._errors_timer.timeout.connect(self._refresh_errors)
+        # The histograms follow a drag at most every HISTOGRAM_THROTTLE_MS (a Qt repaint of
+        # the matplotlib canvas costs more than the rest of a slider change together).
+        self._histogram_timer = QTimer(self)
+        self._histogram_timer.setSingleShot(True)
+        self._histogram_timer.setInterval(HISTOGRAM_THROTTLE_MS)
+        self._histogram_timer.timeout.connect(self._sync_histograms)
 
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_layer_choices)
@@ -411,7 +419,7 @@ class PatchwiseWidget(QWidget):
         if state.overlays is not None:
             state.overlays.set_tau(value)
         self._update_stats()
-        self.histograms.set_tau(value)
+        self._schedule_histograms()
         if state.data is not None and state.data.prob is not None:
             self._errors_timer.start()
 
@@ -423,9 +431,19 @@ class PatchwiseWidget(QWidget):
         if state.overlays is not None:
             state.overlays.set_threshold(value)
         self._update_stats()
-        self.histograms.set_threshold(value)
+        self._schedule_histograms()
         if state.data is not None and state.data.prob is not None:
             self._errors_timer.start()
+
+    def _schedule_histograms(self) -> None:
+        if not self._histogram_timer.isActive():
+            self._histogram_timer.start()
+
+    def _sync_histograms(self) -> None:
+        """Bring the histograms to the current tau and threshold (one blit)."""
+        state = self.current
+        if state is not None:
+            self.histograms.set_view(state.settings.tau, state.settings.threshold)
 
     def _update_stats(self) -> None:
         state = self.current
