@@ -70,7 +70,7 @@ def run_one(kwargs: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmark-output/planted_bias")
+    parser.add_argument("--out", default="benchmarks/_results/planted_bias")
     parser.add_argument("--size", type=int, default=2048, help="slide side (pixels)")
     parser.add_argument("--spurious", type=float, default=1.0)
     parser.add_argument("--patch-size", type=int, default=32)
