@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..groups import GROUP_NAMES
 
@@ -67,8 +67,10 @@ class ErrorList(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.verticalHeader().setVisible(False)
-        self.horizontalHeader().setStretchLastSection(True)
-        self.setMinimumHeight(140)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.setMinimumHeight(220)
         self.itemSelectionChanged.connect(self._on_selection)
         self.n_errors = 0
 
@@ -106,6 +108,7 @@ class ErrorList(QTableWidget):
             for j, item in enumerate(cells):
                 self.setItem(i, j, item)
         self.setSortingEnabled(True)
+        self.sortItems(COLUMNS.index("confidence"), Qt.SortOrder.DescendingOrder)
         self.blockSignals(False)
 
     def position_at(self, row: int) -> int:

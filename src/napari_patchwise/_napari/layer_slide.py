@@ -53,6 +53,16 @@ def with_mask_layer(slide: Slide, mask_layer, *, check_values: bool = True) -> S
     own = next((v for v in metadata.values() if isinstance(v, Slide)), None)
     if own is not None and own.mask is not None and own.shape[1:] == slide.shape[1:]:
         return slide.with_mask(own.mask, factor=own.mask_factor, kind=own.mask_kind)
+    path = metadata.get("patchwise_path")
+    if isinstance(path, (str, Path)) and Path(path).is_file():
+        # a mask file opened by the Patchwise reader: map its values as the CLI does
+        from ..io.mask import read_mask
+
+        try:
+            mask, factor, kind = read_mask(path, slide.shape[1:], check_values=check_values)
+        except PatchwiseError as exc:
+            raise PatchwiseError(f"mask layer '{mask_layer.name}': {exc}") from exc
+        return slide.with_mask(mask, factor=factor, kind=kind, path=Path(path))
     labels = _level0(mask_layer)
     if labels.ndim != 2:
         raise PatchwiseError(

@@ -309,6 +309,7 @@ class SlideOverlays:
             yield lambda: self._put_image(
                 "probability", rasters.prob, "inferno", None, opacity=0.6, visible=False
             )
+            yield lambda: self._show_colorbar("probability")
             yield lambda: setattr(self.layers["groups"], "visible", False)
         yield lambda: self.set_highlight(None, rasters.labels.shape)
 
@@ -353,6 +354,11 @@ class SlideOverlays:
         if layer is not None:
             self.viewer.layers.remove(layer)
         self.layers.pop(kind, None)
+
+    def _show_colorbar(self, kind: str) -> None:
+        colorbar = getattr(self.layers.get(kind), "colorbar", None)  # napari >= 0.5.5
+        if colorbar is not None:
+            colorbar.visible = True
 
     def _metadata(self, kind: str) -> dict:
         return {"patchwise_overlay": kind, "patchwise_prefix": self.prefix}

@@ -10,6 +10,7 @@ import math
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QGridLayout,
+    QHeaderView,
     QLabel,
     QTableWidget,
     QTableWidgetItem,
@@ -58,17 +59,23 @@ class StatsPanel(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.legend_labels = legend("labels", "labels")
         self.legend_groups = legend("groups", "groups")
         self.legend_correctness = legend("correctness", "outcome")
         legends = QGridLayout()
-        legends.addWidget(self.legend_groups, 0, 0)
-        legends.addWidget(self.legend_correctness, 1, 0)
+        legends.addWidget(self.legend_labels, 0, 0)
+        legends.addWidget(self.legend_groups, 1, 0)
+        legends.addWidget(self.legend_correctness, 2, 0)
         layout.addLayout(legends)
         self.table = QTableWidget(len(GROUP_NAMES), len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.cells: list[list[QTableWidgetItem]] = []
         for g, name in enumerate(GROUP_NAMES):
             row = [QTableWidgetItem(name)] + [QTableWidgetItem("—") for _ in COLUMNS[1:]]

@@ -116,8 +116,9 @@ class PatchwiseWidget(QWidget):
         scroll.setWidget(content)
         outer.addWidget(scroll)
         root = QVBoxLayout(content)
-        content.setMinimumWidth(360)
-        self.setMinimumWidth(380)
+        content.setMinimumWidth(430)
+        self.setMinimumWidth(450)
+        self.scroll = scroll
         source = QGroupBox("Slide")
         form = QFormLayout(source)
         self.image_combo = QComboBox()
@@ -547,19 +548,27 @@ class PatchwiseWidget(QWidget):
 
     # -- tables ---------------------------------------------------------------------------
     def load_predictions(self, path: str | Path) -> bool:
-        """Attach a prediction table (``prob`` per patch) to the current slide.
+        """Attach a prediction table file (``prob`` per patch) to the current slide.
 
         Returns False (after a notification) when the table does not fit the slide.
         """
+        try:
+            from ..io.tables import read_table
+
+            table = read_table(path, required=("row", "col", "prob"))
+        except PatchwiseError as exc:
+            show_error(str(exc))
+            return False
+        return self.set_predictions(table, source=path)
+
+    def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
+        """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""
         if self._worker is not None:
             show_info("Patchwise: wait for the running computation (or cancel it)")
             return False
         try:
-            from ..io.tables import read_table
-
             state = self._require_state()
-            table = read_table(path, required=("row", "col", "prob"))
-            merged, origin, stride = predictions_for(state, table, path)
+            merged, origin, stride = predictions_for(state, predictions, source)
         except PatchwiseError as exc:
             show_error(str(exc))
             return False

@@ -54,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     viewer = napari.Viewer(title="napari-patchwise demo")
     viewer.window.resize(1400, 900)
-    build_demo_viewer(out_dir, viewer, image=image, mask=mask)
+    layers = build_demo_viewer(out_dir, viewer, image=image, mask=mask)
+    # The Patchwise dock with the patch grid computed and rule-based predictions loaded.
+    from .._napari.demo_view import open_patchwise_dock
+
+    open_patchwise_dock(viewer, mask_layer=layers["mask"], wait=args.no_gui)
     if args.no_gui:
         path = save_screenshot(viewer, out_dir / "screenshot.png")
         viewer.close()
