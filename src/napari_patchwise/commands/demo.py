@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             raise PatchwiseError(
                 "no display to show napari on", hint="pass --no-gui to save a screenshot"
             )
-        return _rerun_under_xvfb()
+        return _rerun_under_xvfb(args)
 
     out_dir = Path(args.out)
     image, mask = prepare_demo_data(out_dir, size=args.size, seed=args.seed)
@@ -104,19 +104,20 @@ def save_screenshot(viewer, path: Path) -> Path:
     return path
 
 
-def _rerun_under_xvfb() -> int:
+def _rerun_under_xvfb(args: argparse.Namespace) -> int:
     """No display: run this same command again inside a virtual X server."""
     from ..errors import PatchwiseError
 
     xvfb = shutil.which("xvfb-run")
-    if xvfb is None:
+    if xvfb is None or os.environ.get(_UNDER_XVFB):
         raise PatchwiseError(
             "no display and no xvfb-run to render the viewer",
             hint="install xvfb (apt-get install xvfb xauth) or run `make demo`",
         )
-    cmd = [xvfb, "-a", "-s", SCREEN, sys.executable, "-m", "napari_patchwise.cli"]
-    return subprocess.call(cmd + sys.argv[1:] if _is_patchwise_argv() else cmd + ["demo"])
+    cmd = [xvfb, "-a", "-s", SCREEN, sys.executable, "-m", "napari_patchwise.cli", "demo"]
+    cmd += ["--out", str(args.out), "--no-gui", "--size", str(args.size), "--seed", str(args.seed)]
+    return subprocess.call(cmd, env={**os.environ, _UNDER_XVFB: "1"})
 
 
-def _is_patchwise_argv() -> bool:
-    return len(sys.argv) > 1 and "demo" in sys.argv[1:]
+# Set in the re-run, so a virtual X server that fails to start cannot loop.
+_UNDER_XVFB = "PATCHWISE_DEMO_UNDER_XVFB"
