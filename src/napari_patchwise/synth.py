@@ -636,6 +636,9 @@ def write_synthetic_slide(
     workdir = out.parent
     workdir.mkdir(parents=True, exist_ok=True)
     with (
+        # One BLAS thread for the whole job, set once from this thread: the per-tile
+        # limit alone was measured to let BLAS threads spin now and then (10x the CPU).
+        _single_threaded_blas(),
         # Scratch chunks as large as the rendered ones: no rechunking, few zarr chunks.
         staged_arrays(
             [image, mask], workdir=workdir, chunk=config.chunk, progress=phase(0)
