@@ -165,19 +165,20 @@ def test_overrides_for_channel_names_and_pixel_size(tmp_path, rng):
 
 
 class _ChunkReads:
-    """Record which tiles tifffile's zarr store is asked for, by level height."""
+    """Record which tiles the direct TIFF reader decodes: (level height, "page.row.col")."""
 
     def __init__(self, monkeypatch):
+        from napari_patchwise.io._tiles import TiffLevelView
+
         self.keys: list[tuple[int, str]] = []
-        original = tifffile.zarr.ZarrTiffStore.get
+        original = TiffLevelView._segment
 
-        async def get(store, key, prototype, byte_range=None):
-            if not key.endswith(("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")):
-                height = store._data[0].shape[-2]  # one store per pyramid level
-                self.keys.append((height, key))
-            return await original(store, key, prototype, byte_range)
+        def segment(view, page, index):
+            row, col = divmod(index, view._grid.grid[1])
+            self.keys.append((view.shape[1], f"{page}.{row}.{col}"))
+            return original(view, page, index)
 
-        monkeypatch.setattr(tifffile.zarr.ZarrTiffStore, "get", get)
+        monkeypatch.setattr(TiffLevelView, "_segment", segment)
 
     def level(self, height: int) -> list[str]:
         return [k for h, k in self.keys if h == height]

@@ -141,8 +141,16 @@ def lazy_cyx(
     Chunks hold all channels and whole file blocks (``block_yx``: tile or strip), see
     :func:`yx_chunks`. Nothing is read here.
     """
-    view = CYXView(data, axes, opener)
+    return lazy_view(CYXView(data, axes, opener), block_yx)
+
+
+def lazy_view(view, block_yx: tuple[int, int]) -> da.Array:
+    """Dask array over a ``(C, Y, X)`` view (anything with ``shape``, ``dtype`` and
+    ``__getitem__``), chunked to whole file blocks ``block_yx`` and all channels.
+
+    Nothing is read here. Default ``fancy=True`` lets dask fuse a later slice into the
+    view's ``__getitem__``, so only the blocks under a sliced region are read.
+    """
     c, h, w = view.shape
     cy, cx = yx_chunks(block_yx, (h, w), itemsize(view.dtype) * c)
-    # Default fancy=True lets dask fuse a later slice into the read.
     return da.from_array(view, chunks=(c, cy, cx), lock=False, asarray=True, name=False)

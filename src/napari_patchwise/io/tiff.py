@@ -1,7 +1,9 @@
 """TIFF and OME-TIFF: pyramidal or not, tiled or striped, any channel layout.
 
-Pixels are read lazily through tifffile's zarr interface (``aszarr``), one dask chunk
-per group of whole tiles or strips; uncompressed contiguous files are memory-mapped.
+Pixels are read lazily, one dask chunk per group of whole tiles or strips, by
+:class:`~._tiles.TiffLevelView` (positional reads + tifffile's segment decoder, no lock);
+uncompressed contiguous files are memory-mapped, and layouts the direct reader does not
+cover (volumes, NDPI JPEG streams) go through tifffile's zarr interface (``aszarr``).
 Stored pyramid levels (OME-TIFF SubIFDs or series levels) are used as they are.
 """
 
@@ -14,8 +16,9 @@ from typing import Any
 import dask.array as da
 
 from ..errors import PatchwiseError
-from ._layout import lazy_cyx, stored_yx
+from ._layout import lazy_cyx, lazy_view, stored_yx
 from ._loaded import UNIT_TO_UM, LoadedImage
+from ._tiles import TiffLevelView, UnsupportedLayout
 
 _ALPHA_EXTRASAMPLES = (1, 2)  # ASSOCALPHA, UNASSALPHA
 
@@ -85,15 +88,25 @@ def _short(exc: BaseException) -> str:
 def _level_array(tif: Any, series: Any, level: int) -> da.Array:
     """Level ``level`` of ``series`` as a lazy ``(C, Y, X)`` dask array."""
     lvl = series.levels[level]
+    path = str(tif.filehandle.path)
     # Uncompressed and contiguous: a memory map reads exactly what is sliced, even when
     # the whole image is a single strip.
     memmap = lvl.dataoffset is not None and len(series.levels) == 1
-    opener = functools.partial(open_level_data, str(tif.filehandle.path), level, memmap)
-    data = _level_data(tif, level, memmap)
-    if data.shape != tuple(lvl.shape):
-        raise ValueError(f"level {level} shape {data.shape} != series shape {lvl.shape}")
-    block_yx = (1, 1) if memmap else stored_yx(data.chunks, lvl.axes)
-    array = lazy_cyx(data, lvl.axes, block_yx, opener)
+    array = None
+    if not memmap:
+        try:
+            view = TiffLevelView(path, level, tif=tif)
+        except UnsupportedLayout:
+            pass  # read through tifffile's zarr store below
+        else:
+            array = lazy_view(view, view.block)
+    if array is None:
+        opener = functools.partial(open_level_data, path, level, memmap)
+        data = _level_data(tif, level, memmap)
+        if data.shape != tuple(lvl.shape):
+            raise ValueError(f"level {level} shape {data.shape} != series shape {lvl.shape}")
+        block_yx = (1, 1) if memmap else stored_yx(data.chunks, lvl.axes)
+        array = lazy_cyx(data, lvl.axes, block_yx, opener)
     if _has_alpha(lvl.pages[0]) and array.shape[0] in (2, 4):
         array = array[:-1]  # drop alpha: it is display transparency, not a modality
     return array
