@@ -10,13 +10,23 @@
 3. With ``--open-side N``: ``open_slide`` on an N x N x 3 pyramidal OME-TIFF (sparse
    content, so it writes fast), its contrast limits and one 1024 px region of level 0,
    beside ``tifffile.imread`` of the smallest stored level (the least any viewer reads).
+4. With ``--stream FILE...``: reader throughput, streaming level 0 of each file once
+   (``level.max().compute()``) through the direct tile reader (``io._tiles``) and through
+   the previous path (tifffile's zarr store, ``aszarr``), against ``tifffile.imread`` of
+   the whole level (baseline: tifffile's own multi-threaded decode); and the latency of
+   512 x 512 regions at random places (what napari asks for when panning). ``--chunk-sides``
+   repeats the direct reader with other dask chunk sides than its default (about 4 MiB
+   per chunk). Best of ``--repeats`` runs.
 
 Run:  .venv/bin/python benchmarks/bench_read.py [--side 4096] [--open-side 50000]
+      .venv/bin/python benchmarks/bench_read.py --side 0 --stream benchmarks/_data/bench_20480_mask.tif
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import tempfile
 import threading
 import time
@@ -26,7 +36,6 @@ import dask.array as da
 import numpy as np
 import psutil
 import tifffile
-import tifffile.zarr
 
 
 class PeakRSS:
@@ -55,19 +64,20 @@ class PeakRSS:
 
 
 class TileReads:
-    """Count tiles decoded from files with a given image height."""
+    """Count tiles decoded from files with a given image height (direct reader)."""
 
     def __init__(self):
+        from napari_patchwise.io._tiles import TiffLevelView
+
         self.counts: dict[int, int] = {}
-        original = tifffile.zarr.ZarrTiffStore.get
+        original = TiffLevelView._segment
 
-        async def get(store, key, prototype, byte_range=None):
-            if not key.endswith(("zarr.json", ".zarray", ".zgroup", ".zattrs")):
-                h = store._data[0].shape[-2]
-                self.counts[h] = self.counts.get(h, 0) + 1
-            return await original(store, key, prototype, byte_range)
+        def segment(view, page, index):
+            h = view.shape[1]
+            self.counts[h] = self.counts.get(h, 0) + 1
+            return original(view, page, index)
 
-        tifffile.zarr.ZarrTiffStore.get = get
+        TiffLevelView._segment = segment
 
 
 def make_image(path: Path, side: int) -> None:
@@ -188,12 +198,85 @@ def bench_open(path: Path) -> dict:
     }
 
 
+@contextlib.contextmanager
+def reader(path_kind: str, chunk_side: int | None = None):
+    """Read TIFF levels through ``"direct"`` tiles or the previous ``"zarr"`` store path,
+    optionally with another dask chunk side (``None``: the reader's default)."""
+    from napari_patchwise.io import _layout, tiff
+    from napari_patchwise.io._tiles import UnsupportedLayout
+
+    def no_direct(*args, **kwargs):
+        raise UnsupportedLayout("benchmark baseline: zarr store")
+
+    saved = tiff.TiffLevelView, _layout.tile_chunk_side
+    if path_kind == "zarr":
+        tiff.TiffLevelView = no_direct
+    if chunk_side:
+        _layout.tile_chunk_side = lambda bytes_per_pixel: chunk_side
+    try:
+        yield
+    finally:
+        tiff.TiffLevelView, _layout.tile_chunk_side = saved
+
+
+def bench_stream(path: Path, repeats: int, chunk_sides: list[int]) -> dict:
+    from napari_patchwise.io.tiff import read_tiff
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    t_imread = best(lambda: tifffile.imread(path))
+    results = {"tifffile.imread whole level (baseline)": {"seconds": t_imread}}
+    # The previous reader used 1024 px chunks whatever the dtype.
+    paths = [("zarr", 1024, "threads"), ("direct", None, "threads"), ("direct", None, "sync")]
+    paths += [("direct", c, "threads") for c in chunk_sides]
+    levels = {}
+    for kind, side, scheduler in paths:
+        with reader(kind, side):
+            level = read_tiff(path).levels[0]
+        name = f"{kind} reader, {level.chunksize[1]} px chunks, dask {scheduler}"
+        if name in levels:
+            continue
+        levels[name] = level
+        t = best(lambda level=level, s=scheduler: level.max().compute(scheduler=s))
+        results[name] = {"seconds": t, "x imread": t / t_imread}
+    # Region latency, interleaved over the readers so machine load hits them alike.
+    _, h, w = level.shape
+    rng = np.random.default_rng(0)
+    lat: dict[str, list[float]] = {name: [] for name in levels if "threads" in name}
+    for y, x in zip(rng.integers(0, h - 512, 24), rng.integers(0, w - 512, 24), strict=True):
+        for name in lat:
+            t0 = time.perf_counter()
+            levels[name][:, y : y + 512, x : x + 512].compute()
+            lat[name].append(time.perf_counter() - t0)
+    for name, times in lat.items():
+        results[name]["region_512_median_ms"] = 1000 * statistics.median(times)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=4096)
     parser.add_argument("--open-side", type=int, default=0, help="also time opening N x N x 3")
+    parser.add_argument("--stream", type=Path, nargs="*", default=[], help="TIFFs to stream")
+    parser.add_argument("--chunk-sides", type=int, nargs="*", default=[])
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    for path in args.stream:
+        print(
+            f"\nstreaming level 0 of {path} ({tifffile.TiffFile(path).series[0].levels[0].shape})"
+        )
+        for name, r in bench_stream(path, args.repeats, args.chunk_sides).items():
+            extras = ", ".join(f"{k}={v:.2f}" for k, v in r.items())
+            print(f"  {name:44s} {extras}", flush=True)
     side = args.side
+    if not side:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()

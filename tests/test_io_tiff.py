@@ -275,6 +275,10 @@ def test_dask_chunks_group_whole_tiles_and_whole_strips():
     assert yx_chunks((512, 512), (50_000, 50_000), 3) == (1024, 1024)
     assert yx_chunks((256, 256), (50_000, 50_000), 3) == (1024, 1024)
     assert yx_chunks((768, 768), (50_000, 50_000), 3) == (768, 768)  # never split a tile
+    # About 4 MiB per chunk: a uint8 mask gets 2048 px, 3 x uint16 one 512 px tile.
+    assert yx_chunks((512, 512), (50_000, 50_000), 1) == (2048, 2048)
+    assert yx_chunks((256, 256), (50_000, 50_000), 6) == (768, 768)
+    assert yx_chunks((512, 512), (50_000, 50_000), 6) == (512, 512)
     rows, cols = yx_chunks((16, 50_000), (50_000, 50_000), 3)  # strips span the width
     assert cols == 50_000 and rows % 16 == 0 and rows * 50_000 * 3 <= TARGET_BYTES
     assert (rows + 16) * 50_000 * 3 > TARGET_BYTES

@@ -2,12 +2,18 @@
 
 Files are tiled in 256-512 px tiles or striped in a few rows; one dask task per tile
 would mean hundreds of thousands of tasks for a 50k x 50k slide, so tiles are grouped
-into chunks of about :data:`TARGET_SIDE` px (whole tiles, so no tile is decoded twice).
+into square chunks of about :data:`TARGET_CHUNK_BYTES` over all channels (whole tiles, so
+no tile is decoded twice): 1024 px for 3 x uint8, 2048 px for a uint8 mask. A roughly
+constant chunk size in bytes keeps dask's per-task overhead (a few ms on a loaded
+machine) small next to the decoding of highly compressible masks, while a chunk never
+grows so large that a viewer waits on one task: slices are fused into the read, so a
+small region still decodes only the tiles under it, whatever the chunk size.
 Strips span the full width, so strip chunks stack whole strips up to :data:`TARGET_BYTES`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +26,14 @@ from ..errors import PatchwiseError
 # channel axis; singletons are dropped.
 SPATIAL = ("Y", "X")
 
-TARGET_SIDE = 1024
+TARGET_CHUNK_BYTES = 4 * 2**20
+MIN_SIDE = 512
 TARGET_BYTES = 32 * 2**20
+
+
+def tile_chunk_side(bytes_per_pixel: int) -> int:
+    """Target side of a square chunk of tiles holding ``TARGET_CHUNK_BYTES``."""
+    return max(MIN_SIDE, math.isqrt(TARGET_CHUNK_BYTES // max(1, bytes_per_pixel)))
 
 
 def grouped(stored: int, size: int, target: int) -> int:
@@ -48,7 +60,8 @@ def yx_chunks(
     if sx >= w and sy < w:  # strips: whole rows, stacked up to TARGET_BYTES
         row_bytes = max(1, w * bytes_per_pixel)
         return grouped(sy, h, max(sy, TARGET_BYTES // row_bytes)), w
-    return grouped(sy, h, TARGET_SIDE), grouped(sx, w, TARGET_SIDE)
+    side = tile_chunk_side(bytes_per_pixel)
+    return grouped(sy, h, side), grouped(sx, w, side)
 
 
 def itemsize(dtype) -> int:
