@@ -7,6 +7,7 @@ image cut into 64 px patches (8 x 8); patch ``(r, c)`` has ``k = 8 r + c`` rows 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -17,7 +18,7 @@ from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_patchwise._napari import widget as widget_module
-from napari_patchwise._napari.overlays import CORRECTNESS_COLORS, GROUP_COLORS
+from napari_patchwise._napari.overlays import CORRECTNESS_ALPHA, CORRECTNESS_COLORS, GROUP_COLORS
 from napari_patchwise._napari.widget import PatchwiseWidget, viewer_camera
 from napari_patchwise.groups import GROUP_NAMES
 
@@ -117,9 +118,10 @@ def overlay_colours(viewer, layer) -> np.ndarray:
     return colours
 
 
-def assert_colours(colours: np.ndarray, expected_ids: np.ndarray, palette) -> None:
-    expected = np.stack([rgb(palette[i]) for i in expected_ids.ravel()]).reshape(N, N, 3)
-    np.testing.assert_allclose(colours, expected, atol=3)
+def assert_colours(colours, expected_ids, palette, alpha=(1.0, 1.0, 1.0, 1.0)) -> None:
+    """Colours over the black canvas: each class's colour times its opacity."""
+    expected = np.stack([rgb(palette[i]) * alpha[i] for i in expected_ids.ravel()])
+    np.testing.assert_allclose(colours, expected.reshape(N, N, 3), atol=3)
 
 
 def test_compute_builds_overlays_with_patch_geometry_and_exact_counts(setup):
@@ -164,12 +166,24 @@ def test_predictions_and_threshold_slider_recolour_correctness(setup, qtbot, tmp
     for threshold in (0.5, 0.3, 0.95):
         widget.threshold_slider.setValue(threshold)
         outcomes = expected_outcomes(threshold)
-        assert_colours(overlay_colours(viewer, layer), outcomes, CORRECTNESS_COLORS)
+        assert_colours(
+            overlay_colours(viewer, layer), outcomes, CORRECTNESS_COLORS, CORRECTNESS_ALPHA
+        )
         tn, fp, fn, tp = (int((outcomes == i).sum()) for i in range(4))
         assert f"TN {tn:,} · FP {fp:,} · FN {fn:,} · TP {tp:,}" in widget.stats.metrics.text()
     # probability overlay: the raw probabilities on the grid
     prob_layer = widget.current.overlays.layers["probability"]
     np.testing.assert_allclose(prob_layer.data, PROB, atol=1e-6)
+    # saving: the table with pred at the current threshold, and the GeoJSON grid
+    from napari_patchwise.io.tables import read_table
+
+    widget.save_table(tmp_path / "out.parquet")
+    saved = read_table(tmp_path / "out.parquet")
+    np.testing.assert_array_equal(saved["pred"].to_numpy(), (PROB >= 0.95).ravel())
+    np.testing.assert_allclose(saved["prob"].to_numpy(), PROB.ravel())
+    widget.save_geojson(tmp_path / "out.geojson")
+    features = json.loads((tmp_path / "out.geojson").read_text())["features"]
+    assert len(features) == N * N
 
 
 def test_clicking_a_histogram_bin_highlights_exactly_its_patches(setup, qtbot):
@@ -308,3 +322,28 @@ def test_event_loop_keeps_beating_while_the_grid_is_computed(make_napari_viewer,
     budget = 0.050 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
     print(f"heartbeat budget {budget * 1e3:.0f} ms (load {os.getloadavg()[0]:.1f})")
     assert gaps.max() < budget
+
+
+def test_cancel_stops_the_computation_with_a_notice(make_napari_viewer, qtbot, monkeypatch):
+    infos: list[str] = []
+    errors: list[str] = []
+    monkeypatch.setattr(widget_module, "show_info", infos.append)
+    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    size = 4096
+    mask = np.kron(
+        np.random.default_rng(1).integers(0, 3, (64, 64), dtype=np.uint8),
+        np.ones((64, 64), np.uint8),
+    )
+    viewer.add_image(np.zeros((size, size), np.uint8), name="big")
+    viewer.add_labels(mask, name="big mask")
+    widget = PatchwiseWidget(viewer)
+    widget.mask_combo.setCurrentText("big mask")
+    widget.form.patch_size.setValue(8)
+    widget.compute()
+    assert widget.cancel_button.isEnabled()
+    widget.cancel_button.click()
+    wait_idle(qtbot, widget)
+    assert widget.current.data is None
+    assert not errors and infos == ["Patchwise: computation cancelled"]
+    assert widget.compute_button.isEnabled() and not widget.cancel_button.isEnabled()

@@ -81,11 +81,17 @@ def open_patchwise_dock(
         wait_until_idle(widget)
         load_predictions()
         wait_until_idle(widget)
+        viewer.reset_view()  # the dock took part of the window: fit the slide again
         return widget
 
     def after_compute() -> None:
         widget.applied.disconnect(after_compute)
+        widget.applied.connect(after_predictions)
         load_predictions()
+
+    def after_predictions() -> None:
+        widget.applied.disconnect(after_predictions)
+        viewer.reset_view()
 
     widget.applied.connect(after_compute)
     widget.compute()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from napari.utils.colormaps import Colormap, DirectLabelColormap
+from napari.utils.colormaps.standardize_color import transform_color
 from vispy.color.colormap import LUT_len as LUT_LEN
 
 from ..groups import GROUP_NAMES
@@ -38,8 +39,10 @@ from ..metrics import CORRECTNESS_NAMES
 # Okabe-Ito colours (colour-blind safe). Blue hues = non-tumor, orange hues = tumor;
 # light = small tissue, dark = large tissue.
 GROUP_COLORS: tuple[str, ...] = ("#56B4E9", "#0072B2", "#E69F00", "#D55E00")
-# TN, FP, FN, TP: errors in the loud colours (yellow, purple), correct ones muted.
+# TN, FP, FN, TP: errors in the loud colours (yellow, purple), correct ones muted; true
+# negatives (most of a slide, background included) only tinted so the tissue shows through.
 CORRECTNESS_COLORS: tuple[str, ...] = ("#0072B2", "#F0E442", "#CC79A7", "#009E73")
+CORRECTNESS_ALPHA: tuple[float, ...] = (0.3, 1.0, 1.0, 1.0)
 LABEL_COLORS: dict[int, str] = {1: "#56B4E9", 2: "#D55E00"}  # 1 non-tumor, 2 tumor
 HIGHLIGHT_COLOR = "#FFFFFF"
 
@@ -163,16 +166,21 @@ def step_contrast_limits(threshold: float) -> tuple[float, float]:
     return c0, c0 + LUT_LEN / _TEXELS_PER_UNIT
 
 
-def step_colormap(colors: tuple[str, ...], name: str) -> Colormap:
+def step_colormap(
+    colors: tuple[str, ...], name: str, alpha: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+) -> Colormap:
     """Four-colour step colormap whose steps sit on the texel boundaries of the module notes.
 
-    ``colors`` are (class 0 below, class 0 at/above, class 1 below, class 1 at/above).
+    ``colors`` are (class 0 below, class 0 at/above, class 1 below, class 1 at/above);
+    ``alpha`` their opacities.
     """
+    rgba = transform_color(list(colors))
+    rgba[:, 3] = alpha
     # vispy fills texel j with the colour of the bin holding j / (LUT_LEN - 1); a control
     # half a texel before a boundary makes that texel the first of the new colour.
     inner = [(b - 0.5) / (LUT_LEN - 1) for b in _STEP_TEXELS]
     return Colormap(
-        colors=list(colors),
+        colors=rgba,
         controls=[0.0, *inner, 1.0],
         interpolation="zero",
         name=name,
@@ -302,7 +310,9 @@ class SlideOverlays:
         if rasters.prob is None:
             yield lambda: [self._remove(kind) for kind in ("correctness", "probability")]
         else:
-            correctness_cmap = step_colormap(CORRECTNESS_COLORS, "patchwise correctness")
+            correctness_cmap = step_colormap(
+                CORRECTNESS_COLORS, "patchwise correctness", CORRECTNESS_ALPHA
+            )
             yield lambda: self._put_image(
                 "correctness", rasters.correctness, correctness_cmap, threshold, opacity=0.6
             )

@@ -55,6 +55,7 @@ from .state import SlideState, slide_key
 from .workers import Cancelled, ComputeResult, compute_table, prepare, run_in_thread
 
 OWN_MASK = "(the slide's own mask)"
+CANCELLED = "Patchwise: computation cancelled"
 ERRORS_DEBOUNCE_MS = 150
 HISTOGRAM_THROTTLE_MS = 120
 
@@ -316,6 +317,9 @@ class PatchwiseWidget(QWidget):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result, st=state: self._apply_result(st, result))
         worker.errored.connect(self._on_worker_error)
+        # Cancel ends either at the generator's next yield (aborted) or as Cancelled raised
+        # from the computation (errored) — whichever comes first; both say the same.
+        worker.aborted.connect(lambda: show_info(CANCELLED))
         worker.finished.connect(self._on_worker_finished)
         self._worker = worker
         self.compute_button.setEnabled(False)
@@ -339,7 +343,7 @@ class PatchwiseWidget(QWidget):
 
     def _on_worker_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
-            show_info("Patchwise: computation cancelled")
+            show_info(CANCELLED)
         else:
             show_error(_one_line(exc))
 
