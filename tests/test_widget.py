@@ -225,6 +225,7 @@ def test_choosing_an_error_centres_the_camera_on_it(setup, qtbot, tmp_path):
 def test_hovering_a_patch_shows_its_row_in_the_status_bar(setup):
     viewer, widget, _ = setup
     r, c = 3, 6
+    viewer.mouse_over_canvas = True  # napari computes its own status first, then ours
     viewer.cursor.position = (r * P + 10, c * P + 20)
     group = GROUP_NAMES[expected_groups(0.1)[r, c]]
     assert f"patch ({r}, {c})" in viewer.status
@@ -238,7 +239,9 @@ def test_mask_of_another_size_gives_a_notification(make_napari_viewer, qtbot, mo
     image, mask = make_slide()
     viewer.add_image(image, name="slide")
     viewer.add_labels(mask[:300, :500], name="other mask")
-    widget = PatchwiseWidget(viewer)
+    # opened as a user would: the npe2 widget contribution (Plugins > Patchwise)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-patchwise", "Patchwise")
+    assert isinstance(widget, PatchwiseWidget)
     widget.mask_combo.setCurrentText("other mask")
     widget.compute()
     wait_idle(qtbot, widget)
