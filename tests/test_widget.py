@@ -261,6 +261,18 @@ def test_table_for_another_slide_gives_a_notification(setup, qtbot, tmp_path):
     pd.DataFrame({"slide": "slide", "row": [9], "col": [0], "prob": [0.5]}).to_csv(path)
     assert not widget.load_predictions(path)
     assert len(errors) == 2 and "not patches of the computed grid" in errors[1]
+    # a complete patch table (as `patchwise stats` writes it) is shown as it is
+    table = widget.current.data.table.copy()
+    table["tissue_ratio"] = 1.0 - table["tissue_ratio"]  # recognisably different
+    table.to_parquet(tmp_path / "stats.parquet")
+    assert widget.load_table(tmp_path / "stats.parquet")
+    wait_idle(qtbot, widget)
+    groups = widget.current.overlays.layers["groups"].data
+    np.testing.assert_allclose(groups, 3 * LABEL + (1.0 - RATIO), atol=1e-6)
+    table["slide"] = "other-slide"
+    table.to_parquet(tmp_path / "other.parquet")
+    assert not widget.load_table(tmp_path / "other.parquet")
+    assert len(errors) == 3 and "other-slide" in errors[2]
 
 
 def test_settings_are_remembered_per_slide(setup, qtbot):

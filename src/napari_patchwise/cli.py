@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "predict",
     "report",
     "demo",
+    "view",
 )
 
 EXIT_USAGE = 2

@@ -18,8 +18,6 @@ def predictions_for(
     ``row``/``col`` must be cells of the computed grid with the same ``y``/``x``. Without
     a computed grid, a full patch table (all statistics columns) is used as it is.
     """
-    from ..grid import TABLE_COLUMNS
-
     name = state.slide.name
     if "prob" not in predictions:
         raise PatchwiseError(
@@ -39,16 +37,7 @@ def predictions_for(
     if prob.size and not (np.nanmin(prob) >= 0 and np.nanmax(prob) <= 1):
         raise PatchwiseError("'prob' values lie outside [0, 1]", path=path)
     if state.data is None:
-        missing = [c for c in TABLE_COLUMNS if c not in predictions]
-        if missing:
-            raise PatchwiseError(
-                f"no patch grid computed yet and the table lacks {', '.join(missing[:4])}",
-                path=path,
-                hint="compute the patch grid first",
-            )
-        table = predictions.reset_index(drop=True)
-        origin, stride = geometry_of(table)
-        return table, origin, stride
+        return full_table_for(state, predictions, path)
     raster = state.data.raster
     rows = predictions["row"].to_numpy(dtype=np.int64)
     cols = predictions["col"].to_numpy(dtype=np.int64)
@@ -77,6 +66,41 @@ def predictions_for(
     merged["prob"] = full
     origin, stride = state.geometry
     return merged, origin, stride
+
+
+def full_table_for(
+    state: SlideState, table: pd.DataFrame, path
+) -> tuple[pd.DataFrame, tuple[int, int], int]:
+    """A complete patch table (``patchwise stats`` / ``predict`` output) for this slide.
+
+    Returns the slide's rows, the grid origin and the stride.
+    """
+    from ..grid import TABLE_COLUMNS
+
+    missing = [c for c in TABLE_COLUMNS if c not in table]
+    if missing:
+        raise PatchwiseError(
+            f"not a patch table: it lacks {', '.join(missing[:4])}",
+            path=path,
+            hint="compute the patch grid first, or load a table written by 'patchwise stats'",
+        )
+    name = state.slide.name
+    slides = pd.unique(table["slide"].astype(str))
+    if name not in slides:
+        raise PatchwiseError(
+            f"table is for slide {', '.join(map(str, slides[:3]))}, not '{name}'",
+            path=path,
+            hint="load the table of the open slide",
+        )
+    table = table[table["slide"].astype(str) == name].reset_index(drop=True)
+    _, height, width = state.slide.shape
+    if (table["y"] + table["height"]).max() > height or (table["x"] + table["width"]).max() > width:
+        raise PatchwiseError(
+            f"table's patches reach beyond the {height} x {width} slide '{name}'",
+            path=path,
+        )
+    origin, stride = geometry_of(table)
+    return table, origin, stride
 
 
 def geometry_of(table: pd.DataFrame) -> tuple[tuple[int, int], int]:

@@ -50,7 +50,7 @@ from .form import SettingsForm
 from .histograms import Figure1Canvas
 from .layer_slide import slide_of_layer, with_mask_layer
 from .overlays import SlideOverlays, overlay_transform
-from .predictions import predictions_for
+from .predictions import full_table_for, predictions_for
 from .state import SlideState, slide_key
 from .workers import Cancelled, ComputeResult, compute_table, prepare, run_in_thread
 
@@ -566,6 +566,39 @@ class PatchwiseWidget(QWidget):
             show_error(str(exc))
             return False
         return self.set_predictions(table, source=path)
+
+    def load_table(self, path: str | Path) -> bool:
+        """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
+        try:
+            from ..grid import TABLE_COLUMNS
+            from ..io.tables import read_table
+
+            table = read_table(path, required=TABLE_COLUMNS)
+        except PatchwiseError as exc:
+            show_error(str(exc))
+            return False
+        return self.show_table(table, source=path)
+
+    def show_table(self, table: pd.DataFrame, *, source="table") -> bool:
+        """Show a complete patch table (with or without ``prob``) instead of computing one."""
+        if self._worker is not None:
+            show_info("Patchwise: wait for the running computation (or cancel it)")
+            return False
+        try:
+            state = self._require_state()
+            table, origin, stride = full_table_for(state, table, source)
+        except PatchwiseError as exc:
+            show_error(str(exc))
+            return False
+        # the form shows the table's grid
+        state.settings.patch_size = int(table["height"].max())
+        state.settings.stride = 0 if stride == state.settings.patch_size else stride
+
+        def job(*, cancel, progress):  # noqa: ARG001 - O(N log N): bins, rasters
+            return prepare(table, origin, stride)
+
+        self._start(job, state, f"Patch table of {state.slide.name}")
+        return True
 
     def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
         """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""

@@ -1,0 +1,96 @@
+"""``patchwise view``: open a slide in napari with the Patchwise dock and its overlays.
+
+With ``--table`` the patch table (``patchwise stats`` or ``predict`` output, with or
+without ``prob``) is shown as it is; otherwise the patch grid is computed with
+``--patch-size``. ``--screenshot`` renders the window (e.g. under Xvfb) and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "view",
+        help="open a slide in napari with the Patchwise overlays and dock",
+        description="Open IMAGE (and its MASK) in napari through the Patchwise reader, dock "
+        "the Patchwise widget and show a patch table: TABLE if given, else one computed "
+        "with --patch-size.",
+    )
+    p.add_argument("image", type=Path, help="slide (OME-TIFF/TIFF, OME-Zarr, PNG/JPEG)")
+    p.add_argument("--mask", type=Path, help="tumor mask of the slide")
+    p.add_argument("--table", type=Path, help="patch table (parquet/CSV) of the slide")
+    p.add_argument("--patch-size", type=int, default=64, help="patch size to compute (64)")
+    p.add_argument("--tau", type=float, default=0.1, help="tissue-size threshold (0.1)")
+    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (0.5)")
+    p.add_argument("--screenshot", type=Path, help="save a window screenshot here and exit")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import PatchwiseError
+    from ..io.reader import slide_name
+
+    for path in (args.image, args.mask, args.table):
+        if path is not None and not path.exists():
+            raise PatchwiseError("no such file", path=path, hint="check the path")
+    table = None
+    if args.table is not None:
+        # Check the table before starting napari: a wrong one is a one-line error, exit 2.
+        from ..grid import TABLE_COLUMNS
+        from ..io.tables import read_table
+
+        table = read_table(args.table, required=TABLE_COLUMNS)
+        name = slide_name(args.image)
+        if name not in set(table["slide"].astype(str)):
+            raise PatchwiseError(
+                f"table is for slide {', '.join(sorted(set(table['slide'].astype(str)))[:3])}, "
+                f"not '{name}'",
+                path=args.table,
+                hint="pass the table of this image",
+            )
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise PatchwiseError(
+            "no display to show napari on", hint="run it under xvfb-run with --screenshot"
+        )
+
+    import napari
+
+    from .._napari.demo_view import wait_until_idle
+    from .._napari.widget import PatchwiseWidget
+
+    viewer = napari.Viewer(title=f"patchwise view {args.image.name}")
+    viewer.window.resize(1500, 950)
+    viewer.open(args.image, plugin="napari-patchwise")
+    mask_layer = None
+    if args.mask is not None:
+        (mask_layer,) = viewer.open(args.mask, plugin="napari-patchwise")
+        mask_layer.opacity = 0.3
+    widget = PatchwiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Patchwise", area="right")
+    if mask_layer is not None:
+        widget.mask_combo.setCurrentText(mask_layer.name)
+    widget.form.patch_size.setValue(args.patch_size)
+    widget.tau_slider.setValue(args.tau)
+    widget.threshold_slider.setValue(args.threshold)
+    if table is not None:
+        widget.show_table(table, source=args.table)
+    else:
+        widget.compute()
+    if args.screenshot is None:
+        napari.run()
+        return 0
+    wait_until_idle(widget)
+    if widget.current is None or widget.current.data is None:
+        viewer.close()
+        raise PatchwiseError("nothing to show: the patch table could not be made", path=args.image)
+    viewer.reset_view()
+    from .demo import save_screenshot
+
+    path = save_screenshot(viewer, args.screenshot)
+    viewer.close()
+    print(path)
+    return 0
