@@ -17,9 +17,14 @@
    512 x 512 regions at random places (what napari asks for when panning). ``--chunk-sides``
    repeats the direct reader with other dask chunk sides than its default (about 4 MiB
    per chunk). Best of ``--repeats`` runs.
+5. With ``--stats IMAGE MASK``: ``grid.patch_stats`` from disk through the previous path
+   (zarr store reader, searchsorted mask mapping), with only the mapping replaced, and
+   through the current one, against a numpy reshape-sum over the mask in memory.
 
 Run:  .venv/bin/python benchmarks/bench_read.py [--side 4096] [--open-side 50000]
-      .venv/bin/python benchmarks/bench_read.py --side 0 --stream benchmarks/_data/bench_20480_mask.tif
+      .venv/bin/python benchmarks/bench_read.py --side 0 \
+          --stream benchmarks/_data/bench_20480_mask.tif benchmarks/_data/bench_20480.ome.tif \
+          --stats benchmarks/_data/bench_20480.ome.tif benchmarks/_data/bench_20480_mask.tif
 """
 
 from __future__ import annotations
@@ -259,6 +264,54 @@ def bench_stream(path: Path, repeats: int, chunk_sides: list[int]) -> dict:
     return results
 
 
+def searchsorted_map_values(labels, keys, classes):
+    """The mask value mapping before the lookup table (a searchsorted pass per pixel)."""
+    index = np.searchsorted(keys, labels).clip(0, len(keys) - 1)
+    return classes[index]
+
+
+def bench_stats(image: Path, mask: Path, repeats: int, patch: int = 256) -> dict:
+    """``patch_stats`` from disk through the previous and the current read path."""
+    from napari_patchwise.grid import PatchGrid, patch_stats
+    from napari_patchwise.io import mask as mask_module
+    from napari_patchwise.io import open_slide
+
+    grid = PatchGrid(patch)
+    labels = tifffile.imread(mask)
+    r, c = labels.shape[0] // patch, labels.shape[1] // patch
+
+    def floor():  # one vectorised numpy pass over the mask already in memory
+        m = labels[: r * patch, : c * patch]
+        return [(m == k).reshape(r, patch, c, patch).sum(axis=(1, 3)) for k in (1, 2)]
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    t_floor = best(floor)
+    results = {"floor: numpy reshape-sum, mask in memory": {"seconds": t_floor}}
+    mapper = mask_module.map_values
+    for name, kind, mapping in (
+        ("previous: zarr store reader + searchsorted mapping", "zarr", searchsorted_map_values),
+        ("previous reader + lookup-table mapping", "zarr", mapper),
+        ("current: direct tile reader + lookup-table mapping", "direct", mapper),
+    ):
+        # The mapping function goes into the mask's dask graph when the slide is opened.
+        mask_module.map_values = mapping
+        try:
+            with reader(kind, 1024 if kind == "zarr" else None):
+                slide = open_slide(image, mask=mask)
+        finally:
+            mask_module.map_values = mapper
+        t = best(lambda slide=slide: patch_stats(slide, grid))
+        results[name] = {"seconds": t, "x floor": t / t_floor}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=4096)
@@ -266,6 +319,7 @@ def main() -> None:
     parser.add_argument("--stream", type=Path, nargs="*", default=[], help="TIFFs to stream")
     parser.add_argument("--chunk-sides", type=int, nargs="*", default=[])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--stats", type=Path, nargs=2, metavar=("IMAGE", "MASK"))
     args = parser.parse_args()
     for path in args.stream:
         print(
@@ -274,6 +328,12 @@ def main() -> None:
         for name, r in bench_stream(path, args.repeats, args.chunk_sides).items():
             extras = ", ".join(f"{k}={v:.2f}" for k, v in r.items())
             print(f"  {name:44s} {extras}", flush=True)
+    if args.stats:
+        image, mask = args.stats
+        print(f"\npatch_stats (256 px patches, tissue from the mask) of {image.name} + {mask.name}")
+        for name, r in bench_stats(image, mask, args.repeats).items():
+            extras = ", ".join(f"{k}={v:.2f}" for k, v in r.items())
+            print(f"  {name:52s} {extras}", flush=True)
     side = args.side
     if not side:
         return
