@@ -48,9 +48,17 @@ def test_sample_cache_dir_default(monkeypatch, tmp_path):
 @pytest.mark.gui
 def test_open_sample_menu_entry_adds_the_slide(make_napari_viewer, qtbot, small_sample):
     from napari.layers import Image, Labels
+    from qtpy.QtCore import QTimer
 
     viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-patchwise", "synthetic-slide")
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    viewer.open_sample("napari-patchwise", "synthetic-slide")  # writes it: seconds
+    timer.stop()
+    # The event loop kept turning while the sample was written (a blocking write: 0).
+    assert len(ticks) >= 5, len(ticks)
     assert [type(layer) for layer in viewer.layers] == [Image, Image, Image, Labels]
     assert [layer.name for layer in viewer.layers][:3] == ["CARS", "TPEF", "SHG"]
     viewer.layers[-1].visible = False
