@@ -304,16 +304,21 @@ def test_cyx_view_indexes_like_the_transposed_array(rng):
     assert gray.shape == (1, 5, 6) and gray[0, 1:3].shape == (2, 6) and gray[:, 1].shape == (1, 6)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
-@pytest.mark.parametrize("spec", ["default", "binary", "0=background,7=healthy,300=tumor"])
+@pytest.mark.parametrize(
+    ("dtype", "spec"),
+    [
+        (dtype, spec)
+        for dtype in (np.uint8, np.uint16, np.int32)
+        for spec in ("default", "binary", "0=background,7=healthy,300=tumor")
+        if not (dtype == np.uint8 and spec.endswith("300=tumor"))  # 300 does not fit
+    ],
+)
 def test_mask_value_mapping_matches_a_per_value_loop(rng, dtype, spec):
     """``map_values`` (identity / lookup table / searchsorted by dtype) is exact."""
     from napari_patchwise.io.mask import MaskMap, map_values
 
     mapping = MaskMap.parse(spec)
     keys, classes = mapping.table()
-    if np.iinfo(dtype).max < keys.max():
-        pytest.skip("values do not fit the dtype")
     labels = rng.choice(keys, size=(37, 41)).astype(dtype)
     want = np.zeros(labels.shape, np.uint8)
     for value, cls in mapping.classes.items():
