@@ -26,8 +26,9 @@ def tqdm_progress(
     def update(done: int, total: int) -> None:
         if bar.total != total:
             bar.total = total
-        bar.n = done
-        bar.refresh()
+        # update() redraws at most every `mininterval` (0.1 s): callers may report per tile
+        # without flooding a log with bar redraws.
+        bar.update(done - bar.n)
 
     try:
         yield update

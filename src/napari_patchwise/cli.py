@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A terminated run (SIGTERM) unwinds like Ctrl-C, so atomic writers and temporary
+    # directories clean up instead of leaving partial files beside the outputs.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return int(args._run(args) or 0)
     except PatchwiseError as exc:

@@ -37,10 +37,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-
-    # A terminated run (SIGTERM) unwinds like Ctrl-C: temporary and scratch files go.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
     from ..synth import SynthConfig, default_mask_path, write_synthetic_slide
