@@ -70,7 +70,7 @@ def test_slide_rejects_mismatched_channel_names():
 def test_core_does_not_import_qt_napari_or_torch():
     code = (
         "import sys, napari_patchwise, napari_patchwise.slide, napari_patchwise.cli;"
-        "bad = [m for m in ('napari', 'PyQt5', 'qtpy', 'torch') if m in sys.modules];"
+        "bad = [m for m in ('napari', 'PyQt5', 'PyQt6', 'PySide6', 'qtpy', 'torch') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -68,5 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def console_main() -> None:
+    """Entry point of the installed ``patchwise`` command."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        # Cleanup already ran while the interrupt unwound. Exit now: CPython can still
+        # turn a handled interrupt into death by SIGINT at shutdown when it landed inside
+        # an import, which a caller would read as a crash rather than exit code 130.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

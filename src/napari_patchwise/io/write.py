@@ -24,6 +24,7 @@ import dask.array as da
 import numpy as np
 
 from .._atomic import atomic_path
+from .._compute import joined_threads
 from .._progress import ProgressCallback, dask_progress
 from ..errors import PatchwiseError
 
@@ -382,7 +383,7 @@ def _store_levels(
         sources.append(level.rechunk(arrays[-1].chunks))
     if attrs:
         root.attrs.update(attrs)
-    with dask_progress(progress):
+    with joined_threads(), dask_progress(progress):
         da.store(sources, arrays, lock=False)
     return arrays
 
@@ -436,6 +437,6 @@ def staged_arrays(
             for i, a in enumerate(arrays)
         ]
         sources = [a.rechunk(t.chunks) for a, t in zip(arrays, targets, strict=True)]
-        with dask_progress(progress):
+        with joined_threads(), dask_progress(progress):
             da.store(sources, targets, lock=False)
         yield [da.from_zarr(t) for t in targets]
