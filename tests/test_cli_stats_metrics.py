@@ -154,6 +154,16 @@ def test_manifest_keeps_slide_ids_and_splits(tmp_path, pairs):
     assert len(table) == 2 * 2 * 3
 
 
+def test_manifest_of_test_slides_only_is_enough_for_stats(tmp_path, pairs):
+    # Patch statistics describe any cohort; only training needs train and val slides.
+    manifest = tmp_path / "test-cohort.csv"
+    manifest.write_text(f"image,mask,split\n{pairs[0][0].name},{pairs[0][1].name},test\n")
+    out = tmp_path / "test.csv"
+    assert main(["stats", str(manifest), "--patch-size", "32", "--out", str(out), "--quiet"]) == 0
+    table = read_table(out)
+    assert set(table["split"]) == {"test"} and len(table) == 2 * 3
+
+
 def test_workers_give_the_same_table_as_threads(tmp_path, pairs):
     images = [str(p[0]) for p in pairs]
     masks = [str(p[1]) for p in pairs]

@@ -29,13 +29,18 @@ class CohortEntry:
     line: int  # line number in the manifest, for error messages
 
 
-def read_manifest(path: str | os.PathLike) -> list[CohortEntry]:
+def read_manifest(
+    path: str | os.PathLike, *, require_splits: tuple[str, ...] = ("train", "val")
+) -> list[CohortEntry]:
     """Parse and validate a cohort manifest.
 
     Parameters
     ----------
     path : path-like
         The CSV file.
+    require_splits : tuple of str
+        Splits that must have at least one slide: training needs ``train`` and ``val``
+        (model selection); patch statistics of, say, a test cohort need none.
 
     Returns
     -------
@@ -46,8 +51,8 @@ def read_manifest(path: str | os.PathLike) -> list[CohortEntry]:
     ------
     PatchwiseError
         Missing manifest or columns, a missing image or mask (naming the line and path),
-        an unknown split value, a slide id in two rows, or no training or no validation
-        slides.
+        an unknown split value, a slide id in two rows, or a split of ``require_splits``
+        with no slide.
     """
     from .io.reader import slide_name
 
@@ -101,7 +106,9 @@ def read_manifest(path: str | os.PathLike) -> list[CohortEntry]:
         seen[slide] = line
         entries.append(CohortEntry(files["image"], files["mask"], split, slide, line))
 
-    for needed, what in (("train", "training"), ("val", "validation")):
+    names = {"train": "training", "val": "validation", "test": "test"}
+    for needed in require_splits:
+        what = names[needed]
         if not any(e.split == needed for e in entries):
             raise PatchwiseError(
                 f"no {what} slides (no row with split={needed})",
