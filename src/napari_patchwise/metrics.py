@@ -188,7 +188,7 @@ class Evaluator:
             r_z = int(np.count_nonzero(right_z))
             r_yz = int(np.count_nonzero(right_z & y))
             correct = np.array([r - r_y - r_z + r_yz, r_z - r_yz, r_y - r_yz, r_yz], np.int64)
-        return _from_counts(
+        return evaluation_from_counts(
             counts,
             correct,
             tau=tau,
@@ -283,7 +283,7 @@ def expected_calibration_error(label: ArrayLike, prob: ArrayLike, n_bins: int = 
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _from_counts(
+def evaluation_from_counts(
     counts: np.ndarray,
     correct: np.ndarray,
     *,
@@ -292,7 +292,11 @@ def _from_counts(
     ece: float,
     has_predictions: bool,
 ) -> Evaluation:
-    """Every summary metric from per-group sizes and correct counts (4 + 4 integers)."""
+    """Every summary metric from per-group sizes and correct counts (4 + 4 integers).
+
+    The shared last step of :func:`evaluate` and of callers that count groups their own
+    faster way (the viewer's slider evaluator), so both report identical metrics.
+    """
     n = int(counts.sum())
     class_counts = counts.reshape(2, 2).sum(axis=1)
     class_correct = correct.reshape(2, 2).sum(axis=1)

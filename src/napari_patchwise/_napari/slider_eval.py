@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import Evaluation, _from_counts, expected_calibration_error
+from ..metrics import Evaluation, evaluation_from_counts, expected_calibration_error
 
 
 def _cumsum0(values: np.ndarray) -> np.ndarray:
@@ -87,7 +87,7 @@ class SliderEvaluator:
             else:
                 correct = self._correct_by_ratio(k, threshold)
         self._last = (tau, threshold)
-        return _from_counts(
+        return evaluation_from_counts(
             counts,
             correct,
             tau=tau,

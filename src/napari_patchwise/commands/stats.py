@@ -164,7 +164,9 @@ def _jobs(
     if len(images) == 1 and images[0].lower().endswith(".csv") and not masks:
         from ..cohort import read_manifest
 
-        return [(e.image, e.mask, e.split, e.slide) for e in read_manifest(images[0], require_splits=())]
+        return [
+            (e.image, e.mask, e.split, e.slide) for e in read_manifest(images[0], require_splits=())
+        ]
     if not masks:
         raise PatchwiseError(
             "labels need a tumor mask for every image",
