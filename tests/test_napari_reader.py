@@ -45,12 +45,22 @@ def errors(monkeypatch):
 def test_get_reader_accepts_only_supported_paths(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "store.zarr").mkdir()
-    for name in ("a.ome.tif", "b.tiff", "c.png", "d.jpg"):
+    for name in ("a.ome.tif", "b.tiff", "c.png", "d.jpg", "E.TIF", "F.JPG"):
         assert napari_get_reader(str(tmp_path / name)) is reader_module.read_layers
     assert napari_get_reader(str(tmp_path / "store.zarr")) is reader_module.read_layers
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
     assert napari_get_reader(str(tmp_path / "plain")) is None
     assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
+
+
+def test_manifest_patterns_cover_upper_case_extensions():
+    # napari matches filename_patterns case-sensitively; scanners often write SLIDE.TIF.
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-patchwise")
+    patterns = {p for r in manifest.contributions.readers for p in r.filename_patterns}
+    for ext in ("tif", "tiff", "png", "jpg", "jpeg"):
+        assert f"*.{ext}" in patterns and f"*.{ext.upper()}" in patterns
 
 
 def test_one_multiscale_additive_layer_per_channel(tmp_path, rng):
