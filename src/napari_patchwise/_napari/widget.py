@@ -175,6 +175,10 @@ class PatchwiseWidget(QWidget):
         errors_layout.addWidget(self.errors_label)
         errors_layout.addWidget(self.errors)
         self.tabs.addTab(errors_page, "Errors")
+        from .model_panel import ModelPanel
+
+        self.model_panel = ModelPanel(self)
+        self.tabs.addTab(self.model_panel, "Model")
         root.addWidget(self.tabs, stretch=1)
 
         files = QGridLayout()

@@ -1,0 +1,160 @@
+"""The dock's Model tab on a real napari viewer (run under Xvfb): train, cancel, predict.
+
+The cohort is tests/_cohort.py's tiny one (16 px patches, 8 x 8 cells per slide); the
+model is the CPU-friendly smallcnn with one torch thread.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from _cohort import make_cohort
+from napari_patchwise._napari import model_panel as panel_module
+from napari_patchwise._napari import widget as widget_module
+from napari_patchwise._napari.widget import PatchwiseWidget
+
+pytestmark = pytest.mark.gui
+
+P = 16
+STEPS = 15
+EVAL_EVERY = 5
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("cohort"), patch=P)
+
+
+@pytest.fixture
+def dock(make_napari_viewer, qtbot, monkeypatch):
+    """The dock on a viewer; notifications recorded instead of shown."""
+    notes: dict[str, list[str]] = {"error": [], "info": []}
+    for module in (panel_module, widget_module):
+        monkeypatch.setattr(module, "show_error", notes["error"].append)
+        monkeypatch.setattr(module, "show_info", notes["info"].append)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    widget = PatchwiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Patchwise")
+    panel = widget.model_panel
+    panel.extra_options = {"num_threads": 1, "seed": 1, "augment": False}
+    return viewer, widget, panel, notes
+
+
+def fill(panel, manifest, out, *, steps=STEPS):
+    panel.manifest_edit.setText(str(manifest))
+    panel.out_edit.setText(str(out))
+    panel.model_combo.setCurrentText("smallcnn")
+    panel.patch_size.setValue(P)
+    panel.steps.setValue(steps)
+    panel.eval_every.setValue(EVAL_EVERY)
+    panel.batch_size.setValue(16)
+    panel.lr.setValue(0.05)
+
+
+def train_and_wait(qtbot, panel, timeout_s=60):
+    with qtbot.waitSignal(panel.trained, timeout=timeout_s * 1000):
+        panel.train_button.click()
+    qtbot.waitUntil(lambda: not panel.busy(), timeout=5000)
+
+
+def test_training_from_the_panel_writes_the_run_and_draws_every_evaluation(
+    dock, qtbot, manifest, tmp_path
+):
+    viewer, widget, panel, notes = dock
+    widget.tau_slider.setValue(0.3)
+    fill(panel, manifest, tmp_path / "run")
+    panel.method_combo.setCurrentText("gerne")
+    assert panel.beta.isEnabled() and panel.c.isEnabled()
+    panel.beta.setValue(0.5)
+    train_and_wait(qtbot, panel)
+    assert notes["error"] == []
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "history.csv", "config.json"):
+        assert (run / name).is_file(), name
+    config = pd.read_json(run / "config.json", typ="series")
+    assert config["tau"] == pytest.approx(0.3)  # the dock's slider
+    assert config["method"] == "gerne" and config["beta"] == pytest.approx(0.5)
+    history = pd.read_csv(run / "history.csv")
+    assert history["step"].tolist() == [5, 10, 15]
+    curves = panel.curves
+    assert list(curves.wga_line.get_xdata()) == [5, 10, 15]
+    assert list(curves.wga_line.get_ydata()) == pytest.approx(history["val_wga"].tolist())
+    assert list(curves.bca_line.get_ydata()) == pytest.approx(history["val_bca"].tolist())
+    assert list(curves.loss_line.get_xdata()) == list(range(1, STEPS + 1))
+    assert panel.progress_bar.value() == panel.progress_bar.maximum() == STEPS
+    assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.run_edit.text() == str(run)  # predict defaults to the run just trained
+
+
+def test_cancel_stops_within_a_step_and_leaves_a_valid_last_checkpoint(
+    dock, qtbot, manifest, tmp_path
+):
+    _, _, panel, notes = dock
+    steps = 10_000
+    fill(panel, manifest, tmp_path / "run", steps=steps)
+    panel.train_button.click()
+    assert panel.cancel_button.isEnabled() and not panel.train_button.isEnabled()
+    qtbot.waitUntil(lambda: panel.progress_bar.value() >= 3, timeout=60_000)
+    with qtbot.waitSignal(panel.trained, timeout=30_000):
+        panel.cancel_button.click()
+    qtbot.waitUntil(lambda: not panel.busy(), timeout=5000)
+    shown = panel.progress_bar.value()
+    last = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    # stopped at the step in progress when Cancel was pressed, long before the end
+    assert shown <= last["step"] < steps
+    assert last["step"] - shown <= 1
+    assert panel_module.TRAIN_CANCELLED in notes["info"]
+    assert notes["error"] == []
+    assert panel.train_button.isEnabled() and panel.predict_button.isEnabled()
+    assert not panel.cancel_button.isEnabled()
+
+
+def test_a_bad_manifest_is_one_notification_line(dock, qtbot, tmp_path):
+    _, _, panel, notes = dock
+    bad = tmp_path / "cohort.csv"
+    bad.write_text("image,split\nmissing.tif,train\n")
+    fill(panel, bad, tmp_path / "run")
+    panel.train_button.click()
+    qtbot.waitUntil(lambda: not panel.busy() and bool(notes["error"]), timeout=30_000)
+    (message,) = notes["error"]
+    assert "\n" not in message and "Traceback" not in message
+    assert "cohort.csv" in message
+    assert panel.train_button.isEnabled()
+    # a file that does not exist is refused before any worker starts
+    fill(panel, tmp_path / "nope.csv", tmp_path / "run2")
+    panel.train_button.click()
+    assert not panel.busy()
+    assert "nope.csv" in notes["error"][-1] and "not found" in notes["error"][-1]
+
+
+def test_predict_from_the_panel_loads_prob_into_the_dock(dock, qtbot, manifest, tmp_path):
+    viewer, widget, panel, notes = dock
+    fill(panel, manifest, tmp_path / "run", steps=10)
+    train_and_wait(qtbot, panel)
+    # the cohort's test slide and its mask, opened as napari would
+    folder = manifest.parent
+    viewer.open(str(folder / "s3.ome.tif"), plugin="napari-patchwise")
+    viewer.open(str(folder / "s3_mask.tif"), plugin="napari-patchwise")
+    widget.mask_combo.setCurrentText("s3_mask")
+    widget.form.patch_size.setValue(P)
+    with qtbot.waitSignal(widget.applied, timeout=30_000):
+        widget.compute_button.click()
+    assert widget.current.data.prob is None
+    with qtbot.waitSignal(widget.applied, timeout=60_000):
+        panel.predict_button.click()
+    assert notes["error"] == []
+    data = widget.current.data
+    assert data.prob is not None
+    n = len(data.table)
+    assert n == 64 and int(pd.isna(data.prob).sum()) == 0  # every patch predicted
+    names = [layer.name for layer in viewer.layers]
+    assert any(name.endswith("correctness") for name in names)
+    assert any(name.endswith("tumor probability") for name in names)
+    # the metrics table shows an evaluation (TN + FP + FN + TP = labelled patches)
+    s = widget.current.settings
+    tn, fp, fn, tp = data.evaluator.evaluate(s.tau, s.threshold).confusion
+    assert tn + fp + fn + tp == n
+    assert widget.errors_label.text().endswith("click one to go there")
