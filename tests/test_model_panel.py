@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import tifffile
 import torch
 
 from _cohort import make_cohort
@@ -137,7 +138,7 @@ def test_predict_from_the_panel_loads_prob_into_the_dock(dock, qtbot, manifest, 
     # the cohort's test slide and its mask, opened as napari would
     folder = manifest.parent
     viewer.open(str(folder / "s3.ome.tif"), plugin="napari-patchwise")
-    viewer.open(str(folder / "s3_mask.tif"), plugin="napari-patchwise")
+    viewer.add_labels(tifffile.imread(folder / "s3_mask.tif"), name="s3_mask")
     widget.mask_combo.setCurrentText("s3_mask")
     widget.form.patch_size.setValue(P)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
