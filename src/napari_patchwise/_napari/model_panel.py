@@ -418,6 +418,8 @@ class ModelPanel(QWidget):
             show_info(f"Patchwise: predictions for {state.slide.name} not shown (slide changed)")
             return
         columns = [c for c in PREDICTION_COLUMNS if c in table]
+        self.progress_bar.setRange(0, max(len(table), 1))
+        self.progress_bar.setValue(len(table))
         if self.dock.set_predictions(table[columns], source=run_dir):
             self.status_label.setText(f"predicted {len(table):,} patches with {run_dir}")
             self.predicted.emit()
