@@ -6,6 +6,7 @@ model is the CPU-friendly smallcnn with one torch thread.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import tifffile
@@ -159,3 +160,38 @@ def test_predict_from_the_panel_loads_prob_into_the_dock(dock, qtbot, manifest, 
     tn, fp, fn, tp = data.evaluator.evaluate(s.tau, s.threshold).confusion
     assert tn + fp + fn + tp == n
     assert widget.errors_label.text().endswith("click one to go there")
+
+
+def expected_beta_max(manifest, tau: float, c: float) -> float:
+    """GERNE's bound from the training masks, by hand: every 16 px cell is a patch."""
+    labels, ratios = [], []
+    for name in ("s0", "s1"):  # the two training slides
+        mask = tifffile.imread(manifest.parent / f"{name}_mask.tif")
+        cells = mask.reshape(8, P, 8, P).transpose(0, 2, 1, 3).reshape(64, P * P)
+        labels.append((cells == 2).any(axis=1))
+        ratios.append((cells > 0).mean(axis=1))
+    label, large = np.concatenate(labels), np.concatenate(ratios) >= tau
+    alpha = np.array([[np.mean(large[label == y] == a) for a in (0, 1)] for y in (0, 1)])
+    a_max = alpha.max()
+    return a_max / (c * (a_max - 0.5)) - 1.0
+
+
+def test_check_cohort_shows_beta_max_for_the_current_tau_and_c(dock, qtbot, manifest, tmp_path):
+    _, widget, panel, notes = dock
+    fill(panel, manifest, tmp_path / "run")
+    panel.method_combo.setCurrentText("gerne")
+    assert panel.beta_max() is None
+    with qtbot.waitSignal(panel.check_button.clicked, timeout=1000):
+        panel.check_button.click()
+    qtbot.waitUntil(lambda: not panel.busy(), timeout=30_000)
+    assert notes["error"] == []
+    for tau, c in ((0.3, 0.5), (0.05, 1.0)):
+        widget.tau_slider.setValue(tau)
+        panel.c.setValue(c)
+        bound = expected_beta_max(manifest, tau, c)
+        assert panel.beta_max() == pytest.approx(bound)
+        assert panel.beta_max_label.text().startswith(f"{bound:.4g} ")
+    panel.beta.setValue(bound + 1.0)
+    assert panel.beta_max_label.text().endswith("beta is too large")
+    panel.patch_size.setValue(2 * P)  # other patches: the bound is unknown again
+    assert panel.beta_max() is None

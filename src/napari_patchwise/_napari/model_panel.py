@@ -49,14 +49,22 @@ from qtpy.QtWidgets import (
 
 from ..errors import PatchwiseError
 from ..train import SELECT_METRICS, TrainConfig
-from .train_worker import Eval, Prepare, Step, TrainOutcome, predict_job, run_training
+from .train_worker import (
+    Eval,
+    Prepare,
+    Step,
+    TrainOutcome,
+    predict_job,
+    run_training,
+    train_groups_job,
+)
 from .workers import Cancelled, run_in_thread
 
 METHODS = ("erm", "gerne", "groupdro", "resample", "reweight")
 GUI_MODELS = ("smallcnn", "resnet18", "resnet50")  # smallcnn first: trains on a CPU
 PREDICTION_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
 TRAIN_CANCELLED = "Patchwise: training cancelled (last.pt holds the last step)"
-PREDICT_CANCELLED = "Patchwise: prediction cancelled"
+JOB_CANCELLED = "Patchwise: cancelled"
 
 
 def _preload_torch() -> None:
@@ -154,6 +162,8 @@ class ModelPanel(QWidget):
         self.last_run: Path | None = None
         self._worker = None
         self._stop: threading.Event | None = None
+        # (manifest, patch size) -> the training split's label and tissue_ratio arrays
+        self._train_groups: tuple[tuple[str, int], np.ndarray, np.ndarray] | None = None
         self._build_ui()
         self._on_method()
 
@@ -196,6 +206,18 @@ class ModelPanel(QWidget):
         form.addRow("learning rate", self.lr)
         form.addRow("beta (GERNE)", self.beta)
         form.addRow("c (GERNE)", self.c)
+        beta_row = QHBoxLayout()
+        self.beta_max_label = QLabel("check the cohort to see it")
+        self.beta_max_label.setWordWrap(True)
+        self.check_button = QPushButton("Check cohort")
+        self.check_button.setToolTip(
+            "prepare the training slides' patches (cached for training) to compute the "
+            "GERNE bound beta_max at the current tau and c"
+        )
+        self.check_button.clicked.connect(self.start_check)
+        beta_row.addWidget(self.beta_max_label, stretch=1)
+        beta_row.addWidget(self.check_button)
+        form.addRow("beta_max", beta_row)
         form.addRow("select", self.select_combo)
         form.addRow("run folder", out_row)
         self.tau_label = QLabel()
@@ -234,9 +256,41 @@ class ModelPanel(QWidget):
         root.addWidget(predict_box)
         self._show_tau()
         self.dock.tau_slider.valueChanged.connect(self._show_tau)
+        for spin in (self.beta, self.c):
+            spin.valueChanged.connect(self._show_beta_max)
+        self.manifest_edit.textChanged.connect(self._show_beta_max)
+        self.patch_size.valueChanged.connect(self._show_beta_max)
 
     def _show_tau(self, value=None) -> None:  # noqa: ARG002
         self.tau_label.setText(f"{self.dock.tau_slider.value():.3f} (the dock's tau slider)")
+        self._show_beta_max()
+
+    def _groups_key(self) -> tuple[str, int]:
+        return (self.manifest_edit.text().strip(), self.patch_size.value())
+
+    def beta_max(self) -> float | None:
+        """GERNE's bound at the current tau and c (None until the cohort was checked)."""
+        if self._train_groups is None or self._train_groups[0] != self._groups_key():
+            return None
+        from ..methods.base import TrainingGroups
+        from ..methods.gerne import beta_max
+
+        _, label, ratio = self._train_groups
+        alpha = TrainingGroups.from_table(label, ratio, self.dock.tau_slider.value()).alpha
+        return beta_max(alpha, self.c.value())
+
+    def _show_beta_max(self, value=None) -> None:  # noqa: ARG002
+        bound = self.beta_max()
+        if bound is None:
+            self.beta_max_label.setText("check the cohort to see it")
+            self.beta_max_label.setStyleSheet("")
+            return
+        ok = -1.0 <= self.beta.value() < bound
+        self.beta_max_label.setText(
+            f"{bound:.4g} at tau {self.dock.tau_slider.value():.3f}, c {self.c.value():g}"
+            + ("" if ok else " — beta is too large")
+        )
+        self.beta_max_label.setStyleSheet("" if ok else "color: #e05050;")
 
     def _on_method(self, method: str | None = None) -> None:
         gerne = (method or self.method_combo.currentText()) == "gerne"
@@ -393,19 +447,19 @@ class ModelPanel(QWidget):
         worker = create_worker(
             run_in_thread, job, cancel=self._stop, _start_thread=False, _ignore_errors=True
         )
-        worker.yielded.connect(self._on_predict_progress)
+        worker.yielded.connect(self._on_job_progress)
         worker.returned.connect(
             lambda table, st=state, run=run_dir: self._on_predicted(st, table, run)
         )
         worker.errored.connect(self._on_error)
-        worker.aborted.connect(lambda: show_info(PREDICT_CANCELLED))
+        worker.aborted.connect(lambda: show_info(JOB_CANCELLED))
         worker.finished.connect(self._on_finished)
         self.progress_bar.setRange(0, 0)
         self.progress_bar.setFormat("%v / %m patches")
         self.status_label.setText(f"predicting {state.slide.name} with {run_dir}…")
         self._start(worker)
 
-    def _on_predict_progress(self, value: tuple[int, int]) -> None:
+    def _on_job_progress(self, value: tuple[int, int]) -> None:
         done, total = value
         if total:
             self.progress_bar.setMaximum(total)
@@ -424,11 +478,47 @@ class ModelPanel(QWidget):
             self.status_label.setText(f"predicted {len(table):,} patches with {run_dir}")
             self.predicted.emit()
 
+    # -- GERNE's bound -------------------------------------------------------------------
+    def start_check(self) -> None:
+        """Prepare the training split in a worker to show ``beta_max`` (see the tooltip)."""
+        if self.busy():
+            show_info("Patchwise: training or prediction is already running")
+            return
+        manifest, patch_size = key = self._groups_key()
+        if not manifest or not Path(manifest).is_file():
+            show_error(str(PatchwiseError("cohort manifest not found", path=manifest or "(none)")))
+            return
+        from napari.qt.threading import create_worker
+
+        from ..data import PatchSettings
+
+        self._stop = threading.Event()
+        job = train_groups_job(manifest, PatchSettings(patch_size=patch_size))
+        worker = create_worker(
+            run_in_thread, job, cancel=self._stop, _start_thread=False, _ignore_errors=True
+        )
+        worker.yielded.connect(self._on_job_progress)
+        worker.returned.connect(lambda arrays, k=key: self._on_checked(k, *arrays))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.setFormat("preparing the cohort")
+        self.status_label.setText(f"preparing the training slides of {Path(manifest).name}…")
+        self._start(worker)
+
+    def _on_checked(self, key, label: np.ndarray, ratio: np.ndarray) -> None:
+        self._train_groups = (key, label, ratio)
+        self.progress_bar.setFormat("cohort ready")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self.status_label.setText(f"{label.size:,} training patches")
+        self._show_beta_max()
+
     # -- shared ---------------------------------------------------------------------------
     def _start(self, worker) -> None:
         self._worker = worker
-        self.train_button.setEnabled(False)
-        self.predict_button.setEnabled(False)
+        for button in (self.train_button, self.predict_button, self.check_button):
+            button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         worker.start()
 
@@ -440,7 +530,7 @@ class ModelPanel(QWidget):
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
-            show_info(PREDICT_CANCELLED)
+            show_info(JOB_CANCELLED)
             return
         from .widget import _one_line
 
@@ -452,8 +542,8 @@ class ModelPanel(QWidget):
         self._stop = None
         if self.progress_bar.maximum() == 0:  # busy indicator of a prediction that failed
             self.progress_bar.setRange(0, 1)
-        self.train_button.setEnabled(True)
-        self.predict_button.setEnabled(True)
+        for button in (self.train_button, self.predict_button, self.check_button):
+            button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
 

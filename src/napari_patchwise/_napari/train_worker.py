@@ -169,3 +169,33 @@ def predict_job(
         return predict_table(slide, table, run_dir, batch_size=batch_size, progress=report)
 
     return job
+
+
+def train_groups_job(manifest: str | Path, settings) -> Callable[..., tuple]:
+    """A ``job(cancel=, progress=)`` returning the training split's ``(label, tissue_ratio)``.
+
+    It prepares the cohort exactly as training does (``data.load_cohort`` with
+    ``settings``, a :class:`~napari_patchwise.data.PatchSettings`), so the patch caches
+    it builds are reused by the next run; GERNE's ``beta_max`` follows from these arrays
+    for any tau and c without reading the slides again.
+    """
+
+    def job(*, cancel: threading.Event, progress) -> tuple:
+        import numpy as np
+
+        from ..data import load_cohort
+
+        def report(done: int, total: int) -> None:
+            if cancel.is_set():
+                raise Cancelled
+            progress(done, total)
+
+        table = load_cohort(manifest, settings, progress=report).table("train")
+        if table.empty:
+            raise PatchwiseError("the manifest has no training slides", path=manifest)
+        return (
+            table["label"].to_numpy(np.int64),
+            table["tissue_ratio"].to_numpy(np.float64),
+        )
+
+    return job
