@@ -13,15 +13,13 @@
   histograms and error list follow.
 
 Known trap: torch.optim imports triton lazily, and triton's bundled LLVM segfaults when
-it is first loaded after Mesa's llvmpipe (which any napari viewer under Xvfb/software GL
-brings in). The panel imports torch and triton when it is created, which is still after
-Qt; launching napari from a script that imports torch (and triton) first avoids the
-crash. The tests do this in ``conftest.py``.
+it is first loaded after Mesa's llvmpipe (which any napari viewer on software OpenGL
+brings in). Training therefore runs in a separate process (see :mod:`.train_worker`);
+the viewer's process only runs prediction's forward passes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from pathlib import Path
@@ -53,9 +51,11 @@ from .train_worker import (
     Eval,
     Prepare,
     Step,
+    TrainingFailed,
     TrainOutcome,
     predict_job,
     run_training,
+    stop_event,
     train_groups_job,
 )
 from .workers import Cancelled, run_in_thread
@@ -65,14 +65,6 @@ GUI_MODELS = ("smallcnn", "resnet18", "resnet50")  # smallcnn first: trains on a
 PREDICTION_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
 TRAIN_CANCELLED = "Patchwise: training cancelled (last.pt holds the last step)"
 JOB_CANCELLED = "Patchwise: cancelled"
-
-
-def _preload_torch() -> None:
-    """Import torch and triton now rather than mid-training (see the module docstring)."""
-    with contextlib.suppress(ImportError):
-        import torch  # noqa: F401
-    with contextlib.suppress(ImportError):
-        import triton  # noqa: F401
 
 
 def _line_edit_with_button(placeholder: str, on_browse) -> tuple[QLineEdit, QWidget]:
@@ -156,7 +148,6 @@ class ModelPanel(QWidget):
 
     def __init__(self, dock) -> None:
         super().__init__()
-        _preload_torch()
         self.dock = dock
         self.extra_options: dict = {}  # further TrainConfig fields (tests: num_threads, seed)
         self.last_run: Path | None = None
@@ -362,7 +353,7 @@ class ModelPanel(QWidget):
         from napari.qt.threading import create_worker
 
         self.out_edit.setText(config.out)
-        self._stop = threading.Event()
+        self._stop = stop_event()
         worker = create_worker(
             run_training, config, self._stop, _start_thread=False, _ignore_errors=True
         )
@@ -534,8 +525,9 @@ class ModelPanel(QWidget):
             return
         from .widget import _one_line
 
-        show_error(_one_line(exc))
-        self.status_label.setText("failed: " + _one_line(exc))
+        text = str(exc) if isinstance(exc, TrainingFailed) else _one_line(exc)
+        show_error(text)
+        self.status_label.setText("failed: " + text)
 
     def _on_finished(self) -> None:
         self._worker = None

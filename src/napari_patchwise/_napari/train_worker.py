@@ -1,11 +1,15 @@
 """Training and prediction as napari generator workers (no Qt, no layers here).
 
-``train.train`` is one blocking call, so it runs in a plain Python thread. Its callbacks
-push events into a :class:`queue.Queue`; :func:`run_training`, the body of a napari
-generator worker, drains the queue every :data:`POLL_S` seconds and yields the events
-in batches, so the main thread redraws at most a few tens of times per second however
-fast the steps are. Cancel sets an event that ``should_stop()`` returns: the loop stops
-after the current step and writes ``last.pt`` first, then the generator returns.
+Training runs in a **separate process** (``multiprocessing``, spawn): ``torch.optim``
+loads triton lazily, and triton's bundled LLVM segfaults when it is first loaded after
+Mesa's llvmpipe, which any napari viewer on software OpenGL has already loaded. A fresh
+process has no Mesa, and the viewer's process never imports the optimiser (training
+there also never competes with the viewer for the GIL). The child's training callbacks
+put events into a ``multiprocessing`` queue; :func:`run_training`, the body of a napari
+generator worker, collects them and yields them in batches about every :data:`POLL_S`
+seconds, so the main thread redraws a few tens of times per second however fast the
+steps are. Cancel sets a shared event that ``should_stop()`` returns: the loop stops
+after the current step and writes ``last.pt`` first, then the child reports back.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import pandas as pd
 from ..errors import PatchwiseError
 from ..slide import Slide
 from ..train import TrainCallbacks, TrainConfig
-from .workers import Cancelled
 
 POLL_S = 0.05
 
@@ -62,9 +65,10 @@ class TrainOutcome:
 
 
 class QueueCallbacks(TrainCallbacks):
-    """Training hooks that only enqueue events (they run in the training thread)."""
+    """Training hooks that only enqueue events (queue and stop event are shared with the
+    viewer's process)."""
 
-    def __init__(self, events: queue.Queue, stop: threading.Event) -> None:
+    def __init__(self, events, stop) -> None:
         self.events = events
         self.stop = stop
 
@@ -81,51 +85,96 @@ class QueueCallbacks(TrainCallbacks):
         return self.stop.is_set()
 
 
-def _drain(events: queue.Queue) -> list:
-    batch = []
-    while True:
-        try:
-            batch.append(events.get_nowait())
-        except queue.Empty:
-            return batch
+class TrainingFailed(Exception):
+    """Training ended with an unexpected error (its one-line description)."""
 
 
-def run_training(config: TrainConfig, stop: threading.Event) -> Generator[list, None, TrainOutcome]:
-    """Generator body for a napari ``thread_worker``: train, yielding event batches.
+@dataclass(frozen=True)
+class _Finished:
+    out: str
 
-    Yields lists of :class:`Prepare` / :class:`Step` / :class:`Eval`; returns a
-    :class:`TrainOutcome`, or raises the training's error (e.g. :class:`PatchwiseError`).
-    If the generator is closed early (the viewer quits), training is asked to stop too.
-    """
+
+@dataclass(frozen=True)
+class _Failed:
+    message: str
+    patchwise: bool  # a PatchwiseError: the message is already the user's one line
+
+
+def _train_in_child(config_json: str, events, stop) -> None:
+    """The training process: run ``train.train``; report the run directory or the error."""
     from ..train import train
 
-    events: queue.Queue = queue.Queue()
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["out"] = train(config, QueueCallbacks(events, stop))
-        except BaseException as exc:  # handed to the worker's thread below
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="patchwise-train", daemon=True)
-    thread.start()
     try:
-        while True:
-            alive = thread.is_alive()  # read before draining: no event is left behind
-            batch = _drain(events)
+        out = train(TrainConfig.from_json(config_json), QueueCallbacks(events, stop))
+        events.put(_Finished(str(out)))
+    except PatchwiseError as exc:
+        events.put(_Failed(str(exc), patchwise=True))
+    except BaseException as exc:  # noqa: BLE001 - the parent shows it as one line
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        events.put(_Failed(f"Patchwise: training failed: {type(exc).__name__}: {text}", False))
+
+
+def stop_event():
+    """A stop flag the training process can see (a spawn-context ``Event``)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Event()
+
+
+def run_training(config: TrainConfig, stop=None) -> Generator[list, None, TrainOutcome]:
+    """Generator body for a napari ``thread_worker``: train in a child process.
+
+    ``stop`` is an event from :func:`stop_event`; setting it stops training after the
+    current step. Yields lists of :class:`Prepare` / :class:`Step` / :class:`Eval`;
+    returns a :class:`TrainOutcome`, or raises :class:`PatchwiseError` (bad manifest or
+    options) / :class:`TrainingFailed`. If the generator is closed early (the viewer
+    quits), training is asked to stop too.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    stop = stop if stop is not None else context.Event()
+    events = context.Queue()
+    process = context.Process(
+        target=_train_in_child,
+        args=(config.to_json(), events, stop),
+        name="patchwise-train",
+        daemon=True,
+    )
+    process.start()
+    end = None
+    dead_since = None
+    try:
+        while end is None:
+            batch = []
+            deadline = time.monotonic() + POLL_S
+            while end is None and (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = events.get(timeout=left)
+                except queue.Empty:
+                    break
+                if isinstance(event, (_Finished, _Failed)):
+                    end = event
+                else:
+                    batch.append(event)
             if batch:
                 yield batch
-            if not alive:
-                break
-            time.sleep(POLL_S)
+            if end is None and not process.is_alive():
+                # events put just before the child exited may still be in the pipe
+                dead_since = dead_since or time.monotonic()
+                if time.monotonic() - dead_since > 2.0:
+                    break
     finally:
-        if thread.is_alive():
+        if end is None and process.is_alive():
             stop.set()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return TrainOutcome(out=Path(result["out"]), cancelled=stop.is_set())
+    process.join(timeout=10)
+    if end is None:
+        raise TrainingFailed(
+            f"Patchwise: the training process ended unexpectedly (exit code {process.exitcode})"
+        )
+    if isinstance(end, _Failed):
+        raise PatchwiseError(end.message) if end.patchwise else TrainingFailed(end.message)
+    return TrainOutcome(out=Path(end.out), cancelled=stop.is_set())
 
 
 def checkpoint_patch_size(run_dir: str | Path) -> int:
@@ -150,6 +199,7 @@ def predict_job(
 
     def job(*, cancel: threading.Event, progress) -> pd.DataFrame:
         from ..predict import predict_table
+        from .workers import Cancelled
 
         patch_size = checkpoint_patch_size(run_dir)
         grid_size = int(table["height"].max()) if len(table) else patch_size
@@ -184,6 +234,7 @@ def train_groups_job(manifest: str | Path, settings) -> Callable[..., tuple]:
         import numpy as np
 
         from ..data import load_cohort
+        from .workers import Cancelled
 
         def report(done: int, total: int) -> None:
             if cancel.is_set():
