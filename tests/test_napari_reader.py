@@ -179,3 +179,19 @@ def test_viewer_opens_slide_with_patchwise_and_file_open_prefers_it(
     viewer.open(str(tmp_path / "bad.tif"), plugin="napari-patchwise")
     assert len(viewer.layers) == 0
     assert errors and errors[-1].startswith(f"{tmp_path / 'bad.tif'}: not a readable TIFF")
+
+
+@pytest.mark.gui
+def test_viewer_opens_a_mask_too_small_for_a_pyramid(make_napari_viewer, tmp_path):
+    # One level only: napari rejects a one-level multiscale Labels layer, so the reader
+    # must hand it over as a plain array.
+    mask = np.zeros((128, 96), np.uint8)
+    mask[20:60, 10:50] = 1
+    mask[30:40, 20:30] = 2
+    path = tmp_path / "small_mask.tif"
+    tifffile.imwrite(path, mask)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-patchwise")
+    assert type(layer).__name__ == "Labels" and not layer.multiscale
+    np.testing.assert_array_equal(np.asarray(layer.data), mask)
+    assert layer.get_value((35, 25)) == 2 and layer.get_value((25, 15)) == 1

@@ -182,7 +182,7 @@ def slide_mask_layer(slide: Slide) -> LayerData:
         "colormap": MASK_COLORS,
         "metadata": {"patchwise_slide": slide, "patchwise_mask": True},
     }
-    return [lvl[0] for lvl in levels], kwargs, "labels"
+    return _labels_layer_data(levels, kwargs)
 
 
 def mask_file_layer(path: Path, loaded: LoadedImage) -> LayerData:
@@ -203,7 +203,19 @@ def mask_file_layer(path: Path, loaded: LoadedImage) -> LayerData:
     }
     if set(_sample_values(loaded).tolist()) <= {0, 1, 2}:
         kwargs["colormap"] = MASK_COLORS
-    return [lvl[0] for lvl in levels], kwargs, "labels"
+    return _labels_layer_data(levels, kwargs)
+
+
+def _labels_layer_data(levels: list, kwargs: dict) -> LayerData:
+    """Labels layer data from ``(1, Y, X)`` levels.
+
+    napari (0.9) rejects a one-level multiscale Labels layer (its scale vector gets the
+    wrong length), so a mask too small to need a pyramid is handed over as one array.
+    """
+    planes = [lvl[0] for lvl in levels]
+    if len(planes) == 1:
+        return planes[0], {**kwargs, "multiscale": False}, "labels"
+    return planes, kwargs, "labels"
 
 
 def looks_like_mask(path: Path, loaded: LoadedImage) -> bool:
