@@ -28,12 +28,49 @@ def test_default_map_on_a_full_size_tiff_mask(tmp_path, rng):
     np.testing.assert_array_equal(mapped.compute(), labels)  # 0/1/2 map to themselves
 
 
-def test_zero_one_mask_is_binary_tumor(tmp_path, rng):
+def test_zero_one_mask_is_healthy_tissue_under_the_default_map(tmp_path, rng):
+    # A tumor-free slide of a 3-class cohort holds only 0 and 1. It used to be guessed
+    # binary, so every healthy pixel became tumor.
     labels = _labels((50, 40), [0, 1], rng)
     tifffile.imwrite(tmp_path / "m.tif", labels)
-    mapped, factor, kind = read_mask(tmp_path / "m.tif", (50, 40))
+    for check in (True, False):
+        mapped, factor, kind = read_mask(tmp_path / "m.tif", (50, 40), check_values=check)
+        assert kind == "3class"
+        assert int((mapped.compute() == TUMOR).sum()) == 0
+        np.testing.assert_array_equal(mapped.compute(), np.where(labels == 1, HEALTHY, BACKGROUND))
+
+
+@pytest.mark.parametrize("spec", ["binary", "0=background,1=tumor", MaskMap.binary()])
+def test_zero_one_mask_is_binary_tumor_only_when_said(tmp_path, rng, spec):
+    labels = _labels((50, 40), [0, 1], rng)
+    tifffile.imwrite(tmp_path / "m.tif", labels)
+    mapped, factor, kind = read_mask(tmp_path / "m.tif", (50, 40), spec)
     assert kind == "binary"
     np.testing.assert_array_equal(mapped.compute(), np.where(labels == 1, TUMOR, BACKGROUND))
+
+
+def test_unknown_values_fail_when_read_without_the_upfront_pass(tmp_path, rng):
+    labels = _labels((40, 40), [0, 1, 2], rng)
+    labels[39, 39] = 200
+    tifffile.imwrite(tmp_path / "m.tif", labels, tile=(16, 16))
+    mapped, _, _ = read_mask(tmp_path / "m.tif", (40, 40), check_values=False)
+    with pytest.raises(
+        PatchwiseError,
+        match=r"m\.tif: mask has values \{0, 1, 2, 200\}; 200 not in the mask map "
+        r"0=background,1=healthy,2=tumor — pass a mask map",
+    ):
+        mapped.compute()
+    # uint16 and non-contiguous maps go through the lookup-table check
+    wide = np.where(labels == 200, 300, labels.astype(np.uint16) * 100).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "w.tif", wide)
+    spec = "0=background,100=healthy,200=tumor"
+    mapped, _, _ = read_mask(tmp_path / "w.tif", (40, 40), spec, check_values=False)
+    with pytest.raises(PatchwiseError, match=r"300 not in the mask map"):
+        mapped.compute()
+    wide[39, 39] = 0
+    tifffile.imwrite(tmp_path / "w.tif", wide)
+    mapped, _, _ = read_mask(tmp_path / "w.tif", (40, 40), spec, check_values=False)
+    assert int((mapped.compute() == TUMOR).sum()) == int((labels == 2).sum())
 
 
 def test_custom_map_from_text_on_a_png_mask(tmp_path, rng):
@@ -163,3 +200,9 @@ def test_mask_map_parse_and_format():
         MaskMap.parse("0=background,1=bone")
     with pytest.raises(PatchwiseError, match="cannot read mask map item 'x=tumor'"):
         MaskMap.parse("x=tumor")
+    # a value named twice is a typo, even when both say the same class
+    for spec in ("0=background,1=tumor,1=healthy", "0=background,1=tumor,1=tumor"):
+        with pytest.raises(PatchwiseError, match=r"mask map names value 1 twice"):
+            MaskMap.parse(spec)
+    assert MaskMap.parse("binary255") == MaskMap({0: BACKGROUND, 255: TUMOR})
+    assert MaskMap.parse("3class") == MaskMap.parse("") == MaskMap.default()

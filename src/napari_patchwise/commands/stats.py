@@ -46,7 +46,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--mask-map",
         default=None,
         metavar="SPEC",
-        help='mask values -> classes, e.g. "0=background,1=healthy,2=tumor"',
+        help="mask values -> classes for every slide: VALUE=CLASS pairs "
+        '(e.g. "0=background,255=tumor") or a preset: default (0=background,1=healthy,'
+        "2=tumor), binary (0=background,1=tumor), binary255 (0=background,255=tumor). "
+        "Default: default — a 0/1 mask is read as healthy tissue without tumor, never "
+        "guessed to be binary",
     )
     p.add_argument("--tissue", choices=("auto", "mask", "intensity"), default="auto")
     p.add_argument(
@@ -76,10 +80,17 @@ def run(args: argparse.Namespace) -> int:
 
     from .._progress import tqdm_progress
     from ..grid import PatchGrid, patch_stats
-    from ..io import open_slide
+    from ..io.mask import MaskMap, as_mask_map
     from ..io.tables import table_format, write_geojson, write_table
 
-    table_format(args.out)  # fail on a bad output name before any work
+    # Fail on a bad output name before any work; never overwrite an input or a folder.
+    from .._atomic import check_output
+
+    table_format(args.out)
+    inputs = [*args.images, *(args.mask or [])]
+    check_output(args.out, inputs=inputs)
+    if args.geojson:
+        check_output(args.geojson, inputs=[*inputs, args.out])
     grid = PatchGrid(
         args.patch_size, stride=args.stride, origin=tuple(args.origin), keep_edges=args.keep_edges
     )
@@ -87,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise PatchwiseError(f"--workers must be at least 1, got {args.workers}")
     jobs = _jobs(args.images, args.mask)
     _check_unique_names(jobs)
+    # One map for the whole cohort, decided by the user (never guessed per slide).
+    mask_map = str(as_mask_map(args.mask_map) or MaskMap.default())
     options = {
         "tissue": args.tissue,
         "tissue_threshold": args.tissue_threshold,
@@ -97,14 +110,12 @@ def run(args: argparse.Namespace) -> int:
     with _cluster(args.scheduler, args.workers) as client:
         pending = []  # (position, future) of slides counted whole on a worker
         for i, (image, mask, _split, name) in enumerate(jobs, start=1):
-            slide = open_slide(image, mask=mask, mask_map=args.mask_map)
-            if name is not None:
-                slide = dataclasses.replace(slide, name=name)
+            slide = open_headless(image, mask, mask_map, name)
             if client is not None and not _picklable(slide):
                 # This reader's arrays hold open files and cannot be shipped chunk by
                 # chunk: open and count the whole slide on one worker instead.
                 future = client.submit(
-                    slide_table, image, mask, args.mask_map, name, grid, options, pure=False
+                    slide_table, image, mask, mask_map, name, grid, options, pure=False
                 )
                 pending.append((len(tables), future))
                 tables.append(None)
@@ -122,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         if split is not None:
             table["split"] = split
     out = pd.concat(tables, ignore_index=True)
+    _warn_if_no_tumor(out, mask_map)
     write_table(out, args.out)
     if args.geojson:
         write_geojson(out, args.geojson)
@@ -138,13 +150,35 @@ def slide_table(image, mask, mask_map, name, grid, options) -> pd.DataFrame:
     import dask
 
     from ..grid import patch_stats
-    from ..io import open_slide
 
-    slide = open_slide(image, mask=mask, mask_map=mask_map)
-    if name is not None:
-        slide = dataclasses.replace(slide, name=name)
+    slide = open_headless(image, mask, mask_map, name)
     with dask.config.set(scheduler="threads"):
         return patch_stats(slide, grid, **options)
+
+
+def open_headless(image, mask, mask_map: str, name: str | None):
+    """Open a slide for counting: level 0 only, the mask's values checked as it is read.
+
+    Nothing is written (no display pyramid) and the mask is decoded once: its values are
+    checked in the same pass that counts them.
+    """
+    from ..io import open_slide
+
+    slide = open_slide(image, mask=mask, mask_map=mask_map, pyramid=False, check_mask_values=False)
+    return slide if name is None else dataclasses.replace(slide, name=name)
+
+
+def _warn_if_no_tumor(table: pd.DataFrame, mask_map: str) -> None:
+    """Say so when no slide has a tumor pixel: it is usually a wrong mask map."""
+    import sys
+
+    if len(table) and int(table["n_tumor"].sum()) == 0:
+        print(
+            f"warning: no tumor pixel in any slide under the mask map {mask_map}; every "
+            "patch is labelled 0 — if your masks mark tumor with 1 (or 255), pass "
+            "--mask-map binary (or binary255)",
+            file=sys.stderr,
+        )
 
 
 def _picklable(slide) -> bool:

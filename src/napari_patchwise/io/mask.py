@@ -35,6 +35,18 @@ _CLASS_BY_NAME = {
 }
 _MAX_LISTED = 20
 
+#: Named mask maps accepted wherever a map spec is (``--mask-map binary``). The default is
+#: the documented 3-class map; a 0/1 mask means "healthy, no tumor" under it, so binary
+#: tumor masks must be named as such (see docs/numbers.md).
+PRESETS: Mapping[str, str] = MappingProxyType(
+    {
+        "default": "0=background,1=healthy,2=tumor",
+        "3class": "0=background,1=healthy,2=tumor",
+        "binary": "0=background,1=tumor",
+        "binary255": "0=background,255=tumor",
+    }
+)
+
 
 @dataclass(frozen=True)
 class MaskMap:
@@ -88,15 +100,17 @@ class MaskMap:
 
     @classmethod
     def parse(cls, text: str) -> MaskMap:
-        """Parse ``"0=background,1=healthy,2=tumor"`` (or ``"default"`` / ``"binary"``).
+        """Parse ``"0=background,1=healthy,2=tumor"`` or a preset name (:data:`PRESETS`).
 
-        Class names: background (or non-tumor), healthy (or tissue), tumor.
+        Class names: background (or non-tumor), healthy (or tissue), tumor. A value named
+        twice is an error, even with the same class: it is almost always a typo.
         """
         text = text.strip()
-        if text.lower() in ("", "default", "3class"):
+        if not text:
             return cls.default()
-        if text.lower() == "binary":
-            return cls.binary()
+        preset = PRESETS.get(text.lower())
+        if preset is not None:
+            return cls.parse(preset)
         classes: dict[int, int] = {}
         for item in text.split(","):
             value, sep, name = item.partition("=")
@@ -109,6 +123,11 @@ class MaskMap:
                 raise PatchwiseError(
                     f"cannot read mask map item {item.strip()!r}",
                     hint="write it as VALUE=CLASS pairs, e.g. 0=background,1=healthy,2=tumor",
+                )
+            if number in classes:
+                raise PatchwiseError(
+                    f"mask map names value {number} twice ({text!r})",
+                    hint="give each mask value one class, e.g. 0=background,1=healthy,2=tumor",
                 )
             classes[number] = cls_id
         return cls(classes)
@@ -217,13 +236,16 @@ def read_mask(
     level0_yx : (int, int)
         ``(Y, X)`` of the image's level 0.
     mask_map : MaskMap or str or dict, optional
-        Value -> class map. By default ``0`` background, ``1`` healthy, ``2`` tumor;
-        a mask whose values are exactly ``{0, 1}`` is taken as binary (``1`` tumor).
+        Value -> class map; by default ``0`` background, ``1`` healthy, ``2`` tumor. The
+        map is never guessed from the values found: a tumor-free 3-class mask holds only
+        0 and 1 too, and reading it as binary would label healthy tissue as tumor.
     check_values : bool
-        Verify (one chunked pass over the mask) that every value is in the map, so an
-        unexpected value fails here with the values listed instead of later.
+        Verify up front (one chunked pass over the mask) that every value is in the map,
+        so an unexpected value fails here with the values listed. Without it the check
+        still happens, chunk by chunk, as the mapped mask is computed (no extra pass):
+        headless commands that read the whole mask anyway use that.
     progress : callable, optional
-        ``progress(done, total)`` over the chunks of that pass.
+        ``progress(done, total)`` over the chunks of the up-front pass.
 
     Returns
     -------
@@ -238,7 +260,8 @@ def read_mask(
     ------
     PatchwiseError
         Unreadable file, more than one channel, non-integer values, a size that is not
-        an integer fraction of level 0, or values the map does not know.
+        an integer fraction of level 0, or values the map does not know (when computed,
+        for ``check_values=False``).
     """
     from .reader import load_image
 
@@ -260,15 +283,60 @@ def read_mask(
             hint="save the mask with an integer type (uint8 or uint16)",
         )
     factor = mask_factor(level0_yx, labels.shape, path)
-    mapping = as_mask_map(mask_map)
-    if check_values or mapping is None:
-        found = mask_values(labels, progress)
-        if mapping is None:
-            mapping = MaskMap.binary() if set(found.tolist()) == {0, 1} else MaskMap.default()
-        _check_known(found, mapping, path)
-    # A module-level function with array arguments keeps the graph picklable.
-    mapped = labels.map_blocks(map_values, *mapping.table(), dtype=np.uint8)
+    mapping = as_mask_map(mask_map) or MaskMap.default()
+    if check_values:
+        _check_known(mask_values(labels, progress), mapping, path)
+    # A module-level function with plain arguments keeps the graph picklable.
+    keys, classes = mapping.table()
+    mapped = labels.map_blocks(
+        map_known_values, keys, classes, spec=str(mapping), path=str(path), dtype=np.uint8
+    )
     return mapped, factor, mapping.kind
+
+
+def map_known_values(
+    labels: np.ndarray, keys: np.ndarray, classes: np.ndarray, *, spec: str, path: str
+) -> np.ndarray:
+    """:func:`map_values`, raising :class:`PatchwiseError` on a value not in ``keys``.
+
+    The check rides on the pass that maps the block, so a command that reads the whole
+    mask once validates it for free (a separate value pass decoded the mask twice:
+    1.15 s of a 3.2 s ``stats`` on a 16k x 20k slide).
+    """
+    if not _all_known(labels, keys):
+        found = _distinct(labels)
+        unknown = found[~np.isin(found, keys)]
+        raise PatchwiseError(
+            f"mask has values {_listed(found)}; {_listed(unknown, braces=False)} not in "
+            f"the mask map {spec}",
+            path=path,
+            hint="pass a mask map that names every value, e.g. --mask-map "
+            "0=background,1=healthy,2=tumor (or --mask-map binary for 0/1 tumor masks)",
+        )
+    return map_values(labels, keys, classes)
+
+
+def _all_known(labels: np.ndarray, keys: np.ndarray) -> bool:
+    if labels.size == 0:
+        return True
+    if np.issubdtype(labels.dtype, np.unsignedinteger) and np.array_equal(
+        keys, np.arange(len(keys))
+    ):
+        return int(labels.max()) < len(keys)  # keys 0..k-1 (the usual maps): a max suffices
+    if labels.dtype in (np.uint8, np.uint16):
+        # A lookup of "known" per possible value: one pass, no sort.
+        known = np.zeros(np.iinfo(labels.dtype).max + 1, dtype=bool)
+        known[keys[(keys >= 0) & (keys < len(known))]] = True
+        return bool(np.take(known, labels).all())
+    return bool(np.isin(np.unique(labels), keys).all())
+
+
+def _listed(values: Iterable[int], *, braces: bool = True) -> str:
+    values = [int(v) for v in values]
+    text = ", ".join(str(v) for v in values[:_MAX_LISTED])
+    if len(values) > _MAX_LISTED:
+        text += f", ... ({len(values)} values)"
+    return "{" + text + "}" if braces else text
 
 
 def _check_known(found: Iterable[int], mapping: MaskMap, path: Path) -> None:
@@ -276,12 +344,10 @@ def _check_known(found: Iterable[int], mapping: MaskMap, path: Path) -> None:
     unknown = [v for v in found if v not in mapping.classes]
     if not unknown:
         return
-    listed = ", ".join(str(v) for v in found[:_MAX_LISTED])
-    if len(found) > _MAX_LISTED:
-        listed += f", ... ({len(found)} values)"
     raise PatchwiseError(
-        f"mask has values {{{listed}}}; {', '.join(map(str, unknown[:_MAX_LISTED]))} "
+        f"mask has values {_listed(found)}; {_listed(unknown, braces=False)} "
         f"not in the mask map {mapping}",
         path=path,
-        hint="pass a mask map that names every value, e.g. --mask-map 0=background,1=healthy,2=tumor",
+        hint="pass a mask map that names every value, e.g. --mask-map 0=background,1=healthy,2=tumor "
+        "(or --mask-map binary for 0/1 tumor masks)",
     )

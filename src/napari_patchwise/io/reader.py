@@ -78,6 +78,8 @@ def open_slide(
     channel_names: Sequence[str] | None = None,
     pixel_size: float | tuple[float, float] | None = None,
     pyramid_cache: str | os.PathLike | bool | None = None,
+    pyramid: bool = True,
+    check_mask_values: bool = True,
     progress: ProgressCallback | None = None,
 ) -> Slide:
     """Open an image (and optionally its mask) lazily as a :class:`Slide`.
@@ -90,8 +92,8 @@ def open_slide(
         Label image of the same size as level 0 or an integer fraction of it.
     mask_map : MaskMap or str, optional
         File value -> class mapping of the mask (see :class:`MaskMap`); by default
-        ``0`` background, ``1`` healthy, ``2`` tumor, and a mask holding only 0 and 1 is
-        read as binary (tumor / non-tumor).
+        ``0`` background, ``1`` healthy, ``2`` tumor. Never guessed from the values: a
+        0/1 tumor mask needs ``mask_map="binary"``.
     channel_names : sequence of str, optional
         Override the file's channel names (one per channel).
     pixel_size : float or (float, float), optional
@@ -101,6 +103,13 @@ def open_slide(
         :data:`~napari_patchwise.io.pyramid_cache.CACHE_MIN_SIDE` gets its display
         pyramid written once: ``None``/``True`` the user cache folder, a directory,
         ``"beside"`` next to the image, or ``False`` to never write (lazy pyramid only).
+    pyramid : bool
+        Give a single-level image a display pyramid (above). Headless work (statistics,
+        training, prediction) reads level 0 and passes ``False``: only the levels stored
+        in the file, nothing built and nothing written.
+    check_mask_values : bool
+        Check the mask's values against the map up front (one pass over the mask);
+        ``False`` checks them chunk by chunk as the mask is read (see ``read_mask``).
     progress : callable, optional
         ``progress(done, total)`` while a pyramid is written.
 
@@ -121,12 +130,15 @@ def open_slide(
         channel_names=channel_names,
         pixel_size=pixel_size,
         pyramid_cache=pyramid_cache,
+        pyramid=pyramid,
         progress=progress,
     )
     if mask is not None:
         from .mask import read_mask
 
-        mask_array, factor, kind = read_mask(mask, slide.shape[1:], mask_map)
+        mask_array, factor, kind = read_mask(
+            mask, slide.shape[1:], mask_map, check_values=check_mask_values
+        )
         slide = slide.with_mask(mask_array, factor=factor, kind=kind, path=Path(mask))
     return slide
 
@@ -138,11 +150,12 @@ def slide_from_loaded(
     channel_names: Sequence[str] | None = None,
     pixel_size: float | tuple[float, float] | None = None,
     pyramid_cache: str | os.PathLike | bool | None = None,
+    pyramid: bool = True,
     progress: ProgressCallback | None = None,
 ) -> Slide:
     """The :class:`Slide` for an image already read by :func:`load_image` (see ``open_slide``)."""
     levels = list(loaded.levels)
-    if len(levels) == 1:
+    if len(levels) == 1 and pyramid:
         from .pyramid_cache import pyramid_for
 
         levels = pyramid_for(path, levels[0], loaded, cache=pyramid_cache, progress=progress)
