@@ -1,4 +1,4 @@
-"""Methods and samplers against hand computations (METHODS.md)."""
+"""Methods against hand computations (docs/methods.md); the samplers: test_samplers.py."""
 
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ F = torch.nn.functional
 
 from napari_patchwise import PatchwiseError  # noqa: E402
 from napari_patchwise.methods import METHOD_NAMES, TrainingGroups, make_method  # noqa: E402
-from napari_patchwise.methods.gerne import beta_max  # noqa: E402
+from napari_patchwise.methods.gerne import beta_max, extrapolated_shares  # noqa: E402
 from napari_patchwise.methods.reweight import reweight_weights  # noqa: E402
 from napari_patchwise.models import build_model  # noqa: E402
 from napari_patchwise.samplers import (  # noqa: E402
     ClassBalancedSampler,
+    GerneSampler,
     GroupWeightedSampler,
-    UniformSampler,
-    gerne_counts,
-    largest_remainder,
 )
 
 
@@ -52,52 +50,6 @@ def batch(n, seed, labels=None):
 
 def grads(model):
     return [p.grad.detach().clone() for p in model.parameters()]
-
-
-# -- samplers ------------------------------------------------------------------------
-def test_largest_remainder_sums_exactly():
-    assert largest_remainder(np.array([0.9, 0.1]), 10).tolist() == [9, 1]
-    assert largest_remainder(np.array([1, 1, 1]), 10).tolist() == [4, 3, 3]
-    assert largest_remainder(np.array([0.7, 0.3]), 16).tolist() == [11, 5]
-
-
-def test_gerne_batches_have_the_counts_of_methods_md():
-    # alpha: non-tumor 90 % small, tumor 80 % large; B = 16 per class; c = 0.5
-    data = groups_with_counts([900, 100, 50, 200])
-    np.testing.assert_allclose(data.alpha, [[0.9, 0.1], [0.2, 0.8]])
-    biased, less = gerne_counts(data.alpha, 0.5, 16)
-    # biased: 14.4, 1.6 -> 14, 2;  3.2, 12.8 -> 3, 13
-    assert biased.tolist() == [[14, 2], [3, 13]]
-    # less-biased p = 0.5 alpha + 0.25: 11.2, 4.8 -> 11, 5;  5.6, 10.4 -> 6, 10
-    assert less.tolist() == [[11, 5], [6, 10]]
-
-    method = make_method("gerne", data, config(beta=2.0, c=0.5))
-    sampler = method.make_sampler(batch_size=32, seed=3)
-    for step in (0, 7):
-        b, lb = sampler.draw(step)
-        assert np.bincount(data.groups[b], minlength=4).tolist() == [14, 2, 3, 13]
-        assert np.bincount(data.groups[lb], minlength=4).tolist() == [11, 5, 6, 10]
-    # draws depend only on (seed, step): resuming at a step redraws the same batches
-    again = method.make_sampler(batch_size=32, seed=3).draw(7)
-    assert all(np.array_equal(u, v) for u, v in zip(sampler.draw(7), again, strict=True))
-
-
-def test_uniform_sampler_covers_every_patch_once_per_epoch():
-    data = groups_with_counts([5, 3, 2, 2])  # 12 patches, batch 4: 3 steps per epoch
-    sampler = UniformSampler(data.labels, data.groups, 4, seed=0)
-    epoch = np.concatenate([sampler.draw(s)[0] for s in range(3)])
-    assert sorted(epoch.tolist()) == list(range(12))
-    wrap = UniformSampler(data.labels, data.groups, 5, seed=0).draw(2)[0]  # spans epochs 0/1
-    assert len(wrap) == 5
-
-
-def test_class_balanced_and_group_weighted_samplers():
-    data = groups_with_counts([900, 90, 9, 1])
-    cb = ClassBalancedSampler(data.labels, data.groups, 10, seed=0).draw(0)[0]
-    assert np.bincount(data.labels[cb], minlength=2).tolist() == [5, 5]
-    gw = GroupWeightedSampler(data.labels, data.groups, 4000, seed=0).draw(0)[0]
-    share = np.bincount(data.groups[gw], minlength=4) / 4000
-    np.testing.assert_allclose(share, 0.25, atol=0.03)  # 1/n_g: every group equally likely
 
 
 # -- GERNE -----------------------------------------------------------------------------
@@ -156,6 +108,78 @@ def test_gerne_refuses_beta_at_or_above_its_bound():
         assert "[-1, 3.5)" in str(err.value)
     with pytest.raises(PatchwiseError, match="c in"):
         make_method("gerne", data, config(c=0.0))
+
+
+def test_gerne_accepted_beta_gives_no_group_a_negative_weight():
+    # the issue's example: shares [[.87, .13], [.09, .91]], c = 0.5, B = 16. Rounding the
+    # same way in every batch drew tumor/large 15 times in the biased batch and 11 in the
+    # less-biased one, so the realised bound was 11 / (15 - 11) = 2.75 while 3.44 was
+    # checked, and beta = 3 gave tumor/large the weight 11 + 3 * (11 - 15) = -1 per batch.
+    data = groups_with_counts([87, 13, 9, 91])
+    c, beta, per_class = 0.5, 3.0, 16
+    bound = beta_max(data.alpha, c)
+    assert math.isclose(bound, 0.91 / (0.5 * 0.41) - 1) and beta < bound
+    method = make_method("gerne", data, config(beta=beta, c=c))  # accepted
+    sampler = method.make_sampler(batch_size=2 * per_class, seed=0)
+    assert isinstance(sampler, GerneSampler)
+
+    n_steps = 4000
+    weights = np.zeros((n_steps, 4))
+    for step in range(n_steps):
+        b, lb = sampler.draw(step)
+        n_b = np.bincount(data.groups[b], minlength=4)
+        n_lb = np.bincount(data.groups[lb], minlength=4)
+        weights[step] = n_lb + beta * (
+            n_lb - n_b
+        )  # each group's weight in L_lb + beta (L_lb - L_b)
+
+    # expected weight per batch: B * p_ext = 16 * [.13, .87, .91, .09] = [2.08, ...]
+    expected = per_class * extrapolated_shares(data.alpha, c, beta).ravel()
+    np.testing.assert_allclose(expected, [2.08, 13.92, 14.56, 1.44], atol=1e-9)
+    assert np.all(expected > 0)
+    # tolerance from independent binomial draws (the sampler's counts spread less)
+    p_b, p_lb = data.alpha.ravel(), (1 - c) * data.alpha.ravel() + c / 2
+    var = (1 + beta) ** 2 * per_class * p_lb * (1 - p_lb) + beta**2 * per_class * p_b * (1 - p_b)
+    tol = 5 * np.sqrt(var / n_steps)
+    assert np.all(np.abs(weights.mean(axis=0) - expected) <= tol)
+    assert np.all(weights.mean(axis=0) > 0)  # what is checked is what is realised
+
+
+def test_gerne_bound_is_where_the_largest_group_weight_reaches_zero():
+    alpha = np.array([[0.9, 0.1], [0.2, 0.8]])
+    for c in (0.5, 1.0):
+        bound = beta_max(alpha, c)
+        assert math.isclose(extrapolated_shares(alpha, c, bound)[0, 0], 0.0, abs_tol=1e-12)
+        assert extrapolated_shares(alpha, c, bound - 1e-3).min() > 0
+        assert extrapolated_shares(alpha, c, bound + 1e-3).min() < 0
+    # beta = -1 is the biased (class-balanced) batch, c = 1 and beta = 0 group balance
+    np.testing.assert_allclose(extrapolated_shares(alpha, 0.5, -1.0), alpha)
+    np.testing.assert_allclose(extrapolated_shares(alpha, 1.0, 0.0), 0.5)
+
+
+def test_gerne_forwards_both_batches_in_one_pass():
+    # with BatchNorm in training mode, separate forwards normalise each batch by its own
+    # statistics (docs/methods.md, "BatchNorm"); one pass shares them
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 2),
+    ).train()
+    data = groups_with_counts([90, 10, 20, 80])
+    gerne = make_method("gerne", data, config(beta=1.5))
+    (xb, yb, gb), (xl, yl, gl) = batch(8, 1), batch(8, 2)
+    xl = xl * 3 + 1  # the less-biased batch has other statistics
+    _, logs = gerne.loss(model, [(xb, yb, gb), (xl, yl, gl)])
+
+    with torch.no_grad():
+        logits = model(torch.cat([xb, xl]))
+        shared = F.cross_entropy(logits[:8], yb), F.cross_entropy(logits[8:], yl)
+        separate = F.cross_entropy(model(xb), yb), F.cross_entropy(model(xl), yl)
+    assert math.isclose(logs["loss_biased"], float(shared[0]), rel_tol=1e-5)
+    assert math.isclose(logs["loss_less_biased"], float(shared[1]), rel_tol=1e-5)
+    assert not math.isclose(logs["loss_biased"], float(separate[0]), rel_tol=1e-3)
 
 
 def test_gerne_refuses_an_empty_training_group():

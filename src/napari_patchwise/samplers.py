@@ -20,25 +20,47 @@ N_CLASSES = 2
 N_ATTRIBUTES = 2
 
 
-def largest_remainder(p: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts proportional to ``p`` that sum to ``total`` (Hamilton's method).
+def stochastic_round(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Integer counts whose expectation is exactly ``expected`` and whose sum is fixed.
 
-    Each entry gets ``floor(p * total)``; the slots left over go to the largest
-    fractional parts (ties to the lower index).
+    Each entry becomes ``floor(expected)`` or ``floor(expected) + 1``; the slots left over
+    after flooring go to entries with probability equal to their fractional parts
+    (systematic sampling: one uniform number, points ``u, u + 1, ...`` laid over the
+    cumulative fractional parts). So ``E[count] = expected`` for every entry, the counts
+    always sum to ``round(expected.sum())``, and no count is ever more than one away from
+    its expectation — the smallest spread any unbiased integer draw can have.
+
+    Parameters
+    ----------
+    expected : (n,) array
+        Non-negative expected counts whose sum is (within rounding error) an integer.
+    rng : numpy.random.Generator
+        Consumes exactly one uniform number.
+
+    Returns
+    -------
+    counts : (n,) int64 array
     """
-    p = np.asarray(p, dtype=np.float64)
-    raw = p / p.sum() * total
-    # a tiny tolerance so that 0.9 * 10 = 8.999999... still floors to 9
-    base = np.floor(raw + 1e-9).astype(np.int64)
-    left = int(total - base.sum())
-    if left > 0:
-        order = np.argsort(-(raw - base), kind="stable")
-        base[order[:left]] += 1
-    return base
+    expected = np.asarray(expected, dtype=np.float64)
+    # a tiny tolerance so that 0.9 * 10 = 8.999999... floors to 9 (fraction 0, not ~1)
+    base = np.floor(expected + 1e-9).astype(np.int64)
+    frac = np.clip(expected - base, 0.0, None)
+    left = int(round(float(expected.sum()))) - int(base.sum())
+    u = rng.random()
+    if left <= 0:
+        return base
+    cum = np.cumsum(frac)
+    cum *= left / cum[-1]  # remove rounding drift so that exactly `left` points fall inside
+    cum[-1] = left
+    upper = np.ceil(cum - u)
+    lower = np.concatenate([[0.0], upper[:-1]])
+    return base + (upper - lower).astype(np.int64)
 
 
-def gerne_counts(alpha: np.ndarray, c: float, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group sample counts of GERNE's biased and less-biased batches (METHODS.md).
+def gerne_shares(alpha: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Within-class group shares of GERNE's biased and less-biased batches.
+
+    See ``docs/methods.md`` ("GERNE").
 
     Parameters
     ----------
@@ -46,21 +68,14 @@ def gerne_counts(alpha: np.ndarray, c: float, per_class: int) -> tuple[np.ndarra
         ``alpha[y, a] = n_(y,a) / n_y`` on the training split.
     c : float
         Debiasing strength of the less-biased batch, in (0, 1].
-    per_class : int
-        B, the samples per class in each batch.
 
     Returns
     -------
-    biased, less_biased : (K, A) int arrays
-        ``round(alpha_ya * B)`` and ``round(((1 - c) alpha_ya + c / A) * B)``, each row
-        rounded by largest remainder to sum to B.
+    biased, less_biased : (K, A) float arrays
+        ``alpha`` and ``(1 - c) alpha + c / A``; each row sums to 1.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
-    n_attr = alpha.shape[1]
-    p_lb = (1.0 - c) * alpha + c / n_attr
-    biased = np.stack([largest_remainder(row, per_class) for row in alpha])
-    less_biased = np.stack([largest_remainder(row, per_class) for row in p_lb])
-    return biased, less_biased
+    return alpha, (1.0 - c) * alpha + c / alpha.shape[1]
 
 
 class BatchSampler:
@@ -136,7 +151,8 @@ class ClassBalancedSampler(BatchSampler):
 
     def draw(self, step: int) -> list[np.ndarray]:
         rng = self.rng(step)
-        counts = largest_remainder(np.ones(N_CLASSES), self.batch_size)
+        # an odd batch gives its extra slot to a class at random, not always to class 0
+        counts = stochastic_round(np.full(N_CLASSES, self.batch_size / N_CLASSES), rng)
         parts = []
         for y, k in enumerate(counts):
             members = self.class_members[y]
@@ -167,9 +183,13 @@ class GroupWeightedSampler(BatchSampler):
 class GerneSampler(BatchSampler):
     """GERNE's two batches per step: biased then less-biased, each B per class.
 
-    ``batch_size`` is the size of each batch, so B = ``batch_size / K`` per class. The
-    per-group counts are fixed (:func:`gerne_counts`); within a group patches are drawn
-    uniformly with replacement (minority groups are tiny).
+    ``batch_size`` is the size of each batch, so B = ``batch_size / K`` per class. Each
+    class's B slots are split among its groups afresh at every step by
+    :func:`stochastic_round` of the intended shares (:func:`gerne_shares`) times B, so
+    every group's expected count is exactly its share times B — also a minority share
+    below ``1 / B``, which then appears in some batches and not in others. Within a group
+    patches are drawn uniformly with replacement (minority groups are tiny). Why not fixed
+    counts: ``docs/methods.md`` ("How the batches are drawn").
     """
 
     batches_per_step = 2
@@ -178,8 +198,17 @@ class GerneSampler(BatchSampler):
         super().__init__(labels, groups, batch_size, seed)
         if batch_size % N_CLASSES:
             raise ValueError(f"GERNE needs a batch size divisible by {N_CLASSES}")
-        self.counts_biased, self.counts_less_biased = gerne_counts(
-            alpha, c, batch_size // N_CLASSES
+        self.per_class = batch_size // N_CLASSES
+        self.shares_biased, self.shares_less_biased = gerne_shares(alpha, c)
+
+    def counts(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-group counts ``(K, A)`` of step ``step``'s biased and less-biased batch."""
+        return self._counts(self.rng(step))
+
+    def _counts(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(
+            np.stack([stochastic_round(row * self.per_class, rng) for row in shares])
+            for shares in (self.shares_biased, self.shares_less_biased)
         )
 
     def _batch(self, rng: np.random.Generator, counts: np.ndarray) -> np.ndarray:
@@ -193,4 +222,5 @@ class GerneSampler(BatchSampler):
 
     def draw(self, step: int) -> list[np.ndarray]:
         rng = self.rng(step)
-        return [self._batch(rng, self.counts_biased), self._batch(rng, self.counts_less_biased)]
+        counts_biased, counts_less_biased = self._counts(rng)
+        return [self._batch(rng, counts_biased), self._batch(rng, counts_less_biased)]

@@ -27,7 +27,7 @@ GROUP_LABELS = GROUP_NAMES
 class TrainingGroups:
     """What a method knows about the training split: label and group of each patch.
 
-    ``groups`` follow METHODS.md: ``g = y * A + a`` with ``a = tissue_ratio >= tau``.
+    ``g = y * A + a`` with ``a = tissue_ratio >= tau`` (``docs/methods.md``, notation).
     """
 
     labels: np.ndarray

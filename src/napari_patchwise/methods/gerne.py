@@ -1,6 +1,8 @@
 """GERNE: gradient extrapolation between a biased and a less-biased batch.
 
-Asaad, Shadaydeh, Denzler, ICCV 2025 (arXiv 2503.13236); see METHODS.md.
+Asaad, Shadaydeh, Denzler, ICCV 2025 (arXiv 2503.13236). The update rule, the beta bound,
+how the batches are drawn and why both batches go through one forward pass are explained
+in ``docs/methods.md``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,25 @@ from ..samplers import N_ATTRIBUTES, BatchSampler, GerneSampler
 from .base import GROUP_LABELS, Method
 
 
+def extrapolated_shares(alpha: np.ndarray, c: float, beta: float) -> np.ndarray:
+    """Each group's weight within its class in GERNE's expected gradient.
+
+    ``p_ext(a|y) = (1 + beta) p_lb(a|y) - beta alpha_ya
+    = alpha_ya + c (1 + beta) (1/A - alpha_ya)``; each row sums to 1. The sampler draws
+    batches whose expected make-up is exactly ``alpha`` and ``p_lb``, so this is the
+    weight a group really gets on average (``docs/methods.md``).
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    return alpha + c * (1.0 + beta) * (1.0 / alpha.shape[1] - alpha)
+
+
 def beta_max(alpha: np.ndarray, c: float) -> float:
     """The upper bound on beta: ``alpha_max / (c (alpha_max - 1/A)) - 1``.
 
-    ``inf`` when every class is already group-balanced (alpha_max = 1/A).
+    The beta at which the weight (:func:`extrapolated_shares`) of the group with the
+    largest ``alpha`` reaches zero; above it that group's weight is negative and training
+    diverges. ``inf`` when
+    every class is already group-balanced (alpha_max = 1/A).
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     a_max = float(alpha.max())
@@ -26,10 +43,14 @@ def beta_max(alpha: np.ndarray, c: float) -> float:
 
 
 class GERNE(Method):
-    """``L = L_lb + beta * (L_lb - L_b)`` over two separately forwarded batches.
+    """``L = L_lb + beta * (L_lb - L_b)`` over a biased and a less-biased batch.
 
-    One backward pass on ``L`` gives exactly ``g_lb + beta (g_lb - g_b)``. The two
-    batches are never concatenated, so BatchNorm sees each with its own statistics.
+    One backward pass on ``L`` gives exactly ``g_lb + beta (g_lb - g_b)``. Both batches go
+    through the model in one forward pass (concatenated): forwarded separately, BatchNorm
+    in training mode would normalise each with its own statistics, which differ
+    systematically between the two, and the network could lower ``L`` by telling them
+    apart (``docs/methods.md``, "BatchNorm"). With GroupNorm or frozen BatchNorm the one
+    pass gives the same numbers as two.
     """
 
     name = "gerne"
@@ -69,12 +90,15 @@ class GERNE(Method):
         )
 
     def loss(self, model, batches):
+        import torch
         import torch.nn.functional as F
 
         (xb, yb, _), (xl, yl, _) = batches
         beta = float(self.config.beta)
-        loss_b = F.cross_entropy(model(xb).float(), yb)
-        loss_lb = F.cross_entropy(model(xl).float(), yl)
+        # one forward over both batches: shared BatchNorm statistics (docs/methods.md)
+        logits = model(torch.cat([xb, xl])).float()
+        loss_b = F.cross_entropy(logits[: len(xb)], yb)
+        loss_lb = F.cross_entropy(logits[len(xb) :], yl)
         loss = loss_lb + beta * (loss_lb - loss_b)
         return loss, {
             "loss": float(loss.detach()),
