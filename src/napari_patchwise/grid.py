@@ -3,7 +3,7 @@
 A slide is cut into ``patch_size`` squares placed every ``stride`` pixels from ``origin``
 (level-0 pixel coordinates). For every patch :func:`patch_stats` counts, exactly, its
 pixels, tumor pixels and healthy-tissue pixels, and derives the label and the three
-ratios of DESIGN.md section 3.
+ratios described in ``docs/numbers.md``.
 
 How the counts are made
 -----------------------
@@ -146,7 +146,7 @@ def patch_stats(
     channels: Sequence[int | str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
-    """Exact per-patch counts, label and ratios of one slide (DESIGN.md section 3).
+    """Exact per-patch counts, label and ratios of one slide (docs/numbers.md).
 
     Parameters
     ----------

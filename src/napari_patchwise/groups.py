@@ -79,7 +79,7 @@ def group_counts(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.nd
 
 
 def alphas(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
-    """Within-class attribute shares ``alpha[y, a] = n_(y,a) / n_y`` (METHODS.md).
+    """Within-class attribute shares ``alpha[y, a] = n_(y,a) / n_y`` (docs/methods.md).
 
     GERNE draws its biased batch with these shares; they must come from the training split.
 

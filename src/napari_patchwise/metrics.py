@@ -1,4 +1,4 @@
-"""Classification and group-robustness metrics (METHODS.md, "Metrics").
+"""Classification and group-robustness metrics (docs/methods.md, "Metrics").
 
 Everything is computed from boolean arrays with ``np.count_nonzero`` and one
 ``np.bincount`` (no pandas), so a million patches are re-evaluated in a few milliseconds

@@ -35,7 +35,7 @@ def build_model(
     Parameters
     ----------
     name : {"resnet50", "resnet18", "smallcnn"}
-        Backbone. ResNet-50 is the paper's; ``smallcnn`` is a few conv-bn-relu blocks for
+        Backbone. ResNet-50 is the paper's; ``smallcnn`` is a few conv-GroupNorm-ReLU blocks for
         CPU work on 16-64 px patches.
     in_channels : int
         Number of modalities M of the slides.
@@ -181,10 +181,10 @@ def _load_pretrained(model: torch.nn.Module, weights: str | os.PathLike, in_chan
 def _smallcnn_block(cin: int, cout: int):
     import torch
 
-    # GroupNorm, not BatchNorm: every patch is normalised on its own. GERNE forwards a
-    # biased and a less-biased batch separately; with BatchNorm the network can tell the
-    # two batches apart by their statistics and "solve" L_lb - L_b through them, and the
-    # running statistics then fit neither (measured: validation accuracy collapses).
+    # GroupNorm, not BatchNorm: every patch is normalised on its own, so no output depends
+    # on which batch a patch came in. With training-mode BatchNorm and GERNE's two batches
+    # forwarded separately, the network could tell them apart by their statistics
+    # (docs/methods.md, "BatchNorm"; GERNE forwards both in one pass for that reason).
     return torch.nn.Sequential(
         torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
         torch.nn.GroupNorm(min(8, cout), cout),

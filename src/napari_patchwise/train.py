@@ -7,7 +7,7 @@ optimisation steps. Every ``eval_every`` steps it evaluates the validation split
 by validation WGA and by validation BCA, and writes ``last.pt``. At the end the selected
 checkpoints are evaluated on the test split (``metrics.json``, ``predictions.parquet``).
 
-Run directory (DESIGN.md section 3)::
+Run directory (docs/methods.md, "The run directory")::
 
     config.json          the TrainConfig
     last.pt              model, optimiser, method state (e.g. GroupDRO's q), step, history,
@@ -496,8 +496,8 @@ def _train(config: TrainConfig, callbacks: TrainCallbacks | None, progress) -> P
             tmp.write_text(config.to_json())
 
     # BatchNorm layers kept in eval mode when frozen (running statistics fixed, affine
-    # parameters still trained): the usual choice for GERNE with a pretrained backbone,
-    # whose two separately forwarded batches would otherwise mix into the statistics.
+    # parameters still trained): the paper's choice for GERNE with a pretrained backbone,
+    # whose running statistics are worth keeping (docs/methods.md, "BatchNorm").
     frozen_bn = (
         [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         if config.freeze_bn

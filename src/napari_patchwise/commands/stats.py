@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "stats",
         help="per-patch labels, tumor/tissue counts and ratios of slides",
         description="Cut slides into patches and write one row per patch: exact tumor, "
-        "healthy and tissue pixel counts, label and ratios (DESIGN.md section 3).",
+        "healthy and tissue pixel counts, label and ratios (see docs/numbers.md).",
     )
     p.add_argument(
         "images",

@@ -77,7 +77,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train",
         help="train a patch classifier (ERM, GERNE, GroupDRO, ReSample, ReWeight)",
         description="Train on the train split of a cohort manifest, select the best "
-        "checkpoint on the val split, report test metrics (DESIGN.md section 3).",
+        "checkpoint on the val split, report test metrics (see docs/methods.md).",
     )
     p.add_argument("manifest", metavar="MANIFEST", help="cohort CSV: image, mask, split[, slide]")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
