@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -24,7 +26,8 @@ def test_error_reads_as_one_line_with_path_and_hint():
 def test_atomic_path_renames_on_success(tmp_path):
     target = tmp_path / "table.csv"
     with atomic_path(target) as tmp:
-        assert tmp.suffix == ".csv" and tmp.parent == tmp_path
+        # Inside a fresh private folder beside the target, with the target's own name.
+        assert tmp.name == "table.csv" and tmp.parent.parent == tmp_path
         tmp.write_text("a,b\n1,2\n")
         assert not target.exists()
     assert target.read_text() == "a,b\n1,2\n"
@@ -40,14 +43,18 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_path_replaces_existing_directory(tmp_path):
+def test_atomic_path_replaces_existing_directory_only_when_asked(tmp_path):
     target = tmp_path / "store.zarr"
     target.mkdir()
     (target / "old").write_text("old")
-    with atomic_path(target) as tmp:
+    with pytest.raises(PatchwiseError, match="existing folder"), atomic_path(target) as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in target.iterdir()) == ["old"]  # never deleted unasked
+    with atomic_path(target, replace_dir=True) as tmp:
         tmp.mkdir()
         (tmp / "new").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["store.zarr"]
 
 
 def test_slide_geometry_and_contrast_from_smallest_level():
@@ -65,6 +72,23 @@ def test_slide_geometry_and_contrast_from_smallest_level():
 def test_slide_rejects_mismatched_channel_names():
     with pytest.raises(ValueError, match="channel names"):
         Slide(levels=(da.zeros((3, 4, 4)),), channel_names=("A",))
+
+
+def test_sources_cite_docs_pages_not_files_users_never_have():
+    # DESIGN.md and METHODS.md are reference notes outside the repository; what users
+    # and contributors need lives in docs/, and every docs/ page the code cites exists.
+    repo = Path(__file__).resolve().parents[1]
+    files = [p for p in (repo / "src" / "napari_patchwise").rglob("*") if p.is_file()]
+    files = [p for p in files if "__pycache__" not in p.parts]
+    assert len(files) > 20
+    cited = set()
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for name in ("DESIGN.md", "METHODS.md"):
+            assert name not in text, f"{path.relative_to(repo)} cites {name}"
+        cited.update(re.findall(r"docs/[\w-]+\.md", text))
+    assert "docs/methods.md" in cited
+    assert sorted(page for page in cited if not (repo / page).is_file()) == []
 
 
 def test_core_does_not_import_qt_napari_or_torch():

@@ -1,20 +1,229 @@
-"""Atomic output: write to a temporary sibling, then rename over the target.
+"""Safe outputs: checked names, private temporaries, renames into place, stale cleanup.
 
-An interrupted run never leaves a half-written table, image or checkpoint behind.
+An interrupted run never leaves a half-written table, image or checkpoint behind, and a
+run never deletes what it did not create:
+
+* :func:`check_output` refuses, before any work, an output that is an existing folder
+  (unless the format is a folder, e.g. an OME-Zarr store, and the user asked to overwrite
+  it) or that is one of the command's inputs.
+* :func:`atomic_path` / :func:`atomic_paths` give the writer a path inside a fresh private
+  directory beside the target (``mkdtemp``: no name another process could take between
+  creating and using it) and rename the result over the target at the end.
+* Temporary and scratch directories carry the owning process id in their names
+  (``.patchwise-tmp-<pid>-*``, ``.patchwise-scratch-<pid>-*``). A run killed outright
+  (SIGKILL, power loss) cannot remove them; the next run that writes into the same folder
+  removes those whose process is gone and that nothing touched for :data:`STALE_AFTER_S`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+from .errors import PatchwiseError
+
+TEMP_PREFIX = ".patchwise-tmp-"
+SCRATCH_PREFIX = ".patchwise-scratch-"
+# Age (seconds since the last change) after which a dead process's leftovers are removed.
+# The pid test alone is not enough: the folder may be shared with another machine or
+# container, where that pid means nothing.
+STALE_AFTER_S = 3600.0
+_LEFTOVER = re.compile(r"^\.patchwise-(?:tmp|scratch)-(\d+)-[A-Za-z0-9_]+$")
+_cleaned: set[str] = set()  # folders already swept by this process
+
+
+# -- output checks ---------------------------------------------------------------------------
+
+
+def check_output(
+    path: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    folder_ok: bool = False,
+    overwrite: bool = False,
+    role: str = "the input of this command",
+) -> Path:
+    """Refuse an output name that would destroy something; call before any work.
+
+    Parameters
+    ----------
+    path : path-like
+        The output the command is about to write.
+    inputs : iterable of path-like
+        Paths the command reads (or writes elsewhere): the output must be none of them,
+        and a folder output must not contain any of them.
+    folder_ok : bool
+        The output format is a folder (an OME-Zarr store).
+    overwrite : bool
+        The user asked to replace an existing folder output (``--overwrite``).
+    role : str
+        How the error names what ``path`` collides with.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    PatchwiseError
+        If ``path`` is an existing folder (and not an overwritable store), an existing
+        non-folder where a store is expected, lies under a file, or is one of ``inputs``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not folder_ok:
+            raise PatchwiseError(
+                "is an existing folder, not a file name; nothing was written",
+                path=path,
+                hint="name a file (e.g. inside that folder)",
+            )
+        if not overwrite:
+            raise PatchwiseError(
+                "already exists",
+                path=path,
+                hint="pass --overwrite to replace it, or name a new store",
+            )
+    elif folder_ok and (path.exists() or path.is_symlink()):
+        raise PatchwiseError(
+            "exists and is not a store folder; nothing was written",
+            path=path,
+            hint="remove it or name a new store",
+        )
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PatchwiseError(
+                    f"cannot be created: {parent} is a file", path=path, hint="name another folder"
+                )
+            break
+    for other in inputs:
+        if other is None:
+            continue
+        if _same_path(path, other):
+            named = "" if str(other) == str(path) else f" ({other})"
+            raise PatchwiseError(
+                f"would overwrite {role}{named}; nothing was written",
+                path=path,
+                hint="write the output to another path",
+            )
+        if folder_ok and _is_inside(other, path):
+            raise PatchwiseError(
+                f"holds {role} ({other}); nothing was written",
+                path=path,
+                hint="write the output to another path",
+            )
+    return path
+
+
+def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same file (hard links and symlinks included)."""
+    with contextlib.suppress(OSError):
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _is_inside(inner: str | os.PathLike, outer: str | os.PathLike) -> bool:
+    return Path(outer).resolve() in Path(inner).resolve().parents
+
+
+# -- temporaries -----------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def clean_stale(folder: str | os.PathLike, *, max_age: float = STALE_AFTER_S) -> list[Path]:
+    """Remove temporaries of dead processes in ``folder`` (once per folder and process).
+
+    Only names this module creates are considered (``.patchwise-tmp-<pid>-*``,
+    ``.patchwise-scratch-<pid>-*``), and only when that process no longer runs on this
+    machine and nothing in them changed for ``max_age`` seconds. Never raises.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed.
+    """
+    folder = Path(folder)
+    key = str(folder.absolute())
+    if key in _cleaned:
+        return []
+    _cleaned.add(key)
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _LEFTOVER.match(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        path = Path(entry.path)
+        try:
+            if pid == os.getpid() or _pid_alive(pid) or now - _newest_mtime(path) < max_age:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def private_dir(folder: str | os.PathLike | None, prefix: str = TEMP_PREFIX) -> Path:
+    """Create a fresh directory ``<prefix><pid>-<random>`` in ``folder`` (after a sweep)."""
+    folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_stale(folder)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=folder))
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+def scratch_dir(folder: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A private scratch directory in ``folder`` (the system temp folder if None), removed on exit."""
+    path = private_dir(folder, SCRATCH_PREFIX)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- atomic outputs --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(
+    target: str | os.PathLike, *, suffix: str | None = None, replace_dir: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it to ``target``.
 
     Works for files and for directories (e.g. a zarr store). On error the temporary
@@ -25,28 +234,67 @@ def atomic_path(target: str | os.PathLike, *, suffix: str | None = None) -> Iter
     target : path-like
         Final location.
     suffix : str, optional
-        Suffix of the temporary name (defaults to the target's own suffixes, so that
-        writers that dispatch on the extension still see it).
+        Suffix of the temporary name (by default the temporary has the target's own
+        name, so that writers that dispatch on the extension still see it).
+    replace_dir : bool
+        Allow replacing an existing folder (or a non-folder by a folder). Without it an
+        existing folder at ``target`` is an error: it is never deleted.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if suffix is None:
-        suffix = "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{suffix}", dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()  # the writer creates it (file or directory)
-    try:
+    with atomic_paths([target], suffix=suffix, replace_dir=replace_dir) as (tmp,):
         yield tmp
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+
+
+@contextlib.contextmanager
+def atomic_paths(
+    targets: Sequence[str | os.PathLike], *, suffix: str | None = None, replace_dir: bool = False
+) -> Iterator[list[Path]]:
+    """Like :func:`atomic_path` for outputs that belong together (a slide and its mask).
+
+    Nothing is renamed into place until the block has written every output; then the
+    renames follow each other directly, so an interrupt cannot leave a new slide beside an
+    old mask except within those few system calls.
+    """
+    targets = [Path(t) for t in targets]
+    for target in targets:
+        if not replace_dir and target.is_dir() and not target.is_symlink():
+            raise PatchwiseError(
+                "is an existing folder; it was left as it is and nothing was written",
+                path=target,
+                hint="name a new file",
+            )
+    tmp_dirs = [private_dir(target.parent) for target in targets]
+    try:
+        tmps = [
+            d / (t.name if suffix is None else Path(t.name).stem + suffix)
+            for d, t in zip(tmp_dirs, targets, strict=True)
+        ]
+        yield tmps
+        for tmp in tmps:
+            if not tmp.exists():
+                raise FileNotFoundError(f"the writer did not create {tmp}")
+        for tmp, target, tmp_dir in zip(tmps, targets, tmp_dirs, strict=True):
+            _move_into_place(tmp, target, tmp_dir, replace_dir=replace_dir)
+    finally:
+        for tmp_dir in tmp_dirs:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, target: Path, tmp_dir: Path, *, replace_dir: bool) -> None:
+    """Rename ``tmp`` to ``target``; an old folder (or a file a folder replaces) is moved
+    into ``tmp_dir`` first and removed with it, or put back if the rename fails."""
+    old_is_dir = target.is_dir() and not target.is_symlink()
+    kind_changes = tmp.is_dir() and (target.exists() or target.is_symlink()) and not old_is_dir
+    if not (old_is_dir or kind_changes):
+        os.replace(tmp, target)  # a file over a file (or nothing): one atomic rename
+        return
+    if not replace_dir:
+        raise PatchwiseError(
+            "already exists and was left as it is", path=target, hint="name a new output"
+        )
+    old = tmp_dir / ".replaced"
+    os.replace(target, old)
+    try:
         os.replace(tmp, target)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        os.replace(old, target)
         raise

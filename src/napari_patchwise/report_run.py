@@ -62,8 +62,19 @@ class Run:
 
 
 def load_run(path: str | os.PathLike) -> Run:
-    """Read a finished run directory (PatchwiseError if it is not one)."""
+    """Read a finished run directory.
+
+    Raises
+    ------
+    PatchwiseError
+        One line naming the file, if the directory is not a finished run or one of its
+        files is unreadable or lacks what the report needs.
+    """
     path = Path(path)
+    if not path.is_dir():
+        raise PatchwiseError(
+            "not a run directory", path=path, hint="give directories written by `patchwise train`"
+        )
     for name in ("config.json", "metrics.json", "history.csv"):
         if not (path / name).is_file():
             raise PatchwiseError(
@@ -71,10 +82,108 @@ def load_run(path: str | os.PathLike) -> Run:
                 path=path,
                 hint="give directories written by `patchwise train` that ran to the end",
             )
-    config = json.loads((path / "config.json").read_text())
-    metrics = json.loads((path / "metrics.json").read_text())
-    history = pd.read_csv(path / "history.csv")
+    config = _read_json(path / "config.json")
+    _require(config, ("method", "tau", "seed"), path / "config.json")
+    _check_config(config, path / "config.json")
+    metrics = _read_json(path / "metrics.json")
+    _require(metrics, ("selected_by", "by_selection"), path / "metrics.json")
+    _check_metrics(metrics, path / "metrics.json")
+    history = _read_history(path / "history.csv")
+    if _has_test(metrics) and not (path / "predictions.parquet").is_file():
+        raise PatchwiseError(
+            "run has test metrics but no predictions.parquet",
+            path=path,
+            hint="the run folder is incomplete; rerun `patchwise train` or leave it out",
+        )
     return Run(path, config, metrics, history)
+
+
+def _bad_file(path: Path, what: str) -> PatchwiseError:
+    return PatchwiseError(
+        what, path=path, hint="the run folder is damaged; rerun `patchwise train` or leave it out"
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _bad_file(path, f"cannot read the JSON ({first})") from exc
+    if not isinstance(data, dict):
+        raise _bad_file(path, f"holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _require(data: dict, keys: Sequence[str], path: Path) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise _bad_file(path, f"lacks {', '.join(missing)}")
+
+
+def _check_config(config: dict, path: Path) -> None:
+    if not isinstance(config["method"], str):
+        raise _bad_file(path, f"'method' is {config['method']!r}, not a name")
+    for key in ("tau", "seed", "threshold"):
+        value = config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad_file(path, f"{key!r} is {value!r}, not a number")
+        if not np.isfinite(value):
+            raise _bad_file(path, f"{key!r} is {value!r}, not a finite number")
+
+
+def _check_metrics(metrics: dict, path: Path) -> None:
+    """The structure :func:`result_rows` and the figures read, checked up front."""
+    by_selection = metrics["by_selection"]
+    if not isinstance(by_selection, dict):
+        raise _bad_file(path, "'by_selection' is not an object")
+    for select, entry in by_selection.items():
+        test = entry.get("test") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or "step" not in entry:
+            raise _bad_file(path, f"'by_selection.{select}' lacks 'step'")
+        if test is None:
+            continue
+        try:
+            for key in ("wga", "bca", "accuracy"):
+                _number_or_none(test[key])
+            for name in GROUP_NAMES:
+                _number_or_none(test["groups"][name]["accuracy"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _bad_file(
+                path, f"'by_selection.{select}.test' is incomplete or not numeric ({exc!s})"
+            ) from exc
+
+
+def _number_or_none(value) -> None:
+    if value is not None and not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+
+
+def _has_test(metrics: dict) -> bool:
+    entry = metrics["by_selection"].get(metrics["selected_by"])
+    return isinstance(entry, dict) and entry.get("test") is not None
+
+
+def _read_history(path: Path) -> pd.DataFrame:
+    try:
+        history = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _bad_file(path, f"cannot read the CSV ({first})") from exc
+    missing = [c for c in ("step", "val_wga", "val_bca") if c not in history]
+    if missing:
+        raise _bad_file(path, f"lacks column(s) {', '.join(missing)}")
+    for column in ("step", "val_wga", "val_bca", "loss"):
+        if column in history and not pd.api.types.is_numeric_dtype(history[column]):
+            raise _bad_file(path, f"column {column!r} is not numeric")
+    return history
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    from .io.tables import read_table
+
+    # read_table names the file in every error (unreadable, missing columns, bad values).
+    return read_table(path, required=("label", "tumor_ratio", "tumor_tissue_ratio", "tissue_ratio"))
 
 
 def result_rows(runs: Sequence[Run]) -> pd.DataFrame:
@@ -237,7 +346,7 @@ def render_html(runs: Sequence[Run], *, bins: int = 20) -> str:
         pred_path = run.path / "predictions.parquet"
         if not pred_path.is_file():
             continue
-        table = pd.read_parquet(pred_path)
+        table = _read_predictions(pred_path)
         tau = float(run.config["tau"])
         title = f"{run.method_label}, selected by {SELECT_LABELS.get(run.metrics['selected_by'], '')}, tau={tau:g}, seed {run.config['seed']} ({run.path.name})"
         fig = figure1(

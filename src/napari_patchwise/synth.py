@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -104,6 +105,11 @@ class SynthConfig:
             raise PatchwiseError("chunk must be >= 16 and layout_scale >= 2 pixels")
         if len(self.channel_names) != 3:
             raise PatchwiseError("a synthetic slide has exactly three channel names")
+        if not (math.isfinite(self.pixel_size) and self.pixel_size > 0):
+            raise PatchwiseError(
+                f"pixel size {self.pixel_size} is not a positive number",
+                hint="give micrometres per pixel, e.g. 0.5",
+            )
         object.__setattr__(self, "size", (h, w))
 
 
@@ -570,6 +576,7 @@ def write_synthetic_slide(
     *,
     tile: int = 512,
     compression_level: int | None = 1,
+    overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> tuple[Path, Path]:
     """Write a synthetic slide and its mask as pyramidal OME-TIFF or OME-Zarr.
@@ -577,7 +584,9 @@ def write_synthetic_slide(
     The format follows the extension of ``out`` (``.ome.tif``/``.tif`` or ``.ome.zarr``).
     Every chunk is rendered once into a scratch store beside ``out`` (removed at the
     end); the pyramid levels are each computed from the stored level above them, and
-    the files are written tile by tile. Memory stays bounded by a few chunks.
+    the files are written tile by tile. Memory stays bounded by a few chunks. Slide and
+    mask are written to temporaries and renamed into place together at the end, so an
+    interrupted run never leaves a new slide beside an old mask.
 
     Parameters
     ----------
@@ -592,6 +601,9 @@ def write_synthetic_slide(
     compression_level : int, optional
         zlib level of the TIFF tiles: 1 (default) is 2.5x faster than zlib's default 6
         and the files only ~5% larger on these slides; None for zlib's default.
+    overwrite : bool
+        Replace existing OME-Zarr stores (without it an existing store is an error).
+        Existing TIFF files are always replaced.
     progress : callable, optional
         ``progress(done, total)`` over the whole job.
 
@@ -600,6 +612,7 @@ def write_synthetic_slide(
     (pathlib.Path, pathlib.Path)
         The slide and the mask.
     """
+    from ._atomic import atomic_paths, check_output
     from .io.pyramid_cache import staged_pyramid
     from .io.write import staged_arrays, write_ome_tiff, write_ome_zarr
 
@@ -608,11 +621,19 @@ def write_synthetic_slide(
     mask_out = Path(mask_out) if mask_out is not None else default_mask_path(out)
     for path in (out, mask_out):
         default_mask_path(path)  # validates the extension before any work
+    check_output(out, folder_ok=_is_zarr(out), overwrite=overwrite)
+    check_output(
+        mask_out,
+        inputs=[out],
+        folder_ok=_is_zarr(mask_out),
+        overwrite=overwrite,
+        role="the slide",
+    )
     image, mask = synth_slide(config)
     phase = _phases(progress, [0.55, 0.12, 0.28, 0.05])
 
     def write(path: Path, levels, names, report) -> None:
-        if path.name.lower().endswith(".zarr"):
+        if _is_zarr(path):
             write_ome_zarr(
                 path,
                 levels,
@@ -644,11 +665,17 @@ def write_synthetic_slide(
             [image, mask], workdir=workdir, chunk=config.chunk, progress=phase(0)
         ) as stored,
         staged_pyramid(stored[0], workdir=workdir, progress=phase(1)) as levels,
+        # Both written before either replaces anything: slide and mask stay a pair.
+        atomic_paths([out, mask_out], replace_dir=overwrite) as (out_tmp, mask_tmp),
     ):
         mask_levels = [stored[1]]
         for level in levels[1:]:
             f = round(config.size[1] / level.shape[-1])
             mask_levels.append(stored[1][::f, ::f][: level.shape[-2], : level.shape[-1]])
-        write(out, levels, list(config.channel_names), phase(2))
-        write(mask_out, mask_levels, None, phase(3))
+        write(out_tmp, levels, list(config.channel_names), phase(2))
+        write(mask_tmp, mask_levels, None, phase(3))
     return out, mask_out
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.name.lower().endswith(".zarr")

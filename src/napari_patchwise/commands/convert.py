@@ -27,6 +27,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="the input is a label image (mask): nearest, not mean, downsampling",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OME-Zarr store (a TIFF file is always replaced)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -34,6 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .._atomic import check_output
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
     from ..io import open_slide
@@ -50,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.tile <= 0 or args.tile % 16:
         raise PatchwiseError(f"--tile {args.tile} is not a positive multiple of 16")
-    if Path(args.input).resolve() == out.resolve():
-        raise PatchwiseError("the output would overwrite the input", path=out)
+    check_output(out, inputs=[args.input], folder_ok=is_zarr, overwrite=args.overwrite)
     # Stored levels are reused; a single-level input gets its pyramid built below, with
     # each level computed once (never the lazy chain that re-reads level 0 per level).
     slide = open_slide(
@@ -75,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 chunk=args.tile,
                 version=args.zarr_version,
                 contrast_limits=slide.contrast_limits,
+                overwrite=args.overwrite,
                 **common,
             )
         else:

@@ -27,10 +27,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.tables import read_table
+    from ..io.tables import check_values, read_table
     from ..metrics import evaluate
 
     table = read_table(args.table)
+    # Every patch needs a prediction here (a table saved from the dock may have gaps).
+    check_values(table, path=args.table, missing_ok=False)
     ev = evaluate(
         table["label"].to_numpy(),
         table["tissue_ratio"].to_numpy(),

@@ -18,7 +18,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._atomic import check_output
     from ..report_run import write_report
 
+    check_output(args.out, inputs=args.runs)
     print(write_report(args.runs, args.out))
     return 0

@@ -17,6 +17,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), required=True, help="pixels")
     p.add_argument("--out", required=True, help="slide: *.ome.tif or *.ome.zarr")
     p.add_argument("--mask-out", help="mask (default: <stem>_mask.tif beside the slide)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing OME-Zarr stores (TIFF files are always replaced)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument(
         "--spurious",
@@ -37,6 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .._atomic import check_output
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
     from ..synth import SynthConfig, default_mask_path, write_synthetic_slide
@@ -53,9 +61,18 @@ def run(args: argparse.Namespace) -> int:
     # Bad names fail here, before the progress bar appears.
     for path in filter(None, (args.out, args.mask_out)):
         default_mask_path(path)
+    mask_out = Path(args.mask_out) if args.mask_out else default_mask_path(args.out)
+    for path, others in ((Path(args.out), ()), (mask_out, (args.out,))):
+        is_zarr = path.name.lower().endswith(".zarr")
+        check_output(path, inputs=others, folder_ok=is_zarr, overwrite=args.overwrite, role="the slide (--out)")
     with tqdm_progress("synth", unit="‰", disable=args.quiet) as progress:
         out, mask_out = write_synthetic_slide(
-            args.out, args.mask_out, config, tile=args.tile, progress=progress
+            args.out,
+            mask_out,
+            config,
+            tile=args.tile,
+            overwrite=args.overwrite,
+            progress=progress,
         )
     print(out)
     print(mask_out)

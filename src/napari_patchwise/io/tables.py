@@ -129,8 +129,61 @@ def validate_table(
         )
 
 
+def check_values(
+    df: pd.DataFrame, *, path: str | os.PathLike | None = None, missing_ok: bool = True
+) -> None:
+    """Raise a one-line :class:`PatchwiseError` for values a patch table cannot hold.
+
+    ``label`` must be the integer 0 or 1; ``prob`` a number in [0, 1]; ``pred`` 0 or 1;
+    counts and positions whole numbers. Checked on the values as read, before any cast:
+    casting first would turn 257 into 1 and 0.5 into 0 without a word.
+
+    Parameters
+    ----------
+    missing_ok : bool
+        Accept patches without a prediction, as the dock saves them: ``prob`` NaN and
+        ``pred`` -1. False where every patch needs one (metrics).
+    """
+    no_prediction = df["prob"].isna() if "prob" in df else None
+    for col in ("label", "prob", "pred", *_INT_COLUMNS):
+        if col not in df:
+            continue
+        raw = df[col]
+        values = pd.to_numeric(raw, errors="coerce").astype(np.float64)
+        missing = raw.isna()
+        if col == "prob":
+            bad = ~values.between(0.0, 1.0)  # NaN, inf and text included
+            if missing_ok:
+                bad &= ~missing
+            rule = "must be a number in [0, 1]" + ("" if missing_ok else " for every patch")
+        elif col == "pred":
+            allowed = values.isin((0.0, 1.0))
+            if missing_ok and no_prediction is not None:
+                allowed |= (values == -1) & no_prediction
+            bad = ~allowed
+            rule = "must be 0 or 1" + (" (-1 only where prob is empty)" if missing_ok else "")
+        elif col in _SMALL_INT_COLUMNS:
+            bad = ~values.isin((0.0, 1.0))
+            rule = "must be 0 or 1"
+        else:
+            bad = ~np.isfinite(values) | (values != np.round(values))
+            rule = "must hold whole numbers"
+        if bad.any():
+            example = raw[bad].iloc[0]
+            example = example.item() if isinstance(example, np.generic) else example
+            raise PatchwiseError(
+                f"column {col!r} {rule}; found {example!r} ({int(bad.sum())} bad value(s))",
+                path=path,
+                hint="use a table written by 'patchwise stats' or 'patchwise predict'",
+            )
+
+
 def normalize_dtypes(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Canonical dtypes of the known patch-table columns (others left as they are)."""
+    """Canonical dtypes of the known patch-table columns (others left as they are).
+
+    Values are checked first (:func:`check_values`), so no cast can change one.
+    """
+    check_values(df, path=path)
     df = df.copy()
     try:
         for col in _INT_COLUMNS:

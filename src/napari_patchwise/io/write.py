@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +23,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, scratch_dir
 from .._compute import joined_threads
 from .._progress import ProgressCallback, dask_progress
 from ..errors import PatchwiseError
@@ -168,7 +168,8 @@ def write_ome_tiff(
     is_mask = level0.ndim == 2
     pixel_yx = _pixel_size_yx(pixel_size)
 
-    metadata: dict = {"axes": "YX" if is_mask else "CYX"}
+    # A random UUID: tifffile's default (uuid1) embeds the time and the host's MAC address.
+    metadata: dict = {"axes": "YX" if is_mask else "CYX", "UUID": str(uuid.uuid4())}
     if not is_mask:
         metadata["Channel"] = {"Name": _channel_names(channel_names, level0.shape[0])}
     if pixel_yx is not None:
@@ -280,6 +281,7 @@ def write_ome_zarr(
     contrast_limits: Sequence[tuple[float, float]] | None = None,
     name: str | None = None,
     compression_level: int = 5,
+    overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Path:
     """Write an OME-Zarr pyramid (v0.5 on zarr v3, or v0.4 on zarr v2), chunk by chunk.
@@ -305,6 +307,9 @@ def write_ome_zarr(
         Name of the multiscale image (the file stem by default).
     compression_level : int
         Blosc/zstd level of the chunks.
+    overwrite : bool
+        Replace an existing store at ``path`` (only once the new one is complete);
+        without it an existing store is an error and is left as it is.
     progress : callable, optional
         Called as ``progress(done_tasks, total_tasks)``.
 
@@ -348,7 +353,7 @@ def write_ome_zarr(
     if version == "0.5":
         attrs = {"ome": {"version": "0.5", **attrs}}
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace_dir=overwrite) as tmp:
         _store_levels(
             tmp,
             levels,
@@ -421,7 +426,10 @@ def staged_arrays(
     For arrays that are expensive to compute and share work (a generated image and its
     mask come from the same blocks): one ``dask.array.store`` computes the shared work
     once, chunk by chunk; the writers and pyramid builders then read the stored chunks
-    as often as they need. The store (fast lz4 compression) is removed on exit.
+    as often as they need. The store (fast lz4 compression) lives in a private
+    ``.patchwise-scratch-<pid>-*`` folder in ``workdir`` (the system temp folder if None),
+    removed on exit; one left by a killed run is removed by a later run
+    (:func:`napari_patchwise._atomic.clean_stale`).
 
     Yields
     ------
@@ -430,8 +438,8 @@ def staged_arrays(
     """
     import zarr
 
-    with tempfile.TemporaryDirectory(prefix=".patchwise-scratch-", dir=workdir) as tmp:
-        root = zarr.open_group(Path(tmp) / "scratch.zarr", mode="w", zarr_format=3)
+    with scratch_dir(workdir) as tmp:
+        root = zarr.open_group(tmp / "scratch.zarr", mode="w", zarr_format=3)
         targets = [
             _create_array(root, str(i), a, chunk, 3, _SCRATCH_CLEVEL, "lz4")
             for i, a in enumerate(arrays)
