@@ -78,14 +78,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from .._atomic import check_output
     from .._progress import tqdm_progress
     from ..grid import PatchGrid, patch_stats
     from ..io.mask import MaskMap, as_mask_map
     from ..io.tables import table_format, write_geojson, write_table
 
     # Fail on a bad output name before any work; never overwrite an input or a folder.
-    from .._atomic import check_output
-
     table_format(args.out)
     inputs = [*args.images, *(args.mask or [])]
     check_output(args.out, inputs=inputs)
