@@ -9,7 +9,7 @@ Measures, each in a fresh process under the current X display (run under ``xvfb-
 * Baseline, same run: napari's built-in reader on a smaller slide (8k x 8k x 3, which it
   loads whole into memory), and the Patchwise reader on that same smaller slide.
 
-Targets (DESIGN.md section 4): first frame < 2 s, peak RSS < 1.5 GB.
+Targets (docs/benchmarks.md, "Budgets"): first frame < 2 s, peak RSS < 1.5 GB.
 
 The slides are generated once into ``benchmarks/_data/`` (git-ignored) with
 ``write_synthetic_slide``; their writing time is reported too.

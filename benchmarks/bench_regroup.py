@@ -9,7 +9,7 @@
 * baseline: the same numbers the obvious way — a pandas groupby for per-group counts and
   accuracy plus scikit-learn's accuracy, balanced accuracy and confusion matrix.
 
-Budget (DESIGN.md section 4): under 16 ms median.
+Budget (docs/benchmarks.md, "Budgets"): under 16 ms median.
 
     .venv/bin/python benchmarks/bench_regroup.py [--n 1000000] [--repeats 25]
 """

@@ -1,7 +1,7 @@
 """Shared test setup.
 
 torch (and triton) are imported before Qt: some torch and Qt builds crash when Qt's
-libraries load first (DESIGN.md, known traps).
+libraries load first (docs/architecture.md, "Decisions").
 """
 
 from __future__ import annotations

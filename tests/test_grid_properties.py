@@ -72,7 +72,7 @@ def test_matches_reference_and_invariants(case):
     expected = reference(code, grid)
     assert len(table) == expected.shape[0] == np.prod(grid.grid_shape(*code.shape))
     np.testing.assert_array_equal(table[["n_pixels", "n_tumor", "n_healthy"]].to_numpy(), expected)
-    # Invariants of DESIGN.md section 3.
+    # Invariants of the patch table (docs/numbers.md).
     assert (table["n_tissue"] == table["n_tumor"] + table["n_healthy"]).all()
     assert (table["n_tissue"] <= table["n_pixels"]).all()
     assert (table["label"] == (table["n_tumor"] > 0)).all()

@@ -173,5 +173,5 @@ def test_fast_on_a_million_patches(rng):
         t0 = time.perf_counter()
         ev.evaluate(0.05 + 0.01 * i, 0.5)
         times.append(time.perf_counter() - t0)
-    # Budget is 16 ms (DESIGN.md); generous slack for a loaded shared CI machine.
+    # Budget is 16 ms (docs/benchmarks.md, "Budgets"); generous slack for a loaded shared CI machine.
     assert np.median(times) < 0.05
