@@ -17,6 +17,14 @@ the resident size just before it.
 
     .venv/bin/python benchmarks/bench_stats.py [--size 20480] [--patch 256] [--intensity]
 
+``--headless`` times the ``patchwise stats`` command itself on a *single-level* tiled
+16384 x 20480 x 3 TIFF and its mask, with an empty cache folder, against the
+read-plus-numpy floor of the same run (``tifffile.imread`` of the mask + the reshape-sum),
+and checks that nothing is written outside ``--out``; ``--before`` adds the previous
+behaviour (display pyramid written to the cache, mask values checked in a separate pass).
+
+    .venv/bin/python benchmarks/bench_stats.py --headless [--before]
+
 The slide is generated once into benchmarks/_data/ (git-ignored) with the project's
 synthetic-slide writer.
 """
@@ -89,13 +97,126 @@ def floor_counts(mask: np.ndarray, p: int) -> np.ndarray:
     return np.stack([(m == cls).reshape(r, p, c, p).sum(axis=(1, 3)) for cls in (1, 2)])
 
 
+def ensure_single_level(height: int = 16384, width: int = 20480) -> tuple[Path, Path]:
+    """A single-level tiled image (3 x uint8) and 3-class mask, written tile by tile.
+
+    The mask is blobs of tissue with tumor inside (a smooth random field, thresholded);
+    the image is the mask's classes with noise. Only the mask is read by ``stats`` with
+    tissue from the mask, so the image's content does not matter here; its size does
+    (the old path built a display pyramid from it).
+    """
+    import tifffile
+
+    image_path = DATA / f"single_{height}x{width}.tif"
+    mask_path = DATA / f"single_{height}x{width}_mask.tif"
+    if image_path.exists() and mask_path.exists():
+        return image_path, mask_path
+    DATA.mkdir(parents=True, exist_ok=True)
+    print(f"generating {image_path} ({height} x {width} x 3, single level) ...", flush=True)
+    rng = np.random.default_rng(3)
+    coarse = rng.random((height // 512 + 2, width // 512 + 2))
+    tile = 512
+
+    def mask_tile(y: int, x: int) -> np.ndarray:
+        ys = (np.arange(y, y + tile) / 512.0)[:, None]
+        xs = (np.arange(x, x + tile) / 512.0)[None, :]
+        y0, x0 = ys.astype(int), xs.astype(int)
+        fy, fx = ys - y0, xs - x0
+        field = (coarse[y0, x0] * (1 - fy) * (1 - fx) + coarse[y0 + 1, x0] * fy * (1 - fx)
+                 + coarse[y0, x0 + 1] * (1 - fy) * fx + coarse[y0 + 1, x0 + 1] * fy * fx)  # fmt: skip
+        return np.select([field > 0.75, field > 0.45], [2, 1], 0).astype(np.uint8)
+
+    def tiles(channels: int):
+        for c in range(channels):
+            for y in range(0, height, tile):
+                for x in range(0, width, tile):
+                    m = mask_tile(y, x)
+                    if channels == 1:
+                        yield m
+                    else:
+                        noise = rng.integers(0, 30, m.shape, dtype=np.uint8)
+                        yield (m * (60 + 20 * c)).astype(np.uint8) + noise
+
+    tifffile.imwrite(mask_path, tiles(1), shape=(height, width), dtype=np.uint8,
+                     tile=(tile, tile), compression="zlib")  # fmt: skip
+    tifffile.imwrite(image_path, tiles(3), shape=(3, height, width), dtype=np.uint8,
+                     tile=(tile, tile), compression="zlib", photometric="minisblack",
+                     planarconfig="separate")  # fmt: skip
+    return image_path, mask_path
+
+
+def headless(patch: int, before: bool) -> None:
+    """``patchwise stats`` on a single-level slide against the read-plus-numpy floor."""
+    import os
+    import tempfile
+
+    import tifffile
+
+    from napari_patchwise.cli import main as cli_main
+    from napari_patchwise.io.tables import read_table
+
+    image_path, mask_path = ensure_single_level()
+    work = Path(tempfile.mkdtemp(prefix="bench-stats-"))
+    cache = work / "cache"
+    cache.mkdir()
+    os.environ["PATCHWISE_CACHE_DIR"] = str(cache)
+    inputs_before = sorted(DATA.iterdir())
+    rows = []
+
+    def floor():
+        return floor_counts(tifffile.imread(mask_path), patch)
+
+    def stats(name: str) -> Path:
+        out = work / "out" / name
+        rc = cli_main(["stats", str(image_path), "--mask", str(mask_path),
+                       "--patch-size", str(patch), "--out", str(out), "--quiet"])  # fmt: skip
+        assert rc == 0
+        return out
+
+    counts, t_floor, m_floor = timed(floor)
+    rows.append(("floor: tifffile.imread(mask) + numpy reshape-sum", t_floor, m_floor))
+    out, t_cli, m_cli = timed(lambda: stats("t.parquet"))
+    rows.append(("patchwise stats (empty cache folder)", t_cli, m_cli))
+    written = sorted(p.relative_to(work) for p in work.rglob("*") if p.is_file())
+    assert written == [Path("out/t.parquet")], written
+    assert sorted(DATA.iterdir()) == inputs_before
+    table = read_table(out)
+    assert table["n_healthy"].tolist() == counts[0].ravel().tolist()
+    assert table["n_tumor"].tolist() == counts[1].ravel().tolist()
+    _, t_floor2, m_floor2 = timed(floor)
+    rows.append(("floor again (noise check)", t_floor2, m_floor2))
+    if before:
+        from napari_patchwise.grid import PatchGrid, patch_stats
+        from napari_patchwise.io import open_slide
+
+        def old():
+            slide = open_slide(image_path, mask=mask_path)  # pyramid to the cache, value pass
+            return patch_stats(slide, PatchGrid(patch))
+
+        _, t_old, m_old = timed(old)
+        rows.append(("before: display pyramid + separate value pass", t_old, m_old))
+        cached = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+        print(f"before: wrote {cached / 2**20:.0f} MiB into the cache folder")
+    floor_best = min(t_floor, t_floor2)
+    print(f"\n{tifffile.TiffFile(image_path).pages[0].shape} image, mask "
+          f"{tifffile.TiffFile(mask_path).pages[0].shape}, patch {patch}, {len(table)} patches")  # fmt: skip
+    print(f"{'step':52}{'seconds':>9}{'x floor':>9}{'peak MiB':>10}")
+    for name, seconds, peak in rows:
+        print(f"{name:52}{seconds:>9.2f}{seconds / floor_best:>9.2f}{peak:>10.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=20480)
     parser.add_argument("--patch", type=int, default=256)
     parser.add_argument("--loop-patches", type=int, default=150)
     parser.add_argument("--intensity", action="store_true")
+    parser.add_argument("--headless", action="store_true", help="time `patchwise stats` itself")
+    parser.add_argument("--before", action="store_true", help="with --headless: the old path too")
     args = parser.parse_args()
+    if args.headless:
+        headless(args.patch, args.before)
+        return
 
     import dask
     import dask.array as da
