@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
 
+from ..errors import PatchwiseError
+from ..io.mask import MaskMap
 from .state import SlideSettings
 
 TISSUE_MODES = ("auto", "mask", "intensity")
@@ -62,3 +64,58 @@ class SettingsForm(QWidget):
         self.tissue.setCurrentText(settings.tissue)
         self.tissue_threshold.setValue(settings.tissue_threshold)
         self.background.setCurrentText(settings.background)
+
+
+#: The mask-map presets of the dock, default first (docs/ describes the mask maps).
+MASK_MAP_PRESETS = ("0=background,1=healthy,2=tumor", "binary (0=background,1=tumor)")
+
+
+def mask_map_from_text(text: str) -> MaskMap:
+    """The :class:`MaskMap` a "Mask map" field's text names.
+
+    A preset's label (``"binary (0=background,1=tumor)"``) or any spec
+    :meth:`MaskMap.parse` reads; an empty field is the 3-class default.
+
+    Raises
+    ------
+    PatchwiseError
+        The text is not a mask map (the message quotes the item it could not read).
+    """
+    text = text.strip()
+    if text.lower().startswith("binary"):
+        return MaskMap.binary()
+    try:
+        return MaskMap.parse(text)
+    except PatchwiseError as exc:
+        raise PatchwiseError(f"mask map {text!r}: {exc}") from exc
+
+
+class MaskMapField(QComboBox):
+    """Editable combo box: which class each mask value means, for every slide alike.
+
+    One map for the whole dock: a mask's semantics is decided by the user once, never
+    guessed per slide from the values it happens to hold.
+    """
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setEditable(True)
+        self.addItems(MASK_MAP_PRESETS)
+        self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.setToolTip(
+            "Value -> class of the mask, e.g. 0=background,1=healthy,2=tumor (default) or "
+            "0=background,255=tumor. A mask with only 0 and 1 is a tumor-free 3-class mask "
+            "unless you choose binary."
+        )
+
+    def mask_map(self) -> MaskMap:
+        """The map the field names (raises :class:`PatchwiseError` for a bad spec)."""
+        return mask_map_from_text(self.currentText())
+
+    def set_mask_map(self, mask_map: MaskMap) -> None:
+        """Show ``mask_map``: its preset when it is one, else its ``VALUE=CLASS`` text."""
+        for preset in MASK_MAP_PRESETS:
+            if mask_map_from_text(preset) == mask_map:
+                self.setCurrentText(preset)
+                return
+        self.setCurrentText(str(mask_map))

@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import PatchwiseError
-from ..io.mask import MaskMap, mask_factor, mask_values
+from ..io.mask import MaskMap, as_mask_map, mask_factor, mask_values
 from ..io.reader import slide_name
 from ..slide import Slide
 
@@ -40,26 +40,48 @@ def slide_of_layer(layer) -> Slide:
     return _wrap_layer_data(layer)
 
 
-def with_mask_layer(slide: Slide, mask_layer, *, check_values: bool = True) -> Slide:
+def with_mask_layer(
+    slide: Slide,
+    mask_layer,
+    *,
+    mask_map: MaskMap | str | None = None,
+    check_values: bool = True,
+) -> Slide:
     """``slide`` carrying the classes of a Labels layer as its mask.
+
+    Parameters
+    ----------
+    slide : Slide
+        The image the mask is for.
+    mask_layer : napari.layers.Labels
+        The mask: a mask file opened by the Patchwise reader (re-read from its file), a
+        slide's own mask, or any label array.
+    mask_map : MaskMap or str, optional
+        Value -> class map, the same for every slide (the dock's "Mask map" field).
+        ``None`` is the documented 3-class map ``0=background,1=healthy,2=tumor``: a
+        mask holding only 0 and 1 is a tumor-free slide, never guessed to be binary.
+    check_values : bool
+        Verify that every value of the mask is in the map (one chunked pass).
 
     Raises
     ------
     PatchwiseError
         The mask's size is not the image's (or an integer fraction of it), or it holds
-        values other than background/healthy/tumor (``0, 1, 2``) or binary ``0, 1``.
+        values the map does not know.
     """
+    mapping = as_mask_map(mask_map) or MaskMap.default()
     metadata = getattr(mask_layer, "metadata", None) or {}
     own = next((v for v in metadata.values() if isinstance(v, Slide)), None)
     if own is not None and own.mask is not None and own.shape[1:] == slide.shape[1:]:
-        return slide.with_mask(own.mask, factor=own.mask_factor, kind=own.mask_kind)
+        mapped = with_own_mask(own, mapping, check_values=check_values)
+        return slide.with_mask(
+            mapped.mask, factor=mapped.mask_factor, kind=mapped.mask_kind, path=mapped.mask_path
+        )
     path = metadata.get("patchwise_path")
     if isinstance(path, (str, Path)) and Path(path).is_file():
         # a mask file opened by the Patchwise reader: map its values as the CLI does
-        from ..io.mask import read_mask
-
         try:
-            mask, factor, kind = read_mask(path, slide.shape[1:], check_values=check_values)
+            mask, factor, kind = _read_mask(path, slide.shape[1:], mapping, check_values)
         except PatchwiseError as exc:
             raise PatchwiseError(f"mask layer '{mask_layer.name}': {exc}") from exc
         return slide.with_mask(mask, factor=factor, kind=kind, path=Path(path))
@@ -76,20 +98,102 @@ def with_mask_layer(slide: Slide, mask_layer, *, check_values: bool = True) -> S
             f"image '{slide.name}' is {slide.shape[1]} x {slide.shape[2]}",
             hint="pick the mask that belongs to this image",
         ) from exc
-    mapping = MaskMap.default()
     if check_values:
         found = mask_values(labels).tolist()
-        if set(found) <= {0, 1}:
-            mapping = MaskMap.binary()
         unknown = [v for v in found if v not in mapping.classes]
         if unknown:
             raise PatchwiseError(
-                f"mask layer '{mask_layer.name}' holds values {unknown[:10]} besides "
-                "0 (background), 1 (healthy), 2 (tumor)",
-                hint="relabel the mask or open it with a value map",
+                f"mask layer '{mask_layer.name}' holds values {unknown[:10]} that the mask "
+                f"map {mapping} does not name",
+                hint="set the mask map to name every value (e.g. 0=background,255=tumor) "
+                "or relabel the mask",
             )
     mapped = labels.map_blocks(mapping.apply, dtype=np.uint8)
     return slide.with_mask(mapped, factor=factor, kind=mapping.kind)
+
+
+def with_own_mask(
+    slide: Slide, mask_map: MaskMap | str | None = None, *, check_values: bool = True
+) -> Slide:
+    """``slide`` with its own mask read again under ``mask_map`` (from its file).
+
+    A slide opened with its mask (the sample) was mapped when it was opened; the map the
+    user chose in the dock must decide its classes too. Without a mask file nothing can
+    be remapped and the slide is returned as it is.
+    """
+    if slide.mask is None or slide.mask_path is None or not Path(slide.mask_path).is_file():
+        return slide
+    mapping = as_mask_map(mask_map) or MaskMap.default()
+    mask, factor, kind = _read_mask(slide.mask_path, slide.shape[1:], mapping, check_values)
+    return slide.with_mask(mask, factor=factor, kind=kind, path=Path(slide.mask_path))
+
+
+def _read_mask(path, level0_yx, mapping: MaskMap, check_values: bool):
+    from ..io.mask import read_mask
+
+    # always an explicit map: the core never guesses a mask's semantics from its values
+    return read_mask(path, level0_yx, mapping, check_values=check_values)
+
+
+# -- world alignment -------------------------------------------------------------------------
+def mask_transform(
+    factor: int,
+    image_scale: tuple[float, float] = (1.0, 1.0),
+    image_translate: tuple[float, float] = (0.0, 0.0),
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(scale, translate)`` that draw a ``1/factor`` mask over its image layer.
+
+    napari centres data pixel ``i`` at ``translate + i * scale``. Mask pixel ``i`` covers
+    the level-0 pixels ``[f i, f i + f)``, whose centre is at ``T + p (f i + (f - 1) / 2)``
+    (``p``, ``T``: the image layer's scale and translate), so ``scale = p f`` and
+    ``translate = T + p (f - 1) / 2``. The mask then shares the slide's world coordinates
+    whatever pixel size its own file declares (often none).
+    """
+    p = np.asarray(image_scale, dtype=float)
+    t = np.asarray(image_translate, dtype=float)
+    scale = p * factor
+    translate = t + p * (factor - 1) / 2.0
+    return tuple(float(v) for v in scale), tuple(float(v) for v in translate)
+
+
+def layer_yx(layer) -> tuple[int, int]:
+    """``(Y, X)`` of a layer's full-resolution data (the last two spatial axes)."""
+    level = _levels(layer)[0]
+    shape = tuple(int(s) for s in level.shape)
+    if getattr(layer, "rgb", False):
+        shape = shape[:-1]
+    return shape[-2], shape[-1]
+
+
+def fitting_factor(level0_yx: tuple[int, int], mask_yx: tuple[int, int]) -> int | None:
+    """The mask's integer factor against ``level0_yx``, or ``None`` when it does not fit."""
+    try:
+        return mask_factor(level0_yx, mask_yx)
+    except PatchwiseError:
+        return None
+
+
+def align_mask_layer(mask_layer, image_layer) -> bool:
+    """Put ``mask_layer`` in ``image_layer``'s world coordinates (its scale x factor).
+
+    Returns False (and changes nothing) when the mask's size is not the image's or an
+    integer fraction of it: computing then reports the mismatch.
+    """
+    factor = fitting_factor(layer_yx(image_layer), layer_yx(mask_layer))
+    if factor is None:
+        return False
+    scale, translate = mask_transform(
+        factor, tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
+    )
+    lead = mask_layer.ndim - 2  # keep any leading (non-spatial) axes as they are
+    mask_layer.scale = (*tuple(mask_layer.scale[:lead]), *scale)
+    mask_layer.translate = (*tuple(mask_layer.translate[:lead]), *translate)
+    mask_layer.metadata[ALIGNED_KEY] = image_layer.name
+    return True
+
+
+#: Set on a mask layer once it was put in an image's world coordinates (the image's name).
+ALIGNED_KEY = "patchwise_aligned_to"
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -71,14 +71,16 @@ def read_layers(path: str | list[str]) -> list:
     if isinstance(path, list | tuple):
         path = path[0]
     size_dask_cache()
+    viewer = _current_viewer()
     try:
-        layers = layers_for_path(Path(path))
+        layers = layers_for_path(Path(path), viewer=viewer)
     except PatchwiseError as err:
         from napari.utils.notifications import show_error
 
         show_error(str(err))
         return _NO_LAYERS
-    _claim_if_in_viewer()
+    if viewer is not None:
+        claim_reader_preferences()
     return layers
 
 
@@ -99,12 +101,15 @@ def claim_reader_preferences(patterns: tuple[str, ...] = PREFERRED_PATTERNS) -> 
     return claimed
 
 
-def _claim_if_in_viewer() -> None:
-    """Once the user has opened a file with Patchwise in a viewer, remember the choice."""
+def _current_viewer():
+    """The viewer napari is reading into (``None`` outside a viewer).
+
+    Once the user has opened a file with Patchwise in a viewer, the choice is remembered
+    (:func:`claim_reader_preferences`); its layers place a mask opened for a slide.
+    """
     import napari
 
-    if napari.current_viewer() is not None:
-        claim_reader_preferences()
+    return napari.current_viewer()
 
 
 def size_dask_cache(nbytes: int = DASK_CACHE_BYTES) -> None:
@@ -117,16 +122,61 @@ def size_dask_cache(nbytes: int = DASK_CACHE_BYTES) -> None:
         _cache_sized = True
 
 
-def layers_for_path(path: Path) -> list[LayerData]:
-    """Open ``path`` and build its layer data (raises :class:`PatchwiseError`)."""
+def layers_for_path(path: Path, *, viewer=None) -> list[LayerData]:
+    """Open ``path`` and build its layer data (raises :class:`PatchwiseError`).
+
+    With ``viewer`` (the one napari reads into), a mask is placed over the slide it
+    belongs to there, and a slide places the masks opened before it (see
+    :func:`mask_file_layer`).
+    """
     from ..io.reader import load_image, slide_from_loaded
 
     loaded = load_image(path)
     if looks_like_mask(path, loaded):
-        return [mask_file_layer(path, loaded)]
+        images = [] if viewer is None else slide_image_layers(viewer)
+        return [mask_file_layer(path, loaded, images=images)]
     with _napari_progress(f"Building display pyramid for {path.name}") as progress:
         slide = slide_from_loaded(path, loaded, progress=progress)
+    if viewer is not None:
+        align_waiting_masks(viewer, slide)
     return slide_layers(slide)
+
+
+def slide_image_layers(viewer) -> list:
+    """The viewer's image layers that show a slide (not Patchwise overlays), newest first."""
+    from napari.layers import Image
+
+    return [
+        layer
+        for layer in reversed(list(viewer.layers))
+        if isinstance(layer, Image) and "patchwise_overlay" not in layer.metadata
+    ]
+
+
+def align_waiting_masks(viewer, slide: Slide) -> list:
+    """Place the mask layers opened before ``slide`` (and not yet placed) over it.
+
+    Opening a slide and its mask together may read the mask first; it fits the slide
+    when its size is the slide's or an integer fraction of it. Returns the layers moved.
+    """
+    from napari.layers import Labels
+
+    from .layer_slide import ALIGNED_KEY, fitting_factor, layer_yx, mask_transform
+
+    moved = []
+    for layer in viewer.layers:
+        if not isinstance(layer, Labels) or not layer.metadata.get("patchwise_mask"):
+            continue
+        if ALIGNED_KEY in layer.metadata:
+            continue
+        factor = fitting_factor(slide.shape[1:], layer_yx(layer))
+        if factor is None:
+            continue
+        scale, translate = mask_transform(factor, slide.pixel_size or (1.0, 1.0))
+        layer.scale, layer.translate = scale, translate
+        layer.metadata[ALIGNED_KEY] = slide.name
+        moved.append(layer)
+    return moved
 
 
 def slide_layers(slide: Slide) -> list[LayerData]:
@@ -171,35 +221,63 @@ def channel_colormap(names: tuple[str, ...], index: int) -> str:
 def slide_mask_layer(slide: Slide) -> LayerData:
     """The slide's mapped class mask as a multiscale Labels layer over the image."""
     from ..io.pyramid import build_pyramid
+    from .layer_slide import ALIGNED_KEY, mask_transform
 
     levels = build_pyramid(slide.mask[None], method="nearest")
-    scale = tuple(float(s) * slide.mask_factor for s in (slide.pixel_size or (1.0, 1.0)))
+    # a 1/f mask pixel covers level-0 pixels [f i, f i + f): scale p f, shifted by p (f-1)/2
+    scale, translate = mask_transform(slide.mask_factor, slide.pixel_size or (1.0, 1.0))
     kwargs = {
         "name": f"{slide.name} mask",
         "multiscale": True,
         "opacity": 0.5,
         "scale": scale,
+        "translate": translate,
         "colormap": MASK_COLORS,
-        "metadata": {"patchwise_slide": slide, "patchwise_mask": True},
+        "metadata": {
+            "patchwise_slide": slide,
+            "patchwise_mask": True,
+            ALIGNED_KEY: slide.name,
+        },
     }
     return _labels_layer_data(levels, kwargs)
 
 
-def mask_file_layer(path: Path, loaded: LoadedImage) -> LayerData:
-    """A label image file (its raw values) as a multiscale Labels layer."""
+def mask_file_layer(path: Path, loaded: LoadedImage, *, images=()) -> LayerData:
+    """A label image file (its raw values) as a multiscale Labels layer.
+
+    The mask is drawn in the world coordinates of the first of ``images`` (image layers,
+    newest first) whose size is the mask's times a whole number ``f``: scale = the
+    image's scale times ``f`` (:func:`.layer_slide.mask_transform`), whatever pixel
+    size the mask file declares (a plain TIFF mask declares none). Without such an
+    image, the file's own pixel size is used.
+    """
     from ..io.pyramid_cache import pyramid_for
     from ..io.reader import slide_name
+    from .layer_slide import ALIGNED_KEY, fitting_factor, layer_yx, mask_transform
 
     levels = loaded.levels
     if len(levels) == 1:
         with _napari_progress(f"Building label pyramid for {path.name}") as progress:
             levels = pyramid_for(path, levels[0], loaded, method="nearest", progress=progress)
+    metadata = {"patchwise_path": str(path), "patchwise_mask": True}
+    scale = tuple(float(s) for s in (loaded.pixel_size or (1.0, 1.0)))
+    translate = (0.0, 0.0)
+    mask_yx = tuple(int(s) for s in loaded.levels[0].shape[-2:])
+    for image in images:
+        factor = fitting_factor(layer_yx(image), mask_yx)
+        if factor is not None:
+            scale, translate = mask_transform(
+                factor, tuple(image.scale[-2:]), tuple(image.translate[-2:])
+            )
+            metadata[ALIGNED_KEY] = image.name
+            break
     kwargs = {
         "name": slide_name(path),
         "multiscale": True,
         "opacity": 0.5,
-        "scale": tuple(float(s) for s in (loaded.pixel_size or (1.0, 1.0))),
-        "metadata": {"patchwise_path": str(path), "patchwise_mask": True},
+        "scale": scale,
+        "translate": translate,
+        "metadata": metadata,
     }
     if set(_sample_values(loaded).tolist()) <= {0, 1, 2}:
         kwargs["colormap"] = MASK_COLORS

@@ -46,9 +46,9 @@ from superqt import QLabeledDoubleSlider
 from ..errors import PatchwiseError
 from ..groups import GROUP_NAMES
 from .errors_list import ErrorList, top_errors
-from .form import SettingsForm
+from .form import MaskMapField, SettingsForm
 from .histograms import Figure1Canvas
-from .layer_slide import slide_of_layer, with_mask_layer
+from .layer_slide import align_mask_layer, slide_of_layer, with_mask_layer, with_own_mask
 from .overlays import SlideOverlays, overlay_transform
 from .predictions import full_table_for, predictions_for
 from .state import SlideState, slide_key
@@ -125,10 +125,13 @@ class PatchwiseWidget(QWidget):
         form = QFormLayout(source)
         self.image_combo = QComboBox()
         self.mask_combo = QComboBox()
+        self.mask_map_field = MaskMapField()
         form.addRow("image", self.image_combo)
         form.addRow("mask", self.mask_combo)
+        form.addRow("mask map", self.mask_map_field)
         root.addWidget(source)
         self.image_combo.currentIndexChanged.connect(self._on_image_chosen)
+        self.mask_combo.currentIndexChanged.connect(self.align_mask)
 
         grid_box = QGroupBox("Patch grid and tissue")
         grid_layout = QVBoxLayout(grid_box)
@@ -239,6 +242,19 @@ class PatchwiseWidget(QWidget):
         name = self.mask_combo.currentText()
         return next((la for la in self._mask_layers() if la.name == name), None)
 
+    def align_mask(self, index: int = -1) -> bool:  # noqa: ARG002
+        """Draw the chosen mask in the chosen image's world coordinates.
+
+        The mask takes the image layer's scale (times its integer factor for a
+        downsampled mask) and translate, so a plain TIFF mask without a pixel size lies on
+        a slide whose pixel size is 0.5 um. Returns False when there is nothing to align
+        or the sizes do not fit (computing then reports the mismatch).
+        """
+        image, mask = self.image_layer(), self.mask_layer()
+        if image is None or mask is None:
+            return False
+        return align_mask_layer(mask, image)
+
     def _on_image_chosen(self, index: int = -1) -> None:  # noqa: ARG002
         layer = self.image_layer()
         if self.current is not None:
@@ -270,6 +286,7 @@ class PatchwiseWidget(QWidget):
         self.form.show_settings(s)
         if s.mask_layer:
             self.mask_combo.setCurrentText(s.mask_layer)
+        self.align_mask()
         for slider, value in ((self.tau_slider, s.tau), (self.threshold_slider, s.threshold)):
             slider.blockSignals(True)
             slider.setValue(value)
@@ -301,9 +318,18 @@ class PatchwiseWidget(QWidget):
         if mask_layer is None and base.mask is None:
             show_error(f"{base.name}: no mask — add the tumor mask as a Labels layer and pick it")
             return
+        try:
+            mask_map = self.mask_map_field.mask_map()
+        except PatchwiseError as exc:
+            show_error(str(exc))
+            return
+        self.align_mask()
 
         def job(*, cancel, progress):
-            slide = base if mask_layer is None else with_mask_layer(base, mask_layer)
+            if mask_layer is None:
+                slide = with_own_mask(base, mask_map)
+            else:
+                slide = with_mask_layer(base, mask_layer, mask_map=mask_map)
             return compute_table(slide, settings, cancel=cancel, progress=progress)
 
         self._start(job, state, f"Patch grid of {base.name}")
