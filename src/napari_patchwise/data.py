@@ -10,10 +10,14 @@ The patch cache
 Reading patches at random positions from a compressed, tiled slide is slow. So each
 slide's patches are copied ONCE, a row-band of patches at a time (memory bounded by one
 band), into a ``.npy`` file ``(N, M, h, w)`` in the slide's own dtype, next to its
-(tau-independent) patch table. Both are keyed by a hash of the slide and mask files
-(path, size, modification time) and of the grid and tissue settings, so they are reused
-across runs and rebuilt when a slide or a setting changes. Epochs then read memory-mapped
-patches at disk speed.
+(tau-independent) patch table. Both are keyed by the fingerprints of the slide and mask
+files (:func:`~napari_patchwise.io.fingerprint.fingerprint`: inode, size, modification and
+status-change times of the file or of every file of a zarr store), the slide id and every
+patch setting (grid, tissue, mask map), so they are reused across runs and rebuilt when
+anything they depend on changes, even a file edited in place with its modification time
+set back. File names are the slide id reduced to safe characters plus the key. An entry
+that cannot be read back (truncated, foreign) is rebuilt. Details and costs:
+``docs/caches.md``. Epochs then read memory-mapped patches at disk speed.
 
 Groups depend on ``tau`` and are computed when the dataset is built, never cached.
 
@@ -25,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +53,11 @@ from .samplers import (  # noqa: F401  (re-exported: the samplers are part of th
 )
 from .slide import Slide
 
-CACHE_VERSION = 1
+log = logging.getLogger(__name__)
+
+# Bump whenever the meaning of a cached table or patch changes (reader, mask semantics,
+# patch statistics): every entry of an older version is then rebuilt.
+CACHE_VERSION = 2
 # Widest region (level-0 pixels) read at once when copying a band of patches.
 BAND_MAX_WIDTH = 8192
 
@@ -183,16 +193,17 @@ def build_patch_cache(
 
 
 def _file_key(path: Path) -> list:
-    stat = path.stat()
-    if path.is_dir():  # a zarr store: its metadata files change when it is rewritten
-        stat = max(
-            (p.stat() for p in path.rglob("*.json")), key=lambda s: s.st_mtime_ns, default=stat
-        )
-    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    from .io.fingerprint import fingerprint
+
+    return [str(path.resolve()), fingerprint(path)]
 
 
 def cache_key(entry: CohortEntry, settings: PatchSettings) -> str:
-    """Hash of everything the cached table and patches depend on."""
+    """Hash of everything the cached table and patches depend on.
+
+    The image and mask fingerprints, the slide id (it is the table's ``slide`` column)
+    and every field of ``settings`` (grid, tissue source, mask map).
+    """
     payload = {
         "version": CACHE_VERSION,
         "image": _file_key(entry.image),
@@ -203,6 +214,56 @@ def cache_key(entry: CohortEntry, settings: PatchSettings) -> str:
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Characters kept from a slide id in a cache file name; anything else becomes "_".
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_NAME_MAX = 64  # characters kept from the id: names stay far below file-system limits
+
+
+def cache_stem(slide: str, key: str) -> str:
+    """File-name stem ``<safe id>-<key>`` of a slide's cache entries.
+
+    The slide id is free text (a manifest column); only letters, digits, ``_``, ``.``
+    and ``-`` are kept, never a leading dot (no hidden file, no ``..``), at most
+    :data:`_NAME_MAX` characters. ``key`` hashes the original id, so two ids that reduce
+    to the same text still get different names.
+    """
+    safe = _UNSAFE_NAME.sub("_", slide)[:_NAME_MAX].lstrip(".") or "slide"
+    return f"{safe}-{key}"
+
+
+def _cached_table(path: Path, n_patches: int) -> pd.DataFrame | None:
+    """The patch table stored at ``path``, or None if it is missing or not a whole table."""
+    from .grid import TABLE_COLUMNS
+
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        log.warning("rebuilding the unreadable patch table %s (%s)", path, exc)
+        return None
+    if len(table) != n_patches or not set(TABLE_COLUMNS) <= set(table.columns):
+        log.warning("rebuilding the patch table %s: it does not match the slide", path)
+        return None
+    return table
+
+
+def _cached_patches_ok(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether ``path`` is a readable ``.npy`` of the expected shape and dtype."""
+    if not path.is_file():
+        return False
+    try:
+        stored = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # truncated, empty or not an .npy
+        log.warning("rebuilding the unreadable patch cache %s (%s)", path, exc)
+        return False
+    ok = stored.shape == shape and stored.dtype == dtype
+    del stored  # close the memory map before the file may be replaced
+    if not ok:
+        log.warning("rebuilding the patch cache %s: it does not match the table", path)
+    return ok
+
+
 def slide_patches(
     entry: CohortEntry,
     settings: PatchSettings,
@@ -210,25 +271,29 @@ def slide_patches(
     *,
     progress: ProgressCallback | None = None,
 ) -> SlidePatches:
-    """The patch table and patch cache of one slide, computed once and then reused."""
+    """The patch table and patch cache of one slide, computed once and then reused.
+
+    Entries that are missing, unreadable or of the wrong size are (re)built; each file
+    is written atomically, so an interrupt leaves either the old entry or none.
+    """
     from dataclasses import replace
 
     from .grid import PatchGrid, patch_stats
     from .io import open_slide
 
     cache_dir = Path(cache_dir)
-    key = cache_key(entry, settings)
-    stem = f"{entry.slide}-{key}"
+    stem = cache_stem(entry.slide, cache_key(entry, settings))
     table_path = cache_dir / f"{stem}.parquet"
     patches_path = cache_dir / f"{stem}.npy"
     slide = open_slide(
         entry.image, mask=entry.mask, mask_map=settings.mask_map, pyramid_cache=False
     )
     slide = replace(slide, name=entry.slide)
-    if table_path.is_file():
-        table = pd.read_parquet(table_path)
-    else:
-        grid = PatchGrid(settings.patch_size, settings.stride)
+    grid = PatchGrid(settings.patch_size, settings.stride)
+    n_rows, n_cols = grid.grid_shape(*slide.levels[0].shape[-2:])
+    table = _cached_table(table_path, n_rows * n_cols)
+    fresh_table = table is None
+    if fresh_table:
         table = patch_stats(
             slide,
             grid,
@@ -238,13 +303,15 @@ def slide_patches(
         )
         with atomic_path(table_path) as tmp:
             table.to_parquet(tmp, index=False)
-    if not patches_path.is_file():
+        table = pd.read_parquet(table_path)  # the same dtypes as when it is reused
+    dtype = _cache_dtype(slide.dtype)
+    shape = (len(table), slide.n_channels, settings.patch_size, settings.patch_size)
+    # A new table means the old patches (if any) were not cut from it: rebuild them too.
+    if fresh_table or not _cached_patches_ok(patches_path, shape, dtype):
         build_patch_cache(
             slide, table, patches_path, patch_size=settings.patch_size, progress=progress
         )
-    return SlidePatches(
-        entry, table, patches_path, slide.n_channels, str(_cache_dtype(slide.dtype))
-    )
+    return SlidePatches(entry, table, patches_path, slide.n_channels, str(dtype))
 
 
 def load_cohort(

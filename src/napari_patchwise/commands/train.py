@@ -117,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.validate()
-    interrupted = {"flag": False}
+    # "stepped": a training step has run, so a Ctrl-C can end the run cleanly by writing
+    # last.pt after the current step. Before that (cache preparation) there is nothing to
+    # save: the interrupt is raised at once and the atomic cache writes clean up.
+    interrupted = {"flag": False, "stepped": False}
 
     class CLICallbacks(TrainCallbacks):
         def __init__(self, prepare, steps):
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             self.prepare_bar(done, total)
 
         def on_step(self, step, total, loss):
+            interrupted["stepped"] = True
             self.step_bar(step, total)
 
         def on_eval(self, step, metrics):
@@ -141,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             return interrupted["flag"]
 
     def on_sigint(signum, frame):  # noqa: ARG001
-        if interrupted["flag"]:  # a second Ctrl-C stops at once
+        if interrupted["flag"] or not interrupted["stepped"]:  # stop at once
             raise KeyboardInterrupt
         interrupted["flag"] = True
 
