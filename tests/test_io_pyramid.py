@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import time
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -85,10 +89,26 @@ def test_big_single_level_image_writes_pyramid_once_and_reuses_it(
 def test_cache_beside_the_image_and_disabled(tmp_path, rng, small_cache_threshold):
     tifffile.imwrite(tmp_path / "big.tif", rng.integers(0, 9, (1, 400, 310), dtype=np.uint16))
     open_slide(tmp_path / "big.tif", pyramid_cache="beside")
-    assert (tmp_path / "big.tif.pyramid.ome.tif").is_file()
-    (tmp_path / "big.tif.pyramid.ome.tif").unlink()
+    (beside,) = [p for p in tmp_path.iterdir() if p.name != "big.tif"]
+    assert re.fullmatch(r"big\.tif\.pyramid-[0-9a-f]{16}\.ome\.tif", beside.name)
+    assert beside == cache_module.cache_file(tmp_path / "big.tif", "beside")
+    beside.unlink()
     slide = open_slide(tmp_path / "big.tif", pyramid_cache=False)
     assert len(slide.levels) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
+
+
+def _edit_keeping_size_and_mtime(path, values):
+    """Rewrite the pixels of an uncompressed single-strip TIFF in place; restore its mtime."""
+    before = os.stat(path)
+    time.sleep(0.05)  # the status-change time ticks at the kernel clock's resolution
+    with tifffile.TiffFile(path) as tif:
+        offset = int(tif.pages[0].dataoffsets[0])
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(np.ascontiguousarray(values).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
 def test_changed_image_gets_a_new_cache_entry(tmp_path, rng, small_cache_threshold):
@@ -97,6 +117,49 @@ def test_changed_image_gets_a_new_cache_entry(tmp_path, rng, small_cache_thresho
     first = cache_module.cache_file(path, tmp_path / "c")
     tifffile.imwrite(path, np.ones((1, 400, 312), np.uint8))
     assert cache_module.cache_file(path, tmp_path / "c") != first
+    # edited in place with size and modification time kept
+    second = cache_module.cache_file(path, tmp_path / "c")
+    _edit_keeping_size_and_mtime(path, np.full((400, 312), 5, np.uint8))
+    assert cache_module.cache_file(path, tmp_path / "c") != second
+
+
+@pytest.mark.parametrize("cache", ["beside", "folder"])
+def test_image_edited_in_place_never_gets_the_old_pyramid(tmp_path, small_cache_threshold, cache):
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.zeros((400, 310), np.uint8))
+    option = "beside" if cache == "beside" else tmp_path / "cache"
+    (tmp_path / "big.tif.pyramid-notes.txt").write_text("a user's file")  # not a cache entry
+    assert open_slide(path, pyramid_cache=option).levels[1].max().compute() == 0
+
+    _edit_keeping_size_and_mtime(path, np.full((400, 310), 200, np.uint8))
+    slide = open_slide(path, pyramid_cache=option)
+    assert len(slide.levels) == 2 and (slide.levels[1].compute() == 200).all()
+    if cache == "beside":  # the old version's pyramid is gone, the user's file is not
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == sorted(["big.tif", "big.tif.pyramid-notes.txt", slide_cache_name(path)])
+
+
+def slide_cache_name(path):
+    return cache_module.cache_file(path, "beside").name
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_pyramid_cache_is_rewritten(tmp_path, rng, small_cache_threshold, damage):
+    data = rng.integers(0, 255, size=(2, 400, 330), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "big.tif", data, tile=(64, 64), compression="zlib")
+    cache = tmp_path / "cache"
+    open_slide(tmp_path / "big.tif", pyramid_cache=cache)
+    (entry,) = cache.iterdir()
+    good = entry.read_bytes()
+    broken = {"garbage": os.urandom(len(good)), "truncated": good[: len(good) // 2], "empty": b""}
+    entry.write_bytes(broken[damage])
+
+    slide = open_slide(tmp_path / "big.tif", pyramid_cache=cache)
+    assert list(cache.iterdir()) == [entry]
+    with tifffile.TiffFile(entry) as tif:  # a whole pyramid again (not byte-equal: OME UUID)
+        assert tif.series[0].shape == (2, 200, 165) and len(tif.series[0].levels) == 1
+    want = build_pyramid(da.from_array(data, chunks=(2, 128, 128)))
+    np.testing.assert_array_equal(slide.levels[1].compute(), want[1].compute())
 
 
 def test_default_cache_folder_honours_environment(tmp_path, monkeypatch):

@@ -3,8 +3,11 @@
 A lazily coarsened level still reads all of level 0 to be shown, so for images larger
 than :data:`CACHE_MIN_SIDE` the coarser levels are written once as a pyramidal OME-TIFF
 (through :func:`napari_patchwise.io.write.write_ome_tiff`, atomically) and read from
-there afterwards. The cache key is the image's resolved path, size and modification
-time, so an edited image gets a new pyramid. Level 0 always comes from the image itself.
+there afterwards. The file name carries the image's :func:`~.fingerprint.fingerprint`
+(path, inode, size, modification and status-change times), in the cache folder and
+beside the image alike, so an image edited in any way gets a new pyramid; an unreadable
+or mismatched cache file is rewritten. Level 0 always comes from the image itself.
+See ``docs/caches.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,7 @@ import dask.array as da
 from .._progress import ProgressCallback
 from ..errors import PatchwiseError
 from ._loaded import LoadedImage, default_channel_names
+from .fingerprint import fingerprint
 from .pyramid import build_pyramid, downsample
 
 #: Single-level images with a side above this get a cached pyramid.
@@ -38,15 +43,33 @@ def default_cache_dir() -> Path:
 
 
 def cache_file(image: Path, cache: str | os.PathLike | bool | None, method: str = "mean") -> Path:
-    """Where the pyramid of ``image`` lives for the ``cache`` option of ``open_slide``."""
-    stat = image.stat()
+    """Where the pyramid of ``image`` lives for the ``cache`` option of ``open_slide``.
+
+    The name holds a digest of the image's fingerprint, also beside the image: a fixed
+    name there would serve the pyramid of an earlier version of the file.
+    """
     kind = "" if method == "mean" else f".{method}"
-    key = f"{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(fingerprint(image).encode()).hexdigest()[:16]
     if cache == "beside":
-        return image.with_name(f"{image.name}.pyramid{kind}.ome.tif")
+        return image.with_name(f"{image.name}.pyramid{kind}-{digest}.ome.tif")
     folder = default_cache_dir() if cache is None or cache is True else Path(cache)
     return folder / f"{image.name}-{digest}{kind}.ome.tif"
+
+
+def _remove_stale_beside(image: Path, current: Path, method: str) -> None:
+    """Delete pyramids of earlier versions of ``image`` written beside it.
+
+    Only files named exactly as :func:`cache_file` names them (``<image>.pyramid-<16
+    hex>.ome.tif``, or the unkeyed ``<image>.pyramid.ome.tif`` of earlier versions) are
+    touched: they are this cache's own, now unreachable, entries.
+    """
+    kind = "" if method == "mean" else re.escape(f".{method}")
+    name = re.escape(image.name)
+    pattern = re.compile(rf"{name}\.pyramid{kind}(-[0-9a-f]{{16}})?\.ome\.tif")
+    for sibling in image.parent.iterdir():
+        if sibling != current and pattern.fullmatch(sibling.name) and sibling.is_file():
+            with contextlib.suppress(OSError):
+                sibling.unlink()
 
 
 def pyramid_for(
@@ -86,6 +109,8 @@ def pyramid_for(
                 path=image,
                 hint=f"pass another pyramid cache folder or set {CACHE_ENV}",
             ) from None
+        if cache == "beside":
+            _remove_stale_beside(image, target, method)
         levels = _read_cached(target, level0)
         if levels is None:  # pragma: no cover - the writer just produced it
             raise PatchwiseError(f"the pyramid written to {target} is unreadable", path=image)
