@@ -109,3 +109,73 @@ def test_missing_manifest_and_existing_run(manifest, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", str(manifest), "--steps", "2", "--out", out, "--resume", *FAST]) == 0
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.html")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--weight-decay", "-1"], "weight decay must be >= 0"),
+        (["--momentum", "-1"], r"momentum must be in \[0, 1\)"),
+        (["--eval-batch-size", "0"], "eval batch size must be positive"),
+        (["--num-workers", "-1"], "num_workers must be >= 0"),
+        (["--seed", "-1"], r"seed must be in \[0, "),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--tau", "nan"], "--tau must be a finite number"),
+        (["--tissue-threshold", "nan"], "--tissue-threshold must be a finite number"),
+        (["--threshold", "2"], r"threshold=2.0 is outside \[0, 1\]"),
+        (["--stride", "0"], "stride must be positive"),
+        (["--num-threads", "0"], "num_threads must be positive"),
+        (["--eval-every", "0"], "eval_every must be positive"),
+        (["--steps", "0"], "steps must be positive"),
+        (["--batch-size", "1"], "batch size must be at least 2"),
+        (["--patch-size", "0"], "patch size must be positive"),
+    ],
+)
+def test_bad_train_values_are_one_line_errors_that_create_nothing(
+    manifest, tmp_path, capsys, flags, message
+):
+    out = tmp_path / "run"
+    assert main(["train", str(manifest), "--out", str(out), *FAST, *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("patchwise train: error: "), err
+    assert re.search(message, err[0]), err[0]
+    assert not out.exists()
+
+
+def test_train_out_naming_a_file_and_a_busy_run_are_one_line(manifest, tmp_path, capsys):
+    from napari_patchwise.runs import run_lock
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    assert main(["train", str(manifest), "--out", str(notes), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"patchwise train: error: {notes}: a file is in the way of the run directory — "
+        "choose a folder path for --out."
+    ]
+    out = tmp_path / "run"
+    with run_lock(out):  # what a `patchwise train` running into `out` holds
+        assert main(["train", str(manifest), "--steps", "1", "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is writing this run directory" in err[0]
+    assert not out.exists() and notes.read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size=-3"], "batch size must be a positive integer, got -3"),
+        (["--batch-size", "0"], "batch size must be a positive integer, got 0"),
+        (["--threshold", "2"], r"threshold=2.0 is outside \[0, 1\]"),
+        (["--threshold", "-0.1"], r"threshold=-0.1 is outside \[0, 1\]"),
+        (["--threshold", "nan"], r"threshold=nan is outside \[0, 1\]"),
+    ],
+)
+def test_bad_predict_values_are_one_line_errors(manifest, tmp_path, capsys, flags, message):
+    folder = manifest.parent
+    table = tmp_path / "pred.csv"
+    args = ["predict", str(folder / "s3.ome.tif"), "--checkpoint", str(tmp_path / "no-run")]
+    assert main([*args, *flags, "--quiet", "--out", str(table)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not table.exists()

@@ -66,3 +66,22 @@ def test_geometry_table_and_channel_check(trained):
         predict_table(one_channel, table, run, device="cpu")
     with pytest.raises(PatchwiseError, match="no checkpoint"):
         predict_table(slide, table, folder, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(batch_size=-3), "batch size must be a positive integer, got -3"),
+        (dict(batch_size=0), "batch size must be a positive integer, got 0"),
+        (dict(threshold=2.0), r"threshold=2.0 is outside \[0, 1\]"),
+        (dict(threshold=float("nan")), r"threshold=nan is outside \[0, 1\]"),
+    ],
+)
+def test_values_that_would_give_meaningless_predictions_are_refused(trained, kwargs, message):
+    # a negative batch size used to classify no patch (every prob NaN, no error)
+    folder, run = trained
+    slide = open_slide(folder / "s3.ome.tif", pyramid_cache=False)
+    with pytest.raises(PatchwiseError, match=message):
+        predict_table(slide, geometry_table(slide, 16), run, device="cpu", **kwargs)
+    out = predict_table(slide, geometry_table(slide, 16), run, device="cpu", batch_size=1)
+    assert out["prob"].notna().all() and len(out) == 64

@@ -181,3 +181,100 @@ def test_freeze_bn_keeps_batchnorm_statistics(manifest, tmp_path):
     assert torch.equal(state["bn1.running_mean"], torch.zeros(64))
     assert torch.equal(state["bn1.running_var"], torch.ones(64))
     assert not torch.equal(state["bn1.weight"], torch.ones(64))  # affine parameters still train
+
+
+def test_resume_refuses_any_change_but_the_step_count(manifest, tmp_path):
+    run = train(config(manifest, tmp_path / "run", steps=4, eval_every=2), Recorder(stop_after=2))
+    saved = (run / "config.json").read_bytes()
+    changes = [
+        (dict(lr=0.1), "lr 0.05 -> 0.1"),
+        (dict(seed=2), "seed 1 -> 2"),
+        (dict(method="groupdro"), "method 'erm' -> 'groupdro'"),
+        (dict(tau=0.2), "tau 0.1 -> 0.2"),
+        (dict(patch_size=8), "patch_size 16 -> 8"),
+        (dict(model="resnet18"), "model 'smallcnn' -> 'resnet18'"),
+        (dict(lr=0.1, seed=2), "lr 0.05 -> 0.1; seed 1 -> 2"),
+    ]
+    for change, listed in changes:
+        with pytest.raises(PatchwiseError, match="cannot resume with different settings") as exc:
+            train(config(manifest, run, steps=4, eval_every=2, resume=True, **change))
+        assert listed in str(exc.value) and "\n" not in str(exc.value)
+        assert (run / "config.json").read_bytes() == saved  # config.json still tells the truth
+    with pytest.raises(PatchwiseError, match="already has 2 steps, more than --steps 1"):
+        train(config(manifest, run, steps=1, eval_every=2, resume=True))
+    rec = Recorder()  # more steps is the one change a resume may make
+    train(config(manifest, run, steps=6, eval_every=2, resume=True), rec)
+    assert sorted(rec.losses) == [3, 4, 5, 6]
+    assert TrainConfig.from_json(run / "config.json") == config(
+        manifest, run, steps=6, eval_every=2, resume=True
+    )
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(manifest, tmp_path):
+    import threading
+
+    out = tmp_path / "run"
+    holding, release = threading.Event(), threading.Event()
+
+    class Holder(TrainCallbacks):
+        def on_step(self, step, total, loss):
+            holding.set()
+            release.wait(60)
+
+    first = threading.Thread(
+        target=train, args=(config(manifest, out, steps=2, eval_every=2), Holder())
+    )
+    first.start()
+    try:
+        assert holding.wait(60)  # the first run is training in `out`
+        with pytest.raises(PatchwiseError, match=r"another patchwise train \(pid \d+\) is writing"):
+            train(config(manifest, out, steps=2, eval_every=2))
+    finally:
+        release.set()
+        first.join(60)
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2  # the first one finished
+    assert not (out / ".patchwise-train.lock").exists()
+
+    # a lock file left behind by a killed run holds no lock
+    other = tmp_path / "killed"
+    other.mkdir()
+    (other / ".patchwise-train.lock").write_text("999999999")
+    train(config(manifest, other, steps=2, eval_every=2))
+    assert (other / "last.pt").is_file() and not (other / ".patchwise-train.lock").exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(weight_decay=-1.0),
+        dict(momentum=-1.0),
+        dict(eval_batch_size=0),
+        dict(num_workers=-1),
+        dict(seed=-1),
+        dict(lr=float("inf")),
+        dict(threshold=2.0),
+        dict(stride=0),
+        dict(method="gerne", beta=9.0),
+        dict(resume=True),
+    ],
+)
+def test_a_refused_run_creates_nothing(manifest, tmp_path, bad):
+    with pytest.raises(PatchwiseError):
+        train(config(manifest, tmp_path / "new" / "run", steps=2, eval_every=2, **bad))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_naming_a_file_is_refused(manifest, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    for out in (notes, notes / "run"):
+        with pytest.raises(PatchwiseError, match="a file is in the way of the run directory"):
+            train(config(manifest, out, steps=2))
+    assert notes.read_text() == "keep"
+
+
+def test_resume_from_a_damaged_last_pt_is_one_line(manifest, tmp_path):
+    run = train(config(manifest, tmp_path / "run", steps=4, eval_every=2), Recorder(stop_after=2))
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:2000])
+    with pytest.raises(PatchwiseError, match="last.pt: not a readable PyTorch checkpoint"):
+        train(config(manifest, run, steps=4, eval_every=2, resume=True))

@@ -8,8 +8,8 @@ band plus one batch, whatever the slide's size.
 
 from __future__ import annotations
 
+import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,18 +21,26 @@ from .slide import Slide
 GEOMETRY_COLUMNS: tuple[str, ...] = ("slide", "row", "col", "y", "x", "height", "width", "n_pixels")
 
 
-def checkpoint_path(run_or_checkpoint: str | os.PathLike) -> Path:
-    """``best.pt`` of a run directory, or the given ``.pt`` file itself."""
-    path = Path(run_or_checkpoint)
-    if path.is_dir():
-        path = path / "best.pt"
-    if not path.is_file():
+def check_options(batch_size: int, threshold: float | None) -> None:
+    """Refuse a batch size or decision threshold that cannot give meaningful predictions.
+
+    A batch size below 1 would classify no patch at all (every ``prob`` NaN), and a
+    threshold outside [0, 1] makes every prediction the same class.
+    """
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
         raise PatchwiseError(
-            "no checkpoint (best.pt) found",
-            path=path,
-            hint="give a run directory written by `patchwise train`, or a .pt file",
+            f"batch size must be a positive integer, got {batch_size!r}",
+            hint="e.g. --batch-size 256",
         )
-    return path
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise PatchwiseError(
+            f"threshold={threshold} is outside [0, 1]",
+            hint="a probability threshold, e.g. --threshold 0.5 (or leave it out for the run's)",
+        )
 
 
 def geometry_table(slide: Slide, patch_size: int, stride: int | None = None) -> pd.DataFrame:
@@ -79,13 +87,14 @@ def predict_table(
         Patch table (at least ``y``, ``x``, ``height``, ``width``) of this slide, cut with
         the patch size the model was trained on.
     run_dir : path-like
-        A run directory (its ``best.pt``) or a checkpoint file.
+        A run directory (its ``best.pt``) or a checkpoint file (``best.pt``,
+        ``best_val_*.pt``, ``last.pt``; see :mod:`.runs`).
     batch_size : int
-        Patches per forward pass.
+        Patches per forward pass (at least 1).
     device : {"auto", "cpu", "cuda"}
         Where the model runs.
     threshold : float, optional
-        Decision threshold on ``prob`` (default: the run's).
+        Decision threshold on ``prob`` in [0, 1] (default: the run's).
     progress : callable, optional
         ``progress(patches done, patches)``.
 
@@ -97,10 +106,12 @@ def predict_table(
     import torch
 
     from .data import iter_patch_bands
-    from .train import _autocast, load_checkpoint_model, resolve_device
+    from .runs import load_model
+    from .train import _autocast, resolve_device
 
+    check_options(batch_size, threshold)
     device = resolve_device(device)
-    model, meta = load_checkpoint_model(checkpoint_path(run_dir), device)
+    model, meta = load_model(run_dir, device)
     patch_size = int(meta["patch_size"])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     if slide.n_channels != int(meta["in_channels"]):

@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+# Samplers seed numpy with seed * 1000 + rank and torch with seed: keep both in range.
+MAX_SEED = 2**32 // 1000 - 1
 
 
 @dataclass
@@ -168,7 +170,54 @@ class TrainConfig:
             ),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}", "e.g. --lr 0.01"),
             (self.patch_size > 0, f"patch size must be positive, got {self.patch_size}", "e.g. 64"),
+            (
+                self.stride is None or self.stride > 0,
+                f"stride must be positive, got {self.stride}",
+                "e.g. --stride 64, or leave it out",
+            ),
+            (
+                self.weight_decay >= 0,
+                f"weight decay must be >= 0, got {self.weight_decay}",
+                "e.g. --weight-decay 1e-4",
+            ),
+            (
+                0 <= self.momentum < 1,
+                f"momentum must be in [0, 1), got {self.momentum}",
+                "e.g. --momentum 0.9",
+            ),
+            (
+                0 <= self.threshold <= 1,
+                f"threshold={self.threshold} is outside [0, 1]",
+                "e.g. --threshold 0.5",
+            ),
+            (
+                self.eval_batch_size > 0,
+                f"eval batch size must be positive, got {self.eval_batch_size}",
+                "e.g. --eval-batch-size 256",
+            ),
+            (
+                self.num_workers >= 0,
+                f"num_workers must be >= 0, got {self.num_workers}",
+                "0 loads batches in the training process",
+            ),
+            (
+                self.num_threads is None or self.num_threads > 0,
+                f"num_threads must be positive, got {self.num_threads}",
+                "e.g. --num-threads 4, or leave it out",
+            ),
+            (
+                0 <= self.seed <= MAX_SEED,
+                f"seed must be in [0, {MAX_SEED}], got {self.seed}",
+                "e.g. --seed 0",
+            ),
         ]
+        # NaN fails every comparison above only by luck of how each is written, and inf
+        # passes several: refuse both for every real-valued option first
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + field.name.replace("_", "-")
+                raise PatchwiseError(f"{flag} must be a finite number, got {value}")
         for ok, message, hint in checks:
             if not ok:
                 raise PatchwiseError(message, hint=hint)
@@ -386,22 +435,31 @@ def train(
         # on a busy machine, fewer intra-op threads than cores avoids spin-wait contention
         torch.set_num_threads(int(config.num_threads))
     try:
-        return _train(config, callbacks, progress)
+        with contextlib.ExitStack() as stack:
+            return _train(config, callbacks, progress, stack)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(config: TrainConfig, callbacks: TrainCallbacks | None, progress) -> Path:
+def _train(
+    config: TrainConfig, callbacks: TrainCallbacks | None, progress, stack: contextlib.ExitStack
+) -> Path:
     import torch
 
     from .data import PatchSettings, channel_stats, load_cohort, make_dataset
     from .methods import TrainingGroups, make_method
     from .models import build_model
+    from .runs import _first_line, check_output_dir, check_resume, load_checkpoint, run_lock
 
     callbacks = callbacks or TrainCallbacks()
     dist_info = _init_distributed("cuda" if config.device == "cuda" else "cpu")
     out = Path(config.out)
     last_path = out / "last.pt"
+    check_output_dir(out)
+    if dist_info.main:
+        # held until the run ends: a second `train` into the same folder stops here; the
+        # checks below run under it, and an empty folder it created goes if they fail
+        stack.enter_context(run_lock(out))
     if config.resume and not last_path.is_file():
         raise PatchwiseError(
             "nothing to resume: no last.pt", path=out, hint="drop --resume to start a new run"
@@ -412,6 +470,8 @@ def _train(config: TrainConfig, callbacks: TrainCallbacks | None, progress) -> P
             path=out,
             hint="pass --resume to continue it, or choose another --out",
         )
+    if config.resume:
+        check_resume(out, config)
     device = resolve_device(config.device, dist_info.local_rank)
     autocast, amp_dtype = _autocast(device, config.precision)
 
@@ -478,20 +538,32 @@ def _train(config: TrainConfig, callbacks: TrainCallbacks | None, progress) -> P
     pending: dict[str, float] = {}
     pending_n = 0
     if config.resume:
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        method.load_state_dict(ckpt["method"])
-        method.to(device)
-        if "scaler" in ckpt and ckpt["scaler"]:
-            scaler.load_state_dict(ckpt["scaler"])
-        start_step = int(ckpt["step"])
-        history = list(ckpt["history"])
-        best = {k: dict(v) for k, v in ckpt["best"].items()}
-        pending, pending_n = dict(ckpt["pending"]), int(ckpt["pending_n"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        ckpt, _ = load_checkpoint(last_path)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            method.load_state_dict(ckpt["method"])
+            method.to(device)
+            if "scaler" in ckpt and ckpt["scaler"]:
+                scaler.load_state_dict(ckpt["scaler"])
+            start_step = int(ckpt["step"])
+            history = list(ckpt["history"])
+            best = {k: dict(v) for k, v in ckpt["best"].items()}
+            pending, pending_n = dict(ckpt["pending"]), int(ckpt["pending_n"])
+            torch.set_rng_state(ckpt["torch_rng"])
+        except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
+            raise PatchwiseError(
+                f"cannot resume from this checkpoint ({_first_line(exc)})",
+                path=last_path,
+                hint="the file is damaged or not a last.pt of this run; start a new run",
+            ) from None
+        if start_step > config.steps:
+            raise PatchwiseError(
+                f"the run already has {start_step} steps, more than --steps {config.steps}",
+                path=out,
+                hint=f"pass --steps above {start_step} to continue it",
+            )
     if dist_info.main:
-        out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(config.to_json())
 
@@ -640,19 +712,13 @@ def _write_history(history: list[dict], path: Path) -> None:
 
 
 def load_checkpoint_model(path: str | os.PathLike, device="cpu"):
-    """Rebuild the model saved in a ``best*.pt`` / ``last.pt`` file (weights_only load).
+    """Rebuild the model saved in a run or a ``best*.pt`` / ``last.pt`` file.
 
-    Returns ``(model in eval mode, meta dict)``.
+    Returns ``(model in eval mode, meta dict)``; see :func:`runs.load_model`.
     """
-    import torch
+    from .runs import load_model
 
-    from .models import build_architecture
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = ckpt["meta"] if "meta" in ckpt else ckpt
-    model = build_architecture(meta["model_name"], int(meta["in_channels"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), meta
+    return load_model(path, device)
 
 
 def _final_test(config, out, meta, best, test_set, device, autocast, best_path) -> None:

@@ -238,7 +238,7 @@ class ModelPanel(QWidget):
         predict_box = QGroupBox("Predict the current slide")
         predict_form = QFormLayout(predict_box)
         self.run_edit, run_row = _line_edit_with_button(
-            "run folder (default: the last trained run)", self._ask_run
+            "run folder or its best*.pt / last.pt (default: the last run)", self._ask_run
         )
         self.predict_button = QPushButton("Predict")
         self.predict_button.clicked.connect(self.start_predict)
@@ -406,15 +406,22 @@ class ModelPanel(QWidget):
 
     # -- prediction -----------------------------------------------------------------------
     def run_dir(self) -> Path:
+        """The run folder or checkpoint file to predict with (checked to exist)."""
+        from ..runs import resolve_checkpoint
+
         text = self.run_edit.text().strip()
         if text:
-            return Path(text)
-        if self.last_run is not None:
-            return self.last_run
-        raise PatchwiseError("choose a trained run folder first (or train one)")
+            path = Path(text)
+        elif self.last_run is not None:
+            path = self.last_run
+        else:
+            raise PatchwiseError("choose a trained run folder first (or train one)")
+        resolve_checkpoint(path)  # a missing best.pt is reported before any work starts
+        return path
 
     def start_predict(self) -> None:
-        """Predict the dock's current slide with the run's ``best.pt`` in a worker."""
+        """Predict the dock's current slide with the run's ``best.pt`` (or the chosen
+        ``best_val_*.pt`` / ``last.pt``) in a worker."""
         if self.busy() or self.dock.busy():
             show_info("Patchwise: wait for the running computation (or cancel it)")
             return

@@ -178,14 +178,10 @@ def run_training(config: TrainConfig, stop=None) -> Generator[list, None, TrainO
 
 
 def checkpoint_patch_size(run_dir: str | Path) -> int:
-    """The patch size the run's ``best.pt`` was trained on (raises if there is none)."""
-    import torch
+    """The patch size a run or checkpoint file was trained on (see :mod:`..runs`)."""
+    from ..runs import checkpoint_meta
 
-    from ..predict import checkpoint_path
-
-    path = checkpoint_path(run_dir)
-    meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return int(meta["patch_size"])
+    return int(checkpoint_meta(run_dir)["patch_size"])
 
 
 def predict_job(

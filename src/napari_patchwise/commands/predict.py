@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import pixels, positive_int, probability
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "predict",
         help="classify every patch of a slide with a trained run",
         description="Batched inference over a slide's patch grid with the run's selected "
-        "checkpoint (best.pt); patches are read lazily, a band at a time.",
+        "checkpoint (best.pt) or any checkpoint of it (best_val_*.pt, last.pt); patches are "
+        "read lazily, a band at a time.",
     )
     p.add_argument("image", metavar="IMAGE")
     p.add_argument(
-        "--checkpoint", required=True, metavar="RUN_DIR", help="run directory or .pt file"
+        "--checkpoint",
+        required=True,
+        metavar="RUN_DIR",
+        help="run directory (its best.pt), or best.pt, best_val_*.pt or last.pt",
     )
     p.add_argument(
         "--mask", default=None, metavar="MASK", help="adds labels and ratios to the table"
@@ -28,7 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--mask-map", default=None, metavar="SPEC", help='e.g. "0=background,1=healthy,2=tumor"'
     )
-    p.add_argument("--stride", type=int, default=None, metavar="N", help="default: the patch size")
+    p.add_argument(
+        "--stride", type=pixels, default=None, metavar="N", help="default: the patch size"
+    )
     p.add_argument(
         "--tissue", choices=("auto", "mask", "intensity"), default=None, help="default: the run's"
     )
@@ -36,9 +44,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--background", choices=("dark", "bright"), default=None, help="default: the run's"
     )
     p.add_argument(
-        "--threshold", type=float, default=None, help="decision threshold (default: the run's)"
+        "--threshold",
+        type=probability,
+        default=None,
+        help="decision threshold in [0, 1] (default: the run's)",
     )
-    p.add_argument("--batch-size", type=int, default=256, metavar="B")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=256, metavar="B", help="patches per forward pass"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="TABLE", help=".parquet, .csv or .csv.gz")
@@ -46,24 +59,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from .._progress import tqdm_progress
     from ..io import open_slide
     from ..io.tables import table_format, write_table
-    from ..predict import checkpoint_path, geometry_table, predict_table
+    from ..predict import check_options, geometry_table, predict_table
+    from ..runs import checkpoint_meta, read_run_config, resolve_checkpoint
+    from ..train import TrainConfig
 
-    table_format(args.out)  # fail on a bad output name before any work
-    ckpt = checkpoint_path(args.checkpoint)
-    config_file = ckpt.parent / "config.json"
-    run_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    import torch
-
-    meta = torch.load(ckpt, map_location="cpu", weights_only=True)
+    # every option and the checkpoint are checked before any slide is read
+    table_format(args.out)
+    check_options(args.batch_size, args.threshold)
+    ckpt = resolve_checkpoint(args.checkpoint)
+    meta = checkpoint_meta(ckpt)
+    # a checkpoint copied out of its run has no config.json: the defaults apply then
+    run_config = read_run_config(ckpt, required=False) or TrainConfig(manifest="", out="")
     patch_size = int(meta["patch_size"])
-    slide = open_slide(
-        args.image, mask=args.mask, mask_map=args.mask_map or run_config.get("mask_map")
-    )
+    slide = open_slide(args.image, mask=args.mask, mask_map=args.mask_map or run_config.mask_map)
     if args.mask is not None:
         from ..grid import PatchGrid, patch_stats
 
@@ -71,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
             table = patch_stats(
                 slide,
                 PatchGrid(patch_size, args.stride),
-                tissue=args.tissue or run_config.get("tissue", "auto"),
-                tissue_threshold=run_config.get("tissue_threshold"),
-                background=args.background or run_config.get("background", "dark"),
+                tissue=args.tissue or run_config.tissue,
+                tissue_threshold=run_config.tissue_threshold,
+                background=args.background or run_config.background,
                 progress=progress,
             )
     else:

@@ -1,0 +1,428 @@
+"""Run directories and checkpoints: the one place that knows their layout.
+
+A run directory written by :func:`train.train` holds ``config.json`` and three kinds of
+checkpoint (see ``docs/architecture.md``):
+
+* ``best.pt`` (selected by ``config.select``) and ``best_val_wga.pt`` /
+  ``best_val_bca.pt`` (selected by the other metric): ``{"model", "step", "metric",
+  "value", **meta}``, the meta keys at the top level;
+* ``last.pt``: the model plus optimiser, method, RNG and history state for resuming,
+  with the meta under ``"meta"``.
+
+Everything that accepts "a run or a checkpoint" (``patchwise predict``, the dock's
+predict box, :func:`predict.predict_table`) goes through :func:`resolve_checkpoint` and
+:func:`load_checkpoint`, so every file kind works everywhere and every bad file is one
+:class:`~napari_patchwise.errors.PatchwiseError` naming it. Checkpoints are read with
+``torch.load(..., weights_only=True)`` (no code runs while unpickling) and without
+``mmap`` (a memory-mapped load skips a record-size check of the plain load).
+
+:func:`run_lock` keeps two training processes out of one run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import PatchwiseError
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+BEST = "best.pt"
+LAST = "last.pt"
+CONFIG = "config.json"
+LOCK = ".patchwise-train.lock"
+
+META_KEYS: tuple[str, ...] = ("model_name", "in_channels", "mean", "std", "patch_size")
+CHECKPOINT_HINT = (
+    "give a run directory written by `patchwise train`, or its best.pt, best_val_*.pt or last.pt"
+)
+
+# TrainConfig fields a resumed run may change: the step count, and settings that only
+# change how fast the same computation runs (every batch is a pure function of seed and
+# step, whatever the threads or loader workers).
+RESUMABLE_CHANGES: frozenset[str] = frozenset(
+    {"steps", "resume", "out", "num_threads", "num_workers"}
+)
+
+
+# -- resolving and reading ---------------------------------------------------------------------
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file a user-given path means.
+
+    Parameters
+    ----------
+    path : path-like
+        A run directory (its ``best.pt``) or a checkpoint file (``best.pt``,
+        ``best_val_*.pt``, ``last.pt`` or a copy of one).
+
+    Returns
+    -------
+    pathlib.Path
+        An existing file; its content is checked by :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / BEST).is_file() and (path / LAST).is_file():
+            raise PatchwiseError(
+                "no checkpoint (best.pt) yet: the run stopped before its first evaluation",
+                path=path,
+                hint=f"give {path / LAST} explicitly, or resume the run with --resume",
+            )
+        if not (path / BEST).is_file():
+            raise PatchwiseError(
+                "no checkpoint (best.pt) in this folder", path=path, hint=CHECKPOINT_HINT
+            )
+        return path / BEST
+    if not path.is_file():
+        raise PatchwiseError(
+            "no checkpoint: no such file or folder", path=path, hint=CHECKPOINT_HINT
+        )
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint file (weights_only) and check it is one of ours.
+
+    Parameters
+    ----------
+    path : path-like
+        A run directory or checkpoint file (see :func:`resolve_checkpoint`).
+
+    Returns
+    -------
+    (dict, dict)
+        The whole checkpoint (``"model"`` is the state dict; ``last.pt`` has more) and
+        its meta: ``model_name``, ``in_channels``, ``mean``, ``std``, ``patch_size``, and
+        ``threshold`` and ``tau`` when the run saved them.
+
+    Raises
+    ------
+    PatchwiseError
+        Not a file, not a PyTorch file, truncated, or without the model and meta that
+        ``patchwise train`` writes.
+    """
+    import torch
+
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler and the zip reader raise many kinds
+        raise PatchwiseError(
+            f"not a readable PyTorch checkpoint ({_first_line(exc)})",
+            path=path,
+            hint=CHECKPOINT_HINT,
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise PatchwiseError(
+            "not a patchwise checkpoint (no model weights)", path=path, hint=CHECKPOINT_HINT
+        )
+    # best*.pt keep the meta at the top level, last.pt under "meta"
+    meta = ckpt["meta"] if isinstance(ckpt.get("meta"), dict) else ckpt
+    _check_meta(meta, path)
+    return ckpt, meta
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The meta of a run's or file's checkpoint (see :func:`load_checkpoint`)."""
+    return load_checkpoint(path)[1]
+
+
+def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the model a checkpoint holds, in eval mode on ``device``.
+
+    Returns
+    -------
+    (torch.nn.Module, dict)
+        The model and the checkpoint's meta (see :func:`load_checkpoint`).
+    """
+    from .models import build_architecture
+
+    path = resolve_checkpoint(path)
+    ckpt, meta = load_checkpoint(path)
+    model = build_architecture(meta["model_name"], int(meta["in_channels"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise PatchwiseError(
+            f"the weights do not fit a {meta['model_name']} with {meta['in_channels']} "
+            f"channels ({_first_line(exc)})",
+            path=path,
+            hint=CHECKPOINT_HINT,
+        ) from None
+    return model.to(device).eval(), meta
+
+
+def run_config_path(path: str | os.PathLike) -> Path:
+    """``config.json`` of a run directory, or the one beside a checkpoint file."""
+    path = Path(path)
+    return (path if path.is_dir() else path.parent) / CONFIG
+
+
+def read_run_config(path: str | os.PathLike, *, required: bool = True) -> TrainConfig | None:
+    """The :class:`~napari_patchwise.train.TrainConfig` a run was trained with.
+
+    Parameters
+    ----------
+    path : path-like
+        A run directory, or a checkpoint file (its folder's ``config.json``).
+    required : bool
+        If False, a missing ``config.json`` (a checkpoint copied out of its run) gives
+        None; a malformed one is an error either way.
+
+    Raises
+    ------
+    PatchwiseError
+        Missing (when required), not JSON, truncated, unknown keys or invalid values.
+    """
+    from .train import TrainConfig
+
+    file = run_config_path(path)
+    if not file.is_file():
+        if not required:
+            return None
+        raise PatchwiseError(
+            "no config.json: not a run directory", path=file.parent, hint=CHECKPOINT_HINT
+        )
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PatchwiseError(
+            f"unreadable run configuration ({_first_line(exc)})",
+            path=file,
+            hint="the run folder is damaged; train again",
+        ) from None
+    if not isinstance(data, dict):
+        raise PatchwiseError(
+            "run configuration is not a JSON object",
+            path=file,
+            hint="the run folder is damaged; train again",
+        )
+    try:
+        config = TrainConfig.from_json(json.dumps(data))
+        config.validate()
+    except (PatchwiseError, TypeError, ValueError) as exc:
+        raise PatchwiseError(
+            f"invalid run configuration: {str(exc).rstrip('.')}",
+            path=file,
+            hint="the run folder is damaged or from another version; train again",
+        ) from None
+    return config
+
+
+# -- resuming --------------------------------------------------------------------------------
+def config_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """``"name old -> new"`` for every setting a resume would change, except the allowed.
+
+    Allowed are :data:`RESUMABLE_CHANGES`; the manifest counts as unchanged when both
+    names lead to the same file.
+    """
+    import dataclasses
+
+    changes = []
+    for field in dataclasses.fields(saved):
+        name = field.name
+        old, value = getattr(saved, name), getattr(new, name)
+        if name in RESUMABLE_CHANGES or _same(old, value):
+            continue
+        if name in ("manifest", "cache_dir", "weights") and old and value:
+            if Path(old).resolve() == Path(value).resolve():
+                continue
+        changes.append(f"{name} {old!r} -> {value!r}")
+    return changes
+
+
+def check_resume(out: str | os.PathLike, config: TrainConfig) -> None:
+    """Refuse to resume the run in ``out`` with settings other than its own.
+
+    Only the step count (and the speed-only settings of :data:`RESUMABLE_CHANGES`) may
+    change: anything else would continue one run under another's name and make its
+    ``config.json`` describe a run that never happened.
+    """
+    saved = read_run_config(out)
+    changes = config_changes(saved, config)
+    if changes:
+        raise PatchwiseError(
+            "cannot resume with different settings: " + "; ".join(changes),
+            path=out,
+            hint="resume with the run's own settings (only --steps may change), "
+            "or start a new run with another --out",
+        )
+
+
+def check_output_dir(out: str | os.PathLike) -> None:
+    """Refuse an ``--out`` that is, or lies inside, an existing file."""
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise PatchwiseError(
+                    "a file is in the way of the run directory",
+                    path=path,
+                    hint="choose a folder path for --out",
+                )
+            return
+
+
+# -- locking ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def run_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold the run directory ``out`` exclusively (creating it), or raise at once.
+
+    An ``flock`` on ``out/.patchwise-train.lock``: the kernel drops it when the process
+    ends however it ends, so a killed run leaves no stale lock. The file is removed when
+    the lock is released; a process that locked a file that was removed meanwhile tries
+    again on the new one. Where ``fcntl`` is missing (Windows) the file is created
+    exclusively and holds the owner's pid; a lock whose pid is gone is stale and taken over.
+    """
+    out = Path(out)
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(out / LOCK):
+            yield
+    finally:
+        # a run refused under the lock leaves nothing behind: remove the folders this
+        # call created if they are still empty (rmdir refuses a non-empty one)
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        with _pid_lock(lock):
+            yield
+        return
+    out = lock.parent
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = _read_pid(fd)
+            os.close(fd)
+            raise _busy(out, owner) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous owner removed the file while we waited for it
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        os.close(fd)  # unlink first: a waiter that locks the old file sees it is gone
+
+
+@contextlib.contextmanager
+def _pid_lock(lock: Path) -> Iterator[None]:  # pragma: no cover - Windows
+    import psutil
+
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            with contextlib.suppress(OSError, ValueError):
+                owner = int(lock.read_text().strip() or "0")
+                if owner and psutil.pid_exists(owner):
+                    raise _busy(lock.parent, owner) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+    else:
+        raise _busy(lock.parent, None)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def _busy(out: Path, owner: int | None) -> PatchwiseError:
+    who = f" (pid {owner})" if owner else ""
+    return PatchwiseError(
+        f"another patchwise train{who} is writing this run directory",
+        path=out,
+        hint="wait for it to finish, or choose another --out",
+    )
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    from .models import MODEL_NAMES
+
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise PatchwiseError(
+            f"not a patchwise checkpoint (no {', '.join(missing)})",
+            path=path,
+            hint=CHECKPOINT_HINT,
+        )
+    problem = None
+    channels, patch = meta["in_channels"], meta["patch_size"]
+    if meta["model_name"] not in MODEL_NAMES:
+        problem = f"unknown model {meta['model_name']!r}"
+    elif not _positive_int(channels) or not _positive_int(patch):
+        problem = f"in_channels {channels!r} / patch_size {patch!r} are not positive integers"
+    elif not all(_finite_list(meta[k], channels) for k in ("mean", "std")) or not all(
+        s > 0 for s in meta["std"]
+    ):
+        problem = f"mean / std are not {channels} finite numbers (std > 0)"
+    elif "threshold" in meta and not (_finite(meta["threshold"]) and 0 <= meta["threshold"] <= 1):
+        problem = f"threshold {meta['threshold']!r} is not in [0, 1]"
+    if problem:
+        raise PatchwiseError(
+            f"damaged patchwise checkpoint: {problem}", path=path, hint=CHECKPOINT_HINT
+        )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_list(values: Any, n: int) -> bool:
+    return isinstance(values, list | tuple) and len(values) == n and all(map(_finite, values))
+
+
+def _same(a: Any, b: Any) -> bool:
+    # validate() refuses NaN, so plain equality is exact here (1 == 1.0 after a JSON trip)
+    return a == b
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first sentence`` of an exception, short enough for a one-line error."""
+    text = str(exc).strip().splitlines()
+    line = text[0].split(". ")[0].rstrip(".") if text else ""
+    name = type(exc).__name__
+    line = f"{name}: {line}" if line else name
+    return line if len(line) <= 100 else line[:97] + "..."
