@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _runs import make_run
+from napari_patchwise.cli import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.report import (
     bin_indices,
@@ -123,3 +125,67 @@ def test_figure_has_three_panels_with_stacked_bars_and_tau(table, tmp_path):
 def test_missing_columns_is_a_clear_error(table):
     with pytest.raises(PatchwiseError, match="tumor_tissue_ratio"):
         figure1_data(table.drop(columns=["tumor_tissue_ratio"]))
+
+
+# -- the HTML run report: malformed run files are one-line errors naming the file ---------------
+
+
+def _corrupt(run, name, content):
+    path = run / name
+    if content is None:
+        path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("config.json", "{not json", "cannot read the JSON"),
+        ("config.json", "[1, 2]", "holds a JSON list, not an object"),
+        ("config.json", '{"method": "erm", "seed": 0}', "lacks tau"),
+        ("config.json", '{"method": "erm", "tau": "x", "seed": 0}', "'tau' is 'x', not a number"),
+        ("metrics.json", b"\xff\xfe\x00garbage", "cannot read the JSON"),
+        ("metrics.json", '{"selected_by": "val_wga"}', "lacks by_selection"),
+        (
+            "metrics.json",
+            '{"selected_by": "val_wga", "by_selection": {"val_wga": {"step": 1, "test": {"wga": 1}}}}',
+            "'by_selection.val_wga.test' is incomplete",
+        ),
+        ("history.csv", "step,loss\n1,0.5\n", "lacks column(s) val_wga, val_bca"),
+        ("history.csv", b"\x00\x01\x02\xff", "cannot read the CSV"),
+        ("history.csv", "step,val_wga,val_bca\n1,a,b\n", "column 'val_wga' is not numeric"),
+        ("predictions.parquet", b"PAR1 truncated", "cannot read the parquet table"),
+        ("predictions.parquet", None, "run has test metrics but no predictions.parquet"),
+    ],
+)  # fmt: skip
+def test_report_names_the_malformed_run_file(tmp_path, capsys, name, content, message):
+    run = make_run(tmp_path / "run")
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0  # the intact run reports
+    capsys.readouterr()
+    path = _corrupt(run, name, content)
+    assert main(["report", str(run), "--out", str(tmp_path / "again.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one line, no traceback
+    named = run if content is None else path
+    assert err[0].startswith(f"patchwise report: error: {named}: ") and message in err[0]
+    assert not (tmp_path / "again.html").exists()
+
+
+def test_report_names_predictions_with_bad_values(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    pd.DataFrame(
+        {"label": [0, 7], "tumor_ratio": [0, 1.0], "tumor_tissue_ratio": [0, 1.0],
+         "tissue_ratio": [0.1, 0.9], "prob": [0.1, 0.9]}
+    ).to_parquet(run / "predictions.parquet")  # fmt: skip
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"patchwise report: error: {run / 'predictions.parquet'}: column 'label' must be 0 or 1; "
+        "found 7 (1 bad value(s)) — use a table written by 'patchwise stats' or "
+        "'patchwise predict'."
+    ]

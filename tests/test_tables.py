@@ -115,3 +115,66 @@ def test_geojson_by_group_and_annotation(tmp_path, table):
 def test_geojson_of_empty_table(tmp_path, table):
     doc = json.loads(write_geojson(table.iloc[:0], tmp_path / "e.geojson").read_text())
     assert doc == {"type": "FeatureCollection", "features": []}
+
+
+# -- values are checked as read, before any cast -------------------------------------------
+
+
+def _metrics_table(tmp_path, name="t.csv", **columns):
+    data = {"label": [0, 1, 1], "tissue_ratio": [0.5, 0.5, 0.05], "prob": [0.1, 0.9, 0.6]}
+    data.update(columns)
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        pd.DataFrame(data).to_csv(path, index=False)
+    else:
+        pd.DataFrame(data).to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, column, values, message",
+    [
+        # Cast to int8 first, 257 became 1 and 0.5 became 0 without a word.
+        ("t.parquet", "label", [0, 1, 257], "column 'label' must be 0 or 1; found 257"),
+        ("t.csv", "label", [0, 0.5, 1], "column 'label' must be 0 or 1; found 0.5"),
+        ("t.csv", "label", [0, -1, 1], "column 'label' must be 0 or 1; found -1"),
+        ("t.csv", "label", [0, "tumor", 1], "column 'label' must be 0 or 1; found 'tumor'"),
+        ("t.parquet", "pred", [0, 1, 2], "column 'pred' must be 0 or 1"),
+        ("t.parquet", "prob", [0.1, np.inf, 0.2], "column 'prob' must be a number in [0, 1]; found inf"),
+        ("t.csv", "prob", [0.1, 1.5, 0.2], "column 'prob' must be a number in [0, 1]; found 1.5"),
+        ("t.csv", "row", [0, 1.5, 2], "column 'row' must hold whole numbers; found 1.5"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_named_not_cast(tmp_path, name, column, values, message):
+    path = _metrics_table(tmp_path, name, **{column: values})
+    with pytest.raises(PatchwiseError) as info:
+        read_table(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_dock_gaps_read_back_but_metrics_need_every_prediction(tmp_path, capsys):
+    from napari_patchwise.cli import main
+
+    # As the dock saves them: patches without a prediction have prob NaN and pred -1.
+    path = _metrics_table(tmp_path, prob=[0.1, np.nan, 0.6], pred=[0, -1, 1])
+    table = read_table(path)
+    assert table["pred"].tolist() == [0, -1, 1] and np.isnan(table["prob"][1])
+    assert main(["metrics", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"patchwise metrics: error: {path}: column 'prob' must be a number in [0, 1] for every "
+        "patch; found nan (1 bad value(s)) — use a table written by 'patchwise stats' or "
+        "'patchwise predict'."
+    ]
+    # -1 is a gap marker only where prob is empty.
+    with pytest.raises(PatchwiseError, match="column 'pred' must be 0 or 1"):
+        read_table(_metrics_table(tmp_path, "u.csv", pred=[0, -1, 1]))
+
+
+def test_metrics_cli_rejects_a_label_of_257(tmp_path, capsys):
+    from napari_patchwise.cli import main
+
+    path = _metrics_table(tmp_path, "t.parquet", label=np.array([0, 1, 257], dtype=np.int64))
+    assert main(["metrics", str(path), "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "column 'label' must be 0 or 1; found 257" in err[0]
