@@ -37,8 +37,20 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, like every other error.
+
+    argparse prints the whole usage block before the message; in a log or a batch job's
+    output that buries the one line that matters. The subcommands' parsers inherit the
+    class (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="patchwise",
         description="Patch-wise tumor classification on huge multimodal microscopy images, "
         "with tissue-size group robustness.",
@@ -64,9 +76,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PatchwiseError as exc:
         print(f"patchwise {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        # The file system refused (disk full, permission denied, a file vanished): the
+        # user's environment, not a bug, so one line naming the file rather than a trace.
+        print(f"patchwise {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"patchwise {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``file: reason.`` of an ``OSError`` (``strerror`` without errno noise)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    text = f"{' -> '.join(names)}: {reason}" if names else reason
+    return " ".join(text.split()).rstrip(".") + "."
 
 
 def console_main() -> None:

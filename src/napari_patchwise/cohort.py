@@ -8,6 +8,7 @@ manifest. Splits are by slide, never by patch: a slide id may appear in one spli
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,33 +51,24 @@ def read_manifest(
     Raises
     ------
     PatchwiseError
-        Missing manifest or columns, a missing image or mask (naming the line and path),
-        an unknown split value, a slide id in two rows, or a split of ``require_splits``
-        with no slide.
+        Missing manifest or columns, a file that is not a UTF-8 CSV (binary, another
+        encoding, repeated columns, a row with more or fewer fields than the header), a
+        missing image or mask (naming the line and path), an unknown split value, a
+        slide id or image in two rows, or a split of ``require_splits`` with no slide.
     """
     from .io.reader import slide_name
 
     path = Path(path)
     if not path.is_file():
         raise PatchwiseError("manifest not found", path=path, hint="give the cohort CSV")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise PatchwiseError(
-                f"manifest lacks column(s) {', '.join(missing)} (found {', '.join(columns) or 'none'})",
-                path=path,
-                hint="the manifest is a CSV with columns image, mask, split[, slide]",
-            )
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    rows = _read_rows(path)
     if not rows:
         raise PatchwiseError("manifest has no rows", path=path, hint="list one slide per row")
 
     entries: list[CohortEntry] = []
     seen: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        line = i + 2  # the header is line 1
+    images: dict[Path, int] = {}
+    for line, row in rows:
         split = row["split"].lower()
         if split not in SPLITS:
             raise PatchwiseError(
@@ -104,6 +96,15 @@ def read_manifest(
                 hint="each slide belongs to exactly one split (split by slide, never by patch)",
             )
         seen[slide] = line
+        if files["image"] in images:
+            # Under two slide ids the same pixels would be counted twice, or leak from
+            # the training split into the test split.
+            raise PatchwiseError(
+                f"line {line}: image {row['image']!r} already listed on line {images[files['image']]}",
+                path=path,
+                hint="list each slide once",
+            )
+        images[files["image"]] = line
         entries.append(CohortEntry(files["image"], files["mask"], split, slide, line))
 
     names = {"train": "training", "val": "validation", "test": "test"}
@@ -116,3 +117,82 @@ def read_manifest(
                 hint="model selection needs train and val slides; split by slide",
             )
     return entries
+
+
+# Signatures of files that are often given by mistake where the manifest belongs.
+_BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"II+\x00", "a BigTIFF image"),
+    (b"MM\x00+", "a BigTIFF image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"PAR1", "a parquet table"),
+    (b"PK\x03\x04", "a zip archive (an Excel workbook?)"),
+    (b"\x1f\x8b", "a gzip file"),
+)
+_SNIFF_BYTES = 8192
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, {column: value})`` of every non-empty row, values stripped.
+
+    Every way a file can fail to be a manifest CSV is a :class:`PatchwiseError` naming
+    the file: a binary file (an image given by mistake), text that is not UTF-8, a
+    header without the required or with repeated columns, a row with more or fewer
+    fields than the header.
+    """
+    hint = "the manifest is a CSV with columns image, mask, split[, slide]"
+    data = path.read_bytes()
+    head = data[:_SNIFF_BYTES]
+    kind = next((name for magic, name in _BINARY_SIGNATURES if head.startswith(magic)), None)
+    if kind is not None or b"\x00" in head:
+        raise PatchwiseError(
+            f"is {kind or 'a binary file'}, not a CSV manifest", path=path, hint=hint
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PatchwiseError(
+            f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})",
+            path=path,
+            hint="save the manifest as UTF-8 (in Excel: CSV UTF-8)",
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [c.strip() for c in next(reader, [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            found = ", ".join(c for c in header if c) or "none"
+            raise PatchwiseError(
+                f"manifest lacks column(s) {', '.join(missing)} (found {found})",
+                path=path,
+                hint=hint,
+            )
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise PatchwiseError(
+                f"line 1: column(s) {', '.join(map(repr, repeated))} appear more than once",
+                path=path,
+                hint=hint,
+            )
+        rows = []
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue  # blank lines, as csv.DictReader skips them
+            if len(fields) != len(header):
+                raise PatchwiseError(
+                    f"line {reader.line_num}: {len(fields)} fields, but the header has "
+                    f"{len(header)} ({', '.join(header)})",
+                    path=path,
+                    hint="quote values that contain commas; one slide per line",
+                )
+            rows.append(
+                (reader.line_num, {c: v.strip() for c, v in zip(header, fields, strict=True)})
+            )
+    except csv.Error as exc:
+        raise PatchwiseError(
+            f"line {reader.line_num}: not valid CSV ({exc})", path=path, hint=hint
+        ) from None
+    return rows
