@@ -180,3 +180,28 @@ def test_installed_command_exits_2_on_bad_input(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("keep", [0.5, 200])
+def test_truncated_tiff_is_one_line_error_without_tifffile_log_lines(tmp_path, keep):
+    # tifffile logged "invalid page offset" (or tag offsets) and carried on with what was
+    # left: one channel of three, exit 0. Our one-line error must be all the user sees.
+    full = tmp_path / "full.tif"
+    image = np.arange(3 * 256 * 256, dtype=np.uint8).reshape(3, 256, 256)
+    tifffile.imwrite(full, image, photometric="minisblack", tile=(64, 64), compression="zlib")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
+    out = tmp_path / "out.ome.tif"
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_patchwise.cli", "convert", str(cut), "--out", str(out)]
+        + ["--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"patchwise convert: error: {cut}: not a readable TIFF (file is ")
+    assert "truncated or damaged" in lines[0]
+    assert not out.exists()

@@ -9,7 +9,12 @@ Stored pyramid levels (OME-TIFF SubIFDs or series levels) are used as they are.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +53,10 @@ def read_tiff(path: str | Path) -> LoadedImage:
     path = Path(path)
     tif = None
     try:
-        tif = tifffile.TiffFile(path)
-        series = tif.series[0]
+        with _tifffile_log() as records:
+            tif = tifffile.TiffFile(path)
+            series = tif.series[0]
+        _check_structure(records)
         _check_complete(tif, series)
         levels = [_level_array(tif, series, i) for i in range(len(series.levels))]
         ome = _ome_pixels(tif)
@@ -66,6 +73,54 @@ def read_tiff(path: str | Path) -> LoadedImage:
             hint="the file may be truncated or corrupt; re-export or re-copy it",
         ) from None
     return LoadedImage(levels=levels, channel_names=channel_names, pixel_size=pixel_size)
+
+
+# tifffile logs (and carries on) where a file's structure is damaged: pages or tag values
+# past the end of a truncated file, missing offsets. It then reads what is left — e.g. one
+# channel of three — so these records are errors here, not noise.
+_DAMAGED = re.compile(
+    r"invalid (page offset|value offset|offset to|circular reference)|corrupted tag list"
+    r"|missing (data offset|data ByteCounts|ByteCounts|required tags)|incorrect Strip"
+)
+_collectors: list[list[logging.LogRecord]] = []
+_collectors_lock = threading.Lock()
+
+
+class _Collect(logging.Filter):
+    """Hand tifffile's records to the open :func:`_tifffile_log` blocks instead of stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with _collectors_lock:
+            for records in _collectors:
+                records.append(record)
+            return not _collectors
+
+
+@contextlib.contextmanager
+def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
+    """Collect (and keep off stderr) what tifffile logs while the block opens a file.
+
+    Its lines would otherwise appear before, and say less than, our one-line error.
+    """
+    logger = logging.getLogger("tifffile")
+    with _collectors_lock:
+        if not any(isinstance(f, _Collect) for f in logger.filters):
+            logger.addFilter(_Collect())
+        records: list[logging.LogRecord] = []
+        _collectors.append(records)
+    try:
+        yield records
+    finally:
+        with _collectors_lock:
+            _collectors.remove(records)
+
+
+def _check_structure(records: list[logging.LogRecord]) -> None:
+    """Raise on the first collected record that says the file's structure is damaged."""
+    for record in records:
+        message = record.getMessage()
+        if _DAMAGED.search(message):
+            raise ValueError(f"file is truncated or damaged: {re.sub(r'<[^>]*> ?', '', message)}")
 
 
 def _check_complete(tif: Any, series: Any) -> None:
