@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ._args import seed, synth_side
+
 DEFAULT_OUT = "demo-output"
 DEMO_SIZE = 4096
 SCREEN = "-screen 0 1600x1000x24"
@@ -32,8 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder ({DEFAULT_OUT})")
     p.add_argument("--no-gui", action="store_true", help="save a screenshot and exit")
-    p.add_argument("--size", type=int, default=DEMO_SIZE, help=f"slide side ({DEMO_SIZE})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--size", type=synth_side, default=DEMO_SIZE, help=f"slide side ({DEMO_SIZE})")
+    p.add_argument("--seed", type=seed, default=0, help="random seed, 0 or more (0)")
     return p
 
 
@@ -85,9 +87,12 @@ def build_demo_viewer(out_dir: Path, viewer, *, image: Path, mask: Path) -> dict
     Returns the layers by role so later additions (overlays, the dock widget) can use
     them: ``{"channels": [...], "mask": Labels}``.
     """
+    from .._napari.layer_slide import align_mask_layer
+
     channels = viewer.open(image, plugin="napari-patchwise")
     (mask_layer,) = viewer.open(mask, plugin="napari-patchwise")
     mask_layer.opacity = 0.3  # the tissue textures stay visible under the classes
+    align_mask_layer(mask_layer, channels[0])  # the slide's world coordinates
     viewer.reset_view()
     return {"channels": channels, "mask": mask_layer, "out_dir": out_dir}
 

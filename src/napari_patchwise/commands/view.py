@@ -11,6 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ._args import pixels, probability
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -22,10 +24,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("image", type=Path, help="slide (OME-TIFF/TIFF, OME-Zarr, PNG/JPEG)")
     p.add_argument("--mask", type=Path, help="tumor mask of the slide")
+    p.add_argument(
+        "--mask-map",
+        metavar="SPEC",
+        help="value -> class of the mask: 0=background,1=healthy,2=tumor (default), "
+        "'binary' (0=background,1=tumor) or e.g. 0=background,255=tumor",
+    )
     p.add_argument("--table", type=Path, help="patch table (parquet/CSV) of the slide")
-    p.add_argument("--patch-size", type=int, default=64, help="patch size to compute (64)")
-    p.add_argument("--tau", type=float, default=0.1, help="tissue-size threshold (0.1)")
-    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (0.5)")
+    p.add_argument("--patch-size", type=pixels, default=64, help="patch size to compute (64)")
+    p.add_argument("--tau", type=probability, default=0.1, help="tissue-size threshold (0.1)")
+    p.add_argument("--threshold", type=probability, default=0.5, help="decision threshold (0.5)")
     p.add_argument("--screenshot", type=Path, help="save a window screenshot here and exit")
     return p
 
@@ -37,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.image, args.mask, args.table):
         if path is not None and not path.exists():
             raise PatchwiseError("no such file", path=path, hint="check the path")
+    mask_map = None
+    if args.mask_map is not None:
+        from .._napari.form import mask_map_from_text
+
+        mask_map = mask_map_from_text(args.mask_map)  # a bad spec: one line, exit 2
     table = None
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
@@ -60,19 +73,24 @@ def run(args: argparse.Namespace) -> int:
     import napari
 
     from .._napari.demo_view import wait_until_idle
+    from .._napari.layer_slide import align_mask_layer
     from .._napari.widget import PatchwiseWidget
 
     viewer = napari.Viewer(title=f"patchwise view {args.image.name}")
     viewer.window.resize(1500, 950)
-    viewer.open(args.image, plugin="napari-patchwise")
+    image_layers = viewer.open(args.image, plugin="napari-patchwise")
     mask_layer = None
     if args.mask is not None:
         (mask_layer,) = viewer.open(args.mask, plugin="napari-patchwise")
         mask_layer.opacity = 0.3
+        if image_layers:  # the mask in the slide's world coordinates (its pixel size)
+            align_mask_layer(mask_layer, image_layers[0])
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise", area="right")
     if mask_layer is not None:
         widget.mask_combo.setCurrentText(mask_layer.name)
+    if mask_map is not None:
+        widget.mask_map_field.set_mask_map(mask_map)
     widget.form.patch_size.setValue(args.patch_size)
     widget.tau_slider.setValue(args.tau)
     widget.threshold_slider.setValue(args.threshold)
