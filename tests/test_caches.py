@@ -99,7 +99,7 @@ def test_ome_zarr_chunk_edited_in_place_rebuilds_the_cache(tmp_path):
     store = tmp_path / "z.ome.zarr"
     write_ome_zarr(store, da.from_array(image), chunk=16)
     write_slide(tmp_path, "v", cells=4, patch=8, seed=1)
-    tifffile.imwrite(tmp_path / "z_mask.tif", np.full((32, 32), 1, np.uint8))
+    tifffile.imwrite(tmp_path / "z_mask.tif", np.full((32, 32), 2, np.uint8))
     manifest = tmp_path / "cohort.csv"
     manifest.write_text("image,mask,split\nz.ome.zarr,z_mask.tif,train\nv.ome.tif,v_mask.tif,val\n")
     first = load_cohort(manifest, SETTINGS).splits["train"][0]

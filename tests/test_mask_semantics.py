@@ -134,3 +134,36 @@ def test_bad_mask_map_is_one_line_before_any_work(tmp_path, capsys, spec):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "mask map" in err
     assert not (tmp_path / "t.csv").exists()
+
+
+def _cohort_with_splits(folder, masks: dict[str, tuple[np.ndarray, str]]):
+    rng = np.random.default_rng(1)
+    lines = ["image,mask,split"]
+    for name, (mask, split) in masks.items():
+        image = rng.integers(0, 40, (2, *mask.shape), dtype=np.uint8)
+        tifffile.imwrite(folder / f"{name}.tif", image, photometric="minisblack")
+        tifffile.imwrite(folder / f"{name}_mask.tif", mask)
+        lines.append(f"{name}.tif,{name}_mask.tif,{split}")
+    (folder / "cohort.csv").write_text("\n".join(lines) + "\n")
+    return folder / "cohort.csv"
+
+
+def test_training_data_use_the_cohort_map_and_refuse_a_tumor_free_training_split(tmp_path):
+    from napari_patchwise import PatchwiseError
+    from napari_patchwise.data import PatchSettings, load_cohort
+
+    tumor = np.zeros((128, 128), np.uint8)
+    tumor[40:70, 40:90] = 1  # binary tumor masks
+    manifest = _cohort_with_splits(
+        tmp_path, {"t0": (tumor, "train"), "v0": (_tumor_free_mask(), "val")}
+    )
+    with pytest.raises(
+        PatchwiseError,
+        match=r"cohort\.csv: no tumor patch in any training slide under the mask map "
+        r"0=background,1=healthy,2=tumor — if your masks mark tumor with 1",
+    ):
+        load_cohort(manifest, PatchSettings(patch_size=P))
+    cohort = load_cohort(manifest, PatchSettings(patch_size=P, mask_map="binary"))
+    assert cohort.table("train")["n_tumor"].tolist() == _counts(tumor, 1)
+    # the same map for every slide: the val slide's 1s are tumor too, as the user said
+    assert int(cohort.table("val")["n_tumor"].sum()) == 10_000

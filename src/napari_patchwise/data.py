@@ -285,8 +285,14 @@ def slide_patches(
     stem = cache_stem(entry.slide, cache_key(entry, settings))
     table_path = cache_dir / f"{stem}.parquet"
     patches_path = cache_dir / f"{stem}.npy"
+    # Level 0 only (no display pyramid is built or written); the mask's values are
+    # checked in the pass that counts them.
     slide = open_slide(
-        entry.image, mask=entry.mask, mask_map=settings.mask_map, pyramid_cache=False
+        entry.image,
+        mask=entry.mask,
+        mask_map=settings.mask_map,
+        pyramid=False,
+        check_mask_values=False,
     )
     slide = replace(slide, name=entry.slide)
     grid = PatchGrid(settings.patch_size, settings.stride)
@@ -349,7 +355,23 @@ def load_cohort(
             path=manifest,
             hint="a model takes one fixed set of modalities",
         )
+    _check_training_tumor(cohort, settings, manifest)
     return cohort
+
+
+def _check_training_tumor(cohort: Cohort, settings: PatchSettings, manifest) -> None:
+    """Refuse a training split without one tumor patch: usually the wrong mask map."""
+    from .io.mask import MaskMap, as_mask_map
+
+    train = cohort.splits.get("train", [])
+    if train and not any(int(s.table["label"].sum()) for s in train):
+        spec = as_mask_map(settings.mask_map) or MaskMap.default()
+        raise PatchwiseError(
+            f"no tumor patch in any training slide under the mask map {spec}",
+            path=manifest,
+            hint="if your masks mark tumor with 1 (or 255), pass --mask-map binary "
+            "(or binary255); see docs/numbers.md",
+        )
 
 
 # -- normalisation -----------------------------------------------------------------------
