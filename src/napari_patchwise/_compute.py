@@ -1,4 +1,4 @@
-"""Dask computations that write to disk and must stop cleanly on an interrupt."""
+"""Dask computations that must stop cleanly (and quietly) on an interrupt."""
 
 from __future__ import annotations
 
@@ -26,3 +26,32 @@ def joined_threads(num_workers: int | None = None) -> Iterator[None]:
             yield
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DropAllExit:
+    """Logging filter: drop the records of dask.distributed's ``AllExit`` shutdown signal."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            # asyncio may pass the exception in the message context only.
+            exc = getattr(record, "exception", None)
+        return type(exc).__name__ != "AllExit"
+
+
+def quiet_distributed_shutdown() -> None:
+    """Keep dask.distributed's shutdown signal off stderr (idempotent).
+
+    When a run with a distributed client is interrupted (Ctrl-C, SIGTERM), the client
+    cancels every pending gather by raising ``AllExit`` in its event loop; nothing
+    retrieves those tasks, so asyncio prints "Task exception was never retrieved" and a
+    traceback for each — about 165 of them above our one "interrupted" line. ``AllExit``
+    only ever means "the client is closing", so the filter drops exactly those records,
+    for the rest of the process (asyncio may report them when the tasks are collected,
+    after the client has closed).
+    """
+    import logging
+
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropAllExit) for f in logger.filters):
+        logger.addFilter(_DropAllExit())
