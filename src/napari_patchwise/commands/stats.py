@@ -241,6 +241,9 @@ def _cluster(address: str | None, workers: int | None) -> Iterator[Any]:
             "dask.distributed is not installed",
             hint="pip install 'napari-patchwise[distributed]'",
         ) from exc
+    from .._compute import quiet_distributed_shutdown
+
+    quiet_distributed_shutdown()  # no AllExit tracebacks when the run is interrupted
     if address is not None:
         try:
             client = Client(address, timeout=10)
