@@ -214,3 +214,25 @@ def test_run_config_round_trip_and_a_copied_checkpoint(run, tmp_path):
     assert set(ckpt["model"]) == set(torch.load(out / "best.pt", weights_only=True)["model"])
     assert meta["patch_size"] == 16
     assert json.loads((out / "config.json").read_text())["steps"] == 4
+
+
+def test_cli_predict_on_a_large_single_level_slide_writes_nothing_but_out(
+    run, tmp_path, monkeypatch
+):
+    """Prediction reads level 0: no display pyramid is written into the user's cache."""
+    import pandas as pd
+    import tifffile
+
+    _, out = run
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("PATCHWISE_CACHE_DIR", str(cache))
+    image = tmp_path / "tall.tif"  # taller than the 4096 px display-pyramid threshold
+    tifffile.imwrite(image, np.zeros((2, 4112, 32), np.uint8), photometric="minisblack")
+    table = tmp_path / "out" / "pred.csv"
+    assert (
+        main(["predict", str(image), "--checkpoint", str(out), "--quiet", "--out", str(table)]) == 0
+    )
+    assert list(cache.rglob("*")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out", "tall.tif"]
+    assert len(pd.read_csv(table)) == (4112 // 16) * 2

@@ -74,7 +74,15 @@ def run(args: argparse.Namespace) -> int:
     # a checkpoint copied out of its run has no config.json: the defaults apply then
     run_config = read_run_config(ckpt, required=False) or TrainConfig(manifest="", out="")
     patch_size = int(meta["patch_size"])
-    slide = open_slide(args.image, mask=args.mask, mask_map=args.mask_map or run_config.mask_map)
+    # Level 0 only: prediction never builds or writes a display pyramid, and the mask's
+    # values are checked in the pass that counts them.
+    slide = open_slide(
+        args.image,
+        mask=args.mask,
+        mask_map=args.mask_map or run_config.mask_map,
+        pyramid=False,
+        check_mask_values=False,
+    )
     if args.mask is not None:
         from ..grid import PatchGrid, patch_stats
 
