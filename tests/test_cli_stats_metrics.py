@@ -88,7 +88,7 @@ def test_metrics_text_and_json(tmp_path, pairs, capsys):
         ),
         (
             ["stats", "{img}", "--mask", "{mask}", "--patch-size", "0", "--out", "{tmp}/t.csv"],
-            "patch size",
+            "argument --patch-size: 0 is too small",
         ),
         (
             [

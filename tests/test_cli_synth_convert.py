@@ -57,8 +57,8 @@ def test_synth_zarr_with_explicit_mask_path(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--spurious", "2"], "spurious strength 2.0 is outside [0, 1]"),
-        (["--tile", "100"], "--tile 100 is not a positive multiple of 16"),
+        (["--spurious", "2"], "argument --spurious: '2' is outside [0, 1]"),
+        (["--tile", "100"], "argument --tile: 100 is not a multiple of 16"),
         (["--size", "4", "4"], "too small"),
     ],
 )

@@ -66,8 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``patchwise`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    0 on success (and for ``--help``); 2 for bad input, a bad flag value included
+    (argparse's exit becomes a return); 130 when interrupted. Only a bug raises.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, OneLineParser), --help, --version
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     # A terminated run (SIGTERM) unwinds like Ctrl-C, so atomic writers and temporary
     # directories clean up instead of leaving partial files beside the outputs.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

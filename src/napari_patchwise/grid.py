@@ -30,6 +30,7 @@ unchanged on a ``dask.distributed`` cluster.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -65,6 +66,9 @@ TABLE_COLUMNS: tuple[str, ...] = (
 TARGET_CHUNK = 2048
 # The automatic threshold reads at most this many pixels of the smallest level.
 OTSU_MAX_PIXELS = 4_000_000
+# Patch size, stride and origin bound (pixels): beyond any slide (BigTIFF sides stop at
+# 2**32 - 1, scanners write under 2**20), and positions stay exact in int64.
+MAX_GRID_PIXELS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,67 @@ class PatchGrid:
         origin = tuple(self.origin)
         if len(origin) != 2 or not all(isinstance(o, (int, np.integer)) and o >= 0 for o in origin):
             raise PatchwiseError(f"origin must be two non-negative integers, got {self.origin!r}")
+        # Larger values are no slide's geometry, and would overflow the int64 positions.
+        for what, value in (("patch size", self.patch_size), ("stride", self.stride)):
+            if value is not None and value > MAX_GRID_PIXELS:
+                raise PatchwiseError(
+                    f"{what} {value} is larger than any slide",
+                    hint=f"use at most {MAX_GRID_PIXELS} pixels",
+                )
+        if max(origin) > MAX_GRID_PIXELS:
+            raise PatchwiseError(
+                f"origin {tuple(map(int, origin))} lies outside any slide",
+                hint=f"use at most {MAX_GRID_PIXELS} pixels",
+            )
         object.__setattr__(self, "origin", (int(origin[0]), int(origin[1])))
+
+    def check_fits(
+        self, height: int, width: int, *, path: str | os.PathLike | None = None
+    ) -> tuple[int, int]:
+        """Refuse a grid with no patch on a ``height x width`` slide, or a patch larger than it.
+
+        Call it before counting: an empty grid would give an empty table that looks like
+        a result, and a patch larger than the slide (kept as an edge patch) would make the
+        counting pad the slide to the patch's size, allocating memory by the patch's area.
+
+        Parameters
+        ----------
+        height, width : int
+            Level-0 size of the slide.
+        path : path-like, optional
+            The slide, named in the error.
+
+        Returns
+        -------
+        (int, int)
+            :meth:`grid_shape`, both at least 1.
+
+        Raises
+        ------
+        PatchwiseError
+            When the patch is larger than the slide along an axis (also with
+            ``keep_edges``: edge patches are partial patches after whole ones), or no
+            patch fits between the origin and the slide's edge.
+        """
+        height, width = int(height), int(width)
+        p = self.patch_size
+        if p > height or p > width:
+            raise PatchwiseError(
+                f"patch size {p} is larger than the slide ({height} x {width} pixels)",
+                path=path,
+                hint=f"use a patch size of at most {min(height, width)}; keeping edges keeps "
+                "the partial patches after whole ones, never a patch larger than the slide",
+            )
+        shape = self.grid_shape(height, width)
+        if 0 in shape:
+            oy, ox = self.origin
+            raise PatchwiseError(
+                f"no {p} x {p} patch fits between origin ({oy}, {ox}) and the edge of the "
+                f"{height} x {width} slide",
+                path=path,
+                hint="use a smaller patch size or origin",
+            )
+        return shape
 
     @property
     def step(self) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import MAX_TILE, positive_finite_float, tile_side
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -17,8 +19,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", help="image file or OME-Zarr store")
     p.add_argument("--out", required=True, help="*.ome.tif or *.ome.zarr")
     p.add_argument("--channel-names", nargs="+", metavar="NAME", help="override channel names")
-    p.add_argument("--pixel-size", type=float, help="override micrometres per pixel")
-    p.add_argument("--tile", type=int, default=512, help="TIFF tile / zarr chunk side (512)")
+    p.add_argument(
+        "--pixel-size", type=positive_finite_float, help="override micrometres per pixel"
+    )
+    p.add_argument(
+        "--tile",
+        type=tile_side,
+        default=512,
+        help=f"TIFF tile / zarr chunk side, a multiple of 16 up to {MAX_TILE} (512)",
+    )
     p.add_argument(
         "--zarr-version", choices=("0.5", "0.4"), default="0.5", help="OME-Zarr version (0.5)"
     )

@@ -11,6 +11,8 @@ import argparse
 import json
 import math
 
+from ._args import probability
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -20,8 +22,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "and report per-group and overall metrics of its predictions.",
     )
     p.add_argument("table", metavar="TABLE", help=".parquet, .csv or .csv.gz patch table")
-    p.add_argument("--tau", type=float, default=0.1, help="tissue-ratio threshold (0.1)")
-    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold on prob")
+    p.add_argument(
+        "--tau", type=probability, default=0.1, help="tissue-ratio threshold in [0, 1] (0.1)"
+    )
+    p.add_argument(
+        "--threshold", type=probability, default=0.5, help="decision threshold on prob (0.5)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 

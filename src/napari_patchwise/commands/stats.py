@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PatchwiseError
+from ._args import finite_float, offset, pixels, positive_int, scheduler_address
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,9 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="image files (paired in order with --mask), or one cohort manifest .csv",
     )
     p.add_argument("--mask", nargs="+", default=None, metavar="MASK", help="one mask per image")
-    p.add_argument("--patch-size", type=int, required=True, metavar="N")
-    p.add_argument("--stride", type=int, default=None, metavar="N", help="default: patch size")
-    p.add_argument("--origin", type=int, nargs=2, default=(0, 0), metavar=("Y", "X"))
+    p.add_argument("--patch-size", type=pixels, required=True, metavar="N")
+    p.add_argument("--stride", type=pixels, default=None, metavar="N", help="default: patch size")
+    p.add_argument("--origin", type=offset, nargs=2, default=(0, 0), metavar=("Y", "X"))
     p.add_argument(
         "--keep-edges", action="store_true", help="keep partial patches at the right/bottom"
     )
@@ -55,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tissue", choices=("auto", "mask", "intensity"), default="auto")
     p.add_argument(
         "--tissue-threshold",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="T",
         help="brightness threshold for intensity tissue (default: Otsu)",
@@ -65,9 +66,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--channels", nargs="+", default=None, metavar="CH", help="channel names or indices"
     )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask scheduler")
     where.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="start a local cluster"
+        "--scheduler",
+        type=scheduler_address,
+        default=None,
+        metavar="ADDRESS",
+        help="dask scheduler, e.g. tcp://10.0.0.5:8786",
+    )
+    where.add_argument(
+        "--workers", type=positive_int, default=None, metavar="N", help="start a local cluster"
     )
     p.add_argument("--geojson", default=None, metavar="PATH", help="also export for QuPath")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         pending = []  # (position, future) of slides counted whole on a worker
         for i, (image, mask, _split, name) in enumerate(jobs, start=1):
             slide = open_headless(image, mask, mask_map, name)
+            grid.check_fits(*slide.shape[1:], path=image)  # before anything is allocated
             if client is not None and not _picklable(slide):
                 # This reader's arrays hold open files and cannot be shipped chunk by
                 # chunk: open and count the whole slide on one worker instead.
@@ -218,7 +226,13 @@ def _check_unique_names(jobs) -> None:
     from ..io.reader import slide_name
 
     seen: dict[str, Path] = {}
+    files: set[Path] = set()
     for image, _, _, given in jobs:
+        if Path(image).resolve() in files:
+            raise PatchwiseError(
+                "the same image is given twice", path=image, hint="list each slide once"
+            )
+        files.add(Path(image).resolve())
         name = given or slide_name(Path(image))
         if name in seen and Path(image) != seen[name]:
             raise PatchwiseError(
@@ -247,7 +261,7 @@ def _cluster(address: str | None, workers: int | None) -> Iterator[Any]:
     if address is not None:
         try:
             client = Client(address, timeout=10)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
             raise PatchwiseError(
                 f"cannot reach the dask scheduler at {address} ({exc})",
                 hint="check the address (tcp://host:8786) and that the scheduler runs",

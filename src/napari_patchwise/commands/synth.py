@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import (
+    MAX_SYNTH_SIDE,
+    MAX_TILE,
+    MIN_SYNTH_SIDE,
+    SYNTH_MIN_BYTES_PER_PIXEL,
+    check_free_space,
+    positive_finite_float,
+    probability,
+    seed,
+    synth_side,
+    tile_side,
+)
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -14,7 +27,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "mask (0 background, 1 healthy, 2 tumor). --spurious sets how strongly tissue "
         "size goes with the label.",
     )
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), required=True, help="pixels")
+    p.add_argument(
+        "--size",
+        nargs=2,
+        type=synth_side,
+        metavar=("H", "W"),
+        required=True,
+        help=f"pixels ({MIN_SYNTH_SIDE} to {MAX_SYNTH_SIDE} per side)",
+    )
     p.add_argument("--out", required=True, help="slide: *.ome.tif or *.ome.zarr")
     p.add_argument("--mask-out", help="mask (default: <stem>_mask.tif beside the slide)")
     p.add_argument(
@@ -22,21 +42,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="replace existing OME-Zarr stores (TIFF files are always replaced)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed, 0 or more (0)")
     p.add_argument(
         "--spurious",
-        type=float,
+        type=probability,
         default=1.0,
         help="tissue-size/label correlation strength in [0, 1] (1.0)",
     )
     p.add_argument(
         "--tumor-fraction",
-        type=float,
+        type=probability,
         default=0.35,
         help="share of tissue that is tumor at --spurious 0 (0.35)",
     )
-    p.add_argument("--tile", type=int, default=512, help="TIFF tile / zarr chunk side (512)")
-    p.add_argument("--pixel-size", type=float, default=0.5, help="micrometres per pixel (0.5)")
+    p.add_argument(
+        "--tile",
+        type=tile_side,
+        default=512,
+        help=f"TIFF tile / zarr chunk side, a multiple of 16 up to {MAX_TILE} (512)",
+    )
+    p.add_argument(
+        "--pixel-size", type=positive_finite_float, default=0.5, help="micrometres per pixel (0.5)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -57,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         spurious=args.spurious,
         tumor_fraction=args.tumor_fraction,
         pixel_size=args.pixel_size,
+    )
+    h, w = config.size
+    check_free_space(
+        args.out, SYNTH_MIN_BYTES_PER_PIXEL * h * w, what=f"a {h} x {w} synthetic slide"
     )
     # Bad names fail here, before the progress bar appears.
     for path in filter(None, (args.out, args.mask_out)):

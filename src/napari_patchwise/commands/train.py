@@ -11,6 +11,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ._args import (
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    pixels,
+    positive_finite_float,
+    positive_int,
+    probability,
+    seed,
+)
+
 HELP = {
     "method": "training method",
     "tau": "tissue-ratio threshold that splits small and large tissue (the groups)",
@@ -58,6 +69,25 @@ OPTIONAL_TYPES = {
     "num_threads": int,
     "cache_dir": str,
 }
+# Values no run can use stop at the parser (one line, exit 2). Ranges that depend on
+# other options (GERNE's beta and c) are TrainConfig.validate()'s; floats not listed
+# here are at least finite.
+ARG_TYPES = {
+    "tau": probability,
+    "threshold": probability,
+    "patch_size": pixels,
+    "stride": pixels,
+    "steps": positive_int,
+    "batch_size": positive_int,
+    "eval_batch_size": positive_int,
+    "eval_every": positive_int,
+    "lr": positive_finite_float,
+    "weight_decay": non_negative_float,
+    "momentum": non_negative_float,
+    "seed": seed,
+    "num_workers": non_negative_int,
+    "num_threads": positive_int,
+}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -91,7 +121,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         elif field.name in choices:
             kwargs["choices"] = choices[field.name]
         else:
-            kwargs["type"] = OPTIONAL_TYPES.get(field.name, type(field.default))
+            kind = OPTIONAL_TYPES.get(field.name, type(field.default))
+            kwargs["type"] = ARG_TYPES.get(field.name, finite_float if kind is float else kind)
             kwargs["metavar"] = field.name.split("_")[-1].upper()
         if kwargs["help"] and not isinstance(field.default, bool) and field.default is not None:
             kwargs["help"] += " (default: %(default)s)"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from ._args import pixels, probability
 
+from ._args import pixels, probability
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(

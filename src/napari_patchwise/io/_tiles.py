@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PatchwiseError
+
 _JPEG_COMPRESSIONS = (6, 7, 33007, 34892)
 
 
@@ -273,7 +275,18 @@ class TiffLevelView:
         count = int(self._counts[page][index])
         offset = int(self._offsets[page][index])
         data = self._pread(offset, count) if count > 0 and offset > 0 else None
-        segment, _, _ = self._decoders[page](data, index, **self._decode_kwargs[page])
+        try:
+            segment, _, _ = self._decoders[page](data, index, **self._decode_kwargs[page])
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every codec has its own error types
+            # Damaged bytes (a corrupt tile): one line naming the file, not a codec trace.
+            raise PatchwiseError(
+                f"tile/strip {index} of level {self._level} (byte {offset}) cannot be "
+                f"decoded ({type(exc).__name__}: {str(exc)[:120]})",
+                path=self._path,
+                hint="the file is damaged; copy or export it again",
+            ) from exc
         return segment
 
     def _pread(self, offset: int, count: int) -> bytes:
@@ -284,8 +297,10 @@ class TiffLevelView:
                 os.lseek(self._fd, offset, os.SEEK_SET)
                 data = os.read(self._fd, count)
         if len(data) != count:
-            raise ValueError(
-                f"{self._path}: file ends inside a tile or strip at byte {offset + len(data)}"
+            raise PatchwiseError(
+                f"file ends inside a tile or strip at byte {offset + len(data)}",
+                path=self._path,
+                hint="the file is truncated; copy or export it again",
             )
         return data
 
