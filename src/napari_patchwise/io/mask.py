@@ -21,6 +21,7 @@ import numpy as np
 from .._progress import ProgressCallback, dask_progress
 from ..errors import PatchwiseError
 from ..slide import BACKGROUND, CLASS_NAMES, HEALTHY, TUMOR
+from .formats import load_image
 
 _CLASS_BY_NAME = {
     "background": BACKGROUND,
@@ -263,8 +264,6 @@ def read_mask(
         an integer fraction of level 0, or values the map does not know (when computed,
         for ``check_values=False``).
     """
-    from .reader import load_image
-
     path = Path(path)
     labels = load_image(path).levels[0]
     if labels.shape[0] != 1:
