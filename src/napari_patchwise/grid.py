@@ -42,25 +42,9 @@ import pandas as pd
 
 from ._progress import ProgressCallback, dask_progress
 from .errors import PatchwiseError
+from .schema import TABLE_COLUMNS
 from .slide import BACKGROUND, HEALTHY, TUMOR, Slide
 
-TABLE_COLUMNS: tuple[str, ...] = (
-    "slide",
-    "row",
-    "col",
-    "y",
-    "x",
-    "height",
-    "width",
-    "n_pixels",
-    "n_tumor",
-    "n_healthy",
-    "n_tissue",
-    "label",
-    "tumor_ratio",
-    "tissue_ratio",
-    "tumor_tissue_ratio",
-)
 # Target side of the chunks the counting works on: big enough to keep dask's per-task
 # overhead small, small enough that a few chunks fit comfortably in memory.
 TARGET_CHUNK = 2048

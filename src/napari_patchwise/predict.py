@@ -18,8 +18,6 @@ from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .slide import Slide
 
-GEOMETRY_COLUMNS: tuple[str, ...] = ("slide", "row", "col", "y", "x", "height", "width", "n_pixels")
-
 
 def check_options(batch_size: int, threshold: float | None) -> None:
     """Refuse a batch size or decision threshold that cannot give meaningful predictions.

@@ -18,15 +18,13 @@ import pandas as pd
 
 from .._atomic import atomic_path
 from ..errors import PatchwiseError
-from ..grid import TABLE_COLUMNS as PATCH_COLUMNS
+from ..schema import BINARY_COLUMNS as _SMALL_INT_COLUMNS
+from ..schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
+from ..schema import INT_COLUMNS as _INT_COLUMNS
+from ..schema import METRIC_COLUMNS
+from ..schema import TABLE_COLUMNS as PATCH_COLUMNS
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
-# The columns metrics need (every patch table holds grid.TABLE_COLUMNS).
-METRIC_COLUMNS: tuple[str, ...] = ("label", "tissue_ratio")
-_INT_COLUMNS = ("row", "col", "y", "x", "height", "width", "n_pixels", "n_tumor", "n_healthy",
-                "n_tissue")  # fmt: skip
-_SMALL_INT_COLUMNS = ("label", "pred")
-_FLOAT_COLUMNS = ("tumor_ratio", "tissue_ratio", "tumor_tissue_ratio", "prob")
 # QuPath colours (RGB) of the classifications written by write_geojson.
 _CLASS_COLORS = {
     "non-tumor": (60, 160, 60),

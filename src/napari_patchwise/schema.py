@@ -1,0 +1,41 @@
+"""The patch table's columns: one home for the schema every module reads and writes.
+
+A patch table has one row per patch (``grid.patch_stats`` writes it, ``predict`` adds
+``prob``/``pred``); see ``docs/numbers.md`` for what each column means. This module holds
+names only, so the readers in ``io`` and the computations above them agree without
+importing each other.
+"""
+
+from __future__ import annotations
+
+#: Where a patch is: enough to draw it and to join predictions onto a table.
+GEOMETRY_COLUMNS: tuple[str, ...] = ("slide", "row", "col", "y", "x", "height", "width", "n_pixels")
+
+#: Every column ``patch_stats`` writes, in order.
+TABLE_COLUMNS: tuple[str, ...] = (
+    *GEOMETRY_COLUMNS,
+    "n_tumor",
+    "n_healthy",
+    "n_tissue",
+    "label",
+    "tumor_ratio",
+    "tissue_ratio",
+    "tumor_tissue_ratio",
+)
+
+#: What a model adds: the tumor probability and the decision at the run's threshold.
+PREDICTION_COLUMNS: tuple[str, ...] = ("prob", "pred")
+
+#: The columns group metrics need (label and the spurious attribute).
+METRIC_COLUMNS: tuple[str, ...] = ("label", "tissue_ratio")
+
+#: Integer pixel positions and counts (int64 in every table).
+INT_COLUMNS: tuple[str, ...] = (
+    "row", "col", "y", "x", "height", "width", "n_pixels", "n_tumor", "n_healthy", "n_tissue",
+)  # fmt: skip
+
+#: 0/1 columns, stored as int8.
+BINARY_COLUMNS: tuple[str, ...] = ("label", "pred")
+
+#: Ratios and probabilities (float64; ``tumor_tissue_ratio`` is NaN without tissue).
+FLOAT_COLUMNS: tuple[str, ...] = ("tumor_ratio", "tissue_ratio", "tumor_tissue_ratio", "prob")
