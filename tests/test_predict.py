@@ -85,3 +85,19 @@ def test_values_that_would_give_meaningless_predictions_are_refused(trained, kwa
         predict_table(slide, geometry_table(slide, 16), run, device="cpu", **kwargs)
     out = predict_table(slide, geometry_table(slide, 16), run, device="cpu", batch_size=1)
     assert out["prob"].notna().all() and len(out) == 64
+
+
+def test_rebatch_gives_full_batches_whatever_the_band_sizes():
+    from napari_patchwise.predict import rebatch
+
+    sizes = [3, 0, 7, 1, 10, 2]
+    start = np.cumsum([0, *sizes])
+    bands = [
+        (np.arange(a, b), np.arange(a, b, dtype=np.float32)[:, None] * np.ones((1, 2)))
+        for a, b in zip(start[:-1], start[1:], strict=True)
+    ]
+    batches = list(rebatch(bands, 4))
+    assert [len(p) for p, _ in batches] == [4, 4, 4, 4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate([p for p, _ in batches]), np.arange(23))
+    for positions, patches in batches:  # positions and patches stay paired
+        np.testing.assert_array_equal(patches[:, 0], positions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -101,17 +102,34 @@ def predict_table(
     DataFrame
         A copy of ``table`` with ``prob`` (float32) and ``pred`` (int8) columns.
     """
-    import torch
-
     from .data import iter_patch_bands
     from .runs import load_model
-    from .train import _autocast, resolve_device
+    from .train import resolve_device
 
     check_options(batch_size, threshold)
     device = resolve_device(device)
     model, meta = load_model(run_dir, device)
     patch_size = int(meta["patch_size"])
     threshold = float(meta.get("threshold", 0.5) if threshold is None else threshold)
+    _check_compatible(slide, table, meta)
+    classify = _Classifier(model, meta, device)
+    prob = np.full(len(table), np.nan, dtype=np.float32)
+    done = 0
+    bands = iter_patch_bands(slide, table, patch_size=patch_size)
+    for positions, patches in rebatch(bands, batch_size):
+        prob[positions] = classify(patches)
+        done += len(positions)
+        if progress is not None:
+            progress(done, len(table))
+    out = table.copy()
+    out["prob"] = prob
+    out["pred"] = (prob >= threshold).astype(np.int8)
+    return out
+
+
+def _check_compatible(slide: Slide, table: pd.DataFrame, meta: dict) -> None:
+    """The slide's channels and the table's patch size must be the model's."""
+    patch_size = int(meta["patch_size"])
     if slide.n_channels != int(meta["in_channels"]):
         raise PatchwiseError(
             f"slide has {slide.n_channels} channels but the model was trained on {meta['in_channels']}",
@@ -123,47 +141,60 @@ def predict_table(
             f"the table's patches are larger than the model's {patch_size} px patches",
             hint=f"cut the slide with --patch-size {patch_size}",
         )
-    mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)[:, None, None]
-    std = torch.tensor(meta["std"], dtype=torch.float32, device=device)[:, None, None]
-    autocast, _ = _autocast(device, "auto")
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
 
-    prob = np.full(len(table), np.nan, dtype=np.float32)
+
+def rebatch(
+    bands: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Regroup ``(positions, patches)`` bands into batches of ``batch_size`` (the last smaller).
+
+    Bands follow the slide's rows of tiles, so their lengths vary; the model sees full
+    batches whatever the band sizes.
+    """
     pending_pos: list[np.ndarray] = []
     pending_x: list[np.ndarray] = []
-    done = 0
-
-    def flush() -> None:
-        nonlocal done
-        if not pending_pos:
-            return
-        positions = np.concatenate(pending_pos)
-        x = torch.from_numpy(np.concatenate(pending_x).astype(np.float32)).to(device)
-        x = (x - mean) / std
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), autocast():
-            logits = model(x)
-        prob[positions] = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
-        done += len(positions)
-        pending_pos.clear()
-        pending_x.clear()
-        if progress is not None:
-            progress(done, len(table))
-
     buffered = 0
-    for positions, patches in iter_patch_bands(slide, table, patch_size=patch_size):
-        for start in range(0, len(positions), batch_size):
-            pending_pos.append(positions[start : start + batch_size])
-            pending_x.append(patches[start : start + batch_size])
-            buffered += len(pending_pos[-1])
-            if buffered >= batch_size:
-                flush()
-                buffered = 0
-    flush()
-    out = table.copy()
-    out["prob"] = prob
-    out["pred"] = (prob >= threshold).astype(np.int8)
-    return out
+    for positions, patches in bands:
+        start = 0
+        while start < len(positions):
+            take = min(batch_size - buffered, len(positions) - start)
+            pending_pos.append(positions[start : start + take])
+            pending_x.append(patches[start : start + take])
+            buffered += take
+            start += take
+            if buffered == batch_size:
+                yield np.concatenate(pending_pos), np.concatenate(pending_x)
+                pending_pos, pending_x, buffered = [], [], 0
+    if buffered:
+        yield np.concatenate(pending_pos), np.concatenate(pending_x)
+
+
+class _Classifier:
+    """A checkpoint's model as ``patches (N, C, p, p) -> tumor probability (N,)``.
+
+    Normalises with the training statistics, and on CUDA runs channels-last under
+    autocast (the training loop's settings).
+    """
+
+    def __init__(self, model, meta: dict, device) -> None:
+        import torch
+
+        from .train import _autocast
+
+        self.torch = torch
+        self.device = device
+        self.mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)[:, None, None]
+        self.std = torch.tensor(meta["std"], dtype=torch.float32, device=device)[:, None, None]
+        self.autocast, _ = _autocast(device, "auto")
+        self.channels_last = device.type == "cuda"
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def __call__(self, patches: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(patches.astype(np.float32)).to(self.device)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), self.autocast():
+            logits = self.model(x)
+        return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
