@@ -1,10 +1,9 @@
 """Every bad input to the ``patchwise`` command is one line on stderr and exit status 2.
 
 One table drives the whole CLI in-process: each row is a command line with one bad value
-or file, the text the error must contain (naming the bad flag or file) and, for rows
-another part of issue 8 fixes, who owns the fix. For every row: exit code 2 (ours or
-argparse's), exactly one line on stderr, no traceback, and nothing written or changed in
-the working folder (no output, no cache, no temporary file).
+or file and the text the error must contain (naming the bad flag or file). For every row:
+exit code 2 (ours or argparse's), exactly one line on stderr, no traceback, and nothing
+written or changed in the working folder (no output, no cache, no temporary file).
 """
 
 from __future__ import annotations
@@ -87,11 +86,7 @@ TRAIN = ["train", "good.csv", "--out", "new_run", "--quiet", "--steps", "1", "--
 PREDICT = ["predict", "s.ome.tif", "--checkpoint", "run_bad", "--quiet", "--out", "pred.csv"]
 
 
-def _xfail(owner: str):
-    return pytest.mark.xfail(strict=False, reason=f"fixed by {owner} (issue 8)")
-
-
-# (id, command line, text the one-line error must contain[, marks])
+# (id, command line, text the one-line error must contain)
 # fmt: off
 ROWS = [
     # -- values taken silently --------------------------------------------------------
@@ -114,8 +109,8 @@ ROWS = [
     ("predict-stride-0", [*PREDICT, "--stride", "0"], "--stride"),
     ("metrics-tau-nan", ["metrics", "labels.csv", "--tau", "nan"], "--tau"),
     ("metrics-threshold-2", ["metrics", "labels.csv", "--threshold", "2"], "--threshold"),
-    ("metrics-label-257", ["metrics", "labels.csv"], "label", _xfail("the outputs engineer")),
-    ("stats-mask-map-duplicate-key", [*STATS, "--patch-size", "16", "--mask-map", "0=background,0=tumor"], "0=background,0=tumor", _xfail("the lead")),
+    ("metrics-label-257", ["metrics", "labels.csv"], "label"),
+    ("stats-mask-map-duplicate-key", [*STATS, "--patch-size", "16", "--mask-map", "0=background,0=tumor"], "0=background,0=tumor"),
     # -- tracebacks instead of one line -----------------------------------------------
     ("manifest-extra-field", ["stats", "extra.csv", "--patch-size", "16", "--quiet", "--out", "out.csv"], "line 2"),
     ("manifest-missing-field", ["stats", "short.csv", "--patch-size", "16", "--quiet", "--out", "out.csv"], "line 2"),
@@ -147,23 +142,23 @@ ROWS = [
     ("train-seed-negative", [*TRAIN, "--seed", "-1"], "--seed"),
     ("train-lr-nan", [*TRAIN, "--lr", "nan"], "--lr"),
     ("train-tau-2", [*TRAIN, "--tau", "2"], "--tau"),
-    ("train-out-is-a-file", ["train", "good.csv", "--out", "afile", "--quiet", "--steps", "1", "--model", "smallcnn"], "afile", _xfail("the predict/train engineer")),
-    ("predict-truncated-checkpoint", PREDICT, "best.pt", _xfail("the predict/train engineer")),
-    ("stats-mask-map-unreadable", [*STATS, "--patch-size", "16", "--mask-map", "0=foo"], "0=foo", _xfail("the lead")),
+    ("train-patch-larger-than-slides", [*TRAIN, "--patch-size", "128"], "larger than the slide"),
+    ("train-out-is-a-file", ["train", "good.csv", "--out", "afile", "--quiet", "--steps", "1", "--model", "smallcnn"], "afile"),
+    ("predict-truncated-checkpoint", PREDICT, "best.pt"),
+    ("stats-mask-map-unreadable", [*STATS, "--patch-size", "16", "--mask-map", "0=foo"], "0=foo"),
     # -- outputs ----------------------------------------------------------------------
-    ("stats-out-is-a-folder", ["stats", *S, "--patch-size", "16", "--quiet", "--out", "folder_out.csv"], "folder_out.csv", _xfail("the outputs engineer")),
-    ("stats-geojson-is-a-folder", [*STATS, "--patch-size", "16", "--geojson", "folder_out.geojson"], "folder_out.geojson", _xfail("the outputs engineer")),
-    ("stats-out-is-the-manifest", ["stats", "good.csv", "--patch-size", "16", "--quiet", "--out", "good.csv"], "good.csv", _xfail("the outputs engineer")),
-    ("synth-mask-out-is-out", [*SYNTH, "--mask-out", "new.ome.tif"], "new.ome.tif", _xfail("the outputs engineer")),
-    ("report-malformed-metrics", ["report", "run_bad", "--out", "report.html"], "metrics.json", _xfail("the outputs engineer")),
+    ("stats-out-is-a-folder", ["stats", *S, "--patch-size", "16", "--quiet", "--out", "folder_out.csv"], "folder_out.csv"),
+    ("stats-geojson-is-a-folder", [*STATS, "--patch-size", "16", "--geojson", "folder_out.geojson"], "folder_out.geojson"),
+    ("stats-out-is-the-manifest", ["stats", "good.csv", "--patch-size", "16", "--quiet", "--out", "good.csv"], "good.csv"),
+    ("synth-mask-out-is-out", [*SYNTH, "--mask-out", "new.ome.tif"], "new.ome.tif"),
+    ("report-malformed-metrics", ["report", "run_bad", "--out", "report.html"], "metrics.json"),
 ]
 # fmt: on
 
 
 def _params():
-    for row in ROWS:
-        name, argv, text, *marks = row
-        yield pytest.param(argv, text, id=name, marks=marks)
+    for name, argv, text in ROWS:
+        yield pytest.param(argv, text, id=name)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:

@@ -296,7 +296,8 @@ def slide_patches(
     )
     slide = replace(slide, name=entry.slide)
     grid = PatchGrid(settings.patch_size, settings.stride)
-    n_rows, n_cols = grid.grid_shape(*slide.levels[0].shape[-2:])
+    # A slide with no patch (smaller than one) is refused, not silently left out.
+    n_rows, n_cols = grid.check_fits(*slide.levels[0].shape[-2:], path=entry.image)
     table = _cached_table(table_path, n_rows * n_cols)
     fresh_table = table is None
     if fresh_table:

@@ -132,11 +132,14 @@ class PatchGrid:
         height, width = int(height), int(width)
         p = self.patch_size
         if p > height or p > width:
+            hint = f"use a patch size of at most {min(height, width)}"
+            if self.keep_edges:
+                hint += "; keeping edges keeps partial patches after whole ones, never a patch "
+                hint += "larger than the slide"
             raise PatchwiseError(
                 f"patch size {p} is larger than the slide ({height} x {width} pixels)",
                 path=path,
-                hint=f"use a patch size of at most {min(height, width)}; keeping edges keeps "
-                "the partial patches after whole ones, never a patch larger than the slide",
+                hint=hint,
             )
         shape = self.grid_shape(height, width)
         if 0 in shape:
