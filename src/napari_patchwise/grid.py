@@ -42,7 +42,7 @@ import pandas as pd
 
 from ._progress import ProgressCallback, dask_progress
 from .errors import PatchwiseError
-from .schema import TABLE_COLUMNS
+from .schema import BACKGROUNDS, TABLE_COLUMNS, TISSUE_MODES
 from .slide import BACKGROUND, HEALTHY, TUMOR, Slide
 
 # Target side of the chunks the counting works on: big enough to keep dask's per-task
@@ -233,7 +233,7 @@ def patch_stats(
             hint="pass --mask (or open the slide with mask=...)",
         )
     mode = _resolve_tissue_mode(slide, tissue)
-    if background not in ("dark", "bright"):
+    if background not in BACKGROUNDS:
         raise PatchwiseError(f"background must be 'dark' or 'bright', got {background!r}")
     _, height, width = slide.shape
     n_rows, n_cols = grid.grid_shape(height, width)
@@ -252,7 +252,7 @@ def patch_stats(
 
 # -- the class-code array ----------------------------------------------------------------
 def _resolve_tissue_mode(slide: Slide, tissue: str) -> str:
-    if tissue not in ("auto", "mask", "intensity"):
+    if tissue not in TISSUE_MODES:
         raise PatchwiseError(f"tissue must be 'auto', 'mask' or 'intensity', got {tissue!r}")
     if tissue == "auto":
         return "mask" if slide.mask_kind == "3class" else "intensity"

@@ -1,4 +1,4 @@
-"""The patch table's columns: one home for the schema every module reads and writes.
+"""The patch table's columns and the choices that shape them: one home for each.
 
 A patch table has one row per patch (``grid.patch_stats`` writes it, ``predict`` adds
 ``prob``/``pred``); see ``docs/numbers.md`` for what each column means. This module holds
@@ -39,3 +39,9 @@ BINARY_COLUMNS: tuple[str, ...] = ("label", "pred")
 
 #: Ratios and probabilities (float64; ``tumor_tissue_ratio`` is NaN without tissue).
 FLOAT_COLUMNS: tuple[str, ...] = ("tumor_ratio", "tissue_ratio", "tumor_tissue_ratio", "prob")
+
+#: Where tissue comes from when a table is computed (``grid.patch_stats``; docs/numbers.md).
+TISSUE_MODES: tuple[str, ...] = ("auto", "mask", "intensity")
+
+#: Image background for intensity tissue: dark (fluorescence) or bright (brightfield).
+BACKGROUNDS: tuple[str, ...] = ("dark", "bright")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import pixels, positive_int, probability
 
 
@@ -37,12 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--stride", type=pixels, default=None, metavar="N", help="default: the patch size"
     )
-    p.add_argument(
-        "--tissue", choices=("auto", "mask", "intensity"), default=None, help="default: the run's"
-    )
-    p.add_argument(
-        "--background", choices=("dark", "bright"), default=None, help="default: the run's"
-    )
+    p.add_argument("--tissue", choices=TISSUE_MODES, default=None, help="default: the run's")
+    p.add_argument("--background", choices=BACKGROUNDS, default=None, help="default: the run's")
     p.add_argument(
         "--threshold",
         type=probability,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PatchwiseError
+from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import finite_float, offset, pixels, positive_int, scheduler_address
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Default: default — a 0/1 mask is read as healthy tissue without tumor, never "
         "guessed to be binary",
     )
-    p.add_argument("--tissue", choices=("auto", "mask", "intensity"), default="auto")
+    p.add_argument("--tissue", choices=TISSUE_MODES, default="auto")
     p.add_argument(
         "--tissue-threshold",
         type=finite_float,
@@ -61,7 +62,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="T",
         help="brightness threshold for intensity tissue (default: Otsu)",
     )
-    p.add_argument("--background", choices=("dark", "bright"), default="dark")
+    p.add_argument("--background", choices=BACKGROUNDS, default="dark")
     p.add_argument(
         "--channels", nargs="+", default=None, metavar="CH", help="channel names or indices"
     )
