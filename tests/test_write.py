@@ -12,6 +12,8 @@ import tifffile
 import zarr
 
 from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.io import formats, write
+from napari_patchwise.io.formats import load_image
 from napari_patchwise.io.write import staged_arrays, write_ome_tiff, write_ome_zarr
 
 OME_NS = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
@@ -117,6 +119,46 @@ def test_ome_tiff_bad_arguments(tmp_path, pyramid):
     with pytest.raises(PatchwiseError, match="not a TIFF"):
         write_ome_tiff(tmp_path / "x.png", levels)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["unnamed.ome.tif", "unnamed.ome.zarr"])
+def test_unnamed_channels_are_written_as_a_reader_names_them(tmp_path, rng, name):
+    """One home for default channel names: a written file reads back as an unnamed one.
+
+    The writers used to name channels ``channel 0`` while readers default to
+    ``channel_0``, so the same slide had other names once converted.
+    """
+    img = da.from_array(rng.integers(0, 256, (2, 32, 32), dtype=np.uint8))
+    out = tmp_path / name
+    if name.endswith(".zarr"):
+        write_ome_zarr(out, img, chunk=16, contrast_limits=[(0, 255)] * 2)
+        attrs = json.loads((out / "zarr.json").read_text())["attributes"]
+        labels = [c["label"] for c in attrs["ome"]["omero"]["channels"]]
+    else:
+        write_ome_tiff(out, img, tile=16)
+        with tifffile.TiffFile(out) as tif:
+            pixels = ET.fromstring(tif.ome_metadata).find(f"{OME_NS}Image/{OME_NS}Pixels")
+        labels = [c.get("Name") for c in pixels.findall(f"{OME_NS}Channel")]
+    assert labels == ["channel_0", "channel_1"]
+    assert load_image(out).channel_names == ["channel_0", "channel_1"]
+
+
+def test_writers_take_file_types_from_io_formats():
+    assert write.TIFF_SUFFIXES is formats.TIFF_SUFFIXES
+    assert write.ZARR_SUFFIXES is formats.ZARR_SUFFIXES
+
+
+@pytest.mark.parametrize("name", ["x.ome.tif", "x.ome.zarr"])
+def test_both_writers_check_channel_names_alike(tmp_path, pyramid, rng, name):
+    _, levels = pyramid
+    writer = write_ome_zarr if name.endswith(".zarr") else write_ome_tiff
+    with pytest.raises(ValueError, match="^2 channel names for 3 channels$"):
+        writer(tmp_path / name, levels, channel_names=["a", "b"], pixel_size=0.5)
+    assert list(tmp_path.iterdir()) == []
+    # A mask has no channels: names are not checked, and none are written.
+    mask = da.from_array(rng.integers(0, 3, (32, 32), dtype=np.uint8))
+    writer(tmp_path / name, mask, channel_names=["a", "b"])
+    assert load_image(tmp_path / name).channel_names is None
 
 
 @pytest.mark.parametrize("version", ["0.5", "0.4"])

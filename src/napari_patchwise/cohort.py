@@ -56,57 +56,87 @@ def read_manifest(
         missing image or mask (naming the line and path), an unknown split value, a
         slide id or image in two rows, or a split of ``require_splits`` with no slide.
     """
-    from .io.reader import slide_name
-
     path = Path(path)
     if not path.is_file():
         raise PatchwiseError("manifest not found", path=path, hint="give the cohort CSV")
     rows = _read_rows(path)
     if not rows:
         raise PatchwiseError("manifest has no rows", path=path, hint="list one slide per row")
-
     entries: list[CohortEntry] = []
-    seen: dict[str, int] = {}
-    images: dict[Path, int] = {}
+    repeats = _Repeats(path)
     for line, row in rows:
-        split = row["split"].lower()
-        if split not in SPLITS:
+        entry = _entry(path, line, row)
+        repeats.check(entry, row["image"])
+        entries.append(entry)
+    _check_required_splits(path, entries, require_splits)
+    return entries
+
+
+def _entry(path: Path, line: int, row: dict[str, str]) -> CohortEntry:
+    """One manifest row as an entry: split checked, files found (relative to ``path``)."""
+    from .io.formats import slide_name
+
+    split = row["split"].lower()
+    if split not in SPLITS:
+        raise PatchwiseError(
+            f"line {line}: unknown split {row['split']!r}",
+            path=path,
+            hint=f"split must be one of {', '.join(SPLITS)}",
+        )
+    image, mask = (_row_file(path, line, row, column) for column in ("image", "mask"))
+    slide = row.get("slide") or slide_name(image)
+    return CohortEntry(image, mask, split, slide, line)
+
+
+def _row_file(path: Path, line: int, row: dict[str, str], column: str) -> Path:
+    """The absolute path in ``row[column]``, which must name an existing file or store."""
+    if not row[column]:
+        raise PatchwiseError(f"line {line}: empty {column}", path=path)
+    file = (path.parent / row[column]).resolve()
+    if not file.exists():
+        raise PatchwiseError(
+            f"line {line}: {column} {row[column]!r} not found (looked for {file})",
+            path=path,
+            hint="paths are relative to the manifest",
+        )
+    return file
+
+
+class _Repeats:
+    """Refuses a slide id or an image listed twice, naming both lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.slides: dict[str, int] = {}
+        self.images: dict[Path, int] = {}
+
+    def check(self, entry: CohortEntry, image_text: str) -> None:
+        """Record ``entry``; ``image_text`` is the image as the manifest spells it."""
+        line = entry.line
+        if entry.slide in self.slides:
             raise PatchwiseError(
-                f"line {line}: unknown split {row['split']!r}",
-                path=path,
-                hint=f"split must be one of {', '.join(SPLITS)}",
-            )
-        files = {}
-        for column in ("image", "mask"):
-            if not row[column]:
-                raise PatchwiseError(f"line {line}: empty {column}", path=path)
-            file = (path.parent / row[column]).resolve()
-            if not file.exists():
-                raise PatchwiseError(
-                    f"line {line}: {column} {row[column]!r} not found (looked for {file})",
-                    path=path,
-                    hint="paths are relative to the manifest",
-                )
-            files[column] = file
-        slide = row.get("slide") or slide_name(files["image"])
-        if slide in seen:
-            raise PatchwiseError(
-                f"line {line}: slide {slide!r} already listed on line {seen[slide]}",
-                path=path,
+                f"line {line}: slide {entry.slide!r} already listed on line "
+                f"{self.slides[entry.slide]}",
+                path=self.path,
                 hint="each slide belongs to exactly one split (split by slide, never by patch)",
             )
-        seen[slide] = line
-        if files["image"] in images:
+        self.slides[entry.slide] = line
+        if entry.image in self.images:
             # Under two slide ids the same pixels would be counted twice, or leak from
             # the training split into the test split.
             raise PatchwiseError(
-                f"line {line}: image {row['image']!r} already listed on line {images[files['image']]}",
-                path=path,
+                f"line {line}: image {image_text!r} already listed on line "
+                f"{self.images[entry.image]}",
+                path=self.path,
                 hint="list each slide once",
             )
-        images[files["image"]] = line
-        entries.append(CohortEntry(files["image"], files["mask"], split, slide, line))
+        self.images[entry.image] = line
 
+
+def _check_required_splits(
+    path: Path, entries: list[CohortEntry], require_splits: tuple[str, ...]
+) -> None:
+    """Refuse a manifest without a slide in one of ``require_splits``."""
     names = {"train": "training", "val": "validation", "test": "test"}
     for needed in require_splits:
         what = names[needed]
@@ -116,7 +146,6 @@ def read_manifest(
                 path=path,
                 hint="model selection needs train and val slides; split by slide",
             )
-    return entries
 
 
 # Signatures of files that are often given by mistake where the manifest belongs.

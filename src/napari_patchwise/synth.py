@@ -612,48 +612,15 @@ def write_synthetic_slide(
     (pathlib.Path, pathlib.Path)
         The slide and the mask.
     """
-    from ._atomic import atomic_paths, check_output
+    from ._atomic import atomic_paths
     from .io.pyramid_cache import staged_pyramid
-    from .io.write import staged_arrays, write_ome_tiff, write_ome_zarr
+    from .io.write import staged_arrays
 
     config = config or SynthConfig()
     out = Path(out)
-    mask_out = Path(mask_out) if mask_out is not None else default_mask_path(out)
-    for path in (out, mask_out):
-        default_mask_path(path)  # validates the extension before any work
-    check_output(out, folder_ok=_is_zarr(out), overwrite=overwrite)
-    check_output(
-        mask_out,
-        inputs=[out],
-        folder_ok=_is_zarr(mask_out),
-        overwrite=overwrite,
-        role="the slide",
-    )
+    mask_out = _checked_outputs(out, mask_out, overwrite)
     image, mask = synth_slide(config)
     phase = _phases(progress, [0.55, 0.12, 0.28, 0.05])
-
-    def write(path: Path, levels, names, report) -> None:
-        if _is_zarr(path):
-            write_ome_zarr(
-                path,
-                levels,
-                channel_names=names,
-                pixel_size=config.pixel_size,
-                chunk=tile,
-                contrast_limits=None if names is None else [(0, 255)] * 3,
-                progress=report,
-            )
-        else:
-            write_ome_tiff(
-                path,
-                levels,
-                channel_names=names,
-                pixel_size=config.pixel_size,
-                tile=tile,
-                compression_level=compression_level,
-                progress=report,
-            )
-
     workdir = out.parent
     workdir.mkdir(parents=True, exist_ok=True)
     with (
@@ -668,13 +635,83 @@ def write_synthetic_slide(
         # Both written before either replaces anything: slide and mask stay a pair.
         atomic_paths([out, mask_out], replace_dir=overwrite) as (out_tmp, mask_tmp),
     ):
-        mask_levels = [stored[1]]
-        for level in levels[1:]:
-            f = round(config.size[1] / level.shape[-1])
-            mask_levels.append(stored[1][::f, ::f][: level.shape[-2], : level.shape[-1]])
-        write(out_tmp, levels, list(config.channel_names), phase(2))
-        write(mask_tmp, mask_levels, None, phase(3))
+        mask_levels = _mask_levels(stored[1], levels, config.size[1])
+        write = functools.partial(
+            _write_pyramid,
+            pixel_size=config.pixel_size,
+            tile=tile,
+            compression_level=compression_level,
+        )
+        write(out_tmp, levels, list(config.channel_names), progress=phase(2))
+        write(mask_tmp, mask_levels, None, progress=phase(3))
     return out, mask_out
+
+
+def _checked_outputs(out: Path, mask_out: str | os.PathLike | None, overwrite: bool) -> Path:
+    """Refuse bad output names or existing outputs before any work; return the mask path."""
+    from ._atomic import check_output
+
+    mask_out = Path(mask_out) if mask_out is not None else default_mask_path(out)
+    for path in (out, mask_out):
+        default_mask_path(path)  # validates the extension before any work
+    check_output(out, folder_ok=_is_zarr(out), overwrite=overwrite)
+    check_output(
+        mask_out,
+        inputs=[out],
+        folder_ok=_is_zarr(mask_out),
+        overwrite=overwrite,
+        role="the slide",
+    )
+    return mask_out
+
+
+def _mask_levels(mask: da.Array, levels: list[da.Array], width: int) -> list[da.Array]:
+    """The mask at every level of the image pyramid ``levels`` (nearest neighbour).
+
+    Every ``f``-th pixel of the stored level-0 mask, cropped to the level's size: labels
+    must not be averaged, and slicing the stored mask keeps each level cheap to read.
+    """
+    out = [mask]
+    for level in levels[1:]:
+        f = round(width / level.shape[-1])
+        out.append(mask[::f, ::f][: level.shape[-2], : level.shape[-1]])
+    return out
+
+
+def _write_pyramid(
+    path: Path,
+    levels: list[da.Array],
+    names: list[str] | None,
+    *,
+    pixel_size: float,
+    tile: int,
+    compression_level: int | None,
+    progress: ProgressCallback | None,
+) -> None:
+    """Write ``levels`` as OME-Zarr or OME-TIFF, by ``path``'s extension (mask: no names)."""
+    # Looked up at call time, so that tests can interrupt one of the two writes.
+    from .io.write import write_ome_tiff, write_ome_zarr
+
+    if _is_zarr(path):
+        write_ome_zarr(
+            path,
+            levels,
+            channel_names=names,
+            pixel_size=pixel_size,
+            chunk=tile,
+            contrast_limits=None if names is None else [(0, 255)] * 3,
+            progress=progress,
+        )
+    else:
+        write_ome_tiff(
+            path,
+            levels,
+            channel_names=names,
+            pixel_size=pixel_size,
+            tile=tile,
+            compression_level=compression_level,
+            progress=progress,
+        )
 
 
 def _is_zarr(path: Path) -> bool:

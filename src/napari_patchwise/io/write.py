@@ -16,8 +16,9 @@ import contextlib
 import math
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
@@ -27,9 +28,8 @@ from .._atomic import atomic_path, scratch_dir
 from .._compute import joined_threads
 from .._progress import ProgressCallback, dask_progress
 from ..errors import PatchwiseError
-
-TIFF_SUFFIXES = (".tif", ".tiff")
-ZARR_SUFFIXES = (".zarr",)
+from ._loaded import default_channel_names
+from .formats import TIFF_SUFFIXES, ZARR_SUFFIXES
 
 # Scratch stores favour speed over size: they live only while a pyramid is written.
 _SCRATCH_CLEVEL = 1
@@ -63,12 +63,54 @@ def _pixel_size_yx(pixel_size: float | Sequence[float] | None) -> tuple[float, f
 
 
 def _channel_names(names: Sequence[str] | None, n: int) -> list[str]:
+    # Unnamed channels get the names a reader gives an unnamed file (one home for them).
     if names is None:
-        return [f"channel {i}" for i in range(n)]
+        return default_channel_names(n)
     names = [str(name) for name in names]
     if len(names) != n:
         raise ValueError(f"{len(names)} channel names for {n} channels")
     return names
+
+
+@dataclass(frozen=True)
+class _Pyramid:
+    """The levels to write and what both writers derive from them, checked once.
+
+    ``channel_names`` is None for a mask (2-D levels): masks carry no channel metadata.
+    """
+
+    levels: list[da.Array]
+    pixel_yx: tuple[float, float] | None
+    channel_names: list[str] | None
+
+    @property
+    def is_mask(self) -> bool:
+        return self.levels[0].ndim == 2
+
+    def factors(self, level: da.Array) -> tuple[float, float]:
+        """``(y, x)`` downsampling factors of ``level`` against level 0."""
+        y0, x0 = self.levels[0].shape[-2:]
+        return _factor(y0, level.shape[-2]), _factor(x0, level.shape[-1])
+
+
+def _pyramid(
+    levels: da.Array | Sequence[da.Array],
+    pixel_size: float | Sequence[float] | None,
+    channel_names: Sequence[str] | None,
+) -> _Pyramid:
+    """Check the arguments both writers share, in the order the writers always did."""
+    checked = _as_levels(levels)
+    pixel_yx = _pixel_size_yx(pixel_size)
+    names = None if checked[0].ndim == 2 else _channel_names(channel_names, checked[0].shape[0])
+    return _Pyramid(checked, pixel_yx, names)
+
+
+def _checked_path(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, hint: str) -> Path:
+    """``path`` as a Path, refused before any work if its suffix is not one of ``suffixes``."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise PatchwiseError(f"not a {what} name", path=path, hint=hint)
+    return path
 
 
 def _factor(size0: int, size: int) -> float:
@@ -156,31 +198,49 @@ def write_ome_tiff(
     """
     import tifffile
 
-    path = Path(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        raise PatchwiseError(
-            "not a TIFF file name", path=path, hint="name the output *.ome.tif or *.tif"
-        )
+    path = _checked_path(
+        path, TIFF_SUFFIXES, "TIFF file", hint="name the output *.ome.tif or *.tif"
+    )
     if tile <= 0 or tile % 16:
         raise PatchwiseError(f"tile size {tile} is not a positive multiple of 16", path=path)
-    levels = _as_levels(levels)
-    level0 = levels[0]
-    is_mask = level0.ndim == 2
-    pixel_yx = _pixel_size_yx(pixel_size)
+    pyramid = _pyramid(levels, pixel_size, channel_names)
+    metadata = _ome_metadata(pyramid)
+    tick = _tile_counter(sum(_n_tiles(level, tile) for level in pyramid.levels), progress)
+    options = _tiff_options(tile, compression, compression_level)
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+        for k, level in enumerate(pyramid.levels):
+            tif.write(
+                _tiles(level, tile, tick),
+                shape=level.shape,
+                dtype=level.dtype,
+                # Level 0 holds the reduced levels in its SubIFDs and the OME-XML.
+                subifds=len(pyramid.levels) - 1 if k == 0 else None,
+                subfiletype=1 if k > 0 else 0,
+                metadata=metadata if k == 0 else None,
+                **_tiff_resolution(pyramid, level),
+                **options,
+            )
+    return path
 
+
+def _ome_metadata(pyramid: _Pyramid) -> dict:
+    """The OME-XML fields tifffile writes: axes, a UUID, channel names, pixel size."""
     # A random UUID: tifffile's default (uuid1) embeds the time and the host's MAC address.
-    metadata: dict = {"axes": "YX" if is_mask else "CYX", "UUID": str(uuid.uuid4())}
-    if not is_mask:
-        metadata["Channel"] = {"Name": _channel_names(channel_names, level0.shape[0])}
-    if pixel_yx is not None:
+    metadata: dict = {"axes": "YX" if pyramid.is_mask else "CYX", "UUID": str(uuid.uuid4())}
+    if pyramid.channel_names is not None:
+        metadata["Channel"] = {"Name": pyramid.channel_names}
+    if pyramid.pixel_yx is not None:
         metadata.update(
-            PhysicalSizeY=pixel_yx[0],
+            PhysicalSizeY=pyramid.pixel_yx[0],
             PhysicalSizeYUnit="µm",
-            PhysicalSizeX=pixel_yx[1],
+            PhysicalSizeX=pyramid.pixel_yx[1],
             PhysicalSizeXUnit="µm",
         )
+    return metadata
 
-    total = sum(_n_tiles(level, tile) for level in levels)
+
+def _tile_counter(total: int, progress: ProgressCallback | None) -> Callable[[], None]:
+    """A ``tick()`` that reports ``progress(done, total)`` once per written tile."""
     done = 0
 
     def tick() -> None:
@@ -189,6 +249,11 @@ def write_ome_tiff(
         if progress is not None:
             progress(done, total)
 
+    return tick
+
+
+def _tiff_options(tile: int, compression: str | None, compression_level: int | None) -> dict:
+    """Keyword arguments of ``TiffWriter.write`` shared by every level."""
     options: dict = dict(
         photometric="minisblack",
         tile=(tile, tile),
@@ -197,29 +262,19 @@ def write_ome_tiff(
     )
     if compression_level is not None and compression is not None:
         options["compressionargs"] = {"level": compression_level}
+    return options
 
-    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
-        for k, level in enumerate(levels):
-            resolution = {}
-            if pixel_yx is not None:
-                # TIFF stores pixels per centimetre, x first.
-                fy = _factor(level0.shape[-2], level.shape[-2])
-                fx = _factor(level0.shape[-1], level.shape[-1])
-                resolution = dict(
-                    resolution=(1e4 / (pixel_yx[1] * fx), 1e4 / (pixel_yx[0] * fy)),
-                    resolutionunit="CENTIMETER",
-                )
-            tif.write(
-                _tiles(level, tile, tick),
-                shape=level.shape,
-                dtype=level.dtype,
-                subifds=len(levels) - 1 if k == 0 else None,
-                subfiletype=1 if k > 0 else 0,
-                metadata=metadata if k == 0 else None,
-                **resolution,
-                **options,
-            )
-    return path
+
+def _tiff_resolution(pyramid: _Pyramid, level: da.Array) -> dict:
+    """Resolution tags of ``level`` (none without a pixel size)."""
+    if pyramid.pixel_yx is None:
+        return {}
+    # TIFF stores pixels per centimetre, x first.
+    fy, fx = pyramid.factors(level)
+    return dict(
+        resolution=(1e4 / (pyramid.pixel_yx[1] * fx), 1e4 / (pyramid.pixel_yx[0] * fy)),
+        resolutionunit="CENTIMETER",
+    )
 
 
 # -- OME-Zarr ----------------------------------------------------------------------------
@@ -245,19 +300,17 @@ def _window(level: da.Array, contrast_limits: Sequence[tuple[float, float]] | No
 _COLORS = ("FF00FF", "00FF00", "00FFFF", "FFFF00", "FF0000", "0000FF")
 
 
-def _multiscales(
-    levels: list[da.Array], pixel_yx: tuple[float, float] | None, name: str, version: str | None
-) -> dict:
-    is_mask = levels[0].ndim == 2
+def _multiscales(pyramid: _Pyramid, name: str, version: str | None) -> dict:
+    """The ``multiscales`` entry: axes and one scale transformation per level."""
+    is_mask, pixel_yx = pyramid.is_mask, pyramid.pixel_yx
     unit = {"unit": "micrometer"} if pixel_yx is not None else {}
     axes = [{"name": "y", "type": "space", **unit}, {"name": "x", "type": "space", **unit}]
     if not is_mask:
         axes.insert(0, {"name": "c", "type": "channel"})
     base = pixel_yx if pixel_yx is not None else (1.0, 1.0)
     datasets = []
-    for k, level in enumerate(levels):
-        fy = _factor(levels[0].shape[-2], level.shape[-2])
-        fx = _factor(levels[0].shape[-1], level.shape[-1])
+    for k, level in enumerate(pyramid.levels):
+        fy, fx = pyramid.factors(level)
         scale = [base[0] * fy, base[1] * fx]
         if not is_mask:
             scale.insert(0, 1.0)
@@ -268,6 +321,48 @@ def _multiscales(
     if version is not None:
         ms = {"version": version, **ms}
     return ms
+
+
+def _omero(names: list[str], windows: list[dict], version: str) -> dict:
+    """The ``omero`` display metadata of an image: label, colour and window per channel."""
+    omero: dict = {
+        "channels": [
+            {
+                "label": label,
+                "color": _COLORS[i % len(_COLORS)],
+                "window": window,
+                "active": True,
+                "coefficient": 1.0,
+                "family": "linear",
+                "inverted": False,
+            }
+            for i, (label, window) in enumerate(zip(names, windows, strict=True))
+        ],
+        "rdefs": {"model": "color"},
+    }
+    if version == "0.4":
+        omero["version"] = "0.4"
+    return omero
+
+
+def _zarr_attrs(
+    pyramid: _Pyramid,
+    name: str,
+    version: str,
+    contrast_limits: Sequence[tuple[float, float]] | None,
+) -> dict:
+    """The group attributes: ``multiscales`` (and ``omero`` for images), nested per version.
+
+    0.4 puts a version in each entry; 0.5 nests everything under ``"ome"`` with one version.
+    """
+    multiscales = _multiscales(pyramid, name, "0.4" if version == "0.4" else None)
+    attrs: dict = {"multiscales": [multiscales]}
+    if pyramid.channel_names is not None:  # an image, not a mask
+        windows = _window(pyramid.levels[-1], contrast_limits)
+        attrs["omero"] = _omero(pyramid.channel_names, windows, version)
+    if version == "0.5":
+        attrs = {"ome": {"version": "0.5", **attrs}}
+    return attrs
 
 
 def write_ome_zarr(
@@ -318,45 +413,15 @@ def write_ome_zarr(
     pathlib.Path
         The written store.
     """
-    path = Path(path)
-    if path.suffix.lower() not in ZARR_SUFFIXES:
-        raise PatchwiseError("not a zarr store name", path=path, hint="name the output *.ome.zarr")
+    path = _checked_path(path, ZARR_SUFFIXES, "zarr store", hint="name the output *.ome.zarr")
     if version not in ("0.4", "0.5"):
         raise PatchwiseError(f"unknown OME-Zarr version {version!r}", hint="use 0.4 or 0.5")
-    levels = _as_levels(levels)
-    is_mask = levels[0].ndim == 2
-    pixel_yx = _pixel_size_yx(pixel_size)
-    name = name or path.name.split(".")[0]
-
-    multiscales = _multiscales(levels, pixel_yx, name, "0.4" if version == "0.4" else None)
-    attrs: dict = {"multiscales": [multiscales]}
-    if not is_mask:
-        names = _channel_names(channel_names, levels[0].shape[0])
-        windows = _window(levels[-1], contrast_limits)
-        attrs["omero"] = {
-            "channels": [
-                {
-                    "label": label,
-                    "color": _COLORS[i % len(_COLORS)],
-                    "window": window,
-                    "active": True,
-                    "coefficient": 1.0,
-                    "family": "linear",
-                    "inverted": False,
-                }
-                for i, (label, window) in enumerate(zip(names, windows, strict=True))
-            ],
-            "rdefs": {"model": "color"},
-        }
-        if version == "0.4":
-            attrs["omero"]["version"] = "0.4"
-    if version == "0.5":
-        attrs = {"ome": {"version": "0.5", **attrs}}
-
+    pyramid = _pyramid(levels, pixel_size, channel_names)
+    attrs = _zarr_attrs(pyramid, name or path.name.split(".")[0], version, contrast_limits)
     with atomic_path(path, replace_dir=overwrite) as tmp:
         _store_levels(
             tmp,
-            levels,
+            pyramid.levels,
             chunk=chunk,
             zarr_format=3 if version == "0.5" else 2,
             clevel=compression_level,
