@@ -127,8 +127,8 @@ def main() -> None:
         assert draws[0] > before, "no frame was drawn"
 
     def stop_deferred() -> None:
-        widget._histogram_timer.stop()
-        widget._errors_timer.stop()
+        widget.tabs.histogram_timer.stop()
+        widget.tabs.errors_timer.stop()
 
     def timed(step, values, clock=time.perf_counter) -> list[float]:
         out = []
@@ -164,7 +164,7 @@ def main() -> None:
                 lambda x, s=slider: (s.setValue(x + 0.0005), stop_deferred(), repaint()), [v]
             )
     results["histogram sync + repaint (throttled)"] = timed(
-        lambda v: (widget._sync_histograms(), repaint()), values[:10]
+        lambda v: (widget.tabs.sync_histograms(), repaint()), values[:10]
     )
     # reference: re-encode tau into new layer data every change
     groups = overlays.layers["groups"]
@@ -178,7 +178,7 @@ def main() -> None:
 
     results["reference: replace data + repaint"] = timed(replace_data, values[:8])
     t = time.perf_counter()
-    widget._refresh_errors()
+    widget.tabs.refresh_errors()
     t_errors = time.perf_counter() - t
 
     base = statistics.median(results["plain repaint"])

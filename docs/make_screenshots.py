@@ -84,7 +84,7 @@ def main() -> None:
     viewer.screenshot(str(args.out / "viewer_histograms.png"), canvas_only=False, flash=False)
     widget.highlight_bin(-1, -1)
     # the error list, with its first (most confident) error chosen
-    widget._refresh_errors()
+    widget.tabs.refresh_errors()
     widget.tabs.setCurrentIndex(1)
     widget.errors.selectRow(0)
     scroll_dock(True)

@@ -14,7 +14,7 @@ import torch
 
 from _cohort import make_cohort
 from napari_patchwise._napari import model_panel as panel_module
-from napari_patchwise._napari import widget as widget_module
+from napari_patchwise._napari import notify
 from napari_patchwise._napari.widget import PatchwiseWidget
 
 pytestmark = pytest.mark.gui
@@ -33,9 +33,8 @@ def manifest(tmp_path_factory):
 def dock(make_napari_viewer, qtbot, monkeypatch):
     """The dock on a viewer; notifications recorded instead of shown."""
     notes: dict[str, list[str]] = {"error": [], "info": []}
-    for module in (panel_module, widget_module):
-        monkeypatch.setattr(module, "show_error", notes["error"].append)
-        monkeypatch.setattr(module, "show_info", notes["info"].append)
+    monkeypatch.setattr(notify, "show_error", notes["error"].append)
+    monkeypatch.setattr(notify, "show_info", notes["info"].append)
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     widget = PatchwiseWidget(viewer)
@@ -46,19 +45,19 @@ def dock(make_napari_viewer, qtbot, monkeypatch):
 
 
 def fill(panel, manifest, out, *, steps=STEPS):
-    panel.manifest_edit.setText(str(manifest))
-    panel.out_edit.setText(str(out))
-    panel.model_combo.setCurrentText("smallcnn")
-    panel.patch_size.setValue(P)
-    panel.steps.setValue(steps)
-    panel.eval_every.setValue(EVAL_EVERY)
-    panel.batch_size.setValue(16)
-    panel.lr.setValue(0.05)
+    panel.form.manifest_edit.setText(str(manifest))
+    panel.form.out_edit.setText(str(out))
+    panel.form.model_combo.setCurrentText("smallcnn")
+    panel.form.patch_size.setValue(P)
+    panel.form.steps.setValue(steps)
+    panel.form.eval_every.setValue(EVAL_EVERY)
+    panel.form.batch_size.setValue(16)
+    panel.form.lr.setValue(0.05)
 
 
 def train_and_wait(qtbot, panel, timeout_s=60):
     with qtbot.waitSignal(panel.trained, timeout=timeout_s * 1000):
-        panel.train_button.click()
+        panel.form.train_button.click()
     qtbot.waitUntil(lambda: not panel.busy(), timeout=5000)
 
 
@@ -68,9 +67,9 @@ def test_training_from_the_panel_writes_the_run_and_draws_every_evaluation(
     viewer, widget, panel, notes = dock
     widget.tau_slider.setValue(0.3)
     fill(panel, manifest, tmp_path / "run")
-    panel.method_combo.setCurrentText("gerne")
-    assert panel.beta.isEnabled() and panel.c.isEnabled()
-    panel.beta.setValue(0.5)
+    panel.form.method_combo.setCurrentText("gerne")
+    assert panel.form.beta.isEnabled() and panel.form.c.isEnabled()
+    panel.form.beta.setValue(0.5)
     train_and_wait(qtbot, panel)
     assert notes["error"] == []
     run = tmp_path / "run"
@@ -87,8 +86,8 @@ def test_training_from_the_panel_writes_the_run_and_draws_every_evaluation(
     assert list(curves.bca_line.get_ydata()) == pytest.approx(history["val_bca"].tolist())
     assert list(curves.loss_line.get_xdata()) == list(range(1, STEPS + 1))
     assert panel.progress_bar.value() == panel.progress_bar.maximum() == STEPS
-    assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
-    assert panel.run_edit.text() == str(run)  # predict defaults to the run just trained
+    assert panel.form.train_button.isEnabled() and not panel.form.cancel_button.isEnabled()
+    assert panel.predict_box.run_edit.text() == str(run)  # predict defaults to the run just trained
 
 
 def test_cancel_stops_within_a_step_and_leaves_a_valid_last_checkpoint(
@@ -97,12 +96,12 @@ def test_cancel_stops_within_a_step_and_leaves_a_valid_last_checkpoint(
     _, _, panel, notes = dock
     steps = 10_000
     fill(panel, manifest, tmp_path / "run", steps=steps)
-    panel.train_button.click()
-    assert panel.cancel_button.isEnabled() and not panel.train_button.isEnabled()
+    panel.form.train_button.click()
+    assert panel.form.cancel_button.isEnabled() and not panel.form.train_button.isEnabled()
     qtbot.waitUntil(lambda: panel.progress_bar.value() >= 3, timeout=60_000)
     with qtbot.waitSignal(panel.trained, timeout=30_000):
         clicked = panel.progress_bar.value()
-        panel.cancel_button.click()
+        panel.form.cancel_button.click()
     qtbot.waitUntil(lambda: not panel.busy(), timeout=5000)
     last = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     # The loop polls should_stop() after every step; the steps beyond the one shown at the
@@ -114,8 +113,8 @@ def test_cancel_stops_within_a_step_and_leaves_a_valid_last_checkpoint(
     assert {"model", "optimizer", "history"} <= set(last)
     assert panel_module.TRAIN_CANCELLED in notes["info"]
     assert notes["error"] == []
-    assert panel.train_button.isEnabled() and panel.predict_button.isEnabled()
-    assert not panel.cancel_button.isEnabled()
+    assert panel.form.train_button.isEnabled() and panel.predict_box.predict_button.isEnabled()
+    assert not panel.form.cancel_button.isEnabled()
 
 
 def test_a_bad_manifest_is_one_notification_line(dock, qtbot, tmp_path):
@@ -123,15 +122,15 @@ def test_a_bad_manifest_is_one_notification_line(dock, qtbot, tmp_path):
     bad = tmp_path / "cohort.csv"
     bad.write_text("image,split\nmissing.tif,train\n")
     fill(panel, bad, tmp_path / "run")
-    panel.train_button.click()
+    panel.form.train_button.click()
     qtbot.waitUntil(lambda: not panel.busy() and bool(notes["error"]), timeout=30_000)
     (message,) = notes["error"]
     assert "\n" not in message and "Traceback" not in message
     assert "cohort.csv" in message
-    assert panel.train_button.isEnabled()
+    assert panel.form.train_button.isEnabled()
     # a file that does not exist is refused before any worker starts
     fill(panel, tmp_path / "nope.csv", tmp_path / "run2")
-    panel.train_button.click()
+    panel.form.train_button.click()
     assert not panel.busy()
     assert "nope.csv" in notes["error"][-1] and "not found" in notes["error"][-1]
 
@@ -150,7 +149,7 @@ def test_predict_from_the_panel_loads_prob_into_the_dock(dock, qtbot, manifest, 
         widget.compute_button.click()
     assert widget.current.data.prob is None
     with qtbot.waitSignal(widget.applied, timeout=60_000):
-        panel.predict_button.click()
+        panel.predict_box.predict_button.click()
     assert notes["error"] == []
     data = widget.current.data
     assert data.prob is not None
@@ -183,19 +182,19 @@ def expected_beta_max(manifest, tau: float, c: float) -> float:
 def test_check_cohort_shows_beta_max_for_the_current_tau_and_c(dock, qtbot, manifest, tmp_path):
     _, widget, panel, notes = dock
     fill(panel, manifest, tmp_path / "run")
-    panel.method_combo.setCurrentText("gerne")
+    panel.form.method_combo.setCurrentText("gerne")
     assert panel.beta_max() is None
-    with qtbot.waitSignal(panel.check_button.clicked, timeout=1000):
-        panel.check_button.click()
+    with qtbot.waitSignal(panel.form.check_button.clicked, timeout=1000):
+        panel.form.check_button.click()
     qtbot.waitUntil(lambda: not panel.busy(), timeout=30_000)
     assert notes["error"] == []
     for tau, c in ((0.3, 0.5), (0.05, 1.0)):
         widget.tau_slider.setValue(tau)
-        panel.c.setValue(c)
+        panel.form.c.setValue(c)
         bound = expected_beta_max(manifest, tau, c)
         assert panel.beta_max() == pytest.approx(bound)
-        assert panel.beta_max_label.text().startswith(f"{bound:.4g} ")
-    panel.beta.setValue(bound + 1.0)
-    assert panel.beta_max_label.text().endswith("beta is too large")
-    panel.patch_size.setValue(2 * P)  # other patches: the bound is unknown again
+        assert panel.form.beta_max_label.text().startswith(f"{bound:.4g} ")
+    panel.form.beta.setValue(bound + 1.0)
+    assert panel.form.beta_max_label.text().endswith("beta is too large")
+    panel.form.patch_size.setValue(2 * P)  # other patches: the bound is unknown again
     assert panel.beta_max() is None

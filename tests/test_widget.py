@@ -17,9 +17,10 @@ import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
 
-from napari_patchwise._napari import widget as widget_module
+from napari_patchwise._napari import notify
+from napari_patchwise._napari.navigation import viewer_camera
 from napari_patchwise._napari.overlays import CORRECTNESS_ALPHA, CORRECTNESS_COLORS, GROUP_COLORS
-from napari_patchwise._napari.widget import PatchwiseWidget, viewer_camera
+from napari_patchwise._napari.widget import PatchwiseWidget
 from napari_patchwise.groups import GROUP_NAMES
 
 pytestmark = pytest.mark.gui
@@ -56,7 +57,7 @@ def wait_idle(qtbot, widget: PatchwiseWidget, timeout: float = 60.0) -> None:
 def setup(make_napari_viewer, qtbot, monkeypatch):
     """A viewer with the slide, the widget docked, the grid computed; errors recorded."""
     errors: list[str] = []
-    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    monkeypatch.setattr(notify, "show_error", errors.append)
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     image, mask = make_slide()
@@ -234,7 +235,7 @@ def test_hovering_a_patch_shows_its_row_in_the_status_bar(setup):
 
 def test_mask_of_another_size_gives_a_notification(make_napari_viewer, qtbot, monkeypatch):
     errors: list[str] = []
-    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    monkeypatch.setattr(notify, "show_error", errors.append)
     viewer = make_napari_viewer()
     image, mask = make_slide()
     viewer.add_image(image, name="slide")
@@ -342,8 +343,8 @@ def test_event_loop_keeps_beating_while_the_grid_is_computed(make_napari_viewer,
 def test_cancel_stops_the_computation_with_a_notice(make_napari_viewer, qtbot, monkeypatch):
     infos: list[str] = []
     errors: list[str] = []
-    monkeypatch.setattr(widget_module, "show_info", infos.append)
-    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    monkeypatch.setattr(notify, "show_info", infos.append)
+    monkeypatch.setattr(notify, "show_error", errors.append)
     viewer = make_napari_viewer()
     size = 4096
     mask = np.kron(

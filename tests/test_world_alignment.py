@@ -210,7 +210,7 @@ def _open_mask(viewer, arrival, image_path, mask_path, factor):
 
 
 def _screen_rgb(viewer, world_points) -> np.ndarray:
-    from napari_patchwise._napari.widget import viewer_camera
+    from napari_patchwise._napari.navigation import viewer_camera
 
     shot = viewer.screenshot(canvas_only=True, flash=False)
     h, w = shot.shape[:2]
@@ -231,11 +231,12 @@ def _screen_rgb(viewer, world_points) -> np.ndarray:
 def test_every_layer_of_a_slide_shares_the_image_world_extent(
     make_napari_viewer, qtbot, monkeypatch, tmp_path, arrival, factor
 ):
-    from napari_patchwise._napari import widget as widget_module
-    from napari_patchwise._napari.widget import PatchwiseWidget, viewer_camera
+    from napari_patchwise._napari import notify
+    from napari_patchwise._napari.navigation import viewer_camera
+    from napari_patchwise._napari.widget import PatchwiseWidget
 
     errors: list[str] = []
-    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    monkeypatch.setattr(notify, "show_error", errors.append)
     image_path, mask_path = write_slide(tmp_path, factor=factor)
     viewer = make_napari_viewer(show=True)
     mask = _open_mask(viewer, arrival, image_path, mask_path, factor)
@@ -312,11 +313,11 @@ def test_build_demo_viewer_places_a_plain_mask_on_its_slide(make_napari_viewer, 
 
 @pytest.mark.gui
 def test_dock_mask_map_field_decides_the_classes(make_napari_viewer, qtbot, monkeypatch, tmp_path):
-    from napari_patchwise._napari import widget as widget_module
+    from napari_patchwise._napari import notify
     from napari_patchwise._napari.widget import PatchwiseWidget
 
     errors: list[str] = []
-    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    monkeypatch.setattr(notify, "show_error", errors.append)
     image_path, _ = write_slide(tmp_path, factor=1)
     viewer = make_napari_viewer()
     viewer.open(str(image_path), plugin="napari-patchwise")

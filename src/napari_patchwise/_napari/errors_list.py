@@ -9,36 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ..groups import GROUP_NAMES
+from ..groups import GROUP_NAMES, group_ids
+from ..slide_table import TOP_ERRORS, top_errors
+from .state import SlideState
 
-MAX_ROWS = 500
+MAX_ROWS = TOP_ERRORS
+NO_PREDICTIONS = "load predictions to list misclassified patches"
 COLUMNS = ("row", "col", "error", "prob", "confidence", "group")
-
-
-def top_errors(
-    label: np.ndarray,
-    prob: np.ndarray,
-    tissue_ratio: np.ndarray,
-    *,
-    tau: float,
-    threshold: float,
-    limit: int = MAX_ROWS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Table positions of the misclassified patches, most confident first, and confidences.
-
-    Confidence is the probability the model gave its (wrong) answer: ``prob`` for a false
-    positive, ``1 - prob`` for a false negative.
-    """
-    pred = prob >= threshold
-    wrong = np.flatnonzero((pred != (label == 1)) & ~np.isnan(prob))
-    confidence = np.where(pred[wrong], prob[wrong], 1.0 - prob[wrong])
-    if wrong.size > limit:
-        keep = np.argpartition(-confidence, limit - 1)[:limit]
-        wrong, confidence = wrong[keep], confidence[keep]
-    order = np.argsort(-confidence, kind="stable")
-    return wrong[order], confidence[order]
 
 
 class _NumberItem(QTableWidgetItem):
@@ -93,9 +80,10 @@ class ErrorList(QTableWidget):
         self.setSortingEnabled(False)
         self.clearContents()
         self.setRowCount(positions.size)
-        for i, (pos, conf) in enumerate(zip(positions.tolist(), confidence.tolist(), strict=True)):
+        groups = group_ids(label[positions], tissue_ratio[positions], tau).tolist()
+        entries = zip(positions.tolist(), confidence.tolist(), groups, strict=True)
+        for i, (pos, conf, group) in enumerate(entries):
             y = int(label[pos])
-            group = 2 * y + int(tissue_ratio[pos] >= tau)
             cells = (
                 _NumberItem(rows[pos], str(rows[pos])),
                 _NumberItem(cols[pos], str(cols[pos])),
@@ -119,3 +107,45 @@ class ErrorList(QTableWidget):
         rows = self.selectionModel().selectedRows()
         if rows:
             self.patch_chosen.emit(self.position_at(rows[0].row()))
+
+
+class ErrorsPage(QWidget):
+    """The "Errors" tab: a line saying how many patches are wrong, and the list.
+
+    ``patch_chosen`` carries the table position of the patch chosen in the list.
+    """
+
+    patch_chosen = Signal(int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.label = QLabel(NO_PREDICTIONS)
+        self.errors = ErrorList()
+        self.errors.patch_chosen.connect(self.patch_chosen)
+        layout.addWidget(self.label)
+        layout.addWidget(self.errors)
+
+    def show_state(self, state: SlideState | None) -> None:
+        """List ``state``'s misclassified patches at its tau and threshold (top MAX_ROWS)."""
+        if state is None or state.data is None or state.data.prob is None:
+            self.errors.setRowCount(0)
+            self.label.setText(NO_PREDICTIONS)
+            return
+        d, s = state.data, state.settings
+        positions, confidence = top_errors(d.label, d.prob, threshold=s.threshold, limit=MAX_ROWS)
+        tn, fp, fn, tp = d.evaluator.evaluate(s.tau, s.threshold).confusion
+        self.errors.show_errors(
+            positions,
+            confidence,
+            rows=d.raster.rows,
+            cols=d.raster.cols,
+            prob=d.prob,
+            label=d.label,
+            tissue_ratio=d.tissue_ratio,
+            tau=s.tau,
+            n_errors=fp + fn,
+        )
+        shown = f" (the {positions.size} most confident)" if positions.size < fp + fn else ""
+        self.label.setText(f"{fp + fn:,} misclassified patches{shown}; click one to go there")

@@ -1,8 +1,19 @@
-"""The patch-grid and tissue settings form, mapped onto :class:`SlideSettings`."""
+"""The dock's settings forms: patch grid and tissue (onto :class:`SlideSettings`), mask map."""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import PatchwiseError
 from ..io.mask import MaskMap
@@ -64,6 +75,28 @@ class SettingsForm(QWidget):
         self.tissue.setCurrentText(settings.tissue)
         self.tissue_threshold.setValue(settings.tissue_threshold)
         self.background.setCurrentText(settings.background)
+
+
+class GridBox(QGroupBox):
+    """The "Patch grid and tissue" box: :class:`SettingsForm` with Compute and Cancel."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("Patch grid and tissue", parent)
+        layout = QVBoxLayout(self)
+        self.form = SettingsForm()
+        layout.addWidget(self.form)
+        buttons = QHBoxLayout()
+        self.compute_button = QPushButton("Compute patch grid")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.compute_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+
+    def set_busy(self, busy: bool) -> None:
+        """Compute while idle, Cancel while a job runs."""
+        self.compute_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
 
 
 #: The mask-map presets of the dock, default first (docs/ describes the mask maps).

@@ -33,7 +33,7 @@ from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.colormaps.standardize_color import transform_color
 from vispy.color.colormap import LUT_len as LUT_LEN
 
-from ..groups import GROUP_NAMES
+from ..groups import GROUP_NAMES, group_index
 from ..metrics import CORRECTNESS_NAMES
 
 # Okabe-Ito colours (colour-blind safe). Blue hues = non-tumor, orange hues = tumor;
@@ -197,7 +197,7 @@ def expected_step_class(value: np.ndarray, threshold: float) -> np.ndarray:
     value = np.asarray(value, dtype=np.float64)
     label = (value >= CLASS_OFFSET - 0.5).astype(np.int8)
     x = value - CLASS_OFFSET * label
-    return 2 * label + (x >= threshold - DISPLAY_TOLERANCE)
+    return group_index(label, x >= threshold - DISPLAY_TOLERANCE)  # groups and outcomes alike
 
 
 def label_colormap() -> DirectLabelColormap:

@@ -21,6 +21,7 @@ from ..errors import PatchwiseError
 from ..io._loaded import LoadedImage
 from ..io.reader import IMAGE_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES, is_zarr_store
 from ..slide import Slide
+from .progress import NapariProgress
 
 #: napari's dask chunk cache defaults to 25% of RAM; a bounded cache keeps panning over a
 #: 50k x 50k slide within the memory budget while still reusing recently shown tiles.
@@ -38,7 +39,7 @@ _MASK_MAX_VALUES = 8
 _SAMPLE_SIDE = 512
 
 LayerData = tuple[Any, dict, str]
-_NO_LAYERS = [(None,)]  # npe2/napari sentinel: "handled, nothing to add"
+NO_LAYERS = [(None,)]  # npe2/napari sentinel: "handled, nothing to add"
 
 #: Microscopy file patterns napari's File > Open should send to this reader. PNG/JPEG
 #: are left to the user's choice (napari's own reader shows photos as one RGB layer).
@@ -78,7 +79,7 @@ def read_layers(path: str | list[str]) -> list:
         from napari.utils.notifications import show_error
 
         show_error(str(err))
-        return _NO_LAYERS
+        return NO_LAYERS
     if viewer is not None:
         claim_reader_preferences()
     return layers
@@ -135,7 +136,7 @@ def layers_for_path(path: Path, *, viewer=None) -> list[LayerData]:
     if looks_like_mask(path, loaded):
         images = [] if viewer is None else slide_image_layers(viewer)
         return [mask_file_layer(path, loaded, images=images)]
-    with _napari_progress(f"Building display pyramid for {path.name}") as progress:
+    with NapariProgress(f"Building display pyramid for {path.name}") as progress:
         slide = slide_from_loaded(path, loaded, progress=progress)
     if viewer is not None:
         align_waiting_masks(viewer, slide)
@@ -257,7 +258,7 @@ def mask_file_layer(path: Path, loaded: LoadedImage, *, images=()) -> LayerData:
 
     levels = loaded.levels
     if len(levels) == 1:
-        with _napari_progress(f"Building label pyramid for {path.name}") as progress:
+        with NapariProgress(f"Building label pyramid for {path.name}") as progress:
             levels = pyramid_for(path, levels[0], loaded, method="nearest", progress=progress)
     metadata = {"patchwise_path": str(path), "patchwise_mask": True}
     scale = tuple(float(s) for s in (loaded.pixel_size or (1.0, 1.0)))
@@ -319,28 +320,3 @@ def _sample_values(loaded: LoadedImage) -> np.ndarray:
         y0, x0 = max(0, h // 2 - _SAMPLE_SIDE // 2), max(0, w // 2 - _SAMPLE_SIDE // 2)
         level = level[:, y0 : y0 + _SAMPLE_SIDE, x0 : x0 + _SAMPLE_SIDE]
     return np.unique(np.asarray(level.compute()))
-
-
-class _napari_progress:
-    """A napari progress bar as a ``progress(done, total)`` callback (created lazily)."""
-
-    def __init__(self, description: str):
-        self._description = description
-        self._bar = None
-
-    def __enter__(self):
-        return self._update
-
-    def _update(self, done: int, total: int) -> None:
-        if self._bar is None:
-            from napari.utils import progress
-
-            self._bar = progress(total=total, desc=self._description)
-        if self._bar.total != total:
-            self._bar.total = total
-        self._bar.n = done
-        self._bar.refresh()
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.close()

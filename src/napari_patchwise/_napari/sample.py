@@ -59,43 +59,38 @@ def make_sample_slide() -> list:
     """npe2 sample-data command: layer data of the cached synthetic slide and mask.
 
     The first call writes the sample (seconds); napari calls sample commands on the Qt
-    main thread, so the writing runs in a thread while the event loop keeps turning and
-    the progress bar is updated from the main thread.
+    main thread, so the writing runs as a :class:`.jobs.BackgroundJob` while the event
+    loop keeps turning (the viewer repaints, the progress bar moves). A failed write is
+    one notification and no layers, as for a file the reader cannot open.
     """
     from ..io import open_slide
-    from .reader import _napari_progress, size_dask_cache, slide_layers
+    from .reader import NO_LAYERS, size_dask_cache, slide_layers
 
     size_dask_cache()
     image, mask = sample_paths(config=SAMPLE_CONFIG)
-    if not (image.is_file() and mask.is_file()):
-        with _napari_progress("Writing the synthetic sample slide (once)") as progress:
-            _run_keeping_qt_alive(
-                lambda report: ensure_sample_slide(config=SAMPLE_CONFIG, progress=report),
-                progress,
-            )
+    if not (image.is_file() and mask.is_file()) and not _write_sample(SAMPLE_CONFIG):
+        return NO_LAYERS
     return slide_layers(open_slide(image, mask=mask))
 
 
-def _run_keeping_qt_alive(job, progress):
-    """Run ``job(report)`` in a thread; meanwhile process Qt events and show progress.
-
-    Without a Qt application (headless use) the job simply runs here.
-    """
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from qtpy.QtCore import QEventLoop
+def _write_sample(config: SynthConfig) -> bool:
+    """Write the sample, keeping Qt responsive; False (after a notification) if it failed."""
     from qtpy.QtWidgets import QApplication
 
-    app = QApplication.instance()
-    if app is None:
-        return job(progress)
-    latest: list[tuple[int, int]] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(job, lambda done, total: latest.append((done, total)))
-        while not future.done():
-            if latest:
-                progress(*latest[-1])  # widgets are touched on the main thread only
-            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-            time.sleep(0.02)
-        return future.result()
+    from .progress import NapariProgress
+
+    description = "Writing the synthetic sample slide (once)"
+    if QApplication.instance() is None:  # headless use: nothing to keep alive
+        with NapariProgress(description) as progress:
+            ensure_sample_slide(config=config, progress=progress)
+        return True
+    from .jobs import BackgroundJob
+
+    def write(*, cancel, progress) -> None:  # noqa: ARG001 - the job protocol
+        ensure_sample_slide(config=config, progress=progress)
+
+    written: list = []
+    job = BackgroundJob("Patchwise: writing the sample slide cancelled")
+    job.start(write, returned=written.append, description=description)
+    job.wait()
+    return bool(written)

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..slide import Slide
+from ..slider_eval import SliderEvaluator
 from .overlays import PatchRaster, SlideOverlays
-from .slider_eval import SliderEvaluator
 
 
 @dataclass

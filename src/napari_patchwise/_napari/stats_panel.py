@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..groups import GROUP_NAMES
+from ..groups import GROUP_NAMES, N_ATTRIBUTES
 from ..metrics import Evaluation
 from .overlays import LEGENDS
 
@@ -106,7 +106,7 @@ class StatsPanel(QWidget):
         class_counts = ev.class_counts
         for g, row in enumerate(self.cells):
             n = int(ev.group_counts[g])
-            n_class = int(class_counts[g // 2])
+            n_class = int(class_counts[g // N_ATTRIBUTES])
             row[1].setText(f"{n:,}")
             row[2].setText(_fmt(n / n_class if n_class else math.nan))
             row[3].setText(_fmt(float(ev.per_group_accuracy[g])))

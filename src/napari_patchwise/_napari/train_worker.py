@@ -17,7 +17,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import pandas as pd
 from ..errors import PatchwiseError
 from ..slide import Slide
 from ..train import TrainCallbacks, TrainConfig
+from .background import TrainingFailed, poll
 
 POLL_S = 0.05
 
@@ -85,10 +88,6 @@ class QueueCallbacks(TrainCallbacks):
         return self.stop.is_set()
 
 
-class TrainingFailed(Exception):
-    """Training ended with an unexpected error (its one-line description)."""
-
-
 @dataclass(frozen=True)
 class _Finished:
     out: str
@@ -142,31 +141,15 @@ def run_training(config: TrainConfig, stop=None) -> Generator[list, None, TrainO
         daemon=True,
     )
     process.start()
-    end = None
-    dead_since = None
+    inbox: deque = deque()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patchwise-train")
+    future = pool.submit(_receive, events, process, inbox)
     try:
-        while end is None:
-            batch = []
-            deadline = time.monotonic() + POLL_S
-            while end is None and (left := deadline - time.monotonic()) > 0:
-                try:
-                    event = events.get(timeout=left)
-                except queue.Empty:
-                    break
-                if isinstance(event, (_Finished, _Failed)):
-                    end = event
-                else:
-                    batch.append(event)
-            if batch:
-                yield batch
-            if end is None and not process.is_alive():
-                # events put just before the child exited may still be in the pipe
-                dead_since = dead_since or time.monotonic()
-                if time.monotonic() - dead_since > 2.0:
-                    break
+        end = yield from poll(future, lambda: _drain(inbox), POLL_S)
     finally:
-        if end is None and process.is_alive():
+        if not future.done() and process.is_alive():
             stop.set()
+        pool.shutdown(wait=False)
     process.join(timeout=10)
     if end is None:
         raise TrainingFailed(
@@ -175,6 +158,33 @@ def run_training(config: TrainConfig, stop=None) -> Generator[list, None, TrainO
     if isinstance(end, _Failed):
         raise PatchwiseError(end.message) if end.patchwise else TrainingFailed(end.message)
     return TrainOutcome(out=Path(end.out), cancelled=stop.is_set())
+
+
+def _receive(events, process, inbox: deque) -> _Finished | _Failed | None:
+    """Move the child's events into ``inbox`` until its last word (``None``: it died)."""
+    dead_since = None
+    while True:
+        try:
+            event = events.get(timeout=POLL_S)
+        except queue.Empty:
+            if process.is_alive():
+                continue
+            # events put just before the child exited may still be in the pipe
+            dead_since = dead_since or time.monotonic()
+            if time.monotonic() - dead_since > 2.0:
+                return None
+            continue
+        if isinstance(event, _Finished | _Failed):
+            return event
+        inbox.append(event)
+
+
+def _drain(inbox: deque) -> list | None:
+    """The events received since the last call (``None`` when there are none)."""
+    batch = []
+    while inbox:
+        batch.append(inbox.popleft())
+    return batch or None
 
 
 def checkpoint_patch_size(run_dir: str | Path) -> int:
@@ -187,15 +197,14 @@ def checkpoint_patch_size(run_dir: str | Path) -> int:
 def predict_job(
     slide: Slide, table: pd.DataFrame, run_dir: str | Path, *, batch_size: int = 256
 ) -> Callable[..., pd.DataFrame]:
-    """A ``job(cancel=, progress=)`` for :func:`.workers.run_in_thread` predicting ``table``.
+    """A ``job(cancel=, progress=)`` for :func:`.background.run_in_thread` predicting ``table``.
 
     Refuses a grid cut with another patch size than the model's (the overlays would
     not match the patches the model saw).
     """
 
-    def job(*, cancel: threading.Event, progress) -> pd.DataFrame:
+    def job(*, cancel: threading.Event, progress) -> pd.DataFrame:  # noqa: ARG001 - the job protocol
         from ..predict import predict_table
-        from .workers import Cancelled
 
         patch_size = checkpoint_patch_size(run_dir)
         grid_size = int(table["height"].max()) if len(table) else patch_size
@@ -206,13 +215,8 @@ def predict_job(
                 path=run_dir,
                 hint=f"compute the patch grid with patch size {patch_size}, then predict",
             )
-
-        def report(done: int, total: int) -> None:
-            if cancel.is_set():
-                raise Cancelled
-            progress(done, total)
-
-        return predict_table(slide, table, run_dir, batch_size=batch_size, progress=report)
+        # run_in_thread's progress raises Cancelled at the next batch once Cancel is pressed
+        return predict_table(slide, table, run_dir, batch_size=batch_size, progress=progress)
 
     return job
 
@@ -226,18 +230,13 @@ def train_groups_job(manifest: str | Path, settings) -> Callable[..., tuple]:
     for any tau and c without reading the slides again.
     """
 
-    def job(*, cancel: threading.Event, progress) -> tuple:
+    def job(*, cancel: threading.Event, progress) -> tuple:  # noqa: ARG001 - the job protocol
         import numpy as np
 
         from ..data import load_cohort
-        from .workers import Cancelled
 
-        def report(done: int, total: int) -> None:
-            if cancel.is_set():
-                raise Cancelled
-            progress(done, total)
-
-        table = load_cohort(manifest, settings, progress=report).table("train")
+        # run_in_thread's progress raises Cancelled at the next slide once Cancel is pressed
+        table = load_cohort(manifest, settings, progress=progress).table("train")
         if table.empty:
             raise PatchwiseError("the manifest has no training slides", path=manifest)
         return (

@@ -1,37 +1,25 @@
-"""Background work for the dock widget, as napari generator workers.
+"""The patch-grid jobs of the dock: compute a slide's table, prepare what the viewer shows.
 
-Everything slower than a frame runs here, off the Qt main thread: computing the patch
-table (dask), deriving the per-patch arrays and painting the overlay rasters. Workers
-yield ``(done, total)`` progress; results reach the layers only through the worker's
-``returned`` signal, i.e. on the main thread.
-
-``patch_stats`` is one blocking call, so it runs in an inner thread while the generator
-yields its progress every few tens of milliseconds. Cancelling sets an event that the
-progress callback turns into an exception at dask's next finished task, which stops the
-computation promptly instead of letting it run to the end unseen.
+Everything O(N) — the patch table (dask), the per-patch arrays, the overlay rasters and
+histogram bins — is prepared here, off the Qt main thread (run by
+:class:`.jobs.BackgroundJob` through :func:`.background.run_in_thread`); the result
+reaches the layers only through the worker's ``returned`` signal, on the main thread.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ..errors import PatchwiseError
 from ..slide import Slide
+from .background import Cancelled
 from .histograms import BinnedScores, build_panels
 from .overlays import OverlayRasters, overlay_rasters
 from .state import PatchData, SlideSettings
-
-POLL_S = 0.03
-
-
-class Cancelled(Exception):
-    """The user pressed Cancel."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +46,11 @@ def compute_table(
     cancel: threading.Event,
     progress: Callable[[int, int], None] | None = None,
 ) -> ComputeResult:
-    """Run ``grid.patch_stats`` with the widget's settings; raises :class:`Cancelled`."""
+    """Run ``grid.patch_stats`` with the widget's settings; raises :class:`Cancelled`.
+
+    ``progress`` is :func:`.background.run_in_thread`'s (it raises :class:`Cancelled` once ``cancel``
+    is set); a result that arrives after Cancel is dropped here too.
+    """
     from ..grid import PatchGrid, patch_stats
 
     grid = PatchGrid(
@@ -66,20 +58,13 @@ def compute_table(
         stride=int(settings.stride) or None,
         keep_edges=bool(settings.keep_edges),
     )
-
-    def report(done: int, total: int) -> None:
-        if cancel.is_set():
-            raise Cancelled
-        if progress is not None:
-            progress(done, total)
-
     table = patch_stats(
         slide,
         grid,
         tissue=settings.tissue,
         tissue_threshold=settings.tissue_threshold or None,
         background=settings.background,
-        progress=report,
+        progress=progress,
     )
     if cancel.is_set():
         raise Cancelled
@@ -90,31 +75,3 @@ def compute_table(
             hint="choose a smaller patch size or keep edge patches",
         )
     return prepare(table, grid.origin, grid.step)
-
-
-def run_in_thread(
-    func: Callable[..., object], *args, cancel: threading.Event, **kwargs
-) -> Generator[tuple[int, int], None, object]:
-    """Generator body for a napari ``thread_worker``: run ``func`` and yield its progress.
-
-    ``func`` gets a ``progress`` keyword; the generator yields the latest ``(done,
-    total)`` every :data:`POLL_S` seconds and returns ``func``'s result (or raises its
-    error). Abort is honoured between yields: pass the same ``cancel`` event to ``func``.
-    """
-    latest = [(0, 0)]
-
-    def progress(done: int, total: int) -> None:
-        latest[0] = (int(done), int(total))
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patchwise")
-    try:
-        future = pool.submit(func, *args, cancel=cancel, progress=progress, **kwargs)
-        last = None
-        while not future.done():
-            if latest[0] != last:
-                last = latest[0]
-                yield last
-            time.sleep(POLL_S)
-        return future.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from ._args import pixels, probability
 
-from ._args import pixels, probability
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -57,16 +55,12 @@ def run(args: argparse.Namespace) -> int:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
         from ..grid import TABLE_COLUMNS
         from ..io.tables import read_table
+        from ..slide_table import slide_rows
 
         table = read_table(args.table, required=TABLE_COLUMNS)
-        name = slide_name(args.image)
-        if name not in set(table["slide"].astype(str)):
-            raise PatchwiseError(
-                f"table is for slide {', '.join(sorted(set(table['slide'].astype(str)))[:3])}, "
-                f"not '{name}'",
-                path=args.table,
-                hint="pass the table of this image",
-            )
+        slide_rows(
+            table, slide_name(args.image), source=args.table, hint="pass the table of this image"
+        )
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         raise PatchwiseError(
             "no display to show napari on", hint="run it under xvfb-run with --screenshot"

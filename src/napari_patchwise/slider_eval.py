@@ -12,16 +12,19 @@ be sorted once (in the worker) and cumulative counts prepared once per drag:
   suffix, and the correct counts per group follow from cumulative sums of ``label`` and
   ``label & large`` in that order (rebuilt only when tau has changed).
 
-Each query is one binary search plus a handful of lookups. The counts are turned into
-an :class:`~napari_patchwise.metrics.Evaluation` by the metrics module itself, so every
-metric is defined in one place; the tests check equality with ``Evaluator.evaluate``.
+Each query is one binary search plus a handful of lookups. Four totals become the group
+counts by :func:`~napari_patchwise.groups.counts_from_totals` and the counts an
+:class:`~napari_patchwise.metrics.Evaluation` by the metrics module itself, so the group
+layout and every metric are defined in one place; the tests check equality with
+``Evaluator.evaluate``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import Evaluation, evaluation_from_counts, expected_calibration_error
+from .groups import counts_from_totals
+from .metrics import Evaluation, evaluation_from_counts, expected_calibration_error
 
 
 def _cumsum0(values: np.ndarray) -> np.ndarray:
@@ -74,7 +77,7 @@ class SliderEvaluator:
         k = int(np.searchsorted(self._ratio_sorted, tau, side="left"))  # ratio < tau
         n_z = n - k
         n_yz = int(self._y_cum_r[n] - self._y_cum_r[k])
-        counts = np.array([n - n_y - n_z + n_yz, n_z - n_yz, n_y - n_yz, n_yz], dtype=np.int64)
+        counts = counts_from_totals(n, n_y, n_z, n_yz)
         if not self.has_predictions:
             correct = np.zeros(4, dtype=np.int64)
         else:
@@ -114,7 +117,7 @@ class SliderEvaluator:
         r, r_y = int(r_cum[n]), int(ry_cum[n])
         r_z = int(r_cum[n] - r_cum[k])
         r_yz = int(ry_cum[n] - ry_cum[k])
-        return np.array([r - r_y - r_z + r_yz, r_z - r_yz, r_y - r_yz, r_yz], dtype=np.int64)
+        return counts_from_totals(r, r_y, r_z, r_yz)
 
     # threshold moves: prob order, cumulative counts of large (and large & tumor) ----------
     def _correct_by_prob(self, tau: float, threshold: float) -> np.ndarray:
@@ -131,7 +134,4 @@ class SliderEvaluator:
         r_not_y = j - int(y_cum[j])
         r_yz = int(ly_cum[n] - ly_cum[j])
         r_not_y_z = int(l_cum[j] - ly_cum[j])
-        return np.array(
-            [r_not_y - r_not_y_z, r_not_y_z, r_y - r_yz, r_yz],
-            dtype=np.int64,
-        )
+        return counts_from_totals(r_not_y + r_y, r_y, r_not_y_z + r_yz, r_yz)

@@ -1,0 +1,81 @@
+"""Finding patches in the viewer: go to one, mark a set, describe the one under the cursor.
+
+Positions are rows of the slide's patch table; the image layer that shows the slide
+gives the world coordinates (its scale and translate), so a patch is found where it is
+drawn whatever the slide's pixel size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..groups import GROUP_NAMES, group_ids
+from ..metrics import CORRECTNESS_NAMES, correctness
+from .state import SlideState
+
+
+def viewer_camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, else ``viewer.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def go_to_patch(viewer, state: SlideState, position: int, image_layer=None) -> None:
+    """Centre and zoom the view on the patch at table position ``position``.
+
+    ``image_layer`` is the layer showing the slide (None: world = level-0 pixels).
+    """
+    table = state.data.table
+    y, x = (int(table[c].iat[position]) for c in ("y", "x"))
+    h, w = (int(table[c].iat[position]) for c in ("height", "width"))
+    layer = image_layer
+    p = np.asarray(layer.scale[-2:] if layer is not None else (1.0, 1.0), dtype=float)
+    t = np.asarray(layer.translate[-2:] if layer is not None else (0.0, 0.0), dtype=float)
+    centre = t + p * np.array([y + (h - 1) / 2.0, x + (w - 1) / 2.0])
+    camera = viewer_camera(viewer)
+    camera.center = tuple(float(v) for v in centre)
+    canvas = min(viewer.canvas.size) if hasattr(viewer, "canvas") else 600
+    camera.zoom = float(canvas) / (4.0 * max(h * p[0], w * p[1]))
+
+
+def highlight(state: SlideState, members: np.ndarray | None) -> None:
+    """Mark the patches at table positions ``members`` in the highlight layer (None clears)."""
+    raster = state.data.raster
+    if members is None:
+        state.overlays.set_highlight(None, raster.shape)
+        return
+    mask = np.zeros(raster.shape, dtype=bool)
+    mask[raster.rows[members], raster.cols[members]] = True
+    state.overlays.set_highlight(mask, raster.shape)
+
+
+def patch_status(state: SlideState | None, world_position) -> str | None:
+    """Status-bar text for the patch under ``world_position`` (None: no patch there).
+
+    O(1): the overlay's transform gives the grid cell, the raster index the table row.
+    """
+    if state is None or state.data is None or state.overlays is None:
+        return None
+    row, col = state.overlays.world_to_cell(world_position)
+    pos = state.data.raster.lookup(row, col)
+    if pos < 0:
+        return None
+    d, s = state.data, state.settings
+    table = d.table
+    label = int(d.label[pos])
+    ratio = float(d.tissue_ratio[pos])
+    group = GROUP_NAMES[int(group_ids([label], [ratio], s.tau)[0])]
+    tumor = float(table["tumor_ratio"].iat[pos])
+    tumor_tissue = float(table["tumor_tissue_ratio"].iat[pos])
+    text = (
+        f"patch ({row}, {col}) at y={int(table['y'].iat[pos])} x={int(table['x'].iat[pos])}: "
+        f"{group} · tissue {ratio:.3f} · tumor {tumor:.3f} · "
+        f"tumor/tissue {'—' if math.isnan(tumor_tissue) else f'{tumor_tissue:.3f}'}"
+    )
+    if d.prob is not None and not math.isnan(d.prob[pos]):
+        code = correctness([label], [d.prob[pos] >= s.threshold])[0]
+        outcome = CORRECTNESS_NAMES[int(code)]
+        text += f" · prob {d.prob[pos]:.3f} ({outcome})"
+    return text

@@ -1,0 +1,37 @@
+"""How the dock tells the user something: napari notifications, one line each.
+
+Every part of the dock shows errors and notices through this module (tests replace
+``show_error`` / ``show_info`` here to record them).
+"""
+
+from __future__ import annotations
+
+from napari.utils.notifications import show_error, show_info
+
+from ..errors import PatchwiseError
+from .background import TrainingFailed
+
+#: The dock's answer to an action that needs a slide while none is open.
+OPEN_AN_IMAGE = "open an image first (File > Open, or File > Open Sample)"
+
+
+def one_line(exc: BaseException) -> str:
+    """The one notification line for an error from a background job.
+
+    :class:`PatchwiseError` and :class:`TrainingFailed` already are that line; anything
+    else is named by its type with its message on one line.
+    """
+    if isinstance(exc, PatchwiseError | TrainingFailed):
+        return str(exc)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"Patchwise: {type(exc).__name__}: {text}"
+
+
+def error(text: str) -> None:
+    """Show ``text`` as an error notification."""
+    show_error(text)
+
+
+def info(text: str) -> None:
+    """Show ``text`` as an information notification."""
+    show_info(text)

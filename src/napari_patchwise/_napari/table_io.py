@@ -1,0 +1,172 @@
+"""The dock's table files: load predictions or a whole patch table, save the table or GeoJSON.
+
+A loaded table is checked against the open slide by :mod:`napari_patchwise.slide_table`
+(the same checks ``patchwise view --table`` makes) and then prepared like a computed
+one, in the dock's background job; bad files are one notification line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from qtpy.QtWidgets import QFileDialog, QGridLayout, QPushButton, QWidget
+
+from ..errors import PatchwiseError
+from ..slide_table import full_table, merge_predictions, slide_predictions, with_pred
+from . import notify
+from .state import SlideState
+
+TABLE_FILTER = "Patch tables (*.parquet *.csv)"
+WAIT = "Patchwise: wait for the running computation (or cancel it)"
+
+
+def predictions_for(
+    state: SlideState, predictions: pd.DataFrame, source
+) -> tuple[pd.DataFrame, tuple[int, int], int]:
+    """``state``'s patch table with ``prob`` from ``predictions``, its origin and stride.
+
+    Without a computed grid, a complete patch table (all statistics columns) is used as
+    it is (:func:`~napari_patchwise.slide_table.full_table`).
+    """
+    name = state.slide.name
+    predictions = slide_predictions(predictions, name, source=source)
+    if state.data is None:
+        return full_table(predictions, name, state.slide.shape[1:], source=source)
+    merged = merge_predictions(
+        state.data.table, state.data.raster.index, predictions, slide=name, source=source
+    )
+    origin, stride = state.geometry
+    return merged, origin, stride
+
+
+class TableFiles(QWidget):
+    """The "Load predictions…", "Save table…" and "Save GeoJSON…" buttons of ``dock``."""
+
+    def __init__(self, dock) -> None:
+        super().__init__()
+        self.dock = dock
+        layout = QGridLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.load_button = QPushButton("Load predictions…")
+        self.save_table_button = QPushButton("Save table…")
+        self.save_geojson_button = QPushButton("Save GeoJSON…")
+        self.load_button.clicked.connect(self._ask_load_predictions)
+        self.save_table_button.clicked.connect(self._ask_save_table)
+        self.save_geojson_button.clicked.connect(self._ask_save_geojson)
+        layout.addWidget(self.load_button, 0, 0, 1, 2)
+        layout.addWidget(self.save_table_button, 1, 0)
+        layout.addWidget(self.save_geojson_button, 1, 1)
+
+    # -- reading --------------------------------------------------------------------------
+    def load_predictions(self, path: str | Path) -> bool:
+        """Attach a prediction table file (``prob`` per patch) to the current slide."""
+        from ..io.tables import read_table
+
+        try:
+            table = read_table(path, required=("row", "col", "prob"))
+        except PatchwiseError as exc:
+            notify.error(str(exc))
+            return False
+        return self.set_predictions(table, source=path)
+
+    def load_table(self, path: str | Path) -> bool:
+        """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
+        from ..grid import TABLE_COLUMNS
+        from ..io.tables import read_table
+
+        try:
+            table = read_table(path, required=TABLE_COLUMNS)
+        except PatchwiseError as exc:
+            notify.error(str(exc))
+            return False
+        return self.show_table(table, source=path)
+
+    def show_table(self, table: pd.DataFrame, *, source="table") -> bool:
+        """Show a complete patch table (with or without ``prob``) instead of computing one."""
+        if self.dock.grid_job.busy():
+            notify.info(WAIT)
+            return False
+        try:
+            state = self.dock.require_state()
+            table, origin, stride = full_table(
+                table, state.slide.name, state.slide.shape[1:], source=source
+            )
+        except PatchwiseError as exc:
+            notify.error(str(exc))
+            return False
+        # the form shows the table's grid
+        state.settings.patch_size = int(table["height"].max())
+        state.settings.stride = 0 if stride == state.settings.patch_size else stride
+        self.dock.prepare_table(state, table, origin, stride, f"Patch table of {state.slide.name}")
+        return True
+
+    def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
+        """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""
+        if self.dock.grid_job.busy():
+            notify.info(WAIT)
+            return False
+        try:
+            state = self.dock.require_state()
+            merged, origin, stride = predictions_for(state, predictions, source)
+        except PatchwiseError as exc:
+            notify.error(str(exc))
+            return False
+        self.dock.prepare_table(
+            state, merged, origin, stride, f"Predictions for {state.slide.name}"
+        )
+        return True
+
+    # -- writing --------------------------------------------------------------------------
+    def current_table(self) -> pd.DataFrame:
+        """The current slide's table; ``pred`` follows the current threshold."""
+        state = self.dock.require_state()
+        if state.data is None:
+            raise PatchwiseError(
+                f"{state.slide.name}: no patch table yet — compute the patch grid first"
+            )
+        return with_pred(state.data.table, state.data.prob, state.settings.threshold)
+
+    def save_table(self, path: str | Path) -> None:
+        """Write the current table (parquet or CSV by extension)."""
+        from ..io.tables import write_table
+
+        try:
+            write_table(self.current_table(), path)
+        except PatchwiseError as exc:
+            notify.error(str(exc))
+
+    def save_geojson(self, path: str | Path) -> None:
+        """Write the current table as QuPath GeoJSON tiles."""
+        from ..io.tables import write_geojson
+
+        try:
+            state = self.dock.require_state()
+            write_geojson(
+                self.current_table(),
+                path,
+                pixel_size=state.slide.pixel_size,
+                tau=state.settings.tau,
+            )
+        except PatchwiseError as exc:
+            notify.error(str(exc))
+
+    # -- dialogs --------------------------------------------------------------------------
+    def _ask_load_predictions(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load predictions", "", TABLE_FILTER)
+        if path:
+            self.load_predictions(path)
+
+    def _ask_save_table(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save patch table", "patches.parquet", TABLE_FILTER
+        )
+        if path:
+            self.save_table(path)
+
+    def _ask_save_geojson(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save GeoJSON", "patches.geojson", "GeoJSON (*.geojson *.json)"
+        )
+        if path:
+            self.save_geojson(path)
