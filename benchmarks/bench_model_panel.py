@@ -34,7 +34,7 @@ def main() -> None:
     manifest = make_cohort(folder, patch=16)
 
     def config(name: str) -> TrainConfig:
-        return TrainConfig(
+        return TrainConfig.from_options(
             manifest=str(manifest),
             out=str(folder / name),
             model="smallcnn",

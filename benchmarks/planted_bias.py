@@ -56,7 +56,7 @@ def run_one(kwargs: dict) -> str:
 
     from napari_patchwise.train import TrainConfig, train
 
-    config = TrainConfig(**kwargs)
+    config = TrainConfig.from_options(kwargs)
     out = Path(config.out)
     if (out / "metrics.json").is_file():
         return str(out)  # finished earlier: reuse

@@ -190,3 +190,28 @@ def test_bad_predict_values_are_one_line_errors(manifest, tmp_path, capsys, flag
     assert code == 2 and len(err) == 1, err
     assert re.search(f"{message}|argument {flag}", err[0]), err
     assert not table.exists()
+
+
+def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
+    import argparse
+
+    from napari_patchwise.commands.train import add_parser, config_from_args
+    from napari_patchwise.data import PatchSettings
+
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    flags = [a.option_strings[0] for a in parser._actions if a.option_strings][1:]  # no -h
+    assert flags == [
+        "--out", "--method", "--tau", "--patch-size", "--stride", "--tissue",
+        "--tissue-threshold", "--background", "--mask-map", "--model", "--weights", "--steps",
+        "--batch-size", "--lr", "--weight-decay", "--momentum", "--beta", "--c", "--eta",
+        "--class-balanced", "--augment", "--freeze-bn", "--eval-every", "--select",
+        "--threshold", "--seed", "--device", "--precision", "--channels-last",
+        "--num-workers", "--num-threads", "--eval-batch-size", "--cache-dir", "--resume",
+        "--quiet",
+    ]  # fmt: skip
+    args = parser.parse_args(
+        ["m.csv", "--out", str(tmp_path), "--patch-size", "32", "--tissue", "mask", "--tau", "0.2"]
+    )
+    config = config_from_args(args)
+    assert config.patch == PatchSettings(patch_size=32, tissue="mask")
+    assert (config.manifest, config.tau, config.model) == ("m.csv", 0.2, "resnet50")

@@ -29,9 +29,9 @@ SCRIPT = textwrap.dedent(
 
     manifest, out, logs = sys.argv[1:4]
     cb = Log()
-    config = TrainConfig(manifest=manifest, out=out, method="gerne", beta=0.5, model="smallcnn",
-                         patch_size=16, steps=4, eval_every=2, batch_size=16, device="cpu",
-                         num_threads=1)
+    config = TrainConfig.from_options(manifest=manifest, out=out, method="gerne", beta=0.5,
+                                      model="smallcnn", patch_size=16, steps=4, eval_every=2,
+                                      batch_size=16, device="cpu", num_threads=1)
     train(config, cb)
     rank = torch.distributed.get_rank()
     # every rank reports its own losses

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.groups import GROUP_NAMES, alphas, group_counts, group_ids, group_name
+from napari_patchwise.groups import (
+    GROUP_NAMES,
+    alpha_from_counts,
+    alphas,
+    counts_from_totals,
+    counts_of_groups,
+    group_counts,
+    group_ids,
+    group_index,
+    group_name,
+)
 
 LABEL = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 RATIO = np.array([0.0, 0.09, 0.1, 0.02, 0.1, 0.5, 1.0, 0.95])
@@ -51,3 +61,45 @@ def test_bad_inputs_raise_one_line_errors():
         group_ids([0, 1], [0.1, 0.2], 1.5)
     with pytest.raises(PatchwiseError, match="different lengths"):
         group_counts([0, 1, 1], [0.1, 0.2], 0.1)
+
+
+# -- one home for the group layout: every other module counts groups with these ----------
+def test_group_index_is_the_one_formula_for_scalars_and_arrays():
+    assert [group_index(y, a) for y in (0, 1) for a in (False, True)] == [0, 1, 2, 3]
+    ids = group_index(np.array([0, 1, 1, 0], np.int8), np.array([True, False, True, False]))
+    assert ids.dtype == np.int8 and ids.tolist() == [1, 2, 3, 0]
+    assert [GROUP_NAMES[group_index(y, a)] for y, a in ((1, False), (0, True))] == [
+        "tumor/small",
+        "non-tumor/large",
+    ]
+
+
+def test_counts_from_totals_and_counts_of_groups_agree_with_group_counts():
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 1000)
+    ratio = rng.random(1000)
+    for tau in (0.0, 0.3, 0.9, 1.0):
+        large = ratio >= tau
+        expected = group_counts(label, ratio, tau)
+        totals = (1000, label.sum(), large.sum(), (label.astype(bool) & large).sum())
+        assert counts_from_totals(*totals).tolist() == expected.tolist()
+        assert counts_of_groups(group_ids(label, ratio, tau)).tolist() == expected.tolist()
+    assert counts_from_totals(10, 4, 5, 3).tolist() == [4, 2, 1, 3]
+    assert counts_of_groups([]).tolist() == [0, 0, 0, 0]
+
+
+def test_alpha_has_one_definition_nan_for_an_empty_class():
+    # groups.alphas said NaN for a class without patches and TrainingGroups.alpha said 0:
+    # both are now alpha_from_counts (NaN: "no patches", as metrics' empty accuracies)
+    from napari_patchwise.methods import TrainingGroups
+    from napari_patchwise.methods.gerne import beta_max
+
+    label, ratio = np.array([0, 0, 0, 0]), np.array([0.0, 0.5, 0.6, 0.7])
+    alpha = alpha_from_counts([1, 3, 0, 0])
+    np.testing.assert_array_equal(alpha[0], [0.25, 0.75])
+    assert np.isnan(alpha[1]).all()
+    np.testing.assert_array_equal(alphas(label, ratio, 0.1), alpha)
+    np.testing.assert_array_equal(TrainingGroups.from_table(label, ratio, 0.1).alpha, alpha)
+    # GERNE's bound ignores the empty class: it is the bound of the other class alone
+    assert beta_max(alpha, 0.5) == 0.75 / (0.5 * (0.75 - 0.5)) - 1 == 5.0
+    assert beta_max(np.full((2, 2), np.nan), 0.5) == np.inf

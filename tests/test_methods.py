@@ -236,3 +236,29 @@ def test_registry_lists_every_method_and_rejects_unknown():
     assert isinstance(sampler, GroupWeightedSampler)
     with pytest.raises(PatchwiseError, match="unknown method 'jtt'"):
         make_method("jtt", data, config())
+
+
+def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
+    import argparse
+
+    from napari_patchwise.commands import train as train_command
+    from napari_patchwise.methods import METHOD_LABELS, get_method
+    from napari_patchwise.report_run import METHOD_LABELS as REPORT_LABELS
+
+    assert METHOD_LABELS == {
+        "erm": "ERM",
+        "gerne": "GERNE",
+        "groupdro": "GroupDRO",
+        "resample": "ReSample",
+        "reweight": "ReWeight",
+    }
+    assert tuple(METHOD_LABELS) == METHOD_NAMES and REPORT_LABELS is METHOD_LABELS
+    assert all(get_method(name).name == name for name in METHOD_NAMES)
+    sub = argparse.ArgumentParser().add_subparsers()
+    parser = train_command.add_parser(sub)
+    (method,) = [a for a in parser._actions if a.dest == "method"]
+    assert tuple(method.choices) == METHOD_NAMES
+    assert sub.choices["train"] is parser
+    assert sub._choices_actions[0].help == (
+        "train a patch classifier (ERM, GERNE, GroupDRO, ReSample, ReWeight)"
+    )

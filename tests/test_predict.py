@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cohort")
     manifest = make_cohort(folder)
     run = train(
-        TrainConfig(
+        TrainConfig.from_options(
             manifest=str(manifest),
             out=str(folder / "run"),
             model="smallcnn",

@@ -32,7 +32,7 @@ def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cohort")
     manifest = make_cohort(folder)
     out = train(
-        TrainConfig(
+        TrainConfig.from_options(
             manifest=str(manifest),
             out=str(folder / "run"),
             model="smallcnn",
@@ -236,3 +236,17 @@ def test_cli_predict_on_a_large_single_level_slide_writes_nothing_but_out(
     assert list(cache.rglob("*")) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out", "tall.tif"]
     assert len(pd.read_csv(table)) == (4112 // 16) * 2
+
+
+def test_the_run_directory_layout_and_patch_settings_come_from_runs(run, tmp_path):
+    from napari_patchwise.data import PatchSettings
+    from napari_patchwise.runs import best_checkpoint_path, run_patch_settings
+
+    _, out = run  # selected by val BCA
+    assert best_checkpoint_path(out, "val_bca", "val_bca") == out / "best.pt"
+    assert best_checkpoint_path(out, "val_wga", "val_bca") == out / "best_val_wga.pt"
+    assert all(best_checkpoint_path(out, m, "val_bca").is_file() for m in ("val_wga", "val_bca"))
+    assert run_patch_settings(out) == run_patch_settings(out / "last.pt") == PatchSettings(16)
+    lone = tmp_path / "lone.pt"
+    shutil.copy(out / "best.pt", lone)
+    assert run_patch_settings(lone) == PatchSettings()  # no config.json beside it: defaults

@@ -35,7 +35,7 @@ def config(manifest, out, **kw):
         num_threads=1,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_options(base)
 
 
 class Recorder(TrainCallbacks):
@@ -278,3 +278,99 @@ def test_resume_from_a_damaged_last_pt_is_one_line(manifest, tmp_path):
     (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:2000])
     with pytest.raises(PatchwiseError, match="last.pt: not a readable PyTorch checkpoint"):
         train(config(manifest, run, steps=4, eval_every=2, resume=True))
+
+
+# -- TrainConfig: composed in memory, flat on disk and on the command line ---------------------
+# config.json as every run so far has written it: flat, in this order
+OLD_CONFIG_JSON = {
+    "manifest": "cohort.csv",
+    "out": "runs/a",
+    "method": "gerne",
+    "tau": 0.2,
+    "patch_size": 32,
+    "stride": 16,
+    "tissue": "intensity",
+    "tissue_threshold": 12.5,
+    "background": "bright",
+    "mask_map": "0=background,1=tumor",
+    "model": "smallcnn",
+    "weights": None,
+    "steps": 100,
+    "batch_size": 16,
+    "lr": 0.01,
+    "weight_decay": 0.0001,
+    "momentum": 0.9,
+    "beta": 0.5,
+    "c": 0.5,
+    "eta": 0.01,
+    "class_balanced": False,
+    "augment": True,
+    "freeze_bn": False,
+    "eval_every": 10,
+    "select": "val_bca",
+    "threshold": 0.4,
+    "seed": 3,
+    "device": "cpu",
+    "precision": "auto",
+    "channels_last": True,
+    "num_workers": 0,
+    "num_threads": None,
+    "eval_batch_size": 256,
+    "cache_dir": None,
+    "resume": False,
+}
+
+
+def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identically(tmp_path):
+    from napari_patchwise.data import PatchSettings
+    from napari_patchwise.runs import read_run_config, run_patch_settings
+
+    text = json.dumps(OLD_CONFIG_JSON, indent=2)
+    (tmp_path / "config.json").write_text(text)
+    config = read_run_config(tmp_path)
+    assert config.patch == PatchSettings(
+        patch_size=32,
+        stride=16,
+        tissue="intensity",
+        tissue_threshold=12.5,
+        background="bright",
+        mask_map="0=background,1=tumor",
+    )
+    assert (config.method, config.tau, config.select, config.seed) == ("gerne", 0.2, "val_bca", 3)
+    assert run_patch_settings(tmp_path / "best.pt") == config.patch  # the file's folder
+    assert config.to_json() == text  # same keys, same order, same values
+    assert TrainConfig.from_json(text) == config == TrainConfig.from_options(OLD_CONFIG_JSON)
+    assert [f.name for f in TrainConfig.option_fields()] == list(OLD_CONFIG_JSON)
+    assert config.to_options() == OLD_CONFIG_JSON
+    assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()
+
+
+def test_patch_options_are_checked_like_every_other_option(tmp_path):
+    base = dict(manifest="m.csv", out=str(tmp_path / "r"))
+    # the finite-number check covers the patch settings' floats too
+    bad = TrainConfig.from_options(base, tissue_threshold=float("nan"))
+    with pytest.raises(PatchwiseError, match="--tissue-threshold must be a finite number"):
+        bad.validate()
+    with pytest.raises(PatchwiseError, match="patch size must be positive, got 0"):
+        TrainConfig.from_options(base, patch_size=0).validate()
+    with pytest.raises(PatchwiseError, match="unknown training option.*colour"):
+        TrainConfig.from_options(base, colour=1)
+    assert TrainConfig.from_options(base).patch.patch_size == 64  # PatchSettings' default
+
+
+def test_run_state_selects_by_each_metric_and_averages_the_logs():
+    from napari_patchwise.train import RunState
+
+    state = RunState()
+    for loss in (1.0, 2.0, 6.0):
+        state.add_logs({"loss": loss})
+    assert state.take_train_logs() == {"loss": 3.0} and state.pending_n == 0
+    state.step = 4
+    assert state.select({"val_wga": float("nan"), "val_bca": 0.5}) == ["val_wga", "val_bca"]
+    assert state.best["val_wga"] == {"value": -math.inf, "step": 4}  # NaN never wins later
+    state.step = 8
+    assert state.select({"val_wga": 0.1, "val_bca": 0.5}) == ["val_wga"]  # a tie keeps step 4
+    assert state.best == {
+        "val_wga": {"value": 0.1, "step": 8},
+        "val_bca": {"value": 0.5, "step": 4},
+    }

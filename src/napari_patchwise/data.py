@@ -64,7 +64,12 @@ BAND_MAX_WIDTH = 8192
 
 @dataclass(frozen=True)
 class PatchSettings:
-    """How slides are cut into patches and where tissue comes from (cache-key inputs)."""
+    """How slides are cut into patches and where tissue comes from (cache-key inputs).
+
+    The one declaration of these options: :class:`~napari_patchwise.train.TrainConfig`
+    holds one (``config.patch``) and exposes its fields as its own flags and
+    ``config.json`` keys (``--patch-size``, ``"patch_size"``...).
+    """
 
     patch_size: int = 64
     stride: int | None = None
@@ -72,6 +77,18 @@ class PatchSettings:
     tissue_threshold: float | None = None
     background: str = "dark"
     mask_map: str | None = None
+
+    def validate(self) -> None:
+        """Refuse a patch size or stride below one (one-line :class:`PatchwiseError`)."""
+        if not self.patch_size > 0:
+            raise PatchwiseError(
+                f"patch size must be positive, got {self.patch_size}", hint="e.g. 64"
+            )
+        if self.stride is not None and not self.stride > 0:
+            raise PatchwiseError(
+                f"stride must be positive, got {self.stride}",
+                hint="e.g. --stride 64, or leave it out",
+            )
 
 
 @dataclass

@@ -14,9 +14,17 @@ id    name
 
 Groups are never stored in a patch table: they are a function of ``tau``, recomputed in a
 few milliseconds for a million patches whenever ``tau`` changes.
+
+This module is the one home of the group layout: :func:`group_index` is the formula,
+:func:`counts_of_groups` and :func:`counts_from_totals` the two ways of counting groups
+(by id, or from four totals), :func:`alpha_from_counts` the within-class shares. The
+metrics, the samplers, the training methods and the viewer use these instead of
+re-deriving them.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -30,7 +38,17 @@ GROUP_NAMES: tuple[str, ...] = (
     "tumor/large",
 )
 N_GROUPS = len(GROUP_NAMES)
+N_CLASSES = 2  # non-tumor / tumor
 N_ATTRIBUTES = 2  # small / large tissue
+
+
+def group_index(label: Any, large: Any) -> Any:
+    """Group id of a label and a tissue size: ``N_ATTRIBUTES * label + large``.
+
+    Works on scalars (``group_index(1, True) == 3``) and element-wise on integer or
+    bool arrays (the dtype follows ``label``: int8 labels give int8 ids).
+    """
+    return N_ATTRIBUTES * label + large
 
 
 def is_large(tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
@@ -62,9 +80,7 @@ def group_ids(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarr
     label = _as_label(label)
     large = is_large(tissue_ratio, tau)
     _check_same_length(label, large)
-    ids = label.view(np.int8) * np.int8(2)
-    ids += large
-    return ids
+    return group_index(label.view(np.int8), large)
 
 
 def group_counts(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
@@ -75,24 +91,80 @@ def group_counts(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.nd
     counts : ndarray of int64, shape (4,)
         Indexed by group id; empty groups count 0.
     """
-    return np.bincount(group_ids(label, tissue_ratio, tau), minlength=N_GROUPS).astype(np.int64)
+    return counts_of_groups(group_ids(label, tissue_ratio, tau))
 
 
-def alphas(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
-    """Within-class attribute shares ``alpha[y, a] = n_(y,a) / n_y`` (docs/methods.md).
+def counts_of_groups(groups: ArrayLike) -> np.ndarray:
+    """Number of patches with each group id (ids ``0..3``, e.g. from :func:`group_ids`).
 
-    GERNE draws its biased batch with these shares; they must come from the training split.
+    Returns
+    -------
+    counts : ndarray of int64, shape (4,)
+    """
+    ids = np.asarray(groups, dtype=np.intp).reshape(-1)
+    return np.bincount(ids, minlength=N_GROUPS).astype(np.int64)
+
+
+def counts_from_totals(n: int, n_tumor: int, n_large: int, n_tumor_large: int) -> np.ndarray:
+    """Group sizes from four totals, by inclusion-exclusion.
+
+    Counting ``tumor``, ``large`` and ``tumor & large`` over boolean masks is several times
+    cheaper than a bincount over group ids; this turns such totals into the four groups.
+    The same formula gives per-group *correct* counts from totals over the correct patches.
+
+    Parameters
+    ----------
+    n, n_tumor, n_large, n_tumor_large : int
+        Patches in all, tumor patches, large-tissue patches, large-tissue tumor patches.
+
+    Returns
+    -------
+    counts : ndarray of int64, shape (4,)
+        Indexed by group id.
+
+    Examples
+    --------
+    >>> counts_from_totals(10, 4, 5, 3).tolist()
+    [4, 2, 1, 3]
+    """
+    return np.array(
+        [
+            n - n_tumor - n_large + n_tumor_large,
+            n_large - n_tumor_large,
+            n_tumor - n_tumor_large,
+            n_tumor_large,
+        ],
+        dtype=np.int64,
+    )
+
+
+def alpha_from_counts(counts: ArrayLike) -> np.ndarray:
+    """Within-class attribute shares ``alpha[y, a] = n_(y,a) / n_y`` of four group counts.
+
+    A class with no patches has no shares: its row is NaN (as an empty group's accuracy
+    is NaN in :mod:`.metrics`), never a row of zeros that would read as "no large and no
+    small tissue". Callers that take a maximum over ``alpha`` ignore such a row (GERNE's
+    bound, :func:`napari_patchwise.methods.gerne.beta_max`).
 
     Returns
     -------
     alpha : ndarray of float64, shape (2, 2)
         Rows are classes (non-tumor, tumor), columns attributes (small, large); each
-        non-empty row sums to 1. A class with no patches has a row of NaN.
+        non-empty row sums to 1.
     """
-    counts = group_counts(label, tissue_ratio, tau).reshape(2, N_ATTRIBUTES).astype(np.float64)
+    counts = np.asarray(counts, dtype=np.float64).reshape(N_CLASSES, N_ATTRIBUTES)
     per_class = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(per_class > 0, counts / per_class, np.nan)
+
+
+def alphas(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
+    """Within-class attribute shares of a table's patches (docs/methods.md).
+
+    GERNE draws its biased batch with these shares; they must come from the training split.
+    See :func:`alpha_from_counts` (a class with no patches has a row of NaN).
+    """
+    return alpha_from_counts(group_counts(label, tissue_ratio, tau))
 
 
 def group_name(group_id: int) -> str:

@@ -33,7 +33,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
-from .groups import GROUP_NAMES, N_GROUPS, _as_label, _check_same_length, _check_tau
+from .groups import (
+    GROUP_NAMES,
+    N_ATTRIBUTES,
+    N_CLASSES,
+    N_GROUPS,
+    _as_label,
+    _check_same_length,
+    _check_tau,
+    counts_from_totals,
+)
 
 ECE_BINS = 10
 CLASS_NAMES: tuple[str, str] = ("non-tumor", "tumor")
@@ -70,7 +79,7 @@ class Evaluation:
     @property
     def class_counts(self) -> np.ndarray:
         """Patches per class ``(non-tumor, tumor)``."""
-        return self.group_counts.reshape(2, 2).sum(axis=1)
+        return self.group_counts.reshape(N_CLASSES, N_ATTRIBUTES).sum(axis=1)
 
     @property
     def worst_group(self) -> str | None:
@@ -174,7 +183,7 @@ class Evaluator:
         # is several times cheaper than a bincount over int group ids.
         n_yz = int(np.count_nonzero(y & large))
         n_z = int(np.count_nonzero(large))
-        counts = np.array([n - n_y - n_z + n_yz, n_z - n_yz, n_y - n_yz, n_yz], dtype=np.int64)
+        counts = counts_from_totals(n, n_y, n_z, n_yz)
 
         pred = self.predicted(threshold)
         if pred is None:
@@ -187,7 +196,7 @@ class Evaluator:
             right_z = right & large
             r_z = int(np.count_nonzero(right_z))
             r_yz = int(np.count_nonzero(right_z & y))
-            correct = np.array([r - r_y - r_z + r_yz, r_z - r_yz, r_y - r_yz, r_yz], np.int64)
+            correct = counts_from_totals(r, r_y, r_z, r_yz)
         return evaluation_from_counts(
             counts,
             correct,
@@ -298,8 +307,8 @@ def evaluation_from_counts(
     faster way (the viewer's slider evaluator), so both report identical metrics.
     """
     n = int(counts.sum())
-    class_counts = counts.reshape(2, 2).sum(axis=1)
-    class_correct = correct.reshape(2, 2).sum(axis=1)
+    class_counts = counts.reshape(N_CLASSES, N_ATTRIBUTES).sum(axis=1)
+    class_correct = correct.reshape(N_CLASSES, N_ATTRIBUTES).sum(axis=1)
     if has_predictions:
         with np.errstate(invalid="ignore", divide="ignore"):
             per_group = np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
@@ -313,7 +322,7 @@ def evaluation_from_counts(
         gba = _nan_reduce(np.mean, per_group)
     else:
         per_group = np.full(N_GROUPS, np.nan)
-        per_class = np.full(2, np.nan)
+        per_class = np.full(N_CLASSES, np.nan)
         accuracy = wga = worst_class = bca = gba = math.nan
     tn = int(class_correct[0])
     fp = int(class_counts[0] - class_correct[0])

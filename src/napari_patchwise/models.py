@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+# The one list of model names (CLI choices, TrainConfig.validate, checkpoints, the dock),
+# largest first: ResNet-50 is the paper's and the default; the dock lists them reversed.
 MODEL_NAMES: tuple[str, ...] = ("resnet50", "resnet18", "smallcnn")
 RANDOM_INIT_MESSAGE = "no pretrained weights given; starting from random initialisation"
 

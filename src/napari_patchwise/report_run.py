@@ -33,14 +33,8 @@ import pandas as pd
 from ._atomic import atomic_path
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES
+from .methods import METHOD_LABELS
 
-METHOD_LABELS = {
-    "erm": "ERM",
-    "gerne": "GERNE",
-    "groupdro": "GroupDRO",
-    "resample": "ReSample",
-    "reweight": "ReWeight",
-}
 SELECT_LABELS = {"val_wga": "val WGA", "val_bca": "val BCA"}
 
 

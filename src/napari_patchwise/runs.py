@@ -32,11 +32,15 @@ from typing import TYPE_CHECKING, Any
 from .errors import PatchwiseError
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .data import PatchSettings
+    from .train_config import TrainConfig
 
 BEST = "best.pt"
 LAST = "last.pt"
 CONFIG = "config.json"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.parquet"
 LOCK = ".patchwise-train.lock"
 
 META_KEYS: tuple[str, ...] = ("model_name", "in_channels", "mean", "std", "patch_size")
@@ -159,6 +163,15 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[
     return model.to(device).eval(), meta
 
 
+def best_checkpoint_path(out: str | os.PathLike, metric: str, select: str) -> Path:
+    """Where a run keeps its best checkpoint by ``metric``.
+
+    ``best.pt`` for the run's own selection metric ``select``, ``best_<metric>.pt`` for
+    the other one (``best_val_bca.pt`` or ``best_val_wga.pt``).
+    """
+    return Path(out) / (BEST if metric == select else f"best_{metric}.pt")
+
+
 def run_config_path(path: str | os.PathLike) -> Path:
     """``config.json`` of a run directory, or the one beside a checkpoint file."""
     path = Path(path)
@@ -181,7 +194,7 @@ def read_run_config(path: str | os.PathLike, *, required: bool = True) -> TrainC
     PatchwiseError
         Missing (when required), not JSON, truncated, unknown keys or invalid values.
     """
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     file = run_config_path(path)
     if not file.is_file():
@@ -216,19 +229,32 @@ def read_run_config(path: str | os.PathLike, *, required: bool = True) -> TrainC
     return config
 
 
+def run_patch_settings(path: str | os.PathLike) -> PatchSettings:
+    """How the run of a run directory or checkpoint cut its slides into patches.
+
+    A checkpoint copied out of its run has no ``config.json``: the defaults of
+    :class:`~napari_patchwise.data.PatchSettings` apply then (the patch size itself is
+    in every checkpoint's meta). A damaged ``config.json`` is an error (see
+    :func:`read_run_config`).
+    """
+    from .data import PatchSettings
+
+    config = read_run_config(path, required=False)
+    return PatchSettings() if config is None else config.patch
+
+
 # -- resuming --------------------------------------------------------------------------------
 def config_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
     """``"name old -> new"`` for every setting a resume would change, except the allowed.
 
-    Allowed are :data:`RESUMABLE_CHANGES`; the manifest counts as unchanged when both
-    names lead to the same file.
+    Settings are named as their flags and ``config.json`` keys (``patch_size``, not
+    ``patch``). Allowed are :data:`RESUMABLE_CHANGES`; the manifest counts as unchanged
+    when both names lead to the same file.
     """
-    import dataclasses
-
     changes = []
-    for field in dataclasses.fields(saved):
-        name = field.name
-        old, value = getattr(saved, name), getattr(new, name)
+    new_options = new.to_options()
+    for name, old in saved.to_options().items():
+        value = new_options[name]
         if name in RESUMABLE_CHANGES or _same(old, value):
             continue
         if name in ("manifest", "cache_dir", "weights") and old and value:

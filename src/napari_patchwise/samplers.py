@@ -16,8 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-N_CLASSES = 2
-N_ATTRIBUTES = 2
+from .groups import N_CLASSES, N_GROUPS, counts_of_groups
 
 
 def stochastic_round(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -92,8 +91,7 @@ class BatchSampler:
             raise ValueError("no training patches to sample from")
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        n_groups = N_CLASSES * N_ATTRIBUTES
-        self.group_members = [np.flatnonzero(self.groups == g) for g in range(n_groups)]
+        self.group_members = [np.flatnonzero(self.groups == g) for g in range(N_GROUPS)]
         self.class_members = [np.flatnonzero(self.labels == y) for y in range(N_CLASSES)]
 
     def rng(self, step: int, stream: int = 0) -> np.random.Generator:
@@ -170,7 +168,7 @@ class GroupWeightedSampler(BatchSampler):
 
     def __init__(self, labels, groups, batch_size, seed):
         super().__init__(labels, groups, batch_size, seed)
-        counts = np.bincount(self.groups, minlength=N_CLASSES * N_ATTRIBUTES)
+        counts = counts_of_groups(self.groups)
         weights = 1.0 / counts[self.groups]
         self.cdf = np.cumsum(weights / weights.sum())
 

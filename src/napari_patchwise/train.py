@@ -22,14 +22,18 @@ Run directory (docs/methods.md, "The run directory")::
 Checkpoints hold only tensors and plain Python values: ``torch.load(...,
 weights_only=True)`` reads them. Every file is written atomically.
 
-Defaults
---------
-The paper trains an ImageNet-pretrained ResNet-50 with SGD (momentum 0.9, lr 1e-4,
-weight decay 1e-2). Without pretrained weights (this project never downloads any) such
-a small learning rate barely moves a randomly initialised network, so the defaults here
-are lr 0.01 and weight decay 1e-4 with momentum 0.9, which make the CPU planted-bias
-benchmark (``benchmarks/planted_bias.py``) learn; pass ``--lr 1e-4 --weight-decay 0.01``
-with ``--weights`` to reproduce the paper's setting.
+The settings, their defaults and checks are :class:`~.train_config.TrainConfig`'s
+(re-exported here).
+
+Structure
+---------
+:func:`train` checks the run directory (:func:`_check_run_dir`), prepares the data
+(:func:`_prepare_data`), sets up the method, model and optimiser
+(:func:`_set_up_optimisation`), starts a :class:`RunState` (fresh, or read back from
+``last.pt`` by :func:`_resumed_state`), runs the steps (:func:`_run_steps`: one
+:func:`_train_step` each, :func:`_evaluate_and_select` every ``eval_every``) and tests the
+selected checkpoints (:func:`_final_test`). Everything a resume needs is in
+:class:`RunState` and the objects it checkpoints with it.
 
 Data parallel
 -------------
@@ -42,15 +46,15 @@ rank 0 write files. Every rank evaluates (so all take the same selection decisio
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,174 +62,32 @@ from ._atomic import atomic_path
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES
+from .runs import CONFIG, HISTORY, LAST, METRICS, PREDICTIONS, best_checkpoint_path
+from .train_config import DEVICES, MAX_SEED, PRECISIONS, SELECT_METRICS, TrainConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .data import Cohort, PatchDataset
+    from .methods import Method
 
 log = logging.getLogger(__name__)
 
-SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-# Samplers seed numpy with seed * 1000 + rank and torch with seed: keep both in range.
-MAX_SEED = 2**32 // 1000 - 1
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (the CLI flags and ``config.json``).
-
-    See the module docstring for why ``lr`` and ``weight_decay`` differ from the paper's.
-    ``batch_size`` is the size of each batch; GERNE draws two such batches per step
-    (``batch_size / 2`` per class each).
-    """
-
-    manifest: str
-    out: str
-    method: str = "erm"
-    tau: float = 0.1
-    patch_size: int = 64
-    stride: int | None = None
-    tissue: str = "auto"
-    tissue_threshold: float | None = None
-    background: str = "dark"
-    mask_map: str | None = None
-    model: str = "resnet50"
-    weights: str | None = None
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    beta: float = 1.0
-    c: float = 0.5
-    eta: float = 0.01
-    class_balanced: bool = False
-    augment: bool = True
-    freeze_bn: bool = False
-    eval_every: int = 100
-    select: str = "val_wga"
-    threshold: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    num_workers: int = 0
-    num_threads: int | None = None
-    eval_batch_size: int = 256
-    cache_dir: str | None = None
-    resume: bool = False
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> TrainConfig:
-        """From JSON text or a ``config.json`` path (unknown keys are an error)."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PatchwiseError(f"unknown training option(s) {', '.join(unknown)} in config")
-        return cls(**data)
-
-    def validate(self) -> None:
-        """Refuse options that cannot work, before any data is read."""
-        from .methods import METHOD_NAMES
-        from .models import MODEL_NAMES
-
-        checks = [
-            (
-                self.method in METHOD_NAMES,
-                f"unknown method {self.method!r}",
-                f"one of {', '.join(METHOD_NAMES)}",
-            ),
-            (
-                self.model in MODEL_NAMES,
-                f"unknown model {self.model!r}",
-                f"one of {', '.join(MODEL_NAMES)}",
-            ),
-            (
-                self.select in SELECT_METRICS,
-                f"unknown selection metric {self.select!r}",
-                "val_wga or val_bca",
-            ),
-            (self.device in DEVICES, f"unknown device {self.device!r}", "auto, cpu or cuda"),
-            (
-                self.precision in PRECISIONS,
-                f"unknown precision {self.precision!r}",
-                ", ".join(PRECISIONS),
-            ),
-            (0.0 <= self.tau <= 1.0, f"tau={self.tau} is outside [0, 1]", "e.g. --tau 0.1"),
-            (self.steps > 0, f"steps must be positive, got {self.steps}", "e.g. --steps 2000"),
-            (
-                self.batch_size > 1,
-                f"batch size must be at least 2, got {self.batch_size}",
-                "e.g. 32",
-            ),
-            (
-                self.eval_every > 0,
-                f"eval_every must be positive, got {self.eval_every}",
-                "e.g. 100",
-            ),
-            (self.lr > 0, f"learning rate must be positive, got {self.lr}", "e.g. --lr 0.01"),
-            (self.patch_size > 0, f"patch size must be positive, got {self.patch_size}", "e.g. 64"),
-            (
-                self.stride is None or self.stride > 0,
-                f"stride must be positive, got {self.stride}",
-                "e.g. --stride 64, or leave it out",
-            ),
-            (
-                self.weight_decay >= 0,
-                f"weight decay must be >= 0, got {self.weight_decay}",
-                "e.g. --weight-decay 1e-4",
-            ),
-            (
-                0 <= self.momentum < 1,
-                f"momentum must be in [0, 1), got {self.momentum}",
-                "e.g. --momentum 0.9",
-            ),
-            (
-                0 <= self.threshold <= 1,
-                f"threshold={self.threshold} is outside [0, 1]",
-                "e.g. --threshold 0.5",
-            ),
-            (
-                self.eval_batch_size > 0,
-                f"eval batch size must be positive, got {self.eval_batch_size}",
-                "e.g. --eval-batch-size 256",
-            ),
-            (
-                self.num_workers >= 0,
-                f"num_workers must be >= 0, got {self.num_workers}",
-                "0 loads batches in the training process",
-            ),
-            (
-                self.num_threads is None or self.num_threads > 0,
-                f"num_threads must be positive, got {self.num_threads}",
-                "e.g. --num-threads 4, or leave it out",
-            ),
-            (
-                0 <= self.seed <= MAX_SEED,
-                f"seed must be in [0, {MAX_SEED}], got {self.seed}",
-                "e.g. --seed 0",
-            ),
-        ]
-        # NaN fails every comparison above only by luck of how each is written, and inf
-        # passes several: refuse both for every real-valued option first
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                flag = "--" + field.name.replace("_", "-")
-                raise PatchwiseError(f"{flag} must be a finite number, got {value}")
-        for ok, message, hint in checks:
-            if not ok:
-                raise PatchwiseError(message, hint=hint)
-        if self.method == "gerne" and self.batch_size % 2:
-            raise PatchwiseError(
-                f"GERNE draws batch_size/2 patches per class; batch size {self.batch_size} is odd",
-                hint="use an even --batch-size",
-            )
+__all__ = [
+    "DEVICES",
+    "MAX_SEED",
+    "PRECISIONS",
+    "SELECT_METRICS",
+    "RunState",
+    "TrainCallbacks",
+    "TrainConfig",
+    "dataset_probabilities",
+    "evaluate_split",
+    "group_column",
+    "load_checkpoint_model",
+    "resolve_device",
+    "train",
+]
 
 
 class TrainCallbacks:
@@ -398,6 +260,169 @@ def _history_row(step: int, evaluation, train_logs: dict[str, float], seconds: f
 
 
 # -- the loop ----------------------------------------------------------------------------------
+
+
+# -- what survives a resume ------------------------------------------------------------------
+def _no_best() -> dict[str, dict[str, float]]:
+    return {m: {"value": -math.inf, "step": -1} for m in SELECT_METRICS}
+
+
+@dataclass
+class RunState:
+    """The loop's own bookkeeping: with the model, optimiser, method and grad-scaler
+    states and torch's RNG, everything the next step depends on.
+
+    :meth:`to_checkpoint` writes it all into ``last.pt`` and :meth:`restore` reads it
+    back, so a resumed run continues bit-identically (its batches are a pure function of
+    seed and step, :mod:`.samplers`).
+
+    Attributes
+    ----------
+    step : int
+        Steps done.
+    history : list of dict
+        The ``history.csv`` rows so far.
+    best : dict
+        Per selection metric, ``{"value", "step"}`` of its best checkpoint so far.
+    pending, pending_n : dict, int
+        Sums of the step logs since the last evaluation, and how many steps they hold.
+    """
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, dict[str, float]] = field(default_factory=_no_best)
+    pending: dict[str, float] = field(default_factory=dict)
+    pending_n: int = 0
+
+    def add_logs(self, logs: Mapping[str, float]) -> None:
+        """Add one step's logs to the running sums."""
+        for k, v in logs.items():
+            self.pending[k] = self.pending.get(k, 0.0) + float(v)
+        self.pending_n += 1
+
+    def take_train_logs(self) -> dict[str, float]:
+        """Mean of the step logs since the last evaluation; the sums start again."""
+        means = {k: v / max(self.pending_n, 1) for k, v in self.pending.items()}
+        self.pending, self.pending_n = {}, 0
+        return means
+
+    def select(self, row: Mapping[str, Any]) -> list[str]:
+        """Record an evaluation row; the metrics whose best checkpoint it now is."""
+        improved = []
+        for metric in SELECT_METRICS:
+            value = row[metric]
+            value = -math.inf if value is None or not math.isfinite(value) else float(value)
+            if value > self.best[metric]["value"] or self.best[metric]["step"] < 0:
+                self.best[metric] = {"value": value, "step": self.step}
+                improved.append(metric)
+        return improved
+
+    def to_checkpoint(self, opt: _Optimisation, meta: dict[str, Any]) -> dict[str, Any]:
+        """The ``last.pt`` dict (tensors and plain values only: weights_only loads it)."""
+        import torch
+
+        return {
+            "model": _cpu_state(opt.model),
+            "optimizer": opt.optimizer.state_dict(),
+            "method": opt.method.state_dict(),
+            "scaler": opt.scaler.state_dict() if opt.scaler.is_enabled() else {},
+            "step": self.step,
+            "history": self.history,
+            "best": self.best,
+            "pending": self.pending,
+            "pending_n": self.pending_n,
+            "torch_rng": torch.get_rng_state(),
+            "meta": meta,
+        }
+
+    @classmethod
+    def restore(cls, ckpt: Mapping[str, Any], opt: _Optimisation) -> RunState:
+        """Load a ``last.pt`` dict into ``opt`` and torch's RNG; return its state.
+
+        Raises KeyError, RuntimeError, TypeError or AttributeError for a checkpoint
+        that is not a ``last.pt`` of this run's settings.
+        """
+        import torch
+
+        opt.model.load_state_dict(ckpt["model"])
+        opt.optimizer.load_state_dict(ckpt["optimizer"])
+        opt.method.load_state_dict(ckpt["method"])
+        opt.method.to(opt.device)
+        if "scaler" in ckpt and ckpt["scaler"]:
+            opt.scaler.load_state_dict(ckpt["scaler"])
+        state = cls(
+            step=int(ckpt["step"]),
+            history=list(ckpt["history"]),
+            best={k: dict(v) for k, v in ckpt["best"].items()},
+            pending=dict(ckpt["pending"]),
+            pending_n=int(ckpt["pending_n"]),
+        )
+        torch.set_rng_state(ckpt["torch_rng"])
+        return state
+
+
+# -- the parts of a run ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Data:
+    """The datasets of a run and the normalisation they share."""
+
+    train_set: PatchDataset
+    val_set: PatchDataset
+    test_set: PatchDataset | None
+    channels: int
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Optimisation:
+    """What a step needs: the model (``net``: wrapped for data parallel), optimiser, ..."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    method: Method
+    device: torch.device
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    channels_last: bool
+    frozen_bn: list[torch.nn.Module]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One training run: its settings, folder, ranks, data and optimisation."""
+
+    config: TrainConfig
+    out: Path
+    dist: _Dist
+    data: _Data
+    opt: _Optimisation
+    meta: dict[str, Any]
+
+    def best_path(self, metric: str) -> Path:
+        return best_checkpoint_path(self.out, metric, self.config.select)
+
+    def save_best(self, metric: str, state: RunState) -> None:
+        if self.dist.main:
+            best = state.best[metric]
+            _save(
+                {
+                    "model": _cpu_state(self.opt.model),
+                    "step": best["step"],
+                    "metric": metric,
+                    "value": best["value"],
+                    **self.meta,
+                },
+                self.best_path(metric),
+            )
+
+    def save_last(self, state: RunState) -> None:
+        if self.dist.main:
+            _save(state.to_checkpoint(self.opt, self.meta), self.out / LAST)
+
+
+# -- the loop ----------------------------------------------------------------------------------
 def train(
     config: TrainConfig,
     callbacks: TrainCallbacks | None = None,
@@ -436,35 +461,56 @@ def train(
         torch.set_num_threads(int(config.num_threads))
     try:
         with contextlib.ExitStack() as stack:
-            return _train(config, callbacks, progress, stack)
+            return _train(config, callbacks or TrainCallbacks(), progress, stack)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(
-    config: TrainConfig, callbacks: TrainCallbacks | None, progress, stack: contextlib.ExitStack
+    config: TrainConfig,
+    callbacks: TrainCallbacks,
+    progress: ProgressCallback | None,
+    stack: contextlib.ExitStack,
 ) -> Path:
+    """Every check, then the steps, then the test of the selected checkpoints."""
     import torch
 
-    from .data import PatchSettings, channel_stats, load_cohort, make_dataset
-    from .methods import TrainingGroups, make_method
-    from .models import build_model
-    from .runs import _first_line, check_output_dir, check_resume, load_checkpoint, run_lock
-
-    callbacks = callbacks or TrainCallbacks()
-    dist_info = _init_distributed("cuda" if config.device == "cuda" else "cpu")
+    dist = _init_distributed("cuda" if config.device == "cuda" else "cpu")
     out = Path(config.out)
-    last_path = out / "last.pt"
+    _check_run_dir(config, out, dist, stack)
+    device = resolve_device(config.device, dist.local_rank)
+    data = _prepare_data(config, dist, callbacks)
+    opt = _set_up_optimisation(config, data, device, dist)
+    run = _Run(config, out, dist, data, opt, _checkpoint_meta(config, data))
+    state = _resumed_state(run) if config.resume else RunState()
+    if dist.main:  # every check has passed: the run directory now holds a run
+        with atomic_path(out / CONFIG) as tmp:
+            tmp.write_text(config.to_json())
+    cancelled = _run_steps(run, state, callbacks, progress)
+    if not cancelled and dist.main:
+        _final_test(run, state.best)
+    if dist.world > 1:
+        torch.distributed.barrier()
+    return out
+
+
+def _check_run_dir(
+    config: TrainConfig, out: Path, dist: _Dist, stack: contextlib.ExitStack
+) -> None:
+    """The run directory's rules: a folder, held by one run, resumed only when it has a run."""
+    from .runs import check_output_dir, check_resume, run_lock
+
     check_output_dir(out)
-    if dist_info.main:
+    if dist.main:
         # held until the run ends: a second `train` into the same folder stops here; the
         # checks below run under it, and an empty folder it created goes if they fail
         stack.enter_context(run_lock(out))
-    if config.resume and not last_path.is_file():
+    has_run = (out / LAST).is_file()
+    if config.resume and not has_run:
         raise PatchwiseError(
             "nothing to resume: no last.pt", path=out, hint="drop --resume to start a new run"
         )
-    if not config.resume and last_path.is_file():
+    if not config.resume and has_run:
         raise PatchwiseError(
             "run directory already holds a run (last.pt)",
             path=out,
@@ -472,236 +518,240 @@ def _train(
         )
     if config.resume:
         check_resume(out, config)
-    device = resolve_device(config.device, dist_info.local_rank)
-    autocast, amp_dtype = _autocast(device, config.precision)
 
-    # -- data: rank 0 builds the caches, the others then find them ready
-    settings = PatchSettings(
-        patch_size=config.patch_size,
-        stride=config.stride,
-        tissue=config.tissue,
-        tissue_threshold=config.tissue_threshold,
-        background=config.background,
-        mask_map=config.mask_map,
-    )
-    cohort = None
-    if dist_info.main:
+
+def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -> _Data:
+    """Patch tables, caches and datasets; rank 0 builds the caches, the others find them."""
+    import torch
+
+    from .data import channel_stats, load_cohort, make_dataset
+
+    cohort: Cohort | None = None
+    if dist.main:
         cohort = load_cohort(
-            config.manifest, settings, cache_dir=config.cache_dir, progress=callbacks.on_prepare
+            config.manifest,
+            config.patch,
+            cache_dir=config.cache_dir,
+            progress=callbacks.on_prepare,
         )
-    if dist_info.world > 1:
+    if dist.world > 1:
         torch.distributed.barrier()
     if cohort is None:
-        cohort = load_cohort(config.manifest, settings, cache_dir=config.cache_dir)
-    train_caches = [s.cache for s in cohort.splits["train"]]
-    mean, std = channel_stats(train_caches)
-    train_set = make_dataset(cohort, "train", config.tau, mean, std)
-    val_set = make_dataset(cohort, "val", config.tau, mean, std)
-    test_set = (
-        make_dataset(cohort, "test", config.tau, mean, std) if "test" in cohort.splits else None
+        cohort = load_cohort(config.manifest, config.patch, cache_dir=config.cache_dir)
+    mean, std = channel_stats([s.cache for s in cohort.splits["train"]])
+
+    def dataset(split: str) -> PatchDataset:
+        return make_dataset(cohort, split, config.tau, mean, std)
+
+    data = _Data(
+        train_set=dataset("train"),
+        val_set=dataset("val"),
+        test_set=dataset("test") if "test" in cohort.splits else None,
+        channels=int(cohort.channels),
+        mean=mean,
+        std=std,
     )
-    if len(train_set) == 0 or len(val_set) == 0:
+    if len(data.train_set) == 0 or len(data.val_set) == 0:
         raise PatchwiseError(
             "the training or validation slides hold no whole patch",
             path=config.manifest,
             hint="use a smaller --patch-size",
         )
-    method = make_method(
-        config.method, TrainingGroups(train_set.labels, train_set.groups, config.tau), config
-    )
+    return data
 
-    # -- model and optimiser (same initial weights on every rank)
+
+def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) -> _Optimisation:
+    """Method, model (the same initial weights on every rank), optimiser, precision."""
+    import torch
+
+    from .methods import TrainingGroups, make_method
+    from .models import build_model
+
+    train_set = data.train_set
+    groups = TrainingGroups(train_set.labels, train_set.groups, config.tau)
+    method = make_method(config.method, groups, config)  # the method's own checks
     torch.manual_seed(config.seed)
-    model = build_model(config.model, cohort.channels, weights=config.weights)
-    use_channels_last = device.type == "cuda" and config.channels_last
-    model = model.to(device)
-    if use_channels_last:
+    model = build_model(config.model, data.channels, weights=config.weights).to(device)
+    channels_last = device.type == "cuda" and config.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     method.to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+    autocast, amp_dtype = _autocast(device, config.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    meta = {
-        "model_name": config.model,
-        "in_channels": int(cohort.channels),
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-        "tau": float(config.tau),
-        "threshold": float(config.threshold),
-        "patch_size": int(config.patch_size),
-    }
-    start_step = 0
-    history: list[dict] = []
-    best = {m: {"value": -math.inf, "step": -1} for m in SELECT_METRICS}
-    pending: dict[str, float] = {}
-    pending_n = 0
-    if config.resume:
-        ckpt, _ = load_checkpoint(last_path)
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            method.load_state_dict(ckpt["method"])
-            method.to(device)
-            if "scaler" in ckpt and ckpt["scaler"]:
-                scaler.load_state_dict(ckpt["scaler"])
-            start_step = int(ckpt["step"])
-            history = list(ckpt["history"])
-            best = {k: dict(v) for k, v in ckpt["best"].items()}
-            pending, pending_n = dict(ckpt["pending"]), int(ckpt["pending_n"])
-            torch.set_rng_state(ckpt["torch_rng"])
-        except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
-            raise PatchwiseError(
-                f"cannot resume from this checkpoint ({_first_line(exc)})",
-                path=last_path,
-                hint="the file is damaged or not a last.pt of this run; start a new run",
-            ) from None
-        if start_step > config.steps:
-            raise PatchwiseError(
-                f"the run already has {start_step} steps, more than --steps {config.steps}",
-                path=out,
-                hint=f"pass --steps above {start_step} to continue it",
-            )
-    if dist_info.main:
-        with atomic_path(out / "config.json") as tmp:
-            tmp.write_text(config.to_json())
-
     # BatchNorm layers kept in eval mode when frozen (running statistics fixed, affine
     # parameters still trained): the paper's choice for GERNE with a pretrained backbone,
     # whose running statistics are worth keeping (docs/methods.md, "BatchNorm").
-    frozen_bn = (
-        [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if config.freeze_bn
-        else []
-    )
-
+    batchnorm = torch.nn.modules.batchnorm._BatchNorm
+    frozen_bn = [m for m in model.modules() if isinstance(m, batchnorm)] if config.freeze_bn else []
     net = model
-    if dist_info.world > 1:
+    if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    return _Optimisation(
+        model, net, optimizer, scaler, method, device, autocast, channels_last, frozen_bn
+    )
 
-    def checkpoint(step: int) -> dict:
-        return {
-            "model": _cpu_state(model),
-            "optimizer": optimizer.state_dict(),
-            "method": method.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "step": step,
-            "history": history,
-            "best": best,
-            "pending": pending,
-            "pending_n": pending_n,
-            "torch_rng": torch.get_rng_state(),
-            "meta": meta,
-        }
 
-    def best_path(metric: str) -> Path:
-        return out / ("best.pt" if metric == config.select else f"best_{metric}.pt")
+def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
+    """What a checkpoint needs to be used alone (see :func:`runs.load_checkpoint`)."""
+    return {
+        "model_name": config.model,
+        "in_channels": data.channels,
+        "mean": [float(v) for v in data.mean],
+        "std": [float(v) for v in data.std],
+        "tau": float(config.tau),
+        "threshold": float(config.threshold),
+        "patch_size": int(config.patch.patch_size),
+    }
 
-    # -- training
+
+def _resumed_state(run: _Run) -> RunState:
+    """The state of ``last.pt``, loaded into the run's model, optimiser and method."""
+    from .runs import _first_line, load_checkpoint
+
+    last = run.out / LAST
+    ckpt, _ = load_checkpoint(last)
+    try:
+        state = RunState.restore(ckpt, run.opt)
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        raise PatchwiseError(
+            f"cannot resume from this checkpoint ({_first_line(exc)})",
+            path=last,
+            hint="the file is damaged or not a last.pt of this run; start a new run",
+        ) from None
+    if state.step > run.config.steps:
+        raise PatchwiseError(
+            f"the run already has {state.step} steps, more than --steps {run.config.steps}",
+            path=run.out,
+            hint=f"pass --steps above {state.step} to continue it",
+        )
+    return state
+
+
+def _run_steps(
+    run: _Run, state: RunState, callbacks: TrainCallbacks, progress: ProgressCallback | None
+) -> bool:
+    """Steps ``state.step + 1 .. config.steps``; True when stopped before the last one."""
+    config = run.config
+    sampler = run.opt.method.make_sampler(
+        config.batch_size, seed=config.seed * 1000 + run.dist.rank
+    )
+    batches = _batches(run, sampler, state.step)
+    t0 = time.perf_counter()
+    for step in range(state.step + 1, config.steps + 1):
+        logs = _train_step(run, next(batches), step)
+        state.step = step
+        state.add_logs(logs)
+        callbacks.on_step(step, config.steps, logs["loss"])
+        if progress is not None:
+            progress(step, config.steps)
+        stop = _should_stop(callbacks, run.dist)
+        if step % config.eval_every == 0 or step == config.steps:
+            row = _evaluate_and_select(run, state, time.perf_counter() - t0)
+            callbacks.on_eval(step, row)
+        if stop:
+            if step % config.eval_every != 0:
+                run.save_last(state)
+            return True
+    return False
+
+
+def _batches(run: _Run, sampler, start: int) -> Iterator[list]:
+    """Each step's batches ``[(x, y, group), ...]`` on the device, from step ``start + 1``.
+
+    The loader (and its workers) start here, before the first step is timed.
+    """
     from torch.utils.data import DataLoader
 
     from .data import identity_collate
 
-    sampler = method.make_sampler(config.batch_size, seed=config.seed * 1000 + dist_info.rank)
+    config = run.config
     loader = DataLoader(
-        train_set,
-        batch_sampler=_Requests(sampler, start_step, config.steps, config.augment),
+        run.data.train_set,
+        batch_sampler=_Requests(sampler, start, config.steps, config.augment),
         num_workers=config.num_workers,
         collate_fn=identity_collate,
-        pin_memory=device.type == "cuda",
+        pin_memory=run.opt.device.type == "cuda",
         persistent_workers=False,
     )
-    batches_iter = iter(loader)
-    t0 = time.perf_counter()
-    cancelled = False
-    step = start_step
-    for step in range(start_step + 1, config.steps + 1):
-        model.train()
-        for module in frozen_bn:
-            module.eval()
+    return _on_device(iter(loader), config.steps - start, sampler.batches_per_step, run.opt)
+
+
+def _on_device(requests: Iterator, n_steps: int, per_step: int, opt: _Optimisation):
+    import torch
+
+    for _ in range(n_steps):
         batches = []
-        for _ in range(sampler.batches_per_step):
-            x, y, g = next(batches_iter)
-            x = x.to(device, non_blocking=True)
-            if use_channels_last:
+        for _ in range(per_step):
+            x, y, g = next(requests)
+            x = x.to(opt.device, non_blocking=True)
+            if opt.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            batches.append((x, y.to(device, non_blocking=True), g.to(device, non_blocking=True)))
-        with autocast():
-            loss, logs = method.loss(net, batches)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_value = float(logs["loss"])
-        if not math.isfinite(loss_value):
-            raise PatchwiseError(
-                f"training diverged at step {step} (loss {loss_value})",
-                path=out,
-                hint="lower --lr (or --beta for GERNE)",
-            )
-        for k, v in logs.items():
-            pending[k] = pending.get(k, 0.0) + float(v)
-        pending_n += 1
-        callbacks.on_step(step, config.steps, loss_value)
-        if progress is not None:
-            progress(step, config.steps)
-        stop = bool(callbacks.should_stop())
-        if dist_info.world > 1:
-            flag = torch.tensor([float(stop)])
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
+            y, g = y.to(opt.device, non_blocking=True), g.to(opt.device, non_blocking=True)
+            batches.append((x, y, g))
+        yield batches
 
-        if step % config.eval_every == 0 or step == config.steps:
-            prob = dataset_probabilities(
-                model,
-                val_set,
-                device,
-                batch_size=config.eval_batch_size,
-                num_workers=config.num_workers,
-                autocast=autocast,
-            )
-            evaluation = evaluate_split(val_set, prob, config.tau, config.threshold)
-            train_logs = {k: v / max(pending_n, 1) for k, v in pending.items()}
-            pending, pending_n = {}, 0
-            row = _history_row(step, evaluation, train_logs, time.perf_counter() - t0)
-            history.append(row)
-            for metric in SELECT_METRICS:
-                value = row[metric]
-                value = -math.inf if value is None or not math.isfinite(value) else float(value)
-                if value > best[metric]["value"] or best[metric]["step"] < 0:
-                    best[metric] = {"value": value, "step": step}
-                    if dist_info.main:
-                        _save(
-                            {
-                                "model": _cpu_state(model),
-                                "step": step,
-                                "metric": metric,
-                                "value": value,
-                                **meta,
-                            },
-                            best_path(metric),
-                        )
-            if dist_info.main:
-                _save(checkpoint(step), last_path)
-                _write_history(history, out / "history.csv")
-            callbacks.on_eval(step, row)
-        if stop:
-            cancelled = True
-            if dist_info.main and step % config.eval_every != 0:
-                _save(checkpoint(step), last_path)
-            break
-    del batches_iter
 
-    if not cancelled and dist_info.main:
-        _final_test(config, out, meta, best, test_set, device, autocast, best_path)
-    if dist_info.world > 1:
-        torch.distributed.barrier()
-    return out
+def _train_step(run: _Run, batches: list, step: int) -> dict[str, float]:
+    """One optimisation step; the method's logs (``loss`` first) as floats."""
+    opt = run.opt
+    opt.model.train()
+    for module in opt.frozen_bn:
+        module.eval()
+    with opt.autocast():
+        loss, logs = opt.method.loss(opt.net, batches)
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scaler.scale(loss).backward()
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    logs = {k: float(v) for k, v in logs.items()}
+    if not math.isfinite(logs["loss"]):
+        raise PatchwiseError(
+            f"training diverged at step {step} (loss {logs['loss']})",
+            path=run.out,
+            hint="lower --lr (or --beta for GERNE)",
+        )
+    return logs
+
+
+def _should_stop(callbacks: TrainCallbacks, dist: _Dist) -> bool:
+    """The callbacks' stop request; under data parallel, any rank's stops every rank."""
+    stop = bool(callbacks.should_stop())
+    if dist.world > 1:
+        import torch
+
+        flag = torch.tensor([float(stop)])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        stop = bool(flag.item())
+    return stop
+
+
+def _evaluate_and_select(run: _Run, state: RunState, seconds: float) -> dict[str, Any]:
+    """Validate, append the history row, keep the best checkpoints, write ``last.pt``."""
+    config, opt, val_set = run.config, run.opt, run.data.val_set
+    prob = dataset_probabilities(
+        opt.model,
+        val_set,
+        opt.device,
+        batch_size=config.eval_batch_size,
+        num_workers=config.num_workers,
+        autocast=opt.autocast,
+    )
+    evaluation = evaluate_split(val_set, prob, config.tau, config.threshold)
+    row = _history_row(state.step, evaluation, state.take_train_logs(), seconds)
+    state.history.append(row)
+    for metric in state.select(row):
+        run.save_best(metric, state)
+    run.save_last(state)
+    if run.dist.main:
+        _write_history(state.history, run.out / HISTORY)
+    return row
 
 
 def _write_history(history: list[dict], path: Path) -> None:
@@ -721,8 +771,10 @@ def load_checkpoint_model(path: str | os.PathLike, device="cpu"):
     return load_model(path, device)
 
 
-def _final_test(config, out, meta, best, test_set, device, autocast, best_path) -> None:
+# -- the final test ------------------------------------------------------------------------------
+def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
     """Test metrics of the checkpoints selected by each metric; predictions of config.select's."""
+    config, test_set = run.config, run.data.test_set
     result: dict[str, Any] = {
         "selected_by": config.select,
         "method": config.method,
@@ -735,28 +787,32 @@ def _final_test(config, out, meta, best, test_set, device, autocast, best_path) 
     }
     if test_set is None or len(test_set) == 0:
         log.warning("no test slides: metrics.json holds no test metrics")
+        test_set = None
     for metric in SELECT_METRICS:
-        entry: dict[str, Any] = {
-            "step": best[metric]["step"],
-            "val_value": best[metric]["value"],
-            "test": None,
-        }
-        if test_set is not None and len(test_set):
-            model, _ = load_checkpoint_model(best_path(metric), device)
-            prob = dataset_probabilities(
-                model, test_set, device, batch_size=config.eval_batch_size, autocast=autocast
-            )
-            evaluation = evaluate_split(test_set, prob, config.tau, config.threshold)
-            entry["test"] = evaluation.to_dict()
+        entry = {"step": best[metric]["step"], "val_value": best[metric]["value"], "test": None}
+        if test_set is not None:
+            prob = _test_probabilities(run, metric)
+            entry["test"] = evaluate_split(test_set, prob, config.tau, config.threshold).to_dict()
             if metric == config.select:
                 result["test"] = entry["test"]
-                table = _test_table(config, test_set, prob)
-                _write_table(table, out / "predictions.parquet")
+                _write_table(_test_table(config, test_set, prob), run.out / PREDICTIONS)
         result["by_selection"][metric] = entry
-    _write_json(out / "metrics.json", _json_clean(result))
+    _write_json(run.out / METRICS, _json_clean(result))
 
 
-def _test_table(config, test_set, prob) -> Any:
+def _test_probabilities(run: _Run, metric: str) -> np.ndarray:
+    """The test split's probabilities under the best checkpoint by ``metric``."""
+    model, _ = load_checkpoint_model(run.best_path(metric), run.opt.device)
+    return dataset_probabilities(
+        model,
+        run.data.test_set,
+        run.opt.device,
+        batch_size=run.config.eval_batch_size,
+        autocast=run.opt.autocast,
+    )
+
+
+def _test_table(config: TrainConfig, test_set: PatchDataset, prob: np.ndarray) -> Any:
     """The test split's patch tables with ``prob`` and ``pred`` appended."""
     import pandas as pd
 

@@ -60,23 +60,21 @@ def run(args: argparse.Namespace) -> int:
     from ..io import open_slide
     from ..io.tables import table_format, write_table
     from ..predict import check_options, geometry_table, predict_table
-    from ..runs import checkpoint_meta, read_run_config, resolve_checkpoint
-    from ..train import TrainConfig
+    from ..runs import checkpoint_meta, resolve_checkpoint, run_patch_settings
 
     # every option and the checkpoint are checked before any slide is read
     table_format(args.out)
     check_options(args.batch_size, args.threshold)
     ckpt = resolve_checkpoint(args.checkpoint)
     meta = checkpoint_meta(ckpt)
-    # a checkpoint copied out of its run has no config.json: the defaults apply then
-    run_config = read_run_config(ckpt, required=False) or TrainConfig(manifest="", out="")
+    settings = run_patch_settings(ckpt)  # defaults for a checkpoint copied out of its run
     patch_size = int(meta["patch_size"])
     # Level 0 only: prediction never builds or writes a display pyramid, and the mask's
     # values are checked in the pass that counts them.
     slide = open_slide(
         args.image,
         mask=args.mask,
-        mask_map=args.mask_map or run_config.mask_map,
+        mask_map=args.mask_map or settings.mask_map,
         pyramid=False,
         check_mask_values=False,
     )
@@ -87,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
             table = patch_stats(
                 slide,
                 PatchGrid(patch_size, args.stride),
-                tissue=args.tissue or run_config.tissue,
-                tissue_threshold=run_config.tissue_threshold,
-                background=args.background or run_config.background,
+                tissue=args.tissue or settings.tissue,
+                tissue_threshold=settings.tissue_threshold,
+                background=args.background or settings.background,
                 progress=progress,
             )
     else:

@@ -1,6 +1,6 @@
 """``patchwise train``: train a patch classifier on a cohort manifest.
 
-Every :class:`~napari_patchwise.train.TrainConfig` field is a flag (``--batch-size``,
+Every :class:`~napari_patchwise.train.TrainConfig` option is a flag (``--batch-size``,
 ``--eval-every``...), so the flags, the napari panel and ``config.json`` are the same
 object. Ctrl-C stops after the current step and writes ``last.pt``; ``--resume``
 continues exactly from there.
@@ -9,7 +9,6 @@ continues exactly from there.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from ._args import (
     finite_float,
@@ -91,7 +90,7 @@ ARG_TYPES = {
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..methods import METHOD_NAMES
+    from ..methods import METHOD_LABELS, METHOD_NAMES
     from ..models import MODEL_NAMES
     from ..train import DEVICES, PRECISIONS, SELECT_METRICS, TrainConfig
 
@@ -105,13 +104,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p = subparsers.add_parser(
         "train",
-        help="train a patch classifier (ERM, GERNE, GroupDRO, ReSample, ReWeight)",
+        help=f"train a patch classifier ({', '.join(METHOD_LABELS.values())})",
         description="Train on the train split of a cohort manifest, select the best "
         "checkpoint on the val split, report test metrics (see docs/methods.md).",
     )
     p.add_argument("manifest", metavar="MANIFEST", help="cohort CSV: image, mask, split[, slide]")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    for field in dataclasses.fields(TrainConfig):
+    for field in TrainConfig.option_fields():
         if field.name in ("manifest", "out"):
             continue
         flag = "--" + field.name.replace("_", "-")
@@ -135,8 +134,8 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` the parsed flags describe."""
     from ..train import TrainConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**values)
+    values = {f.name: getattr(args, f.name) for f in TrainConfig.option_fields()}
+    return TrainConfig.from_options(values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from .._progress import tqdm_progress
+    from ..runs import LAST
     from ..train import TrainCallbacks, train
 
     config = config_from_args(args)
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if interrupted["flag"]:
         print(
-            f"patchwise train: interrupted; {run_dir / 'last.pt'} written — continue with --resume",
+            f"patchwise train: interrupted; {run_dir / LAST} written — continue with --resume",
             file=sys.stderr,
         )
         return 130

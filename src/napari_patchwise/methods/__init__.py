@@ -1,8 +1,13 @@
 """Training methods, registered by name.
 
 Each module defines one :class:`~napari_patchwise.methods.base.Method` subclass; adding
-a method is adding one module and one line to ``_MODULES``. Modules are imported on
+a method is adding one module and one line to ``_REGISTRY``. Modules are imported on
 first use (they import nothing heavy, but this keeps the registry the only list).
+
+This registry is the one list of methods: the CLI's ``--method`` choices and help,
+:meth:`TrainConfig.validate <napari_patchwise.train.TrainConfig.validate>`, the dock's
+method list and the report's method labels all come from :data:`METHOD_NAMES` and
+:data:`METHOD_LABELS`.
 """
 
 from __future__ import annotations
@@ -12,22 +17,23 @@ import importlib
 from ..errors import PatchwiseError
 from .base import Method, TrainingGroups
 
-# name -> "module:ClassName"
-_MODULES: dict[str, str] = {
-    "erm": "erm:ERM",
-    "gerne": "gerne:GERNE",
-    "groupdro": "groupdro:GroupDRO",
-    "resample": "resample:ReSample",
-    "reweight": "reweight:ReWeight",
+# name -> ("module:ClassName", label in tables, figures and help texts)
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "erm": ("erm:ERM", "ERM"),
+    "gerne": ("gerne:GERNE", "GERNE"),
+    "groupdro": ("groupdro:GroupDRO", "GroupDRO"),
+    "resample": ("resample:ReSample", "ReSample"),
+    "reweight": ("reweight:ReWeight", "ReWeight"),
 }
 
-METHOD_NAMES: tuple[str, ...] = tuple(_MODULES)
+METHOD_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+METHOD_LABELS: dict[str, str] = {name: label for name, (_, label) in _REGISTRY.items()}
 
 
 def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``."""
     try:
-        module_name, cls_name = _MODULES[name].split(":")
+        module_name, cls_name = _REGISTRY[name][0].split(":")
     except KeyError:
         raise PatchwiseError(
             f"unknown method {name!r}", hint=f"choose one of {', '.join(METHOD_NAMES)}"
@@ -41,4 +47,4 @@ def make_method(name: str, data: TrainingGroups, config) -> Method:
     return get_method(name)(data, config)
 
 
-__all__ = ["METHOD_NAMES", "Method", "TrainingGroups", "get_method", "make_method"]
+__all__ = ["METHOD_LABELS", "METHOD_NAMES", "Method", "TrainingGroups", "get_method", "make_method"]

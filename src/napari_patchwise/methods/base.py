@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..groups import GROUP_NAMES, group_ids
-from ..samplers import N_ATTRIBUTES, N_CLASSES, BatchSampler, UniformSampler
+from ..groups import alpha_from_counts, counts_of_groups, group_ids
+from ..samplers import BatchSampler, UniformSampler
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-GROUP_LABELS = GROUP_NAMES
 
 
 @dataclass(frozen=True)
@@ -42,15 +40,14 @@ class TrainingGroups:
 
     @property
     def counts(self) -> np.ndarray:
-        """``n_g``: training patches per group (length K * A)."""
-        return np.bincount(self.groups, minlength=N_CLASSES * N_ATTRIBUTES)
+        """``n_g``: training patches per group (length K * A; :func:`groups.counts_of_groups`)."""
+        return counts_of_groups(self.groups)
 
     @property
     def alpha(self) -> np.ndarray:
-        """``alpha[y, a] = n_(y,a) / n_y`` (a row of zeros for an empty class)."""
-        counts = self.counts.reshape(N_CLASSES, N_ATTRIBUTES).astype(np.float64)
-        totals = counts.sum(axis=1, keepdims=True)
-        return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        """``alpha[y, a] = n_(y,a) / n_y``; a row of NaN for an empty class
+        (:func:`groups.alpha_from_counts`, the same shares as :func:`groups.alphas`)."""
+        return alpha_from_counts(self.counts)
 
 
 Batch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]  # (x, y, group)

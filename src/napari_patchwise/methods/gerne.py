@@ -12,8 +12,9 @@ import math
 import numpy as np
 
 from ..errors import PatchwiseError
-from ..samplers import N_ATTRIBUTES, BatchSampler, GerneSampler
-from .base import GROUP_LABELS, Method
+from ..groups import GROUP_NAMES, N_ATTRIBUTES
+from ..samplers import BatchSampler, GerneSampler
+from .base import Method
 
 
 def extrapolated_shares(alpha: np.ndarray, c: float, beta: float) -> np.ndarray:
@@ -33,11 +34,14 @@ def beta_max(alpha: np.ndarray, c: float) -> float:
 
     The beta at which the weight (:func:`extrapolated_shares`) of the group with the
     largest ``alpha`` reaches zero; above it that group's weight is negative and training
-    diverges. ``inf`` when
-    every class is already group-balanced (alpha_max = 1/A).
+    diverges. ``inf`` when every class is already group-balanced (alpha_max = 1/A). A
+    class with no patches (a NaN row, :func:`groups.alpha_from_counts`) bounds nothing.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
-    a_max = float(alpha.max())
+    present = alpha[~np.isnan(alpha)]
+    if present.size == 0:
+        return math.inf
+    a_max = float(present.max())
     denom = c * (a_max - 1.0 / alpha.shape[1])
     return math.inf if denom <= 0 else a_max / denom - 1.0
 
@@ -66,7 +70,7 @@ class GERNE(Method):
             # the less-biased batch draws c/A * B from every group: none may be empty
             if n == 0:
                 raise PatchwiseError(
-                    f"GERNE: group {GROUP_LABELS[g]} has no training patches at tau={tau:g}",
+                    f"GERNE: group {GROUP_NAMES[g]} has no training patches at tau={tau:g}",
                     hint="choose another --tau, add training slides with such patches, or use erm",
                 )
         bound = beta_max(self.data.alpha, c)
@@ -75,7 +79,7 @@ class GERNE(Method):
             raise PatchwiseError(
                 f"GERNE: beta={beta:g} is outside [-1, beta_max) with beta_max = "
                 f"alpha_max / (c (alpha_max - 1/A)) - 1 = {bound:.4g} "
-                f"(alpha_max={float(self.data.alpha.max()):.4g}, c={c:g}, A={N_ATTRIBUTES})",
+                f"(alpha_max={float(np.nanmax(self.data.alpha)):.4g}, c={c:g}, A={N_ATTRIBUTES})",
                 hint=f"choose --beta in [-1, {bound:.4g})",
             )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import PatchwiseError
-from ..samplers import N_ATTRIBUTES, N_CLASSES
+from ..groups import N_GROUPS
 from .base import Method
 
 
@@ -26,9 +26,8 @@ class GroupDRO(Method):
     def _ensure_q(self, device):
         import torch
 
-        n_groups = N_CLASSES * N_ATTRIBUTES
         if self.q is None:
-            self.q = torch.full((n_groups,), 1.0 / n_groups, dtype=torch.float32, device=device)
+            self.q = torch.full((N_GROUPS,), 1.0 / N_GROUPS, dtype=torch.float32, device=device)
         elif self.q.device != torch.device(device):
             self.q = self.q.to(device)
 

@@ -1,0 +1,233 @@
+"""The settings of a training run: :class:`TrainConfig` (the CLI flags and ``config.json``).
+
+Kept apart from the loop (:mod:`.train`) so that what reads a run's settings — the run
+directory (:mod:`.runs`), the dock's training form — needs neither torch nor the loop.
+A config is flat on disk and on the command line (``"patch_size"``, ``--patch-size``)
+and composed in memory: how slides are cut into patches is one
+:class:`~napari_patchwise.data.PatchSettings`, ``config.patch``.
+
+Defaults
+--------
+The paper trains an ImageNet-pretrained ResNet-50 with SGD (momentum 0.9, lr 1e-4,
+weight decay 1e-2). Without pretrained weights (this project never downloads any) such
+a small learning rate barely moves a randomly initialised network, so the defaults here
+are lr 0.01 and weight decay 1e-4 with momentum 0.9, which make the CPU planted-bias
+benchmark (``benchmarks/planted_bias.py``) learn; pass ``--lr 1e-4 --weight-decay 0.01``
+with ``--weights`` to reproduce the paper's setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import PatchSettings
+from .errors import PatchwiseError
+
+SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+# Samplers seed numpy with seed * 1000 + rank and torch with seed: keep both in range.
+MAX_SEED = 2**32 // 1000 - 1
+_PATCH_OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PatchSettings))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (the CLI flags and ``config.json``).
+
+    How slides are cut into patches is a :class:`~napari_patchwise.data.PatchSettings`
+    (``patch``), declared once there; its fields are options of the run like any other:
+    flags (``--patch-size``), ``config.json`` keys (``"patch_size"``, a flat file) and
+    keys of :meth:`from_options` / :meth:`to_options`. Build a config from such flat
+    options with :meth:`from_options`.
+
+    See the module docstring for why ``lr`` and ``weight_decay`` differ from the paper's.
+    ``batch_size`` is the size of each batch; GERNE draws two such batches per step
+    (``batch_size / 2`` per class each).
+    """
+
+    manifest: str
+    out: str
+    method: str = "erm"
+    tau: float = 0.1
+    patch: PatchSettings = field(default_factory=PatchSettings)
+    model: str = "resnet50"
+    weights: str | None = None
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    beta: float = 1.0
+    c: float = 0.5
+    eta: float = 0.01
+    class_balanced: bool = False
+    augment: bool = True
+    freeze_bn: bool = False
+    eval_every: int = 100
+    select: str = "val_wga"
+    threshold: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    num_workers: int = 0
+    num_threads: int | None = None
+    eval_batch_size: int = 256
+    cache_dir: str | None = None
+    resume: bool = False
+
+    # -- the flat options: flags, config.json, the dock's fields ---------------------------
+    @classmethod
+    def option_fields(cls) -> tuple[dataclasses.Field, ...]:
+        """Every option in flag order: ``patch`` expanded in place into its fields."""
+        fields: list[dataclasses.Field] = []
+        for f in dataclasses.fields(cls):
+            fields.extend(dataclasses.fields(PatchSettings) if f.name == "patch" else [f])
+        return tuple(fields)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None, **more: Any) -> TrainConfig:
+        """A config from flat options (``patch_size=16, steps=40...``), as the flags name them.
+
+        Raises
+        ------
+        PatchwiseError
+            An option that does not exist. Missing ``manifest``/``out`` is a TypeError.
+        """
+        values = {**(options or {}), **more}
+        unknown = _unknown_options(values)
+        if unknown:
+            raise PatchwiseError(f"unknown training option(s) {', '.join(unknown)}")
+        patch = PatchSettings(**{k: v for k, v in values.items() if k in _PATCH_OPTIONS})
+        own = {k: v for k, v in values.items() if k not in _PATCH_OPTIONS}
+        return cls(patch=patch, **own)
+
+    def to_options(self) -> dict[str, Any]:
+        """The flat options in flag order (the keys of ``config.json``)."""
+        options: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "patch":
+                options.update(dataclasses.asdict(self.patch))
+            else:
+                options[f.name] = getattr(self, f.name)
+        return options
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_options(), indent=2)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> TrainConfig:
+        """From JSON text or a ``config.json`` path (unknown keys are an error)."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        data = json.loads(text)
+        unknown = _unknown_options(data)
+        if unknown:
+            raise PatchwiseError(f"unknown training option(s) {', '.join(unknown)} in config")
+        return cls.from_options(data)
+
+    # -- checks ----------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Refuse options that cannot work, before any data is read."""
+        # NaN fails every comparison below only by luck of how each is written, and inf
+        # passes several: refuse both for every real-valued option first
+        for name, value in self.to_options().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + name.replace("_", "-")
+                raise PatchwiseError(f"{flag} must be a finite number, got {value}")
+        for ok, message, hint in self._name_checks():
+            if not ok:
+                raise PatchwiseError(message, hint=hint)
+        self.patch.validate()
+        for ok, message, hint in self._range_checks():
+            if not ok:
+                raise PatchwiseError(message, hint=hint)
+        if self.method == "gerne" and self.batch_size % 2:
+            raise PatchwiseError(
+                f"GERNE draws batch_size/2 patches per class; batch size {self.batch_size} is odd",
+                hint="use an even --batch-size",
+            )
+
+    def _name_checks(self) -> list[tuple[bool, str, str]]:
+        """``(ok, message, hint)`` for every option that names one of a list."""
+        from .methods import METHOD_NAMES
+        from .models import MODEL_NAMES
+
+        def one_of(name: str, choices: tuple[str, ...], what: str, hint: str = ""):
+            value = getattr(self, name)
+            return (value in choices, f"unknown {what} {value!r}", hint or ", ".join(choices))
+
+        return [
+            one_of("method", METHOD_NAMES, "method", f"one of {', '.join(METHOD_NAMES)}"),
+            one_of("model", MODEL_NAMES, "model", f"one of {', '.join(MODEL_NAMES)}"),
+            one_of("select", SELECT_METRICS, "selection metric", "val_wga or val_bca"),
+            one_of("device", DEVICES, "device", "auto, cpu or cuda"),
+            one_of("precision", PRECISIONS, "precision"),
+        ]
+
+    def _range_checks(self) -> list[tuple[bool, str, str]]:
+        """``(ok, message, hint)`` for every numeric option's range."""
+        return [
+            (0.0 <= self.tau <= 1.0, f"tau={self.tau} is outside [0, 1]", "e.g. --tau 0.1"),
+            (self.steps > 0, f"steps must be positive, got {self.steps}", "e.g. --steps 2000"),
+            (
+                self.batch_size > 1,
+                f"batch size must be at least 2, got {self.batch_size}",
+                "e.g. 32",
+            ),
+            (
+                self.eval_every > 0,
+                f"eval_every must be positive, got {self.eval_every}",
+                "e.g. 100",
+            ),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}", "e.g. --lr 0.01"),
+            (
+                self.weight_decay >= 0,
+                f"weight decay must be >= 0, got {self.weight_decay}",
+                "e.g. --weight-decay 1e-4",
+            ),
+            (
+                0 <= self.momentum < 1,
+                f"momentum must be in [0, 1), got {self.momentum}",
+                "e.g. --momentum 0.9",
+            ),
+            (
+                0 <= self.threshold <= 1,
+                f"threshold={self.threshold} is outside [0, 1]",
+                "e.g. --threshold 0.5",
+            ),
+            (
+                self.eval_batch_size > 0,
+                f"eval batch size must be positive, got {self.eval_batch_size}",
+                "e.g. --eval-batch-size 256",
+            ),
+            (
+                self.num_workers >= 0,
+                f"num_workers must be >= 0, got {self.num_workers}",
+                "0 loads batches in the training process",
+            ),
+            (
+                self.num_threads is None or self.num_threads > 0,
+                f"num_threads must be positive, got {self.num_threads}",
+                "e.g. --num-threads 4, or leave it out",
+            ),
+            (
+                0 <= self.seed <= MAX_SEED,
+                f"seed must be in [0, {MAX_SEED}], got {self.seed}",
+                "e.g. --seed 0",
+            ),
+        ]
+
+
+def _unknown_options(names: Mapping[str, Any]) -> list[str]:
+    known = {f.name for f in TrainConfig.option_fields()}
+    return sorted(set(names) - known)
