@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import PatchwiseError
+from .schema import TABLE_COLUMNS
 
 #: How many misclassified patches :func:`top_errors` returns by default.
 TOP_ERRORS = 500
@@ -51,7 +52,7 @@ def full_table(
     Parameters
     ----------
     table : DataFrame
-        Every column of ``grid.TABLE_COLUMNS`` (``prob`` optional).
+        Every column of ``schema.TABLE_COLUMNS`` (``prob`` optional).
     slide : str
         The slide's name.
     slide_yx : (int, int)
@@ -64,8 +65,6 @@ def full_table(
     PatchwiseError
         Columns missing, no rows for ``slide``, or patches outside the slide.
     """
-    from .grid import TABLE_COLUMNS
-
     missing = [c for c in TABLE_COLUMNS if c not in table]
     if missing:
         raise PatchwiseError(

@@ -17,10 +17,8 @@ from qtpy.QtWidgets import (
 
 from ..errors import PatchwiseError
 from ..io.mask import MaskMap
+from ..schema import BACKGROUNDS, TISSUE_MODES
 from .state import SlideSettings
-
-TISSUE_MODES = ("auto", "mask", "intensity")
-BACKGROUNDS = ("dark", "bright")
 
 
 class SettingsForm(QWidget):

@@ -45,7 +45,8 @@ from .train_worker import (
     train_groups_job,
 )
 
-PREDICTION_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
+#: What a prediction hands to the dock: where each patch is, and its probability.
+HANDED_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
 TRAIN_CANCELLED = "Patchwise: training cancelled (last.pt holds the last step)"
 JOB_CANCELLED = "Patchwise: cancelled"
 BUSY = "Patchwise: training or prediction is already running"
@@ -233,7 +234,7 @@ class ModelPanel(QWidget):
         if state is not self.dock.current:
             notify.info(f"Patchwise: predictions for {state.slide.name} not shown (slide changed)")
             return
-        columns = [c for c in PREDICTION_COLUMNS if c in table]
+        columns = [c for c in HANDED_COLUMNS if c in table]
         self.progress_bar.setRange(0, max(len(table), 1))
         self.progress_bar.setValue(len(table))
         if self.dock.set_predictions(table[columns], source=run_dir):

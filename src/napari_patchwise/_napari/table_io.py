@@ -72,8 +72,8 @@ class TableFiles(QWidget):
 
     def load_table(self, path: str | Path) -> bool:
         """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
-        from ..grid import TABLE_COLUMNS
         from ..io.tables import read_table
+        from ..schema import TABLE_COLUMNS
 
         try:
             table = read_table(path, required=TABLE_COLUMNS)

@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     table = None
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
-        from ..grid import TABLE_COLUMNS
         from ..io.tables import read_table
+        from ..schema import TABLE_COLUMNS
         from ..slide_table import slide_rows
 
         table = read_table(args.table, required=TABLE_COLUMNS)
