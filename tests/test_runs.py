@@ -238,15 +238,24 @@ def test_cli_predict_on_a_large_single_level_slide_writes_nothing_but_out(
     assert len(pd.read_csv(table)) == (4112 // 16) * 2
 
 
-def test_the_run_directory_layout_and_patch_settings_come_from_runs(run, tmp_path):
-    from napari_patchwise.data import PatchSettings
-    from napari_patchwise.runs import best_checkpoint_path, run_patch_settings
+@pytest.mark.parametrize("case", ["slide-smaller-than-patch", "out-is-a-folder"])
+def test_cli_predict_refuses_before_writing(run, tmp_path, capsys, case):
+    import tifffile
 
-    _, out = run  # selected by val BCA
-    assert best_checkpoint_path(out, "val_bca", "val_bca") == out / "best.pt"
-    assert best_checkpoint_path(out, "val_wga", "val_bca") == out / "best_val_wga.pt"
-    assert all(best_checkpoint_path(out, m, "val_bca").is_file() for m in ("val_wga", "val_bca"))
-    assert run_patch_settings(out) == run_patch_settings(out / "last.pt") == PatchSettings(16)
-    lone = tmp_path / "lone.pt"
-    shutil.copy(out / "best.pt", lone)
-    assert run_patch_settings(lone) == PatchSettings()  # no config.json beside it: defaults
+    _, out = run
+    image = tmp_path / "small.tif"
+    side = 8 if case == "slide-smaller-than-patch" else 32  # the run's patches are 16 px
+    tifffile.imwrite(image, np.zeros((2, side, side), np.uint8), photometric="minisblack")
+    target = tmp_path / "pred.csv"
+    if case == "out-is-a-folder":  # a folder someone named like a table: never deleted
+        target.mkdir()
+        (target / "keep.txt").write_text("mine")
+    args = ["predict", str(image), "--checkpoint", str(out), "--quiet", "--out", str(target)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("larger than the slide" in err) if side == 8 else ("folder" in err)
+    if case == "out-is-a-folder":
+        assert (target / "keep.txt").read_text() == "mine"
+    else:
+        assert not target.exists()

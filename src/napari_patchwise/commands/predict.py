@@ -56,7 +56,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._atomic import check_output
     from .._progress import tqdm_progress
+    from ..grid import PatchGrid
     from ..io import open_slide
     from ..io.tables import table_format, write_table
     from ..predict import check_options, geometry_table, predict_table
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     table_format(args.out)
     check_options(args.batch_size, args.threshold)
     ckpt = resolve_checkpoint(args.checkpoint)
+    check_output(args.out, inputs=[args.image, args.mask, args.checkpoint, ckpt])
     meta = checkpoint_meta(ckpt)
     settings = run_patch_settings(ckpt)  # defaults for a checkpoint copied out of its run
     patch_size = int(meta["patch_size"])
@@ -78,13 +81,15 @@ def run(args: argparse.Namespace) -> int:
         pyramid=False,
         check_mask_values=False,
     )
+    grid = PatchGrid(patch_size, args.stride)
+    grid.check_fits(*slide.shape[1:], path=args.image)  # never an empty table
     if args.mask is not None:
-        from ..grid import PatchGrid, patch_stats
+        from ..grid import patch_stats
 
         with tqdm_progress("patch statistics", disable=args.quiet) as progress:
             table = patch_stats(
                 slide,
-                PatchGrid(patch_size, args.stride),
+                grid,
                 tissue=args.tissue or settings.tissue,
                 tissue_threshold=settings.tissue_threshold,
                 background=args.background or settings.background,
