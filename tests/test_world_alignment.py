@@ -189,6 +189,9 @@ def test_mask_map_field_text():
     assert mask_map_from_text(MASK_MAP_PRESETS[0]) == MaskMap.default()
     assert mask_map_from_text(MASK_MAP_PRESETS[1]) == MaskMap.binary()
     assert mask_map_from_text("") == MaskMap.default()
+    # a preset typed by name is that preset, not whatever its first word suggests
+    assert dict(mask_map_from_text("binary255").classes) == {0: 0, 255: 2}
+    assert mask_map_from_text("binary") == MaskMap.binary()
     assert dict(mask_map_from_text("0=background,255=tumor").classes) == {0: 0, 255: 2}
     with pytest.raises(PatchwiseError, match=r"^mask map '0=foo': cannot read mask map item"):
         mask_map_from_text("0=foo")
