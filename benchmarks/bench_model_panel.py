@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _cohort import make_cohort  # noqa: E402
-from napari_patchwise._napari.train_worker import Step, run_training  # noqa: E402
-from napari_patchwise.train import TrainCallbacks, TrainConfig, train  # noqa: E402
+from _cohort import make_cohort
+from napari_patchwise._napari.train_worker import Step, run_training
+from napari_patchwise.train import TrainCallbacks, TrainConfig, train
 
 
 class FirstStep(TrainCallbacks):

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from _cohort import make_cohort  # noqa: E402
-from napari_patchwise.cli import main  # noqa: E402
+from _cohort import make_cohort
+from napari_patchwise.cli import main
 
 FAST = [
     "--model",

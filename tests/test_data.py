@@ -125,7 +125,7 @@ def test_dataset_items_are_normalised_patches_with_label_and_group(cohort_dir):
     assert y == table["label"].iat[5]
     assert g == 2 * table["label"].iat[5] + int(table["tissue_ratio"].iat[5] >= 0.1)
 
-    xb, yb, gb = ds.__getitems__(np.array([[3, 0], [5, 1], [3, 4]]))
+    xb, _yb, _gb = ds.__getitems__(np.array([[3, 0], [5, 1], [3, 4]]))
     assert xb.shape == (3, 2, 8, 8) and xb.dtype == torch.float32
     np.testing.assert_allclose(
         xb[1].numpy(), np.rot90(expected, 1, axes=(1, 2)), rtol=1e-5, atol=1e-5

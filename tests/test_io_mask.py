@@ -34,7 +34,7 @@ def test_zero_one_mask_is_healthy_tissue_under_the_default_map(tmp_path, rng):
     labels = _labels((50, 40), [0, 1], rng)
     tifffile.imwrite(tmp_path / "m.tif", labels)
     for check in (True, False):
-        mapped, factor, kind = read_mask(tmp_path / "m.tif", (50, 40), check_values=check)
+        mapped, _factor, kind = read_mask(tmp_path / "m.tif", (50, 40), check_values=check)
         assert kind == "3class"
         assert int((mapped.compute() == TUMOR).sum()) == 0
         np.testing.assert_array_equal(mapped.compute(), np.where(labels == 1, HEALTHY, BACKGROUND))
@@ -44,7 +44,7 @@ def test_zero_one_mask_is_healthy_tissue_under_the_default_map(tmp_path, rng):
 def test_zero_one_mask_is_binary_tumor_only_when_said(tmp_path, rng, spec):
     labels = _labels((50, 40), [0, 1], rng)
     tifffile.imwrite(tmp_path / "m.tif", labels)
-    mapped, factor, kind = read_mask(tmp_path / "m.tif", (50, 40), spec)
+    mapped, _factor, kind = read_mask(tmp_path / "m.tif", (50, 40), spec)
     assert kind == "binary"
     np.testing.assert_array_equal(mapped.compute(), np.where(labels == 1, TUMOR, BACKGROUND))
 
@@ -175,7 +175,7 @@ def test_mask_from_ome_zarr_labels_group(tmp_path, rng):
             "datasets": [{"path": "0"}],
         }
     ]
-    mapped, factor, kind = read_mask(tmp_path / "img.zarr" / "labels", (20, 30))
+    mapped, _factor, _kind = read_mask(tmp_path / "img.zarr" / "labels", (20, 30))
     np.testing.assert_array_equal(mapped.compute(), labels)
 
 

@@ -16,26 +16,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 
+TRAINING = (
+    "samplers", "models", "methods", "data", "train_config", "runs", "train", "predict",
+    "report_run",
+)  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "_atomic", "_progress", "_compute")),
     ("definitions", ("napari_patchwise", "slide", "schema", "groups")),
     ("io", ("io",)),
     ("analysis", ("grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table")),
-    (
-        "training",
-        (
-            "samplers",
-            "models",
-            "methods",
-            "data",
-            "train_config",
-            "runs",
-            "train",
-            "predict",
-            "report_run",
-        ),
-    ),  # fmt: skip
+    ("training", TRAINING),
     ("gui", ("_napari",)),
     ("app", ("commands", "cli")),
 )

@@ -64,7 +64,7 @@ def train_and_wait(qtbot, panel, timeout_s=60):
 def test_training_from_the_panel_writes_the_run_and_draws_every_evaluation(
     dock, qtbot, manifest, tmp_path
 ):
-    viewer, widget, panel, notes = dock
+    _viewer, widget, panel, notes = dock
     widget.tau_slider.setValue(0.3)
     fill(panel, manifest, tmp_path / "run")
     panel.form.method_combo.setCurrentText("gerne")

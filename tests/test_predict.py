@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,7 +96,7 @@ def test_rebatch_gives_full_batches_whatever_the_band_sizes():
     start = np.cumsum([0, *sizes])
     bands = [
         (np.arange(a, b), np.arange(a, b, dtype=np.float32)[:, None] * np.ones((1, 2)))
-        for a, b in zip(start[:-1], start[1:], strict=True)
+        for a, b in itertools.pairwise(start)
     ]
     batches = list(rebatch(bands, 4))
     assert [len(p) for p, _ in batches] == [4, 4, 4, 4, 4, 3]

@@ -208,7 +208,7 @@ def test_run_config_round_trip_and_a_copied_checkpoint(run, tmp_path):
     lone = tmp_path / "lone.pt"
     shutil.copy(out / "best.pt", lone)
     assert read_run_config(lone, required=False) is None
-    with pytest.raises(PatchwiseError, match="no config.json: not a run directory"):
+    with pytest.raises(PatchwiseError, match=r"no config\.json: not a run directory"):
         read_run_config(lone)
     ckpt, meta = load_checkpoint(lone)
     assert set(ckpt["model"]) == set(torch.load(out / "best.pt", weights_only=True)["model"])

@@ -52,7 +52,7 @@ def test_unknown_extension_and_missing_file_and_columns(tmp_path, table):
     with pytest.raises(PatchwiseError, match="no such table"):
         read_table(tmp_path / "missing.parquet")
     write_table(table.drop(columns=["label"]), tmp_path / "nolabel.csv")
-    with pytest.raises(PatchwiseError, match="lacks column.*label"):
+    with pytest.raises(PatchwiseError, match=r"lacks column.*label"):
         read_table(tmp_path / "nolabel.csv")
     with pytest.raises(PatchwiseError, match="n_tumor"):
         validate_table(table.drop(columns=["n_tumor"]), required=TABLE_COLUMNS)

@@ -161,7 +161,7 @@ def test_gerne_on_a_cohort_without_a_group_names_group_and_tau(manifest, tmp_pat
 def test_bad_options_are_refused_before_any_work(manifest, tmp_path):
     with pytest.raises(PatchwiseError, match="unknown selection metric"):
         train(config(manifest, tmp_path / "r", select="test_wga"))
-    with pytest.raises(PatchwiseError, match="GERNE .* odd"):
+    with pytest.raises(PatchwiseError, match=r"GERNE .* odd"):
         train(config(manifest, tmp_path / "r", method="gerne", batch_size=15))
     with pytest.raises(PatchwiseError, match=r"beta=9 is outside \[-1, beta_max\)"):
         train(config(manifest, tmp_path / "r", method="gerne", beta=9.0))
@@ -276,7 +276,7 @@ def test_out_naming_a_file_is_refused(manifest, tmp_path):
 def test_resume_from_a_damaged_last_pt_is_one_line(manifest, tmp_path):
     run = train(config(manifest, tmp_path / "run", steps=4, eval_every=2), Recorder(stop_after=2))
     (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:2000])
-    with pytest.raises(PatchwiseError, match="last.pt: not a readable PyTorch checkpoint"):
+    with pytest.raises(PatchwiseError, match=r"last\.pt: not a readable PyTorch checkpoint"):
         train(config(manifest, run, steps=4, eval_every=2, resume=True))
 
 
@@ -353,7 +353,7 @@ def test_patch_options_are_checked_like_every_other_option(tmp_path):
         bad.validate()
     with pytest.raises(PatchwiseError, match="patch size must be positive, got 0"):
         TrainConfig.from_options(base, patch_size=0).validate()
-    with pytest.raises(PatchwiseError, match="unknown training option.*colour"):
+    with pytest.raises(PatchwiseError, match=r"unknown training option.*colour"):
         TrainConfig.from_options(base, colour=1)
     assert TrainConfig.from_options(base).patch.patch_size == 64  # PatchSettings' default
 

@@ -74,11 +74,11 @@ def setup(make_napari_viewer, qtbot, monkeypatch):
 
 
 def expected_groups(tau: float) -> np.ndarray:
-    return 2 * LABEL + (RATIO >= tau)
+    return 2 * LABEL + (tau <= RATIO)
 
 
 def expected_outcomes(threshold: float) -> np.ndarray:
-    return 2 * LABEL + (PROB >= threshold)
+    return 2 * LABEL + (threshold <= PROB)
 
 
 def load_predictions(qtbot, widget, tmp_path, **extra) -> None:
@@ -145,7 +145,7 @@ def test_compute_builds_overlays_with_patch_geometry_and_exact_counts(setup):
     ids = expected_groups(0.1)
     for g in range(4):
         n = int((ids == g).sum())
-        n_class = int((LABEL == g // 2).sum())
+        n_class = int((g // 2 == LABEL).sum())
         assert widget.stats.cells[g][1].text() == f"{n:,}"
         assert widget.stats.cells[g][2].text() == f"{n / n_class:.3f}"
 
@@ -156,7 +156,7 @@ def test_tau_slider_recolours_groups_on_screen(setup):
     for tau in (0.1, 0.5, 0.75):
         widget.tau_slider.setValue(tau)
         assert_colours(overlay_colours(viewer, layer), expected_groups(tau), GROUP_COLORS)
-        n_large_tumor = int(((LABEL == 1) & (RATIO >= tau)).sum())
+        n_large_tumor = int(((LABEL == 1) & (tau <= RATIO)).sum())
         assert widget.stats.cells[3][1].text() == f"{n_large_tumor:,}"
 
 
@@ -188,7 +188,7 @@ def test_predictions_and_threshold_slider_recolour_correctness(setup, qtbot, tmp
 
 
 def test_clicking_a_histogram_bin_highlights_exactly_its_patches(setup, qtbot):
-    viewer, widget, _ = setup
+    _viewer, widget, _ = setup
     canvas = widget.histograms
     widget.tabs.setCurrentIndex(0)
     canvas.draw()
@@ -199,7 +199,7 @@ def test_clicking_a_histogram_bin_highlights_exactly_its_patches(setup, qtbot):
     point = QPoint(int(x_disp / ratio), int(canvas.height() - y_disp / ratio) - 2)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=point)
     highlight = widget.current.overlays.layers["highlight"]
-    expected = (LABEL == 0) & (RATIO >= lo) & (RATIO < hi)
+    expected = (LABEL == 0) & (lo <= RATIO) & (hi > RATIO)
     assert expected.sum() > 0
     np.testing.assert_array_equal(highlight.data.astype(bool), expected)
     assert canvas.selected == (2, 5)
@@ -224,7 +224,7 @@ def test_choosing_an_error_centres_the_camera_on_it(setup, qtbot, tmp_path):
 
 
 def test_hovering_a_patch_shows_its_row_in_the_status_bar(setup):
-    viewer, widget, _ = setup
+    viewer, _widget, _ = setup
     r, c = 3, 6
     viewer.mouse_over_canvas = True  # napari computes its own status first, then ours
     viewer.cursor.position = (r * P + 10, c * P + 20)
@@ -251,7 +251,7 @@ def test_mask_of_another_size_gives_a_notification(make_napari_viewer, qtbot, mo
 
 
 def test_table_for_another_slide_gives_a_notification(setup, qtbot, tmp_path):
-    viewer, widget, errors = setup
+    _viewer, widget, errors = setup
     path = tmp_path / "other.csv"
     pd.DataFrame({"slide": "other-slide", "row": [0], "col": [0], "prob": [0.5]}).to_csv(path)
     assert not widget.load_predictions(path)

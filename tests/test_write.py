@@ -152,7 +152,7 @@ def test_writers_take_file_types_from_io_formats():
 def test_both_writers_check_channel_names_alike(tmp_path, pyramid, rng, name):
     _, levels = pyramid
     writer = write_ome_zarr if name.endswith(".zarr") else write_ome_tiff
-    with pytest.raises(ValueError, match="^2 channel names for 3 channels$"):
+    with pytest.raises(ValueError, match=r"^2 channel names for 3 channels$"):
         writer(tmp_path / name, levels, channel_names=["a", "b"], pixel_size=0.5)
     assert list(tmp_path.iterdir()) == []
     # A mask has no channels: names are not checked, and none are written.

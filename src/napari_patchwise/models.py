@@ -194,7 +194,7 @@ def _smallcnn_block(cin: int, cout: int):
     )
 
 
-def SmallCNN(in_channels: int, num_classes: int = 2, width: int = 32) -> torch.nn.Module:  # noqa: N802
+def SmallCNN(in_channels: int, num_classes: int = 2, width: int = 32) -> torch.nn.Module:
     """A few conv-norm-relu blocks with pooling, a global average pool and a linear head.
 
     Four stages (``width``, 2x, 4x, 4x channels), halving the resolution after each of

@@ -256,7 +256,7 @@ def group_count_table(
 
 
 def _check_table(table: pd.DataFrame, required: Sequence[str] | None = None) -> None:
-    required = required or ("label",) + tuple(c for c, _, _ in FIGURE1_PANELS)
+    required = required or ("label", *(c for c, _, _ in FIGURE1_PANELS))
     missing = [c for c in required if c not in table]
     if missing:
         raise PatchwiseError(

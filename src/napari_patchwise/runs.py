@@ -117,7 +117,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler and the zip reader raise many kinds
+    except Exception as exc:  # noqa: BLE001 - the unpickler and the zip reader raise many kinds
         raise PatchwiseError(
             f"not a readable PyTorch checkpoint ({_first_line(exc)})",
             path=path,
@@ -257,9 +257,9 @@ def config_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
         value = new_options[name]
         if name in RESUMABLE_CHANGES or _same(old, value):
             continue
-        if name in ("manifest", "cache_dir", "weights") and old and value:
-            if Path(old).resolve() == Path(value).resolve():
-                continue
+        same_file = name in ("manifest", "cache_dir", "weights") and old and value
+        if same_file and Path(old).resolve() == Path(value).resolve():
+            continue
         changes.append(f"{name} {old!r} -> {value!r}")
     return changes
 

@@ -44,7 +44,7 @@ def stochastic_round(expected: np.ndarray, rng: np.random.Generator) -> np.ndarr
     # a tiny tolerance so that 0.9 * 10 = 8.999999... floors to 9 (fraction 0, not ~1)
     base = np.floor(expected + 1e-9).astype(np.int64)
     frac = np.clip(expected - base, 0.0, None)
-    left = int(round(float(expected.sum()))) - int(base.sum())
+    left = round(float(expected.sum())) - int(base.sum())
     u = rng.random()
     if left <= 0:
         return base

@@ -559,7 +559,7 @@ def _phases(progress: ProgressCallback | None, weights: list[float], total: int 
         def report(done: int, n: int) -> None:
             frac = bounds[i] + (bounds[i + 1] - bounds[i]) * min(1.0, done / max(n, 1))
             # A phase may run several dask computations, each counting from zero.
-            value = int(round(frac * total))
+            value = round(frac * total)
             if value > shown[0] or (value == 0 and shown[0] == 0):
                 shown[0] = value
                 progress(value, total)

@@ -348,7 +348,7 @@ class RunState:
         opt.optimizer.load_state_dict(ckpt["optimizer"])
         opt.method.load_state_dict(ckpt["method"])
         opt.method.to(opt.device)
-        if "scaler" in ckpt and ckpt["scaler"]:
+        if ckpt.get("scaler"):
             opt.scaler.load_state_dict(ckpt["scaler"])
         state = cls(
             step=int(ckpt["step"]),

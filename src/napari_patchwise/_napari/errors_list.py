@@ -135,7 +135,7 @@ class ErrorsPage(QWidget):
             return
         d, s = state.data, state.settings
         positions, confidence = top_errors(d.label, d.prob, threshold=s.threshold, limit=MAX_ROWS)
-        tn, fp, fn, tp = d.evaluator.evaluate(s.tau, s.threshold).confusion
+        _tn, fp, fn, _tp = d.evaluator.evaluate(s.tau, s.threshold).confusion
         self.errors.show_errors(
             positions,
             confidence,

@@ -95,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
     mask_out = Path(args.mask_out) if args.mask_out else default_mask_path(args.out)
     for path, others in ((Path(args.out), ()), (mask_out, (args.out,))):
         is_zarr = path.name.lower().endswith(".zarr")
-        check_output(path, inputs=others, folder_ok=is_zarr, overwrite=args.overwrite, role="the slide (--out)")
+        check_output(
+            path,
+            inputs=others,
+            folder_ok=is_zarr,
+            overwrite=args.overwrite,
+            role="the slide (--out)",
+        )
     with tqdm_progress("synth", unit="‰", disable=args.quiet) as progress:
         out, mask_out = write_synthetic_slide(
             args.out,

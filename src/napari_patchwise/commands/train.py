@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         def on_prepare(self, done, total):
             self.prepare_bar(done, total)
 
-        def on_step(self, step, total, loss):
+        def on_step(self, step, total, loss):  # noqa: ARG002 - the callback's signature
             interrupted["stepped"] = True
             self.step_bar(step, total)
 
@@ -182,9 +182,11 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare:
-            with tqdm_progress("training", unit="step", disable=args.quiet) as steps:
-                run_dir = train(config, CLICallbacks(prepare, steps))
+        with (
+            tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare,
+            tqdm_progress("training", unit="step", disable=args.quiet) as steps,
+        ):
+            run_dir = train(config, CLICallbacks(prepare, steps))
     finally:
         signal.signal(signal.SIGINT, previous)
     if interrupted["flag"]:

@@ -279,7 +279,7 @@ class TiffLevelView:
             segment, _, _ = self._decoders[page](data, index, **self._decode_kwargs[page])
         except MemoryError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every codec has its own error types
+        except Exception as exc:
             # Damaged bytes (a corrupt tile): one line naming the file, not a codec trace.
             raise PatchwiseError(
                 f"tile/strip {index} of level {self._level} (byte {offset}) cannot be "

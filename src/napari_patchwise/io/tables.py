@@ -84,10 +84,7 @@ def read_table(
     if not path.is_file():
         raise PatchwiseError("no such table", path=path, hint="check the path")
     try:
-        if fmt == "parquet":
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, dtype={"slide": str})
+        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, dtype={"slide": str})
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PatchwiseError(

@@ -60,7 +60,7 @@ def read_tiff(path: str | Path) -> LoadedImage:
         _check_complete(tif, series)
         levels = [_level_array(tif, series, i) for i in range(len(series.levels))]
         ome = _ome_pixels(tif)
-        channel_names = _channel_names(tif, series, ome, levels[0].shape[0])
+        channel_names = _channel_names(series, ome, levels[0].shape[0])
         pixel_size = _ome_pixel_size(ome) or _tag_pixel_size(tif)
     except PatchwiseError:
         raise
@@ -205,7 +205,7 @@ def _ome_pixels(tif: Any) -> dict | None:
     return image.get("Pixels") if isinstance(image, dict) else None
 
 
-def _channel_names(tif: Any, series: Any, pixels: dict | None, n: int) -> list[str] | None:
+def _channel_names(series: Any, pixels: dict | None, n: int) -> list[str] | None:
     """Channel names from OME ``Channel/@Name``, or ``R, G, B`` for RGB files."""
     names: list[str] = []
     if pixels is not None:

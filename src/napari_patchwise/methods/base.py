@@ -87,7 +87,7 @@ class Method:
         loss = F.cross_entropy(model(x).float(), y)
         return loss, {"loss": float(loss.detach())}
 
-    def to(self, device: torch.device | str) -> Method:
+    def to(self, device: torch.device | str) -> Method:  # noqa: ARG002 - no state here
         """Move tensor state (e.g. GroupDRO's q) to the model's device."""
         return self
 
