@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 from _cohort import make_cohort
 from napari_patchwise.cli import main

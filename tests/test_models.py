@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 torchvision = pytest.importorskip("torchvision")
 
 from napari_patchwise import PatchwiseError  # noqa: E402
