@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.torch
 
 from _cohort import make_cohort
 from napari_patchwise.cli import main
+
+pytestmark = pytest.mark.torch
 
 FAST = [
     "--model",
