@@ -34,6 +34,7 @@ from ._atomic import atomic_path
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES
 from .methods import METHOD_LABELS
+from .runs import CONFIG, HISTORY, METRICS, PREDICTIONS
 
 SELECT_LABELS = {"val_wga": "val WGA", "val_bca": "val BCA"}
 
@@ -69,21 +70,21 @@ def load_run(path: str | os.PathLike) -> Run:
         raise PatchwiseError(
             "not a run directory", path=path, hint="give directories written by `patchwise train`"
         )
-    for name in ("config.json", "metrics.json", "history.csv"):
+    for name in (CONFIG, METRICS, HISTORY):
         if not (path / name).is_file():
             raise PatchwiseError(
                 f"not a finished run directory (no {name})",
                 path=path,
                 hint="give directories written by `patchwise train` that ran to the end",
             )
-    config = _read_json(path / "config.json")
-    _require(config, ("method", "tau", "seed"), path / "config.json")
-    _check_config(config, path / "config.json")
-    metrics = _read_json(path / "metrics.json")
-    _require(metrics, ("selected_by", "by_selection"), path / "metrics.json")
-    _check_metrics(metrics, path / "metrics.json")
-    history = _read_history(path / "history.csv")
-    if _has_test(metrics) and not (path / "predictions.parquet").is_file():
+    config = _read_json(path / CONFIG)
+    _require(config, ("method", "tau", "seed"), path / CONFIG)
+    _check_config(config, path / CONFIG)
+    metrics = _read_json(path / METRICS)
+    _require(metrics, ("selected_by", "by_selection"), path / METRICS)
+    _check_metrics(metrics, path / METRICS)
+    history = _read_history(path / HISTORY)
+    if _has_test(metrics) and not (path / PREDICTIONS).is_file():
         raise PatchwiseError(
             "run has test metrics but no predictions.parquet",
             path=path,
@@ -337,7 +338,7 @@ def render_html(runs: Sequence[Run], *, bins: int = 20) -> str:
     parts += ["<h2>Learning curves</h2>", _img(learning_curves(runs), "learning curves")]
     parts.append("<h2>Figure 1: test predictions of the selected checkpoints</h2>")
     for run in runs:
-        pred_path = run.path / "predictions.parquet"
+        pred_path = run.path / PREDICTIONS
         if not pred_path.is_file():
             continue
         table = _read_predictions(pred_path)
