@@ -39,6 +39,34 @@ demo: install sysdeps
 		xvfb-run -a -s "-screen 0 1600x1000x24" $(VENV)/bin/patchwise demo --out $(DEMO_OUT) --no-gui; \
 	fi
 
+# Every benchmark's quick mode (small inputs, same-run baselines, the same tables), one at a
+# time; each one's output is printed and kept in benchmarks/_results/<name>.txt, and the
+# rule fails if any benchmark fails. `make bench BENCH_ARGS=` runs the full sizes (hours;
+# figure1_sample then redraws docs/images/figure1_sample.png).
+BENCH_ARGS ?= --quick
+XVFB := xvfb-run -a -s "-screen 0 1600x1000x24"
+
+bench: install sysdeps
+	@set -o pipefail; mkdir -p benchmarks/_results; failed=""; start=$$SECONDS; \
+	run() { \
+		name=$$1; shift; echo "=== $$name: $$* $(BENCH_ARGS)"; t0=$$SECONDS; \
+		if PYTHONUNBUFFERED=1 "$$@" $(BENCH_ARGS) 2>&1 | tee benchmarks/_results/$$name.txt; \
+		then echo "=== $$name: ok ($$((SECONDS - t0)) s)"; \
+		else echo "=== $$name: FAILED ($$((SECONDS - t0)) s)"; failed="$$failed $$name"; fi; \
+	}; \
+	run bench_stats $(PY) benchmarks/bench_stats.py --intensity; \
+	run bench_stats_headless $(PY) benchmarks/bench_stats.py --headless --before; \
+	run bench_read $(PY) benchmarks/bench_read.py; \
+	run bench_regroup $(PY) benchmarks/bench_regroup.py; \
+	run bench_train $(PY) benchmarks/bench_train.py; \
+	run bench_model_panel $(PY) benchmarks/bench_model_panel.py; \
+	run figure1_sample $(PY) benchmarks/figure1_sample.py; \
+	run planted_bias $(PY) benchmarks/planted_bias.py; \
+	run bench_open $(XVFB) $(PY) benchmarks/bench_open.py; \
+	run bench_viewer $(XVFB) $(PY) benchmarks/bench_viewer.py; \
+	echo "=== benchmarks: $$((SECONDS - start)) s in all"; \
+	if [ -n "$$failed" ]; then echo "=== failed:$$failed"; exit 1; fi
+
 lint: install
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks

@@ -5,11 +5,14 @@ process; see ``_napari/train_worker.py``). Baseline, measured in the same run:
 ``train.train`` in this process (torch already imported, caches warm). Reported: time
 to the first step event and total time for a 40-step smallcnn run on the tiny test cohort.
 
-    .venv/bin/python benchmarks/bench_model_panel.py
+    .venv/bin/python benchmarks/bench_model_panel.py [--steps 40] [--quick]
+
+``--quick`` (what ``make bench`` runs): 10 steps instead of 40, the same comparison.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import tempfile
@@ -30,6 +33,11 @@ class FirstStep(TrainCallbacks):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (40; quick 10)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
+    args = parser.parse_args()
+    steps = args.steps or (10 if args.quick else 40)
     folder = Path(tempfile.mkdtemp(prefix="bench_model_panel_"))
     manifest = make_cohort(folder, patch=16)
 
@@ -39,8 +47,8 @@ def main() -> None:
             out=str(folder / name),
             model="smallcnn",
             patch_size=16,
-            steps=40,
-            eval_every=20,
+            steps=steps,
+            eval_every=max(1, steps // 2),
             batch_size=16,
             num_threads=1,
             seed=0,

@@ -15,6 +15,10 @@ The slides are generated once into ``benchmarks/_data/`` (git-ignored) with
 ``write_synthetic_slide``; their writing time is reported too.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_open.py
+
+``--quick`` (what ``make bench`` runs): an 8192 px mosaic of a 2048 px slide, a 2048 px
+baseline slide, 2 x 2 pan positions; the same three runs and table. Its slides are kept in
+``benchmarks/_data/quick/`` and its results in ``bench_open_quick.json``.
 """
 
 from __future__ import annotations
@@ -31,23 +35,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
 RESULTS = HERE / "_results"
+QUICK_DATA = DATA / "quick"  # small inputs of --quick, apart from the full-size ones
 
 
-def ensure_slide(size: int) -> tuple[Path, float | None]:
+def ensure_slide(size: int, data: Path = DATA) -> tuple[Path, float | None]:
     """The synthetic slide of side ``size`` (written if missing) and its write time."""
     from napari_patchwise._progress import tqdm_progress
     from napari_patchwise.synth import SynthConfig, write_synthetic_slide
 
-    path = DATA / f"synth{size}.ome.tif"
+    path = data / f"synth{size}.ome.tif"
     if path.is_file():
         return path, None
+    data.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with tqdm_progress(f"writing {path.name}", unit="‰") as progress:
         write_synthetic_slide(path, config=SynthConfig(size=(size, size)), progress=progress)
     return path, time.perf_counter() - start
 
 
-def ensure_mosaic(size: int, tile_side: int = 4096) -> tuple[Path, float | None]:
+def ensure_mosaic(size: int, tile_side: int = 4096, data: Path = DATA) -> tuple[Path, float | None]:
     """A ``size``-square slide tiled from the synthetic ``tile_side`` slide (if missing).
 
     Rendering a unique 50k x 50k slide takes ~1000 CPU-seconds (8 min on two idle
@@ -64,10 +70,10 @@ def ensure_mosaic(size: int, tile_side: int = 4096) -> tuple[Path, float | None]
     from napari_patchwise.io.write import write_ome_tiff
     from napari_patchwise.synth import CHANNEL_NAMES
 
-    path = DATA / f"mosaic{size}.ome.tif"
+    path = data / f"mosaic{size}.ome.tif"
     if path.is_file():
         return path, None
-    source, _ = ensure_slide(tile_side)
+    source, _ = ensure_slide(tile_side, data)
     with tifffile.TiffFile(source) as tif:
         tile0 = tif.series[0].levels[0].asarray()
     start = time.perf_counter()
@@ -206,9 +212,10 @@ def run_child(path: Path, plugin: str, grid: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=50_000, help="big slide side (50000)")
-    parser.add_argument("--baseline-size", type=int, default=8192, help="small slide (8192)")
-    parser.add_argument("--grid", type=int, default=8, help="pan positions per axis (8)")
+    parser.add_argument("--size", type=int, default=None, help="big slide side (50000)")
+    parser.add_argument("--baseline-size", type=int, default=None, help="small slide (8192)")
+    parser.add_argument("--grid", type=int, default=None, help="pan positions per axis (8)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
     parser.add_argument(
         "--render",
         action="store_true",
@@ -225,14 +232,20 @@ def main() -> None:
         return
     if not os.environ.get("DISPLAY"):
         sys.exit('no display: run under xvfb-run -a -s "-screen 0 1600x1000x24"')
+    quick = {"size": 8192, "baseline_size": 2048, "grid": 2}
+    full = {"size": 50_000, "baseline_size": 8192, "grid": 8}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    data, tile_side = (QUICK_DATA, 2048) if args.quick else (DATA, 4096)
 
     if args.big:
         big, big_write = args.big, None
     elif args.render:
-        big, big_write = ensure_slide(args.size)
+        big, big_write = ensure_slide(args.size, data)
     else:
-        big, big_write = ensure_mosaic(args.size)
-    small, small_write = ensure_slide(args.baseline_size)
+        big, big_write = ensure_mosaic(args.size, tile_side, data)
+    small, small_write = ensure_slide(args.baseline_size, data)
     results = {
         "write_s": {big.name: big_write, small.name: small_write},
         "runs": [
@@ -242,7 +255,8 @@ def main() -> None:
         ],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_open.json").write_text(json.dumps(results, indent=2))
+    name = "bench_open_quick.json" if args.quick else "bench_open.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     print()
     print(

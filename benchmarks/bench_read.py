@@ -21,7 +21,11 @@
    (zarr store reader, searchsorted mask mapping), with only the mapping replaced, and
    through the current one, against a numpy reshape-sum over the mask in memory.
 
-Run:  .venv/bin/python benchmarks/bench_read.py [--side 4096] [--open-side 50000]
+``--quick`` (what ``make bench`` runs): a 2048 px image, a 4096 px pyramid to open, one
+repeat, and the streaming and ``patch_stats`` comparisons on the 2048 px image and mask
+(all in a temporary folder).
+
+Run:  .venv/bin/python benchmarks/bench_read.py [--side 4096] [--open-side 50000] [--quick]
       .venv/bin/python benchmarks/bench_read.py --side 0 \
           --stream benchmarks/_data/bench_20480_mask.tif benchmarks/_data/bench_20480.ome.tif \
           --stats benchmarks/_data/bench_20480.ome.tif benchmarks/_data/bench_20480_mask.tif
@@ -312,71 +316,79 @@ def bench_stats(image: Path, mask: Path, repeats: int, patch: int = 256) -> dict
     return results
 
 
+def print_results(title: str, results: dict, width: int, digits: int = 2) -> None:
+    print(f"\n{title}")
+    for name, r in results.items():
+        extras = ", ".join(
+            f"{k}={v:.{digits}f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+        )
+        print(f"  {name:{width}s} {extras}", flush=True)
+
+
+def run_stream_and_stats(stream: list[Path], stats, repeats: int, chunk_sides: list[int]) -> None:
+    for path in stream:
+        shape = tifffile.TiffFile(path).series[0].levels[0].shape
+        results = bench_stream(path, repeats, chunk_sides)
+        print_results(f"streaming level 0 of {path} ({shape})", results, 44)
+    if stats:
+        image, mask = stats
+        title = f"patch_stats (256 px patches, tissue from the mask) of {image.name} + {mask.name}"
+        print_results(title, bench_stats(image, mask, repeats), 52)
+
+
+def write_inputs(tmp: Path, side: int) -> None:
+    """The single-level image and a 3-class mask of the same size, in ``tmp``."""
+    t0 = time.perf_counter()
+    make_image(tmp / "single.tif", side)
+    rng = np.random.default_rng(1)
+    mask = np.zeros((side, side), np.uint8)
+    mask[side // 4 : side // 2, side // 4 : side // 2] = 1
+    mask[side // 3 : side // 2, side // 3 : side // 2] = 2
+    mask[rng.integers(0, side, 50), rng.integers(0, side, 50)] = 2
+    tifffile.imwrite(tmp / "mask.tif", mask, tile=(512, 512), compression="zlib")
+    print(
+        f"inputs: {side} x {side} x 3 uint8 single-level TIFF + mask ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", type=int, default=4096)
-    parser.add_argument("--open-side", type=int, default=0, help="also time opening N x N x 3")
+    parser.add_argument("--side", type=int, default=None, help="(4096; quick 2048)")
+    parser.add_argument(
+        "--open-side", type=int, default=None, help="also time opening N x N x 3 (quick 4096)"
+    )
     parser.add_argument("--stream", type=Path, nargs="*", default=[], help="TIFFs to stream")
     parser.add_argument("--chunk-sides", type=int, nargs="*", default=[])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None, help="(2; quick 1)")
     parser.add_argument("--stats", type=Path, nargs=2, metavar=("IMAGE", "MASK"))
+    parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
     args = parser.parse_args()
-    for path in args.stream:
-        print(
-            f"\nstreaming level 0 of {path} ({tifffile.TiffFile(path).series[0].levels[0].shape})"
-        )
-        for name, r in bench_stream(path, args.repeats, args.chunk_sides).items():
-            extras = ", ".join(f"{k}={v:.2f}" for k, v in r.items())
-            print(f"  {name:44s} {extras}", flush=True)
-    if args.stats:
-        image, mask = args.stats
-        print(f"\npatch_stats (256 px patches, tissue from the mask) of {image.name} + {mask.name}")
-        for name, r in bench_stats(image, mask, args.repeats).items():
-            extras = ", ".join(f"{k}={v:.2f}" for k, v in r.items())
-            print(f"  {name:52s} {extras}", flush=True)
+    quick = {"side": 2048, "open_side": 4096, "repeats": 1}
+    full = {"side": 4096, "open_side": 0, "repeats": 2}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    run_stream_and_stats(args.stream, args.stats, args.repeats, args.chunk_sides)
     side = args.side
     if not side:
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        make_image(tmp / "single.tif", side)
-        rng = np.random.default_rng(1)
-        mask = np.zeros((side, side), np.uint8)
-        mask[side // 4 : side // 2, side // 4 : side // 2] = 1
-        mask[side // 3 : side // 2, side // 3 : side // 2] = 2
-        mask[rng.integers(0, side, 50), rng.integers(0, side, 50)] = 2
-        tifffile.imwrite(tmp / "mask.tif", mask, tile=(512, 512), compression="zlib")
-        del mask
-        print(
-            f"inputs: {side} x {side} x 3 uint8 single-level TIFF + mask ({time.perf_counter() - t0:.1f} s)"
-        )
+        write_inputs(tmp, side)
         reads = TileReads()
-        for title, results in (
-            (
-                "display pyramid, levels 1.. written once",
-                bench_pyramid(tmp / "single.tif", tmp, reads),
-            ),
-            ("mask value check", bench_mask_values(tmp / "mask.tif")),
-        ):
-            print(f"\n{title}")
-            for name, r in results.items():
-                extras = ", ".join(
-                    f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                )
-                print(f"  {name:34s} {extras}")
+        pyramid = bench_pyramid(tmp / "single.tif", tmp, reads)
+        print_results("display pyramid, levels 1.. written once", pyramid, 34)
+        print_results("mask value check", bench_mask_values(tmp / "mask.tif"), 34)
         if args.open_side:
             t0 = time.perf_counter()
             write_sparse_pyramid(tmp / "big.ome.tif", args.open_side)
-            n = args.open_side
-            print(
-                f"\nopening a {n} x {n} x 3 pyramidal OME-TIFF (written in {time.perf_counter() - t0:.0f} s)"
-            )
-            for name, r in bench_open(tmp / "big.ome.tif").items():
-                extras = ", ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                )
-                print(f"  {name:34s} {extras}")
+            n, written = args.open_side, time.perf_counter() - t0
+            title = f"opening a {n} x {n} x 3 pyramidal OME-TIFF (written in {written:.0f} s)"
+            print_results(title, bench_open(tmp / "big.ome.tif"), 34, digits=3)
+        if args.quick and not (args.stream or args.stats):
+            # The streaming and patch_stats comparisons too, on the small inputs above.
+            single, mask = tmp / "single.tif", tmp / "mask.tif"
+            run_stream_and_stats([mask, single], (single, mask), args.repeats, args.chunk_sides)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ behaviour (display pyramid written to the cache, mask values checked in a separa
 
 The slide is generated once into benchmarks/_data/ (git-ignored) with the project's
 synthetic-slide writer.
+
+``--quick`` (what ``make bench`` runs, with and without ``--headless``): the same steps and
+table on small inputs (a 4096 x 4096 slide, 30 looped patches; a 2048 x 2560 single-level
+slide with ``--headless``), generated once into benchmarks/_data/quick/ so they never
+replace the full-size files.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import numpy as np
 import psutil
 
 DATA = Path(__file__).parent / "_data"
+QUICK_DATA = DATA / "quick"  # small inputs of --quick, apart from the full-size ones
 
 
 class PeakRSS:
@@ -80,13 +86,14 @@ def timed(fn):
     return result, seconds, mem.peak_mb
 
 
-def ensure_slide(size: int) -> tuple[Path, Path]:
+def ensure_slide(size: int, data: Path = DATA) -> tuple[Path, Path]:
     from napari_patchwise.synth import SynthConfig, write_synthetic_slide
 
-    image = DATA / f"bench_{size}.ome.tif"
-    mask = DATA / f"bench_{size}_mask.tif"
+    image = data / f"bench_{size}.ome.tif"
+    mask = data / f"bench_{size}_mask.tif"
     if not (image.exists() and mask.exists()):
         print(f"generating {image} ({size} x {size} x 3) ...", flush=True)
+        data.mkdir(parents=True, exist_ok=True)
         write_synthetic_slide(image, mask, SynthConfig(size=(size, size), seed=1, chunk=2048))
     return image, mask
 
@@ -97,7 +104,9 @@ def floor_counts(mask: np.ndarray, p: int) -> np.ndarray:
     return np.stack([(m == cls).reshape(r, p, c, p).sum(axis=(1, 3)) for cls in (1, 2)])
 
 
-def ensure_single_level(height: int = 16384, width: int = 20480) -> tuple[Path, Path]:
+def ensure_single_level(
+    height: int = 16384, width: int = 20480, data: Path = DATA
+) -> tuple[Path, Path]:
     """A single-level tiled image (3 x uint8) and 3-class mask, written tile by tile.
 
     The mask is blobs of tissue with tumor inside (a smooth random field, thresholded);
@@ -107,11 +116,11 @@ def ensure_single_level(height: int = 16384, width: int = 20480) -> tuple[Path, 
     """
     import tifffile
 
-    image_path = DATA / f"single_{height}x{width}.tif"
-    mask_path = DATA / f"single_{height}x{width}_mask.tif"
+    image_path = data / f"single_{height}x{width}.tif"
+    mask_path = data / f"single_{height}x{width}_mask.tif"
     if image_path.exists() and mask_path.exists():
         return image_path, mask_path
-    DATA.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
     print(f"generating {image_path} ({height} x {width} x 3, single level) ...", flush=True)
     rng = np.random.default_rng(3)
     coarse = rng.random((height // 512 + 2, width // 512 + 2))
@@ -145,7 +154,7 @@ def ensure_single_level(height: int = 16384, width: int = 20480) -> tuple[Path, 
     return image_path, mask_path
 
 
-def headless(patch: int, before: bool) -> None:
+def headless(patch: int, before: bool, quick: bool = False) -> None:
     """``patchwise stats`` on a single-level slide against the read-plus-numpy floor."""
     import os
     import tempfile
@@ -155,12 +164,13 @@ def headless(patch: int, before: bool) -> None:
     from napari_patchwise.cli import main as cli_main
     from napari_patchwise.io.tables import read_table
 
-    image_path, mask_path = ensure_single_level()
+    data = QUICK_DATA if quick else DATA
+    image_path, mask_path = ensure_single_level(*((2048, 2560) if quick else ()), data=data)
     work = Path(tempfile.mkdtemp(prefix="bench-stats-"))
     cache = work / "cache"
     cache.mkdir()
     os.environ["PATCHWISE_CACHE_DIR"] = str(cache)
-    inputs_before = sorted(DATA.iterdir())
+    inputs_before = sorted(data.iterdir())
     rows = []
 
     def floor():
@@ -179,7 +189,7 @@ def headless(patch: int, before: bool) -> None:
     rows.append(("patchwise stats (empty cache folder)", t_cli, m_cli))
     written = sorted(p.relative_to(work) for p in work.rglob("*") if p.is_file())
     assert written == [Path("out/t.parquet")], written
-    assert sorted(DATA.iterdir()) == inputs_before
+    assert sorted(data.iterdir()) == inputs_before
     table = read_table(out)
     assert table["n_healthy"].tolist() == counts[0].ravel().tolist()
     assert table["n_tumor"].tolist() == counts[1].ravel().tolist()
@@ -207,16 +217,21 @@ def headless(patch: int, before: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=20480)
+    parser.add_argument("--size", type=int, default=None, help="slide side (20480; quick 4096)")
     parser.add_argument("--patch", type=int, default=256)
-    parser.add_argument("--loop-patches", type=int, default=150)
+    parser.add_argument("--loop-patches", type=int, default=None, help="(150; quick 30)")
     parser.add_argument("--intensity", action="store_true")
     parser.add_argument("--headless", action="store_true", help="time `patchwise stats` itself")
     parser.add_argument("--before", action="store_true", help="with --headless: the old path too")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
     args = parser.parse_args()
     if args.headless:
-        headless(args.patch, args.before)
+        headless(args.patch, args.before, args.quick)
         return
+    if args.size is None:
+        args.size = 4096 if args.quick else 20480
+    if args.loop_patches is None:
+        args.loop_patches = 30 if args.quick else 150
 
     import dask
     import dask.array as da
@@ -224,7 +239,7 @@ def main() -> None:
     from napari_patchwise.grid import PatchGrid, patch_stats
     from napari_patchwise.io import open_slide
 
-    image_path, mask_path = ensure_slide(args.size)
+    image_path, mask_path = ensure_slide(args.size, QUICK_DATA if args.quick else DATA)
     p = args.patch
     grid = PatchGrid(p)
     slide = open_slide(image_path, mask=mask_path)

@@ -11,6 +11,9 @@ Measures, in one run on the same machine:
   (what the cache avoids).
 
     .venv/bin/python benchmarks/bench_train.py [--patch 64] [--n 8192]
+
+``--quick`` (what ``make bench`` runs): 512 cached patches, 10 loader batches, 2 model
+steps, 50 reads from a 1024 px slide; the same comparison and table.
 """
 
 from __future__ import annotations
@@ -78,20 +81,20 @@ def model_rate(patch: int, channels: int, batch_size: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - t0)
 
 
-def slide_read_rate(folder: Path, patch: int, n: int) -> float:
+def slide_read_rate(folder: Path, patch: int, n: int, side: int = 4096) -> float:
     import tifffile
 
     from napari_patchwise.io import open_slide
 
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (3, 4096, 4096), dtype=np.uint8)
+    image = rng.integers(0, 255, (3, side, side), dtype=np.uint8)
     path = folder / "slide.ome.tif"
     tifffile.imwrite(
         path, image, metadata={"axes": "CYX"}, ome=True, tile=(512, 512), compression="zlib"
     )
     level0 = open_slide(path, pyramid_cache=False).levels[0]
-    ys = rng.integers(0, 4096 - patch, n)
-    xs = rng.integers(0, 4096 - patch, n)
+    ys = rng.integers(0, side - patch, n)
+    xs = rng.integers(0, side - patch, n)
     t0 = time.perf_counter()
     for y, x in zip(ys, xs, strict=True):
         np.asarray(level0[:, y : y + patch, x : x + patch].compute())
@@ -101,11 +104,18 @@ def slide_read_rate(folder: Path, patch: int, n: int) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch", type=int, default=64)
-    parser.add_argument("--n", type=int, default=8192, help="patches in the cache")
+    parser.add_argument("--n", type=int, default=None, help="patches in the cache (8192)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=150)
-    parser.add_argument("--model-steps", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=None, help="(150)")
+    parser.add_argument("--model-steps", type=int, default=None, help="(5)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
     args = parser.parse_args(argv)
+    quick = {"n": 512, "batches": 10, "model_steps": 2}
+    full = {"n": 8192, "batches": 150, "model_steps": 5}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    reads, read_side = (50, 1024) if args.quick else (300, 4096)
 
     import torch
 
@@ -144,7 +154,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(threads)
         rates["ResNet-18 training (baseline)"] = best
         rates["uncached random reads from a tiled OME-TIFF"] = slide_read_rate(
-            folder, args.patch, 300
+            folder, args.patch, reads, read_side
         )
 
     base = rates["ResNet-18 training (baseline)"]

@@ -24,6 +24,9 @@ median over many changes:
   would cost (the approach the widget avoids).
 
 Budget (issue 4): plugin work <= 5 ms; change + repaint <= 2 x plain repaint.
+
+``--quick`` (what ``make bench`` runs): a 200 x 200 grid (40,000 patches), 5 changes per
+slider; the same measures and table (the budget is about the full size).
 """
 
 from __future__ import annotations
@@ -76,9 +79,14 @@ def synthetic_table(n_side: int, patch: int, seed: int = 0) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", type=int, default=1000, help="patches per side")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--side", type=int, default=None, help="patches per side (1000)")
+    parser.add_argument("--repeats", type=int, default=None, help="changes per slider (30)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
     args = parser.parse_args()
+    if args.side is None:
+        args.side = 200 if args.quick else 1000
+    if args.repeats is None:
+        args.repeats = 5 if args.quick else 30
 
     import napari
     from qtpy.QtWidgets import QApplication
