@@ -198,3 +198,23 @@ def test_check_cohort_shows_beta_max_for_the_current_tau_and_c(dock, qtbot, mani
     assert panel.form.beta_max_label.text().endswith("beta is too large")
     panel.form.patch_size.setValue(2 * P)  # other patches: the bound is unknown again
     assert panel.beta_max() is None
+
+
+def test_the_dock_mask_map_is_the_cohort_map_for_training(dock, monkeypatch, manifest, tmp_path):
+    """One map for the slides shown and the cohort trained (it was the default, always)."""
+    _, widget, panel, notes = dock
+    fill(panel, manifest, tmp_path / "run")
+    spec = "0=background,1=healthy,2=tumor,3=tumor"
+    widget.mask_map_field.setCurrentText(spec)
+    started = []
+    monkeypatch.setattr(
+        panel.job, "start_generator", lambda _fn, config, *a, **k: started.append(config)
+    )
+    panel.form.train_button.click()
+    assert notes["error"] == []
+    assert [c.patch.mask_map for c in started] == [spec]
+    assert panel._groups_key()[2] == spec  # Check cohort's groups use it too
+    widget.mask_map_field.setCurrentText("0=bg,1=bone")
+    panel.form.train_button.click()
+    assert len(started) == 1 and "mask map" in notes["error"][-1]
+    assert panel.beta_max() is None

@@ -226,9 +226,16 @@ def cache_key(entry: CohortEntry, settings: PatchSettings) -> str:
         "image": _file_key(entry.image),
         "mask": _file_key(entry.mask),
         "slide": entry.slide,
-        "settings": asdict(settings),
+        "settings": {**asdict(settings), "mask_map": _canonical_map(settings.mask_map)},
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _canonical_map(mask_map: str | None) -> str:
+    """One spelling per map (``None``, ``"default"`` and the spec are the same map)."""
+    from .io.mask import MaskMap, as_mask_map
+
+    return str(as_mask_map(mask_map) or MaskMap.default())
 
 
 # Characters kept from a slide id in a cache file name; anything else becomes "_".
@@ -250,7 +257,7 @@ def cache_stem(slide: str, key: str) -> str:
 
 def _cached_table(path: Path, n_patches: int) -> pd.DataFrame | None:
     """The patch table stored at ``path``, or None if it is missing or not a whole table."""
-    from .grid import TABLE_COLUMNS
+    from .schema import TABLE_COLUMNS
 
     if not path.is_file():
         return None

@@ -108,6 +108,14 @@ class ModelPanel(QWidget):
         form.patch_size.valueChanged.connect(self._show_beta_max)
 
     # -- tau and GERNE's bound ------------------------------------------------------------
+    def _mask_map(self) -> str:
+        """The dock's mask map: one map for the slides shown and the cohort trained."""
+        return str(self.dock.mask_map_field.mask_map())
+
+    def _groups_key(self) -> tuple[str, int, str]:
+        """What the training split's groups depend on besides tau (raises on a bad map)."""
+        return (*self.form.groups_key(), self._mask_map())
+
     def _tau(self) -> float:
         return float(self.dock.tau_slider.value())
 
@@ -117,7 +125,11 @@ class ModelPanel(QWidget):
 
     def beta_max(self) -> float | None:
         """GERNE's bound at the current tau and c (None until the cohort was checked)."""
-        if self._train_groups is None or self._train_groups[0] != self.form.groups_key():
+        try:
+            key = self._groups_key()
+        except PatchwiseError:  # a bad mask map: no bound until it is fixed
+            return None
+        if self._train_groups is None or self._train_groups[0] != key:
             return None
         from ..methods.base import TrainingGroups
         from ..methods.gerne import beta_max
@@ -140,7 +152,8 @@ class ModelPanel(QWidget):
             notify.info(BUSY)
             return
         try:
-            config = self.form.config(self._tau(), self.extra_options)
+            options = {"mask_map": self._mask_map(), **self.extra_options}
+            config = self.form.config(self._tau(), options)
         except PatchwiseError as exc:
             notify.error(str(exc))
             return
@@ -247,18 +260,19 @@ class ModelPanel(QWidget):
         if self.busy():
             notify.info(BUSY)
             return
-        manifest, patch_size = key = self.form.groups_key()
-        if not manifest or not Path(manifest).is_file():
-            notify.error(
-                str(PatchwiseError("cohort manifest not found", path=manifest or "(none)"))
-            )
+        try:
+            manifest, patch_size, mask_map = key = self._groups_key()
+            if not manifest or not Path(manifest).is_file():
+                raise PatchwiseError("cohort manifest not found", path=manifest or "(none)")
+        except PatchwiseError as exc:
+            notify.error(str(exc))
             return
         from ..data import PatchSettings
 
         self._show_busy(0, "preparing the cohort")
         self.status_label.setText(f"preparing the training slides of {Path(manifest).name}…")
         self.job.start(
-            train_groups_job(manifest, PatchSettings(patch_size=patch_size)),
+            train_groups_job(manifest, PatchSettings(patch_size=patch_size, mask_map=mask_map)),
             returned=lambda arrays, k=key: self._on_checked(k, *arrays),
             progress=self._on_job_progress,
         )

@@ -53,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import PatchwiseError
     from ..io import open_slide
     from ..io.pyramid_cache import staged_pyramid
-    from ..io.reader import load_image
     from ..io.write import write_ome_tiff, write_ome_zarr
 
     out = Path(args.out)
@@ -72,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         args.input,
         channel_names=args.channel_names,
         pixel_size=args.pixel_size,
-        pyramid_cache=False,
+        pyramid=False,  # the stored levels only: nothing built that is not written
     )
-    stored_levels = len(load_image(args.input).levels)
+    stored_levels = len(slide.levels)
 
     def write(levels, progress) -> None:
         common = dict(

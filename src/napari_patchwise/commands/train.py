@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import (
     finite_float,
     non_negative_float,
@@ -56,10 +57,7 @@ HELP = {
     "cache_dir": "patch cache folder (default: .patchwise-cache beside the manifest)",
     "resume": "continue the run in --out from its last.pt",
 }
-CHOICES = {
-    "tissue": ("auto", "mask", "intensity"),
-    "background": ("dark", "bright"),
-}
+CHOICES = {"tissue": TISSUE_MODES, "background": BACKGROUNDS}
 OPTIONAL_TYPES = {
     "stride": int,
     "tissue_threshold": float,
