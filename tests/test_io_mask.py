@@ -206,3 +206,9 @@ def test_mask_map_parse_and_format():
             MaskMap.parse(spec)
     assert MaskMap.parse("binary255") == MaskMap({0: BACKGROUND, 255: TUMOR})
     assert MaskMap.parse("3class") == MaskMap.parse("") == MaskMap.default()
+
+
+def test_a_preset_label_means_its_spec():
+    assert MaskMap.parse("binary (0=background,1=tumor)") == MaskMap.binary()
+    assert MaskMap.parse("mine (0=background,255=tumor)") == MaskMap.parse("binary255")
+    assert MaskMap.parse("binary255") != MaskMap.binary()  # a name is not its first word

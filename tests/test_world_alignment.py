@@ -387,4 +387,4 @@ def test_view_rejects_a_bad_mask_map_before_napari_starts(tmp_path, capsys):
     code = main(["view", str(image_path), "--mask", str(mask_path), "--mask-map", "1=tumour?"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "mask map '1=tumour?': cannot read mask map item" in err[0]
+    assert len(err) == 1 and "cannot read mask map item '1=tumour?'" in err[0]

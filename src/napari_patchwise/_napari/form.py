@@ -113,9 +113,6 @@ def mask_map_from_text(text: str) -> MaskMap:
         The text is not a mask map (the message quotes the item it could not read).
     """
     text = text.strip()
-    _, paren, rest = text.partition(" (")
-    if paren and rest.endswith(")"):  # a preset's label: "NAME (SPEC)" means SPEC
-        text = rest[:-1]
     try:
         return MaskMap.parse(text)
     except PatchwiseError as exc:

@@ -45,11 +45,9 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.image, args.mask, args.table):
         if path is not None and not path.exists():
             raise PatchwiseError("no such file", path=path, hint="check the path")
-    mask_map = None
-    if args.mask_map is not None:
-        from .._napari.form import mask_map_from_text
+    from ..io.mask import as_mask_map
 
-        mask_map = mask_map_from_text(args.mask_map)  # a bad spec: one line, exit 2
+    mask_map = as_mask_map(args.mask_map)  # a bad spec: one line, exit 2, before Qt loads
     table = None
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.

@@ -103,10 +103,15 @@ class MaskMap:
     def parse(cls, text: str) -> MaskMap:
         """Parse ``"0=background,1=healthy,2=tumor"`` or a preset name (:data:`PRESETS`).
 
+        A label ``"NAME (SPEC)"`` (as the dock lists presets) means its ``SPEC``.
+
         Class names: background (or non-tumor), healthy (or tissue), tumor. A value named
         twice is an error, even with the same class: it is almost always a typo.
         """
         text = text.strip()
+        _, paren, inner = text.partition(" (")
+        if paren and inner.endswith(")"):  # a preset's label, "NAME (SPEC)", means SPEC
+            text = inner[:-1].strip()
         if not text:
             return cls.default()
         preset = PRESETS.get(text.lower())
