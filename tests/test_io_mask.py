@@ -212,3 +212,17 @@ def test_a_preset_label_means_its_spec():
     assert MaskMap.parse("binary (0=background,1=tumor)") == MaskMap.binary()
     assert MaskMap.parse("mine (0=background,255=tumor)") == MaskMap.parse("binary255")
     assert MaskMap.parse("binary255") != MaskMap.binary()  # a name is not its first word
+
+
+def test_a_palette_png_mask_is_read_as_its_indices(tmp_path, rng):
+    labels = _labels((30, 20), [0, 1, 2], rng)
+    im = Image.fromarray(labels, mode="P")
+    im.putpalette([0, 0, 0, 0, 200, 0, 220, 30, 30] + [0] * (256 * 3 - 9))
+    im.save(tmp_path / "m.png")
+    mapped, _, kind = read_mask(tmp_path / "m.png", (30, 20))
+    assert kind == "3class"
+    np.testing.assert_array_equal(mapped.compute(), labels)
+    # as an image the same file still shows its colours
+    from napari_patchwise.io.image import read_image
+
+    assert read_image(tmp_path / "m.png").levels[0].shape == (3, 30, 20)

@@ -55,8 +55,11 @@ def is_zarr_store(path: Path) -> bool:
     return any((path / name).is_file() for name in ("zarr.json", ".zattrs", ".zgroup", ".zarray"))
 
 
-def load_image(path: str | os.PathLike) -> LoadedImage:
-    """Read ``path`` with the reader for its format; levels stay lazy."""
+def load_image(path: str | os.PathLike, *, labels: bool = False) -> LoadedImage:
+    """Read ``path`` with the reader for its format; levels stay lazy.
+
+    ``labels=True`` reads a label image: a palette PNG gives its indices, not colours.
+    """
     kind = image_format(path)
     if kind == "tiff":
         from .tiff import read_tiff
@@ -68,7 +71,7 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         return read_ome_zarr(path)
     from .image import read_image
 
-    return read_image(path)
+    return read_image(path, labels=labels)
 
 
 def slide_name(path: Path) -> str:

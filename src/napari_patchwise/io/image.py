@@ -14,10 +14,12 @@ from ._loaded import LoadedImage
 MAX_PIXELS = 20_000 * 20_000
 
 
-def read_image(path: str | Path) -> LoadedImage:
+def read_image(path: str | Path, *, labels: bool = False) -> LoadedImage:
     """Read a PNG or JPEG as one ``(C, Y, X)`` level.
 
     Gray images have one channel; RGB(A) images are named ``R, G, B`` and lose alpha.
+    A palette image shows its colours, or with ``labels=True`` (a mask) its indices:
+    masks drawn in a paint program are often palette PNGs whose indices are the classes.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -31,7 +33,8 @@ def read_image(path: str | Path) -> LoadedImage:
                     hint="convert it to a tiled pyramidal OME-TIFF",
                 )
             mode = im.mode
-            if mode in ("P", "PA"):  # palette: map to real colours (or gray levels)
+            keep_indices = labels and mode == "P"  # a mask's palette indices are its labels
+            if mode in ("P", "PA") and not keep_indices:  # palette: map to real colours
                 im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
             elif mode in ("LA",):
                 im = im.convert("L")

@@ -270,7 +270,7 @@ def read_mask(
         for ``check_values=False``).
     """
     path = Path(path)
-    labels = load_image(path).levels[0]
+    labels = load_image(path, labels=True).levels[0]
     if labels.shape[0] != 1:
         raise PatchwiseError(
             f"mask has {labels.shape[0]} channels; expected a single-channel label image",
