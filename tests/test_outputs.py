@@ -282,3 +282,23 @@ def test_distributed_shutdown_signal_is_not_printed(mode):
     assert proc.returncode == 0, proc.stderr
     assert ("AllExit" in proc.stderr) == (mode == "loud")  # the loud run proves the probe
     assert "ValueError: real" in proc.stderr  # other unretrieved errors still show
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json", "history.csv", "last.pt"])
+def test_report_never_overwrites_a_file_of_a_run(tmp_path, capsys, name):
+    run = make_run(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert main(["report", str(run), "--out", str(run / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # a new file beside the run's files is fine
+    assert main(["report", str(run), "--out", str(run / "report.html")]) == 0
+
+
+def test_report_refuses_a_run_listed_twice(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    args = ["report", str(run), str(tmp_path / "." / "run"), "--out", str(tmp_path / "r.html")]
+    assert main(args) == 2
+    assert "run listed twice" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()

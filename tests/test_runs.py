@@ -260,3 +260,21 @@ def test_cli_predict_refuses_before_writing(run, tmp_path, capsys, case):
         assert (target / "keep.txt").read_text() == "mine"
     else:
         assert not target.exists()
+
+
+@pytest.mark.parametrize("name", ["history.csv", "predictions.parquet"])
+def test_cli_predict_never_overwrites_a_file_of_its_run(run, capsys, name):
+    folder, out = run
+    before = (out / name).read_bytes()
+    args = ["predict", str(folder / "s3.ome.tif"), "--checkpoint", str(out), "--quiet"]
+    assert main([*args, "--out", str(out / name)]) == 2
+    assert name in capsys.readouterr().err
+    assert (out / name).read_bytes() == before
+
+
+def test_a_missing_best_val_checkpoint_points_to_best_pt(run):
+    from napari_patchwise.runs import resolve_checkpoint
+
+    _, out = run  # selected by val_bca: best.pt is val_bca's, best_val_wga.pt exists
+    with pytest.raises(PatchwiseError, match=r"best\.pt is the checkpoint of the run's own"):
+        resolve_checkpoint(out / "best_val_bca.pt")

@@ -85,10 +85,25 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             )
         return path / BEST
     if not path.is_file():
-        raise PatchwiseError(
-            "no checkpoint: no such file or folder", path=path, hint=CHECKPOINT_HINT
-        )
+        hint = CHECKPOINT_HINT
+        if path.name.startswith("best_val_") and (path.parent / BEST).is_file():
+            # best_<metric>.pt exists only for the metric the run did not select by
+            hint = f"{path.parent / BEST} is the checkpoint of the run's own selection metric"
+        raise PatchwiseError("no checkpoint: no such file or folder", path=path, hint=hint)
     return path
+
+
+def run_files(path: str | os.PathLike) -> list[Path]:
+    """The files of the run a run directory or checkpoint belongs to.
+
+    Outputs of other commands must never replace them (``report RUN --out RUN/config.json``
+    would damage the run); a new file beside them is fine.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / CONFIG).is_file():
+        return [path] if path.is_file() else []
+    return sorted(p for p in folder.iterdir() if p.is_file())
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

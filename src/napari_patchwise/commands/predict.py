@@ -62,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from ..io import open_slide
     from ..io.tables import table_format, write_table
     from ..predict import check_options, geometry_table, predict_table
-    from ..runs import checkpoint_meta, resolve_checkpoint, run_patch_settings
+    from ..runs import checkpoint_meta, resolve_checkpoint, run_files, run_patch_settings
 
     # every option and the checkpoint are checked before any slide is read
     table_format(args.out)
     check_options(args.batch_size, args.threshold)
     ckpt = resolve_checkpoint(args.checkpoint)
-    check_output(args.out, inputs=[args.image, args.mask, args.checkpoint, ckpt])
+    check_output(args.out, inputs=[args.image, args.mask, args.checkpoint, *run_files(ckpt)])
     meta = checkpoint_meta(ckpt)
     settings = run_patch_settings(ckpt)  # defaults for a checkpoint copied out of its run
     patch_size = int(meta["patch_size"])

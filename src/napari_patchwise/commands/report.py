@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,8 +20,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from .._atomic import check_output
+    from ..errors import PatchwiseError
     from ..report_run import write_report
+    from ..runs import run_files
 
-    check_output(args.out, inputs=args.runs)
+    runs = [Path(r) for r in args.runs]
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        if run.resolve() in seen:
+            raise PatchwiseError(
+                f"run listed twice ({seen[run.resolve()]} and {run})",
+                hint="list each run directory once; repeats would count as separate seeds",
+            )
+        seen[run.resolve()] = run
+    check_output(args.out, inputs=[*runs, *(f for r in runs for f in run_files(r))])
     print(write_report(args.runs, args.out))
     return 0
