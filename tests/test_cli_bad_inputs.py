@@ -100,6 +100,8 @@ ROWS = [
     ("stats-same-slide-twice", ["stats", "s.ome.tif", "s.ome.tif", "--mask", "s_mask.tif", "s_mask.tif", "--patch-size", "16", "--quiet", "--out", "out.csv"], "twice"),
     ("manifest-same-image-twice", ["stats", "twice.csv", "--patch-size", "16", "--quiet", "--out", "out.csv"], "already listed"),
     ("stats-empty-grid", [*STATS, "--patch-size", "128"], "larger than the slide"),
+    ("stats-geojson-is-out", [*STATS, "--patch-size", "16", "--geojson", "out.csv"], "--out (the table)"),
+    ("stats-manifest-with-mask", ["stats", "good.csv", "--mask", "s_mask.tif", "--patch-size", "16", "--quiet", "--out", "out.csv"], "--mask is for image files"),
     ("stats-empty-grid-origin", [*STATS, "--patch-size", "16", "--origin", "60", "0"], "no 16 x 16 patch fits"),
     # A patch larger than the slide kept as an edge patch made the counting pad the slide
     # to the patch's area (18.7 GB for --patch-size 1000000000): refused before any work.

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [*args.images, *(args.mask or [])]
     check_output(args.out, inputs=inputs)
     if args.geojson:
-        check_output(args.geojson, inputs=[*inputs, args.out])
+        check_output(args.geojson, inputs=inputs)
+        check_output(args.geojson, inputs=[args.out], role="--out (the table)")
     grid = PatchGrid(
         args.patch_size, stride=args.stride, origin=tuple(args.origin), keep_edges=args.keep_edges
     )
@@ -203,6 +204,12 @@ def _jobs(
     images: list[str], masks: list[str] | None
 ) -> list[tuple[Path, Path, str | None, str | None]]:
     """(image, mask, split, slide id) from image/mask pairs or one manifest."""
+    if any(i.lower().endswith(".csv") for i in images) and masks:
+        raise PatchwiseError(
+            "a cohort manifest names each slide's mask itself; --mask is for image files",
+            path=next(i for i in images if i.lower().endswith(".csv")),
+            hint="drop --mask, or give image files instead of the manifest",
+        )
     if len(images) == 1 and images[0].lower().endswith(".csv") and not masks:
         from ..cohort import read_manifest
 
