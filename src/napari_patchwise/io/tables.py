@@ -20,8 +20,8 @@ from .._atomic import atomic_path
 from ..errors import PatchwiseError
 from ..schema import BINARY_COLUMNS as _SMALL_INT_COLUMNS
 from ..schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
+from ..schema import GEOMETRY_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS
 from ..schema import INT_COLUMNS as _INT_COLUMNS
-from ..schema import METRIC_COLUMNS
 from ..schema import TABLE_COLUMNS as PATCH_COLUMNS
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
@@ -34,17 +34,11 @@ _CLASS_COLORS = {
     "tumor/small": (250, 150, 150),
     "tumor/large": (180, 0, 0),
 }
+# Every count, label, ratio and prediction of a patch (its position is the geometry).
 _GEOJSON_MEASUREMENTS = (
     "n_pixels",
-    "n_tumor",
-    "n_healthy",
-    "n_tissue",
-    "label",
-    "tumor_ratio",
-    "tissue_ratio",
-    "tumor_tissue_ratio",
-    "prob",
-    "pred",
+    *PATCH_COLUMNS[len(GEOMETRY_COLUMNS) :],
+    *PREDICTION_COLUMNS,
 )
 
 
