@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "stats",
     "metrics",
     "train",
+    "sweep",
     "predict",
     "report",
     "demo",

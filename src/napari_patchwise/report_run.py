@@ -366,3 +366,100 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out
+
+
+# -- a sweep folder (``patchwise sweep``) -------------------------------------------------------
+def sweep_points(table: pd.DataFrame, axes: Sequence[str], select: str) -> pd.DataFrame:
+    """One row per grid point: its values, runs, validation and test means (%), selection.
+
+    Columns: the grid options, ``runs`` (``"ran/seeds"``, or the status when no run ran),
+    ``val_mean`` and ``val_std`` of ``select`` over the seeds that ran, ``test_wga`` and
+    ``test_bca`` (means), ``note`` (the first skip or failure note) and ``selected``.
+    """
+    keys = list(axes) if axes else None
+    groups = table.groupby(keys, sort=False) if keys else [((), table)]
+    rows = []
+    for key, runs in groups:
+        ran = runs[runs["status"] == "run"]
+        values = 100.0 * ran[select].to_numpy(dtype=float)
+        notes = [str(n) for n in runs.get("note", pd.Series(dtype=str)).dropna() if str(n)]
+        row = dict(zip(axes, key if isinstance(key, tuple) else (key,), strict=True))
+        row.update(
+            runs=f"{len(ran)}/{len(runs)}" if len(ran) else "/".join(runs["status"].unique()),
+            val_mean=float(np.mean(values)) if len(values) else np.nan,
+            val_std=float(np.std(values, ddof=1)) if len(values) > 1 else np.nan,
+            test_wga=100.0 * float(ran["test_wga"].mean()) if len(ran) else np.nan,
+            test_bca=100.0 * float(ran["test_bca"].mean()) if len(ran) else np.nan,
+            note=notes[0] if notes else "",
+            selected=bool(runs.get("selected", pd.Series(False)).astype(bool).any()),
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _sweep_grid_html(points: pd.DataFrame, axes: Sequence[str], select: str) -> str:
+    label = SELECT_LABELS.get(select, select)
+    head = [*axes, "runs", f"{label} (val, %)", "test WGA (%)", "test BCA (%)", "", "note"]
+    lines = ["<table class='grid'><thead><tr>"]
+    lines += [f"<th>{html.escape(h)}</th>" for h in head]
+    lines.append("</tr></thead><tbody>")
+    for _, p in points.iterrows():
+        val = _mean_std(p["val_mean"], p["val_std"], 2 if np.isfinite(p["val_std"]) else 1)
+        cells = [f"{p[a]:g}" for a in axes] + [p["runs"], val]
+        cells += [_mean_std(p["test_wga"], np.nan, 1), _mean_std(p["test_bca"], np.nan, 1)]
+        cells += ["◀ selected" if p["selected"] else "", p["note"]]
+        row_class = " class='selected'" if p["selected"] else ""
+        lines.append(
+            f"<tr{row_class}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+        )
+    lines.append("</tbody></table>")
+    return "".join(lines)
+
+
+def _point_text(selected: dict) -> str:
+    point = selected.get("point")
+    if point is None:
+        return f"none ({selected.get('reason', '')})"
+    return ", ".join(f"{k}={v:g}" for k, v in point.items()) or "the only grid point"
+
+
+def render_sweep_html(sweep_dir: str | os.PathLike) -> str:
+    """The report of a sweep folder: the grid (selected point marked), every run, curves."""
+    from .sweep import read_sweep
+
+    sweep_dir = Path(sweep_dir)
+    spec, table, selected = read_sweep(sweep_dir)
+    axes, select = list(spec.get("axes", {})), selected["select"]
+    label = SELECT_LABELS.get(select, select)
+    chosen = _point_text(selected)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>patchwise sweep report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:"
+        "collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+        "th{background:#eee}tr.selected td{background:#ffe9a8;font-weight:bold}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>Sweep {html.escape(str(sweep_dir))}</h1>",
+        f"<p>Method {html.escape(str(spec.get('method', '')))}, seeds "
+        f"{html.escape(', '.join(map(str, spec.get('seeds', []))))}; each grid point is "
+        f"ranked by the mean over seeds of its runs' best {label} on the validation split. "
+        f"Selected: <b>{html.escape(chosen)}</b>.</p>",
+        "<h2>Grid</h2>",
+        _sweep_grid_html(sweep_points(table, axes, select), axes, select),
+        "<h2>Runs</h2>",
+        table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="–"),
+    ]
+    finished = [load_run(sweep_dir / r) for r in selected.get("runs") or []]
+    if finished:
+        parts += ["<h2>Learning curves of the selected runs</h2>"]
+        parts.append(_img(learning_curves(finished), "learning curves"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the HTML report of a sweep folder to ``out`` (atomically)."""
+    text = render_sweep_html(sweep_dir)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out
