@@ -17,8 +17,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 
 TRAINING = (
-    "samplers", "models", "methods", "data", "train_config", "runs", "train", "predict",
-    "sweep", "report_run",
+    "samplers", "models", "methods", "data", "presets", "train_config", "runs", "train",
+    "predict", "sweep", "report_run",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -135,6 +135,43 @@ def test_a_bad_manifest_is_one_notification_line(dock, qtbot, tmp_path):
     assert "nope.csv" in notes["error"][-1] and "not found" in notes["error"][-1]
 
 
+def test_the_paper_preset_fills_the_form_and_is_refused_without_weights(dock, manifest, tmp_path):
+    _, _, panel, notes = dock
+    form = panel.form
+    fill(panel, manifest, tmp_path / "run")
+    form.preset_combo.setCurrentText("paper")
+    shown = (form.model_combo.currentText(), form.lr.value(), form.batch_size.value())
+    assert shown == ("resnet50", 1e-4, 32) and form.c.value() == 0.5
+    assert form.freeze_bn.isChecked() and form.select_combo.currentText() == "val_wga"
+    form.train_button.click()
+    assert not panel.busy() and len(notes["error"]) == 1
+    assert "--preset paper needs --weights PATH" in notes["error"][0]
+    assert "\n" not in notes["error"][0] and not (tmp_path / "run").exists()
+    # with a weights file: the preset's values the form does not show, the fields' own
+    form.weights_edit.setText(str(tmp_path / "resnet50.pt"))
+    form.lr.setValue(0.001)
+    config = form.config(0.1)
+    assert (config.preset, config.weights, config.freeze_bn) == (
+        "paper",
+        str(tmp_path / "resnet50.pt"),
+        True,
+    )
+    assert (config.lr, config.weight_decay, config.momentum) == (0.001, 0.01, 0.9)
+    # frozen statistics of random weights: refused as on the command line
+    form.preset_combo.setCurrentText("none")
+    form.weights_edit.setText("")
+    form.train_button.click()
+    assert "--freeze-bn needs --weights" in notes["error"][-1]
+    form.freeze_bn.setChecked(False)
+    config = form.config(0.1)
+    assert (config.preset, config.weights, config.freeze_bn, config.lr) == (
+        None,
+        None,
+        False,
+        0.001,
+    )
+
+
 def test_predict_from_the_panel_loads_prob_into_the_dock(dock, qtbot, manifest, tmp_path):
     viewer, widget, panel, notes = dock
     fill(panel, manifest, tmp_path / "run", steps=10)

@@ -169,19 +169,35 @@ def test_bad_options_are_refused_before_any_work(manifest, tmp_path):
 
 
 def test_freeze_bn_keeps_batchnorm_statistics(manifest, tmp_path):
-    import warnings
+    import torchvision
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # resnet18 without weights warns
-        run = train(
-            config(
-                manifest, tmp_path / "run", model="resnet18", steps=1, batch_size=4, freeze_bn=True
-            )
+    # frozen statistics need weights to keep (--freeze-bn alone is refused): a ResNet-18
+    # state dict whose statistics are not torchvision's initial 0 and 1
+    weights = torchvision.models.resnet18(weights=None).state_dict()
+    weights["bn1.running_mean"] = torch.linspace(-1, 1, 64)
+    weights["bn1.running_var"] = torch.linspace(0.5, 2, 64)
+    torch.save(weights, tmp_path / "resnet18.pt")
+    run = train(
+        config(
+            manifest,
+            tmp_path / "run",
+            model="resnet18",
+            weights=str(tmp_path / "resnet18.pt"),
+            steps=1,
+            batch_size=4,
+            freeze_bn=True,
         )
+    )
     state = torch.load(run / "last.pt", weights_only=True)["model"]
-    assert torch.equal(state["bn1.running_mean"], torch.zeros(64))
-    assert torch.equal(state["bn1.running_var"], torch.ones(64))
+    assert torch.equal(state["bn1.running_mean"], torch.linspace(-1, 1, 64))
+    assert torch.equal(state["bn1.running_var"], torch.linspace(0.5, 2, 64))
     assert not torch.equal(state["bn1.weight"], torch.ones(64))  # affine parameters still train
+
+
+def test_freeze_bn_without_weights_is_refused(manifest, tmp_path):
+    with pytest.raises(PatchwiseError, match="--freeze-bn needs --weights"):
+        train(config(manifest, tmp_path / "run", model="resnet18", freeze_bn=True))
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_refuses_any_change_but_the_step_count(manifest, tmp_path):
@@ -282,10 +298,12 @@ def test_resume_from_a_damaged_last_pt_is_one_line(manifest, tmp_path):
 
 
 # -- TrainConfig: composed in memory, flat on disk and on the command line ---------------------
-# config.json as every run so far has written it: flat, in this order
+# config.json as every run so far has written it: flat, in this order ("preset" since
+# presets came: a file without it reads as no preset)
 OLD_CONFIG_JSON = {
     "manifest": "cohort.csv",
     "out": "runs/a",
+    "preset": None,
     "method": "gerne",
     "tau": 0.2,
     "patch_size": 32,
@@ -343,6 +361,8 @@ def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identi
     assert TrainConfig.from_json(text) == config == TrainConfig.from_options(OLD_CONFIG_JSON)
     assert [f.name for f in TrainConfig.option_fields()] == list(OLD_CONFIG_JSON)
     assert config.to_options() == OLD_CONFIG_JSON
+    before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k != "preset"}
+    assert TrainConfig.from_options(before_presets) == config
     assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()
 
 

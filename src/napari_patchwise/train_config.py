@@ -9,11 +9,12 @@ and composed in memory: how slides are cut into patches is one
 Defaults
 --------
 The paper trains an ImageNet-pretrained ResNet-50 with SGD (momentum 0.9, lr 1e-4,
-weight decay 1e-2). Without pretrained weights (this project never downloads any) such
-a small learning rate barely moves a randomly initialised network, so the defaults here
-are lr 0.01 and weight decay 1e-4 with momentum 0.9, which make the CPU planted-bias
-benchmark (``benchmarks/planted_bias.py``) learn; pass ``--lr 1e-4 --weight-decay 0.01``
-with ``--weights`` to reproduce the paper's setting.
+weight decay 1e-2) and frozen BatchNorm statistics. Without pretrained weights (this
+project never downloads any) such a small learning rate barely moves a randomly
+initialised network, so the defaults here are lr 0.01 and weight decay 1e-4 with momentum
+0.9, which make the CPU planted-bias benchmark (``benchmarks/planted_bias.py``) learn.
+``preset="paper"`` (``--preset paper --weights PATH``) sets the paper's recipe,
+``preset="cpu-quick"`` the small-CNN one (:mod:`.presets`, ``docs/presets.md``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from .data import PatchSettings
 from .errors import PatchwiseError
+from .presets import PRESET_NAMES, get_preset, resolve
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -49,12 +51,15 @@ class TrainConfig:
     options with :meth:`from_options`.
 
     See the module docstring for why ``lr`` and ``weight_decay`` differ from the paper's.
+    ``preset`` names the recipe whose values :meth:`from_options` filled in beneath the
+    options given (:mod:`.presets`); the fields hold the resolved values.
     ``batch_size`` is the size of each batch; GERNE draws two such batches per step
     (``batch_size / 2`` per class each).
     """
 
     manifest: str
     out: str
+    preset: str | None = None
     method: str = "erm"
     tau: float = 0.1
     patch: PatchSettings = field(default_factory=PatchSettings)
@@ -97,15 +102,20 @@ class TrainConfig:
     def from_options(cls, options: Mapping[str, Any] | None = None, **more: Any) -> TrainConfig:
         """A config from flat options (``patch_size=16, steps=40...``), as the flags name them.
 
+        With ``preset=NAME`` the preset's values fill in every option not given
+        (:func:`.presets.resolve`): explicit options win.
+
         Raises
         ------
         PatchwiseError
-            An option that does not exist. Missing ``manifest``/``out`` is a TypeError.
+            An option or preset that does not exist. Missing ``manifest``/``out`` is a
+            TypeError.
         """
         values = {**(options or {}), **more}
         unknown = _unknown_options(values)
         if unknown:
             raise PatchwiseError(f"unknown training option(s) {', '.join(unknown)}")
+        values = resolve(values)
         patch = PatchSettings(**{k: v for k, v in values.items() if k in _PATCH_OPTIONS})
         own = {k: v for k, v in values.items() if k not in _PATCH_OPTIONS}
         return cls(patch=patch, **own)
@@ -144,7 +154,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 flag = "--" + name.replace("_", "-")
                 raise PatchwiseError(f"{flag} must be a finite number, got {value}")
-        for ok, message, hint in self._name_checks():
+        for ok, message, hint in (*self._name_checks(), *self._weights_checks()):
             if not ok:
                 raise PatchwiseError(message, hint=hint)
         self.patch.validate()
@@ -167,11 +177,49 @@ class TrainConfig:
             return (value in choices, f"unknown {what} {value!r}", hint or ", ".join(choices))
 
         return [
+            (
+                self.preset is None or self.preset in PRESET_NAMES,
+                f"unknown preset {self.preset!r}",
+                f"one of {', '.join(PRESET_NAMES)}",
+            ),
             one_of("method", METHOD_NAMES, "method", f"one of {', '.join(METHOD_NAMES)}"),
             one_of("model", MODEL_NAMES, "model", f"one of {', '.join(MODEL_NAMES)}"),
             one_of("select", SELECT_METRICS, "selection metric", "val_wga or val_bca"),
             one_of("device", DEVICES, "device", "auto, cpu or cuda"),
             one_of("precision", PRECISIONS, "precision"),
+        ]
+
+    def _weights_checks(self) -> list[tuple[bool, str, str]]:
+        """``(ok, message, hint)``: what needs pretrained weights has them (docs/presets.md)."""
+        resnet = self.model != "smallcnn"
+        paper = self.preset is not None and get_preset(self.preset).needs_weights
+        return [
+            (
+                self.weights is None or resnet,
+                "pretrained weights apply to the ResNet models only",
+                "use --model resnet18 or resnet50, or drop --weights",
+            ),
+            (
+                not paper or resnet,
+                f"--preset {self.preset} fine-tunes a pretrained ResNet; smallcnn has no "
+                "pretrained weights",
+                "use --preset cpu-quick for smallcnn",
+            ),
+            (
+                not paper or self.weights is not None,
+                f"--preset {self.preset} needs --weights PATH, a local torchvision "
+                f"{self.model} state dict (ImageNet); patchwise never downloads weights",
+                'where the internet is reachable run python -c "import torch, torchvision; '
+                f"torch.save(torchvision.models.{self.model}(weights='IMAGENET1K_V1')"
+                f".state_dict(), '{self.model}.pt')\" and copy {self.model}.pt here "
+                "(docs/presets.md)",
+            ),
+            (
+                not self.freeze_bn or self.weights is not None,
+                "--freeze-bn needs --weights: the BatchNorm statistics of a randomly "
+                "initialised network are 0 and 1, there is nothing to keep",
+                "pass --weights PATH (a pretrained ResNet state dict), or drop --freeze-bn",
+            ),
         ]
 
     def _range_checks(self) -> list[tuple[bool, str, str]]:

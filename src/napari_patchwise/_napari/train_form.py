@@ -1,8 +1,11 @@
 """The Model tab's "Train" box: the fields that become a :class:`TrainConfig`.
 
 tau is not a field here: it is the dock's tau slider, so the groups a model is trained
-on are the ones the user looked at. The method and model choices come from the core's
-registries (``methods.METHOD_NAMES``, ``models.MODEL_NAMES``).
+on are the ones the user looked at. The method, model and preset choices come from the
+core's registries (``methods.METHOD_NAMES``, ``models.MODEL_NAMES``,
+``presets.PRESET_NAMES``). Choosing a preset writes its values into the fields it shares
+with the form; the options the form does not show (weight decay, momentum...) come from
+the preset when the config is built (``TrainConfig.from_options``), as on the command line.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import time
 from pathlib import Path
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -27,11 +31,14 @@ from qtpy.QtWidgets import (
 from ..errors import PatchwiseError
 from ..methods import METHOD_NAMES
 from ..models import MODEL_NAMES
+from ..presets import PRESET_NAMES, get_preset
 from ..train_config import SELECT_METRICS, TrainConfig
 
 #: The model choices, smallest first: smallcnn trains on a CPU in seconds.
 GUI_MODELS = tuple(reversed(MODEL_NAMES))
 NO_BOUND = "check the cohort to see it"
+#: The preset list's first entry: the form's own values, no preset.
+NO_PRESET = "none"
 
 
 def line_edit_with_button(placeholder: str, on_browse) -> tuple[QLineEdit, QWidget]:
@@ -75,16 +82,31 @@ class TrainForm(QGroupBox):
         self._add_method_fields()
         self._add_buttons()
         self.method_combo.currentTextChanged.connect(self._on_method)
+        self.preset_combo.currentTextChanged.connect(self.apply_preset)
         self._on_method()
 
     def _add_data_fields(self) -> None:
         self.manifest_edit, manifest_row = line_edit_with_button(
             "cohort manifest (.csv: image, mask, split)", self._ask_manifest
         )
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems([NO_PRESET, *PRESET_NAMES])
+        self.preset_combo.setToolTip(
+            "\n".join(f"{name}: {get_preset(name).summary}" for name in PRESET_NAMES)
+            + "\n(see docs/presets.md; fields changed afterwards win)"
+        )
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHOD_NAMES)
         self.model_combo = QComboBox()
         self.model_combo.addItems(GUI_MODELS)
+        self.weights_edit, weights_row = line_edit_with_button(
+            "pretrained ResNet state dict (.pt), optional", self._ask_weights
+        )
+        self.weights_edit.setToolTip(
+            "a local torchvision state dict of the chosen ResNet (ImageNet); never downloaded"
+        )
+        self.freeze_bn = QCheckBox("frozen BatchNorm statistics")
+        self.freeze_bn.setToolTip("keep the running statistics of the weights file (needs one)")
         self.patch_size = _spin(2, 8192, 64)
         self.patch_size.setToolTip("patch side in level-0 pixels (predict needs the same grid)")
         self.steps = _spin(1, 10_000_000, 500)
@@ -93,8 +115,11 @@ class TrainForm(QGroupBox):
         self.lr = _double(1e-6, 10.0, 0.01, decimals=5, step=0.001)
         for label, field in (
             ("manifest", manifest_row),
+            ("preset", self.preset_combo),
             ("method", self.method_combo),
             ("model", self.model_combo),
+            ("weights", weights_row),
+            ("", self.freeze_bn),
             ("patch size", self.patch_size),
             ("steps", self.steps),
             ("eval every", self.eval_every),
@@ -146,6 +171,25 @@ class TrainForm(QGroupBox):
         self.beta.setEnabled(gerne)
         self.c.setEnabled(gerne)
 
+    def apply_preset(self, name: str) -> None:
+        """Write preset ``name``'s values into the fields the form has (none: no change)."""
+        if name == NO_PRESET:
+            return
+        setters = {
+            "model": self.model_combo.setCurrentText,
+            "patch_size": self.patch_size.setValue,
+            "steps": self.steps.setValue,
+            "eval_every": self.eval_every.setValue,
+            "batch_size": self.batch_size.setValue,
+            "lr": self.lr.setValue,
+            "c": self.c.setValue,
+            "select": self.select_combo.setCurrentText,
+            "freeze_bn": self.freeze_bn.setChecked,
+        }
+        for key, value in get_preset(name).values().items():
+            if key in setters:
+                setters[key](value)
+
     def show_tau(self, tau: float) -> None:
         """Show the dock's tau (the one training will use)."""
         self.tau_label.setText(f"{tau:.3f} (the dock's tau slider)")
@@ -185,11 +229,15 @@ class TrainForm(QGroupBox):
         if not out:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = str(Path(manifest).resolve().parent / "runs" / f"{method}-{model}-{stamp}")
+        preset = self.preset_combo.currentText()
         options = dict(
             manifest=manifest,
             out=out,
+            preset=None if preset == NO_PRESET else preset,
             method=method,
             model=model,
+            weights=self.weights_edit.text().strip() or None,
+            freeze_bn=self.freeze_bn.isChecked(),
             tau=float(tau),
             patch_size=self.patch_size.value(),
             steps=self.steps.value(),
@@ -210,6 +258,13 @@ class TrainForm(QGroupBox):
         path, _ = QFileDialog.getOpenFileName(self, "Cohort manifest", "", "Manifests (*.csv)")
         if path:
             self.manifest_edit.setText(path)
+
+    def _ask_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Pretrained weights", "", "PyTorch state dicts (*.pt *.pth)"
+        )
+        if path:
+            self.weights_edit.setText(path)
 
     def _ask_out(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Run folder")

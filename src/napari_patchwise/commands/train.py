@@ -4,6 +4,11 @@ Every :class:`~napari_patchwise.train.TrainConfig` option is a flag (``--batch-s
 ``--eval-every``...), so the flags, the napari panel and ``config.json`` are the same
 object. Ctrl-C stops after the current step and writes ``last.pt``; ``--resume``
 continues exactly from there.
+
+``--preset NAME`` fills in a recipe's values (``docs/presets.md``) beneath the flags given,
+which always win. So that an explicit flag can be told from an untouched one, option flags
+leave the namespace without the attribute when not given (``argparse.SUPPRESS``):
+:func:`options_from_args` reads the options given, :func:`config_from_args` resolves them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from ._args import (
 )
 
 HELP = {
+    "preset": "a recipe of option values beneath the flags given: paper (needs --weights) "
+    "or cpu-quick; the defaults shown below are those without a preset (docs/presets.md)",
     "method": "training method",
     "tau": "tissue-ratio threshold that splits small and large tissue (the groups)",
     "patch_size": "patch side in level-0 pixels",
@@ -43,7 +50,7 @@ HELP = {
     "eta": "GroupDRO step size of the group weights",
     "class_balanced": "ERM with class-balanced batches",
     "augment": "flips and 90-degree rotations of training patches",
-    "freeze_bn": "keep BatchNorm statistics fixed (advised for GERNE with a pretrained ResNet)",
+    "freeze_bn": "keep the BatchNorm statistics of --weights fixed (the paper's recipe)",
     "eval_every": "validate every N steps",
     "select": "validation metric that selects the best checkpoint",
     "threshold": "decision threshold on the tumor probability",
@@ -63,6 +70,7 @@ OPTIONAL_TYPES = {
     "tissue_threshold": float,
     "mask_map": str,
     "weights": str,
+    "preset": str,
     "num_threads": int,
     "cache_dir": str,
 }
@@ -90,10 +98,12 @@ ARG_TYPES = {
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..methods import METHOD_LABELS, METHOD_NAMES
     from ..models import MODEL_NAMES
+    from ..presets import PRESET_NAMES
     from ..train import DEVICES, PRECISIONS, SELECT_METRICS, TrainConfig
 
     choices = dict(
         CHOICES,
+        preset=PRESET_NAMES,
         method=METHOD_NAMES,
         model=MODEL_NAMES,
         select=SELECT_METRICS,
@@ -111,29 +121,48 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     for field in TrainConfig.option_fields():
         if field.name in ("manifest", "out"):
             continue
-        flag = "--" + field.name.replace("_", "-")
-        kwargs = {"default": field.default, "help": HELP.get(field.name, "")}
-        if isinstance(field.default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif field.name in choices:
-            kwargs["choices"] = choices[field.name]
-        else:
-            kind = OPTIONAL_TYPES.get(field.name, type(field.default))
-            kwargs["type"] = ARG_TYPES.get(field.name, finite_float if kind is float else kind)
-            kwargs["metavar"] = field.name.split("_")[-1].upper()
-        if kwargs["help"] and not isinstance(field.default, bool) and field.default is not None:
-            kwargs["help"] += " (default: %(default)s)"
-        p.add_argument(flag, **kwargs)
+        p.add_argument("--" + field.name.replace("_", "-"), **_flag_kwargs(field, choices))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    """The :class:`TrainConfig` the parsed flags describe."""
-    from ..train import TrainConfig
+def _flag_kwargs(field, choices: dict) -> dict:
+    """``add_argument`` keywords of one option: not given, it leaves no attribute."""
+    kwargs = {"default": argparse.SUPPRESS, "help": HELP.get(field.name, "")}
+    if isinstance(field.default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif field.name in choices:
+        kwargs["choices"] = choices[field.name]
+    else:
+        kind = OPTIONAL_TYPES.get(field.name, type(field.default))
+        kwargs["type"] = ARG_TYPES.get(field.name, finite_float if kind is float else kind)
+        kwargs["metavar"] = field.name.split("_")[-1].upper()
+    if kwargs["help"] and field.default is not None:
+        shown = f"--{field.name.replace('_', '-')}" if field.default is True else field.default
+        shown = f"--no-{field.name.replace('_', '-')}" if field.default is False else shown
+        # %% : argparse %-formats help strings
+        kwargs["help"] += f" (default: {shown})".replace("%", "%%")
+    return kwargs
 
-    values = {f.name: getattr(args, f.name) for f in TrainConfig.option_fields()}
-    return TrainConfig.from_options(values)
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """The training options given as flags (``manifest`` and ``out`` included).
+
+    Flags not given are absent, so that a preset's values (and otherwise the
+    :class:`TrainConfig` defaults) fill them in: pass the result to
+    ``TrainConfig.from_options``.
+    """
+    from ..train_config import TrainConfig
+
+    names = [f.name for f in TrainConfig.option_fields()]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig` the parsed flags describe (a preset resolved beneath them)."""
+    from ..train_config import TrainConfig
+
+    return TrainConfig.from_options(options_from_args(args))
 
 
 def run(args: argparse.Namespace) -> int:

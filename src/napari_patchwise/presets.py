@@ -1,0 +1,120 @@
+"""Named training recipes: ``patchwise train --preset paper|cpu-quick`` and the dock's choice.
+
+A preset is nothing but values of :class:`~napari_patchwise.train_config.TrainConfig`
+options, named as the flags and ``config.json`` name them (``"lr"``, ``"patch_size"``):
+every preset can be written out as train flags, and a sweep that passes train flags
+through passes a preset through too. :func:`resolve` fills a preset's values in under the
+options given explicitly, which always win. A run's ``config.json`` keeps the preset's
+name and every resolved value, so a resumed run with the same preset and flags resolves
+to the same settings. The values and the reasons for them: ``docs/presets.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PatchwiseError
+
+#: Up to this many available cores, ``cpu-quick`` trains on one torch thread: measured
+#: on a 2-core machine, smallcnn on 32 px patches ran about twice as fast on one thread
+#: as on torch's default (``docs/presets.md``).
+SMALL_CPU_CORES = 4
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _paper() -> dict[str, Any]:
+    # The GERNE paper's settings (docs/methods.md, "Settings reported by the paper"):
+    # an ImageNet-pretrained ResNet-50 fine-tuned with frozen BatchNorm statistics.
+    # beta is left at its default: the paper tunes beta and c on validation WGA.
+    return {
+        "model": "resnet50",
+        "freeze_bn": True,
+        "lr": 1e-4,
+        "weight_decay": 0.01,
+        "momentum": 0.9,
+        "batch_size": 32,
+        "c": 0.5,
+        "select": "val_wga",
+    }
+
+
+def _cpu_quick() -> dict[str, Any]:
+    # What benchmarks/planted_bias.py trains with: it learns the planted-bias slides in
+    # a few minutes on a laptop CPU.
+    return {
+        "model": "smallcnn",
+        "freeze_bn": False,
+        "patch_size": 32,
+        "steps": 200,
+        "eval_every": 40,
+        "batch_size": 32,
+        "lr": 0.01,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "eval_batch_size": 512,
+        "num_threads": 1 if available_cores() <= SMALL_CPU_CORES else None,
+    }
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of option values (``values()``: computed when a run is configured)."""
+
+    name: str
+    summary: str
+    values: Callable[[], dict[str, Any]]
+    needs_weights: bool = False
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "paper",
+            "the paper's recipe: pretrained ResNet-50 (--weights), frozen BatchNorm, "
+            "SGD lr 1e-4, weight decay 0.01, batch 32, c 0.5",
+            _paper,
+            needs_weights=True,
+        ),
+        Preset(
+            "cpu-quick",
+            "small CNN on 32 px patches, 200 steps, lr 0.01: minutes on a CPU",
+            _cpu_quick,
+        ),
+    )
+}
+#: The one list of preset names (CLI choices, the dock's list, ``TrainConfig.validate``).
+PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (a one-line :class:`PatchwiseError` for any other)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise PatchwiseError(
+            f"unknown preset {name!r}", hint=f"one of {', '.join(PRESET_NAMES)}"
+        ) from None
+
+
+def resolve(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the values of their ``"preset"`` filled in beneath them.
+
+    Options given explicitly win over the preset's; without a preset (``None`` or no
+    key) the options come back unchanged. Resolving resolved options changes nothing,
+    so a ``config.json`` (which holds every value) reads back as written.
+    """
+    name = options.get("preset")
+    if name is None:
+        return dict(options)
+    return {**get_preset(name).values(), **options}
