@@ -248,3 +248,61 @@ def test_ctrl_c_stops_every_run_cleanly(tmp_path):
     assert (first / "last.pt").is_file() and not (first / "metrics.json").exists()
     assert not (out / TABLE).exists() and not (out / ".patchwise-sweep-stop").exists()
     assert not (out / "lr=0.05_seed=0").exists()  # queued: never started
+
+
+def test_every_train_flag_passes_through_unchanged(tmp_path):
+    """A run's settings are what `patchwise train` makes of the same flags (no torch)."""
+    from napari_patchwise.cli import build_parser
+    from napari_patchwise.commands import sweep as sweep_cmd
+    from napari_patchwise.commands.train import config_from_args
+
+    parser = build_parser()
+    train_flags = {
+        s for a in sweep_cmd.passed_actions(sweep_cmd.train_parser()) for s in a.option_strings
+    }
+    sweep_flags = set(parser._subparsers._group_actions[0].choices["sweep"]._option_string_actions)
+    assert train_flags <= sweep_flags and {"--lr", "--no-augment", "--select"} <= train_flags
+    flags = [
+        "--method", "groupdro", "--tau", "0.25", "--model", "smallcnn", "--steps", "7",
+        "--no-augment", "--tissue", "intensity", "--tissue-threshold", "12.5",
+        "--mask-map", "0=background,1=tumor", "--select", "val_bca", "--eta", "0.03",
+        "--cache-dir", "rel/cache", "--stride", "8", "--num-threads", "2", "--lr", "1e-3",
+    ]  # fmt: skip
+    manifest = "data/cohort.csv"
+    trained = config_from_args(
+        parser.parse_args(["train", manifest, *flags, "--seed", "3", "--out", "r"])
+    )
+    args = parser.parse_args(["sweep", manifest, *flags, "--grid", "beta=2", "--out", "s"])
+    swept = sweep_cmd.config_factory(args)({"beta": 2.0, "seed": 3, "out": "r"})
+    expected = trained.to_options() | {
+        "manifest": os.path.abspath(manifest),
+        "cache_dir": os.path.abspath("rel/cache"),
+        "beta": 2.0,
+    }
+    assert swept.to_options() == expected
+    # without --num-threads each run gets one torch thread (runs share the cores)
+    args = parser.parse_args(["sweep", manifest, "--out", "s"])
+    assert sweep_cmd.config_factory(args)({"seed": 0, "out": "r"}).num_threads == 1
+
+
+@pytest.mark.torch
+def test_sweep_on_a_dask_cluster(tmp_path):
+    pytest.importorskip("torch")
+    distributed = pytest.importorskip("distributed")
+    manifest = make_cohort(tmp_path / "cohort")
+    out = tmp_path / "out"
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        argv = ["sweep", str(manifest), "--method", "gerne", "--grid", "c=0.5,1", *FAST]
+        assert main([*argv, "--scheduler", cluster.scheduler_address, "--out", str(out)]) == 0
+    table = pd.read_csv(out / TABLE)
+    assert list(table["run"]) == ["c=0.5_seed=0", "c=1_seed=0"]
+    assert (table["status"] == "run").all()
+    for run in table["run"]:
+        assert (out / run / "metrics.json").is_file()

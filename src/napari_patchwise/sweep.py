@@ -45,6 +45,7 @@ import numpy as np
 from ._atomic import atomic_path
 from .errors import PatchwiseError
 from .runs import BEST, CONFIG, HISTORY, LAST, LOCK, METRICS, PREDICTIONS
+from .train import TrainCallbacks, train
 from .train_config import SELECT_METRICS, TrainConfig
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def _bound_note(beta: float, c: float, bound: float) -> str:
         return f"GERNE needs beta >= -1, got beta={beta:g}"
     return (
         f"beta={beta:g} is at or above GERNE's bound beta_max={bound:.4g} for c={c:g} "
-        "(the largest group's weight would be negative)"
+        "(the weight of the largest group would not be positive)"
     )
 
 
@@ -301,22 +302,13 @@ def _run_metrics(out: Path, select: str) -> dict | None:
 
 
 # -- one run, in a worker process or on a dask worker ------------------------------------------
-class _Stop:
-    """The run's callbacks: stop after the current step when the sweep's stop file appears,
+class _Stop(TrainCallbacks):
+    """A run's callbacks: stop after the current step when the sweep's stop file appears,
     or (in a worker process of our own) at the first Ctrl-C; a second one stops at once."""
 
     def __init__(self, stop_file: Path):
         self.stop_file = stop_file
         self.stopped = False
-
-    def on_prepare(self, done: int, total: int) -> None:
-        pass
-
-    def on_step(self, step: int, total: int, loss: float) -> None:
-        pass
-
-    def on_eval(self, step: int, metrics: dict) -> None:
-        pass
 
     def on_sigint(self, signum, frame) -> None:  # noqa: ARG002 - a signal handler's signature
         if self.stopped:
@@ -331,14 +323,12 @@ class _Stop:
 def train_run(config: TrainConfig, stop_file: str, own_process: bool) -> tuple[str, str]:
     """Train (resume, or restart) one run; ``(status, note)`` with status ``run``,
     ``failed`` or ``interrupted``. A task: module-level, so it pickles by reference."""
-    from .train import train
-
     stop = _Stop(Path(stop_file))
     if stop.should_stop():
         return "interrupted", ""
     previous = signal.signal(signal.SIGINT, stop.on_sigint) if own_process else None
     try:
-        train(_resume_or_restart(config), stop)  # type: ignore[arg-type]
+        train(_resume_or_restart(config), stop)
     except PatchwiseError as exc:
         return "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - one run's failure must not end the sweep

@@ -20,7 +20,8 @@ from typing import Any
 from ..errors import PatchwiseError
 from ._args import positive_int, scheduler_address, seed
 
-#: train's flags the sweep handles itself (each run's --out, --seed, --resume).
+#: train's arguments the sweep handles itself (each run's --out and --seed) or has no use
+#: for (--resume: a rerun of a sweep always resumes).
 OWN = frozenset({"out", "seed", "resume", "quiet", "help", "manifest"})
 #: Options that name files: made absolute, so that runs on other machines' workers
 #: (--scheduler) and the runs' config.json find them whatever the working directory.
@@ -48,24 +49,25 @@ def passed_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parent = train_parser()
-    for action in passed_actions(parent):
+    p = subparsers.add_parser(
+        "sweep",
+        help="train a grid of settings x seeds, select by validation WGA (or BCA)",
+        description="Train one run per grid point and seed (every `patchwise train` flag "
+        "is passed to each run), skip GERNE betas at or above beta_max, select the grid "
+        "point with the best mean validation metric (--select) and write sweep.csv and "
+        "selected.json. Rerun the same command to resume: finished runs are reused, "
+        "interrupted ones resumed (see docs/methods.md, Sweeps).",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="cohort CSV: image, mask, split[, slide]")
+    for action in passed_actions(train_parser()):
         # Given flags only: a flag left out keeps train's meaning of "left out" (e.g. a
         # preset's value), so the copied flags default to "not given"; help keeps the default.
         if action.help and "%(default)s" in action.help:
             action.help = action.help.replace("%(default)s", str(action.default))
         action.default = argparse.SUPPRESS
-    p = subparsers.add_parser(
-        "sweep",
-        parents=[parent],
-        conflict_handler="resolve",
-        help="train a grid of settings x seeds, select by validation WGA (or BCA)",
-        description="Train one run per grid point and seed (every `patchwise train` flag "
-        "is passed to each run), skip GERNE betas at or above beta_max, select the grid "
-        "point with the best mean validation metric (--select) and write sweep.csv and "
-        "selected.json. A rerun reuses finished runs and resumes interrupted ones "
-        "(see docs/methods.md, Sweeps).",
-    )
+        if action.dest == "num_threads":
+            action.help = "torch intra-op threads of each run (default in a sweep: 1)"
+        p._add_action(action)  # argparse's own way of adding a built action (as parents= does)
     p.add_argument("--out", required=True, metavar="SWEEP_DIR", help="sweep folder")
     p.add_argument(
         "--grid",
@@ -88,7 +90,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on a dask.distributed cluster (paths must be visible to its workers)",
     )
-    p.add_argument("--resume", action="store_true", help="(always on: finished runs are reused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
