@@ -206,8 +206,8 @@ def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
         "--out", "--preset", "--method", "--tau", "--patch-size", "--stride", "--tissue",
         "--tissue-threshold", "--background", "--mask-map", "--model", "--weights", "--steps",
         "--batch-size", "--lr", "--weight-decay", "--momentum", "--beta", "--c", "--eta",
-        "--class-balanced", "--augment", "--freeze-bn", "--eval-every", "--select",
-        "--threshold", "--seed", "--device", "--precision", "--channels-last",
+        "--class-balanced", "--augment", "--freeze-bn", "--gerne-train-bn", "--eval-every",
+        "--select", "--threshold", "--seed", "--device", "--precision", "--channels-last",
         "--num-workers", "--num-threads", "--eval-batch-size", "--cache-dir", "--resume",
         "--quiet",
     ]  # fmt: skip

@@ -145,6 +145,11 @@ def test_unknown_preset_is_refused():
             ["--model", "smallcnn", "--weights", "w.pt"],
             "pretrained weights apply to the ResNet models only",
         ),
+        (
+            ["--method", "gerne", "--model", "resnet18"],
+            "GERNE with beta > 0 on resnet18 needs frozen BatchNorm statistics: with batch "
+            "statistics its loss runs away .* or --gerne-train-bn to train so anyway",
+        ),
     ],
 )
 def test_what_needs_weights_without_them_is_one_line_exit_2_and_writes_nothing(
@@ -159,6 +164,20 @@ def test_what_needs_weights_without_them_is_one_line_exit_2_and_writes_nothing(
     assert not out.exists() and not cache.exists()
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(model="resnet18", beta=0.0),  # no negative weight: plain weighted training
+        dict(model="resnet18", beta=-0.5),
+        dict(model="resnet18", gerne_train_bn=True),  # the explicit override
+        dict(model="resnet18", weights="w.pt", freeze_bn=True),
+        dict(model="smallcnn"),  # GroupNorm
+    ],
+)
+def test_gerne_needs_frozen_batchnorm_only_where_it_has_batchnorm_and_beta_above_0(options):
+    TrainConfig.from_options(manifest="m", out="r", method="gerne", **options).validate()
+
+
 # -- the paper's recipe end to end -------------------------------------------------------------
 def test_paper_preset_trains_resnet50_from_local_weights_with_frozen_batchnorm(
     resnet50_weights, tmp_path, capsys
@@ -166,7 +185,8 @@ def test_paper_preset_trains_resnet50_from_local_weights_with_frozen_batchnorm(
     path, state = resnet50_weights
     manifest = make_cohort(tmp_path / "cohort", cells=4, patch=32)
     out = tmp_path / "run"
-    argv = ["train", str(manifest), "--preset", "paper", "--weights", str(path)]
+    argv = ["train", str(manifest), "--preset", "paper", "--weights", str(path), "--method"]
+    argv.append("gerne")  # with frozen BatchNorm, GERNE's extrapolation is allowed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         code = main(
@@ -184,6 +204,7 @@ def test_paper_preset_trains_resnet50_from_local_weights_with_frozen_batchnorm(
         "momentum": 0.9,
     }
     assert (config["freeze_bn"], config["batch_size"], config["c"]) == (True, 4, 0.5)
+    assert (config["method"], config["weights"]) == ("gerne", str(path))
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["step"] == 2
     (group,) = last["optimizer"]["param_groups"]

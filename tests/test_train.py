@@ -298,8 +298,8 @@ def test_resume_from_a_damaged_last_pt_is_one_line(manifest, tmp_path):
 
 
 # -- TrainConfig: composed in memory, flat on disk and on the command line ---------------------
-# config.json as every run so far has written it: flat, in this order ("preset" since
-# presets came: a file without it reads as no preset)
+# config.json as every run so far has written it: flat, in this order ("preset" and
+# "gerne_train_bn" since presets came: a file without them reads as no preset, False)
 OLD_CONFIG_JSON = {
     "manifest": "cohort.csv",
     "out": "runs/a",
@@ -325,6 +325,7 @@ OLD_CONFIG_JSON = {
     "class_balanced": False,
     "augment": True,
     "freeze_bn": False,
+    "gerne_train_bn": False,
     "eval_every": 10,
     "select": "val_bca",
     "threshold": 0.4,
@@ -361,7 +362,8 @@ def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identi
     assert TrainConfig.from_json(text) == config == TrainConfig.from_options(OLD_CONFIG_JSON)
     assert [f.name for f in TrainConfig.option_fields()] == list(OLD_CONFIG_JSON)
     assert config.to_options() == OLD_CONFIG_JSON
-    before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k != "preset"}
+    new_keys = ("preset", "gerne_train_bn")
+    before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k not in new_keys}
     assert TrainConfig.from_options(before_presets) == config
     assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()
 

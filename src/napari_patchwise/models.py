@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 # largest first: ResNet-50 is the paper's and the default; the dock lists them reversed.
 MODEL_NAMES: tuple[str, ...] = ("resnet50", "resnet18", "smallcnn")
 RANDOM_INIT_MESSAGE = "no pretrained weights given; starting from random initialisation"
+#: The models with BatchNorm layers: ``--freeze-bn`` applies to them, and GERNE with
+#: beta > 0 needs it there (``TrainConfig.validate``; docs/methods.md, "BatchNorm").
+#: smallcnn normalises with GroupNorm.
+BATCHNORM_MODELS: tuple[str, ...] = ("resnet50", "resnet18")
 
 
 def build_model(
@@ -184,9 +188,9 @@ def _smallcnn_block(cin: int, cout: int):
     import torch
 
     # GroupNorm, not BatchNorm: every patch is normalised on its own, so no output depends
-    # on which batch a patch came in. With training-mode BatchNorm and GERNE's two batches
-    # forwarded separately, the network could tell them apart by their statistics
-    # (docs/methods.md, "BatchNorm"; GERNE forwards both in one pass for that reason).
+    # on the other patches of its batch. GERNE puts a negative weight on its biased batch,
+    # and with training-mode BatchNorm its loss runs away, even with both batches in one
+    # forward pass (docs/methods.md, "BatchNorm").
     return torch.nn.Sequential(
         torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
         torch.nn.GroupNorm(min(8, cout), cout),

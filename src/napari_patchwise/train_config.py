@@ -76,6 +76,7 @@ class TrainConfig:
     class_balanced: bool = False
     augment: bool = True
     freeze_bn: bool = False
+    gerne_train_bn: bool = False
     eval_every: int = 100
     select: str = "val_wga"
     threshold: float = 0.5
@@ -154,7 +155,8 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 flag = "--" + name.replace("_", "-")
                 raise PatchwiseError(f"{flag} must be a finite number, got {value}")
-        for ok, message, hint in (*self._name_checks(), *self._weights_checks()):
+        checks = (*self._name_checks(), *self._weights_checks(), self._batchnorm_check())
+        for ok, message, hint in checks:
             if not ok:
                 raise PatchwiseError(message, hint=hint)
         self.patch.validate()
@@ -221,6 +223,25 @@ class TrainConfig:
                 "pass --weights PATH (a pretrained ResNet state dict), or drop --freeze-bn",
             ),
         ]
+
+    def _batchnorm_check(self) -> tuple[bool, str, str]:
+        """GERNE with beta > 0 and batch statistics: refused unless ``gerne_train_bn``.
+
+        beta > 0 gives the biased batch a negative weight; with training-mode BatchNorm
+        every output depends on the whole batch, and GERNE's loss ran away in our runs
+        even with both batches in one forward pass (docs/methods.md, "BatchNorm").
+        """
+        from .models import BATCHNORM_MODELS
+
+        risky = self.method == "gerne" and self.beta > 0 and self.model in BATCHNORM_MODELS
+        return (
+            not risky or self.freeze_bn or self.gerne_train_bn,
+            f"GERNE with beta > 0 on {self.model} needs frozen BatchNorm statistics: with "
+            "batch statistics its loss runs away (the biased batch has a negative weight; "
+            'docs/methods.md, "BatchNorm")',
+            "pass --weights PATH --freeze-bn (the paper's recipe), use --model smallcnn "
+            "(GroupNorm) or --beta 0 or below, or --gerne-train-bn to train so anyway",
+        )
 
     def _range_checks(self) -> list[tuple[bool, str, str]]:
         """``(ok, message, hint)`` for every numeric option's range."""

@@ -51,6 +51,8 @@ HELP = {
     "class_balanced": "ERM with class-balanced batches",
     "augment": "flips and 90-degree rotations of training patches",
     "freeze_bn": "keep the BatchNorm statistics of --weights fixed (the paper's recipe)",
+    "gerne_train_bn": "let GERNE with beta > 0 train a ResNet's BatchNorm on batch statistics "
+    '(refused otherwise: docs/methods.md, "BatchNorm")',
     "eval_every": "validate every N steps",
     "select": "validation metric that selects the best checkpoint",
     "threshold": "decision threshold on the tumor probability",
