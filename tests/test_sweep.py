@@ -248,6 +248,14 @@ def test_ctrl_c_stops_every_run_cleanly(tmp_path):
     assert (first / "last.pt").is_file() and not (first / "metrics.json").exists()
     assert not (out / TABLE).exists() and not (out / ".patchwise-sweep-stop").exists()
     assert not (out / "lr=0.05_seed=0").exists()  # queued: never started
+    report = subprocess.run(
+        [*argv[:3], "report", str(out), "--out", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert report.returncode == 2 and "the sweep has not finished" in report.stderr
+    assert report.stderr.count("\n") == 1
 
 
 def test_every_train_flag_passes_through_unchanged(tmp_path):
@@ -264,7 +272,7 @@ def test_every_train_flag_passes_through_unchanged(tmp_path):
     assert train_flags <= sweep_flags and {"--lr", "--no-augment", "--select"} <= train_flags
     flags = [
         "--method", "groupdro", "--tau", "0.25", "--model", "smallcnn", "--steps", "7",
-        "--no-augment", "--tissue", "intensity", "--tissue-threshold", "12.5",
+        "--no-augment", "--tissue", "intensity", "--tissue-threshold", "-5.5",
         "--mask-map", "0=background,1=tumor", "--select", "val_bca", "--eta", "0.03",
         "--cache-dir", "rel/cache", "--stride", "8", "--num-threads", "2", "--lr", "1e-3",
     ]  # fmt: skip

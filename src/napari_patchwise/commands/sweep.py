@@ -115,7 +115,7 @@ def train_tokens(args: argparse.Namespace, parser: argparse.ArgumentParser) -> l
             value = os.path.abspath(value)
         words += _words(action, value)
     if not hasattr(args, "num_threads"):
-        words += ["--num-threads", "1"]  # runs share the cores: one torch thread each
+        words.append("--num-threads=1")  # runs share the cores: one torch thread each
     return words
 
 
@@ -127,7 +127,7 @@ def _words(action: argparse.Action, value: Any) -> list[str]:
         return [flag] if value == action.const else []
     if isinstance(value, list | tuple):
         return [flag, *map(_text, value)]
-    return [flag, _text(value)]
+    return [f"{flag}={_text(value)}"]  # one word: a value may start with "-"
 
 
 def _text(value: Any) -> str:
@@ -151,7 +151,7 @@ def config_factory(args: argparse.Namespace):
     def make_config(options: dict[str, Any]):
         words = list(base)
         for name, value in options.items():
-            words += ["--" + name.replace("_", "-"), _text(value)]
+            words.append(f"--{name.replace('_', '-')}={_text(value)}")
         return config_from_args(parser.parse_args(words))
 
     return make_config
