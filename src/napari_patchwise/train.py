@@ -50,6 +50,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -82,11 +83,14 @@ __all__ = [
     "TrainCallbacks",
     "TrainConfig",
     "dataset_probabilities",
+    "default_num_threads",
     "evaluate_split",
     "group_column",
     "load_checkpoint_model",
+    "passive_openmp_waits",
     "resolve_device",
     "train",
+    "usable_cores",
 ]
 
 
@@ -158,6 +162,72 @@ def _autocast(device, precision: str):
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
+
+
+# -- CPU threads ------------------------------------------------------------------------------
+# Measured on the 2-core machine (docs/benchmarks.md, "Training speed"): torch's OpenMP
+# threads spin at the end of every parallel region; when another process holds one of the
+# cores, each of the hundreds of regions of a step waits for the descheduled thread, and
+# two spinning threads ran smallcnn 3x slower than one. Waiting passively (sleeping),
+# two threads are as fast as one under that load and ~1.8x faster on a quiet machine.
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def passive_openmp_waits() -> bool:
+    """Make torch's OpenMP threads sleep, not spin, while they wait (before torch loads).
+
+    Sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy. GNU OpenMP reads it
+    once, when torch is first imported: afterwards nothing changes it, so this returns
+    whether the setting can still take effect (torch not imported yet). Child processes
+    (loader workers, sweep runs) inherit it.
+    """
+    if "torch" in sys.modules:
+        return False
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return True
+
+
+def cgroup_cpu_limit(root: Path = _CGROUP) -> float | None:
+    """CPUs a cgroup CPU quota allows (``cpu.max``; v1 ``cpu.cfs_quota_us``), or None.
+
+    Containers (``docker --cpus``, Kubernetes limits) cap CPU time without hiding any CPU,
+    so neither the affinity mask nor torch's default sees the cap.
+    """
+    try:
+        quota, period = (root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def usable_cores(cgroup_root: Path = _CGROUP) -> int:
+    """CPUs this process can keep busy: its affinity mask, capped by a cgroup quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cgroup_root)
+    if limit is not None:
+        cores = min(cores, int(limit))  # a fraction of a CPU cannot keep one more thread busy
+    return max(1, cores)
+
+
+def default_num_threads(torch_threads: int, cores: int | None = None) -> int:
+    """torch intra-op threads of a run that leaves ``num_threads`` out.
+
+    One per usable core (:func:`usable_cores`), never more than ``torch_threads``
+    (torch's own default: physical cores, or ``OMP_NUM_THREADS``; 1 per rank under
+    ``torchrun``). Loader workers are not subtracted: they use about 1 % of a core
+    at the model's pace (docs/benchmarks.md, "Training speed").
+    """
+    cores = usable_cores() if cores is None else cores
+    return max(1, min(int(torch_threads), int(cores)))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -446,19 +516,28 @@ def train(
         The run directory ``config.out``. A cancelled run has ``last.pt`` (resume it with
         ``resume=True``) but no test metrics yet.
 
+    Notes
+    -----
+    torch runs ``config.num_threads`` intra-op threads, by default one per usable core
+    (:func:`default_num_threads`), restored when the run ends. If torch is not imported
+    yet, its OpenMP threads are made to wait passively (:func:`passive_openmp_waits`); a
+    program that imports torch first should set ``OMP_WAIT_POLICY=PASSIVE`` before that
+    import to get the same speed on a busy machine.
+
     Raises
     ------
     PatchwiseError
         Bad options or data (see :meth:`TrainConfig.validate`, :func:`cohort.read_manifest`
         and the methods' own checks), or an existing run without ``resume``.
     """
+    passive_openmp_waits()  # before torch loads: see "CPU threads" above
     import torch
 
     config.validate()
     threads = torch.get_num_threads()
-    if config.num_threads:
-        # on a busy machine, fewer intra-op threads than cores avoids spin-wait contention
-        torch.set_num_threads(int(config.num_threads))
+    run_threads = config.num_threads or default_num_threads(threads)
+    torch.set_num_threads(int(run_threads))
+    log.info("torch intra-op threads: %d", run_threads)
     try:
         with contextlib.ExitStack() as stack:
             return _train(config, callbacks or TrainCallbacks(), progress, stack)
