@@ -61,7 +61,7 @@ HELP = {
     "precision": "auto: bf16 (or fp16) autocast on CUDA, fp32 on the CPU",
     "channels_last": "channels-last memory format on CUDA",
     "num_workers": "DataLoader worker processes",
-    "num_threads": "torch intra-op threads (default: torch's)",
+    "num_threads": "torch intra-op threads (default: one per usable core)",
     "eval_batch_size": "patches per batch when evaluating",
     "cache_dir": "patch cache folder (default: .patchwise-cache beside the manifest)",
     "resume": "continue the run in --out from its last.pt",
