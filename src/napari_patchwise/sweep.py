@@ -349,7 +349,7 @@ def _resume_or_restart(config: TrainConfig) -> TrainConfig:
             load_checkpoint(out / LAST)
             read_run_config(out)
         except PatchwiseError:
-            _clear_run(out)  # damaged (a kill mid-write of a foreign copy, a truncation)
+            _clear_run(out)  # damaged: truncated, unreadable, or not this run's
         else:
             return dataclasses.replace(config, resume=True)
     elif out.is_dir():
