@@ -64,7 +64,7 @@ def test_a_preset_fills_in_what_is_not_given_and_explicit_options_win(tmp_path):
         200,
         40,
     )
-    assert (config.batch_size, config.weight_decay, config.eval_batch_size) == (32, 1e-4, 512)
+    assert (config.batch_size, config.weight_decay, config.eval_batch_size) == (32, 1e-4, 128)
     assert config.lr == 0.05  # given: wins over the preset's 0.01
     paper = TrainConfig.from_options(manifest="m.csv", out="r", preset="paper", weights="w.pt")
     assert (paper.model, paper.freeze_bn, paper.lr, paper.weight_decay) == (
