@@ -59,6 +59,7 @@ bench: install sysdeps
 	run bench_read $(PY) benchmarks/bench_read.py; \
 	run bench_regroup $(PY) benchmarks/bench_regroup.py; \
 	run bench_train $(PY) benchmarks/bench_train.py; \
+	run bench_gpu $(PY) benchmarks/bench_gpu.py; \
 	run bench_model_panel $(PY) benchmarks/bench_model_panel.py; \
 	run figure1_sample $(PY) benchmarks/figure1_sample.py; \
 	run planted_bias $(PY) benchmarks/planted_bias.py; \
