@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from _cohort import make_cohort  # noqa: E402
-from napari_patchwise import PatchwiseError, presets  # noqa: E402
+from napari_patchwise import PatchwiseError  # noqa: E402
 from napari_patchwise.cli import main  # noqa: E402
 from napari_patchwise.models import RANDOM_INIT_MESSAGE  # noqa: E402
 from napari_patchwise.train_config import TrainConfig  # noqa: E402
@@ -66,6 +66,7 @@ def test_a_preset_fills_in_what_is_not_given_and_explicit_options_win(tmp_path):
     )
     assert (config.batch_size, config.weight_decay, config.eval_batch_size) == (32, 1e-4, 128)
     assert config.lr == 0.05  # given: wins over the preset's 0.01
+    assert config.num_threads is None  # train's measured default, not the preset's
     paper = TrainConfig.from_options(manifest="m.csv", out="r", preset="paper", weights="w.pt")
     assert (paper.model, paper.freeze_bn, paper.lr, paper.weight_decay) == (
         "resnet50",
@@ -106,13 +107,6 @@ def test_an_explicit_flag_wins_even_when_it_equals_the_default():
     assert (config.lr, config.batch_size, config.freeze_bn) == (0.01, 4, False)
     assert (config.weight_decay, config.model) == (0.01, "resnet50")
     assert config_from_args(parser.parse_args(["m.csv", "--out", "r"])) == TrainConfig("m.csv", "r")
-
-
-def test_cpu_quick_trains_on_one_thread_on_small_cpus_only(monkeypatch):
-    monkeypatch.setattr(presets, "available_cores", lambda: 2)
-    assert TrainConfig.from_options(manifest="m", out="r", preset="cpu-quick").num_threads == 1
-    monkeypatch.setattr(presets, "available_cores", lambda: 32)
-    assert TrainConfig.from_options(manifest="m", out="r", preset="cpu-quick").num_threads is None
 
 
 def test_unknown_preset_is_refused():

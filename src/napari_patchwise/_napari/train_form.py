@@ -186,7 +186,7 @@ class TrainForm(QGroupBox):
             "select": self.select_combo.setCurrentText,
             "freeze_bn": self.freeze_bn.setChecked,
         }
-        for key, value in get_preset(name).values().items():
+        for key, value in get_preset(name).options.items():
             if key in setters:
                 setters[key](value)
 
