@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 QUICK = {"size": 1024, "predict_size": 2048, "steps": 30, "warmup": 5, "workers": [0]}
-FULL = {"size": 2048, "predict_size": 8192, "steps": 200, "warmup": 20, "workers": [0, 4]}
+FULL = {"size": 2048, "predict_size": 4096, "steps": 200, "warmup": 20, "workers": [0, 4]}
 
 
 def device_or_exit(name: str):
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (20)")
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="(0 4)")
     parser.add_argument("--size", type=int, default=None, help="training slide side (2048)")
-    parser.add_argument("--predict-size", type=int, default=None, help="(8192)")
+    parser.add_argument("--predict-size", type=int, default=None, help="(4096)")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
