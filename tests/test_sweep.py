@@ -314,3 +314,31 @@ def test_sweep_on_a_dask_cluster(tmp_path):
     assert (table["status"] == "run").all()
     for run in table["run"]:
         assert (out / run / "metrics.json").is_file()
+
+
+@pytest.mark.torch
+def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
+    """A real kill -9 while the second run trains; the rerun reuses the first run untouched."""
+    pytest.importorskip("torch")
+    manifest = make_cohort(tmp_path / "cohort")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "napari_patchwise.cli", "sweep", str(manifest)]
+    argv += ["--method", "erm", "--grid", "lr=0.01,0.05", "--model", "smallcnn"]
+    argv += ["--patch-size", "16", "--batch-size", "16", "--steps", "400", "--eval-every", "20"]
+    argv += ["--num-threads", "1", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first, second = out / "lr=0.01_seed=0", out / "lr=0.05_seed=0"
+    deadline = time.monotonic() + 240
+    while not (second / "history.csv").is_file() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: whatever is on disk stays
+    proc.communicate(timeout=60)
+    assert (first / "metrics.json").is_file() and not (second / "metrics.json").exists()
+    before = {f: f.stat().st_mtime_ns for f in first.iterdir()}
+    rerun = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert {f: f.stat().st_mtime_ns for f in first.iterdir()} == before  # reused as it was
+    assert (second / "metrics.json").is_file()
+    table = pd.read_csv(out / TABLE)
+    assert sorted(table["status"]) == ["run", "run"] and (out / SELECTED).is_file()
