@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,38 +20,56 @@ def _lit_fraction(rgb: np.ndarray) -> float:
 
 
 @pytest.mark.gui
-def test_demo_no_gui_saves_a_screenshot_with_the_slide(tmp_path):
-    """The real command, as `make demo` runs it under Xvfb."""
+@pytest.mark.torch
+def test_demo_no_gui_trains_both_runs_and_writes_screenshot_and_report(tmp_path):
+    """The real command, as `make demo` runs it under Xvfb (small slides, few steps)."""
     out = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "napari_patchwise.cli", "demo", "--out", str(out)]
-        + ["--no-gui", "--size", "512"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")},
-    )
+    cmd = [sys.executable, "-m", "napari_patchwise.cli", "demo", "--out", str(out)]
+    cmd += ["--no-gui", "--size", "512", "--steps", "6"]
+    env = {**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     shot_path = out / "screenshot.png"
     assert proc.stdout.strip().splitlines()[-1] == str(shot_path)
+    assert f"report: {out / 'report.html'}" in proc.stderr
     shot = imread(shot_path)
     assert shot.shape[0] >= 600 and shot.shape[1] >= 900
     # The right part of the window is the canvas: the slide must be visible there.
     canvas = shot[80:-80, shot.shape[1] // 3 :]
     assert 0.05 < _lit_fraction(canvas) < 0.95
     assert len(np.unique(canvas.reshape(-1, canvas.shape[-1])[:, :3] // 32, axis=0)) > 8
-    assert sorted(p.suffix for p in out.iterdir()) == [".png", ".tif", ".tif"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cohort", "images", "predictions", "report.html", "runs", "screenshot.png"
+    ]  # fmt: skip
+
+    # the report gives both runs' worst-group accuracy, as their metrics.json hold it
+    report = (out / "report.html").read_text()
+    for name, label in (("erm", "ERM"), ("gerne", "GERNE")):
+        metrics = json.loads((out / "runs" / name / "metrics.json").read_text())
+        wga = 100 * metrics["by_selection"]["val_wga"]["test"]["wga"]
+        assert f"{label} {wga:.1f} %" in report
+        overlay = imread(out / "images" / f"{name}.png")
+        assert 0.05 < _lit_fraction(overlay) < 0.95
+        assert report.count("data:image/png;base64,") >= 4  # curves, figure 1 x2, overlays
+
+    # a second demo reuses the runs and predictions
+    best = {n: (out / "runs" / n / "best.pt").stat().st_mtime_ns for n in ("erm", "gerne")}
+    preds = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "erm: reused" in again.stderr and "gerne: reused" in again.stderr
+    assert {n: (out / "runs" / n / "best.pt").stat().st_mtime_ns for n in best} == best
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()} == preds
 
 
 @pytest.mark.gui
 def test_build_demo_viewer_opens_channels_and_mask(make_napari_viewer, qtbot, tmp_path):
     from napari.layers import Image, Labels
 
-    image, mask = demo.prepare_demo_data(tmp_path, size=512, seed=1)
-    written = image.stat().st_mtime_ns
-    assert demo.prepare_demo_data(tmp_path, size=512, seed=1) == (image, mask)
-    assert image.stat().st_mtime_ns == written  # cached, not regenerated
+    from napari_patchwise._napari.sample import ensure_sample_slide
+    from napari_patchwise.synth import SynthConfig
 
+    image, mask = ensure_sample_slide(tmp_path, SynthConfig(size=(512, 512), seed=1))
     viewer = make_napari_viewer(show=True)
     layers = demo.build_demo_viewer(tmp_path, viewer, image=image, mask=mask)
     assert [layer.name for layer in layers["channels"]] == ["CARS", "TPEF", "SHG"]

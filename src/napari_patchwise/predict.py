@@ -127,6 +127,83 @@ def predict_table(
     return out
 
 
+def predict_slide(
+    image: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    *,
+    mask: str | os.PathLike | None = None,
+    mask_map: str | None = None,
+    stride: int | None = None,
+    tissue: str | None = None,
+    background: str | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    threshold: float | None = None,
+    stats_progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Open a slide and predict every patch of its grid (``patchwise predict``).
+
+    With ``mask`` the result is the full patch table (labels, counts, ratios, computed
+    with the run's patch settings unless given) plus ``prob`` and ``pred``; without it,
+    the patch geometry plus ``prob`` and ``pred``. Level 0 only: nothing is written (no
+    display pyramid), and the mask's values are checked in the pass that counts them.
+
+    Parameters
+    ----------
+    image, checkpoint : path-like
+        The slide, and a run directory or checkpoint file (see :mod:`.runs`).
+    mask, mask_map : optional
+        Label mask (or ``None``) and its value map (default: the run's).
+    stride, tissue, background : optional
+        Patch-grid and tissue settings (default: the patch size and the run's).
+    batch_size, device, threshold, progress
+        As for :func:`predict_table`.
+    stats_progress : callable, optional
+        ``progress(done, total)`` of the patch statistics (with a mask).
+
+    Returns
+    -------
+    DataFrame
+    """
+    from .grid import PatchGrid, patch_stats
+    from .io import open_slide
+    from .runs import checkpoint_meta, resolve_checkpoint, run_patch_settings
+
+    ckpt = resolve_checkpoint(checkpoint)
+    patch_size = int(checkpoint_meta(ckpt)["patch_size"])
+    settings = run_patch_settings(ckpt)  # defaults for a checkpoint copied out of its run
+    slide = open_slide(
+        image,
+        mask=mask,
+        mask_map=mask_map or settings.mask_map,
+        pyramid=False,
+        check_mask_values=False,
+    )
+    grid = PatchGrid(patch_size, stride)
+    grid.check_fits(*slide.shape[1:], path=image)  # never an empty table
+    if mask is None:
+        table = geometry_table(slide, patch_size, stride)
+    else:
+        table = patch_stats(
+            slide,
+            grid,
+            tissue=tissue or settings.tissue,
+            tissue_threshold=settings.tissue_threshold,
+            background=background or settings.background,
+            progress=stats_progress,
+        )
+    return predict_table(
+        slide,
+        table,
+        ckpt,
+        batch_size=batch_size,
+        device=device,
+        threshold=threshold,
+        progress=progress,
+    )
+
+
 def _check_compatible(slide: Slide, table: pd.DataFrame, meta: dict) -> None:
     """The slide's channels and the table's patch size must be the model's."""
     patch_size = int(meta["patch_size"])

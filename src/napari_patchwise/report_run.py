@@ -312,8 +312,18 @@ def _markdown_to_html(table: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(runs: Sequence[Run], *, bins: int = 20) -> str:
-    """The report as one self-contained HTML string."""
+def render_html(
+    runs: Sequence[Run],
+    *,
+    bins: int = 20,
+    intro: Sequence[str] = (),
+    images: Sequence[tuple[str, str | os.PathLike]] = (),
+) -> str:
+    """The report as one self-contained HTML string.
+
+    ``intro`` paragraphs (plain text) follow the title; ``images`` are ``(caption, PNG
+    file)`` pairs (e.g. viewer screenshots), embedded after the learning curves.
+    """
     from .report import figure1
 
     rows = result_rows(runs)
@@ -323,6 +333,7 @@ def render_html(runs: Sequence[Run], *, bins: int = 20) -> str:
         "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
         "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}</style></head><body>",
         "<h1>Training report</h1>",
+        *(f"<p>{html.escape(text)}</p>" for text in intro),
         f"<p>{len(runs)} run(s): {html.escape(', '.join(str(r.path) for r in runs))}</p>",
         "<h2>Table 1: test WGA and BCA (%)</h2>",
         "<p>Mean ± sample standard deviation over the runs (seeds) of each method, "
@@ -336,6 +347,14 @@ def render_html(runs: Sequence[Run], *, bins: int = 20) -> str:
             rows[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="empty")
         )
     parts += ["<h2>Learning curves</h2>", _img(learning_curves(runs), "learning curves")]
+    if images:
+        parts.append("<h2>In the viewer</h2>")
+    for caption, path in images:
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        parts.append(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     parts.append("<h2>Figure 1: test predictions of the selected checkpoints</h2>")
     for run in runs:
         pred_path = run.path / PREDICTIONS
@@ -356,12 +375,18 @@ def render_html(runs: Sequence[Run], *, bins: int = 20) -> str:
     return "\n".join(parts)
 
 
-def write_report(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Write the HTML report of ``run_dirs`` to ``out`` (atomically)."""
+def write_report(
+    run_dirs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    intro: Sequence[str] = (),
+    images: Sequence[tuple[str, str | os.PathLike]] = (),
+) -> Path:
+    """Write the HTML report of ``run_dirs`` to ``out`` (atomically); see :func:`render_html`."""
     if not run_dirs:
         raise PatchwiseError("no run directories given")
     runs = [load_run(p) for p in run_dirs]
-    text = render_html(runs)
+    text = render_html(runs, intro=intro, images=images)
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")

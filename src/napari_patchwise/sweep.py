@@ -278,14 +278,23 @@ def check_existing_runs(runs: Sequence[SweepRun]) -> None:
 
 def finished(run: SweepRun) -> bool:
     """Whether the run's folder holds this run, trained to its last step and tested."""
+    return run_is_finished(run.config)
+
+
+def run_is_finished(config: TrainConfig) -> bool:
+    """Whether ``config.out`` holds a run trained to ``config.steps`` and tested.
+
+    Other settings are not compared: see :func:`.runs.config_changes`.
+    """
     from .runs import read_run_config
 
+    out = Path(config.out)
     try:
-        metrics = _run_metrics(run.out, run.config.select)
-        saved = read_run_config(run.out)
+        metrics = _run_metrics(out, config.select)
+        saved = read_run_config(out)
     except PatchwiseError:
         return False
-    return saved is not None and saved.steps == run.config.steps and metrics is not None
+    return saved is not None and saved.steps == config.steps and metrics is not None
 
 
 def _run_metrics(out: Path, select: str) -> dict | None:
@@ -349,15 +358,15 @@ def _resume_or_restart(config: TrainConfig) -> TrainConfig:
             load_checkpoint(out / LAST)
             read_run_config(out)
         except PatchwiseError:
-            _clear_run(out)  # damaged: truncated, unreadable, or not this run's
+            clear_run(out)  # damaged: truncated, unreadable, or not this run's
         else:
             return dataclasses.replace(config, resume=True)
     elif out.is_dir():
-        _clear_run(out)  # stopped before its first evaluation: nothing worth keeping
+        clear_run(out)  # stopped before its first evaluation: nothing worth keeping
     return config
 
 
-def _clear_run(out: Path) -> None:
+def clear_run(out: Path) -> None:
     """Remove a damaged or unfinished run's files, refusing files train never writes."""
     files = [p for p in out.iterdir() if not p.name.startswith(".patchwise-tmp-")]
     foreign = [p.name for p in files if not _is_run_file(p)]

@@ -47,8 +47,11 @@ def open_patchwise_dock(
     patch_size: int = DEMO_PATCH_SIZE,
     tau: float = 0.1,
     wait: bool = False,
+    predictions: bool = True,
 ):
     """Dock the Patchwise widget, compute the grid, then load rule-based predictions.
+
+    With ``predictions=False`` the grid is computed and nothing is loaded.
 
     With ``wait=True`` (no event loop running: screenshots, ``--no-gui``) this returns
     once everything is shown; otherwise each step starts when the previous one has been
@@ -71,7 +74,7 @@ def open_patchwise_dock(
 
     def load_predictions() -> None:
         state = widget.current
-        if state is not None and state.data is not None:
+        if predictions and state is not None and state.data is not None:
             widget.set_predictions(
                 shortcut_predictions(state.data.table), source="demo rule-based predictions"
             )
@@ -96,3 +99,53 @@ def open_patchwise_dock(
     widget.applied.connect(after_compute)
     widget.compute()
     return widget
+
+
+def show_story(viewer, story, *, mask_layer, images) -> dict:
+    """Dock the widget on the demo's test slide, load both runs, screenshot each.
+
+    ``story`` is a :class:`napari_patchwise.demo_story.Story`. The grid is cut as the
+    runs were trained (their patch size, tau); each run's predictions are loaded in
+    turn and the correctness overlay is saved as ``images/<run>.png`` (canvas only);
+    the viewer is left with GERNE's predictions loaded.
+
+    Returns
+    -------
+    dict
+        ``{"erm": PNG, "gerne": PNG}`` (``"compare"`` too once the comparison is shown).
+    """
+    from pathlib import Path
+
+    from ..io.tables import read_table
+    from ..runs import read_run_config
+
+    config = read_run_config(story.runs["erm"])
+    widget = open_patchwise_dock(
+        viewer,
+        mask_layer=mask_layer,
+        patch_size=config.patch.patch_size,
+        tau=config.tau,
+        wait=True,
+        predictions=False,
+    )
+    images = Path(images)
+    images.mkdir(parents=True, exist_ok=True)
+    shots = {}
+    mask_layer.visible = False  # the overlays say more than the mask here
+    for name, path in story.predictions.items():
+        widget.set_predictions(read_table(path), source=f"{name} ({path.name})")
+        wait_until_idle(widget)
+        shots[name] = _overlay_shot(viewer, widget, "correctness", images / f"{name}.png")
+    return shots
+
+
+def _overlay_shot(viewer, widget, kind: str, path):
+    """Show only the ``kind`` overlay of the current slide and save the canvas to ``path``."""
+    from qtpy.QtWidgets import QApplication
+
+    for name, layer in widget.current.overlays.layers.items():
+        layer.visible = name == kind
+    for _ in range(10):
+        QApplication.processEvents()
+    viewer.screenshot(str(path), canvas_only=True, flash=False)
+    return path

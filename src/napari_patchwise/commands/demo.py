@@ -1,10 +1,12 @@
-"""``patchwise demo``: a synthetic slide with its mask, opened in napari.
+"""``patchwise demo``: the tool's story in one command.
 
-The demo writes (once, cached in ``--out``) a synthetic multimodal slide and its mask,
-opens both through the plugin's reader, and either runs napari or -- with ``--no-gui``
--- renders the viewer under the current X display (Xvfb in ``make demo``) and saves
-``screenshot.png``. :func:`build_demo_viewer` is where later capabilities add their
-layers and widgets.
+The demo synthesises a small planted-bias cohort, trains ERM and GERNE on it with the
+``cpu-quick`` recipe, predicts a test slide with both (:mod:`napari_patchwise.demo_story`,
+cached in ``--out``: a second demo reuses what it trained), opens the test slide in
+napari with both runs' predictions and the comparison view ready, and writes
+``report.html`` (Table 1 with both selections, per-group accuracies, learning curves,
+Figure 1 and the viewer's overlays of both runs). With ``--no-gui`` it renders the viewer
+under the X display (Xvfb in ``make demo``), saves ``screenshot.png`` and exits.
 """
 
 from __future__ import annotations
@@ -16,25 +18,32 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ._args import seed, synth_side
+from ._args import positive_int, seed, synth_side
 
 DEFAULT_OUT = "demo-output"
-DEMO_SIZE = 4096
+DEMO_SIZE = 2048
+DEMO_STEPS = 200
 SCREEN = "-screen 0 1600x1000x24"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="open a synthetic slide and its mask in napari (or save a screenshot)",
-        description="Write a synthetic CARS/TPEF/SHG slide with its tumor mask into --out "
-        "(once), open it in napari through the Patchwise reader, and run napari; with "
+        help="train ERM and GERNE on a synthetic cohort and compare them in napari",
+        description="Synthesise a planted-bias cohort (6 slides) into --out, train ERM and "
+        "GERNE on it (cpu-quick recipe, a minute or two on a CPU), predict a test slide with "
+        "both, write --out/report.html and open napari with both runs compared; with "
         "--no-gui render the viewer under the X display (Xvfb) and save "
-        "--out/screenshot.png instead.",
+        "--out/screenshot.png instead. A second run reuses what the first trained.",
     )
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder ({DEFAULT_OUT})")
-    p.add_argument("--no-gui", action="store_true", help="save a screenshot and exit")
-    p.add_argument("--size", type=synth_side, default=DEMO_SIZE, help=f"slide side ({DEMO_SIZE})")
+    p.add_argument("--no-gui", action="store_true", help="save screenshots and exit")
+    p.add_argument(
+        "--size", type=synth_side, default=DEMO_SIZE, help=f"slide side ({DEMO_SIZE})"
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=DEMO_STEPS, help=f"training steps ({DEMO_STEPS})"
+    )
     p.add_argument("--seed", type=seed, default=0, help="random seed, 0 or more (0)")
     return p
 
@@ -50,17 +59,18 @@ def run(args: argparse.Namespace) -> int:
         return _rerun_under_xvfb(args)
 
     out_dir = Path(args.out)
-    image, mask = prepare_demo_data(out_dir, size=args.size, seed=args.seed)
+    story = prepare_story(out_dir, args)
 
     import napari
 
+    from .._napari.demo_view import show_story
+
     viewer = napari.Viewer(title="napari-patchwise demo")
     viewer.window.resize(1400, 900)
-    layers = build_demo_viewer(out_dir, viewer, image=image, mask=mask)
-    # The Patchwise dock with the patch grid computed and rule-based predictions loaded.
-    from .._napari.demo_view import open_patchwise_dock
-
-    open_patchwise_dock(viewer, mask_layer=layers["mask"], wait=args.no_gui)
+    layers = build_demo_viewer(out_dir, viewer, image=story.test_image, mask=story.test_mask)
+    images = show_story(viewer, story, mask_layer=layers["mask"], images=out_dir / "images")
+    report = write_story_report(story, images)
+    print(f"report: {report}", file=sys.stderr)
     if args.no_gui:
         path = save_screenshot(viewer, out_dir / "screenshot.png")
         viewer.close()
@@ -70,15 +80,77 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare_demo_data(out_dir: Path, *, size: int = DEMO_SIZE, seed: int = 0):
-    """The demo slide and mask in ``out_dir``, written with a progress bar if missing."""
-    from .._napari.sample import ensure_sample_slide
-    from .._progress import tqdm_progress
-    from ..synth import SynthConfig
+def prepare_story(out_dir: Path, args: argparse.Namespace):
+    """Run :func:`~napari_patchwise.demo_story.run_story` with one progress bar per stage."""
+    from ..demo_story import StorySettings, run_story
 
-    config = SynthConfig(size=(size, size), seed=seed, spurious=1.0)
-    with tqdm_progress("demo slide", unit="‰") as progress:
-        return ensure_sample_slide(out_dir, config, progress=progress)
+    eval_every = min(StorySettings.eval_every, args.steps)  # at least one evaluation
+    settings = StorySettings(size=args.size, seed=args.seed, steps=args.steps, eval_every=eval_every)
+    with _StageBars() as bars:
+        return run_story(out_dir, settings, progress=bars, log=bars.write)
+
+
+def write_story_report(story, images: dict[str, Path]) -> Path:
+    """``report.html`` of the demo's two runs, with the viewer's overlays of both."""
+    import json
+
+    from ..report_run import write_report
+    from ..runs import METRICS
+
+    wga = {}
+    for name, run in story.runs.items():
+        test = json.loads((run / METRICS).read_text())["by_selection"]["val_wga"]["test"]
+        wga[name] = 100 * test["wga"]
+    intro = [
+        "The patchwise demo: six synthetic slides in which large dense tissue goes with "
+        "tumor (planted spurious correlation, strength 0.7), ERM and GERNE trained with the "
+        "cpu-quick recipe at tau = 0.1, each seeing the same number of patches.",
+        f"Worst-group test accuracy (selected by validation WGA): ERM {wga['erm']:.1f} %, "
+        f"GERNE {wga['gerne']:.1f} %.",
+    ]
+    captions = {
+        "erm": "ERM on the test slide: correct (TP/TN) and wrong (FP/FN) patches",
+        "gerne": "GERNE on the same slide",
+        "compare": "ERM (A) against GERNE (B): both right, both wrong, only ERM right, "
+        "only GERNE right",
+    }
+    shots = [(captions[k], path) for k, path in images.items() if k in captions]
+    return write_report(
+        [story.runs["erm"], story.runs["gerne"]],
+        story.folder / "report.html",
+        intro=intro,
+        images=shots,
+    )
+
+
+class _StageBars:
+    """``bars(stage, done, total)``: one tqdm bar per stage, closed when it completes."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __enter__(self) -> _StageBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(desc=stage, total=total, file=sys.stderr)
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def write(self, line: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line, file=sys.stderr)
 
 
 def build_demo_viewer(out_dir: Path, viewer, *, image: Path, mask: Path) -> dict:
@@ -121,6 +193,7 @@ def _rerun_under_xvfb(args: argparse.Namespace) -> int:
         )
     cmd = [xvfb, "-a", "-s", SCREEN, sys.executable, "-m", "napari_patchwise.cli", "demo"]
     cmd += ["--out", str(args.out), "--no-gui", "--size", str(args.size), "--seed", str(args.seed)]
+    cmd += ["--steps", str(args.steps)]
     return subprocess.call(cmd, env={**os.environ, _UNDER_XVFB: "1"})
 
 

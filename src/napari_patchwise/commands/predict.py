@@ -58,53 +58,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from .._atomic import check_output
     from .._progress import tqdm_progress
-    from ..grid import PatchGrid
-    from ..io import open_slide
     from ..io.tables import table_format, write_table
-    from ..predict import check_options, geometry_table, predict_table
-    from ..runs import checkpoint_meta, resolve_checkpoint, run_files, run_patch_settings
+    from ..predict import check_options, predict_slide
+    from ..runs import resolve_checkpoint, run_files
 
     # every option and the checkpoint are checked before any slide is read
     table_format(args.out)
     check_options(args.batch_size, args.threshold)
     ckpt = resolve_checkpoint(args.checkpoint)
     check_output(args.out, inputs=[args.image, args.mask, args.checkpoint, *run_files(ckpt)])
-    meta = checkpoint_meta(ckpt)
-    settings = run_patch_settings(ckpt)  # defaults for a checkpoint copied out of its run
-    patch_size = int(meta["patch_size"])
-    # Level 0 only: prediction never builds or writes a display pyramid, and the mask's
-    # values are checked in the pass that counts them.
-    slide = open_slide(
-        args.image,
-        mask=args.mask,
-        mask_map=args.mask_map or settings.mask_map,
-        pyramid=False,
-        check_mask_values=False,
-    )
-    grid = PatchGrid(patch_size, args.stride)
-    grid.check_fits(*slide.shape[1:], path=args.image)  # never an empty table
-    if args.mask is not None:
-        from ..grid import patch_stats
-
-        with tqdm_progress("patch statistics", disable=args.quiet) as progress:
-            table = patch_stats(
-                slide,
-                grid,
-                tissue=args.tissue or settings.tissue,
-                tissue_threshold=settings.tissue_threshold,
-                background=args.background or settings.background,
-                progress=progress,
-            )
-    else:
-        table = geometry_table(slide, patch_size, args.stride)
-    with tqdm_progress("predicting", unit="patch", disable=args.quiet) as progress:
-        table = predict_table(
-            slide,
-            table,
+    with (
+        tqdm_progress(
+            "patch statistics", disable=args.quiet or args.mask is None
+        ) as stats_progress,
+        tqdm_progress("predicting", unit="patch", disable=args.quiet) as progress,
+    ):
+        table = predict_slide(
+            args.image,
             ckpt,
+            mask=args.mask,
+            mask_map=args.mask_map,
+            stride=args.stride,
+            tissue=args.tissue,
+            background=args.background,
             batch_size=args.batch_size,
             device=args.device,
             threshold=args.threshold,
+            stats_progress=stats_progress,
             progress=progress,
         )
     write_table(table, args.out)
