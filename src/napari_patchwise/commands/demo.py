@@ -38,9 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder ({DEFAULT_OUT})")
     p.add_argument("--no-gui", action="store_true", help="save screenshots and exit")
-    p.add_argument(
-        "--size", type=synth_side, default=DEMO_SIZE, help=f"slide side ({DEMO_SIZE})"
-    )
+    p.add_argument("--size", type=synth_side, default=DEMO_SIZE, help=f"slide side ({DEMO_SIZE})")
     p.add_argument(
         "--steps", type=positive_int, default=DEMO_STEPS, help=f"training steps ({DEMO_STEPS})"
     )
@@ -85,7 +83,9 @@ def prepare_story(out_dir: Path, args: argparse.Namespace):
     from ..demo_story import StorySettings, run_story
 
     eval_every = min(StorySettings.eval_every, args.steps)  # at least one evaluation
-    settings = StorySettings(size=args.size, seed=args.seed, steps=args.steps, eval_every=eval_every)
+    settings = StorySettings(
+        size=args.size, seed=args.seed, steps=args.steps, eval_every=eval_every
+    )
     with _StageBars() as bars:
         return run_story(out_dir, settings, progress=bars, log=bars.write)
 
