@@ -12,7 +12,7 @@ SYSDEPS := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-c
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo-output
 
-.PHONY: install sysdeps test test-fast demo lint format bench clean
+.PHONY: install sysdeps test test-fast demo screenshots lint format bench clean
 
 $(STAMP): pyproject.toml requirements/constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: install sysdeps
 	else \
 		xvfb-run -a -s "-screen 0 1600x1000x24" $(VENV)/bin/patchwise demo --out $(DEMO_OUT) --no-gui; \
 	fi
+
+# Every screenshot in docs/images/ (README and docs), from the demo's trained runs.
+screenshots: install sysdeps
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) docs/make_screenshots.py
 
 # Every benchmark's quick mode (small inputs, same-run baselines, the same tables), one at a
 # time; each one's output is printed and kept in benchmarks/_results/<name>.txt, and the

@@ -49,3 +49,30 @@ def test_bench_rule_runs_every_benchmark_quick() -> None:
 def test_bench_rule_installs_first() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^bench: install sysdeps$", makefile, re.MULTILINE)
+
+
+def test_documented_benchmark_commands_use_existing_flags() -> None:
+    """Every command in docs/benchmarks.md names a benchmark that exists, with its flags.
+
+    The commands take minutes to hours, so they are not run here (``make bench`` runs
+    each benchmark's quick mode); a renamed script or flag still fails this test.
+    """
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 9
+    seen = set()
+    for block in blocks:
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split("#")[0]
+            match = re.search(r"benchmarks/(\w+\.py)", command)
+            if not match:
+                continue
+            script = ROOT / "benchmarks" / match.group(1)
+            assert script.is_file(), command
+            source = script.read_text()
+            for flag in re.findall(
+                r"(?<![\w-])(--[a-z][a-z0-9-]*)", command.split(match.group(1))[1]
+            ):
+                assert f'"{flag}"' in source, f"{script.name} has no {flag}: {command}"
+            seen.add(script.name)
+    assert len(seen) >= 8, seen
