@@ -103,8 +103,8 @@ def attach_all(
     path: str | Path,
     summaries: dict[int, SlideSummary],
     *,
-    cancel,
-    progress,  # noqa: ARG001
+    cancel,  # noqa: ARG001 - the job signature; progress raises Cancelled
+    progress,
 ) -> dict[int, SlideSummary]:
     """Read a prediction table and attach it to every counted slide it names."""
     predictions, source = read_predictions(path)
@@ -324,7 +324,7 @@ class CohortBrowser(QWidget):
         """Open cohort slide ``index`` in the viewer (closing the previous one's layers)."""
         if not 0 <= index < len(self.entries):
             return False
-        if index == self.slide_viewer.index:
+        if self.slide_viewer.showing(index):
             return True
         try:
             mask_map = str(self.dock.mask_map_field.mask_map())

@@ -35,8 +35,8 @@ def open_cohort_slide(
     entry: CohortEntry,
     mask_map: str,
     *,
-    cancel,
-    progress,  # noqa: ARG001 - job signature
+    cancel,  # noqa: ARG001 - the job signature
+    progress,
 ) -> tuple[Slide, list]:
     """Worker body: the slide (named by its cohort id) and its layer data.
 
@@ -121,6 +121,10 @@ class CohortSlideViewer:
         from napari.layers import Layer
 
         return self.viewer.add_layer(Layer.create(data, kwargs, kind))
+
+    def showing(self, index: int) -> bool:
+        """Whether slide ``index`` is open (the user may have deleted its layers)."""
+        return index == self.index and any(la in self.viewer.layers for la in self.layers)
 
     def close(self) -> None:
         """Remove the shown cohort slide's layers and overlays (its dock state forgets them)."""
