@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QGridLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
@@ -62,6 +63,7 @@ from .state import SlideSettings
 COLUMNS = ("slide", "split", "patches", "tumor", "accuracy", "WGA")
 ALL_SPLITS = "all splits"
 REFRESH_MS = 100
+LIST_ROWS = (3, 12)  # the slide list shows this many rows at least / at most
 COUNT_CANCELLED = "Patchwise: cohort counting cancelled (counted slides are kept)"
 BUSY = "Patchwise: wait for the cohort's patch counts (or cancel them)"
 MANIFEST_FILTER = "Cohort manifest (*.csv)"
@@ -185,13 +187,17 @@ class CohortBrowser(QWidget):
         self.slides.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.slides.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.slides.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.slides.setMinimumHeight(150)
-        root.addWidget(self.slides, stretch=1)
+        self._fit_list()
+        root.addWidget(self.slides)
+        split_row = QHBoxLayout()
+        split_row.addWidget(QLabel("compare with the cohort of"))
         self.split_combo = QComboBox()
         self.split_combo.addItems([ALL_SPLITS, *SPLITS])
-        root.addWidget(self.split_combo)
+        split_row.addWidget(self.split_combo, stretch=1)
+        root.addLayout(split_row)
         self.summary = CohortSummary()
         root.addWidget(self.summary)
+        root.addStretch(1)
         self._set_busy(False)
 
     def _connect(self) -> None:
@@ -353,6 +359,13 @@ class CohortBrowser(QWidget):
                 item = _item(text)
                 item.setToolTip(str(entry.image))
                 self.slides.setItem(i, j, item)
+        self._fit_list()
+
+    def _fit_list(self) -> None:
+        """As tall as the rows (between :data:`LIST_ROWS` limits); longer lists scroll."""
+        rows = min(max(self.slides.rowCount(), LIST_ROWS[0]), LIST_ROWS[1])
+        row_height = self.slides.verticalHeader().defaultSectionSize()
+        self.slides.setFixedHeight(self.slides.horizontalHeader().height() + 4 + rows * row_height)
 
     def _schedule_refresh(self, _value=None) -> None:
         if not self.refresh_timer.isActive():
