@@ -3,8 +3,8 @@
 Measured in the same run:
 
 1. **Slider move** (tau dragged, then the threshold): what the Cohort tab computes per
-   refresh — every slide's accuracy/WGA for the list, the open slide's column and the
-   cohort column (``SlideSummary.evaluate`` + two ``cohort_evaluation`` calls, O(log N)
+   refresh — every slide's counts and accuracy/WGA for the list and the open slide's
+   column, pooled for the cohort column (``slide_evaluations`` + ``pooled``, O(log N)
    per slide) — against the baseline of evaluating the same patches directly: one
    ``metrics.Evaluator`` per slide plus one over the concatenated cohort, each prepared
    once (O(N) per move; the viewer's single-slide path before ``slider_eval``). Both
@@ -57,11 +57,12 @@ def moves(repeats: int) -> list[tuple[float, float]]:
 
 
 def browser_refresh(summaries, tau, threshold):
-    from napari_patchwise.cohort_tables import cohort_evaluation
+    """What ``CohortBrowser.refresh_metrics`` computes (the Qt cell updates left out)."""
+    from napari_patchwise.cohort_tables import pooled, slide_evaluations
 
-    rows = [s.evaluate(tau, threshold) for s in summaries]
-    shown = cohort_evaluation(summaries[1:2], tau, threshold)
-    return rows, shown, cohort_evaluation(summaries, tau, threshold)
+    evaluations = slide_evaluations(summaries, tau, threshold)
+    rows = [metrics for _, metrics in evaluations]
+    return rows, evaluations[1], pooled(evaluations, tau, threshold)
 
 
 def baseline(summaries):

@@ -12,9 +12,10 @@ without Qt:
 * :class:`SlideSummary` — a slide's table with evaluators prepared once (O(N log N)),
   so any ``(tau, threshold)`` costs O(log N) per slide
   (:class:`~napari_patchwise.slider_eval.SliderEvaluator`).
-* :func:`cohort_evaluation` — the cohort's group counts (every patch) and metrics (the
-  patches with a prediction) as sums of the slides' counts: exactly
-  :func:`~napari_patchwise.metrics.evaluate` on the concatenated tables.
+* :func:`slide_evaluations` / :func:`pooled` (:func:`cohort_evaluation` = both) — the
+  cohort's group counts (every patch) and metrics (the patches with a prediction) as
+  sums of the slides' counts: exactly :func:`~napari_patchwise.metrics.evaluate` on the
+  concatenated tables.
 * :func:`read_predictions` / :func:`attach_predictions` — a prediction table covering
   the cohort (a run's ``predictions.parquet``, ``patchwise predict`` or ``stats``
   tables with ``prob``) split by slide and merged onto each slide's grid.
@@ -122,40 +123,55 @@ class SlideSummary:
         return None if self.scored is None else self.scored.evaluate(tau, threshold)
 
 
-def cohort_evaluation(
-    summaries: list[SlideSummary], tau: float, threshold: float
-) -> tuple[Evaluation, Evaluation | None]:
-    """The cohort's group counts and metrics at ``tau`` and ``threshold``.
+#: One slide's evaluations at a tau and threshold: (every patch, the predicted patches).
+SlideEvaluation = tuple[Evaluation, Evaluation | None]
 
-    Returns
-    -------
-    counts : Evaluation
-        Over every patch of ``summaries`` (group counts only).
-    metrics : Evaluation or None
-        Over the patches with a prediction (None when no slide has one); sums of the
-        slides' group sizes and correct counts, so it equals
-        :func:`~napari_patchwise.metrics.evaluate` on the concatenated tables (ECE
-        excepted: NaN here).
+
+def slide_evaluations(
+    summaries: list[SlideSummary], tau: float, threshold: float
+) -> list[SlideEvaluation]:
+    """Each slide's ``(counts over every patch, metrics over its predicted patches)``."""
+    return [(s.counts.evaluate(tau, threshold), s.evaluate(tau, threshold)) for s in summaries]
+
+
+def pooled(
+    evaluations: list[SlideEvaluation], tau: float, threshold: float
+) -> tuple[Evaluation, Evaluation | None]:
+    """The evaluations of several slides as one: their patches pooled.
+
+    Group sizes and correct counts are summed and the metrics computed from the sums
+    (:func:`~napari_patchwise.metrics.evaluation_from_counts`), so the result equals
+    :func:`~napari_patchwise.metrics.evaluate` on the concatenated tables (ECE excepted:
+    NaN here). The second item is None when no slide has a prediction.
     """
-    counts = np.zeros(N_GROUPS, dtype=np.int64)
-    for s in summaries:
-        counts += s.group_counts(tau)
+    zeros = np.zeros(N_GROUPS, dtype=np.int64)
+    counts = sum((c.group_counts for c, _ in evaluations), zeros)
     every = evaluation_from_counts(
-        counts, np.zeros(N_GROUPS, np.int64), tau=tau, threshold=threshold, ece=np.nan,
-        has_predictions=False,
-    )  # fmt: skip
-    scored = [ev for s in summaries if (ev := s.evaluate(tau, threshold)) is not None]
+        counts, zeros, tau=tau, threshold=threshold, ece=np.nan, has_predictions=False
+    )
+    scored = [m for _, m in evaluations if m is not None]
     if not scored:
         return every, None
     metrics = evaluation_from_counts(
-        np.sum([ev.group_counts for ev in scored], axis=0),
-        np.sum([ev.group_correct for ev in scored], axis=0),
+        sum((m.group_counts for m in scored), zeros),
+        sum((m.group_correct for m in scored), zeros),
         tau=tau,
         threshold=threshold,
         ece=np.nan,
         has_predictions=True,
     )
     return every, metrics
+
+
+def cohort_evaluation(
+    summaries: list[SlideSummary], tau: float, threshold: float
+) -> tuple[Evaluation, Evaluation | None]:
+    """The group counts (every patch) and metrics (predicted patches) of ``summaries`` pooled.
+
+    See :func:`pooled`; the browser evaluates each slide once per slider move
+    (:func:`slide_evaluations`) and pools those for the cohort column.
+    """
+    return pooled(slide_evaluations(summaries, tau, threshold), tau, threshold)
 
 
 # -- predictions ---------------------------------------------------------------------------

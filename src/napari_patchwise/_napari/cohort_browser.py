@@ -16,7 +16,7 @@
 * The comparison table (:class:`.cohort_summary.CohortSummary`) shows the current
   slide's group counts and metrics beside the cohort's (all splits or one), following
   the dock's tau and threshold sliders (every :data:`REFRESH_MS` at most while dragged;
-  O(log N) per slide, :mod:`napari_patchwise.slider_eval`).
+  each slide evaluated once per refresh in O(log N), :mod:`napari_patchwise.slider_eval`).
 """
 
 from __future__ import annotations
@@ -31,13 +31,10 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -46,24 +43,23 @@ from ..cohort import SPLITS, CohortEntry, read_manifest
 from ..cohort_tables import (
     SlideSummary,
     attach_predictions,
-    cohort_evaluation,
     cohort_slide_table,
     default_cache_dir,
+    pooled,
     predictions_by_slide,
     read_predictions,
+    slide_evaluations,
 )
 from ..data import PatchSettings
 from ..errors import PatchwiseError
 from . import notify
 from .cohort_slides import CohortSlideViewer, show_table, slide_settings
-from .cohort_summary import NONE, CohortSummary, fmt
+from .cohort_summary import CohortSummary, SlideList
 from .jobs import BackgroundJob
 from .state import SlideSettings
 
-COLUMNS = ("slide", "split", "patches", "tumor", "accuracy", "WGA")
 ALL_SPLITS = "all splits"
 REFRESH_MS = 100
-LIST_ROWS = (3, 12)  # the slide list shows this many rows at least / at most
 COUNT_CANCELLED = "Patchwise: cohort counting cancelled (counted slides are kept)"
 BUSY = "Patchwise: wait for the cohort's patch counts (or cancel them)"
 MANIFEST_FILTER = "Cohort manifest (*.csv)"
@@ -122,10 +118,6 @@ def attach_all(
     return out
 
 
-def _item(text: str) -> QTableWidgetItem:
-    return QTableWidgetItem(text)
-
-
 class CohortBrowser(QWidget):
     """The Cohort tab of ``dock`` (the ``PatchwiseWidget``).
 
@@ -180,14 +172,7 @@ class CohortBrowser(QWidget):
         self.status_label.setWordWrap(True)
         root.addWidget(self.progress_bar)
         root.addWidget(self.status_label)
-        self.slides = QTableWidget(0, len(COLUMNS))
-        self.slides.setHorizontalHeaderLabels(COLUMNS)
-        self.slides.verticalHeader().setVisible(False)
-        self.slides.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.slides.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        self.slides.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
-        self.slides.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self._fit_list()
+        self.slides = SlideList()
         root.addWidget(self.slides)
         split_row = QHBoxLayout()
         split_row.addWidget(QLabel("compare with the cohort of"))
@@ -238,7 +223,7 @@ class CohortBrowser(QWidget):
         self.template = SlideSettings()
         self.dock.form.read(self.template)
         self.template.keep_edges = False  # counted as training cuts slides: whole patches
-        self._fill_rows()
+        self.slides.fill(entries)
         self._start_count(self._patch_settings(mask_map))
         return True
 
@@ -351,54 +336,38 @@ class CohortBrowser(QWidget):
         return self.job.busy() or self.slide_viewer.job.busy()
 
     # -- showing --------------------------------------------------------------------------
-    def _fill_rows(self) -> None:
-        self.slides.setRowCount(len(self.entries))
-        for i, entry in enumerate(self.entries):
-            texts = (entry.slide, entry.split, "…", "…", NONE, NONE)
-            for j, text in enumerate(texts):
-                item = _item(text)
-                item.setToolTip(str(entry.image))
-                self.slides.setItem(i, j, item)
-        self._fit_list()
-
-    def _fit_list(self) -> None:
-        """As tall as the rows (between :data:`LIST_ROWS` limits); longer lists scroll."""
-        rows = min(max(self.slides.rowCount(), LIST_ROWS[0]), LIST_ROWS[1])
-        row_height = self.slides.verticalHeader().defaultSectionSize()
-        self.slides.setFixedHeight(self.slides.horizontalHeader().height() + 4 + rows * row_height)
-
     def _schedule_refresh(self, _value=None) -> None:
         if not self.refresh_timer.isActive():
             self.refresh_timer.start()
 
     def refresh_metrics(self) -> None:
-        """Update the slide list and the comparison table at the dock's tau and threshold."""
+        """Update the slide list and the comparison table at the dock's tau and threshold.
+
+        Each slide is evaluated once (O(log N), prepared in the worker); the columns pool
+        those (measured: docs/benchmarks.md, "Cohort browser").
+        """
         tau = float(self.dock.tau_slider.value())
         threshold = float(self.dock.threshold_slider.value())
+        indices = list(self.summaries)
+        summaries = [self.summaries[i] for i in indices]
+        evaluations = dict(zip(indices, slide_evaluations(summaries, tau, threshold), strict=True))
         for i, summary in self.summaries.items():
-            ev = summary.evaluate(tau, threshold)
-            texts = (f"{summary.n_patches:,}", f"{summary.n_tumor:,}")
-            texts += (NONE, NONE) if ev is None else (fmt(ev.accuracy), fmt(ev.wga))
-            for j, text in enumerate(texts, start=2):
-                self.slides.item(i, j).setText(text)
-            self.slides.item(i, 2).setToolTip(f"{summary.source}: {summary.n_scored:,} predicted")
+            self.slides.show_slide(i, summary, evaluations[i][1])
         for i, error in self.errors.items():
-            self.slides.item(i, 2).setText("error")
-            self.slides.item(i, 2).setToolTip(error)
-        self._show_summary(tau, threshold)
+            self.slides.show_error(i, error)
+        self._show_summary(evaluations, tau, threshold)
         self._show_status()
 
-    def _show_summary(self, tau: float, threshold: float) -> None:
-        shown = self.summaries.get(self.slide_viewer.index)
-        if shown is None:
-            self.summary.show_column(0, None, None)
-        else:
-            self.summary.show_column(0, *cohort_evaluation([shown], tau, threshold))
+    def _show_summary(self, evaluations: dict, tau: float, threshold: float) -> None:
+        shown = evaluations.get(self.slide_viewer.index)
+        self.summary.show_column(0, *(shown or (None, None)))
         split = self.split_combo.currentText()
-        chosen = [s for s in self.summaries.values() if split in (ALL_SPLITS, s.split)]
+        chosen = [
+            ev for i, ev in evaluations.items() if split in (ALL_SPLITS, self.entries[i].split)
+        ]
         self.summary.set_cohort_title("cohort" if split == ALL_SPLITS else f"cohort ({split})")
         if chosen:
-            self.summary.show_column(1, *cohort_evaluation(chosen, tau, threshold))
+            self.summary.show_column(1, *pooled(chosen, tau, threshold))
         else:
             self.summary.show_column(1, None, None)
 
