@@ -92,6 +92,12 @@ def test_tables_shared_with_the_training_cache(cohort, tmp_path):
     # other settings: another cache entry, computed
     _, source = cohort_slide_table(entries[0], PatchSettings(patch_size=8), cache_dir=cache)
     assert source == COMPUTED
+    # a cache folder that cannot be written (here: a file): counted all the same
+    blocked = tmp_path / "read-only"
+    blocked.write_text("not a folder")
+    table, source = cohort_slide_table(entries[1], settings, cache_dir=blocked)
+    assert source == COMPUTED
+    np.testing.assert_array_equal(table["label"], truths[entries[1].slide][0])
 
 
 def test_cohort_sums_equal_evaluate_on_the_concatenation(cohort):

@@ -61,7 +61,8 @@ def cohort_slide_table(
 
     The table is the one ``patchwise train`` caches for these settings (same key: the
     image and mask fingerprints, the slide id, every patch setting); a computed table is
-    stored in ``cache_dir`` for training to reuse.
+    stored in ``cache_dir`` for training to reuse (when ``cache_dir`` cannot be written,
+    e.g. a read-only share, the table is only returned).
 
     Raises
     ------
@@ -69,7 +70,9 @@ def cohort_slide_table(
         The slide or mask cannot be read, the mask does not fit, or no patch fits.
     """
     settings.validate()
-    _, table, fresh = slide_table(entry, settings, cache_dir, progress=progress)
+    _, table, fresh = slide_table(
+        entry, settings, cache_dir, progress=progress, store_optional=True
+    )
     return table, COMPUTED if fresh else FROM_CACHE
 
 

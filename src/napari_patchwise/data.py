@@ -294,12 +294,15 @@ def slide_table(
     cache_dir: str | os.PathLike,
     *,
     progress: ProgressCallback | None = None,
+    store_optional: bool = False,
 ) -> tuple[Slide, pd.DataFrame, bool]:
     """One slide's (tau-independent) patch table, from the cache or computed and cached.
 
     The table part of :func:`slide_patches`, shared with the viewer's cohort browser, so
     a table counted there is the one training reuses and vice versa. ``progress`` follows
-    :func:`~napari_patchwise.grid.patch_stats` when the table is computed.
+    :func:`~napari_patchwise.grid.patch_stats` when the table is computed. With
+    ``store_optional`` a cache folder that cannot be written (a read-only share) is
+    logged and the computed table returned; training needs the cache and raises.
 
     Returns
     -------
@@ -340,8 +343,14 @@ def slide_table(
         background=settings.background,
         progress=progress,
     )
-    with atomic_path(table_path) as tmp:
-        table.to_parquet(tmp, index=False)
+    try:
+        with atomic_path(table_path) as tmp:
+            table.to_parquet(tmp, index=False)
+    except OSError as exc:
+        if not store_optional:
+            raise
+        log.warning("patch table of %s not cached in %s (%s)", entry.slide, cache_dir, exc)
+        return slide, table, True
     return slide, pd.read_parquet(table_path), True  # the same dtypes as when it is reused
 
 
