@@ -313,3 +313,20 @@ def test_bad_manifests_and_slides_are_one_notification(browser, cohort, qtbot, t
     wait(qtbot, widget)
     assert len(errors) == 1 and "s1.ome.tif" in errors[0], errors
     assert layer_names(viewer) == before
+
+
+@pytest.mark.gui
+def test_a_slide_not_counted_yet_is_computed_by_the_dock(browser, cohort, qtbot):
+    viewer, widget, cb, errors = browser
+    manifest, _, truths = cohort
+    assert cb.open_manifest(manifest)
+    wait(qtbot, widget)
+    del cb.summaries[0]  # as if its count had not finished yet
+    assert cb.open_slide(0)
+    wait(qtbot, widget)
+    assert not errors, errors
+    label, ratio = truths["s0"]
+    groups = viewer.layers["s0 tissue groups"].data
+    np.testing.assert_allclose(groups, (3 * label + ratio).reshape(CELLS, CELLS), atol=1e-6)
+    assert widget.current.settings.patch_size == P
+    np.testing.assert_array_equal(widget.current.data.label, label)
