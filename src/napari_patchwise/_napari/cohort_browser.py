@@ -61,7 +61,7 @@ from .state import SlideSettings
 ALL_SPLITS = "all splits"
 REFRESH_MS = 100
 COUNT_CANCELLED = "Patchwise: cohort counting cancelled (counted slides are kept)"
-BUSY = "Patchwise: wait for the cohort's patch counts (or cancel them)"
+BUSY = "Patchwise: wait for the cohort's patch counts or the slide being opened (or cancel)"
 MANIFEST_FILTER = "Cohort manifest (*.csv)"
 PREDICTIONS_FILTER = "Prediction tables (*.parquet *.csv)"
 
@@ -207,7 +207,7 @@ class CohortBrowser(QWidget):
         Uses the dock's grid and tissue settings and mask map. False (after a
         notification naming the file) for a manifest that cannot be read.
         """
-        if self.job.busy():
+        if self.busy():  # a slide being opened belongs to the manifest open now
             notify.info(BUSY)
             return False
         try:
