@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 
 TRAINING = (
     "samplers", "models", "methods", "data", "presets", "train_config", "runs", "train",
-    "predict", "sweep", "report_run", "cohort_tables",
+    "predict", "sweep", "report_run",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("definitions", ("napari_patchwise", "slide", "schema", "groups")),
     ("io", ("io",)),
     ("analysis", ("grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table")),
-    ("training", TRAINING),
+    ("training", (*TRAINING, "cohort_tables")),
     ("gui", ("_napari",)),
     ("app", ("commands", "cli")),
 )
