@@ -330,3 +330,22 @@ def test_a_slide_not_counted_yet_is_computed_by_the_dock(browser, cohort, qtbot)
     np.testing.assert_allclose(groups, (3 * label + ratio).reshape(CELLS, CELLS), atol=1e-6)
     assert widget.current.settings.patch_size == P
     np.testing.assert_array_equal(widget.current.data.label, label)
+
+
+@pytest.mark.gui
+def test_cancel_keeps_the_browser_usable(browser, cohort, qtbot, monkeypatch):
+    from napari_patchwise._napari import notify
+
+    _, widget, cb, errors = browser
+    manifest, _, _ = cohort
+    notices: list[str] = []
+    monkeypatch.setattr(notify, "show_info", notices.append)
+    assert cb.open_manifest(manifest)
+    assert cb.cancel_button.isEnabled()
+    cb.cancel_button.click()
+    wait(qtbot, widget)
+    assert any("cohort counting cancelled" in n for n in notices), notices
+    assert not cb.cancel_button.isEnabled() and not errors
+    assert cb.recount()
+    wait(qtbot, widget)
+    assert [cb.slides.item(i, 2).text() for i in range(3)] == ["64"] * 3

@@ -192,7 +192,8 @@ class CohortBrowser(QWidget):
         )
         self.predictions_button.clicked.connect(self._ask_predictions)
         self.recount_button.clicked.connect(self.recount)
-        self.cancel_button.clicked.connect(self.job.cancel)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.slide_viewer.job.busy_changed.connect(lambda _busy: self._enable_cancel())
         self.job.busy_changed.connect(self._set_busy)
         self.slides.cellClicked.connect(lambda row, _col: self.open_slide(row))
         self.split_combo.currentIndexChanged.connect(lambda _i: self.refresh_metrics())
@@ -382,8 +383,16 @@ class CohortBrowser(QWidget):
             text += f"; {predicted} with predictions"
         self.status_label.setText(text)
 
+    def cancel(self) -> None:
+        """Stop counting (slides counted so far are kept) and opening a slide."""
+        self.job.cancel()
+        self.slide_viewer.job.cancel()
+
+    def _enable_cancel(self) -> None:
+        self.cancel_button.setEnabled(self.busy())
+
     def _set_busy(self, busy: bool) -> None:
-        self.cancel_button.setEnabled(busy)
+        self._enable_cancel()
         for button in (self.open_button, self.predictions_button, self.recount_button):
             button.setEnabled(not busy)
         if not busy:
