@@ -65,6 +65,7 @@ bench: install sysdeps
 	run bench_train $(PY) benchmarks/bench_train.py; \
 	run bench_gpu $(PY) benchmarks/bench_gpu.py; \
 	run bench_model_panel $(PY) benchmarks/bench_model_panel.py; \
+	run bench_cohort $(PY) benchmarks/bench_cohort.py; \
 	run figure1_sample $(PY) benchmarks/figure1_sample.py; \
 	run planted_bias $(PY) benchmarks/planted_bias.py; \
 	run bench_open $(XVFB) $(PY) benchmarks/bench_open.py; \

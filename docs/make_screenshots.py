@@ -7,7 +7,10 @@ Run under Xvfb::
 Opens the synthetic sample slide (4096 px, through the plugin reader), docks the
 Patchwise widget, computes 64 px patches, loads the demo's rule-based predictions and
 saves one window screenshot per view: patch labels, tissue groups, correctness, tumor
-probability, the Figure-1 histograms with a selected bin, and the error list.
+probability, the Figure-1 histograms with a selected bin, and the error list. Then, in a
+new viewer, the Cohort tab (``viewer_cohort.png``): a manifest of three synthetic 2048 px
+slides (train, val, test), counted, with rule-based predictions for the val and test
+slides, the test slide open (``--cohort-only`` makes just this one).
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "patchwise-shots"
     )
+    parser.add_argument("--cohort-only", action="store_true", help="only viewer_cohort.png")
     args = parser.parse_args()
+    if args.cohort_only:
+        cohort_screenshot(args.out, args.data)
+        return
 
     import napari
     from napari._qt.dialogs.qt_notification import NapariQtNotification
@@ -90,6 +97,69 @@ def main() -> None:
     scroll_dock(True)
     shot("errors", "correctness", tab=1)
     scroll_dock(False)
+    viewer.close()
+    cohort_screenshot(args.out, args.data)
+
+
+def write_cohort(folder: Path) -> Path:
+    """Three synthetic slides (train, val, test) and their manifest, written once."""
+    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["image,mask,split,slide"]
+    for i, split in enumerate(("train", "val", "test")):
+        image, mask = folder / f"case{i + 1}.ome.tif", folder / f"case{i + 1}_mask.tif"
+        if not image.exists() or not mask.exists():
+            config = SynthConfig(size=(2048, 2048), seed=10 + i, spurious=0.8)
+            write_synthetic_slide(image, mask, config, overwrite=True)
+        lines.append(f"{image.name},{mask.name},{split},case{i + 1}")
+    manifest = folder / "cohort.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def cohort_screenshot(out: Path, data: Path) -> None:
+    """The Cohort tab with the test slide open and its correctness overlay."""
+    import napari
+    import pandas as pd
+    from qtpy.QtWidgets import QApplication
+
+    from napari_patchwise._napari.demo_view import shortcut_predictions
+    from napari_patchwise._napari.widget import PatchwiseWidget
+
+    manifest = write_cohort(data / "cohort")
+    viewer = napari.Viewer(title="napari-patchwise")
+    viewer.window._qt_window.resize(1560, 980)
+    widget = PatchwiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Patchwise", area="right")
+    widget.form.patch_size.setValue(64)
+    browser = widget.cohort_browser
+
+    def settle() -> None:
+        for _ in range(30):
+            QApplication.processEvents()
+        while browser.busy() or widget.busy():
+            QApplication.processEvents()
+
+    browser.open_manifest(manifest)
+    settle()
+    # rule-based predictions (the demo's transparent tissue-size-biased rule), val + test
+    tables = [s.table for s in browser.summaries.values() if s.split != "train"]
+    predictions = pd.concat([shortcut_predictions(t, seed=7) for t in tables])
+    path = data / "cohort" / "rule_predictions.parquet"
+    predictions.to_parquet(path)
+    browser.load_predictions(path)
+    settle()
+    browser.open_slide(2)
+    settle()
+    widget.tabs.setCurrentWidget(browser)
+    bar = widget.scroll.verticalScrollBar()
+    bar.setValue(min(bar.maximum(), widget.tabs.y()))  # the tab from its top
+    viewer.reset_view()
+    settle()
+    path = out / "viewer_cohort.png"
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(path)
     viewer.close()
 
 

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("definitions", ("napari_patchwise", "slide", "schema", "groups")),
     ("io", ("io",)),
     ("analysis", ("grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table")),
-    ("training", TRAINING),
+    ("training", (*TRAINING, "cohort_tables")),
     ("gui", ("_napari",)),
     ("app", ("commands", "cli")),
 )

@@ -288,27 +288,37 @@ def _cached_patches_ok(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> b
     return ok
 
 
-def slide_patches(
+def slide_table(
     entry: CohortEntry,
     settings: PatchSettings,
     cache_dir: str | os.PathLike,
     *,
     progress: ProgressCallback | None = None,
-) -> SlidePatches:
-    """The patch table and patch cache of one slide, computed once and then reused.
+    store_optional: bool = False,
+) -> tuple[Slide, pd.DataFrame, bool]:
+    """One slide's (tau-independent) patch table, from the cache or computed and cached.
 
-    Entries that are missing, unreadable or of the wrong size are (re)built; each file
-    is written atomically, so an interrupt leaves either the old entry or none.
+    The table part of :func:`slide_patches`, shared with the viewer's cohort browser, so
+    a table counted there is the one training reuses and vice versa. ``progress`` follows
+    :func:`~napari_patchwise.grid.patch_stats` when the table is computed. With
+    ``store_optional`` a cache folder that cannot be written (a read-only share) is
+    logged and the computed table returned; training needs the cache and raises.
+
+    Returns
+    -------
+    slide : Slide
+        Level 0 only (no display pyramid), named by the slide id.
+    table : DataFrame
+        Its patch table, as read back from the cache file.
+    fresh : bool
+        Whether the table was computed now (not reused).
     """
     from dataclasses import replace
 
     from .grid import PatchGrid, patch_stats
     from .io import open_slide
 
-    cache_dir = Path(cache_dir)
-    stem = cache_stem(entry.slide, cache_key(entry, settings))
-    table_path = cache_dir / f"{stem}.parquet"
-    patches_path = cache_dir / f"{stem}.npy"
+    table_path = Path(cache_dir) / f"{cache_stem(entry.slide, cache_key(entry, settings))}.parquet"
     # Level 0 only (no display pyramid is built or written); the mask's values are
     # checked in the pass that counts them.
     slide = open_slide(
@@ -323,18 +333,42 @@ def slide_patches(
     # A slide with no patch (smaller than one) is refused, not silently left out.
     n_rows, n_cols = grid.check_fits(*slide.levels[0].shape[-2:], path=entry.image)
     table = _cached_table(table_path, n_rows * n_cols)
-    fresh_table = table is None
-    if fresh_table:
-        table = patch_stats(
-            slide,
-            grid,
-            tissue=settings.tissue,
-            tissue_threshold=settings.tissue_threshold,
-            background=settings.background,
-        )
+    if table is not None:
+        return slide, table, False
+    table = patch_stats(
+        slide,
+        grid,
+        tissue=settings.tissue,
+        tissue_threshold=settings.tissue_threshold,
+        background=settings.background,
+        progress=progress,
+    )
+    try:
         with atomic_path(table_path) as tmp:
             table.to_parquet(tmp, index=False)
-        table = pd.read_parquet(table_path)  # the same dtypes as when it is reused
+    except OSError as exc:
+        if not store_optional:
+            raise
+        log.warning("patch table of %s not cached in %s (%s)", entry.slide, cache_dir, exc)
+        return slide, table, True
+    return slide, pd.read_parquet(table_path), True  # the same dtypes as when it is reused
+
+
+def slide_patches(
+    entry: CohortEntry,
+    settings: PatchSettings,
+    cache_dir: str | os.PathLike,
+    *,
+    progress: ProgressCallback | None = None,
+) -> SlidePatches:
+    """The patch table and patch cache of one slide, computed once and then reused.
+
+    Entries that are missing, unreadable or of the wrong size are (re)built; each file
+    is written atomically, so an interrupt leaves either the old entry or none.
+    """
+    cache_dir = Path(cache_dir)
+    slide, table, fresh_table = slide_table(entry, settings, cache_dir)
+    patches_path = cache_dir / f"{cache_stem(entry.slide, cache_key(entry, settings))}.npy"
     dtype = _cache_dtype(slide.dtype)
     shape = (len(table), slide.n_channels, settings.patch_size, settings.patch_size)
     # A new table means the old patches (if any) were not cut from it: rebuild them too.

@@ -13,7 +13,8 @@ states and hands results to the layers.
   one overlay layer, one O(log N) evaluation (:mod:`napari_patchwise.slider_eval`) and
   new text in 16 table cells per move.
 * :class:`.inspect_tabs.InspectTabs` — histograms and error list (throttled while a
-  slider is dragged) and the Model tab (:class:`.model_panel.ModelPanel`).
+  slider is dragged), the Model tab (:class:`.model_panel.ModelPanel`) and the Cohort
+  tab (:class:`.cohort_browser.CohortBrowser`).
 * :class:`.table_io.TableFiles` — load predictions or a patch table, save table/GeoJSON.
 * :mod:`.navigation` — go to a patch, mark a histogram bin, the status-bar text.
 
@@ -31,6 +32,7 @@ from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
 from . import navigation, notify
+from .cohort_browser import CohortBrowser
 from .form import GridBox
 from .inspect_tabs import InspectTabs
 from .jobs import BackgroundJob
@@ -90,6 +92,8 @@ class PatchwiseWidget(QWidget):
         self._name_parts()
         self.model_panel = ModelPanel(self)  # follows the dock's tau slider
         self.tabs.addTab(self.model_panel, "Model")
+        self.cohort_browser = CohortBrowser(self)  # a manifest's slides, one shown at a time
+        self.tabs.addTab(self.cohort_browser, "Cohort")
         for part in (self.picker, self.grid_box, self.tuning):
             root.addWidget(part)
         root.addWidget(self.tabs, stretch=1)
