@@ -64,6 +64,9 @@ HELP = {
     "num_threads": "torch intra-op threads (default: one per usable core)",
     "eval_batch_size": "patches per batch when evaluating",
     "cache_dir": "patch cache folder (default: .patchwise-cache beside the manifest)",
+    "features": "train a linear head on this feature store (patchwise embed) instead of a "
+    "whole model: seconds on a CPU; the head's checkpoints hold the full model "
+    "(docs/features.md)",
     "resume": "continue the run in --out from its last.pt",
 }
 CHOICES = {"tissue": TISSUE_MODES, "background": BACKGROUNDS}
@@ -75,6 +78,7 @@ OPTIONAL_TYPES = {
     "preset": str,
     "num_threads": int,
     "cache_dir": str,
+    "features": str,
 }
 # Values no run can use stop at the parser (one line, exit 2). Ranges that depend on
 # other options (GERNE's beta and c) are TrainConfig.validate()'s; floats not listed
