@@ -128,7 +128,7 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         spec = dict(_open_group(path, "r").attrs.get(ATTRS_KEY) or {})
-    except Exception:  # zarr raises several types for a folder that is not a store
+    except Exception:  # noqa: BLE001 - zarr raises several types for a folder that is not a store
         spec = {}
     if spec.get("format") != "patchwise-features":
         raise PatchwiseError(
@@ -136,8 +136,7 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
         )
     if spec.get("version") != FORMAT_VERSION:
         raise PatchwiseError(
-            f"feature store version {spec.get('version')} (this patchwise reads "
-            f"{FORMAT_VERSION})",
+            f"feature store version {spec.get('version')} (this patchwise reads {FORMAT_VERSION})",
             path=path,
             hint="embed again with this version",
         )

@@ -150,7 +150,5 @@ def prepare(config) -> HeadData:
     )
     data = HeadData(dataset("train"), dataset("val"), dataset("test"), source)
     if not len(data.train_set) or not len(data.val_set):
-        raise PatchwiseError(
-            "the feature store holds no training or validation patch", path=store
-        )
+        raise PatchwiseError("the feature store holds no training or validation patch", path=store)
     return data

@@ -661,7 +661,9 @@ def _head_data(config: TrainConfig) -> _Data:
 
     head = prepare(config)
     mean, std = (np.asarray(head.source.meta[k], dtype=np.float32) for k in ("mean", "std"))
-    return _Data(head.train_set, head.val_set, head.test_set, head.source.dim, mean, std, head.source)
+    return _Data(
+        head.train_set, head.val_set, head.test_set, head.source.dim, mean, std, head.source
+    )
 
 
 def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) -> _Optimisation:

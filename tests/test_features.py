@@ -1,0 +1,207 @@
+"""`patchwise embed` and head-only training (`train --features`, DFR)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from _cohort import make_cohort
+from napari_patchwise.cli import main
+from napari_patchwise.embed import EmbedSource, embed
+from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.features import partial_path, read_features
+
+pytestmark = pytest.mark.torch
+
+FAST = ["--num-threads", "1", "--quiet"]
+SMALL_RUN = ["--model", "smallcnn", "--patch-size", "16", "--batch-size", "16", *FAST]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A tiny cohort (4 slides of 64 patches), a 4-step smallcnn run and its features."""
+    folder = tmp_path_factory.mktemp("cohort")
+    manifest = make_cohort(folder)
+    run = folder / "run"
+    args = ["train", str(manifest), "--steps", "4", "--eval-every", "2", "--out", str(run)]
+    assert main([*args, *SMALL_RUN]) == 0
+    store = folder / "features.zarr"
+    embed(manifest, store, EmbedSource(checkpoint=str(run)), device="cpu", chunk_rows=16)
+    return manifest, run, store
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resumed_embed_equals_an_uninterrupted_one_bit_for_bit(cohort, tmp_path):
+    manifest, run, store = cohort
+    out = tmp_path / "resumed.zarr"
+
+    def stop_after_5(done, total):
+        if done >= 5:
+            raise _Stop
+
+    source = EmbedSource(checkpoint=str(run))
+    with pytest.raises(_Stop):
+        embed(manifest, out, source, device="cpu", chunk_rows=16, progress=stop_after_5)
+    assert partial_path(out).is_dir() and not out.exists()
+    seen = []
+    embed(manifest, out, source, device="cpu", chunk_rows=16, progress=lambda d, t: seen.append(d))
+    assert seen[0] == 5 and seen[-1] == 16  # continued: the 5 written chunks were kept
+    assert not partial_path(out).exists()
+    full, resumed = read_features(store), read_features(out)
+    assert resumed.vectors.dtype == np.float16 and resumed.vectors.shape == (256, 128)
+    assert resumed.vectors.tobytes() == full.vectors.tobytes()
+    pd.testing.assert_frame_equal(resumed.table, full.table)
+
+
+def test_vectors_are_the_models_penultimate_features_row_by_row(cohort):
+    import torch
+
+    from napari_patchwise.features import split_head
+    from napari_patchwise.runs import load_model
+
+    manifest, run, store = cohort
+    features = read_features(store)
+    model, meta = load_model(run)
+    backbone, head = split_head(model, "smallcnn")
+    cache = manifest.parent / ".patchwise-cache"
+    s2 = features.table["slide"] == "s2"
+    (npy,) = list(cache.glob("s2-*.npy"))
+    x = torch.from_numpy(np.load(npy).astype(np.float32))
+    mean, std = (torch.tensor(meta[k])[:, None, None] for k in ("mean", "std"))
+    with torch.no_grad():
+        expected = backbone((x - mean) / std).numpy()
+    np.testing.assert_allclose(features.vectors[s2.to_numpy()], expected, rtol=2e-3, atol=1e-3)
+    stored_table = pd.read_parquet(npy.with_suffix(".parquet"))
+    pd.testing.assert_frame_equal(features.table[s2].reset_index(drop=True), stored_table)
+    # the head on the vectors gives the model's own probabilities
+    with torch.no_grad():
+        logits = head(torch.from_numpy(features.vectors[s2.to_numpy()].astype(np.float32)))
+        direct = model((x - mean) / std)
+    np.testing.assert_allclose(logits.numpy(), direct.numpy(), atol=5e-3)
+
+
+def test_a_changed_checkpoint_cannot_continue_an_interrupted_embed(cohort, tmp_path):
+    manifest, run, _ = cohort
+    out = tmp_path / "f.zarr"
+
+    def stop(done, total):
+        if done >= 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        embed(manifest, out, EmbedSource(checkpoint=str(run)), device="cpu", chunk_rows=16,
+              progress=stop)  # fmt: skip
+    other = tmp_path / "other.pt"
+    shutil.copy(run / "best_val_bca.pt", other)
+    with pytest.raises(PatchwiseError, match=r"interrupted embed of other inputs.*source"):
+        embed(manifest, out, EmbedSource(checkpoint=str(other)), device="cpu", chunk_rows=16)
+
+
+def test_embed_on_a_distributed_cluster_equals_the_local_embed(cohort, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    manifest, run, store = cohort
+    out = tmp_path / "dist.zarr"
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        embed(manifest, out, EmbedSource(checkpoint=str(run)), device="cpu", chunk_rows=16,
+              client=client)  # fmt: skip
+    assert read_features(out).vectors.tobytes() == read_features(store).vectors.tobytes()
+
+
+def test_head_erm_equals_an_l2_logistic_regression(cohort, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from napari_patchwise.train import TrainConfig, train
+
+    manifest, _, store = cohort
+    features = read_features(store)
+    train_rows = features.table["slide"].isin(["s0", "s1"]).to_numpy()
+    n, wd = int(train_rows.sum()), 0.01
+    config = TrainConfig(
+        manifest=str(manifest), out=str(tmp_path / "erm"), features=str(store), method="erm",
+        steps=400, eval_every=400, batch_size=n, lr=0.5, weight_decay=wd, momentum=0.9,
+        num_threads=1, device="cpu",
+    )  # fmt: skip
+    run = train(config)
+    import torch
+
+    state = torch.load(run / "best.pt", weights_only=True)["model"]
+    w, b = state["9.weight"].numpy(), state["9.bias"].numpy()
+    # softmax over two logits, both rows decayed = binary LR on (w1 - w0) with penalty
+    # wd/4 |d|^2 (bias included: a constant feature, unpenalised intercept off)
+    x = features.vectors[train_rows].astype(np.float64)
+    x1 = np.hstack([x, np.ones((n, 1))])
+    y = features.table["label"].to_numpy()[train_rows]
+    lr = LogisticRegression(C=2 / (n * wd), fit_intercept=False, tol=1e-10, max_iter=10000)
+    lr.fit(x1, y)
+    ours = np.r_[w[1] - w[0], b[1] - b[0]]
+    np.testing.assert_allclose(ours, lr.coef_[0], rtol=1e-3, atol=1e-3)
+
+
+def test_dfr_balanced_subsets_have_exact_counts():
+    from napari_patchwise.methods.dfr import balanced_subset
+
+    groups = np.repeat([0, 1, 2, 3], [5, 3, 7, 9])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        rows = balanced_subset(groups, rng)
+        assert np.bincount(groups[rows], minlength=4).tolist() == [3, 3, 3, 3]
+        assert len(np.unique(rows)) == 12
+    with pytest.raises(PatchwiseError, match="tumor/large has no patch"):
+        balanced_subset(np.repeat([0, 1, 2], [4, 4, 4]), rng)
+
+
+def test_dfr_head_run_predicts_through_patchwise_predict(cohort, tmp_path):
+    manifest, _, store = cohort
+    run = tmp_path / "dfr"
+    args = ["train", str(manifest), "--features", str(store), "--method", "dfr", *FAST]
+    assert main([*args, "--out", str(run)]) == 0
+    assert {"best.pt", "best_val_bca.pt", "last.pt", "config.json", "history.csv",
+            "metrics.json", "predictions.parquet"} <= {p.name for p in run.iterdir()}  # fmt: skip
+    history = pd.read_csv(run / "history.csv")
+    assert history["C"].tolist() == [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "smallcnn" and config["patch_size"] == 16
+    folder = manifest.parent
+    table = tmp_path / "pred.parquet"
+    predict = ["predict", str(folder / "s3.ome.tif"), "--mask", str(folder / "s3_mask.tif")]
+    assert main([*predict, "--checkpoint", str(run), "--out", str(table), "--quiet"]) == 0
+    predicted, tested = pd.read_parquet(table), pd.read_parquet(run / "predictions.parquet")
+    np.testing.assert_allclose(predicted["prob"], tested["prob"], atol=5e-3)
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("other cohort", "features are not of this cohort"),
+        ("missing", "feature store not found"),
+        ("not a store", "not a patchwise feature store"),
+        ("dfr without features", "--method dfr retrains the last layer"),
+    ],
+)
+def test_bad_feature_inputs_are_one_line_errors(cohort, tmp_path, capsys, case, message):
+    manifest, _, store = cohort
+    other = make_cohort(tmp_path / "other", splits=("train", "val"))
+    features = {
+        "other cohort": [str(other), "--features", str(store)],
+        "missing": [str(manifest), "--features", str(tmp_path / "nope.zarr")],
+        "not a store": [str(manifest), "--features", str(tmp_path)],
+        "dfr without features": [str(manifest), *SMALL_RUN[:4]],
+    }[case]
+    code = main(["train", *features, "--method", "dfr", "--out", str(tmp_path / "r"), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and len(err[-1].splitlines()) == 1
