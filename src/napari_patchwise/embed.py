@@ -188,17 +188,19 @@ def embed_slide(
     device: str = "auto",
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    embedder: _Embedder | None = None,
 ) -> int:
     """Embed every patch range of slide ``index`` not done yet; returns how many it did.
 
     A top-level function of picklable arguments: it runs as a ``dask.distributed`` task.
-    ``progress(1)`` is called after each range is written.
+    ``progress(1)`` is called after each range is written; ``embedder`` reuses a loaded
+    model (one per process, not per slide).
     """
     store = Path(store)
     todo = np.flatnonzero(~done_chunks(store, index))
     if not len(todo):
         return 0
-    embedder = _Embedder(store, device, batch_size)
+    embedder = embedder or _Embedder(store, device, batch_size)
     rows = int(read_spec(store)["chunk_rows"])
     for chunk in todo:
         start, stop = int(chunk) * rows, min((int(chunk) + 1) * rows, len(job))
@@ -279,8 +281,9 @@ def run_jobs(
 
     tick(0)
     if client is None:
+        embedder = _Embedder(partial, device, batch_size) if done[0] < total else None
         for i, job in enumerate(jobs):
-            embed_slide(partial, i, job, device=device, batch_size=batch_size, progress=tick)
+            embed_slide(partial, i, job, progress=tick, embedder=embedder)
         return
     from distributed import as_completed
 
