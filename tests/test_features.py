@@ -205,3 +205,55 @@ def test_bad_feature_inputs_are_one_line_errors(cohort, tmp_path, capsys, case, 
     code = main(["train", *features, "--method", "dfr", "--out", str(tmp_path / "r"), *FAST])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1] and len(err[-1].splitlines()) == 1
+
+
+def test_a_resumed_head_run_equals_an_uninterrupted_one(cohort, tmp_path):
+    import torch
+
+    from napari_patchwise.runs import load_model
+    from napari_patchwise.train import TrainConfig, train
+
+    manifest, _, store = cohort
+
+    def config(out, steps, resume=False):
+        return TrainConfig(
+            manifest=str(manifest), out=str(out), features=str(store), method="gerne",
+            steps=steps, eval_every=10, batch_size=16, num_threads=1, device="cpu",
+            resume=resume,
+        )  # fmt: skip
+
+    straight = train(config(tmp_path / "a", 40))
+    train(config(tmp_path / "b", 20))
+    resumed = train(config(tmp_path / "b", 40, resume=True))
+    for name in ("last.pt", "best.pt"):
+        a = torch.load(straight / name, weights_only=True)["model"]
+        b = torch.load(resumed / name, weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(straight / "history.csv").drop(columns="seconds"),
+        pd.read_csv(resumed / "history.csv").drop(columns="seconds"),
+    )
+    model, meta = load_model(resumed / "last.pt")  # the full model, as predict reads it
+    assert meta["model_name"] == "smallcnn" and model[9].weight.shape == (2, 128)
+
+
+def test_embed_one_image_without_a_mask_with_a_random_backbone(cohort, tmp_path, capsys):
+    manifest, _, _ = cohort
+    image = manifest.parent / "s1.ome.tif"
+    out = tmp_path / "img.zarr"
+    args = ["embed", str(image), "--backbone", "resnet18", "--patch-size", "16"]
+    with pytest.warns(UserWarning, match="random initialisation"):
+        code = main([*args, "--chunk-rows", "20", "--device", "cpu", "--quiet", "--out", str(out)])
+    assert code == 0
+    features = read_features(out)
+    assert features.vectors.shape == (64, 512) and "label" not in features.table
+    assert features.table[["row", "col"]].to_numpy().tolist() == [
+        [r, c] for r in range(8) for c in range(8)
+    ]
+    assert np.isfinite(features.vectors.astype(np.float32)).all()
+    assert features.spec["source"] == {
+        "kind": "backbone", "backbone": "resnet18", "weights": None, "fingerprint": None
+    }  # fmt: skip
+    # an existing store is refused without --overwrite
+    assert main([*args, "--quiet", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err

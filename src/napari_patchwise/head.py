@@ -84,14 +84,17 @@ class HeadSource:
             out[self.prefix + name] = value.detach().to("cpu", copy=True)
         return out
 
+    def head_state(self, model_state: dict[str, Any]) -> dict[str, Any]:
+        """The final layer's entries of a full model's state dict, as the head's."""
+        return {k: model_state[self.prefix + k] for k in ("weight", "bias")}
+
     def load_head(self, checkpoint: str | os.PathLike, device="cpu"):
         """The head of a full-model checkpoint written by a head run, in eval mode."""
         from .runs import load_checkpoint
 
         ckpt, _ = load_checkpoint(checkpoint)
         head = self.new_head()
-        state = {k[len(self.prefix) :]: v for k, v in ckpt["model"].items()}
-        head.load_state_dict({k: state[k] for k in ("weight", "bias")})
+        head.load_state_dict(self.head_state(ckpt["model"]))
         return head.to(device).eval()
 
 

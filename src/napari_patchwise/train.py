@@ -496,7 +496,10 @@ class _Run:
 
     def save_last(self, state: RunState) -> None:
         if self.dist.main:
-            _save(state.to_checkpoint(self.opt, self.meta), self.out / LAST)
+            ckpt = state.to_checkpoint(self.opt, self.meta)
+            if self.data.head is not None:  # the full model, so that predict reads it too
+                ckpt["model"] = self.model_state()
+            _save(ckpt, self.out / LAST)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -728,6 +731,8 @@ def _resumed_state(run: _Run) -> RunState:
 
     last = run.out / LAST
     ckpt, _ = load_checkpoint(last)
+    if run.data.head is not None:  # last.pt holds the full model; the loop trains the head
+        ckpt["model"] = run.data.head.head_state(ckpt["model"])
     try:
         state = RunState.restore(ckpt, run.opt)
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:

@@ -81,11 +81,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._progress import tqdm_progress
+    import sys
+
     from ..data import PatchSettings
-    from ..embed import EmbedSource, embed
+    from ..embed import EmbedSource
     from ..train import passive_openmp_waits
-    from .stats import _cluster
 
     passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
     _check_args(args)
@@ -93,6 +93,28 @@ def run(args: argparse.Namespace) -> int:
         args.patch_size, args.stride, args.tissue, None, args.background, args.mask_map
     )
     source = EmbedSource(args.checkpoint, args.backbone, args.weights, args.layer)
+    try:
+        out = _embed(args, source, settings)
+    except KeyboardInterrupt:
+        from ..features import partial_path
+
+        partial = partial_path(args.out)
+        if partial.exists():
+            print(
+                f"patchwise embed: {partial} keeps the chunks done; run the same command "
+                "again to continue",
+                file=sys.stderr,
+            )
+        raise
+    print(out)
+    return 0
+
+
+def _embed(args: argparse.Namespace, source, settings):
+    from .._progress import tqdm_progress
+    from ..embed import embed
+    from .stats import _cluster
+
     with (
         _cluster(args.scheduler, None) as client,
         tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare,
@@ -104,5 +126,4 @@ def run(args: argparse.Namespace) -> int:
             chunk_rows=args.chunk_rows, client=client, overwrite=args.overwrite,
             progress=progress, prepare_progress=prepare,
         )  # fmt: skip
-    print(out)
-    return 0
+    return out
