@@ -106,7 +106,11 @@ def head_times(folder: Path, n: int) -> dict[str, float]:
 
 
 def embed_rate(manifest: Path, folder: Path, patch_size: int, batch: int = 128) -> dict:
-    """Patches per second: ``embed`` vs the backbone's forward on in-memory tensors."""
+    """Patches per second: ``embed`` vs the backbone's forward on in-memory tensors.
+
+    Other processes share this machine's cores, so each is measured twice, alternately,
+    and the faster pass of each counts.
+    """
     import torch
 
     from napari_patchwise.data import PatchSettings
@@ -115,26 +119,29 @@ def embed_rate(manifest: Path, folder: Path, patch_size: int, batch: int = 128) 
     torch.set_num_threads(1)
     settings = PatchSettings(patch_size=patch_size)
     jobs = cohort_jobs(manifest, settings)  # the patch caches, built before any timing
-    source = EmbedSource(backbone="resnet18")
-    ticks = []
-    t0 = time.perf_counter()
-    out = embed(
-        manifest, folder / "emb.zarr", source, settings=settings, device="cpu",
-        batch_size=batch, progress=lambda d, t: ticks.append(time.perf_counter()),
-    )  # fmt: skip
-    t_embed = time.perf_counter() - t0
-    t_loop = ticks[-1] - ticks[0]  # from the first chunk's start: model load included
     n = sum(len(j) for j in jobs)
-    backbone, meta = load_backbone(out / "model.pt", "cpu")
-    mean, std = (torch.tensor(meta[k])[:, None, None] for k in ("mean", "std"))
     patches = np.concatenate([np.load(j.cache) for j in jobs]).astype(np.float32)
-    x = (torch.from_numpy(patches) - mean) / std
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for b in range(0, n, batch):
-            backbone(x[b : b + batch])
-    t_forward = time.perf_counter() - t0
-    return {"patches": n, "embed": n / t_embed, "loop": n / t_loop, "forward": n / t_forward}
+    rates = {"embed": 0.0, "loop": 0.0, "forward": 0.0}
+    for attempt in range(2):
+        ticks = []
+        t0 = time.perf_counter()
+        out = embed(
+            manifest, folder / f"emb{attempt}.zarr", EmbedSource(backbone="resnet18"),
+            settings=settings, device="cpu", batch_size=batch,
+            progress=lambda d, t, ticks=ticks: ticks.append(time.perf_counter()),
+        )  # fmt: skip
+        rates["embed"] = max(rates["embed"], n / (time.perf_counter() - t0))
+        # from the first chunk's start (model load included) to the last chunk written
+        rates["loop"] = max(rates["loop"], n / (ticks[-1] - ticks[0]))
+        backbone, meta = load_backbone(out / "model.pt", "cpu")
+        mean, std = (torch.tensor(meta[k])[:, None, None] for k in ("mean", "std"))
+        x = (torch.from_numpy(patches) - mean) / std
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for b in range(0, n, batch):
+                backbone(x[b : b + batch])
+        rates["forward"] = max(rates["forward"], n / (time.perf_counter() - t0))
+    return {"patches": n, **rates}
 
 
 def planted(args, out: Path) -> list[dict]:
