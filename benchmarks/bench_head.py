@@ -16,7 +16,8 @@ Three parts, each against a baseline measured in the same run:
    run's features embedded and a GERNE head and a DFR head trained on them; test WGA and
    BCA (mean ± std over seeds).
 
-    .venv/bin/python benchmarks/bench_head.py [--quick] [--out DIR]
+    .venv/bin/python benchmarks/bench_head.py [--quick] [--out DIR] [--patches N]
+        [--parts time embed planted]
 
 ``--quick``: 20,000 synthetic patches for part 1 (the 100,000-patch figure needs the full
 run), 1024 px slides, one seed, tau = 0.1, spurious = 1, 20 full-training steps.
@@ -194,11 +195,45 @@ def planted(args, out: Path) -> list[dict]:
     return rows
 
 
+def report_times(out: Path, n: int) -> None:
+    times = head_times(out / "synthetic", n)
+    print(f"1. head retraining on {n} synthetic patches (whole `train --features` run):")
+    for method, seconds in times.items():
+        print(f"   {method}: {seconds:.1f} s  (target < 10 s: {'yes' if seconds < 10 else 'NO'})")
+
+
+def report_embed(args, out: Path) -> None:
+    from planted_bias import QUICK_SLIDES, make_slides
+
+    slides = QUICK_SLIDES if args.quick else out / "slides"
+    manifest = make_slides(slides, size=args.size, spurious=args.spurious[0])
+    rate = embed_rate(manifest, out, patch_size=32)
+    ratio, whole = rate["loop"] / rate["forward"], rate["embed"] / rate["forward"]
+    print(f"2. embedding {rate['patches']} patches (resnet18, 32 px, 1 thread): "
+          f"{rate['loop']:.0f} patches/s (whole command with store set-up "
+          f"{rate['embed']:.0f}/s = {whole:.2f}x) vs forward-only {rate['forward']:.0f}/s = "
+          f"{ratio:.2f}x (target >= 0.8x: {'yes' if ratio >= 0.8 else 'NO'})")  # fmt: skip
+
+
+def report_planted(args, out: Path) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(planted(args, out))
+    keys = ["spurious", "tau", "method"]
+    summary = table.groupby(keys, sort=False)[["wga", "bca"]].agg(["mean", "std"])
+    print("3. planted bias, test WGA / BCA in % (mean, std over seeds):")
+    print(summary.round(2).to_string())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="keep the runs here (reused on a rerun)")
     parser.add_argument("--patches", type=int, default=100_000)
+    parser.add_argument(
+        "--parts", nargs="+", choices=("time", "embed", "planted"),
+        default=["time", "embed", "planted"],
+    )  # fmt: skip
     args = parser.parse_args(argv)
     quick = {"size": 1024, "steps": 20, "eval_every": 10, "seeds": [0], "taus": [0.1],
              "spurious": [1.0]}  # fmt: skip
@@ -206,34 +241,14 @@ def main(argv=None) -> int:
             "taus": [0.1, 0.03], "spurious": [1.0, 0.7]}  # fmt: skip
     for key, value in (quick if args.quick else full).items():
         setattr(args, key, value)
-    n = 20_000 if args.quick else args.patches
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
-        times = head_times(out / "synthetic", n)
-        print(f"1. head retraining on {n} synthetic patches (whole `train --features` run):")
-        for method, seconds in times.items():
-            print(
-                f"   {method}: {seconds:.1f} s  (target < 10 s: {'yes' if seconds < 10 else 'NO'})"
-            )
-        rows = planted(args, out)
-        from planted_bias import QUICK_SLIDES, make_slides
-
-        slides = QUICK_SLIDES if args.quick else out / "slides"
-        manifest = make_slides(slides, size=args.size, spurious=args.spurious[0])
-        rate = embed_rate(manifest, out, patch_size=32)
-        ratio, whole = rate["loop"] / rate["forward"], rate["embed"] / rate["forward"]
-        print(f"2. embedding {rate['patches']} patches (resnet18, 32 px, 1 thread): "
-              f"{rate['loop']:.0f} patches/s (whole command with store set-up "
-              f"{rate['embed']:.0f}/s = {whole:.2f}x) vs forward-only {rate['forward']:.0f}/s = "
-              f"{ratio:.2f}x (target >= 0.8x: {'yes' if ratio >= 0.8 else 'NO'})")  # fmt: skip
-        import pandas as pd
-
-        table = pd.DataFrame(rows)
-        summary = table.groupby(["spurious", "tau", "method"], sort=False)[["wga", "bca"]].agg(
-            ["mean", "std"]
-        )
-        print("3. planted bias, test WGA / BCA in % (mean, std over seeds):")
-        print(summary.round(2).to_string())
+        if "time" in args.parts:
+            report_times(out, 20_000 if args.quick else args.patches)
+        if "embed" in args.parts:
+            report_embed(args, out)
+        if "planted" in args.parts:
+            report_planted(args, out)
     return 0
 
 

@@ -138,9 +138,9 @@ def fit_dfr(
     order = rng.permutation(len(z))
     held_out, fit_rows = np.sort(order[: len(z) // 2]), np.sort(order[len(z) // 2 :])
     result = DfrResult()
-    for c in C_GRID:
-        rows = fit_rows[balanced_subset(val_groups[fit_rows], rng)]
-        model = _fit(z[rows], val_y[rows], c, seed)
+    subsets = [fit_rows[balanced_subset(val_groups[fit_rows], rng)] for _ in C_GRID]
+    models = _fit_all(z, val_y, subsets, C_GRID, seed)
+    for c, model in zip(C_GRID, models, strict=True):
         result.rows.append((c, evaluate(held_out, model.predict_proba(z[held_out])[:, 1])))
     final: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     for metric in select:
@@ -155,10 +155,14 @@ def fit_dfr(
 
 def _averaged_head(z, y, groups, c, rng, seed, n_fits, mean, std):
     """Mean weights and intercept of ``n_fits`` fits on balanced subsets, as a head."""
-    coef, intercept = np.zeros(z.shape[1]), 0.0
-    for _ in range(n_fits):
-        rows = balanced_subset(groups, rng)
-        model = _fit(z[rows], y[rows], c, seed)
-        coef += model.coef_[0] / n_fits
-        intercept += float(model.intercept_[0]) / n_fits
+    subsets = [balanced_subset(groups, rng) for _ in range(n_fits)]
+    models = _fit_all(z, y, subsets, [c] * n_fits, seed)
+    coef = np.mean([m.coef_[0] for m in models], axis=0)
+    intercept = float(np.mean([m.intercept_[0] for m in models]))
     return _as_head(coef, intercept, mean, std)
+
+
+def _fit_all(z, y, subsets, cs, seed) -> list:
+    """One fit per (subset, C), in order. (Threads gave nothing here: 8 fits of 2,500 x
+    512 took 1.67 s on two threads and 1.71 s on one, on this shared 2-core machine.)"""
+    return [_fit(z[rows], y[rows], c, seed) for rows, c in zip(subsets, cs, strict=True)]
