@@ -257,3 +257,22 @@ def test_embed_one_image_without_a_mask_with_a_random_backbone(cohort, tmp_path,
     # an existing store is refused without --overwrite
     assert main([*args, "--quiet", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--checkpoint", "nope"], "no checkpoint: no such file or folder"),
+        (["--checkpoint", "RUN", "--mask", "m.tif"], "--mask is for an image"),
+        (["--checkpoint", "RUN", "--weights", "w.pt"], "--weights goes with --backbone"),
+        (["--backbone", "resnet18", "--weights", "nope.pt"], "weights file not found"),
+    ],
+)
+def test_bad_embed_inputs_are_one_line_errors(cohort, tmp_path, capsys, extra, message):
+    manifest, run, _ = cohort
+    extra = [str(run) if e == "RUN" else e for e in extra]
+    out = tmp_path / "f.zarr"
+    code = main(["embed", str(manifest), *extra, "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1]
+    assert not out.exists() and not partial_path(out).exists()

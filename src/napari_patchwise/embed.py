@@ -446,6 +446,8 @@ def embed(
     from .runs import run_patch_settings
 
     out = Path(out)
+    if out.exists() and not overwrite:  # before any work, not after it
+        raise PatchwiseError("already exists", path=out, hint="pass --overwrite to replace it")
     if source.checkpoint is not None:
         ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)
         settings = run_patch_settings(source.checkpoint)

@@ -168,7 +168,12 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` the parsed flags describe (a preset resolved beneath them)."""
     from ..train_config import TrainConfig
 
-    return TrainConfig.from_options(options_from_args(args))
+    config = TrainConfig.from_options(options_from_args(args))
+    if config.features is not None:  # a head run's model and patches are the store's
+        from ..head import with_store_settings
+
+        config = with_store_settings(config)  # (sweep compares configs built here)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
