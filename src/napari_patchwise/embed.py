@@ -398,6 +398,37 @@ def job_stats(jobs: list[SlideJob]) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
+def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, progress):
+    """``(store checkpoint, meta, source spec, patch settings, slide jobs)`` of an embed."""
+    from .data import PatchSettings
+    from .runs import run_patch_settings
+
+    if source.checkpoint is not None:
+        ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)
+        settings = run_patch_settings(source.checkpoint)
+    settings = settings or PatchSettings()
+    settings.validate()
+    if str(target).lower().endswith(".csv"):
+        jobs = cohort_jobs(target, settings, cache_dir=cache_dir, progress=progress)
+    else:
+        jobs = image_jobs(target, mask, settings, cache_dir=cache_dir)
+    channels = {job_channels(j) for j in jobs}
+    if len(channels) > 1:
+        raise PatchwiseError(f"slides have different numbers of channels {sorted(channels)}")
+    if source.checkpoint is None:
+        mean, std = job_stats(jobs)
+        ckpt, meta, source_spec = _backbone_checkpoint(
+            source, channels.pop(), mean, std, settings.patch_size
+        )
+    elif channels.pop() != int(meta["in_channels"]):
+        raise PatchwiseError(
+            f"the slides do not have the model's {meta['in_channels']} channels",
+            path=target,
+            hint="embed slides with the training slides' modalities",
+        )
+    return ckpt, meta, source_spec, settings, jobs
+
+
 def embed(
     target: str | os.PathLike,
     out: str | os.PathLike,
@@ -441,37 +472,15 @@ def embed(
     pathlib.Path
         ``out``.
     """
-    from .data import PatchSettings
     from .features import head_prefix
-    from .runs import run_patch_settings
 
     out = Path(out)
     if out.exists() and not overwrite:  # before any work, not after it
         raise PatchwiseError("already exists", path=out, hint="pass --overwrite to replace it")
-    if source.checkpoint is not None:
-        ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)
-        settings = run_patch_settings(source.checkpoint)
-    settings = settings or PatchSettings()
-    settings.validate()
-    is_manifest = str(target).lower().endswith(".csv")
-    if is_manifest:
-        jobs = cohort_jobs(target, settings, cache_dir=cache_dir, progress=prepare_progress)
-    else:
-        jobs = image_jobs(target, mask, settings, cache_dir=cache_dir)
-    channels = {job_channels(j) for j in jobs}
-    if len(channels) > 1:
-        raise PatchwiseError(f"slides have different numbers of channels {sorted(channels)}")
-    if source.checkpoint is None:
-        mean, std = job_stats(jobs)
-        ckpt, meta, source_spec = _backbone_checkpoint(
-            source, channels.pop(), mean, std, settings.patch_size
-        )
-    elif channels.pop() != int(meta["in_channels"]):
-        raise PatchwiseError(
-            f"the slides do not have the model's {meta['in_channels']} channels",
-            path=target,
-            hint="embed slides with the training slides' modalities",
-        )
+    ckpt, meta, source_spec, settings, jobs = _model_and_jobs(
+        target, source, mask=mask, settings=settings, cache_dir=cache_dir,
+        progress=prepare_progress,
+    )  # fmt: skip
     dim = int(ckpt["model"][head_prefix(meta["model_name"]) + "weight"].shape[1])
     inputs = {"target": str(Path(target).resolve()), "mask": mask and str(Path(mask).resolve())}
     spec = build_spec(
