@@ -276,3 +276,26 @@ def test_bad_embed_inputs_are_one_line_errors(cohort, tmp_path, capsys, extra, m
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1]
     assert not out.exists() and not partial_path(out).exists()
+
+
+def test_dfr_head_on_raw_vectors_equals_the_regression_on_standardised_ones():
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from napari_patchwise.methods.dfr import _as_head, _column_stats
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(3, 2, size=(400, 6)).astype(np.float16)
+    y = (x[:, 0].astype(float) + rng.normal(size=400) > 3).astype(int)
+    mean, std = _column_stats(x)
+    np.testing.assert_allclose(mean, x.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, x.astype(np.float64).std(0), rtol=1e-9)
+    z = (x.astype(np.float64) - mean) / std
+    model = LogisticRegression(C=0.3).fit(z, y)
+    weight, bias = _as_head(model.coef_[0], float(model.intercept_[0]), mean, std)
+    head = torch.nn.Linear(6, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+        prob = torch.softmax(head(torch.from_numpy(x.astype(np.float32))), 1)[:, 1].numpy()
+    np.testing.assert_allclose(prob, model.predict_proba(z)[:, 1], atol=1e-5)

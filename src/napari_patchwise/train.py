@@ -780,7 +780,7 @@ def _run_steps(
 
 def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     """DFR (:mod:`.methods.dfr`) instead of steps: one history row per C, its heads saved."""
-    import types
+    import copy
 
     import torch
 
@@ -789,7 +789,10 @@ def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     config, val = run.config, run.data.val_set
 
     def evaluate(rows: np.ndarray, prob: np.ndarray):
-        part = types.SimpleNamespace(labels=val.labels[rows], tissue_ratio=val.tissue_ratio[rows])
+        part = copy.copy(val)  # its per-row arrays (labels, grouping values...) cut to rows
+        for name, value in vars(val).items():
+            if isinstance(value, np.ndarray) and value.shape[:1] == (len(val),):
+                setattr(part, name, value[rows])
         return evaluate_split(part, prob, config.tau, config.threshold)
 
     t0 = time.perf_counter()
