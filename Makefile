@@ -68,6 +68,7 @@ bench: install sysdeps
 	run bench_cohort $(PY) benchmarks/bench_cohort.py; \
 	run figure1_sample $(PY) benchmarks/figure1_sample.py; \
 	run planted_bias $(PY) benchmarks/planted_bias.py; \
+	run bench_head $(PY) benchmarks/bench_head.py; \
 	run bench_open $(XVFB) $(PY) benchmarks/bench_open.py; \
 	run bench_viewer $(XVFB) $(PY) benchmarks/bench_viewer.py; \
 	echo "=== benchmarks: $$((SECONDS - start)) s in all"; \

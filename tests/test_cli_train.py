@@ -208,7 +208,8 @@ def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
         "--batch-size", "--lr", "--weight-decay", "--momentum", "--beta", "--c", "--eta",
         "--class-balanced", "--augment", "--freeze-bn", "--gerne-train-bn", "--eval-every",
         "--select", "--threshold", "--seed", "--device", "--precision", "--channels-last",
-        "--num-workers", "--num-threads", "--eval-batch-size", "--cache-dir", "--resume",
+        "--num-workers", "--num-threads", "--eval-batch-size", "--cache-dir", "--features",
+        "--resume",
         "--quiet",
     ]  # fmt: skip
     args = parser.parse_args(

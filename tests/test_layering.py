@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 
 TRAINING = (
     "samplers", "models", "methods", "data", "presets", "train_config", "runs", "train",
-    "predict", "sweep", "report_run", "demo_story",
+    "predict", "sweep", "report_run", "demo_story", "features", "head", "embed",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "convert",
     "stats",
     "metrics",
+    "embed",
     "train",
     "sweep",
     "predict",

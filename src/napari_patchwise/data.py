@@ -500,10 +500,7 @@ class PatchDataset:
 
     def __init__(self, caches, table: pd.DataFrame, tau: float, mean, std):
         self.caches = [str(p) for p in caches]
-        self.labels = table["label"].to_numpy(np.int64)
-        self.tissue_ratio = table["tissue_ratio"].to_numpy(np.float64)
-        self.groups = group_ids(self.labels, self.tissue_ratio, tau).astype(np.int64)
-        self.tau = float(tau)
+        self._set_groups(table, tau)
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         self._arrays = None
@@ -514,6 +511,14 @@ class PatchDataset:
                 hint="delete the .patchwise-cache folder to rebuild it",
             )
         self.offsets = np.cumsum([0, *lengths])
+
+    def _set_groups(self, table: pd.DataFrame, tau: float) -> None:
+        """Labels and groups of the rows: the grouping every training dataset uses
+        (:class:`~napari_patchwise.head.FeatureDataset` too)."""
+        self.labels = table["label"].to_numpy(np.int64)
+        self.tissue_ratio = table["tissue_ratio"].to_numpy(np.float64)
+        self.groups = group_ids(self.labels, self.tissue_ratio, tau).astype(np.int64)
+        self.tau = float(tau)
 
     def __getstate__(self):  # worker processes reopen the memory maps themselves
         state = self.__dict__.copy()

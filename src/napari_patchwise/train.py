@@ -299,7 +299,7 @@ def dataset_probabilities(
     with torch.no_grad():
         for x, _y, _g in loader:
             x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
+            if device.type == "cuda" and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast():
                 logits = model(x)
@@ -442,6 +442,7 @@ class _Data:
     channels: int
     mean: np.ndarray
     std: np.ndarray
+    head: Any = None  # head.HeadSource of a head run (train --features)
 
 
 @dataclass(frozen=True)
@@ -478,7 +479,7 @@ class _Run:
             best = state.best[metric]
             _save(
                 {
-                    "model": _cpu_state(self.opt.model),
+                    "model": self.model_state(),
                     "step": best["step"],
                     "metric": metric,
                     "value": best["value"],
@@ -487,9 +488,18 @@ class _Run:
                 self.best_path(metric),
             )
 
+    def model_state(self) -> dict[str, Any]:
+        """The model's state dict; a head run's is the full model's (:mod:`.head`)."""
+        if self.data.head is not None:
+            return self.data.head.full_state(self.opt.model)
+        return _cpu_state(self.opt.model)
+
     def save_last(self, state: RunState) -> None:
         if self.dist.main:
-            _save(state.to_checkpoint(self.opt, self.meta), self.out / LAST)
+            ckpt = state.to_checkpoint(self.opt, self.meta)
+            if self.data.head is not None:  # the full model, so that predict reads it too
+                ckpt["model"] = self.model_state()
+            _save(ckpt, self.out / LAST)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -533,6 +543,10 @@ def train(
     passive_openmp_waits()  # before torch loads: see "CPU threads" above
     import torch
 
+    if config.features is not None:  # the head's checkpoints are the store's model's
+        from .head import with_store_settings
+
+        config = with_store_settings(config)
     config.validate()
     threads = torch.get_num_threads()
     run_threads = config.num_threads or default_num_threads(threads)
@@ -565,7 +579,10 @@ def _train(
     if dist.main:  # every check has passed: the run directory now holds a run
         with atomic_path(out / CONFIG) as tmp:
             tmp.write_text(config.to_json())
-    cancelled = _run_steps(run, state, callbacks, progress)
+    if config.method == "dfr":
+        cancelled = _fit_dfr(run, state, callbacks)
+    else:
+        cancelled = _run_steps(run, state, callbacks, progress)
     if not cancelled and dist.main:
         _final_test(run, state.best)
     if dist.world > 1:
@@ -605,6 +622,8 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
 
     from .data import channel_stats, load_cohort, make_dataset
 
+    if config.features is not None:
+        return _head_data(config)
     cohort: Cohort | None = None
     if dist.main:
         cohort = load_cohort(
@@ -639,6 +658,17 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
     return data
 
 
+def _head_data(config: TrainConfig) -> _Data:
+    """The datasets of a head run: a feature store's vectors (:mod:`.head`)."""
+    from .head import prepare
+
+    head = prepare(config)
+    mean, std = (np.asarray(head.source.meta[k], dtype=np.float32) for k in ("mean", "std"))
+    return _Data(
+        head.train_set, head.val_set, head.test_set, head.source.dim, mean, std, head.source
+    )
+
+
 def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) -> _Optimisation:
     """Method, model (the same initial weights on every rank), optimiser, precision."""
     import torch
@@ -650,8 +680,11 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
     groups = TrainingGroups(train_set.labels, train_set.groups, config.tau)
     method = make_method(config.method, groups, config)  # the method's own checks
     torch.manual_seed(config.seed)
-    model = build_model(config.model, data.channels, weights=config.weights).to(device)
-    channels_last = device.type == "cuda" and config.channels_last
+    if data.head is not None:
+        model = data.head.new_head().to(device)
+    else:
+        model = build_model(config.model, data.channels, weights=config.weights).to(device)
+    channels_last = device.type == "cuda" and config.channels_last and data.head is None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     method.to(device)
@@ -679,6 +712,8 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
 
 def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
     """What a checkpoint needs to be used alone (see :func:`runs.load_checkpoint`)."""
+    if data.head is not None:  # the full model's: the store's
+        return {**data.head.meta, "tau": float(config.tau), "threshold": float(config.threshold)}
     return {
         "model_name": config.model,
         "in_channels": data.channels,
@@ -696,6 +731,8 @@ def _resumed_state(run: _Run) -> RunState:
 
     last = run.out / LAST
     ckpt, _ = load_checkpoint(last)
+    if run.data.head is not None:  # last.pt holds the full model; the loop trains the head
+        ckpt["model"] = run.data.head.head_state(ckpt["model"])
     try:
         state = RunState.restore(ckpt, run.opt)
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
@@ -738,6 +775,47 @@ def _run_steps(
             if step % config.eval_every != 0:
                 run.save_last(state)
             return True
+    return False
+
+
+def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
+    """DFR (:mod:`.methods.dfr`) instead of steps: one history row per C, its heads saved."""
+    import copy
+
+    import torch
+
+    from .methods.dfr import fit_dfr
+
+    config, val = run.config, run.data.val_set
+
+    def evaluate(rows: np.ndarray, prob: np.ndarray):
+        part = copy.copy(val)  # its per-row arrays (labels, grouping values...) cut to rows
+        for name, value in vars(val).items():
+            if isinstance(value, np.ndarray) and value.shape[:1] == (len(val),):
+                setattr(part, name, value[rows])
+        return evaluate_split(part, prob, config.tau, config.threshold)
+
+    t0 = time.perf_counter()
+    result = fit_dfr(
+        run.data.train_set.vectors.numpy(), val.vectors.numpy(), val.labels, val.groups,
+        evaluate, select=SELECT_METRICS, seed=config.seed,
+    )  # fmt: skip
+    for step, (c, evaluation) in enumerate(result.rows, start=1):
+        row = {**_history_row(step, evaluation, {}, time.perf_counter() - t0), "C": c}
+        state.history.append(row)
+        callbacks.on_eval(step, row)
+    head = run.opt.model
+    for metric in (*[m for m in SELECT_METRICS if m != config.select], config.select):
+        fit = result.heads[metric]  # config.select's last: the model ends as best.pt's
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(fit.weight))
+            head.bias.copy_(torch.from_numpy(fit.bias))
+        state.best[metric] = {"value": fit.value, "step": fit.step}
+        run.save_best(metric, state)
+    state.step = len(result.rows)
+    run.save_last(state)
+    if run.dist.main:
+        _write_history(state.history, run.out / HISTORY)
     return False
 
 
@@ -881,7 +959,10 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
 
 def _test_probabilities(run: _Run, metric: str) -> np.ndarray:
     """The test split's probabilities under the best checkpoint by ``metric``."""
-    model, _ = load_checkpoint_model(run.best_path(metric), run.opt.device)
+    if run.data.head is not None:
+        model = run.data.head.load_head(run.best_path(metric), run.opt.device)
+    else:
+        model, _ = load_checkpoint_model(run.best_path(metric), run.opt.device)
     return dataset_probabilities(
         model,
         run.data.test_set,
@@ -895,8 +976,11 @@ def _test_table(config: TrainConfig, test_set: PatchDataset, prob: np.ndarray) -
     """The test split's patch tables with ``prob`` and ``pred`` appended."""
     import pandas as pd
 
-    tables = [pd.read_parquet(Path(c).with_suffix(".parquet")) for c in test_set.caches]
-    table = pd.concat(tables, ignore_index=True)
+    if getattr(test_set, "table", None) is not None:  # a head run's FeatureDataset
+        table = test_set.table.copy()
+    else:
+        tables = [pd.read_parquet(Path(c).with_suffix(".parquet")) for c in test_set.caches]
+        table = pd.concat(tables, ignore_index=True)
     table["prob"] = prob.astype(np.float32)
     table["pred"] = (prob >= config.threshold).astype(np.int8)
     return table

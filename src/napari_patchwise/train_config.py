@@ -88,6 +88,7 @@ class TrainConfig:
     num_threads: int | None = None
     eval_batch_size: int = 256
     cache_dir: str | None = None
+    features: str | None = None
     resume: bool = False
 
     # -- the flat options: flags, config.json, the dock's fields ---------------------------
@@ -234,6 +235,7 @@ class TrainConfig:
         from .models import BATCHNORM_MODELS
 
         risky = self.method == "gerne" and self.beta > 0 and self.model in BATCHNORM_MODELS
+        risky = risky and self.features is None  # a linear head has no BatchNorm
         return (
             not risky or self.freeze_bn or self.gerne_train_bn,
             f"GERNE with beta > 0 on {self.model} needs frozen BatchNorm statistics: with "

@@ -64,6 +64,9 @@ HELP = {
     "num_threads": "torch intra-op threads (default: one per usable core)",
     "eval_batch_size": "patches per batch when evaluating",
     "cache_dir": "patch cache folder (default: .patchwise-cache beside the manifest)",
+    "features": "train a linear head on this feature store (patchwise embed) instead of a "
+    "whole model: seconds on a CPU; the head's checkpoints hold the full model "
+    "(docs/features.md)",
     "resume": "continue the run in --out from its last.pt",
 }
 CHOICES = {"tissue": TISSUE_MODES, "background": BACKGROUNDS}
@@ -75,6 +78,7 @@ OPTIONAL_TYPES = {
     "preset": str,
     "num_threads": int,
     "cache_dir": str,
+    "features": str,
 }
 # Values no run can use stop at the parser (one line, exit 2). Ranges that depend on
 # other options (GERNE's beta and c) are TrainConfig.validate()'s; floats not listed
@@ -164,7 +168,12 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` the parsed flags describe (a preset resolved beneath them)."""
     from ..train_config import TrainConfig
 
-    return TrainConfig.from_options(options_from_args(args))
+    config = TrainConfig.from_options(options_from_args(args))
+    if config.features is not None:  # a head run's model and patches are the store's
+        from ..head import with_store_settings
+
+        config = with_store_settings(config)  # (sweep compares configs built here)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

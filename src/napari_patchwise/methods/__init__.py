@@ -24,6 +24,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "groupdro": ("groupdro:GroupDRO", "GroupDRO"),
     "resample": ("resample:ReSample", "ReSample"),
     "reweight": ("reweight:ReWeight", "ReWeight"),
+    "dfr": ("dfr:DFR", "DFR"),  # head-only: train --features (docs/features.md)
 }
 
 METHOD_NAMES: tuple[str, ...] = tuple(_REGISTRY)

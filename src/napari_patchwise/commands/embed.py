@@ -1,0 +1,129 @@
+"""``patchwise embed``: one feature vector per patch of a cohort (or an image).
+
+The vectors (float16) and the patch table go into a feature store (``FEATURES.zarr``,
+``docs/features.md``) that ``patchwise train --features`` trains linear heads on in
+seconds. The store is written as ``FEATURES.zarr.partial`` chunk by chunk; an interrupted
+embed continues when run again with the same inputs (other inputs are refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..schema import BACKGROUNDS, TISSUE_MODES
+from ._args import pixels, positive_int, scheduler_address
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..features import LAYERS
+    from ..models import BATCHNORM_MODELS
+
+    p = subparsers.add_parser(
+        "embed",
+        help="one feature vector per patch (for train --features)",
+        description="Pass every patch of a cohort manifest (or one image) through a trained "
+        "run's model, or a torchvision backbone, up to its penultimate layer, and store the "
+        "vectors with the patch table (docs/features.md). Resumable: rerun to continue.",
+    )
+    p.add_argument("target", metavar="MANIFEST|IMAGE", help="cohort CSV, or one image file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint", metavar="RUN_DIR", help="a run directory (its best.pt) or checkpoint"
+    )
+    source.add_argument(
+        "--backbone", choices=BATCHNORM_MODELS, help="a torchvision backbone instead of a run"
+    )
+    p.add_argument(
+        "--weights", metavar="PATH", help="local torchvision state dict of --backbone (ImageNet)"
+    )
+    p.add_argument("--layer", choices=LAYERS, default="penultimate", help="which features")
+    p.add_argument("--mask", metavar="MASK", help="the image's mask (labels in the table)")
+    p.add_argument("--patch-size", type=pixels, default=64, help="with --backbone (default: 64)")
+    p.add_argument("--stride", type=pixels, default=None, help="with --backbone")
+    p.add_argument("--tissue", choices=TISSUE_MODES, default="auto", help="with --backbone")
+    p.add_argument("--background", choices=BACKGROUNDS, default="dark", help="with --backbone")
+    p.add_argument("--mask-map", metavar="SPEC", help="with --backbone, e.g. binary")
+    p.add_argument("--cache-dir", metavar="DIR", help="patch cache (default: beside the input)")
+    p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
+    p.add_argument(
+        "--chunk-rows", type=positive_int, default=None, metavar="N",
+        help="patches per stored chunk (default: about 4 MiB of vectors)",
+    )  # fmt: skip
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--scheduler", type=scheduler_address, metavar="ADDRESS",
+        help="one task per slide on a dask.distributed cluster (shared file system)",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, metavar="FEATURES.zarr")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from .._atomic import check_output
+    from ..errors import PatchwiseError
+    from ..runs import resolve_checkpoint, run_files
+
+    manifest = args.target.lower().endswith(".csv")
+    if manifest and args.mask:
+        raise PatchwiseError(
+            "a cohort manifest names each slide's mask itself; --mask is for an image",
+            path=args.target,
+            hint="drop --mask",
+        )
+    if args.weights and not args.backbone:
+        raise PatchwiseError("--weights goes with --backbone", hint="a run's weights are its own")
+    inputs = [args.target, args.mask, args.weights]
+    if args.checkpoint:
+        inputs += [args.checkpoint, *run_files(resolve_checkpoint(args.checkpoint))]
+    check_output(args.out, inputs=inputs, folder_ok=True, overwrite=args.overwrite)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..data import PatchSettings
+    from ..embed import EmbedSource
+    from ..train import passive_openmp_waits
+
+    passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
+    _check_args(args)
+    settings = PatchSettings(
+        args.patch_size, args.stride, args.tissue, None, args.background, args.mask_map
+    )
+    source = EmbedSource(args.checkpoint, args.backbone, args.weights, args.layer)
+    try:
+        out = _embed(args, source, settings)
+    except KeyboardInterrupt:
+        from ..features import partial_path
+
+        partial = partial_path(args.out)
+        if partial.exists():
+            print(
+                f"patchwise embed: {partial} keeps the chunks done; run the same command "
+                "again to continue",
+                file=sys.stderr,
+            )
+        raise
+    print(out)
+    return 0
+
+
+def _embed(args: argparse.Namespace, source, settings):
+    from .._progress import tqdm_progress
+    from ..embed import embed
+    from .stats import _cluster
+
+    with (
+        _cluster(args.scheduler, None) as client,
+        tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare,
+        tqdm_progress("embedding", unit="chunk", disable=args.quiet) as progress,
+    ):
+        out = embed(
+            args.target, args.out, source, mask=args.mask, settings=settings,
+            cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
+            chunk_rows=args.chunk_rows, client=client, overwrite=args.overwrite,
+            progress=progress, prepare_progress=prepare,
+        )  # fmt: skip
+    return out
