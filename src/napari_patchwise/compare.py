@@ -171,6 +171,11 @@ def paired_predictions(
                 hint="compare complete patch tables ('patchwise predict --mask') or give the "
                 "slide's patch table",
             )
+    for pred, source in zip((pred_a, pred_b), sources, strict=True):
+        if "prob" not in pred:
+            raise PatchwiseError(
+                "table has no 'prob' column", path=source, hint="load a prediction table"
+            )
     columns = ["slide", "row", "col"]
     if not all("slide" in t for t in (pred_a, pred_b, base)):
         columns = ["row", "col"]
