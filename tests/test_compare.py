@@ -205,7 +205,11 @@ def test_cli_compare_text_and_json(tmp_path, capsys, rng):
     summary = json.loads(capsys.readouterr().out)
     ref = compare_predictions(label, ratio, prob_a, prob_b, threshold_b=0.3)
     assert summary["classes"] == dict(
-        zip(("both right", "both wrong", "only A right", "only B right"), ref.counts.tolist())
+        zip(
+            ("both right", "both wrong", "only A right", "only B right"),
+            ref.counts.tolist(),
+            strict=True,
+        )
     )
     assert summary["B"]["threshold"] == 0.3
     assert summary["B"]["wga"] == pytest.approx(ref.evaluation_b.wga)
