@@ -179,6 +179,9 @@ def test_tables_covering_different_patches_say_how_many():
         paired_predictions(table, pd.concat([a, a.iloc[:1]]), b)
     with pytest.raises(PatchwiseError, match="not patches of the slide's table"):
         paired_predictions(table.iloc[:6], a, b)
+    moved = b.assign(y=b["row"] * 64, x=b["col"] * 64 + (b["row"] == 1))
+    with pytest.raises(PatchwiseError, match="4 of 12 predicted patches lie elsewhere"):
+        paired_predictions(table.assign(y=table["row"] * 64, x=table["col"] * 64), a, moved)
     with pytest.raises(PatchwiseError, match="no 'label' column"):
         paired_predictions(None, a, b)
     with pytest.raises(PatchwiseError, match="no 'prob' column"):

@@ -199,12 +199,31 @@ def paired_predictions(
             path=sources[0],
             hint="compute the grid with the settings the predictions were made with",
         )
+    for pred, keys_p, source in ((pred_a, keys_a, sources[0]), (pred_b, keys_b, sources[1])):
+        _check_same_place(base, pred, keys.get_indexer(keys_p), source)
     out = base.drop(columns=[c for c in ("prob", "pred") if c in base]).reset_index(drop=True)
     for name, pred, keys_p in (("prob_a", pred_a, keys_a), ("prob_b", pred_b, keys_b)):
         prob = np.full(len(out), np.nan)
         prob[keys.get_indexer(keys_p)] = pred["prob"].to_numpy(dtype=np.float64)
         out[name] = prob
     return out
+
+
+def _check_same_place(
+    base: pd.DataFrame, pred: pd.DataFrame, positions: np.ndarray, source: Source
+) -> None:
+    """Predictions that carry ``y, x`` must put each patch where the patch table does."""
+    same = np.ones(positions.size, dtype=bool)
+    for column in ("y", "x"):
+        if column in base and column in pred:
+            same &= base[column].to_numpy()[positions] == pred[column].to_numpy()
+    if not same.all():
+        raise PatchwiseError(
+            f"{int((~same).sum()):,} of {same.size:,} predicted patches lie elsewhere on the "
+            "slide than the patch table's (different patch size or stride?)",
+            path=source,
+            hint="compute the grid with the settings the predictions were made with",
+        )
 
 
 # -- the comparison ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
 from . import navigation, notify
+from .compare_box import CompareBox
 from .form import GridBox
 from .inspect_tabs import InspectTabs
 from .jobs import BackgroundJob
@@ -90,6 +91,8 @@ class PatchwiseWidget(QWidget):
         self._name_parts()
         self.model_panel = ModelPanel(self)  # follows the dock's tau slider
         self.tabs.addTab(self.model_panel, "Model")
+        self.compare_box = CompareBox(self)  # follows the sliders and the Model tab's runs
+        self.tabs.addTab(self.compare_box, "Compare")
         for part in (self.picker, self.grid_box, self.tuning):
             root.addWidget(part)
         root.addWidget(self.tabs, stretch=1)
