@@ -169,3 +169,85 @@ def test_tables_of_other_patches_are_one_notification(docked, qtbot):
     assert box.layer is None
     box.use_last_trainings()  # nothing trained in this dock yet
     assert "train two runs" in errors[-1]
+
+
+# -- run folders: the dock's last two trainings ------------------------------------------
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """ERM and GERNE trained briefly on tests/_cohort.py's cohort (test slide: s3)."""
+    from _cohort import make_cohort
+    from napari_patchwise.train import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("cohort")
+    manifest = make_cohort(folder)
+    runs = [
+        train(
+            TrainConfig.from_options(
+                manifest=str(manifest),
+                out=str(folder / method),
+                method=method,
+                model="smallcnn",
+                patch_size=16,
+                steps=6,
+                eval_every=3,
+                batch_size=16,
+                num_threads=1,
+                seed=seed,
+            )
+        )
+        for seed, method in enumerate(("erm", "gerne"))
+    ]
+    return folder, runs
+
+
+def open_cohort_slide(viewer, widget, qtbot, folder, name):
+    import tifffile
+
+    viewer.open(str(folder / f"{name}.ome.tif"), plugin="napari-patchwise")
+    viewer.add_labels(tifffile.imread(folder / f"{name}_mask.tif"), name=f"{name}_mask")
+    widget.mask_combo.setCurrentText(f"{name}_mask")
+    widget.form.patch_size.setValue(16)
+    with qtbot.waitSignal(widget.applied, timeout=30_000):
+        widget.compute_button.click()
+
+
+def test_last_two_trainings_use_their_test_predictions_or_predict_the_slide(
+    make_napari_viewer, qtbot, monkeypatch, two_runs
+):
+    from napari_patchwise.io import open_slide
+    from napari_patchwise.predict import predict_table
+
+    errors: list[str] = []
+    monkeypatch.setattr(notify, "show_error", errors.append)
+    folder, (erm, gerne) = two_runs
+    viewer = make_napari_viewer(show=True)
+    widget = PatchwiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Patchwise")
+    box = widget.compare_box
+    for run in (erm, gerne):  # what the Model tab emits when a run ends
+        widget.model_panel.trained.emit(run)
+    # s3 is the cohort's test slide: both runs' predictions.parquet hold it
+    open_cohort_slide(viewer, widget, qtbot, folder, "s3")
+    with qtbot.waitSignal(box.compared, timeout=60_000):
+        assert box.use_last_trainings()
+    assert not errors, errors
+    assert box.data.names == ("ERM", "GERNE")
+    table = widget.current.data.table
+    for prob, run in ((box.data.prob_a, erm), (box.data.prob_b, gerne)):
+        saved = pd.read_parquet(run / "predictions.parquet")
+        saved = saved[saved["slide"] == "s3"].set_index(["row", "col"])["prob"]
+        np.testing.assert_allclose(
+            prob, saved.reindex(pd.MultiIndex.from_frame(table[["row", "col"]]))
+        )
+    # s1 is a training slide: no saved predictions, so each run's checkpoint predicts it
+    open_cohort_slide(viewer, widget, qtbot, folder, "s1")
+    with qtbot.waitSignal(box.compared, timeout=120_000):
+        assert box.use_last_trainings()
+    assert not errors, errors
+    table = widget.current.data.table
+    slide = open_slide(folder / "s1.ome.tif", mask=folder / "s1_mask.tif")
+    direct = predict_table(slide, table, erm, batch_size=64)
+    np.testing.assert_allclose(box.data.prob_a, direct["prob"], rtol=1e-5)
+    shown = np.asarray(box.layer.data)
+    assert box.layer.name == "s1 run comparison"
+    assert int((shown > 0).sum()) == len(table)  # every patch has both predictions

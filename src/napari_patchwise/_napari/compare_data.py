@@ -120,7 +120,7 @@ def read_source(path: str | Path, grid: SlideGrid, *, cancel, progress) -> pd.Da
         return read_table(path, required=("row", "col", "prob"))
     if path.is_dir() and (path / PREDICTIONS).is_file():
         table = read_table(path / PREDICTIONS, required=("row", "col", "prob"))
-        if "slide" not in table or grid.slide.name in set(table["slide"].astype(str)):
+        if "slide" not in table or (table["slide"].astype(str) == grid.slide.name).any():
             return table
     if grid.table is None:
         raise PatchwiseError(
