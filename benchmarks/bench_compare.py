@@ -33,7 +33,7 @@ import dask.array as da
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_viewer import synthetic_table  # noqa: E402 - the same grid as the viewer benchmark
+from bench_viewer import synthetic_table  # the same grid as the viewer benchmark
 
 
 def main() -> None:
