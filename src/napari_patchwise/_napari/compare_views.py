@@ -28,7 +28,7 @@ from .errors_list import _NumberItem
 
 MAX_ROWS = 500
 ROW_NAMES = (*GROUP_NAMES, "accuracy", "BCA", "WGA", "worst-class accuracy")
-LIST_COLUMNS = ("row", "col", "label", "group", "prob A", "prob B", "change")
+LIST_COLUMNS = ("row", "col", "group", "A", "B", "B − A")  # A, B: the runs' prob
 
 
 def _fmt(value: float) -> str:
@@ -74,20 +74,24 @@ class SideBySide(QTableWidget):
         self.set_names(("A", "B"))
         self.verticalHeader().setVisible(False)
         self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.horizontalHeader().setStretchLastSection(True)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.cells = []
         for r, name in enumerate(ROW_NAMES):
             row = [QTableWidgetItem(name)] + [_right(QTableWidgetItem("—")) for _ in range(4)]
             for j, item in enumerate(row):
                 self.setItem(r, j, item)
             self.cells.append(row)
-        height = self.horizontalHeader().sizeHint().height() + 4
+        self.resizeColumnsToContents()
+        height = self.horizontalHeader().height() + 4  # as the dock's stats table
         self.setFixedHeight(height + sum(self.rowHeight(r) for r in range(len(ROW_NAMES))))
 
     def set_names(self, names: tuple[str, str]) -> None:
-        self.setHorizontalHeaderLabels(("", "n", names[0], names[1], f"{names[1]} − {names[0]}"))
+        self.setHorizontalHeaderLabels(("", "n", names[0], names[1], "B − A"))
+        self.horizontalHeaderItem(4).setToolTip(f"{names[1]} minus {names[0]}")
 
     def show_evaluations(self, ev_a: Evaluation | None, ev_b: Evaluation | None) -> None:
         if ev_a is None or ev_b is None:
@@ -134,7 +138,6 @@ class ChangedPatches(QTableWidget):
             cells = (
                 _NumberItem(rows[pos], str(rows[pos])),
                 _NumberItem(cols[pos], str(cols[pos])),
-                QTableWidgetItem("tumor" if data.label[pos] else "non-tumor"),
                 _NumberItem(group, GROUP_NAMES[group]),
                 _NumberItem(pa, f"{pa:.3f}"),
                 _NumberItem(pb, f"{pb:.3f}"),
@@ -144,7 +147,7 @@ class ChangedPatches(QTableWidget):
             for j, item in enumerate(cells):
                 self.setItem(i, j, item)
         self.setSortingEnabled(True)
-        self.sortItems(LIST_COLUMNS.index("change"), Qt.SortOrder.DescendingOrder)
+        self.sortItems(LIST_COLUMNS.index("B − A"), Qt.SortOrder.DescendingOrder)
         self.blockSignals(False)
 
     def position_at(self, row: int) -> int:
