@@ -65,6 +65,7 @@ bench: install sysdeps
 	run planted_bias $(PY) benchmarks/planted_bias.py; \
 	run bench_open $(XVFB) $(PY) benchmarks/bench_open.py; \
 	run bench_viewer $(XVFB) $(PY) benchmarks/bench_viewer.py; \
+	run bench_compare $(XVFB) $(PY) benchmarks/bench_compare.py; \
 	echo "=== benchmarks: $$((SECONDS - start)) s in all"; \
 	if [ -n "$$failed" ]; then echo "=== failed:$$failed"; exit 1; fi
 

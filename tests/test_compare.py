@@ -20,6 +20,7 @@ from napari_patchwise.compare import (
     NONE,
     ONLY_A,
     ONLY_B,
+    ClassGrid,
     PairEvaluator,
     changed_patches,
     class_counts,
@@ -132,6 +133,26 @@ def test_pair_evaluator_equals_the_one_shot_comparison(rng):
         np.testing.assert_array_equal(ev_a.group_correct, ref.evaluation_a.group_correct)
         np.testing.assert_array_equal(ev_b.group_correct, ref.evaluation_b.group_correct)
         np.testing.assert_array_equal(ev_b.group_counts, ref.evaluation_b.group_counts)
+
+
+def test_class_grid_follows_the_threshold_recomputing_only_what_can_change(rng):
+    shape = (40, 50)
+    label = rng.integers(0, 2, shape).astype(np.int8)
+    label[rng.random(shape) < 0.1] = -1  # no patch
+    prob_a = np.round(rng.random(shape), 2)  # ties with the thresholds below
+    prob_b = np.round(rng.random(shape), 2)
+    prob_b[rng.random(shape) < 0.05] = np.nan
+    grid = ClassGrid(label, prob_a, prob_b, 0.5)
+    values = grid.values
+    for threshold in (0.5, 0.51, 0.49, 0.3, 0.3, 0.95, 0.0, 1.0, 0.62):
+        recomputed = grid.move_to(threshold)
+        expected = comparison_classes(label, prob_a, prob_b, threshold)
+        np.testing.assert_array_equal(grid.values.astype(int) - 1, expected)
+        assert grid.values is values  # in place: the layer's array
+        assert grid.counts.tolist() == class_counts(expected).tolist()
+        if threshold == 0.51:  # [0.50, 0.51): about 2 x 1% of the cells, not all of them
+            assert 0 < recomputed < 0.1 * label.size
+    assert grid.move_to(0.62) == 0
 
 
 # -- pairing tables ----------------------------------------------------------------------

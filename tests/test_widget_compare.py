@@ -96,7 +96,8 @@ def test_comparison_layer_matches_the_tables_at_two_thresholds(docked, qtbot):
     if correctness is not None:  # same grid transform as the dock's own overlays
         assert tuple(layer.scale) == tuple(correctness.scale)
     assert tuple(layer.scale) == (P * 0.5, P * 0.5)
-    for threshold in (0.5, 0.3):
+    assert layer.data is box.data.grid.values  # updated in place, then refreshed
+    for threshold in (0.5, 0.3, 0.31):  # 0.3 -> 0.31 recomputes only a few cells
         widget.threshold_slider.setValue(threshold)
         expected = expected_classes(table, tmp / "erm.parquet", tmp / "gerne.csv", threshold)
         shown = np.asarray(layer.data).astype(int) - 1
@@ -251,3 +252,32 @@ def test_last_two_trainings_use_their_test_predictions_or_predict_the_slide(
     shown = np.asarray(box.layer.data)
     assert box.layer.name == "s1 run comparison"
     assert int((shown > 0).sum()) == len(table)  # every patch has both predictions
+
+
+def test_a_threshold_move_repaints_the_layer(docked, qtbot):
+    """The layer's array changes in place; the canvas must show the new classes."""
+    viewer, widget, errors, tmp = docked
+    box = widget.compare_box
+    keys = widget.current.data.table[["slide", "row", "col"]]
+    keys.assign(prob=0.4).to_parquet(tmp / "flat_a.parquet")
+    keys.assign(prob=0.4).to_parquet(tmp / "flat_b.parquet")
+    widget.threshold_slider.setValue(0.5)
+    with qtbot.waitSignal(box.compared, timeout=60_000):
+        box.load_tables(tmp / "flat_a.parquet", tmp / "flat_b.parquet")
+    for layer in viewer.layers:
+        layer.visible = layer is box.layer
+    box.layer.opacity = 1.0
+    viewer.reset_view()
+
+    def yellow_pixels() -> int:  # "both wrong"
+        qtbot.wait(50)
+        shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+        return int(((shot[..., 0] > 200) & (shot[..., 1] > 200) & (shot[..., 2] < 120)).sum())
+
+    label = widget.current.data.table["label"].to_numpy()
+    before = yellow_pixels()  # at 0.5 every tumor patch is missed by both
+    widget.threshold_slider.setValue(0.3)  # now every non-tumor patch is
+    after = yellow_pixels()
+    assert (label == 1).sum() < (label == 0).sum() / 1.5
+    assert after > 1.5 * before > 0
+    assert not errors, errors

@@ -12,8 +12,9 @@ or "Last two trainings" of the Model tab — and press Compare. The tab then sho
   one centres the view on it.
 
 The dock's tau and threshold sliders drive all of it: a threshold move recomputes the
-class of every grid cell (one vectorised pass, prepared rasters) and replaces the
-layer's data; a tau move only changes the table (O(log N),
+class of only the cells whose class can change (:class:`~napari_patchwise.compare.ClassGrid`,
+in place in the layer's data) and refreshes the layer; a tau move only changes the
+table (O(log N),
 :class:`~napari_patchwise.compare.PairEvaluator`); the list follows after a pause.
 Programmatic use (``patchwise demo``): :meth:`CompareBox.load_tables`.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -186,8 +186,12 @@ class CompareBox(QWidget):
             return False
         self.summary.setText(f"comparing {names[0]} and {names[1]} on {grid.slide.name}…")
 
+        threshold = self.threshold()
+
         def job(*, cancel, progress) -> CompareData:
-            return prepare_comparison(grid, sources, names, cancel=cancel, progress=progress)
+            return prepare_comparison(
+                grid, sources, names, threshold=threshold, cancel=cancel, progress=progress
+            )
 
         self.job.start(job, returned=self._show, description=f"Comparing runs on {grid.slide.name}")
         return True
@@ -245,11 +249,11 @@ class CompareBox(QWidget):
             image_scale=tuple(image.scale[-2:]) if image is not None else (1.0, 1.0),
             image_translate=tuple(image.translate[-2:]) if image is not None else (0.0, 0.0),
         )
-        raster = data.class_raster(self.threshold())
+        data.grid.move_to(self.threshold())
         if self.layer is not None and self.layer in self.dock.viewer.layers:
             self.dock.viewer.layers.remove(self.layer)
         self.layer = self.dock.viewer.add_image(
-            raster,
+            data.grid.values,
             name=f"{prefix} {LAYER_NAME}",
             colormap=compare_colormap(),
             contrast_limits=COMPARE_LIMITS,
@@ -285,10 +289,13 @@ class CompareBox(QWidget):
         data = self.data
         if data is None:
             return
-        raster = data.class_raster(self.threshold())
-        if self.layer is not None and self.layer in self.dock.viewer.layers:
-            self.layer.data = raster
-        self.counts = np.bincount(raster.ravel(), minlength=5)[1:]
+        if data.grid.move_to(self.threshold()) and self.layer in self.dock.viewer.layers:
+            if self.layer.data is data.grid.values:
+                # changed in place: a refresh re-uploads it (2 ms for 10^6 cells; setting
+                # .data re-validates the layer, 11 ms)
+                self.layer.refresh()
+            else:
+                self.layer.data = data.grid.values
         self.show_metrics()
         if list_now:
             self.refresh_list()
@@ -301,7 +308,7 @@ class CompareBox(QWidget):
             return
         ev_a, ev_b = data.pair.evaluate(self.tau(), self.threshold())
         self.table.show_evaluations(ev_a, ev_b)
-        counts = getattr(self, "counts", np.zeros(4, dtype=np.int64))
+        counts = data.grid.counts
         parts = [f"{class_name(k, data.names)} {int(c):,}" for k, c in enumerate(counts)]
         self.summary.setText(
             f"{data.names[0]} vs {data.names[1]} on {data.pair.n:,} patches "

@@ -9,8 +9,8 @@ Model tab's Predict path).
 Everything O(N) happens in :func:`prepare_comparison` (worker): pairing
 (:func:`napari_patchwise.compare.paired_predictions`), the grid rasters of label and
 both probabilities, the :class:`~napari_patchwise.compare.PairEvaluator`. A threshold
-move then costs one pass over the raster (:meth:`CompareData.class_raster`) and a tau
-move O(log N).
+move then recomputes only the cells whose class can change
+(:class:`~napari_patchwise.compare.ClassGrid`) and a tau move costs O(log N).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 from napari.utils.colormaps import Colormap
 from napari.utils.colormaps.standardize_color import transform_color
 
-from ..compare import PairEvaluator, comparison_classes, paired_predictions
+from ..compare import ClassGrid, PairEvaluator, comparison_classes, paired_predictions
 from ..errors import PatchwiseError
 from ..slide import Slide
 from ..slide_table import full_table, slide_predictions
@@ -74,20 +74,13 @@ class CompareData:
     tissue_ratio: np.ndarray
     prob_a: np.ndarray
     prob_b: np.ndarray
-    grid: tuple[np.ndarray, np.ndarray, np.ndarray]  # label (-1: none), prob A, prob B
+    grid: ClassGrid  # the layer's data (class + 1 per cell), follows the threshold
     pair: PairEvaluator
     geometry: tuple[tuple[int, int], int]
 
     def classes(self, threshold: float) -> np.ndarray:
         """Comparison class per patch (table order)."""
         return comparison_classes(self.label, self.prob_a, self.prob_b, threshold)
-
-    def class_raster(self, threshold: float) -> np.ndarray:
-        """The layer's data: ``class + 1`` per grid cell as uint8, 0 where none."""
-        label, prob_a, prob_b = self.grid
-        out = comparison_classes(label, prob_a, prob_b, threshold)
-        out += 1
-        return out.view(np.uint8)
 
 
 def source_name(path: str | Path) -> str:
@@ -139,6 +132,7 @@ def prepare_comparison(
     sources: tuple[str | Path, str | Path],
     names: tuple[str, str],
     *,
+    threshold: float,
     cancel,
     progress,
 ) -> CompareData:
@@ -167,11 +161,12 @@ def prepare_comparison(
         tissue_ratio=ratio,
         prob_a=prob_a,
         prob_b=prob_b,
-        grid=(
+        grid=ClassGrid(
             raster.paint(label, fill=-1, dtype=np.int8),
             # float64 like the tables, so the layer agrees with them at any threshold
             raster.paint(prob_a, dtype=np.float64),
             raster.paint(prob_b, dtype=np.float64),
+            threshold,
         ),
         pair=PairEvaluator(label, ratio, prob_a, prob_b),
         geometry=geometry,
