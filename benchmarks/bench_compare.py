@@ -9,12 +9,12 @@ shown in the Patchwise dock with run A's predictions; run B is A plus noise. Mea
 the same run, each the median over many moves (plain repaints interleaved):
 
 * **plain repaint** of the scene (the baseline);
-* **dock only**: a threshold move + repaint before any comparison is shown (the dock's
-  own overlays move by contrast limits only);
-* **with comparison**: the same move once the Compare tab shows A vs B (the comparison
-  layer gets new data: one vectorised pass over the grid, then napari's upload), as
-  plugin work (``slider.setValue`` returning) and with the repaint; the tau move;
-* the **list refresh** (debounced: once a drag pauses) and the worker's preparation.
+* **dock only**: threshold moves before any comparison is shown (the dock's own overlays
+  move by contrast limits only): a jump to a random value and a drag step of 0.004, as
+  plugin work (``slider.setValue`` returning) and with the repaint;
+* **compared**: the same moves once the Compare tab shows A vs B (the comparison layer's
+  classes recomputed where they can change, in place, and the layer refreshed); a tau
+  move; the list refresh (debounced: once a drag pauses); and the worker's preparation.
 
 ``--quick`` (what ``make bench`` runs): a 200 x 200 grid, 5 moves per measure.
 """
@@ -97,18 +97,35 @@ def main() -> None:
     rng = np.random.default_rng(1)
     values = [float(v) for v in np.round(rng.uniform(0.02, 0.98, args.repeats), 3)]
     slider, tau = widget.threshold_slider, widget.tau_slider
-    results: dict[str, list[float]] = {"plain repaint": [], "dock only: threshold + repaint": []}
+    # a drag: small steps (0.004, about one pixel of a 250 px slider) from 0.3 upwards
+    steps = [round(0.3 + 0.004 * i, 3) for i in range(1, args.repeats + 1)]
 
     def move(s, v):
         s.setValue(v)
         stop_deferred()
 
+    def measure(prefix: str) -> None:
+        for key in ("plugin work", "move + repaint", "drag step", "drag step + repaint"):
+            results[f"{prefix}: threshold {key}"] = []
+        for v in values:
+            results["plain repaint"] += timed(lambda _: repaint(), [v])
+            results[f"{prefix}: threshold plugin work"] += timed(lambda x: move(slider, x), [v])
+            results[f"{prefix}: threshold move + repaint"] += timed(
+                lambda x: (move(slider, x + 0.0005), repaint()), [v]
+            )
+        move(slider, 0.3)
+        for v in steps:
+            results[f"{prefix}: threshold drag step"] += timed(lambda x: move(slider, x), [v])
+            repaint()
+        move(slider, 0.3)
+        for v in steps:
+            results[f"{prefix}: threshold drag step + repaint"] += timed(
+                lambda x: (move(slider, x), repaint()), [v]
+            )
+
+    results: dict[str, list[float]] = {"plain repaint": []}
     repaint()
-    for v in values:
-        results["plain repaint"] += timed(lambda _: repaint(), [v])
-        results["dock only: threshold + repaint"] += timed(
-            lambda x: (move(slider, x), repaint()), [v]
-        )
+    measure("dock only")
 
     with tempfile.TemporaryDirectory() as tmp:
         keys = table[["slide", "row", "col"]]
@@ -122,19 +139,11 @@ def main() -> None:
     while box.busy():
         app.processEvents()
     repaint()
-    for key in ("plain repaint (2)", "threshold: plugin work", "threshold: move + repaint"):
-        results[key] = []
-    results["tau: move + repaint"] = []
-    for v in values:
-        results["plain repaint (2)"] += timed(lambda _: repaint(), [v])
-        results["threshold: plugin work"] += timed(lambda x: move(slider, x), [v])
-        results["threshold: move + repaint"] += timed(
-            lambda x: (move(slider, x + 0.0005), repaint()), [v]
-        )
-        results["tau: move + repaint"] += timed(lambda x: (move(tau, x), repaint()), [v])
-    results["list refresh (debounced)"] = timed(lambda _: box.refresh_list(), values[:5])
+    measure("compared")
+    results["compared: tau move + repaint"] = timed(lambda x: (move(tau, x), repaint()), values)
+    results["compared: list refresh (debounced)"] = timed(lambda _: box.refresh_list(), values[:5])
 
-    base = statistics.median(results["plain repaint"] + results["plain repaint (2)"])
+    base = statistics.median(results["plain repaint"])
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"patches: {len(table):,} ({args.side} x {args.side}); compare load {t_load:.2f} s")
     print(f"{'measure':36s} {'median ms':>10s} {'x plain repaint':>16s}")
