@@ -15,6 +15,8 @@ states and hands results to the layers.
 * :class:`.inspect_tabs.InspectTabs` — histograms and error list (throttled while a
   slider is dragged) and the Model tab (:class:`.model_panel.ModelPanel`).
 * :class:`.table_io.TableFiles` — load predictions or a patch table, save table/GeoJSON.
+* :class:`.compare_box.CompareBox` — the "Compare" tab: two runs on the slide, patch by
+  patch (an overlay) and per group, following the sliders (docs/compare.md).
 * :mod:`.navigation` — go to a patch, mark a histogram bin, the status-bar text.
 
 **Several slides**: settings and results live in a :class:`SlideState` per slide,
