@@ -134,6 +134,10 @@ class CompareBox(QWidget):
         self.dock.tau_slider.valueChanged.connect(self._on_tau)
         self.dock.threshold_slider.valueChanged.connect(self._on_threshold)
         self.dock.model_panel.trained.connect(self.trainings.append)
+        # back on the compared slide, its sliders' values apply (they move without signals;
+        # deferred: the dock swaps the slide's state in its own slot, connected after this)
+        for signal in (self.dock.picker.image_chosen, self.dock.picker.layers_changed):
+            signal.connect(lambda *_: QTimer.singleShot(0, self._on_threshold))
         self.filter_combo.currentIndexChanged.connect(self.refresh_list)
         self.list_timer.timeout.connect(self.refresh_list)
         self.patches.patch_chosen.connect(self.go_to_patch)
@@ -275,7 +279,7 @@ class CompareBox(QWidget):
         current = self.dock.current
         return self.data is not None and current is not None and current.key == self.data.key
 
-    def _on_threshold(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
+    def _on_threshold(self, *_args) -> None:
         if self._follows_sliders():
             self.refresh(list_now=False)
 
