@@ -7,6 +7,9 @@ scikit-learn's ``accuracy_score`` on each group's patches.
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -248,3 +251,43 @@ def test_cli_compare_refuses_other_patches(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "1 of A's 12 are not in B" in err
+
+
+# -- docs/compare.md ---------------------------------------------------------------------
+DOC = Path(__file__).resolve().parents[1] / "docs" / "compare.md"
+
+
+def doc_blocks(language: str) -> list[str]:
+    """The fenced code blocks of docs/compare.md in ``language``."""
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
+
+
+def write_runs(folder: Path, rng, n: int = 300) -> None:
+    """``erm/predictions.parquet`` (complete) and ``gerne/predictions.parquet`` (prob only)."""
+    label, ratio, prob_a, prob_b = random_run(rng, n)
+    rows, cols = np.divmod(np.arange(n), 20)
+    table = pd.DataFrame(
+        {"slide": "s", "row": rows, "col": cols, "label": label, "tissue_ratio": ratio}
+    )
+    for name in ("erm", "gerne"):
+        (folder / name).mkdir()
+    table.assign(prob=np.nan_to_num(prob_a, nan=0.5)).to_parquet(folder / "erm/predictions.parquet")
+    table[["slide", "row", "col"]].assign(prob=prob_b).to_parquet(
+        folder / "gerne/predictions.parquet"
+    )
+
+
+def test_docs_command_and_python_blocks_run_as_written(tmp_path, monkeypatch, capsys, rng):
+    monkeypatch.chdir(tmp_path)
+    write_runs(tmp_path, rng)
+    (command,) = doc_blocks("sh")
+    argv = shlex.split(command)
+    assert argv[:2] == ["patchwise", "metrics"]
+    assert main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    assert "fixed by GERNE:" in out and "worst-class accuracy" in out
+    scripts = [block for block in doc_blocks("python") if "widget" not in block]
+    assert len(scripts) == 1
+    exec(compile(scripts[0], str(DOC), "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("[") and len(printed) >= 3

@@ -281,3 +281,23 @@ def test_a_threshold_move_repaints_the_layer(docked, qtbot):
     assert (label == 1).sum() < (label == 0).sum() / 1.5
     assert after > 1.5 * before > 0
     assert not errors, errors
+
+
+def test_docs_script_block_runs(docked, qtbot, monkeypatch):
+    """docs/compare.md's "From a script" block, with the dock as ``widget``."""
+    import re
+    from pathlib import Path
+
+    _viewer, widget, errors, tmp = docked
+    doc = Path(__file__).resolve().parents[1] / "docs" / "compare.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.DOTALL)
+    (script,) = [block for block in blocks if "widget." in block]
+    for name, source in (("erm", tmp / "erm.parquet"), ("gerne", tmp / "gerne.csv")):
+        (tmp / name).mkdir()
+        table = pd.read_parquet(source) if name == "erm" else pd.read_csv(source)
+        table.to_parquet(tmp / name / "predictions.parquet")
+    monkeypatch.chdir(tmp)
+    exec(compile(script, str(doc), "exec"), {"widget": widget})
+    assert not errors, errors
+    assert widget.compare_box.data is not None
+    assert widget.compare_box.data.names == ("ERM", "GERNE")

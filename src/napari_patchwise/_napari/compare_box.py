@@ -145,12 +145,12 @@ class CompareBox(QWidget):
     def _ask(self, edit: QLineEdit) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self,
-            "Predictions of a run (a checkpoint means its run)",
+            "Predictions of a run, or a checkpoint to predict the slide with",
             "",
             "Predictions or checkpoints (*.parquet *.csv *.csv.gz *.pt)",
         )
         if path:
-            edit.setText(str(Path(path).parent) if path.endswith(".pt") else path)
+            edit.setText(path)
 
     # -- actions --------------------------------------------------------------------------
     def load_tables(
