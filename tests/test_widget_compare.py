@@ -301,3 +301,28 @@ def test_docs_script_block_runs(docked, qtbot, monkeypatch):
     assert not errors, errors
     assert widget.compare_box.data is not None
     assert widget.compare_box.data.names == ("ERM", "GERNE")
+
+
+def test_without_a_computed_grid_a_complete_table_gives_the_grid(docked, qtbot):
+    viewer, widget, errors, tmp = docked
+    table = widget.current.data.table.assign(slide="copy")
+    image, _mask = make_slide()
+    viewer.add_image(image, name="copy", scale=(0.5, 0.5))
+    widget.image_combo.setCurrentText("copy")
+    assert widget.current.slide.name == "copy" and widget.current.data is None
+    a = pd.read_parquet(tmp / "erm.parquet").assign(slide="copy")
+    b = pd.read_csv(tmp / "gerne.csv").assign(slide="copy")
+    table.merge(a, on=["slide", "row", "col"]).to_parquet(tmp / "copy_a.parquet")
+    b.to_parquet(tmp / "copy_b.parquet")
+    box = widget.compare_box
+    with qtbot.waitSignal(box.compared, timeout=60_000):
+        box.load_tables(tmp / "copy_a.parquet", tmp / "copy_b.parquet")
+    assert not errors, errors
+    assert box.layer.name == "copy run comparison"
+    assert tuple(box.layer.scale) == (P * 0.5, P * 0.5)
+    expected = expected_classes(table, tmp / "erm.parquet", tmp / "gerne.csv", 0.5)
+    np.testing.assert_array_equal(np.asarray(box.layer.data).astype(int) - 1, expected)
+    # only B's table: no labels anywhere, one notification
+    box.load_tables(tmp / "copy_b.parquet", tmp / "copy_a.parquet")
+    qtbot.waitUntil(lambda: not box.busy(), timeout=60_000)
+    assert len(errors) == 1 and "not a patch table" in errors[0]
