@@ -71,6 +71,7 @@ bench: install sysdeps
 	run bench_head $(PY) benchmarks/bench_head.py; \
 	run bench_open $(XVFB) $(PY) benchmarks/bench_open.py; \
 	run bench_viewer $(XVFB) $(PY) benchmarks/bench_viewer.py; \
+	run bench_compare $(XVFB) $(PY) benchmarks/bench_compare.py; \
 	echo "=== benchmarks: $$((SECONDS - start)) s in all"; \
 	if [ -n "$$failed" ]; then echo "=== failed:$$failed"; exit 1; fi
 

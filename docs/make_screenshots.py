@@ -7,10 +7,11 @@ Run under Xvfb::
 Opens the synthetic sample slide (4096 px, through the plugin reader), docks the
 Patchwise widget, computes 64 px patches, loads the demo's rule-based predictions and
 saves one window screenshot per view: patch labels, tissue groups, correctness, tumor
-probability, the Figure-1 histograms with a selected bin, and the error list. Then, in a
-new viewer, the Cohort tab (``viewer_cohort.png``): a manifest of three synthetic 2048 px
-slides (train, val, test), counted, with rule-based predictions for the val and test
-slides, the test slide open (``--cohort-only`` makes just this one).
+probability, the Figure-1 histograms with a selected bin, the error list, and the Compare
+tab (the demo rule against a rule without its tissue-size term). Then, in a new viewer,
+the Cohort tab (``viewer_cohort.png``): a manifest of three synthetic 2048 px slides
+(train, val, test), counted, with rule-based predictions for the val and test slides, the
+test slide open (``--cohort-only`` makes just this one).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def main() -> None:
     scroll_dock(True)
     shot("errors", "correctness", tab=1)
     scroll_dock(False)
+    compare_shot(viewer, widget, args, settle)
     viewer.close()
     cohort_screenshot(args.out, args.data)
 
@@ -161,6 +163,46 @@ def cohort_screenshot(out: Path, data: Path) -> None:
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     print(path)
     viewer.close()
+
+
+def tumor_only_predictions(table, seed: int = 1):
+    """A rule without the demo rule's tissue-size term (run B of the comparison shot)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    tumor = np.nan_to_num(table["tumor_tissue_ratio"].to_numpy(dtype=float))
+    logit = 6.0 * np.sqrt(tumor) - 1.2 + rng.normal(0, 0.7, len(table))
+    return pd.DataFrame({"slide": table["slide"], "row": table["row"], "col": table["col"]}).assign(
+        prob=1.0 / (1.0 + np.exp(-logit))
+    )
+
+
+def compare_shot(viewer, widget, args, settle) -> None:
+    """The Compare tab: the demo's size-biased rule (A) against a tumor-only rule (B)."""
+    from napari_patchwise._napari.demo_view import shortcut_predictions
+
+    table = widget.current.data.table
+    path_a, path_b = args.data / "rule_size_biased.parquet", args.data / "rule_tumor_only.parquet"
+    shortcut_predictions(table, seed=0).to_parquet(path_a)
+    tumor_only_predictions(table).to_parquet(path_b)
+    box = widget.compare_box
+    box.load_tables(path_a, path_b, names=("size rule", "tumor rule"))
+    box.wait()
+    settle()
+    for layer in viewer.layers:
+        layer.visible = layer is box.layer or not layer.metadata.get("patchwise_overlay")
+        if layer.metadata.get("patchwise_mask"):
+            layer.visible = False
+    widget.tabs.setCurrentWidget(box)
+    box.filter_combo.setCurrentIndex(0)
+    viewer.reset_view()
+    settle()
+    widget.scroll.verticalScrollBar().setValue(widget.tabs.y())  # the tab from its top
+    settle()
+    path = args.out / "viewer_compare.png"
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(path)
 
 
 if __name__ == "__main__":

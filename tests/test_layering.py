@@ -25,7 +25,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "_atomic", "_progress", "_compute")),
     ("definitions", ("napari_patchwise", "slide", "schema", "groups")),
     ("io", ("io",)),
-    ("analysis", ("grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table")),
+    (
+        "analysis",
+        ("grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "compare"),
+    ),
     ("training", (*TRAINING, "cohort_tables")),
     ("gui", ("_napari",)),
     ("app", ("commands", "cli")),

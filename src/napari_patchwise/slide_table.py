@@ -38,10 +38,11 @@ def slide_rows(
         No row is for ``slide`` (the message lists up to three slides the table holds).
     """
     names = table["slide"].astype(str)
-    if slide not in set(names):
+    match = (names == slide).to_numpy()  # set(names) took 1 s per 10^6 arrow strings
+    if not match.any():
         listed = ", ".join(map(str, pd.unique(names)[:3]))
         raise PatchwiseError(f"table is for slide {listed}, not '{slide}'", path=source, hint=hint)
-    return table[names == slide].reset_index(drop=True)
+    return table[match].reset_index(drop=True)
 
 
 def full_table(

@@ -27,7 +27,11 @@ def go_to_patch(viewer, state: SlideState, position: int, image_layer=None) -> N
 
     ``image_layer`` is the layer showing the slide (None: world = level-0 pixels).
     """
-    table = state.data.table
+    go_to_row(viewer, state.data.table, position, image_layer)
+
+
+def go_to_row(viewer, table, position: int, image_layer=None) -> None:
+    """Centre and zoom the view on the patch in row ``position`` of a patch ``table``."""
     y, x = (int(table[c].iat[position]) for c in ("y", "x"))
     h, w = (int(table[c].iat[position]) for c in ("height", "width"))
     layer = image_layer

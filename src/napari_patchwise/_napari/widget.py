@@ -16,6 +16,8 @@ states and hands results to the layers.
   slider is dragged), the Model tab (:class:`.model_panel.ModelPanel`) and the Cohort
   tab (:class:`.cohort_browser.CohortBrowser`).
 * :class:`.table_io.TableFiles` — load predictions or a patch table, save table/GeoJSON.
+* :class:`.compare_box.CompareBox` — the "Compare" tab: two runs on the slide, patch by
+  patch (an overlay) and per group, following the sliders (docs/compare.md).
 * :mod:`.navigation` — go to a patch, mark a histogram bin, the status-bar text.
 
 **Several slides**: settings and results live in a :class:`SlideState` per slide,
@@ -33,6 +35,7 @@ from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 from ..errors import PatchwiseError
 from . import navigation, notify
 from .cohort_browser import CohortBrowser
+from .compare_box import CompareBox
 from .form import GridBox
 from .inspect_tabs import InspectTabs
 from .jobs import BackgroundJob
@@ -94,6 +97,8 @@ class PatchwiseWidget(QWidget):
         self.tabs.addTab(self.model_panel, "Model")
         self.cohort_browser = CohortBrowser(self)  # a manifest's slides, one shown at a time
         self.tabs.addTab(self.cohort_browser, "Cohort")
+        self.compare_box = CompareBox(self)  # follows the sliders and the Model tab's runs
+        self.tabs.addTab(self.compare_box, "Compare")
         for part in (self.picker, self.grid_box, self.tuning):
             root.addWidget(part)
         root.addWidget(self.tabs, stretch=1)
