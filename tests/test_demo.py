@@ -50,7 +50,11 @@ def test_demo_no_gui_trains_both_runs_and_writes_screenshot_and_report(tmp_path)
         assert f"{label} {wga:.1f} %" in report
         overlay = imread(out / "images" / f"{name}.png")
         assert 0.05 < _lit_fraction(overlay) < 0.95
-        assert report.count("data:image/png;base64,") >= 4  # curves, figure 1 x2, overlays
+    assert report.count("data:image/png;base64,") == 6  # curves, figure 1 x2, 3 overlays
+    assert "ERM (A) against GERNE (B)" in report
+    compare = imread(out / "images" / "compare.png")[..., :3].reshape(-1, 3)
+    # the comparison overlay's colours are on the canvas (both right, only ERM/GERNE right)
+    assert len(np.unique(compare // 16, axis=0)) > 8
 
     # a second demo reuses the runs and predictions
     best = {n: (out / "runs" / n / "best.pt").stat().st_mtime_ns for n in ("erm", "gerne")}

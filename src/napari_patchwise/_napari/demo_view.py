@@ -1,30 +1,11 @@
-"""Open the Patchwise dock on a slide with its overlays ready (``patchwise demo``, screenshots).
+"""Open the Patchwise dock on the demo's test slide with both runs compared
+(``patchwise demo``, ``docs/make_screenshots.py``).
 
-The demo has no trained model to hand, so its predictions come from a transparent rule
-that behaves like an ERM model with the tissue-size shortcut the paper describes: it
-follows the tumor content but is pulled towards "tumor" by large tissue and towards
-"non-tumor" by small tissue, so the minority groups (tumor/small, non-tumor/large)
-collect the errors. They are labelled as rule-based wherever they are shown.
+The predictions are those of the demo's two trained runs (ERM and GERNE,
+:mod:`napari_patchwise.demo_story`); nothing here makes predictions up.
 """
 
 from __future__ import annotations
-
-import numpy as np
-import pandas as pd
-
-DEMO_PATCH_SIZE = 64
-
-
-def shortcut_predictions(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Rule-based tumor probabilities (``slide, row, col, prob``) with a tissue-size bias."""
-    rng = np.random.default_rng(seed)
-    tumor = np.nan_to_num(table["tumor_tissue_ratio"].to_numpy(dtype=float))
-    tissue = table["tissue_ratio"].to_numpy(dtype=float)
-    logit = 6.0 * np.sqrt(tumor) + 3.0 * (tissue - 0.45) - 1.2 + rng.normal(0, 0.7, len(table))
-    prob = 1.0 / (1.0 + np.exp(-logit))
-    return pd.DataFrame(
-        {"slide": table["slide"], "row": table["row"], "col": table["col"], "prob": prob}
-    )
 
 
 def wait_until_idle(widget, timeout_s: float = 300.0) -> None:
@@ -40,22 +21,11 @@ def wait_until_idle(widget, timeout_s: float = 300.0) -> None:
 
 
 def open_patchwise_dock(
-    viewer,
-    *,
-    image_layer=None,
-    mask_layer=None,
-    patch_size: int = DEMO_PATCH_SIZE,
-    tau: float = 0.1,
-    wait: bool = False,
-    predictions: bool = True,
+    viewer, *, image_layer=None, mask_layer=None, patch_size: int, tau: float = 0.1
 ):
-    """Dock the Patchwise widget, compute the grid, then load rule-based predictions.
+    """Dock the Patchwise widget on the chosen layers and compute the patch grid.
 
-    With ``predictions=False`` the grid is computed and nothing is loaded.
-
-    With ``wait=True`` (no event loop running: screenshots, ``--no-gui``) this returns
-    once everything is shown; otherwise each step starts when the previous one has been
-    applied, while napari runs.
+    Returns once the grid is shown (no event loop needs to run: scripts, ``--no-gui``).
 
     Returns
     -------
@@ -71,33 +41,9 @@ def open_patchwise_dock(
         widget.mask_combo.setCurrentText(mask_layer.name)
     widget.form.patch_size.setValue(patch_size)
     widget.tau_slider.setValue(tau)
-
-    def load_predictions() -> None:
-        state = widget.current
-        if predictions and state is not None and state.data is not None:
-            widget.set_predictions(
-                shortcut_predictions(state.data.table), source="demo rule-based predictions"
-            )
-
-    if wait:
-        widget.compute()
-        wait_until_idle(widget)
-        load_predictions()
-        wait_until_idle(widget)
-        viewer.reset_view()  # the dock took part of the window: fit the slide again
-        return widget
-
-    def after_compute() -> None:
-        widget.applied.disconnect(after_compute)
-        widget.applied.connect(after_predictions)
-        load_predictions()
-
-    def after_predictions() -> None:
-        widget.applied.disconnect(after_predictions)
-        viewer.reset_view()
-
-    widget.applied.connect(after_compute)
     widget.compute()
+    wait_until_idle(widget)
+    viewer.reset_view()  # the dock took part of the window: fit the slide again
     return widget
 
 
@@ -107,12 +53,14 @@ def show_story(viewer, story, *, mask_layer, images) -> dict:
     ``story`` is a :class:`napari_patchwise.demo_story.Story`. The grid is cut as the
     runs were trained (their patch size, tau); each run's predictions are loaded in
     turn and the correctness overlay is saved as ``images/<run>.png`` (canvas only);
-    the viewer is left with GERNE's predictions loaded.
+    then the two runs are compared in the dock's Compare tab (ERM as run A, GERNE as run
+    B) and its overlay saved as ``images/compare.png``. The viewer is left there: GERNE's
+    predictions loaded, the comparison overlay shown, the Compare tab open.
 
     Returns
     -------
-    dict
-        ``{"erm": PNG, "gerne": PNG}`` (``"compare"`` too once the comparison is shown).
+    (PatchwiseWidget, dict)
+        The dock and the screenshots, ``{"erm": PNG, "gerne": PNG, "compare": PNG}``.
     """
     from pathlib import Path
 
@@ -121,12 +69,7 @@ def show_story(viewer, story, *, mask_layer, images) -> dict:
 
     config = read_run_config(story.runs["erm"])
     widget = open_patchwise_dock(
-        viewer,
-        mask_layer=mask_layer,
-        patch_size=config.patch.patch_size,
-        tau=config.tau,
-        wait=True,
-        predictions=False,
+        viewer, mask_layer=mask_layer, patch_size=config.patch.patch_size, tau=config.tau
     )
     images = Path(images)
     images.mkdir(parents=True, exist_ok=True)
@@ -136,11 +79,19 @@ def show_story(viewer, story, *, mask_layer, images) -> dict:
         widget.set_predictions(read_table(path), source=f"{name} ({path.name})")
         wait_until_idle(widget)
         shots[name] = _overlay_shot(viewer, widget, "correctness", images / f"{name}.png")
-    return shots
+    box = widget.compare_box
+    box.load_tables(story.predictions["erm"], story.predictions["gerne"], names=("ERM", "GERNE"))
+    box.wait()
+    wait_until_idle(widget)
+    shots["compare"] = _overlay_shot(viewer, widget, None, images / "compare.png")
+    box.layer.visible = True
+    widget.tabs.setCurrentWidget(box)
+    return widget, shots
 
 
-def _overlay_shot(viewer, widget, kind: str, path):
-    """Show only the ``kind`` overlay of the current slide and save the canvas to ``path``."""
+def _overlay_shot(viewer, widget, kind: str | None, path):
+    """Show only the ``kind`` overlay of the current slide (None: none of them) and save
+    the canvas to ``path``."""
     from qtpy.QtWidgets import QApplication
 
     for name, layer in widget.current.overlays.layers.items():

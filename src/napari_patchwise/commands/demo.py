@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(title="napari-patchwise demo")
     viewer.window.resize(1400, 900)
     layers = build_demo_viewer(out_dir, viewer, image=story.test_image, mask=story.test_mask)
-    images = show_story(viewer, story, mask_layer=layers["mask"], images=out_dir / "images")
+    _, images = show_story(viewer, story, mask_layer=layers["mask"], images=out_dir / "images")
     report = write_story_report(story, images)
     print(f"report: {report}", file=sys.stderr)
     if args.no_gui:
