@@ -50,6 +50,8 @@ N_CLASSES = 2  # non-tumor / tumor
 N_ATTRIBUTES = 2  # small / large tissue (below / at or above the threshold)
 #: The paper's spurious attribute, the default of every ``--attribute``.
 DEFAULT_ATTRIBUTE = "tissue_ratio"
+#: The default tau (tissue-ratio threshold) of the commands.
+DEFAULT_TAU = 0.1
 
 
 def group_index(label: Any, large: Any) -> Any:
@@ -141,6 +143,40 @@ def table_group_ids(
     """
     values = attribute_values(table, attribute, path=path)
     return group_ids(np.asarray(table["label"]), values, threshold)
+
+
+def attribute_threshold(attribute: str, threshold: float | None, tau: float | None = None) -> float:
+    """The grouping threshold of ``attribute``: tau for ``tissue_ratio``, else ``threshold``.
+
+    The one rule behind ``--attribute COLUMN --attribute-threshold T`` (train, metrics,
+    report, the dock). For ``tissue_ratio`` the threshold is tau (``--tau``, default
+    :data:`DEFAULT_TAU`); an ``--attribute-threshold`` then may only repeat it. Any other
+    attribute needs its threshold: there is no meaningful default for an arbitrary column.
+
+    Raises
+    ------
+    PatchwiseError
+        A tissue-ratio threshold outside [0, 1] or disagreeing with tau, a missing or
+        non-finite threshold of another attribute.
+    """
+    if attribute == DEFAULT_ATTRIBUTE:
+        if threshold is not None and tau is not None and float(threshold) != float(tau):
+            raise PatchwiseError(
+                f"the threshold of tissue_ratio is tau: --attribute-threshold {threshold:g} "
+                f"disagrees with --tau {tau:g}",
+                hint="give only one of them",
+            )
+        value = threshold if threshold is not None else (DEFAULT_TAU if tau is None else tau)
+        _check_tau(value)
+        return float(value)
+    if threshold is None:
+        raise PatchwiseError(
+            f"--attribute {attribute} needs --attribute-threshold T",
+            hint="patches with the attribute >= T form the high groups; "
+            "'patchwise metrics TABLE --rank-attributes' suggests thresholds",
+        )
+    _check_threshold_value(threshold)
+    return float(threshold)
 
 
 def numeric_attribute_columns(table: Any) -> list[str]:
