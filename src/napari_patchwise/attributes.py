@@ -298,3 +298,32 @@ def _strided_sums(region, p, s, n_rows, n_cols, squares, progress) -> np.ndarray
         if progress is not None:
             progress(stop, n_rows)
     return out
+
+
+# -- which attribute a column is -------------------------------------------------------------
+def column_kind(column: str, channel_names: Sequence[str] = ()) -> str | None:
+    """The kind whose computation gives ``column``; ``None`` for a ``patch_stats`` column.
+
+    Raises
+    ------
+    PatchwiseError
+        For a column that is neither (with ``channel_names`` given: also a ``mean_``/
+        ``std_`` column of a channel the slide does not have).
+    """
+    from .schema import NOT_ATTRIBUTES, TABLE_COLUMNS
+
+    if column in TABLE_COLUMNS and column not in NOT_ATTRIBUTES and column != "slide":
+        return None
+    if column == BORDER_COLUMN:
+        return "border"
+    if column == SLIDE_INDEX_COLUMN:
+        return "slide"
+    stat, _, channel = column.partition("_")
+    if stat in ("mean", "std") and channel and (not channel_names or channel in channel_names):
+        return "intensity"
+    known = f"channels {', '.join(channel_names)}" if channel_names else "a channel name"
+    raise PatchwiseError(
+        f"{column!r} is not a per-patch attribute patchwise can compute",
+        hint=f"use tissue_ratio, {BORDER_COLUMN}, {SLIDE_INDEX_COLUMN}, or mean_<channel> / "
+        f"std_<channel> with {known} (docs/attributes.md)",
+    )
