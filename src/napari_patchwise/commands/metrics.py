@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         return _rank(args)
     if args.min_share is not None:
         raise PatchwiseError("--min-share applies to --rank-attributes only")
+    if args.attribute != "tissue_ratio" and args.tau is not None:
+        raise PatchwiseError(
+            f"--tau is the threshold of tissue_ratio; --attribute {args.attribute} takes "
+            "--attribute-threshold"
+        )
     threshold = attribute_threshold(args.attribute, args.attribute_threshold, args.tau)
     table = read_table(args.table, required=("label",))
     values = attribute_values(table, args.attribute, path=args.table)
