@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise.attributes import attribute_columns, border_codes, parse_kinds, patch_attributes
+from napari_patchwise.attributes import (
+    attribute_columns,
+    border_codes,
+    parse_kinds,
+    patch_attributes,
+)
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.grid import PatchGrid, patch_stats
 from napari_patchwise.groups import attribute_values, group_ids, table_group_ids
@@ -39,7 +44,9 @@ def brute_force(image, codes, table, margin):
     near = np.zeros_like(background)
     for i in range(h):
         for j in range(w):
-            window = background[max(0, i - margin) : i + margin + 1, max(0, j - margin) : j + margin + 1]
+            window = background[
+                max(0, i - margin) : i + margin + 1, max(0, j - margin) : j + margin + 1
+            ]
             near[i, j] = window.any()
     tissue = ~background
     rows = []
@@ -76,7 +83,9 @@ def test_intensity_and_border_equal_brute_force(grid, margin):
     np.testing.assert_allclose(attrs["mean_TPEF"], expected[:, 1], rtol=1e-12)
     np.testing.assert_allclose(attrs["std_CARS"], expected[:, 2], rtol=1e-9)
     np.testing.assert_allclose(attrs["std_TPEF"], expected[:, 3], rtol=1e-9)
-    np.testing.assert_array_equal(attrs["border_fraction"], expected[:, 4])  # NaN in the same places
+    np.testing.assert_array_equal(
+        attrs["border_fraction"], expected[:, 4]
+    )  # NaN in the same places
     assert (attrs["slide_index"] == 4).all() and attrs["slide_index"].dtype == np.int64
     # the border fraction's denominator is patch_stats' own tissue count
     has_tissue = table["n_tissue"].to_numpy() > 0
@@ -87,7 +96,10 @@ def test_half_resolution_mask_and_16_bit_image():
     slide, image, mask = random_slide(41, 30, factor=2, dtype=np.uint16, chunks=8, seed=3)
     grid = PatchGrid(6)
     attrs = patch_attributes(slide, grid, ["border", "intensity"], border_margin=2)
-    assert list(attrs.columns) == ["border_fraction", *attribute_columns(["intensity"], slide.channel_names)]
+    assert list(attrs.columns) == [
+        "border_fraction",
+        *attribute_columns(["intensity"], slide.channel_names),
+    ]
     level0 = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)[:41, :30]
     expected = brute_force(image, level0, patch_stats(slide, grid), 2)
     np.testing.assert_allclose(attrs["mean_CARS"], expected[:, 0], rtol=1e-12)
@@ -142,7 +154,9 @@ def test_any_numeric_attribute_groups_and_clear_errors():
         }
     )
     assert table_group_ids(table, "mean_CARS", 100).tolist() == [0, 1, 2, 3, 2]  # NaN: low
-    with pytest.raises(PatchwiseError, match=r"t\.csv: table has no attribute column 'mean_TPEF'.*mean_CARS"):
+    with pytest.raises(
+        PatchwiseError, match=r"t\.csv: table has no attribute column 'mean_TPEF'.*mean_CARS"
+    ):
         attribute_values(table, "mean_TPEF", path="t.csv")
     with pytest.raises(PatchwiseError, match="'note' is not numeric"):
         attribute_values(table, "note")

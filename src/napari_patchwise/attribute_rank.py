@@ -205,7 +205,9 @@ def _empty(attribute: str) -> AttributeRank:
     return AttributeRank(attribute, nan, nan, nan, (0,) * N_GROUPS, (nan,) * N_GROUPS)
 
 
-def format_ranking(ranks: list[AttributeRank], *, decision_threshold: float, min_share: float) -> str:
+def format_ranking(
+    ranks: list[AttributeRank], *, decision_threshold: float, min_share: float
+) -> str:
     """Plain-text table of a ranking (``patchwise metrics --rank-attributes``)."""
     lines = [
         f"attributes ranked by worst-group accuracy gap (decision threshold "
@@ -215,7 +217,9 @@ def format_ranking(ranks: list[AttributeRank], *, decision_threshold: float, min
     ]
     for i, r in enumerate(ranks, start=1):
         if math.isnan(r.gap):
-            lines.append(f"{i:>4}  {r.attribute:<24}{'-':>12}{'-':>9}{'-':>9}  (no threshold with large enough groups)")
+            lines.append(
+                f"{i:>4}  {r.attribute:<24}{'-':>12}{'-':>9}{'-':>9}  (no threshold with large enough groups)"
+            )
             continue
         lines.append(
             f"{i:>4}  {r.attribute:<24}{r.threshold:>12.4g}{100 * r.gap:>8.2f}%"

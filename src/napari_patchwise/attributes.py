@@ -110,7 +110,9 @@ def patch_attributes(
         The columns :func:`attribute_columns` names, one row per patch.
     """
     kinds = parse_kinds(kinds)
-    if not (isinstance(border_margin, (int, np.integer)) and 1 <= border_margin <= MAX_BORDER_MARGIN):
+    if not (
+        isinstance(border_margin, (int, np.integer)) and 1 <= border_margin <= MAX_BORDER_MARGIN
+    ):
         raise PatchwiseError(
             f"border margin must be a whole number of pixels in 1..{MAX_BORDER_MARGIN}, "
             f"got {border_margin!r}"
@@ -130,7 +132,9 @@ def patch_attributes(
                 background=background,
                 channels=channels,
             )
-            columns[BORDER_COLUMN] = _border(slide, grid, n_rows, n_cols, border_margin, options, progress)
+            columns[BORDER_COLUMN] = _border(
+                slide, grid, n_rows, n_cols, border_margin, options, progress
+            )
         else:
             columns[SLIDE_INDEX_COLUMN] = np.full(n_rows * n_cols, int(slide_index), np.int64)
     return pd.DataFrame(columns, columns=list(attribute_columns(kinds, slide.channel_names)))

@@ -96,7 +96,9 @@ def group_ids(label: ArrayLike, values: ArrayLike, threshold: float) -> np.ndarr
     return group_index(label.view(np.int8), large)
 
 
-def attribute_values(table: Any, attribute: str = DEFAULT_ATTRIBUTE, *, path: Any = None) -> np.ndarray:
+def attribute_values(
+    table: Any, attribute: str = DEFAULT_ATTRIBUTE, *, path: Any = None
+) -> np.ndarray:
     """The numeric attribute column of a patch table as float64, checked.
 
     Parameters

@@ -15,7 +15,6 @@ import json
 import math
 
 from ..errors import PatchwiseError
-
 from ._args import finite_float, probability
 
 
@@ -104,7 +103,11 @@ def _rank(args: argparse.Namespace) -> int:
     from ..attribute_rank import DEFAULT_MIN_SHARE, format_ranking, rank_attributes
     from ..io.tables import check_values, read_table
 
-    if args.attribute != "tissue_ratio" or args.attribute_threshold is not None or args.tau is not None:
+    if (
+        args.attribute != "tissue_ratio"
+        or args.attribute_threshold is not None
+        or args.tau is not None
+    ):
         raise PatchwiseError(
             "--rank-attributes searches every attribute and threshold itself",
             hint="drop --attribute, --attribute-threshold and --tau",
@@ -128,7 +131,9 @@ def _rank(args: argparse.Namespace) -> int:
 def format_evaluation(ev) -> str:
     """A plain-text report of an :class:`~napari_patchwise.metrics.Evaluation`."""
     source = "predictions" if ev.has_predictions else "no predictions: counts only"
-    split = f"tau = {ev.tau:g}" if ev.attribute == "tissue_ratio" else f"{ev.attribute} >= {ev.tau:g}"
+    split = (
+        f"tau = {ev.tau:g}" if ev.attribute == "tissue_ratio" else f"{ev.attribute} >= {ev.tau:g}"
+    )
     lines = [
         f"{ev.n} patches, {split}"
         + (f", threshold = {ev.threshold:g}" if ev.has_predictions else "")

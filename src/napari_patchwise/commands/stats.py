@@ -31,6 +31,7 @@ def attribute_kinds(text: str) -> tuple[str, ...]:
     except PatchwiseError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
+
 if TYPE_CHECKING:
     import pandas as pd
 
