@@ -183,7 +183,7 @@ def split_counts(
         The distinct values above the smallest (NaN counts as below every threshold).
     """
     v = np.where(np.isnan(values), -np.inf, values)
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)  # ties may come in any order: splits fall between distinct values
     v = v[order]
     y = label[order].astype(bool)
     r = right[order].astype(bool)
