@@ -302,6 +302,10 @@ def test_train_metrics_report_with_an_attribute(manifest, tmp_path, capsys):
             "channels channel_0, channel_1",
         ),
         (["--attribute-threshold", "0.3"], "disagrees with --tau 0.1"),
+        (
+            ["--method", "gerne", "--attribute", "mean_channel_0", "--attribute-threshold", "50"],
+            "group non-tumor/high has no training patches at mean_channel_0 >= 50",
+        ),
     ],
 )
 def test_train_attribute_errors(manifest, tmp_path, capsys, flags, message):
