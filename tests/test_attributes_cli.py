@@ -279,6 +279,18 @@ def test_train_metrics_report_with_an_attribute(manifest, tmp_path, capsys):
     )
     text = report.read_text()
     assert "WGA tau=0.3" in text and "tumor/small" in text
+    # predict --attributes writes a table ready for the ranking
+    pred = tmp_path / "p.parquet"
+    argv = ["predict", str(folder / "s3.ome.tif"), "--checkpoint", str(out), "--quiet"]
+    argv += ["--mask", str(folder / "s3_mask.tif"), "--attributes", "intensity,border"]
+    assert main([*argv, "--out", str(pred)]) == 0
+    predicted = read_table(pred)
+    expected_attrs = patch_attributes(slide, PatchGrid(16), ["intensity", "border"])
+    pd.testing.assert_frame_equal(predicted[list(expected_attrs.columns)], expected_attrs)
+    capsys.readouterr()
+    assert main(["metrics", str(pred), "--rank-attributes", "--json"]) == 0
+    ranked = {r["attribute"] for r in json.loads(capsys.readouterr().out)["ranking"]}
+    assert ranked == {"tissue_ratio", *expected_attrs.columns}
     # a resume is the same recipe: another threshold is refused
     argv = ["train", str(manifest), "--out", str(out), *FAST, "--resume", "--steps", "6"]
     assert main([*argv, "--attribute", "mean_channel_0", "--attribute-threshold", "60"]) == 2

@@ -19,18 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PatchwiseError
 from ..schema import BACKGROUNDS, DEFAULT_BORDER_MARGIN, TISSUE_MODES
-from ._args import finite_float, offset, pixels, positive_int, scheduler_address
-
-
-def attribute_kinds(text: str) -> tuple[str, ...]:
-    """``--attributes`` value: comma-separated kinds (one-line usage error otherwise)."""
-    from ..attributes import parse_kinds
-
-    try:
-        return parse_kinds(text)
-    except PatchwiseError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
+from ._args import (
+    attribute_kinds,
+    finite_float,
+    offset,
+    pixels,
+    positive_int,
+    scheduler_address,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
