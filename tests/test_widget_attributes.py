@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QLabel
 
-from napari_patchwise._napari.overlays import GROUP_COLORS
+from napari_patchwise._napari.overlays import GROUP_COLORS, step_contrast_limits
 from napari_patchwise.attributes import border_codes
 from napari_patchwise.groups import GROUP_NAMES, group_ids
 from napari_patchwise.metrics import evaluate
@@ -126,3 +126,13 @@ def test_border_fraction_is_computed_on_demand_and_groups_exactly(setup, qtbot):
         "attribute_threshold": t,
     }
     assert "border_fraction >= " in widget.model_panel.form.tau_label.text()
+    # a table without the chosen column falls back to tissue_ratio and its tau, everywhere
+    table = state.data.table.drop(columns=["border_fraction"])
+    assert widget.show_table(table)
+    wait_idle(qtbot, widget)
+    assert widget.tuning.attribute_combo.currentText() == "tissue_ratio"
+    assert state.settings.tau == pytest.approx(0.1) and state.data.attribute == "tissue_ratio"
+    expected = group_ids(LABEL.ravel(), table["tissue_ratio"].to_numpy(), 0.1)
+    assert shown_counts(widget) == np.bincount(expected, minlength=4).tolist()
+    limits = state.overlays.layers["groups"].contrast_limits
+    assert tuple(limits) == pytest.approx(step_contrast_limits(0.1))

@@ -62,6 +62,14 @@ class AttributeChoice(QObject):
         self.dock = dock
         self.thresholds: dict[tuple[str, str], float] = {}  # (slide key, attribute) -> t
         dock.tuning.attribute_combo.activated.connect(self._on_activated)
+        dock.applied.connect(self._sync_overlay)
+
+    def _sync_overlay(self) -> None:
+        """A table was shown: put the groups overlay's step at the settled threshold (a
+        loaded table without the chosen column falls back to tissue_ratio and its tau)."""
+        state = self.dock.current
+        if state is not None and state.data is not None and state.overlays is not None:
+            state.overlays.set_tau(state.data.overlay_threshold(state.settings.tau))
 
     def _on_activated(self, index: int) -> None:
         self.choose(self.dock.tuning.attribute_combo.itemText(index))
