@@ -7,7 +7,8 @@ Run under Xvfb::
 Opens the synthetic sample slide (4096 px, through the plugin reader), docks the
 Patchwise widget, computes 64 px patches, loads the demo's rule-based predictions and
 saves one window screenshot per view: patch labels, tissue groups, correctness, tumor
-probability, the Figure-1 histograms with a selected bin, and the error list.
+probability, the Figure-1 histograms with a selected bin, the error list, and the groups
+by another attribute (the border fraction).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def main() -> None:
     scroll_dock(True)
     shot("errors", "correctness", tab=1)
     scroll_dock(False)
+    # groups by another attribute (docs/attributes.md): the border fraction, computed on demand
+    widget.attribute_choice.choose("border_fraction")
+    settle()
+    widget.tau_slider.setValue(0.5)
+    viewer.reset_view()
+    shot("attribute", "groups")
     viewer.close()
 
 

@@ -9,7 +9,6 @@ grouping by it gives groups that tau never could.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -84,11 +83,6 @@ def test_choosing_an_attribute_regroups_overlay_counts_and_histograms(setup, qtb
     assert {"non-tumor/high", "tumor/low"} <= legend and "tumor/small" not in legend
     # the histograms have no tau marker for another attribute
     assert math.isnan(widget.histograms._tau_line.get_xdata()[0])
-    if os.environ.get("PATCHWISE_SCREENSHOTS"):
-        for layer in viewer.layers:
-            layer.visible = layer.name in ("slide", f"{state.slide.name} tissue groups")
-        state.overlays.layers["groups"].opacity = 0.7
-        viewer.screenshot(os.environ["PATCHWISE_SCREENSHOTS"], canvas_only=False, flash=False)
     # back to tissue_ratio: tau's own value and the tau groups again
     choose(qtbot, widget, "tissue_ratio")
     assert state.settings.tau == pytest.approx(0.1)
