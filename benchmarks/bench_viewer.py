@@ -177,7 +177,7 @@ def main() -> None:
     # reference: re-encode tau into new layer data every change
     groups = overlays.layers["groups"]
     label = result.data.label
-    ratio = result.data.tissue_ratio
+    ratio = result.data.attribute_values
     raster = result.data.raster
 
     def replace_data(v: float) -> None:

@@ -13,6 +13,7 @@ one window screenshot per view:
 * with ERM's predictions: ``viewer_labels``, ``viewer_groups``, ``viewer_correctness``,
   ``viewer_probability``, ``viewer_histograms`` (a bin selected) and ``viewer_errors``
   (the most confident error chosen);
+* ``viewer_attribute.png`` — the groups by another attribute (the border fraction);
 * ``viewer_training.png`` — the Model tab after a short cpu-quick training on the cohort;
 * ``viewer_cohort.png`` — in a new viewer, the Cohort tab over the demo's cohort with
   GERNE's test predictions, the first test slide open.
@@ -67,6 +68,14 @@ def main() -> None:
     widget.tabs.refresh_errors()
     widget.errors.selectRow(0)  # the most confident error, centred in the view
     shots.overlay("correctness", tab=widget.tabs.widget(1), scroll_to_bottom=True, name="errors")
+    # groups by another attribute (docs/attributes.md): the border fraction, computed on demand
+    widget.attribute_choice.choose("border_fraction")
+    shots.settle()
+    widget.tau_slider.setValue(0.5)
+    viewer.reset_view()
+    shots.overlay("groups", name="attribute")
+    widget.attribute_choice.choose("tissue_ratio")
+    widget.tau_slider.setValue(0.1)
     training_screenshot(widget, shots, story, args.data / "dock_run")
     viewer.close()
     cohort_screenshot(args.out, story)

@@ -203,7 +203,8 @@ def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
     parser = add_parser(argparse.ArgumentParser().add_subparsers())
     flags = [a.option_strings[0] for a in parser._actions if a.option_strings][1:]  # no -h
     assert flags == [
-        "--out", "--preset", "--method", "--tau", "--patch-size", "--stride", "--tissue",
+        "--out", "--preset", "--method", "--tau", "--attribute", "--attribute-threshold",
+        "--patch-size", "--stride", "--tissue",
         "--tissue-threshold", "--background", "--mask-map", "--model", "--weights", "--steps",
         "--batch-size", "--lr", "--weight-decay", "--momentum", "--beta", "--c", "--eta",
         "--class-balanced", "--augment", "--freeze-bn", "--gerne-train-bn", "--eval-every",

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_patchwise.attributes import patch_attributes
 from napari_patchwise.grid import PatchGrid, patch_stats
 from napari_patchwise.slide import Slide
 
@@ -22,6 +23,10 @@ def test_process_workers_match_threads():
     ).with_mask(da.from_array(mask, chunks=16), factor=2, kind="binary")
     grids = [PatchGrid(8), PatchGrid(6, stride=5, keep_edges=True, origin=(1, 3))]
     threaded = [patch_stats(slide, g, tissue_threshold=120.0) for g in grids]
+    # the extra attributes too (border: map_overlap over intensity tissue)
+    threaded_attrs = [
+        patch_attributes(slide, g, tissue_threshold=120.0, border_margin=3) for g in grids
+    ]
     with (
         distributed.LocalCluster(
             n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
@@ -29,6 +34,10 @@ def test_process_workers_match_threads():
         distributed.Client(cluster),
     ):
         on_cluster = [patch_stats(slide, g, tissue_threshold=120.0) for g in grids]
+        attrs = [patch_attributes(slide, g, tissue_threshold=120.0, border_margin=3) for g in grids]
+    for a, b in zip(threaded_attrs, attrs, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+        assert a["std_b"].gt(0).all() and a["border_fraction"].notna().any()
     for a, b in zip(threaded, on_cluster, strict=True):
         pd.testing.assert_frame_equal(a, b)
         assert a["n_healthy"].sum() > 0 and a["n_tumor"].sum() > 0

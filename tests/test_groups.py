@@ -57,8 +57,8 @@ def test_alphas_by_hand_and_empty_class():
 def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(PatchwiseError, match=r"found \[2\]"):
         group_ids([0, 2], [0.1, 0.2], 0.1)
-    with pytest.raises(PatchwiseError, match="tau"):
-        group_ids([0, 1], [0.1, 0.2], 1.5)
+    with pytest.raises(PatchwiseError, match="not a finite number"):
+        group_ids([0, 1], [0.1, 0.2], float("nan"))
     with pytest.raises(PatchwiseError, match="different lengths"):
         group_counts([0, 1, 1], [0.1, 0.2], 0.1)
 

@@ -20,15 +20,16 @@ TRAINING = (
     "samplers", "models", "methods", "data", "presets", "train_config", "runs", "train",
     "predict", "sweep", "report_run", "demo_story", "features", "head", "embed",
 )  # fmt: skip
+ANALYSIS = (
+    "grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "attributes",
+    "attribute_rank",
+)  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "_atomic", "_progress", "_compute")),
     ("definitions", ("napari_patchwise", "slide", "schema", "groups")),
     ("io", ("io",)),
-    (
-        "analysis",
-        ("grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "compare"),
-    ),
+    ("analysis", (*ANALYSIS, "compare")),
     ("training", (*TRAINING, "cohort_tables")),
     ("gui", ("_napari",)),
     ("app", ("commands", "cli")),

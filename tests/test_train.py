@@ -300,13 +300,16 @@ def test_resume_from_a_damaged_last_pt_is_one_line(manifest, tmp_path):
 # -- TrainConfig: composed in memory, flat on disk and on the command line ---------------------
 # config.json as every run so far has written it: flat, in this order ("preset" and
 # "gerne_train_bn" since presets came, "features" since head runs: a file without them
-# reads as no preset, False, no features)
+# reads as no preset, False, no features; "attribute" and "attribute_threshold" since any
+# attribute can be the spurious one: a file without them reads as tissue_ratio at tau)
 OLD_CONFIG_JSON = {
     "manifest": "cohort.csv",
     "out": "runs/a",
     "preset": None,
     "method": "gerne",
     "tau": 0.2,
+    "attribute": "tissue_ratio",
+    "attribute_threshold": None,
     "patch_size": 32,
     "stride": 16,
     "tissue": "intensity",
@@ -364,7 +367,7 @@ def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identi
     assert TrainConfig.from_json(text) == config == TrainConfig.from_options(OLD_CONFIG_JSON)
     assert [f.name for f in TrainConfig.option_fields()] == list(OLD_CONFIG_JSON)
     assert config.to_options() == OLD_CONFIG_JSON
-    new_keys = ("preset", "gerne_train_bn", "features")
+    new_keys = ("preset", "gerne_train_bn", "features", "attribute", "attribute_threshold")
     before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k not in new_keys}
     assert TrainConfig.from_options(before_presets) == config
     assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()

@@ -19,7 +19,10 @@ set back. File names are the slide id reduced to safe characters plus the key. A
 that cannot be read back (truncated, foreign) is rebuilt. Details and costs:
 ``docs/caches.md``. Epochs then read memory-mapped patches at disk speed.
 
-Groups depend on ``tau`` and are computed when the dataset is built, never cached.
+Groups depend on the attribute and its threshold (``tissue_ratio`` and ``tau`` by
+default) and are computed when the dataset is built, never cached. An attribute that is
+not a ``patch_stats`` column (``mean_<channel>``, ``border_fraction``... from
+:mod:`.attributes`) is computed once per slide and cached beside its table.
 
 torch is imported inside functions only: the datasets are plain map-style objects that
 ``torch.utils.data.DataLoader`` accepts.
@@ -43,7 +46,7 @@ from ._atomic import atomic_path
 from ._progress import ProgressCallback
 from .cohort import CohortEntry, read_manifest
 from .errors import PatchwiseError
-from .groups import group_ids
+from .groups import DEFAULT_ATTRIBUTE, attribute_values, group_ids
 from .samplers import (  # noqa: F401  (re-exported: the samplers are part of the data API)
     BatchSampler,
     ClassBalancedSampler,
@@ -360,15 +363,25 @@ def slide_patches(
     cache_dir: str | os.PathLike,
     *,
     progress: ProgressCallback | None = None,
+    attribute: str = DEFAULT_ATTRIBUTE,
+    slide_index: int = 0,
 ) -> SlidePatches:
     """The patch table and patch cache of one slide, computed once and then reused.
 
     Entries that are missing, unreadable or of the wrong size are (re)built; each file
-    is written atomically, so an interrupt leaves either the old entry or none.
+    is written atomically, so an interrupt leaves either the old entry or none. An
+    ``attribute`` that ``patch_stats`` does not write is added to the table
+    (:func:`_with_attribute`); ``slide_index`` is the slide's position in the manifest.
     """
+    from .grid import PatchGrid
+
     cache_dir = Path(cache_dir)
     slide, table, fresh_table = slide_table(entry, settings, cache_dir)
-    patches_path = cache_dir / f"{cache_stem(entry.slide, cache_key(entry, settings))}.npy"
+    stem = cache_stem(entry.slide, cache_key(entry, settings))
+    patches_path = cache_dir / f"{stem}.npy"
+    grid = PatchGrid(settings.patch_size, settings.stride)
+    table_path = cache_dir / f"{stem}.parquet"
+    table = _with_attribute(table, slide, grid, settings, attribute, slide_index, table_path)
     dtype = _cache_dtype(slide.dtype)
     shape = (len(table), slide.n_channels, settings.patch_size, settings.patch_size)
     # A new table means the old patches (if any) were not cut from it: rebuild them too.
@@ -379,18 +392,67 @@ def slide_patches(
     return SlidePatches(entry, table, patches_path, slide.n_channels, str(dtype))
 
 
+def _with_attribute(table, slide, grid, settings, attribute, slide_index, table_path):
+    """``table`` with the extra ``attribute`` column (docs/attributes.md), cached per kind.
+
+    Intensity and border attributes cost a pass over level 0, so they are written once
+    beside the slide's cached table (same key) as ``<stem>.<kind>.parquet``; training
+    uses the default border margin.
+    """
+    from .attributes import attribute_columns, column_kind, patch_attributes
+
+    kind = column_kind(attribute, slide.channel_names)
+    if kind is None:
+        return table
+    if kind == "slide":
+        attrs = patch_attributes(slide, grid, [kind], slide_index=slide_index)
+    else:
+        path = table_path.with_name(table_path.name.replace(".parquet", f".{kind}.parquet"))
+        attrs = _cached_attributes(path, attribute_columns([kind], slide.channel_names), len(table))
+        if attrs is None:
+            attrs = patch_attributes(
+                slide,
+                grid,
+                [kind],
+                tissue=settings.tissue,
+                tissue_threshold=settings.tissue_threshold,
+                background=settings.background,
+            )
+            with atomic_path(path) as tmp:
+                attrs.to_parquet(tmp, index=False)
+    return pd.concat([table.reset_index(drop=True), attrs.reset_index(drop=True)], axis=1)
+
+
+def _cached_attributes(path: Path, columns, n_patches: int) -> pd.DataFrame | None:
+    """Attribute columns stored at ``path``, or None if missing, unreadable or not whole."""
+    if not path.is_file():
+        return None
+    try:
+        attrs = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        log.warning("rebuilding the unreadable attribute table %s (%s)", path, exc)
+        return None
+    if len(attrs) != n_patches or list(attrs.columns) != list(columns):
+        log.warning("rebuilding the attribute table %s: it does not match the slide", path)
+        return None
+    return attrs
+
+
 def load_cohort(
     manifest: str | os.PathLike,
     settings: PatchSettings,
     *,
     cache_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
+    attribute: str = DEFAULT_ATTRIBUTE,
 ) -> Cohort:
     """Read a manifest and prepare every slide's patch table and cache.
 
     ``cache_dir`` defaults to ``.patchwise-cache`` beside the manifest. ``progress`` is
     called with ``(slides done, slides)`` and, while a cache is built, fractions of a slide
-    are reported as the patch bands are copied.
+    are reported as the patch bands are copied. ``attribute`` (the spurious attribute of
+    the groups) is added to the tables when ``patch_stats`` does not write it; the
+    ``slide_index`` of a slide is its 0-based row in the manifest.
     """
     entries = read_manifest(manifest)
     cache_dir = Path(manifest).parent / ".patchwise-cache" if cache_dir is None else Path(cache_dir)
@@ -403,7 +465,14 @@ def load_cohort(
             if progress is not None and n:
                 progress(_i * scale + (scale * done) // n, total)
 
-        patches = slide_patches(entry, settings, cache_dir, progress=slide_progress)
+        patches = slide_patches(
+            entry,
+            settings,
+            cache_dir,
+            progress=slide_progress,
+            attribute=attribute,
+            slide_index=i,
+        )
         cohort.splits.setdefault(entry.split, []).append(patches)
         if progress is not None:
             progress((i + 1) * scale, total)
@@ -491,16 +560,26 @@ class PatchDataset:
     caches : sequence of path-like
         One ``.npy`` patch cache per slide, in the order of ``table``'s rows.
     table : DataFrame
-        Concatenated patch tables (``label``, ``tissue_ratio``).
-    tau : float
-        Tissue-size threshold for the groups.
+        Concatenated patch tables (``label`` and the ``attribute`` column).
+    threshold : float
+        Threshold of the attribute for the groups (tau for ``tissue_ratio``).
     mean, std : arrays (M,)
         Per-channel normalisation.
+    attribute : str
+        The spurious attribute's column (default ``tissue_ratio``).
     """
 
-    def __init__(self, caches, table: pd.DataFrame, tau: float, mean, std):
+    def __init__(
+        self,
+        caches,
+        table: pd.DataFrame,
+        threshold: float,
+        mean,
+        std,
+        attribute: str = DEFAULT_ATTRIBUTE,
+    ):
         self.caches = [str(p) for p in caches]
-        self._set_groups(table, tau)
+        self._set_groups(table, threshold, attribute)
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         self._arrays = None
@@ -512,13 +591,17 @@ class PatchDataset:
             )
         self.offsets = np.cumsum([0, *lengths])
 
-    def _set_groups(self, table: pd.DataFrame, tau: float) -> None:
+    def _set_groups(
+        self, table: pd.DataFrame, threshold: float, attribute: str = DEFAULT_ATTRIBUTE
+    ) -> None:
         """Labels and groups of the rows: the grouping every training dataset uses
-        (:class:`~napari_patchwise.head.FeatureDataset` too)."""
+        (:class:`~napari_patchwise.head.FeatureDataset` too), that of
+        :func:`~napari_patchwise.groups.table_group_ids` from the checked column."""
         self.labels = table["label"].to_numpy(np.int64)
-        self.tissue_ratio = table["tissue_ratio"].to_numpy(np.float64)
-        self.groups = group_ids(self.labels, self.tissue_ratio, tau).astype(np.int64)
-        self.tau = float(tau)
+        self.attribute = str(attribute)
+        self.attribute_values = attribute_values(table, self.attribute)
+        self.groups = group_ids(self.labels, self.attribute_values, threshold).astype(np.int64)
+        self.threshold = float(threshold)
 
     def __getstate__(self):  # worker processes reopen the memory maps themselves
         state = self.__dict__.copy()
@@ -584,7 +667,17 @@ def sequential_requests(n: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def make_dataset(cohort: Cohort, split: str, tau: float, mean, std) -> PatchDataset:
-    """The :class:`PatchDataset` of one split of a prepared cohort."""
+def make_dataset(
+    cohort: Cohort,
+    split: str,
+    threshold: float,
+    mean,
+    std,
+    *,
+    attribute: str = DEFAULT_ATTRIBUTE,
+) -> PatchDataset:
+    """The :class:`PatchDataset` of one split of a prepared cohort (groups by ``attribute``
+    at ``threshold``: tau for the default ``tissue_ratio``)."""
     slides = cohort.splits.get(split, [])
-    return PatchDataset([s.cache for s in slides], cohort.table(split), tau, mean, std)
+    table = cohort.table(split)
+    return PatchDataset([s.cache for s in slides], table, threshold, mean, std, attribute)

@@ -287,15 +287,56 @@ def _class_codes(
     if mode == "mask" and f > 1 and aligned and not partial_edge:
         # Every patch covers whole mask pixels, all inside the image: count mask pixels.
         return mask[oy // f :, ox // f :], f
+    code = _level0_codes(slide, mask, mode, tissue_threshold, background, channels)
+    return code[oy:, ox:], 1
+
+
+def level0_class_codes(
+    slide: Slide,
+    *,
+    tissue: str = "auto",
+    tissue_threshold: float | None = None,
+    background: str = "dark",
+    channels: Sequence[int | str] | None = None,
+) -> da.Array:
+    """Lazy level-0 class codes (0 background, 1 healthy, 2 tumor) of the whole slide.
+
+    The same codes :func:`patch_stats` counts, at level-0 resolution (a ``1/f`` mask
+    upsampled chunk by chunk): for statistics that need every pixel's class at its
+    place, such as the border fraction (:mod:`.attributes`). Options as in
+    :func:`patch_stats`.
+    """
+    if slide.mask is None:
+        raise PatchwiseError(
+            "slide has no mask; patch labels need a tumor mask",
+            path=slide.path,
+            hint="pass --mask (or open the slide with mask=...)",
+        )
+    mode = _resolve_tissue_mode(slide, tissue)
+    if background not in BACKGROUNDS:
+        raise PatchwiseError(f"background must be 'dark' or 'bright', got {background!r}")
+    return _level0_codes(slide, _checked_mask(slide), mode, tissue_threshold, background, channels)
+
+
+def _level0_codes(
+    slide: Slide,
+    mask: da.Array,
+    mode: str,
+    tissue_threshold: float | None,
+    background: str,
+    channels: Sequence[int | str] | None,
+) -> da.Array:
+    _, height, width = slide.shape
+    f = int(slide.mask_factor)
     level0_mask = _upsample(mask, f, height, width) if f > 1 else mask
     if mode == "mask":
-        return level0_mask[oy:, ox:], 1
+        return level0_mask
     image = slide.levels[0]
     channel_idx = _channel_indices(slide, channels)
     if tissue_threshold is None:
         tissue_threshold = auto_tissue_threshold(slide, channels=channel_idx, background=background)
     image = image[list(channel_idx)].rechunk({0: -1})
-    code = da.blockwise(
+    return da.blockwise(
         partial(
             intensity_class_codes,
             threshold=float(tissue_threshold),
@@ -309,7 +350,6 @@ def _class_codes(
         dtype=np.uint8,
         concatenate=True,
     )
-    return code[oy:, ox:], 1
 
 
 def intensity_class_codes(

@@ -1,7 +1,9 @@
-"""Tissue-size groups: the spurious attribute binarised with ``tau``.
+"""Groups: the label crossed with a spurious attribute binarised at a threshold.
 
-A patch's group combines its label ``y`` (0 non-tumor, 1 tumor) with its tissue size
-``a = tissue_ratio >= tau`` (0 small, 1 large): ``group = 2 * y + a``, so
+A patch's group combines its label ``y`` (0 non-tumor, 1 tumor) with a binarised per-patch
+attribute ``a = attribute >= threshold``: ``group = 2 * y + a``. The paper's attribute,
+and the default everywhere, is tissue size: ``a = tissue_ratio >= tau`` (0 small,
+1 large), so
 
 ====  =================
 id    name
@@ -12,8 +14,14 @@ id    name
 3     tumor/large
 ====  =================
 
-Groups are never stored in a patch table: they are a function of ``tau``, recomputed in a
-few milliseconds for a million patches whenever ``tau`` changes.
+Any other numeric column of a patch table can be the attribute (``docs/attributes.md``:
+mean channel intensity, distance to the tissue border, slide...); :func:`attribute_values`
+reads and checks it, :func:`table_group_ids` is the grouping of a table's rows that
+training, metrics and the viewer share, and :func:`group_names` names the groups
+("small"/"large" for tissue size, "low"/"high" for any other attribute).
+
+Groups are never stored in a patch table: they are a function of the threshold,
+recomputed in a few milliseconds for a million patches whenever it changes.
 
 This module is the one home of the group layout: :func:`group_index` is the formula,
 :func:`counts_of_groups` and :func:`counts_from_totals` the two ways of counting groups
@@ -39,7 +47,11 @@ GROUP_NAMES: tuple[str, ...] = (
 )
 N_GROUPS = len(GROUP_NAMES)
 N_CLASSES = 2  # non-tumor / tumor
-N_ATTRIBUTES = 2  # small / large tissue
+N_ATTRIBUTES = 2  # small / large tissue (below / at or above the threshold)
+#: The paper's spurious attribute, the default of every ``--attribute``.
+DEFAULT_ATTRIBUTE = "tissue_ratio"
+#: The default tau (tissue-ratio threshold) of the commands.
+DEFAULT_TAU = 0.1
 
 
 def group_index(label: Any, large: Any) -> Any:
@@ -51,47 +63,154 @@ def group_index(label: Any, large: Any) -> Any:
     return N_ATTRIBUTES * label + large
 
 
-def is_large(tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
-    """Binarised spurious attribute: ``True`` where ``tissue_ratio >= tau`` (large tissue).
+def is_large(values: ArrayLike, threshold: float) -> np.ndarray:
+    """Binarised attribute: ``True`` where ``values >= threshold`` (large tissue, high value).
 
-    NaN ratios (which a valid patch table never holds) count as small.
+    NaN values (a patch without tissue has no border fraction) count as below.
     """
-    _check_tau(tau)
-    return np.asarray(tissue_ratio) >= tau
+    _check_threshold_value(threshold)
+    return np.asarray(values) >= threshold
 
 
-def group_ids(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
-    """Group id of every patch: ``2 * label + (tissue_ratio >= tau)``.
+def group_ids(label: ArrayLike, values: ArrayLike, threshold: float) -> np.ndarray:
+    """Group id of every patch: ``2 * label + (values >= threshold)``.
 
     Parameters
     ----------
     label : array_like of {0, 1} or bool, shape (N,)
         Patch label (1 = holds at least one tumor pixel).
-    tissue_ratio : array_like of float, shape (N,)
-        Fraction of the patch's pixels that are tissue.
-    tau : float
-        Tissue-size threshold in [0, 1].
+    values : array_like of float, shape (N,)
+        The spurious attribute of each patch: ``tissue_ratio`` (the paper's, then
+        ``threshold`` is tau in [0, 1]) or any numeric per-patch attribute.
+    threshold : float
+        Finite threshold; values at or above it are the "large" (high) side.
 
     Returns
     -------
     ids : ndarray of int8, shape (N,)
-        Values in ``0..3``; see :data:`GROUP_NAMES`.
+        Values in ``0..3``; see :data:`GROUP_NAMES` and :func:`group_names`.
     """
     label = _as_label(label)
-    large = is_large(tissue_ratio, tau)
+    large = is_large(values, threshold)
     _check_same_length(label, large)
     return group_index(label.view(np.int8), large)
 
 
-def group_counts(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
-    """Number of patches in each of the four groups.
+def attribute_values(
+    table: Any, attribute: str = DEFAULT_ATTRIBUTE, *, path: Any = None
+) -> np.ndarray:
+    """The numeric attribute column of a patch table as float64, checked.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A patch table (``patchwise stats``, with ``--attributes`` for the extra columns).
+    attribute : str
+        Column name, e.g. ``"tissue_ratio"``, ``"mean_CARS"``, ``"border_fraction"``.
+    path : path-like, optional
+        The table's file, named in the error.
+
+    Raises
+    ------
+    PatchwiseError
+        The column is missing, or holds something other than numbers (text, booleans
+        are fine as 0/1). NaN is allowed (it counts as below every threshold).
+    """
+    if attribute not in getattr(table, "columns", ()):
+        numeric = ", ".join(numeric_attribute_columns(table)) or "none"
+        raise PatchwiseError(
+            f"table has no attribute column {attribute!r}",
+            path=path,
+            hint=f"numeric columns: {numeric}; extra attributes come from "
+            "'patchwise stats --attributes intensity,border,slide'",
+        )
+    column = table[attribute]
+    kind = getattr(column.dtype, "kind", "O")
+    if kind not in "biuf":
+        raise PatchwiseError(
+            f"attribute column {attribute!r} is not numeric (dtype {column.dtype})",
+            path=path,
+            hint="choose a numeric column as the attribute",
+        )
+    return np.asarray(column, dtype=np.float64)
+
+
+def table_group_ids(
+    table: Any, attribute: str = DEFAULT_ATTRIBUTE, threshold: float = 0.1, *, path: Any = None
+) -> np.ndarray:
+    """Group ids of a patch table's rows: ``2 * label + (table[attribute] >= threshold)``.
+
+    The one grouping of a table that training (full and head-only), ``metrics`` and the
+    viewer use: :func:`attribute_values` (checked column) then :func:`group_ids`.
+    """
+    values = attribute_values(table, attribute, path=path)
+    return group_ids(np.asarray(table["label"]), values, threshold)
+
+
+def attribute_threshold(attribute: str, threshold: float | None, tau: float | None = None) -> float:
+    """The grouping threshold of ``attribute``: tau for ``tissue_ratio``, else ``threshold``.
+
+    The one rule behind ``--attribute COLUMN --attribute-threshold T`` (train, metrics,
+    report, the dock). For ``tissue_ratio`` the threshold is tau (``--tau``, default
+    :data:`DEFAULT_TAU`); an ``--attribute-threshold`` then may only repeat it. Any other
+    attribute needs its threshold: there is no meaningful default for an arbitrary column.
+
+    Raises
+    ------
+    PatchwiseError
+        A tissue-ratio threshold outside [0, 1] or disagreeing with tau, a missing or
+        non-finite threshold of another attribute.
+    """
+    if attribute == DEFAULT_ATTRIBUTE:
+        if threshold is not None and tau is not None and float(threshold) != float(tau):
+            raise PatchwiseError(
+                f"the threshold of tissue_ratio is tau: --attribute-threshold {threshold:g} "
+                f"disagrees with --tau {tau:g}",
+                hint="give only one of them",
+            )
+        value = threshold if threshold is not None else (DEFAULT_TAU if tau is None else tau)
+        _check_tau(value)
+        return float(value)
+    if threshold is None:
+        raise PatchwiseError(
+            f"--attribute {attribute} needs --attribute-threshold T",
+            hint="patches with the attribute >= T form the high groups; "
+            "'patchwise metrics TABLE --rank-attributes' suggests thresholds",
+        )
+    _check_threshold_value(threshold)
+    return float(threshold)
+
+
+def numeric_attribute_columns(table: Any) -> list[str]:
+    """Columns of a table that can be the attribute: numeric, and not a label, position,
+    count or prediction (those are not properties of a patch's content)."""
+    from .schema import NOT_ATTRIBUTES
+
+    names = []
+    for name in getattr(table, "columns", ()):
+        if name in NOT_ATTRIBUTES:
+            continue
+        if getattr(table[name].dtype, "kind", "O") in "biuf":
+            names.append(str(name))
+    return names
+
+
+def group_names(attribute: str = DEFAULT_ATTRIBUTE) -> tuple[str, ...]:
+    """Names of the four groups: :data:`GROUP_NAMES` for tissue size, else low/high."""
+    if attribute == DEFAULT_ATTRIBUTE:
+        return GROUP_NAMES
+    return tuple(f"{cls}/{side}" for cls in ("non-tumor", "tumor") for side in ("low", "high"))
+
+
+def group_counts(label: ArrayLike, values: ArrayLike, threshold: float) -> np.ndarray:
+    """Number of patches in each of the four groups (``values``: the attribute).
 
     Returns
     -------
     counts : ndarray of int64, shape (4,)
         Indexed by group id; empty groups count 0.
     """
-    return counts_of_groups(group_ids(label, tissue_ratio, tau))
+    return counts_of_groups(group_ids(label, values, threshold))
 
 
 def counts_of_groups(groups: ArrayLike) -> np.ndarray:
@@ -158,13 +277,13 @@ def alpha_from_counts(counts: ArrayLike) -> np.ndarray:
         return np.where(per_class > 0, counts / per_class, np.nan)
 
 
-def alphas(label: ArrayLike, tissue_ratio: ArrayLike, tau: float) -> np.ndarray:
+def alphas(label: ArrayLike, values: ArrayLike, threshold: float) -> np.ndarray:
     """Within-class attribute shares of a table's patches (docs/methods.md).
 
     GERNE draws its biased batch with these shares; they must come from the training split.
     See :func:`alpha_from_counts` (a class with no patches has a row of NaN).
     """
-    return alpha_from_counts(group_counts(label, tissue_ratio, tau))
+    return alpha_from_counts(group_counts(label, values, threshold))
 
 
 def group_name(group_id: int) -> str:
@@ -196,6 +315,12 @@ def _as_label(label: ArrayLike) -> np.ndarray:
 def _check_tau(tau: float) -> None:
     if not (0.0 <= float(tau) <= 1.0):
         raise PatchwiseError(f"tau={tau} is outside [0, 1]", hint="tau is a tissue-ratio threshold")
+
+
+def _check_threshold_value(threshold: float) -> None:
+    """Any finite number (tau's [0, 1] range is checked where tau is given)."""
+    if not np.isfinite(float(threshold)):
+        raise PatchwiseError(f"attribute threshold {threshold} is not a finite number")
 
 
 def _check_same_length(*arrays: np.ndarray) -> None:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .data import PatchDataset
 from .errors import PatchwiseError
+from .groups import DEFAULT_ATTRIBUTE
 
 
 class FeatureDataset(PatchDataset):
@@ -38,10 +39,16 @@ class FeatureDataset(PatchDataset):
     they have no meaning for vectors).
     """
 
-    def __init__(self, vectors: np.ndarray, table: pd.DataFrame, tau: float):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        table: pd.DataFrame,
+        threshold: float,
+        attribute: str = DEFAULT_ATTRIBUTE,
+    ):
         import torch
 
-        self._set_groups(table, tau)
+        self._set_groups(table, threshold, attribute)
         self.table = table.reset_index(drop=True)
         self.caches = []
         self.vectors = torch.from_numpy(np.ascontiguousarray(vectors))
@@ -141,7 +148,12 @@ def prepare(config) -> HeadData:
         rows = np.flatnonzero(splits == split)
         if split == "test" and not len(rows):
             return None
-        return FeatureDataset(features.vectors[rows], features.table.iloc[rows], config.tau)
+        return FeatureDataset(
+            features.vectors[rows],
+            features.table.iloc[rows],
+            config.group_threshold,
+            config.attribute,
+        )
 
     ckpt, meta = load_checkpoint(store / MODEL_FILE)
     keep = ("model_name", "in_channels", "mean", "std", "patch_size")

@@ -34,14 +34,15 @@ from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
 from .groups import (
-    GROUP_NAMES,
+    DEFAULT_ATTRIBUTE,
     N_ATTRIBUTES,
     N_CLASSES,
     N_GROUPS,
     _as_label,
     _check_same_length,
-    _check_tau,
+    _check_threshold_value,
     counts_from_totals,
+    group_names,
 )
 
 ECE_BINS = 10
@@ -57,7 +58,9 @@ class Evaluation:
 
     Accuracies are fractions in [0, 1]; NaN means "no samples" (see module notes).
     Arrays over groups are indexed by group id (:data:`napari_patchwise.groups.GROUP_NAMES`),
-    arrays over classes by label (non-tumor, tumor).
+    arrays over classes by label (non-tumor, tumor). ``tau`` is the attribute threshold
+    of the groups; ``attribute`` names the attribute (``tissue_ratio`` by default, when
+    ``tau`` is the paper's tau).
     """
 
     n: int
@@ -75,6 +78,12 @@ class Evaluation:
     confusion: tuple[int, int, int, int]  # (tn, fp, fn, tp)
     ece: float
     has_predictions: bool
+    attribute: str = DEFAULT_ATTRIBUTE
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """Names of the four groups (:func:`~napari_patchwise.groups.group_names`)."""
+        return group_names(self.attribute)
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -87,7 +96,7 @@ class Evaluation:
         acc = self.per_group_accuracy
         if np.all(np.isnan(acc)):
             return None
-        return GROUP_NAMES[int(np.nanargmin(acc))]
+        return self.group_names[int(np.nanargmin(acc))]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: NaN becomes ``None``; groups and classes keyed by name."""
@@ -97,11 +106,12 @@ class Evaluation:
                 "correct": int(self.group_correct[g]) if self.has_predictions else None,
                 "accuracy": _json_float(self.per_group_accuracy[g]),
             }
-            for g, name in enumerate(GROUP_NAMES)
+            for g, name in enumerate(self.group_names)
         }
         tn, fp, fn, tp = self.confusion
         return {
             "n": self.n,
+            "attribute": self.attribute,
             "tau": float(self.tau),
             "threshold": float(self.threshold),
             "has_predictions": self.has_predictions,
@@ -139,6 +149,9 @@ class Evaluator:
         Predicted tumor probability.
     pred : array_like of {0, 1} or bool, shape (N,), optional
         Predicted label; used only when ``prob`` is not given.
+    attribute : str
+        Name of the attribute ``tissue_ratio`` holds (only names the groups): any numeric
+        per-patch attribute can stand in for the tissue ratio.
     """
 
     def __init__(
@@ -148,7 +161,9 @@ class Evaluator:
         *,
         prob: ArrayLike | None = None,
         pred: ArrayLike | None = None,
+        attribute: str = DEFAULT_ATTRIBUTE,
     ) -> None:
+        self.attribute = str(attribute)
         self.label = _as_label(label)
         self.tissue_ratio = np.asarray(tissue_ratio, dtype=np.float64).reshape(-1)
         self.prob = None if prob is None else _as_prob(prob)
@@ -173,8 +188,8 @@ class Evaluator:
         return self.pred
 
     def evaluate(self, tau: float = 0.1, threshold: float = 0.5) -> Evaluation:
-        """All metrics at this ``tau`` and decision ``threshold``."""
-        _check_tau(tau)
+        """All metrics at this ``tau`` (attribute threshold) and decision ``threshold``."""
+        _check_threshold_value(tau)
         _check_threshold(threshold)
         y = self.label
         large = self.tissue_ratio >= tau
@@ -204,6 +219,7 @@ class Evaluator:
             threshold=threshold,
             ece=self.ece,
             has_predictions=self.has_predictions,
+            attribute=self.attribute,
         )
 
 
@@ -215,6 +231,7 @@ def evaluate(
     pred: ArrayLike | None = None,
     tau: float = 0.1,
     threshold: float = 0.5,
+    attribute: str = DEFAULT_ATTRIBUTE,
 ) -> Evaluation:
     """Metrics of one split: per-group/class accuracy, WGA, BCA, confusion, ECE.
 
@@ -229,9 +246,12 @@ def evaluate(
     pred : array_like of {0, 1}, shape (N,), optional
         Predicted labels, used when ``prob`` is absent (then ECE is NaN).
     tau : float
-        Tissue-size threshold of the groups.
+        Tissue-size threshold of the groups (the attribute threshold when
+        ``tissue_ratio`` holds another attribute).
     threshold : float
         Decision threshold on ``prob``.
+    attribute : str
+        Name of the attribute in ``tissue_ratio`` (names the groups in the result).
 
     Returns
     -------
@@ -245,7 +265,8 @@ def evaluate(
     >>> ev.group_counts.tolist(), ev.accuracy
     ([0, 1, 1, 1], 0.6666666666666666)
     """
-    return Evaluator(label, tissue_ratio, prob=prob, pred=pred).evaluate(tau, threshold)
+    evaluator = Evaluator(label, tissue_ratio, prob=prob, pred=pred, attribute=attribute)
+    return evaluator.evaluate(tau, threshold)
 
 
 def predict(prob: ArrayLike, threshold: float = 0.5) -> np.ndarray:
@@ -300,6 +321,7 @@ def evaluation_from_counts(
     threshold: float,
     ece: float,
     has_predictions: bool,
+    attribute: str = DEFAULT_ATTRIBUTE,
 ) -> Evaluation:
     """Every summary metric from per-group sizes and correct counts (4 + 4 integers).
 
@@ -346,6 +368,7 @@ def evaluation_from_counts(
         confusion=(tn, fp, fn, tp),
         ece=float(ece),
         has_predictions=has_predictions,
+        attribute=str(attribute),
     )
 
 

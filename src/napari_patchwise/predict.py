@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -139,6 +139,8 @@ def predict_slide(
     batch_size: int = 256,
     device: str = "auto",
     threshold: float | None = None,
+    attributes: Sequence[str] = (),
+    border_margin: int | None = None,
     stats_progress: ProgressCallback | None = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
@@ -159,8 +161,13 @@ def predict_slide(
         Patch-grid and tissue settings (default: the patch size and the run's).
     batch_size, device, threshold, progress
         As for :func:`predict_table`.
+    attributes : sequence of str
+        Extra per-patch attribute kinds to add (``intensity``, ``border``, ``slide``; see
+        :func:`napari_patchwise.attributes.patch_attributes`), e.g. to rank them.
+    border_margin : int, optional
+        Margin of ``border_fraction`` in level-0 pixels (default: the attributes').
     stats_progress : callable, optional
-        ``progress(done, total)`` of the patch statistics (with a mask).
+        ``progress(done, total)`` of the patch statistics (and attributes).
 
     Returns
     -------
@@ -193,6 +200,20 @@ def predict_slide(
             background=background or settings.background,
             progress=stats_progress,
         )
+    if attributes:
+        from .attributes import DEFAULT_BORDER_MARGIN, patch_attributes
+
+        extra = patch_attributes(
+            slide,
+            grid,
+            list(attributes),
+            tissue=tissue or settings.tissue,
+            tissue_threshold=settings.tissue_threshold,
+            background=background or settings.background,
+            border_margin=DEFAULT_BORDER_MARGIN if border_margin is None else border_margin,
+            progress=stats_progress,
+        )
+        table = pd.concat([table.reset_index(drop=True), extra], axis=1)
     return predict_table(
         slide,
         table,

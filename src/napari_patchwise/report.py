@@ -101,7 +101,8 @@ def figure1_data(
     table : pandas.DataFrame
         Patch table (``label`` and the three ratios; ``prob`` or ``pred`` optional).
     tau : float
-        Tissue-size threshold (kept for the tau marker).
+        Tissue-size threshold (kept for the tau marker; NaN draws none, for groups by
+        another attribute).
     threshold : float
         Decision threshold on ``prob``.
     bins : int
@@ -214,7 +215,7 @@ def draw_figure1(axes: Sequence, data: Figure1Data) -> None:
         else:
             ax.bar(left, panel.fraction_correct, width, align="edge", color=ALL_COLOR,
                    edgecolor="white", linewidth=0.5, label="patches")  # fmt: skip
-        if panel.column == "tissue_ratio":
+        if panel.column == "tissue_ratio" and np.isfinite(data.tau):  # NaN: other groups
             ax.axvline(data.tau, color="black", linestyle="--", linewidth=1.2)
             ax.annotate(f"tau = {data.tau:g}", (data.tau, 0.97), xycoords=("data", "axes fraction"),
                         xytext=(4, 0), textcoords="offset points", va="top")  # fmt: skip

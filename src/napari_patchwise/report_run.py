@@ -14,6 +14,13 @@ HTML file (figures embedded as base64 PNG):
 A run contributes one row per selection metric it evaluated on the test split
 (``metrics.json`` holds both the ``val_wga`` and the ``val_bca`` checkpoint): the ERM
 rows "selected by val BCA" and "by val WGA" come from the same training runs.
+
+Groups are each run's own (``tissue_ratio`` at tau unless it was trained with
+``--attribute``; such runs are labelled ``"ERM [mean_CARS]"``). ``attribute=`` regroups
+every run's test predictions (``predictions.parquet``, the selected checkpoint's) by
+another attribute at one threshold (``patchwise report --attribute COLUMN
+--attribute-threshold T``; docs/attributes.md). Figure 1 stays the paper's figure over
+the tumor, tumor-to-tissue and tissue ratios (its tau marker only for tissue-ratio groups).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import pandas as pd
 
 from ._atomic import atomic_path
 from .errors import PatchwiseError
-from .groups import GROUP_NAMES
+from .groups import DEFAULT_ATTRIBUTE, GROUP_NAMES, group_names
 from .methods import METHOD_LABELS
 from .runs import CONFIG, HISTORY, METRICS, PREDICTIONS
 
@@ -82,7 +89,7 @@ def load_run(path: str | os.PathLike) -> Run:
     _check_config(config, path / CONFIG)
     metrics = _read_json(path / METRICS)
     _require(metrics, ("selected_by", "by_selection"), path / METRICS)
-    _check_metrics(metrics, path / METRICS)
+    _check_metrics(metrics, path / METRICS, run_attribute(config))
     history = _read_history(path / HISTORY)
     if _has_test(metrics) and not (path / PREDICTIONS).is_file():
         raise PatchwiseError(
@@ -127,7 +134,7 @@ def _check_config(config: dict, path: Path) -> None:
             raise _bad_file(path, f"{key!r} is {value!r}, not a finite number")
 
 
-def _check_metrics(metrics: dict, path: Path) -> None:
+def _check_metrics(metrics: dict, path: Path, attribute: str = DEFAULT_ATTRIBUTE) -> None:
     """The structure :func:`result_rows` and the figures read, checked up front."""
     by_selection = metrics["by_selection"]
     if not isinstance(by_selection, dict):
@@ -141,7 +148,7 @@ def _check_metrics(metrics: dict, path: Path) -> None:
         try:
             for key in ("wga", "bca", "accuracy"):
                 _number_or_none(test[key])
-            for name in GROUP_NAMES:
+            for name in group_names(attribute):
                 _number_or_none(test["groups"][name]["accuracy"])
         except (KeyError, TypeError, ValueError) as exc:
             raise _bad_file(
@@ -181,29 +188,96 @@ def _read_predictions(path: Path) -> pd.DataFrame:
     return read_table(path, required=("label", "tumor_ratio", "tumor_tissue_ratio", "tissue_ratio"))
 
 
-def result_rows(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per (run, selection metric) with test WGA, BCA and per-group accuracy (%)."""
+def run_attribute(config: dict) -> str:
+    """The attribute a run's groups were formed by (older runs: tissue_ratio)."""
+    return str(config.get("attribute") or DEFAULT_ATTRIBUTE)
+
+
+def result_rows(
+    runs: Sequence[Run], *, attribute: str | None = None, attribute_threshold: float | None = None
+) -> pd.DataFrame:
+    """One row per (run, selection metric) with test WGA, BCA and per-group accuracy (%).
+
+    ``tau`` holds the groups' threshold and ``attribute`` their attribute. With
+    ``attribute`` given, each run's selected checkpoint's test predictions are regrouped
+    by it at ``attribute_threshold`` (:func:`regrouped_test`), one row per run.
+    """
     rows = []
     for run in runs:
-        for select, entry in run.metrics.get("by_selection", {}).items():
-            test = entry.get("test")
+        if attribute is None:
+            entries = [
+                (select, entry["step"], entry.get("test"))
+                for select, entry in run.metrics.get("by_selection", {}).items()
+            ]
+            own, threshold = run_attribute(run.config), _run_threshold(run)
+        else:
+            select = run.metrics["selected_by"]
+            test = (
+                regrouped_test(run, attribute, attribute_threshold)
+                if _has_test(run.metrics)
+                else None
+            )
+            entries = [(select, run.metrics["by_selection"][select]["step"], test)]
+            own, threshold = attribute, attribute_threshold
+        for select, step, test in entries:
             if not test:
                 continue
+            label = run.method_label
+            if attribute is None and own != DEFAULT_ATTRIBUTE:
+                label += f" [{own}]"
             row = {
-                "method": run.method_label,
+                "method": label,
                 "select": select,
-                "tau": float(run.config["tau"]),
+                "attribute": own,
+                "tau": float(threshold),
                 "seed": int(run.config["seed"]),
                 "run": run.path.name,
-                "step": entry["step"],
+                "step": step,
                 "wga": _pct(test["wga"]),
                 "bca": _pct(test["bca"]),
                 "accuracy": _pct(test["accuracy"]),
             }
-            for name in GROUP_NAMES:
+            for name in group_names(own):
                 row[name] = _pct(test["groups"][name]["accuracy"])
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _run_threshold(run: Run) -> float:
+    """The run's group threshold: ``metrics.json``'s (runs with --attribute) or tau."""
+    value = run.metrics.get("attribute_threshold")
+    return float(run.config["tau"] if value is None else value)
+
+
+def _prediction_attribute(table: pd.DataFrame, attribute: str, path: Path) -> np.ndarray:
+    from .groups import attribute_values
+
+    if attribute not in table:
+        raise PatchwiseError(
+            f"the run's test predictions have no {attribute!r} column",
+            path=path,
+            hint="regroup by a column they hold (tissue_ratio), or leave this run out: a run "
+            f"trained with --attribute {attribute} keeps that column",
+        )
+    return attribute_values(table, attribute, path=path)
+
+
+def regrouped_test(run: Run, attribute: str, threshold: float) -> dict:
+    """The run's test metrics (selected checkpoint) with groups by ``attribute``."""
+    from .metrics import evaluate
+
+    path = run.path / PREDICTIONS
+    table = _read_predictions(path)
+    ev = evaluate(
+        table["label"].to_numpy(),
+        _prediction_attribute(table, attribute, path),
+        prob=table["prob"].to_numpy() if "prob" in table else None,
+        pred=table["pred"].to_numpy() if "pred" in table else None,
+        tau=threshold,
+        threshold=float(run.config.get("threshold", 0.5)),
+        attribute=attribute,
+    )
+    return ev.to_dict()
 
 
 def _pct(value) -> float:
@@ -240,8 +314,9 @@ def table1_markdown(rows: pd.DataFrame) -> str:
         return "(no finished runs with test metrics)"
     taus = sorted({t for t, _, _ in wide.columns}, reverse=True)
     header = ["method", "selected by"]
+    split = _split_label(rows)
     for tau in taus:
-        header += [f"WGA tau={tau:g}", f"BCA tau={tau:g}"]
+        header += [f"WGA {split}{tau:g}", f"BCA {split}{tau:g}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, select), values in wide.iterrows():
         cells = [method, SELECT_LABELS.get(select, select)]
@@ -256,6 +331,14 @@ def table1_markdown(rows: pd.DataFrame) -> str:
                 )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _split_label(rows: pd.DataFrame) -> str:
+    """``tau=`` for tissue-ratio groups, ``<attribute> >= `` for one other attribute."""
+    attributes = set(rows["attribute"]) if "attribute" in rows else {DEFAULT_ATTRIBUTE}
+    if attributes == {DEFAULT_ATTRIBUTE}:
+        return "tau="
+    return f"{attributes.pop()} >= " if len(attributes) == 1 else "threshold="
 
 
 def _mean_std(mean, std, n) -> str:
@@ -318,15 +401,16 @@ def render_html(
     bins: int = 20,
     intro: Sequence[str] = (),
     images: Sequence[tuple[str, str | os.PathLike]] = (),
+    attribute: str | None = None,
+    attribute_threshold: float | None = None,
 ) -> str:
     """The report as one self-contained HTML string.
 
     ``intro`` paragraphs (plain text) follow the title; ``images`` are ``(caption, PNG
-    file)`` pairs (e.g. viewer screenshots), embedded after the learning curves.
+    file)`` pairs (e.g. viewer screenshots), embedded after the learning curves;
+    ``attribute``: regroup every run.
     """
-    from .report import figure1
-
-    rows = result_rows(runs)
+    rows = result_rows(runs, attribute=attribute, attribute_threshold=attribute_threshold)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>patchwise training report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
@@ -337,32 +421,61 @@ def render_html(
         f"<p>{len(runs)} run(s): {html.escape(', '.join(str(r.path) for r in runs))}</p>",
         "<h2>Table 1: test WGA and BCA (%)</h2>",
         "<p>Mean ± sample standard deviation over the runs (seeds) of each method, "
-        "selection metric and tau; each run's checkpoint is selected on the validation split.</p>",
+        "selection metric and tau; each run's checkpoint is selected on the validation split."
+        + _attribute_note(attribute, attribute_threshold)
+        + "</p>",
         _markdown_to_html(table1_markdown(rows)),
         "<h2>Test accuracy per group (%)</h2>",
     ]
     if not rows.empty:
-        cols = ["method", "select", "tau", "seed", "step", "wga", "bca", *GROUP_NAMES]
+        names = [*GROUP_NAMES, *group_names("any")]
+        cols = ["method", "select", "attribute", "tau", "seed", "step", "wga", "bca"]
+        cols += [n for n in names if n in rows]
         parts.append(
             rows[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="empty")
         )
     parts += ["<h2>Learning curves</h2>", _img(learning_curves(runs), "learning curves")]
-    if images:
-        parts.append("<h2>In the viewer</h2>")
+    parts += _image_parts(images)
+    parts += _figure1_parts(runs, bins, attribute)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _image_parts(images: Sequence[tuple[str, str | os.PathLike]]) -> list[str]:
+    parts = ["<h2>In the viewer</h2>"] if images else []
     for caption, path in images:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         parts.append(
             f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    parts.append("<h2>Figure 1: test predictions of the selected checkpoints</h2>")
+    return parts
+
+
+def _attribute_note(attribute: str | None, threshold: float | None) -> str:
+    if attribute is None:
+        return ""
+    return html.escape(
+        f" Groups: {attribute} >= {threshold:g}, from each run's test predictions "
+        "(predictions.parquet, the checkpoint selected by the run's own metric)."
+    )
+
+
+def _figure1_parts(runs: Sequence[Run], bins: int, attribute: str | None) -> list[str]:
+    from .report import figure1
+
+    parts = ["<h2>Figure 1: test predictions of the selected checkpoints</h2>"]
     for run in runs:
         pred_path = run.path / PREDICTIONS
         if not pred_path.is_file():
             continue
         table = _read_predictions(pred_path)
         tau = float(run.config["tau"])
-        title = f"{run.method_label}, selected by {SELECT_LABELS.get(run.metrics['selected_by'], '')}, tau={tau:g}, seed {run.config['seed']} ({run.path.name})"
+        groups = attribute or run_attribute(run.config)
+        split = f"tau={tau:g}" if groups == DEFAULT_ATTRIBUTE else f"groups by {groups}"
+        title = f"{run.method_label}, selected by {SELECT_LABELS.get(run.metrics['selected_by'], '')}, {split}, seed {run.config['seed']} ({run.path.name})"
+        if groups != DEFAULT_ATTRIBUTE:
+            tau = float("nan")  # the tissue-ratio panel's tau marker means nothing here
         fig = figure1(
             table,
             tau=tau,
@@ -371,8 +484,7 @@ def render_html(
             title=title,
         )
         parts.append(_img(fig, title))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def write_report(
@@ -381,12 +493,24 @@ def write_report(
     *,
     intro: Sequence[str] = (),
     images: Sequence[tuple[str, str | os.PathLike]] = (),
+    attribute: str | None = None,
+    attribute_threshold: float | None = None,
 ) -> Path:
-    """Write the HTML report of ``run_dirs`` to ``out`` (atomically); see :func:`render_html`."""
+    """Write the HTML report of ``run_dirs`` to ``out`` (atomically); see :func:`render_html`.
+
+    ``attribute``/``attribute_threshold``: regroup every run's test predictions by that
+    attribute (:func:`regrouped_test`); every run's predictions must hold the column.
+    """
     if not run_dirs:
         raise PatchwiseError("no run directories given")
     runs = [load_run(p) for p in run_dirs]
-    text = render_html(runs, intro=intro, images=images)
+    text = render_html(
+        runs,
+        intro=intro,
+        images=images,
+        attribute=attribute,
+        attribute_threshold=attribute_threshold,
+    )
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")

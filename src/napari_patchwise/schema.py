@@ -45,3 +45,29 @@ TISSUE_MODES: tuple[str, ...] = ("auto", "mask", "intensity")
 
 #: Image background for intensity tissue: dark (fluorescence) or bright (brightfield).
 BACKGROUNDS: tuple[str, ...] = ("dark", "bright")
+
+#: Extra per-patch attributes ``patchwise stats --attributes`` adds (docs/attributes.md):
+#: per-channel intensity (``mean_<channel>``, ``std_<channel>``), the border fraction and
+#: the slide's index.
+ATTRIBUTE_KINDS: tuple[str, ...] = ("intensity", "border", "slide")
+
+#: Share of a patch's tissue pixels within ``border_margin`` pixels of background.
+BORDER_COLUMN = "border_fraction"
+
+#: The slide's 0-based position in the command line or the manifest (an integer code).
+SLIDE_INDEX_COLUMN = "slide_index"
+
+#: Default margin of the border fraction, in level-0 pixels (Chebyshev distance).
+DEFAULT_BORDER_MARGIN = 16
+
+#: Numeric columns that are never a candidate spurious attribute: where a patch is, what
+#: its label is made of, and what a model predicted.
+NOT_ATTRIBUTES: tuple[str, ...] = (
+    "row", "col", "y", "x", "height", "width", "n_pixels", "n_tumor", "n_healthy",
+    "n_tissue", "label", "tumor_ratio", "tumor_tissue_ratio", "prob", "pred",
+)  # fmt: skip
+
+
+def intensity_columns(channel_names) -> tuple[str, ...]:
+    """``mean_<name>, std_<name>`` for each channel, in channel order."""
+    return tuple(f"{stat}_{name}" for name in channel_names for stat in ("mean", "std"))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .groups import counts_from_totals
+from .groups import DEFAULT_ATTRIBUTE, counts_from_totals
 from .metrics import Evaluation, evaluation_from_counts, expected_calibration_error
 
 
@@ -42,11 +42,20 @@ class SliderEvaluator:
     tissue_ratio : array of float, shape (N,)
     prob : array of float in [0, 1], shape (N,), optional
         Without it only the group counts are meaningful (as for ``Evaluator``).
+    attribute : str
+        Name of the attribute ``tissue_ratio`` holds (any numeric per-patch attribute can;
+        it names the groups of the evaluations).
     """
 
     def __init__(
-        self, label: np.ndarray, tissue_ratio: np.ndarray, prob: np.ndarray | None = None
+        self,
+        label: np.ndarray,
+        tissue_ratio: np.ndarray,
+        prob: np.ndarray | None = None,
+        *,
+        attribute: str = DEFAULT_ATTRIBUTE,
     ) -> None:
+        self.attribute = str(attribute)
         y = np.asarray(label) != 0
         ratio = np.asarray(tissue_ratio, dtype=np.float64)
         ratio = np.where(np.isnan(ratio), -np.inf, ratio)  # NaN counts as small, as in groups
@@ -97,6 +106,7 @@ class SliderEvaluator:
             threshold=threshold,
             ece=self.ece,
             has_predictions=self.has_predictions,
+            attribute=self.attribute,
         )
 
     # tau moves: ratio order, cumulative counts of correct (and correct & tumor) -----------

@@ -195,11 +195,11 @@ def with_bounds(runs: Sequence[SweepRun], progress=None) -> list[SweepRun]:
     marked = []
     for run in runs:
         config = run.config
-        key = _cohort_key(config)
-        if (*key, config.tau) not in alphas:
-            alphas[(*key, config.tau)] = _training_alpha(config, progress)
+        key = (*_cohort_key(config), config.attribute, config.group_threshold)
+        if key not in alphas:
+            alphas[key] = _training_alpha(config, progress)
         if config.method == "gerne":
-            bound = beta_max(alphas[(*key, config.tau)], config.c)
+            bound = beta_max(alphas[key], config.c)
             if not -1.0 <= config.beta < bound:
                 run = dataclasses.replace(run, skip=_bound_note(config.beta, config.c, bound))
         marked.append(run)
@@ -220,15 +220,23 @@ def _cohort_key(config: TrainConfig) -> tuple:
 
 
 def _training_alpha(config: TrainConfig, progress=None) -> np.ndarray:
-    """alpha of the training split at ``config.tau`` (the cohort's caches built or reused)."""
+    """alpha of the training split's groups (``config.attribute`` at its threshold; the
+    cohort's caches built or reused)."""
     from .data import load_cohort
+    from .groups import table_group_ids
     from .methods.base import TrainingGroups
 
     cohort = load_cohort(
-        config.manifest, config.patch, cache_dir=config.cache_dir, progress=progress
+        config.manifest,
+        config.patch,
+        cache_dir=config.cache_dir,
+        progress=progress,
+        attribute=config.attribute,
     )
     table = cohort.table("train")
-    return TrainingGroups.from_table(table["label"], table["tissue_ratio"], config.tau).alpha
+    ids = table_group_ids(table, config.attribute, config.group_threshold).astype(np.int64)
+    label = table["label"].to_numpy(np.int64)
+    return TrainingGroups(label, ids, config.group_threshold).alpha
 
 
 # -- what is already in the folder ----------------------------------------------------------

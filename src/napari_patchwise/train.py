@@ -309,10 +309,18 @@ def dataset_probabilities(
 
 
 def evaluate_split(dataset, prob: np.ndarray, tau: float, threshold: float):
-    """C's per-group evaluation of one split's predictions."""
+    """C's per-group evaluation of one split's predictions (``tau``: the dataset's
+    attribute threshold, :attr:`TrainConfig.group_threshold`)."""
     from .metrics import evaluate
 
-    return evaluate(dataset.labels, dataset.tissue_ratio, prob=prob, tau=tau, threshold=threshold)
+    return evaluate(
+        dataset.labels,
+        dataset.attribute_values,
+        prob=prob,
+        tau=tau,
+        threshold=threshold,
+        attribute=dataset.attribute,
+    )
 
 
 def _history_row(step: int, evaluation, train_logs: dict[str, float], seconds: float) -> dict:
@@ -631,15 +639,20 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
             config.patch,
             cache_dir=config.cache_dir,
             progress=callbacks.on_prepare,
+            attribute=config.attribute,
         )
     if dist.world > 1:
         torch.distributed.barrier()
     if cohort is None:
-        cohort = load_cohort(config.manifest, config.patch, cache_dir=config.cache_dir)
+        cohort = load_cohort(
+            config.manifest, config.patch, cache_dir=config.cache_dir, attribute=config.attribute
+        )
     mean, std = channel_stats([s.cache for s in cohort.splits["train"]])
 
     def dataset(split: str) -> PatchDataset:
-        return make_dataset(cohort, split, config.tau, mean, std)
+        return make_dataset(
+            cohort, split, config.group_threshold, mean, std, attribute=config.attribute
+        )
 
     data = _Data(
         train_set=dataset("train"),
@@ -677,7 +690,7 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
     from .models import build_model
 
     train_set = data.train_set
-    groups = TrainingGroups(train_set.labels, train_set.groups, config.tau)
+    groups = TrainingGroups(train_set.labels, train_set.groups, config.group_threshold)
     method = make_method(config.method, groups, config)  # the method's own checks
     torch.manual_seed(config.seed)
     if data.head is not None:
@@ -793,7 +806,7 @@ def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
         for name, value in vars(val).items():
             if isinstance(value, np.ndarray) and value.shape[:1] == (len(val),):
                 setattr(part, name, value[rows])
-        return evaluate_split(part, prob, config.tau, config.threshold)
+        return evaluate_split(part, prob, config.group_threshold, config.threshold)
 
     t0 = time.perf_counter()
     result = fit_dfr(
@@ -900,7 +913,7 @@ def _evaluate_and_select(run: _Run, state: RunState, seconds: float) -> dict[str
         num_workers=config.num_workers,
         autocast=opt.autocast,
     )
-    evaluation = evaluate_split(val_set, prob, config.tau, config.threshold)
+    evaluation = evaluate_split(val_set, prob, config.group_threshold, config.threshold)
     row = _history_row(state.step, evaluation, state.take_train_logs(), seconds)
     state.history.append(row)
     for metric in state.select(row):
@@ -936,6 +949,8 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
         "selected_by": config.select,
         "method": config.method,
         "tau": config.tau,
+        "attribute": config.attribute,
+        "attribute_threshold": config.group_threshold,
         "seed": config.seed,
         "step": best[config.select]["step"],
         "val_value": best[config.select]["value"],
@@ -949,7 +964,9 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
         entry = {"step": best[metric]["step"], "val_value": best[metric]["value"], "test": None}
         if test_set is not None:
             prob = _test_probabilities(run, metric)
-            entry["test"] = evaluate_split(test_set, prob, config.tau, config.threshold).to_dict()
+            entry["test"] = evaluate_split(
+                test_set, prob, config.group_threshold, config.threshold
+            ).to_dict()
             if metric == config.select:
                 result["test"] = entry["test"]
                 _write_table(_test_table(config, test_set, prob), run.out / PREDICTIONS)
@@ -981,6 +998,8 @@ def _test_table(config: TrainConfig, test_set: PatchDataset, prob: np.ndarray) -
     else:
         tables = [pd.read_parquet(Path(c).with_suffix(".parquet")) for c in test_set.caches]
         table = pd.concat(tables, ignore_index=True)
+    if test_set.attribute not in table:  # an extra attribute (docs/attributes.md)
+        table[test_set.attribute] = test_set.attribute_values
     table["prob"] = prob.astype(np.float32)
     table["pred"] = (prob >= config.threshold).astype(np.int8)
     return table

@@ -55,6 +55,9 @@ class TrainConfig:
     options given (:mod:`.presets`); the fields hold the resolved values.
     ``batch_size`` is the size of each batch; GERNE draws two such batches per step
     (``batch_size / 2`` per class each).
+    The groups are ``2 * label + (attribute >= threshold)``: ``attribute`` is
+    ``tissue_ratio`` split at ``tau`` by default (the paper); any other attribute
+    (``docs/attributes.md``) needs ``attribute_threshold`` (:attr:`group_threshold`).
     """
 
     manifest: str
@@ -62,6 +65,8 @@ class TrainConfig:
     preset: str | None = None
     method: str = "erm"
     tau: float = 0.1
+    attribute: str = "tissue_ratio"
+    attribute_threshold: float | None = None
     patch: PatchSettings = field(default_factory=PatchSettings)
     model: str = "resnet50"
     weights: str | None = None
@@ -147,6 +152,14 @@ class TrainConfig:
             raise PatchwiseError(f"unknown training option(s) {', '.join(unknown)} in config")
         return cls.from_options(data)
 
+    @property
+    def group_threshold(self) -> float:
+        """The attribute's threshold of the groups: tau for ``tissue_ratio``, else
+        ``attribute_threshold`` (:func:`groups.attribute_threshold`; checked there)."""
+        from .groups import attribute_threshold
+
+        return attribute_threshold(self.attribute, self.attribute_threshold, self.tau)
+
     # -- checks ----------------------------------------------------------------------------
     def validate(self) -> None:
         """Refuse options that cannot work, before any data is read."""
@@ -164,11 +177,21 @@ class TrainConfig:
         for ok, message, hint in self._range_checks():
             if not ok:
                 raise PatchwiseError(message, hint=hint)
+        self._check_attribute()
         if self.method == "gerne" and self.batch_size % 2:
             raise PatchwiseError(
                 f"GERNE draws batch_size/2 patches per class; batch size {self.batch_size} is odd",
                 hint="use an even --batch-size",
             )
+
+    def _check_attribute(self) -> None:
+        """The attribute is one patchwise computes, with a usable threshold."""
+        from .attributes import column_kind
+
+        if not isinstance(self.attribute, str) or not self.attribute:
+            raise PatchwiseError(f"--attribute must be a column name, got {self.attribute!r}")
+        column_kind(self.attribute)  # channels are checked when the slides are read
+        _ = self.group_threshold
 
     def _name_checks(self) -> list[tuple[bool, str, str]]:
         """``(ok, message, hint)`` for every option that names one of a list."""

@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..groups import GROUP_NAMES, group_ids
+from ..groups import GROUP_NAMES, group_ids, group_names
 from ..slide_table import TOP_ERRORS, top_errors
 from .state import SlideState
 
@@ -73,8 +73,10 @@ class ErrorList(QTableWidget):
         tissue_ratio: np.ndarray,
         tau: float,
         n_errors: int,
+        names: tuple[str, ...] = GROUP_NAMES,
     ) -> None:
-        """Fill the list (``positions`` index the per-patch arrays)."""
+        """Fill the list (``positions`` index the per-patch arrays; ``tissue_ratio`` and
+        ``tau``: the groups' attribute and threshold, ``names`` their group names)."""
         self.n_errors = int(n_errors)
         self.blockSignals(True)
         self.setSortingEnabled(False)
@@ -90,7 +92,7 @@ class ErrorList(QTableWidget):
                 QTableWidgetItem("FN" if y else "FP"),
                 _NumberItem(prob[pos], f"{prob[pos]:.3f}"),
                 _NumberItem(conf, f"{conf:.3f}"),
-                _NumberItem(group, GROUP_NAMES[group]),
+                _NumberItem(group, names[group]),
             )
             cells[0].setData(Qt.ItemDataRole.UserRole, int(pos))
             for j, item in enumerate(cells):
@@ -143,9 +145,10 @@ class ErrorsPage(QWidget):
             cols=d.raster.cols,
             prob=d.prob,
             label=d.label,
-            tissue_ratio=d.tissue_ratio,
+            tissue_ratio=d.attribute_values,
             tau=s.tau,
             n_errors=fp + fn,
+            names=group_names(d.attribute),
         )
         shown = f" (the {positions.size} most confident)" if positions.size < fp + fn else ""
         self.label.setText(f"{fp + fn:,} misclassified patches{shown}; click one to go there")

@@ -57,7 +57,7 @@ class InspectTabs(QTabWidget):
             self.histograms.set_panels(
                 state.panels,
                 has_predictions=state.data.prob is not None,
-                tau=s.tau,
+                tau=tau_marker(state),
                 threshold=s.threshold,
             )
         self.refresh_errors()
@@ -74,8 +74,16 @@ class InspectTabs(QTabWidget):
         """Bring the histograms to the current tau and threshold (one blit)."""
         state = self._current()
         if state is not None:
-            self.histograms.set_view(state.settings.tau, state.settings.threshold)
+            self.histograms.set_view(tau_marker(state), state.settings.threshold)
 
     def refresh_errors(self) -> None:
         """List the current slide's misclassified patches now."""
         self.errors_page.show_state(self._current())
+
+
+def tau_marker(state: SlideState) -> float:
+    """Where the tissue-ratio histogram marks tau: nowhere (NaN) when the groups follow
+    another attribute (docs/attributes.md)."""
+    if state.data is not None and state.data.attribute != "tissue_ratio":
+        return float("nan")
+    return state.settings.tau

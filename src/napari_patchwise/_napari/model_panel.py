@@ -30,6 +30,7 @@ from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
 from . import notify
+from .attribute_choice import group_options, threshold_text
 from .curves import TrainingCurves
 from .jobs import BackgroundJob
 from .predict_box import PredictBox
@@ -120,7 +121,7 @@ class ModelPanel(QWidget):
         return float(self.dock.tau_slider.value())
 
     def _show_tau(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
-        self.form.show_tau(self._tau())
+        self.form.tau_label.setText(threshold_text(self.dock))
         self._show_beta_max()
 
     def beta_max(self) -> float | None:
@@ -130,6 +131,8 @@ class ModelPanel(QWidget):
         except PatchwiseError:  # a bad mask map: no bound until it is fixed
             return None
         if self._train_groups is None or self._train_groups[0] != key:
+            return None
+        if "attribute" in group_options(self.dock):  # the check reads tissue_ratio groups
             return None
         from ..methods.base import TrainingGroups
         from ..methods.gerne import beta_max
@@ -152,7 +155,8 @@ class ModelPanel(QWidget):
             notify.info(BUSY)
             return
         try:
-            options = {"mask_map": self._mask_map(), **self.extra_options}
+            options = {"mask_map": self._mask_map(), **group_options(self.dock)}
+            options.update(self.extra_options)
             config = self.form.config(self._tau(), options)
         except PatchwiseError as exc:
             notify.error(str(exc))

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..groups import GROUP_NAMES, group_ids
+from ..groups import group_ids, group_names
 from ..metrics import CORRECTNESS_NAMES, correctness
 from .state import SlideState
 
@@ -69,8 +69,9 @@ def patch_status(state: SlideState | None, world_position) -> str | None:
     d, s = state.data, state.settings
     table = d.table
     label = int(d.label[pos])
-    ratio = float(d.tissue_ratio[pos])
-    group = GROUP_NAMES[int(group_ids([label], [ratio], s.tau)[0])]
+    ratio = float(table["tissue_ratio"].iat[pos])
+    value = d.attribute_values[pos]
+    group = group_names(d.attribute)[int(group_ids([label], [value], s.tau)[0])]
     tumor = float(table["tumor_ratio"].iat[pos])
     tumor_tissue = float(table["tumor_tissue_ratio"].iat[pos])
     text = (

@@ -415,3 +415,34 @@ class SlideOverlays:
             self.layers[kind] = layer
         else:
             layer.data = data
+
+
+class AttributeScale:
+    """Any attribute's values on the groups overlay's [0, 1] scale, order kept exactly.
+
+    The groups layer stores ``3 * label + value`` with ``value`` in [0, 1] and moves the
+    colour step with the contrast limits (module notes). ``tissue_ratio`` is such a value
+    already; any other attribute (a mean intensity of 0-255, a slide index) is replaced by
+    its rank among the distinct values: ``u = (rank + 1) / (K + 1)``, NaN -> 0 (below every
+    threshold, as in :func:`napari_patchwise.groups.group_ids`). The step for
+    ``attribute >= t`` sits half a rank below the first value ``>= t``, so the float32
+    raster (and the GPU's lookup margin while K < ~10^4) cannot move a patch across it.
+    """
+
+    def __init__(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        self.distinct = np.unique(values[np.isfinite(values)])
+        self.k = int(self.distinct.size)
+
+    def unit(self, values: np.ndarray) -> np.ndarray:
+        """Per-patch values in (0, 1] (NaN: 0)."""
+        values = np.asarray(values, dtype=np.float64)
+        rank = np.searchsorted(self.distinct, values, side="left").astype(np.float64)
+        out = (rank + 1.0) / (self.k + 1.0)  # +inf: rank k, 1.0, above every threshold
+        out[np.isnan(values) | (values == -np.inf)] = 0.0  # below every threshold
+        return out
+
+    def unit_threshold(self, threshold: float) -> float:
+        """The step for ``attribute >= threshold`` on the :meth:`unit` scale."""
+        m = int(np.searchsorted(self.distinct, float(threshold), side="left"))
+        return (m + 0.5) / (self.k + 1.0)

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..groups import DEFAULT_ATTRIBUTE, attribute_values
 from ..slide import Slide
 from ..slider_eval import SliderEvaluator
-from .overlays import PatchRaster, SlideOverlays
+from .overlays import AttributeScale, PatchRaster, SlideOverlays
 
 
 @dataclass
@@ -27,7 +28,8 @@ class SlideSettings:
     tissue: str = "auto"  # auto | mask | intensity
     tissue_threshold: float = 0.0  # 0: automatic (Otsu on the smallest level)
     background: str = "dark"  # dark | bright
-    tau: float = 0.1
+    attribute: str = "tissue_ratio"  # the groups' attribute (docs/attributes.md)
+    tau: float = 0.1  # the attribute's threshold: tau for tissue_ratio, else in its units
     threshold: float = 0.5
     mask_layer: str = ""  # name of the chosen mask layer, "" for the slide's own mask
 
@@ -36,39 +38,61 @@ class SlideSettings:
 class PatchData:
     """A computed (or loaded) patch table and what the viewer derives from it once.
 
-    Per-patch arrays are in table order; ``raster`` maps them to grid cells.
+    Per-patch arrays are in table order; ``raster`` maps them to grid cells. The groups
+    are ``2 * label + (attribute_values >= tau)``: the ``attribute`` column's values
+    (``tissue_ratio`` unless another attribute was chosen, docs/attributes.md).
     """
 
     table: pd.DataFrame
     raster: PatchRaster
     label: np.ndarray  # int8
-    tissue_ratio: np.ndarray  # float64
+    attribute_values: np.ndarray  # float64
     prob: np.ndarray | None  # float64 (NaN: no prediction), or None before predictions
     # metrics.evaluate's results in O(log N) per slider move, over the patches with a
     # prediction once there are any
     evaluator: SliderEvaluator
+    attribute: str = DEFAULT_ATTRIBUTE
+    scale: AttributeScale | None = None  # the groups overlay's [0, 1] scale (not tissue_ratio)
 
     @classmethod
-    def from_table(cls, table: pd.DataFrame, shape: tuple[int, int] | None = None) -> PatchData:
-        """Derive everything from a patch table (O(N), run it in a worker)."""
+    def from_table(
+        cls,
+        table: pd.DataFrame,
+        shape: tuple[int, int] | None = None,
+        attribute: str = DEFAULT_ATTRIBUTE,
+    ) -> PatchData:
+        """Derive everything from a patch table (O(N log N), run it in a worker)."""
         label = table["label"].to_numpy(dtype=np.int8)
-        ratio = table["tissue_ratio"].to_numpy(dtype=np.float64)
+        ratio = attribute_values(table, attribute)
         prob = table["prob"].to_numpy(dtype=np.float64) if "prob" in table else None
+        named = {"attribute": attribute}
         if prob is None:
-            evaluator = SliderEvaluator(label, ratio)
+            evaluator = SliderEvaluator(label, ratio, **named)
         elif np.isnan(prob).any():  # predictions for part of the slide (e.g. a test split)
             scored = ~np.isnan(prob)
-            evaluator = SliderEvaluator(label[scored], ratio[scored], prob[scored])
+            evaluator = SliderEvaluator(label[scored], ratio[scored], prob[scored], **named)
         else:
-            evaluator = SliderEvaluator(label, ratio, prob)
+            evaluator = SliderEvaluator(label, ratio, prob, **named)
         return cls(
             table=table,
             raster=PatchRaster.from_table(table, shape),
             label=label,
-            tissue_ratio=ratio,
+            attribute_values=ratio,
             prob=prob,
             evaluator=evaluator,
+            attribute=attribute,
+            scale=None if attribute == DEFAULT_ATTRIBUTE else AttributeScale(ratio),
         )
+
+    def overlay_values(self) -> np.ndarray:
+        """Per-patch values in [0, 1] for the groups overlay (``3 * label + value``)."""
+        return (
+            self.attribute_values if self.scale is None else self.scale.unit(self.attribute_values)
+        )
+
+    def overlay_threshold(self, threshold: float) -> float:
+        """Where the groups overlay's colour step goes for ``attribute >= threshold``."""
+        return float(threshold) if self.scale is None else self.scale.unit_threshold(threshold)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..groups import GROUP_NAMES, N_ATTRIBUTES
+from ..groups import GROUP_NAMES, N_ATTRIBUTES, group_names
 from ..metrics import Evaluation
 from .overlays import LEGENDS
 
@@ -96,6 +96,15 @@ class StatsPanel(QWidget):
         self.metrics.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.metrics)
 
+    def _rename_groups(self, names: tuple[str, ...]) -> None:
+        """Another attribute: low/high instead of small/large, in the table and legend."""
+        index = {n: i for known in (GROUP_NAMES, group_names("any")) for i, n in enumerate(known)}
+        for name, row in zip(names, self.cells, strict=True):
+            row[0].setText(name)
+        for label in self.legend_groups.findChildren(QLabel):
+            if label.text() in index:
+                label.setText(names[index[label.text()]])
+
     def show_evaluation(self, ev: Evaluation | None) -> None:
         if ev is None:
             for row in self.cells:
@@ -104,6 +113,8 @@ class StatsPanel(QWidget):
             self.metrics.setText("compute the patch grid to see counts")
             return
         class_counts = ev.class_counts
+        if self.cells[0][0].text() != ev.group_names[0]:
+            self._rename_groups(ev.group_names)
         for g, row in enumerate(self.cells):
             n = int(ev.group_counts[g])
             n_class = int(class_counts[g // N_ATTRIBUTES])

@@ -1,12 +1,17 @@
-"""The dock's "Groups and decision threshold" box: the tau and threshold sliders and the
-group-count / metrics table under them."""
+"""The dock's "Groups and decision threshold" box: the groups' attribute (tissue_ratio by
+default), its threshold (tau) and the decision threshold sliders, and the group-count /
+metrics table under them. What choosing another attribute does: :mod:`.attribute_choice`."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFormLayout, QGroupBox
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox
 from superqt import QLabeledDoubleSlider
 
+from ..groups import DEFAULT_ATTRIBUTE
 from .state import SlideSettings, SlideState
 from .stats_panel import StatsPanel
 
@@ -25,7 +30,14 @@ class TuningBox(QGroupBox):
 
     def __init__(self, parent=None) -> None:
         super().__init__("Groups and decision threshold", parent)
-        layout = QFormLayout(self)
+        layout = self.layout_ = QFormLayout(self)
+        self.attribute_combo = QComboBox()
+        self.attribute_combo.setToolTip(
+            "the spurious attribute of the groups: tissue_ratio (the paper's) or a per-patch "
+            "intensity, border fraction... (docs/attributes.md)"
+        )
+        self.attribute_combo.addItem(DEFAULT_ATTRIBUTE)
+        layout.addRow("attribute", self.attribute_combo)
         self.tau_slider = _slider(SlideSettings.tau)
         self.tau_slider.setToolTip("tau: a patch has large tissue when tissue_ratio >= tau")
         self.threshold_slider = _slider(SlideSettings.threshold)
@@ -35,8 +47,13 @@ class TuningBox(QGroupBox):
         self.stats = StatsPanel()
         layout.addRow(self.stats)
 
-    def show_settings(self, settings: SlideSettings) -> None:
-        """Move the sliders to ``settings`` without emitting their signals."""
+    def show_settings(self, settings: SlideSettings, state: SlideState | None = None) -> None:
+        """Move the widgets to ``settings`` without emitting their signals.
+
+        ``state`` gives the attribute choices and the threshold slider's range (the
+        attribute's values); the groups shown are those of ``state.data``.
+        """
+        self._show_attribute(settings, state)
         for slider, value in (
             (self.tau_slider, settings.tau),
             (self.threshold_slider, settings.threshold),
@@ -45,8 +62,42 @@ class TuningBox(QGroupBox):
             slider.setValue(value)
             slider.blockSignals(False)
 
+    def _show_attribute(self, settings: SlideSettings, state: SlideState | None) -> None:
+        from .attribute_choice import attribute_choices
+
+        data = state.data if state is not None else None
+        if data is not None and data.attribute != settings.attribute:
+            settings.attribute = data.attribute  # a table without the chosen column
+            settings.tau = (
+                SlideSettings.tau if data.attribute == DEFAULT_ATTRIBUTE else settings.tau
+            )
+        combo = self.attribute_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(attribute_choices(state))
+        combo.setCurrentText(settings.attribute)
+        combo.blockSignals(False)
+        lo, hi, decimals = 0.0, 1.0, 3
+        if settings.attribute != DEFAULT_ATTRIBUTE and data is not None:
+            values = data.attribute_values[np.isfinite(data.attribute_values)]
+            if values.size:
+                lo, hi = float(values.min()), float(values.max())
+                hi = hi if hi > lo else lo + 1.0
+                decimals = max(0, 3 - math.floor(math.log10(hi - lo)))
+                if not lo <= settings.tau <= hi:  # new here: start at the median
+                    settings.tau = float(np.median(values))
+        self.tau_slider.blockSignals(True)
+        self.tau_slider.setDecimals(decimals)
+        self.tau_slider.setRange(lo, hi)
+        self.tau_slider.setSingleStep(10.0**-decimals)
+        self.tau_slider.blockSignals(False)
+        label = "tau" if settings.attribute == DEFAULT_ATTRIBUTE else "threshold (>=)"
+        self.layout_.labelForField(self.tau_slider).setText(label)
+        self.tau_slider.setToolTip(f"a patch is in a high group when {settings.attribute} >= this")
+
     def read(self, settings: SlideSettings) -> None:
         """Copy the sliders' values into ``settings``."""
+        settings.attribute = self.attribute_combo.currentText() or DEFAULT_ATTRIBUTE
         settings.tau = self.tau_slider.value()
         settings.threshold = self.threshold_slider.value()
 

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
 from . import navigation, notify
+from .attribute_choice import AttributeChoice
 from .cohort_browser import CohortBrowser
 from .compare_box import CompareBox
 from .form import GridBox
@@ -99,6 +100,7 @@ class PatchwiseWidget(QWidget):
         self.tabs.addTab(self.cohort_browser, "Cohort")
         self.compare_box = CompareBox(self)  # follows the sliders and the Model tab's runs
         self.tabs.addTab(self.compare_box, "Compare")
+        self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
         for part in (self.picker, self.grid_box, self.tuning):
             root.addWidget(part)
         root.addWidget(self.tabs, stretch=1)
@@ -165,7 +167,7 @@ class PatchwiseWidget(QWidget):
         if s.mask_layer:
             self.mask_combo.setCurrentText(s.mask_layer)
         self.picker.align_mask()
-        self.tuning.show_settings(s)
+        self.tuning.show_settings(s, state)
         self.tabs.show_state(state)
         self.tuning.show_evaluation(state)
 
@@ -213,7 +215,7 @@ class PatchwiseWidget(QWidget):
         """Show a complete ``table`` for ``state`` (bins and rasters prepared in a worker)."""
 
         def job(*, cancel, progress) -> ComputeResult:  # noqa: ARG001 - O(N log N) only
-            return prepare(table, origin, stride)
+            return prepare(table, origin, stride, state.settings.attribute)
 
         self._start(job, state, description)
 
@@ -258,7 +260,9 @@ class PatchwiseWidget(QWidget):
         state.overlays.scale, state.overlays.translate = scale, translate
         s = state.settings
         steps = list(
-            state.overlays.set_table_steps(result.rasters, tau=s.tau, threshold=s.threshold)
+            state.overlays.set_table_steps(
+                result.rasters, tau=result.data.overlay_threshold(s.tau), threshold=s.threshold
+            )
         )
         if state is self.current:
             steps.append(lambda: self._activate(state))
@@ -281,7 +285,7 @@ class PatchwiseWidget(QWidget):
             return
         state.settings.tau = float(value)
         if state.overlays is not None:
-            state.overlays.set_tau(value)
+            state.overlays.set_tau(state.data.overlay_threshold(value))
         self._follow_sliders(state)
 
     def _on_threshold(self, value: float) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..errors import PatchwiseError
+from ..groups import DEFAULT_ATTRIBUTE
 from ..slide import Slide
 from .background import Cancelled
 from .histograms import BinnedScores, build_panels
@@ -31,10 +32,18 @@ class ComputeResult:
     stride: int
 
 
-def prepare(table: pd.DataFrame, origin: tuple[int, int], stride: int) -> ComputeResult:
-    """Everything O(N) the viewer needs from a patch table (run it off the main thread)."""
-    data = PatchData.from_table(table)
-    rasters = overlay_rasters(data.raster, data.label, data.tissue_ratio, data.prob)
+def prepare(
+    table: pd.DataFrame, origin: tuple[int, int], stride: int, attribute: str = DEFAULT_ATTRIBUTE
+) -> ComputeResult:
+    """Everything O(N) the viewer needs from a patch table (run it off the main thread).
+
+    Groups by ``attribute`` (a table without that column, e.g. a loaded file, falls back
+    to ``tissue_ratio``: the dock's attribute choice then shows it).
+    """
+    if attribute not in table:
+        attribute = DEFAULT_ATTRIBUTE
+    data = PatchData.from_table(table, attribute=attribute)
+    rasters = overlay_rasters(data.raster, data.label, data.overlay_values(), data.prob)
     panels = build_panels(table, data.prob)
     return ComputeResult(data=data, rasters=rasters, panels=panels, origin=origin, stride=stride)
 
@@ -66,6 +75,7 @@ def compute_table(
         background=settings.background,
         progress=progress,
     )
+    table = with_attribute(table, slide, grid, settings, progress)
     if cancel.is_set():
         raise Cancelled
     if table.empty:
@@ -74,4 +84,24 @@ def compute_table(
             f"({slide.shape[1]} x {slide.shape[2]} px)",
             hint="choose a smaller patch size or keep edge patches",
         )
-    return prepare(table, grid.origin, grid.step)
+    return prepare(table, grid.origin, grid.step, settings.attribute)
+
+
+def with_attribute(table, slide: Slide, grid, settings: SlideSettings, progress=None):
+    """``table`` with ``settings.attribute``'s column computed when ``patch_stats`` has none
+    (mean/std intensity, border fraction: :mod:`napari_patchwise.attributes`)."""
+    from ..attributes import column_kind, patch_attributes
+
+    if settings.attribute in table:
+        return table
+    kind = column_kind(settings.attribute, slide.channel_names)
+    attrs = patch_attributes(
+        slide,
+        grid,
+        [kind],
+        tissue=settings.tissue,
+        tissue_threshold=settings.tissue_threshold or None,
+        background=settings.background,
+        progress=progress,
+    )
+    return pd.concat([table, attrs], axis=1)

@@ -183,3 +183,15 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def attribute_kinds(text: str) -> tuple[str, ...]:
+    """``--attributes``: comma-separated kinds of extra per-patch attributes
+    (``intensity,border,slide``; docs/attributes.md)."""
+    from ..attributes import parse_kinds
+    from ..errors import PatchwiseError
+
+    try:
+        return parse_kinds(text)
+    except PatchwiseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

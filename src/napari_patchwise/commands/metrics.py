@@ -3,6 +3,9 @@
 Prints one line per tissue-size group (patches, share of its class, accuracy) and the
 overall accuracy, worst-group accuracy, balanced-class accuracy and calibration error, or
 the same as JSON. A table without ``prob``/``pred`` gets group counts only.
+``--attribute COLUMN --attribute-threshold T`` groups by any numeric attribute instead of
+tissue size; ``--rank-attributes`` ranks every numeric attribute by the worst-group
+accuracy gap of the table's predictions (``docs/attributes.md``).
 """
 
 from __future__ import annotations
@@ -11,22 +14,51 @@ import argparse
 import json
 import math
 
-from ._args import probability
+from ..errors import PatchwiseError
+from ._args import finite_float, probability
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "metrics",
         help="group counts, WGA, BCA, accuracy and ECE of a patch table",
-        description="Split a patch table into the four label x tissue-size groups with tau "
+        description="Split a patch table into the four label x attribute groups (tissue "
+        "size split at tau by default; any numeric column with --attribute) "
         "and report per-group and overall metrics of its predictions.",
     )
     p.add_argument("table", metavar="TABLE", help=".parquet, .csv or .csv.gz patch table")
     p.add_argument(
-        "--tau", type=probability, default=0.1, help="tissue-ratio threshold in [0, 1] (0.1)"
+        "--tau", type=probability, default=None, help="tissue-ratio threshold in [0, 1] (0.1)"
     )
     p.add_argument(
         "--threshold", type=probability, default=0.5, help="decision threshold on prob (0.5)"
+    )
+    p.add_argument(
+        "--attribute",
+        default="tissue_ratio",
+        metavar="COLUMN",
+        help="numeric per-patch column that splits each class into low/high groups "
+        "(default: tissue_ratio, split at --tau)",
+    )
+    p.add_argument(
+        "--attribute-threshold",
+        type=finite_float,
+        default=None,
+        metavar="T",
+        help="groups: attribute >= T is high (needed for any attribute but tissue_ratio)",
+    )
+    p.add_argument(
+        "--rank-attributes",
+        action="store_true",
+        help="rank every numeric attribute column by the worst-group accuracy gap of the "
+        "predictions, each at its largest-gap threshold",
+    )
+    p.add_argument(
+        "--min-share",
+        type=probability,
+        default=None,
+        metavar="F",
+        help="--rank-attributes: smallest share of its class a group may hold (0.02)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
@@ -49,21 +81,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..groups import attribute_threshold, attribute_values
     from ..io.tables import check_values, read_table
     from ..metrics import evaluate
 
     if args.compare is not None:
         return run_compare(args)
-    table = read_table(args.table)
+    if args.rank_attributes:
+        return _rank(args)
+    if args.min_share is not None:
+        raise PatchwiseError("--min-share applies to --rank-attributes only")
+    if args.attribute != "tissue_ratio" and args.tau is not None:
+        raise PatchwiseError(
+            f"--tau is the threshold of tissue_ratio; --attribute {args.attribute} takes "
+            "--attribute-threshold"
+        )
+    threshold = attribute_threshold(args.attribute, args.attribute_threshold, args.tau)
+    table = read_table(args.table, required=("label",))
+    values = attribute_values(table, args.attribute, path=args.table)
     # Every patch needs a prediction here (a table saved from the dock may have gaps).
     check_values(table, path=args.table, missing_ok=False)
     ev = evaluate(
         table["label"].to_numpy(),
-        table["tissue_ratio"].to_numpy(),
+        values,
         prob=table["prob"].to_numpy() if "prob" in table else None,
         pred=table["pred"].to_numpy() if "pred" in table else None,
-        tau=args.tau,
+        tau=threshold,
         threshold=args.threshold,
+        attribute=args.attribute,
     )
     if args.json:
         print(json.dumps(ev.to_dict(), indent=2, allow_nan=False))
@@ -126,13 +171,43 @@ def format_comparison(result) -> str:
     return "\n".join(lines)
 
 
+def _rank(args: argparse.Namespace) -> int:
+    from ..attribute_rank import DEFAULT_MIN_SHARE, format_ranking, rank_attributes
+    from ..io.tables import check_values, read_table
+
+    if (
+        args.attribute != "tissue_ratio"
+        or args.attribute_threshold is not None
+        or args.tau is not None
+    ):
+        raise PatchwiseError(
+            "--rank-attributes searches every attribute and threshold itself",
+            hint="drop --attribute, --attribute-threshold and --tau",
+        )
+    min_share = DEFAULT_MIN_SHARE if args.min_share is None else args.min_share
+    table = read_table(args.table, required=("label",))
+    check_values(table, path=args.table, missing_ok=False)
+    ranks = rank_attributes(table, threshold=args.threshold, min_share=min_share, path=args.table)
+    if args.json:
+        result = {
+            "threshold": args.threshold,
+            "min_share": min_share,
+            "ranking": [r.to_dict() for r in ranks],
+        }
+        print(json.dumps(result, indent=2, allow_nan=False))
+    else:
+        print(format_ranking(ranks, decision_threshold=args.threshold, min_share=min_share))
+    return 0
+
+
 def format_evaluation(ev) -> str:
     """A plain-text report of an :class:`~napari_patchwise.metrics.Evaluation`."""
-    from ..groups import GROUP_NAMES
-
     source = "predictions" if ev.has_predictions else "no predictions: counts only"
+    split = (
+        f"tau = {ev.tau:g}" if ev.attribute == "tissue_ratio" else f"{ev.attribute} >= {ev.tau:g}"
+    )
     lines = [
-        f"{ev.n} patches, tau = {ev.tau:g}"
+        f"{ev.n} patches, {split}"
         + (f", threshold = {ev.threshold:g}" if ev.has_predictions else "")
         + f" ({source})",
         "",
@@ -140,7 +215,7 @@ def format_evaluation(ev) -> str:
         + (f"{'accuracy':>10}" if ev.has_predictions else ""),
     ]
     class_counts = ev.class_counts
-    for g, name in enumerate(GROUP_NAMES):
+    for g, name in enumerate(ev.group_names):
         n = int(ev.group_counts[g])
         share = n / class_counts[g // 2] if class_counts[g // 2] else math.nan
         line = f"{name:<17}{n:>10}{_pct(share):>16}"

@@ -3,15 +3,17 @@
 With ``--mask`` the output is the full patch table (labels, counts, ratios) plus
 ``prob`` and ``pred``, ready for ``patchwise metrics``; without a mask there are no
 labels, so the table holds the patch geometry (slide, row, col, y, x, height, width,
-n_pixels) plus ``prob`` and ``pred``.
+n_pixels) plus ``prob`` and ``pred``. ``--attributes`` adds the extra per-patch attributes
+of ``patchwise stats`` (docs/attributes.md), e.g. to rank them.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..schema import BACKGROUNDS, TISSUE_MODES
-from ._args import pixels, positive_int, probability
+from ..errors import PatchwiseError
+from ..schema import BACKGROUNDS, DEFAULT_BORDER_MARGIN, TISSUE_MODES
+from ._args import attribute_kinds, pixels, positive_int, probability
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,6 +51,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=positive_int, default=256, metavar="B", help="patches per forward pass"
     )
+    p.add_argument(
+        "--attributes",
+        type=attribute_kinds,
+        default=(),
+        metavar="KINDS",
+        help="also write extra per-patch attributes (intensity, border, slide; as in "
+        "'patchwise stats'), e.g. for 'patchwise metrics --rank-attributes'",
+    )
+    p.add_argument(
+        "--border-margin",
+        type=pixels,
+        default=DEFAULT_BORDER_MARGIN,
+        metavar="N",
+        help=f"margin of border_fraction in level-0 pixels (default {DEFAULT_BORDER_MARGIN})",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="TABLE", help=".parquet, .csv or .csv.gz")
@@ -65,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     # every option and the checkpoint are checked before any slide is read
     table_format(args.out)
     check_options(args.batch_size, args.threshold)
+    if "border" in args.attributes and args.mask is None:
+        raise PatchwiseError(
+            "the border fraction needs to know where tissue is", hint="pass --mask MASK"
+        )
     ckpt = resolve_checkpoint(args.checkpoint)
     check_output(args.out, inputs=[args.image, args.mask, args.checkpoint, *run_files(ckpt)])
     with (
@@ -84,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             threshold=args.threshold,
+            attributes=args.attributes,
+            border_margin=args.border_margin,
             stats_progress=stats_progress,
             progress=progress,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._args import finite_float, probability
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -20,6 +22,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run directories, or one `patchwise sweep` folder",
     )
     p.add_argument("--out", required=True, metavar="REPORT", help="report.html")
+    p.add_argument(
+        "--attribute",
+        default=None,
+        metavar="COLUMN",
+        help="regroup every run's test predictions by this attribute (default: each run's "
+        "own groups, tissue_ratio at its tau unless trained with --attribute)",
+    )
+    p.add_argument(
+        "--attribute-threshold",
+        type=finite_float,
+        default=None,
+        metavar="T",
+        help="threshold of --attribute: attribute >= T is high",
+    )
+    p.add_argument(
+        "--tau", type=probability, default=None, help="with --attribute tissue_ratio: its tau"
+    )
     return p
 
 
@@ -31,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from ..sweep import is_sweep
 
     runs = [Path(r) for r in args.runs]
+    attribute = _attribute(args)
     if len(runs) == 1 and is_sweep(runs[0]):
+        if attribute[0] is not None:
+            raise PatchwiseError(
+                "--attribute applies to run directories, not to a sweep folder",
+                hint="give the sweep's run folders (SWEEP/*/) to regroup them",
+            )
         # the grid of a sweep: every file in its folder is an input
         check_output(args.out, inputs=[runs[0], *(f for f in runs[0].rglob("*") if f.is_file())])
         print(write_sweep_report(runs[0], args.out))
@@ -45,5 +70,27 @@ def run(args: argparse.Namespace) -> int:
             )
         seen[run.resolve()] = run
     check_output(args.out, inputs=[*runs, *(f for r in runs for f in run_files(r))])
-    print(write_report(args.runs, args.out))
+    print(
+        write_report(args.runs, args.out, attribute=attribute[0], attribute_threshold=attribute[1])
+    )
     return 0
+
+
+def _attribute(args: argparse.Namespace) -> tuple[str | None, float | None]:
+    """``(attribute, threshold)`` to regroup by, or ``(None, None)`` for the runs' own."""
+    from ..errors import PatchwiseError
+    from ..groups import attribute_threshold
+
+    if args.attribute is None:
+        if args.attribute_threshold is not None or args.tau is not None:
+            raise PatchwiseError(
+                "--attribute-threshold and --tau regroup the runs: give --attribute too",
+                hint="e.g. --attribute mean_CARS --attribute-threshold 40",
+            )
+        return None, None
+    if args.attribute != "tissue_ratio" and args.tau is not None:
+        raise PatchwiseError(
+            f"--tau is the threshold of tissue_ratio; --attribute {args.attribute} takes "
+            "--attribute-threshold"
+        )
+    return args.attribute, attribute_threshold(args.attribute, args.attribute_threshold, args.tau)

@@ -4,7 +4,8 @@ Slides come as image/mask pairs (``IMAGE... --mask MASK...``, paired in order) o
 cohort manifest CSV (``manifest.csv``, its ``split`` column is kept in the table). The
 output is one table with a ``slide`` column, written atomically. ``--workers N`` runs the
 counting on a local ``dask.distributed`` cluster of N processes, ``--scheduler ADDRESS``
-on an existing one.
+on an existing one. ``--attributes intensity,border,slide`` adds candidate spurious
+attributes (``docs/attributes.md``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PatchwiseError
-from ..schema import BACKGROUNDS, TISSUE_MODES
-from ._args import finite_float, offset, pixels, positive_int, scheduler_address
+from ..schema import BACKGROUNDS, DEFAULT_BORDER_MARGIN, TISSUE_MODES
+from ._args import (
+    attribute_kinds,
+    finite_float,
+    offset,
+    pixels,
+    positive_int,
+    scheduler_address,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,6 +85,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     where.add_argument(
         "--workers", type=positive_int, default=None, metavar="N", help="start a local cluster"
     )
+    p.add_argument(
+        "--attributes",
+        type=attribute_kinds,
+        default=(),
+        metavar="KINDS",
+        help="extra per-patch attributes, comma-separated: intensity (mean_<channel>, "
+        "std_<channel>), border (border_fraction: share of tissue pixels within "
+        "--border-margin of background), slide (slide_index: 0-based position of the "
+        "slide in the command line or manifest); see docs/attributes.md",
+    )
+    p.add_argument(
+        "--border-margin",
+        type=pixels,
+        default=DEFAULT_BORDER_MARGIN,
+        metavar="N",
+        help=f"margin of border_fraction in level-0 pixels (default {DEFAULT_BORDER_MARGIN})",
+    )
     p.add_argument("--geojson", default=None, metavar="PATH", help="also export for QuPath")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="TABLE", help=".parquet, .csv or .csv.gz")
@@ -88,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._atomic import check_output
     from .._progress import tqdm_progress
-    from ..grid import PatchGrid, patch_stats
+    from ..grid import PatchGrid
     from ..io.mask import MaskMap, as_mask_map
     from ..io.tables import table_format, write_geojson, write_table
 
@@ -114,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         "background": args.background,
         "channels": args.channels,
     }
+    extra = {"kinds": args.attributes, "border_margin": args.border_margin}
     tables = []
     with _cluster(args.scheduler, args.workers) as client:
         pending = []  # (position, future) of slides counted whole on a worker
@@ -124,20 +150,21 @@ def run(args: argparse.Namespace) -> int:
                 # This reader's arrays hold open files and cannot be shipped chunk by
                 # chunk: open and count the whole slide on one worker instead.
                 future = client.submit(
-                    slide_table, image, mask, mask_map, name, grid, options, pure=False
-                )
+                    slide_table, image, mask, mask_map, name, grid, options, (extra, i - 1),
+                    pure=False,
+                )  # fmt: skip
                 pending.append((len(tables), future))
                 tables.append(None)
             else:
                 desc = f"[{i}/{len(jobs)}] {slide.name}"
                 # dask's local callbacks do not see a distributed cluster's tasks.
                 with tqdm_progress(desc, unit="task", disable=args.quiet) as bar:
-                    table = patch_stats(
-                        slide, grid, progress=None if client is not None else bar, **options
-                    )
+                    bar = None if client is not None else bar
+                    table = count_slide(slide, grid, options, extra, i - 1, progress=bar)
                 tables.append(table)
         for position, future in pending:
             tables[position] = future.result()
+    _check_same_channels(tables, jobs, args.attributes)
     for table, (_, _, split, _) in zip(tables, jobs, strict=True):
         if split is not None:
             table["split"] = split
@@ -151,18 +178,63 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def slide_table(image, mask, mask_map, name, grid, options) -> pd.DataFrame:
+def slide_table(image, mask, mask_map, name, grid, options, attributes=None) -> pd.DataFrame:
     """Open one slide and count its patches with the local threaded scheduler.
 
     Runs as a task on a distributed worker, so it must be a picklable top-level function.
+    ``attributes`` is ``(extra, slide_index)`` as :func:`count_slide` takes them.
     """
     import dask
 
-    from ..grid import patch_stats
-
+    extra, index = attributes or ({"kinds": ()}, 0)
     slide = open_headless(image, mask, mask_map, name)
     with dask.config.set(scheduler="threads"):
-        return patch_stats(slide, grid, **options)
+        return count_slide(slide, grid, options, extra, index)
+
+
+def count_slide(slide, grid, options, extra, index, progress=None) -> pd.DataFrame:
+    """``patch_stats`` of one slide, with the extra attributes ``extra["kinds"]`` joined."""
+    import pandas as pd
+
+    from ..attributes import patch_attributes
+    from ..grid import patch_stats
+
+    table = patch_stats(slide, grid, progress=progress, **options)
+    if not extra["kinds"]:
+        return table
+    attrs = patch_attributes(
+        slide,
+        grid,
+        extra["kinds"],
+        border_margin=extra["border_margin"],
+        slide_index=index,
+        progress=progress,
+        **options,
+    )
+    clash = [c for c in attrs.columns if c in table.columns]
+    if clash:
+        raise PatchwiseError(
+            f"attribute column(s) {', '.join(clash)} would replace the table's own",
+            path=slide.path,
+            hint="rename the channels (--channel-names when converting) or drop intensity",
+        )
+    return pd.concat([table, attrs], axis=1)
+
+
+def _check_same_channels(tables, jobs, kinds) -> None:
+    """Intensity columns are named by channel: every slide must have the same ones."""
+    if "intensity" not in kinds or len(tables) < 2:
+        return
+    first = list(tables[0].columns)
+    names = [c for c in first if c.startswith(("mean_", "std_"))]
+    for table, (image, *_rest) in zip(tables[1:], jobs[1:], strict=True):
+        if list(table.columns) != first:
+            raise PatchwiseError(
+                "slides have different channels, so their mean_/std_ intensity columns differ",
+                path=image,
+                hint=f"the first slide's columns are {', '.join(names)}; give slides "
+                "with the same channel names, or drop intensity from --attributes",
+            )
 
 
 def open_headless(image, mask, mask_map: str, name: str | None):

@@ -32,6 +32,10 @@ HELP = {
     "or cpu-quick; the defaults shown below are those without a preset (docs/presets.md)",
     "method": "training method",
     "tau": "tissue-ratio threshold that splits small and large tissue (the groups)",
+    "attribute": "the spurious attribute of the groups: tissue_ratio (split at --tau), "
+    "mean_<channel>, std_<channel>, border_fraction or slide_index (docs/attributes.md)",
+    "attribute_threshold": "threshold of --attribute: attribute >= T is high (needed for "
+    "any attribute but tissue_ratio)",
     "patch_size": "patch side in level-0 pixels",
     "stride": "distance between patches (default: the patch size)",
     "tissue": "where tissue comes from",
@@ -79,6 +83,7 @@ OPTIONAL_TYPES = {
     "num_threads": int,
     "cache_dir": str,
     "features": str,
+    "attribute_threshold": float,
 }
 # Values no run can use stop at the parser (one line, exit 2). Ranges that depend on
 # other options (GERNE's beta and c) are TrainConfig.validate()'s; floats not listed

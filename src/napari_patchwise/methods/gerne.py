@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..errors import PatchwiseError
-from ..groups import GROUP_NAMES, N_ATTRIBUTES
+from ..groups import DEFAULT_ATTRIBUTE, N_ATTRIBUTES, group_names
 from ..samplers import BatchSampler, GerneSampler
 from .base import Method
 
@@ -66,12 +66,16 @@ class GERNE(Method):
         if not 0.0 < c <= 1.0:
             raise PatchwiseError(f"GERNE needs c in (0, 1], got c={c:g}", hint="e.g. --c 0.5")
         counts = self.data.counts
+        attribute = getattr(self.config, "attribute", DEFAULT_ATTRIBUTE)
+        where, flag = (f"tau={tau:g}", "--tau")
+        if attribute != DEFAULT_ATTRIBUTE:
+            where, flag = (f"{attribute} >= {tau:g}", "--attribute-threshold")
         for g, n in enumerate(counts):
             # the less-biased batch draws c/A * B from every group: none may be empty
             if n == 0:
                 raise PatchwiseError(
-                    f"GERNE: group {GROUP_NAMES[g]} has no training patches at tau={tau:g}",
-                    hint="choose another --tau, add training slides with such patches, or use erm",
+                    f"GERNE: group {group_names(attribute)[g]} has no training patches at {where}",
+                    hint=f"choose another {flag}, add training slides with such patches, or use erm",
                 )
         bound = beta_max(self.data.alpha, c)
         self.beta_max = bound
