@@ -173,7 +173,7 @@ def predict_slide(
     -------
     DataFrame
     """
-    from .grid import PatchGrid, patch_stats
+    from .grid import PatchGrid
     from .io import open_slide
     from .runs import checkpoint_meta, resolve_checkpoint, run_patch_settings
 
@@ -189,31 +189,17 @@ def predict_slide(
     )
     grid = PatchGrid(patch_size, stride)
     grid.check_fits(*slide.shape[1:], path=image)  # never an empty table
-    if mask is None:
-        table = geometry_table(slide, patch_size, stride)
-    else:
-        table = patch_stats(
-            slide,
-            grid,
-            tissue=tissue or settings.tissue,
-            tissue_threshold=settings.tissue_threshold,
-            background=background or settings.background,
-            progress=stats_progress,
-        )
-    if attributes:
-        from .attributes import DEFAULT_BORDER_MARGIN, patch_attributes
-
-        extra = patch_attributes(
-            slide,
-            grid,
-            list(attributes),
-            tissue=tissue or settings.tissue,
-            tissue_threshold=settings.tissue_threshold,
-            background=background or settings.background,
-            border_margin=DEFAULT_BORDER_MARGIN if border_margin is None else border_margin,
-            progress=stats_progress,
-        )
-        table = pd.concat([table.reset_index(drop=True), extra], axis=1)
+    table = _patch_table(
+        slide,
+        grid,
+        labelled=mask is not None,
+        tissue=tissue or settings.tissue,
+        tissue_threshold=settings.tissue_threshold,
+        background=background or settings.background,
+        attributes=attributes,
+        border_margin=border_margin,
+        progress=stats_progress,
+    )
     return predict_table(
         slide,
         table,
@@ -223,6 +209,50 @@ def predict_slide(
         threshold=threshold,
         progress=progress,
     )
+
+
+def _patch_table(
+    slide: Slide,
+    grid,
+    *,
+    labelled: bool,
+    tissue: str,
+    tissue_threshold: float | None,
+    background: str,
+    attributes: Sequence[str],
+    border_margin: int | None,
+    progress: ProgressCallback | None,
+) -> pd.DataFrame:
+    """:func:`predict_slide`'s table before prediction: the patch statistics (with a
+    mask) or the geometry, plus the extra ``attributes``."""
+    from .grid import patch_stats
+
+    if labelled:
+        table = patch_stats(
+            slide,
+            grid,
+            tissue=tissue,
+            tissue_threshold=tissue_threshold,
+            background=background,
+            progress=progress,
+        )
+    else:
+        table = geometry_table(slide, grid.patch_size, grid.stride)
+    if not attributes:
+        return table
+    from .attributes import DEFAULT_BORDER_MARGIN, patch_attributes
+
+    extra = patch_attributes(
+        slide,
+        grid,
+        list(attributes),
+        tissue=tissue,
+        tissue_threshold=tissue_threshold,
+        background=background,
+        border_margin=DEFAULT_BORDER_MARGIN if border_margin is None else border_margin,
+        progress=progress,
+    )
+    return pd.concat([table.reset_index(drop=True), extra], axis=1)
 
 
 def _check_compatible(slide: Slide, table: pd.DataFrame, meta: dict) -> None:
