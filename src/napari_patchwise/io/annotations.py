@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -489,3 +490,60 @@ def read_geojson_mask(
     remember_pyramid(levels)
     kind = "3class" if HEALTHY in set(name_classes.values()) else "binary"
     return levels[0], 1, kind, levels
+
+
+# -- writing -----------------------------------------------------------------------------
+def geojson_feature(feature: Feature) -> dict:
+    """A QuPath annotation feature (closed rings; ``MultiPolygon`` for several parts)."""
+    polygons = [[_closed(ring).tolist() for ring in rings] for rings in feature.polygons]
+    geometry = (
+        {"type": "Polygon", "coordinates": polygons[0]}
+        if len(polygons) == 1
+        else {"type": "MultiPolygon", "coordinates": polygons}
+    )
+    properties: dict = {"objectType": "annotation"}
+    if feature.name is not None:
+        properties["classification"] = {"name": feature.name}
+        if feature.color is not None:
+            properties["classification"]["color"] = [int(v) for v in feature.color]
+    return {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geometry, "properties": properties}
+
+
+def _closed(ring: np.ndarray) -> np.ndarray:
+    ring = np.asarray(ring, dtype=np.float64)
+    if len(ring) and not np.array_equal(ring[0], ring[-1]):
+        ring = np.vstack([ring, ring[:1]])
+    return ring
+
+
+def write_annotations(path: str | os.PathLike, features: Sequence[Feature]) -> Path:
+    """Write ``features`` as a QuPath-compatible GeoJSON ``FeatureCollection`` (atomic)."""
+    from .._atomic import atomic_path
+
+    path = Path(path)
+    collection = {"type": "FeatureCollection", "features": [geojson_feature(f) for f in features]}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(collection), encoding="utf-8")
+    return path
+
+
+def write_label_tiff(
+    path: str | os.PathLike,
+    features: Sequence[Feature],
+    level0_yx: tuple[int, int],
+    name_classes: Mapping[str, int],
+    *,
+    spec: str = "",
+    pixel_size: tuple[float, float] | None = None,
+    progress=None,
+) -> Path:
+    """Rasterise ``features`` to classes (0/1/2) and write a pyramidal label OME-TIFF.
+
+    The mask is written tile row by tile row from the lazy raster (never whole in
+    memory); it reads back under the default mask map ``0=background,1=healthy,2=tumor``.
+    """
+    from .write import write_ome_tiff
+
+    classes = feature_classes(features, name_classes, spec, path)
+    raster = AnnotationRaster(EdgeIndex(features, classes, level0_yx[0]), level0_yx)
+    return write_ome_tiff(path, raster_pyramid(raster), pixel_size=pixel_size, progress=progress)
