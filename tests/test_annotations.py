@@ -90,7 +90,9 @@ def random_features(rng, shape, n=14, *, integer=False):
         if k % 3 == 0:  # a shell with a hole
             x0, y0 = centre
             size = rng.uniform(12, 60)
-            hole = np.c_[x0 + size * np.array([0.2, 0.7, 0.3]), y0 + size * np.array([0.2, 0.4, 0.8])]
+            hole = np.c_[
+                x0 + size * np.array([0.2, 0.7, 0.3]), y0 + size * np.array([0.2, 0.4, 0.8])
+            ]
             polygons = ((rect(x0, y0, x0 + size, y0 + size), hole),)
         elif k % 3 == 1:  # a multipolygon
             polygons = ((star,), (star + rng.uniform(-30, 30, 2),))
@@ -141,7 +143,10 @@ def test_tie_rule_is_javas_insideness():
 
 
 def test_rectangles_on_pixel_edges_cover_exactly_their_pixels():
-    features = [Feature("a", None, ((rect(2, 3, 9, 7),),)), Feature("b", None, ((rect(5, 0, 6, 10),),))]
+    features = [
+        Feature("a", None, ((rect(2, 3, 9, 7),),)),
+        Feature("b", None, ((rect(5, 0, 6, 10),),)),
+    ]
     got = AnnotationRaster(EdgeIndex(features, np.array([1, 2]), 10), (10, 12))[:, :]
     expected = np.zeros((10, 12), np.uint8)
     expected[3:7, 2:9] = 1
@@ -210,6 +215,7 @@ def qupath_export() -> dict:
     tumor's top-left corner nowhere; Other: x 30..50, y 40..60 overlapping the tumor at
     x 30..40, y 40..50 (tumor wins there). An unclassified region and a point annotation.
     """
+
     def feature(geometry, cls=None, **extra):
         props = {"objectType": "annotation", "isLocked": False, **extra}
         if cls is not None:
@@ -247,7 +253,7 @@ def qupath_expected() -> np.ndarray:
 def test_a_qupath_export_reads_as_exact_classes(tmp_path):
     path = tmp_path / "slide.geojson"
     path.write_text(json.dumps(qupath_export(), indent=2))
-    mask, factor, kind = read_mask(path, (80, 70), QUPATH_MAP)
+    mask, _, kind = read_mask(path, (80, 70), QUPATH_MAP)
     got = mask.compute()
     np.testing.assert_array_equal(got, qupath_expected())
     assert kind == "3class" and np.bincount(got.ravel()).tolist() == [80 * 70 - 1500, 700, 800]
@@ -285,7 +291,9 @@ def test_class_names_must_be_mapped(tmp_path):
     assert read_mask(path, (80, 70), "binary")[2] == "binary"
     tumor_only["features"][0]["properties"]["classification"]["name"] = "Healthy"
     path.write_text(json.dumps(tumor_only))
-    with pytest.raises(PatchwiseError, match=r"classes Healthy \(1\) are not in the mask map 0=back"):
+    with pytest.raises(
+        PatchwiseError, match=r"classes Healthy \(1\) are not in the mask map 0=back"
+    ):
         read_mask(path, (80, 70), "binary")
 
 
@@ -313,9 +321,14 @@ def test_bad_files_are_one_line_errors(tmp_path, text, message):
 def test_written_annotations_and_label_tiff_read_back_the_same(tmp_path):
     shape = (90, 110)
     features, values = random_features(np.random.default_rng(8), shape)
-    named = [Feature(["", "Stroma", "Tumor"][v], (1, 2, 3), f.polygons) for f, v in zip(features, values, strict=True)]
+    named = [
+        Feature(["", "Stroma", "Tumor"][v], (1, 2, 3), f.polygons)
+        for f, v in zip(features, values, strict=True)
+    ]
     geojson = write_annotations(tmp_path / "a.geojson", named)
-    assert json.loads(geojson.read_text())["features"][0]["properties"]["classification"]["color"] == [1, 2, 3]
+    assert json.loads(geojson.read_text())["features"][0]["properties"]["classification"][
+        "color"
+    ] == [1, 2, 3]
     spec = "Tumor=tumor,Stroma=healthy"
     from_geojson = read_mask(geojson, shape, spec)[0].compute()
     np.testing.assert_array_equal(from_geojson, reference(features, values, shape))
@@ -328,7 +341,9 @@ def test_written_annotations_and_label_tiff_read_back_the_same(tmp_path):
 def _slide(tmp_path, shape=(80, 70)) -> str:
     rng = np.random.default_rng(0)
     path = tmp_path / "slide.ome.tif"
-    tifffile.imwrite(path, rng.integers(0, 255, (3, *shape), dtype=np.uint8), metadata={"axes": "CYX"})
+    tifffile.imwrite(
+        path, rng.integers(0, 255, (3, *shape), dtype=np.uint8), metadata={"axes": "CYX"}
+    )
     return str(path)
 
 
@@ -352,14 +367,17 @@ def test_stats_with_a_geojson_equals_stats_with_its_label_tiff(tmp_path):
     common = ["--patch-size", "10", "--tissue", "mask", "--quiet"]
     assert main(["stats", image, "--mask", str(geojson), "--mask-map", QUPATH_MAP,
                  "--out", str(tmp_path / "g.csv"), *common]) == 0  # fmt: skip
-    assert main(["stats", image, "--mask", str(tif), "--out", str(tmp_path / "t.csv"), *common]) == 0
+    assert (
+        main(["stats", image, "--mask", str(tif), "--out", str(tmp_path / "t.csv"), *common]) == 0
+    )
     from_geojson, from_tif = read_table(tmp_path / "g.csv"), read_table(tmp_path / "t.csv")
     pd.testing.assert_frame_equal(from_geojson, from_tif)
     assert int(from_geojson["n_tumor"].sum()) == 800 and int(from_geojson["n_tissue"].sum()) == 1500
     # a cohort manifest names the GeoJSON in its mask column
     manifest = tmp_path / "cohort.csv"
     manifest.write_text(f"image,mask,split\n{image},slide.geojson,train\n")
-    assert main(["stats", str(manifest), "--mask-map", QUPATH_MAP, "--out", str(tmp_path / "m.csv"), *common]) == 0
+    out = str(tmp_path / "m.csv")
+    assert main(["stats", str(manifest), "--mask-map", QUPATH_MAP, "--out", out, *common]) == 0
     np.testing.assert_array_equal(read_table(tmp_path / "m.csv")["n_tumor"], from_tif["n_tumor"])
 
 

@@ -87,7 +87,7 @@ def _name_colors(features, names: list[str]) -> dict[int, str]:
     colors = {}
     for k, name in enumerate(names, start=1):
         rgb = first.get(name)
-        colors[k] = "#%02x%02x%02x" % rgb if rgb else _PALETTE[(k - 1) % len(_PALETTE)]
+        colors[k] = "#{:02x}{:02x}{:02x}".format(*rgb) if rgb else _PALETTE[(k - 1) % len(_PALETTE)]
     return colors
 
 
@@ -115,7 +115,7 @@ def shapes_features(layer_data, image=None) -> list[Feature]:
                 continue
             world = ring * layer_scale + layer_offset
             rc = (world - offset) / scale + 0.5  # napari centre i -> QuPath [i, i + 1)
-            rgb = tuple(int(round(v * 255)) for v in colors[i][:3]) if len(colors) > i else None
+            rgb = tuple(round(v * 255) for v in colors[i][:3]) if len(colors) > i else None
             features.append(Feature(names[i], rgb, ((rc[:, ::-1].copy(),),)))
     return features
 
@@ -145,11 +145,14 @@ def _ring(vertices: np.ndarray, shape_type: str) -> np.ndarray | None:
 def _slide_image():
     """The newest slide image layer of the current viewer, or ``None``."""
     import napari
-
-    from .reader import slide_image_layers
+    from napari.layers import Image
 
     viewer = napari.current_viewer()
-    images = [] if viewer is None else slide_image_layers(viewer)
+    # reader.slide_image_layers' rule (the reader imports this module, not the reverse)
+    images = [] if viewer is None else [
+        layer for layer in reversed(list(viewer.layers))
+        if isinstance(layer, Image) and "patchwise_overlay" not in layer.metadata
+    ]  # fmt: skip
     return images[0] if images else None
 
 

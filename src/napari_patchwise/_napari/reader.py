@@ -225,13 +225,13 @@ def channel_colormap(names: tuple[str, ...], index: int) -> str:
 
 def slide_mask_layer(slide: Slide) -> LayerData:
     """The slide's mapped class mask as a multiscale Labels layer over the image."""
+    from ..io.annotations import mask_pyramid
     from ..io.pyramid import build_pyramid
     from .layer_slide import ALIGNED_KEY, mask_transform
 
-    from ..io.annotations import mask_pyramid
-
     drawn = mask_pyramid(slide.mask)  # a GeoJSON mask: levels filled from its polygons
-    levels = [lvl[None] for lvl in drawn] if drawn else build_pyramid(slide.mask[None], method="nearest")
+    levels = [lvl[None] for lvl in drawn] if drawn else None
+    levels = levels or build_pyramid(slide.mask[None], method="nearest")
     # a 1/f mask pixel covers level-0 pixels [f i, f i + f): scale p f, shifted by p (f-1)/2
     scale, translate = mask_transform(slide.mask_factor, slide.pixel_size or (1.0, 1.0))
     kwargs = {

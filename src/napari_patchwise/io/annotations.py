@@ -191,7 +191,9 @@ def feature_classes(
         message lists them with their counts.
     """
     keys = [(f.name or UNCLASSIFIED).lower() for f in features]
-    missing = Counter(f.name or UNCLASSIFIED for f, k in zip(features, keys) if k not in name_classes)
+    missing = Counter(
+        f.name or UNCLASSIFIED for f, k in zip(features, keys, strict=True) if k not in name_classes
+    )
     if missing:
         found = ", ".join(f"{n} ({c})" for n, c in sorted(missing.items()))
         raise PatchwiseError(
@@ -245,7 +247,7 @@ class EdgeIndex:
                 xs = np.concatenate([r[:, 0] for r in rings] + [np.zeros(1)])
                 part_values.append(int(value))
                 part_x.append((xs[:-1].min(initial=np.inf), xs[:-1].max(initial=-np.inf)))
-        cat = (lambda a, t: np.concatenate(a).astype(t) if a else np.zeros(0, t))  # noqa: E731
+        cat = lambda a, t: np.concatenate(a).astype(t) if a else np.zeros(0, t)  # noqa: E731
         self.x0, self.y0 = cat(x0, np.float64), cat(y0, np.float64)
         self.x1, self.y1 = cat(x1, np.float64), cat(y1, np.float64)
         self.part = cat(part, np.int64)
@@ -306,7 +308,7 @@ def fill_region(
     coordinates; level 0 itself: ``(r0 + 0.5, 1, n)``); ``cols`` likewise for x. Each
     sample gets the largest value of the polygons containing it (crossing test above).
     """
-    (oy, sy, ny), (ox, sx, nx) = rows, cols
+    (oy, sy, ny), nx = rows, cols[2]
     out = np.zeros((ny, nx), dtype=np.uint16)
     for start in range(0, ny, FILL_ROWS):
         n = min(FILL_ROWS, ny - start)
@@ -506,7 +508,12 @@ def geojson_feature(feature: Feature) -> dict:
         properties["classification"] = {"name": feature.name}
         if feature.color is not None:
             properties["classification"]["color"] = [int(v) for v in feature.color]
-    return {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geometry, "properties": properties}
+    return {
+        "type": "Feature",
+        "id": str(uuid.uuid4()),
+        "geometry": geometry,
+        "properties": properties,
+    }
 
 
 def _closed(ring: np.ndarray) -> np.ndarray:

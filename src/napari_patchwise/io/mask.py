@@ -308,14 +308,10 @@ def read_mask(
         for ``check_values=False``).
     """
     path = Path(path)
-    from .annotations import is_geojson, read_geojson_mask
+    from .annotations import is_geojson
 
-    if is_geojson(path):  # QuPath annotations: classes by name, rasterised chunk by chunk
-        mapping = as_mask_map(mask_map) or MaskMap.default()
-        mask, factor, kind, _ = read_geojson_mask(
-            path, level0_yx, mapping.name_classes(), str(mapping)
-        )
-        return mask, factor, kind
+    if is_geojson(path):  # QuPath annotations, classes by name
+        return _read_annotation_mask(path, level0_yx, as_mask_map(mask_map) or MaskMap.default())
     labels = load_image(path, labels=True).levels[0]
     if labels.shape[0] != 1:
         raise PatchwiseError(
@@ -342,6 +338,15 @@ def read_mask(
         map_known_values, keys, classes, spec=str(mapping), path=str(path), dtype=np.uint8
     )
     return mapped, factor, mapping.kind
+
+
+def _read_annotation_mask(
+    path: Path, level0_yx: tuple[int, int], mapping: MaskMap
+) -> tuple[da.Array, int, str]:
+    from .annotations import read_geojson_mask
+
+    mask, factor, kind, _ = read_geojson_mask(path, level0_yx, mapping.name_classes(), str(mapping))
+    return mask, factor, kind
 
 
 def map_known_values(
