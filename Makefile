@@ -57,6 +57,7 @@ bench: install sysdeps
 	run bench_stats $(PY) benchmarks/bench_stats.py --intensity; \
 	run bench_stats_headless $(PY) benchmarks/bench_stats.py --headless --before; \
 	run bench_read $(PY) benchmarks/bench_read.py; \
+	run bench_annotations $(PY) benchmarks/bench_annotations.py; \
 	run bench_regroup $(PY) benchmarks/bench_regroup.py; \
 	run bench_train $(PY) benchmarks/bench_train.py; \
 	run bench_gpu $(PY) benchmarks/bench_gpu.py; \

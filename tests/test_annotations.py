@@ -389,3 +389,12 @@ def test_stats_names_the_unmapped_classes(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "classes Other (1), Stroma (1), unclassified (1)" in err[0]
     assert not (tmp_path / "g.csv").exists()
+
+
+def test_the_mask_graph_pickles_for_distributed_workers(tmp_path):
+    import pickle
+
+    path = tmp_path / "slide.geojson"
+    path.write_text(json.dumps(qupath_export()))
+    mask = read_mask(path, (80, 70), QUPATH_MAP)[0]
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(mask)).compute(), qupath_expected())
