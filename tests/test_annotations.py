@@ -398,3 +398,10 @@ def test_the_mask_graph_pickles_for_distributed_workers(tmp_path):
     path.write_text(json.dumps(qupath_export()))
     mask = read_mask(path, (80, 70), QUPATH_MAP)[0]
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(mask)).compute(), qupath_expected())
+
+
+def test_an_empty_export_is_a_slide_without_annotations(tmp_path):
+    path = tmp_path / "none.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": []}')
+    mask, factor, kind = read_mask(path, (30, 20), "Tumor=tumor,Stroma=healthy")
+    assert (factor, kind) == (1, "3class") and not mask.compute().any()

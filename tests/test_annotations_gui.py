@@ -151,3 +151,26 @@ def test_shapes_saved_as_geojson_and_label_tiff_are_the_mask_they_show(
     written = save_layers(str(tmp_path / "drawn.ome.tif"), [shapes], plugin="napari-patchwise")
     assert written == [str(tmp_path / "drawn.ome.tif")]
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "drawn.ome.tif"), mask)
+
+
+@pytest.mark.gui
+def test_view_command_takes_a_geojson_mask_and_its_class_map(monkeypatch, tmp_path):
+    """``patchwise view SLIDE --mask annotations.geojson --mask-map NAMES --patch-size N``."""
+    from napari_patchwise.cli import main
+    from napari_patchwise.commands import demo
+
+    image_path, geojson = write_slide(tmp_path)
+    seen = {}
+
+    def fake_screenshot(viewer, path):
+        widget = next(iter(viewer.window.dock_widgets.values()))
+        seen["table"] = widget.current.data.table
+        seen["mask"] = viewer.layers[widget.mask_combo.currentText()]
+        return path
+
+    monkeypatch.setattr(demo, "save_screenshot", fake_screenshot)
+    argv = ["view", str(image_path), "--mask", str(geojson), "--mask-map", QUPATH_MAP,
+            "--patch-size", str(10 * SCALE), "--screenshot", str(tmp_path / "s.png")]  # fmt: skip
+    assert main(argv) == 0
+    assert seen["mask"].metadata["patchwise_path"] == str(geojson)
+    assert int(seen["table"]["n_tumor"].sum()) == 800 * SCALE**2
