@@ -174,3 +174,18 @@ def test_view_command_takes_a_geojson_mask_and_its_class_map(monkeypatch, tmp_pa
     assert main(argv) == 0
     assert seen["mask"].metadata["patchwise_path"] == str(geojson)
     assert int(seen["table"]["n_tumor"].sum()) == 800 * SCALE**2
+
+
+def test_a_slide_opened_with_a_geojson_shows_the_pyramid_filled_from_its_polygons(tmp_path):
+    from napari_patchwise._napari.reader import slide_mask_layer
+    from napari_patchwise.io import open_slide
+    from napari_patchwise.io.annotations import mask_pyramid
+
+    image_path, geojson = write_slide(tmp_path)
+    slide = open_slide(image_path, mask=geojson, mask_map=QUPATH_MAP)
+    levels, kwargs, kind = slide_mask_layer(slide)
+    assert kind == "labels" and kwargs["multiscale"] and len(levels) == 3
+    # the reader hands napari the levels filled from the polygons, not a coarsened level 0
+    assert [lvl.name for lvl in levels] == [lvl[None][0].name for lvl in mask_pyramid(slide.mask)]
+    full = np.kron(qupath_expected(), np.ones((SCALE, SCALE), np.uint8))
+    np.testing.assert_array_equal(np.asarray(levels[2]), full[::4, ::4])

@@ -168,8 +168,11 @@ def _polygons(geometry, where: str, path: Path) -> list[tuple[np.ndarray, ...]]:
 def _rings(coords) -> tuple[np.ndarray, ...]:
     rings = []
     for ring in coords:
-        xy = np.array([[float(p[0]), float(p[1])] for p in ring], dtype=np.float64)
-        if xy.size and not np.isfinite(xy).all():
+        xy = np.asarray(ring, dtype=np.float64) if len(ring) else np.zeros((0, 2))
+        if xy.ndim != 2 or xy.shape[1] < 2:  # [x, y] or [x, y, z] points only
+            raise ValueError("not a ring of points")
+        xy = np.ascontiguousarray(xy[:, :2])
+        if not np.isfinite(xy).all():
             raise ValueError("not finite")
         rings.append(xy.reshape(-1, 2))
     return tuple(rings)
