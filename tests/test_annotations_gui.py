@@ -154,10 +154,19 @@ def test_shapes_saved_as_geojson_and_label_tiff_are_the_mask_they_show(
 
 
 @pytest.mark.gui
-def test_view_command_takes_a_geojson_mask_and_its_class_map(monkeypatch, tmp_path):
+def test_view_command_takes_a_geojson_mask_and_its_class_map(
+    make_napari_viewer, monkeypatch, tmp_path
+):
     """``patchwise view SLIDE --mask annotations.geojson --mask-map NAMES --patch-size N``."""
+    import napari
+
     from napari_patchwise.cli import main
     from napari_patchwise.commands import demo
+
+    # the fixture's viewer: with this command building its own, the next test that did
+    # (test_world_alignment's view test) failed in napari.Viewer() with "Command
+    # 'napari-patchwise.get_reader' already registered" (fixture viewers ran in between)
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: make_napari_viewer(**kwargs))
 
     image_path, geojson = write_slide(tmp_path)
     seen = {}
