@@ -405,3 +405,27 @@ def test_an_empty_export_is_a_slide_without_annotations(tmp_path):
     path.write_text('{"type": "FeatureCollection", "features": []}')
     mask, factor, kind = read_mask(path, (30, 20), "Tumor=tumor,Stroma=healthy")
     assert (factor, kind) == (1, "3class") and not mask.compute().any()
+
+
+def test_a_training_cohort_reads_geojson_masks_and_keys_its_cache_by_the_map(tmp_path):
+    from napari_patchwise.data import PatchSettings, load_cohort
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    lines = ["image,mask,split,slide"]
+    for folder, split in (("a", "train"), ("b", "val")):
+        image = _slide(tmp_path / folder)
+        (tmp_path / folder / "slide.geojson").write_text(json.dumps(qupath_export()))
+        lines.append(f"{image},{folder}/slide.geojson,{split},{folder}")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    settings = PatchSettings(patch_size=10, tissue="mask", mask_map=QUPATH_MAP)
+    cohort = load_cohort(manifest, settings)
+    expected = qupath_expected().reshape(8, 10, 7, 10)
+    n_tumor = (expected == TUMOR).sum(axis=(1, 3)).ravel()
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(cohort.table(split)["n_tumor"].to_numpy(), n_tumor)
+    # another map is another cache entry: Other as tumor moves its pixels into n_tumor
+    other_map = "Tumor=tumor,Stroma=healthy,Other=tumor,unclassified=background"
+    other = PatchSettings(patch_size=10, tissue="mask", mask_map=other_map)
+    assert int(load_cohort(manifest, other).table("train")["n_tumor"].sum()) == 800 + 300
