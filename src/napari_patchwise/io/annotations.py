@@ -133,14 +133,12 @@ def classification(properties) -> tuple[str | None, tuple[int, int, int] | None]
     name = cls.get("name")
     if not name and isinstance(cls.get("names"), list):
         name = ": ".join(str(n) for n in cls["names"])
-    color = cls.get("color")
-    if isinstance(color, list) and len(color) >= 3:
-        rgb = tuple(int(v) & 255 for v in color[:3])
-    elif isinstance(cls.get("colorRGB"), int):
-        packed = cls["colorRGB"]
+    color, packed = cls.get("color"), cls.get("colorRGB")
+    rgb = None  # a colour is only for display: one that cannot be read is left out
+    if isinstance(color, list) and len(color) >= 3 and all(isinstance(v, int) for v in color[:3]):
+        rgb = tuple(v & 255 for v in color[:3])
+    elif isinstance(packed, int):
         rgb = ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
-    else:
-        rgb = None
     return (str(name).strip() or None) if name else None, rgb  # type: ignore[return-value]
 
 
