@@ -61,6 +61,7 @@ bench: install sysdeps
 	run bench_stats $(PY) benchmarks/bench_stats.py --intensity; \
 	run bench_stats_headless $(PY) benchmarks/bench_stats.py --headless --before; \
 	run bench_read $(PY) benchmarks/bench_read.py; \
+	run bench_annotations $(PY) benchmarks/bench_annotations.py; \
 	run bench_regroup $(PY) benchmarks/bench_regroup.py; \
 	run bench_attributes $(PY) benchmarks/bench_attributes.py; \
 	run bench_train $(PY) benchmarks/bench_train.py; \

@@ -198,8 +198,11 @@ def test_mask_map_parse_and_format():
     assert MaskMap.parse("default") == MaskMap.default() == MaskMap()
     with pytest.raises(PatchwiseError, match=r"cannot read mask map item '1=bone'"):
         MaskMap.parse("0=background,1=bone")
-    with pytest.raises(PatchwiseError, match="cannot read mask map item 'x=tumor'"):
-        MaskMap.parse("x=tumor")
+    # a left side that is not a number names an annotation class (GeoJSON masks)
+    assert dict(MaskMap.parse("x=tumor").names) == {"x": TUMOR}
+    for bad in ("=tumor", "tumor", "x=bone"):
+        with pytest.raises(PatchwiseError, match=f"cannot read mask map item '{bad}'"):
+            MaskMap.parse(bad)
     # a value named twice is a typo, even when both say the same class
     for spec in ("0=background,1=tumor,1=healthy", "0=background,1=tumor,1=tumor"):
         with pytest.raises(PatchwiseError, match=r"mask map names value 1 twice"):

@@ -348,7 +348,8 @@ def test_dock_mask_map_field_decides_the_classes(make_napari_viewer, qtbot, monk
     assert not widget.busy()
     assert errors == [
         "mask map '0=background,1=sick': cannot read mask map item '1=sick' — write it as "
-        "VALUE=CLASS pairs, e.g. 0=background,1=healthy,2=tumor."
+        "VALUE=CLASS pairs, e.g. 0=background,1=healthy,2=tumor (or NAME=CLASS for "
+        "annotation classes, e.g. Tumor=tumor,Stroma=healthy)."
     ]
     assert widget.current.data.table is table
 

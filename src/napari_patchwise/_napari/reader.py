@@ -64,7 +64,7 @@ def is_supported(path: Path) -> bool:
     suffix = path.suffix.lower()
     if path.is_dir():
         return suffix in ZARR_SUFFIXES or is_zarr_store(path)
-    return suffix in TIFF_SUFFIXES + IMAGE_SUFFIXES
+    return suffix in (*TIFF_SUFFIXES, *IMAGE_SUFFIXES, ".geojson")
 
 
 def read_layers(path: str | list[str]) -> list:
@@ -132,6 +132,10 @@ def layers_for_path(path: Path, *, viewer=None) -> list[LayerData]:
     """
     from ..io.reader import load_image, slide_from_loaded
 
+    if path.suffix.lower() == ".geojson":  # QuPath annotations over the newest slide
+        from .annotation_io import geojson_layer
+
+        return [geojson_layer(path, [] if viewer is None else slide_image_layers(viewer))]
     loaded = load_image(path)
     if looks_like_mask(path, loaded):
         images = [] if viewer is None else slide_image_layers(viewer)
@@ -221,10 +225,13 @@ def channel_colormap(names: tuple[str, ...], index: int) -> str:
 
 def slide_mask_layer(slide: Slide) -> LayerData:
     """The slide's mapped class mask as a multiscale Labels layer over the image."""
+    from ..io.annotations import mask_pyramid
     from ..io.pyramid import build_pyramid
     from .layer_slide import ALIGNED_KEY, mask_transform
 
-    levels = build_pyramid(slide.mask[None], method="nearest")
+    drawn = mask_pyramid(slide.mask)  # a GeoJSON mask: levels filled from its polygons
+    levels = [lvl[None] for lvl in drawn] if drawn else None
+    levels = levels or build_pyramid(slide.mask[None], method="nearest")
     # a 1/f mask pixel covers level-0 pixels [f i, f i + f): scale p f, shifted by p (f-1)/2
     scale, translate = mask_transform(slide.mask_factor, slide.pixel_size or (1.0, 1.0))
     kwargs = {

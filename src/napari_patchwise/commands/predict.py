@@ -32,10 +32,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run directory (its best.pt), or best.pt, best_val_*.pt or last.pt",
     )
     p.add_argument(
-        "--mask", default=None, metavar="MASK", help="adds labels and ratios to the table"
+        "--mask",
+        default=None,
+        metavar="MASK",
+        help="adds labels and ratios to the table (label image or QuPath .geojson)",
     )
     p.add_argument(
-        "--mask-map", default=None, metavar="SPEC", help='e.g. "0=background,1=healthy,2=tumor"'
+        "--mask-map",
+        default=None,
+        metavar="SPEC",
+        help='e.g. "0=background,1=healthy,2=tumor" or "Tumor=tumor,Stroma=healthy"',
     )
     p.add_argument(
         "--stride", type=pixels, default=None, metavar="N", help="default: the patch size"

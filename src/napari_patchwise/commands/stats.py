@@ -45,7 +45,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="IMAGE",
         help="image files (paired in order with --mask), or one cohort manifest .csv",
     )
-    p.add_argument("--mask", nargs="+", default=None, metavar="MASK", help="one mask per image")
+    p.add_argument(
+        "--mask",
+        nargs="+",
+        default=None,
+        metavar="MASK",
+        help="one mask per image: a label image or QuPath annotations (.geojson)",
+    )
     p.add_argument("--patch-size", type=pixels, required=True, metavar="N")
     p.add_argument("--stride", type=pixels, default=None, metavar="N", help="default: patch size")
     p.add_argument("--origin", type=offset, nargs=2, default=(0, 0), metavar=("Y", "X"))
@@ -59,6 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="mask values -> classes for every slide: VALUE=CLASS pairs "
         '(e.g. "0=background,255=tumor") or a preset: default (0=background,1=healthy,'
         "2=tumor), binary (0=background,1=tumor), binary255 (0=background,255=tumor). "
+        "GeoJSON masks map class names: Tumor=tumor,Stroma=healthy,Other=healthy. "
         "Default: default — a 0/1 mask is read as healthy tissue without tumor, never "
         "guessed to be binary",
     )

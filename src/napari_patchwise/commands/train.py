@@ -41,7 +41,8 @@ HELP = {
     "tissue": "where tissue comes from",
     "tissue_threshold": "brightness threshold for intensity tissue (default: Otsu)",
     "background": "dark (fluorescence, nonlinear microscopy) or bright (brightfield)",
-    "mask_map": 'mask values -> classes, e.g. "0=background,1=healthy,2=tumor"',
+    "mask_map": "mask values (or GeoJSON class names) -> classes, e.g. "
+    '"0=background,1=healthy,2=tumor" or "Tumor=tumor,Stroma=healthy"',
     "model": "backbone",
     "weights": "local torchvision state dict of the backbone (ImageNet); never downloaded",
     "steps": "optimisation steps",

@@ -23,12 +23,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "with --patch-size.",
     )
     p.add_argument("image", type=Path, help="slide (OME-TIFF/TIFF, OME-Zarr, PNG/JPEG)")
-    p.add_argument("--mask", type=Path, help="tumor mask of the slide")
+    p.add_argument(
+        "--mask", type=Path, help="tumor mask of the slide (label image or QuPath .geojson)"
+    )
     p.add_argument(
         "--mask-map",
         metavar="SPEC",
         help="value -> class of the mask: 0=background,1=healthy,2=tumor (default), "
-        "'binary' (0=background,1=tumor) or e.g. 0=background,255=tumor",
+        "'binary' (0=background,1=tumor), e.g. 0=background,255=tumor, or GeoJSON class "
+        "names: Tumor=tumor,Stroma=healthy",
     )
     p.add_argument("--table", type=Path, help="patch table (parquet/CSV) of the slide")
     p.add_argument("--patch-size", type=pixels, default=64, help="patch size to compute (64)")

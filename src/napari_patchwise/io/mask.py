@@ -1,7 +1,8 @@
-"""Masks: label images mapped to the classes background / healthy / tumor.
+"""Masks: label images (and QuPath annotations) mapped to background / healthy / tumor.
 
 A mask file stores arbitrary integer values; a :class:`MaskMap` says which class each
-value means. The mapped mask is a lazy ``uint8`` dask array with values
+value means. A GeoJSON mask (QuPath annotations, :mod:`.annotations`) stores class
+*names*; the same map names them (``Tumor=tumor,Stroma=healthy``). The mapped mask is a lazy ``uint8`` dask array with values
 ``BACKGROUND=0``, ``HEALTHY=1``, ``TUMOR=2`` (:mod:`napari_patchwise.slide`), at level-0
 resolution or an integer fraction ``1/f`` of it.
 """
@@ -57,6 +58,9 @@ class MaskMap:
     ----------
     classes : mapping of int to int
         For each value that may appear in the mask file, its class.
+    names : mapping of str to int
+        For each annotation class name (GeoJSON masks), its class. Matched without
+        regard to case; ``unclassified`` names annotations without a class.
 
     Attributes
     ----------
@@ -70,24 +74,44 @@ class MaskMap:
     '3class'
     >>> MaskMap.parse("0=non-tumor,255=tumor").classes[255]
     2
+    >>> MaskMap.parse("Tumor=tumor,Stroma=healthy").names["Stroma"]
+    1
     """
 
     classes: Mapping[int, int] = field(
         default_factory=lambda: {0: BACKGROUND, 1: HEALTHY, 2: TUMOR}
     )
+    names: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         clean = {int(v): int(c) for v, c in dict(self.classes).items()}
-        bad = sorted(c for c in set(clean.values()) if c not in CLASS_NAMES)
+        named = {str(n).strip(): int(c) for n, c in dict(self.names).items()}
+        bad = sorted(c for c in {*clean.values(), *named.values()} if c not in CLASS_NAMES)
         if bad:
             raise PatchwiseError(f"mask map has unknown class ids {bad}; use 0, 1 or 2")
-        if not clean:
+        if not clean and not named:
             raise PatchwiseError("mask map is empty")
         object.__setattr__(self, "classes", MappingProxyType(clean))
+        object.__setattr__(self, "names", MappingProxyType(named))
 
     @property
     def kind(self) -> str:
-        return "3class" if HEALTHY in self.classes.values() else "binary"
+        """The kind of a label mask read under this map (its values part)."""
+        used = self.classes.values() if self.classes else self.names.values()
+        return "3class" if HEALTHY in used else "binary"
+
+    def name_classes(self) -> dict[str, int]:
+        """Annotation class name (lower case) -> class, for GeoJSON masks.
+
+        The names the map gives; a map that names none (the presets, ``0=...`` maps)
+        accepts the class names themselves (``tumor``/``tumour``, ``healthy``/
+        ``tissue``, ``background``/``non-tumor``) for the classes its values use, so
+        ``binary`` accepts Tumor and Background annotations but not Healthy ones.
+        """
+        if self.names:
+            return {n.lower(): c for n, c in self.names.items()}
+        used = set(self.classes.values())
+        return {n: c for n, c in _CLASS_BY_NAME.items() if c in used}
 
     @classmethod
     def default(cls) -> MaskMap:
@@ -106,7 +130,9 @@ class MaskMap:
         A label ``"NAME (SPEC)"`` (as the dock lists presets) means its ``SPEC``.
 
         Class names: background (or non-tumor), healthy (or tissue), tumor. A value named
-        twice is an error, even with the same class: it is almost always a typo.
+        twice is an error, even with the same class: it is almost always a typo. An item
+        whose left side is not a whole number names an annotation class of a GeoJSON
+        mask (``Tumor=tumor,Stroma=healthy``; matched without regard to case).
         """
         text = text.strip()
         _, paren, inner = text.partition(" (")
@@ -118,28 +144,38 @@ class MaskMap:
         if preset is not None:
             return cls.parse(preset)
         classes: dict[int, int] = {}
+        names: dict[str, int] = {}
         for item in text.split(","):
             value, sep, name = item.partition("=")
-            try:
-                number = int(value.strip())
-            except ValueError:
-                number = None
+            value = value.strip()
             cls_id = _CLASS_BY_NAME.get(name.strip().lower())
-            if not sep or number is None or cls_id is None:
+            if not sep or not value or cls_id is None:
                 raise PatchwiseError(
                     f"cannot read mask map item {item.strip()!r}",
-                    hint="write it as VALUE=CLASS pairs, e.g. 0=background,1=healthy,2=tumor",
+                    hint="write it as VALUE=CLASS pairs, e.g. 0=background,1=healthy,2=tumor "
+                    "(or NAME=CLASS for annotation classes, e.g. Tumor=tumor,Stroma=healthy)",
                 )
-            if number in classes:
+            try:
+                key: int | str = int(value)
+            except ValueError:
+                key = value
+            seen = classes if isinstance(key, int) else {n.lower(): c for n, c in names.items()}
+            if (key.lower() if isinstance(key, str) else key) in seen:
+                what = "value" if isinstance(key, int) else "class name"
                 raise PatchwiseError(
-                    f"mask map names value {number} twice ({text!r})",
+                    f"mask map names {what} {key} twice ({text!r})",
                     hint="give each mask value one class, e.g. 0=background,1=healthy,2=tumor",
                 )
-            classes[number] = cls_id
-        return cls(classes)
+            if isinstance(key, int):
+                classes[key] = cls_id
+            else:
+                names[key] = cls_id
+        return cls(classes, names)
 
     def __str__(self) -> str:
-        return ",".join(f"{v}={CLASS_NAMES[c]}" for v, c in sorted(self.classes.items()))
+        items = [f"{v}={CLASS_NAMES[c]}" for v, c in sorted(self.classes.items())]
+        items += [f"{n}={CLASS_NAMES[c]}" for n, c in sorted(self.names.items())]
+        return ",".join(items)
 
     def table(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted file values and their classes, as arrays (see :func:`map_values`)."""
@@ -238,7 +274,9 @@ def read_mask(
     ----------
     path : path-like
         TIFF / OME-TIFF, OME-Zarr or PNG label image (single channel, integer values).
-        For a pyramidal file, its full-resolution level is used.
+        For a pyramidal file, its full-resolution level is used. A ``.geojson`` (or
+        ``.json``) file is read as QuPath annotations, classes by name
+        (:meth:`MaskMap.name_classes`, :mod:`.annotations`), at level 0's size.
     level0_yx : (int, int)
         ``(Y, X)`` of the image's level 0.
     mask_map : MaskMap or str or dict, optional
@@ -270,6 +308,10 @@ def read_mask(
         for ``check_values=False``).
     """
     path = Path(path)
+    from .annotations import is_geojson
+
+    if is_geojson(path):  # QuPath annotations, classes by name
+        return _read_annotation_mask(path, level0_yx, as_mask_map(mask_map) or MaskMap.default())
     labels = load_image(path, labels=True).levels[0]
     if labels.shape[0] != 1:
         raise PatchwiseError(
@@ -296,6 +338,15 @@ def read_mask(
         map_known_values, keys, classes, spec=str(mapping), path=str(path), dtype=np.uint8
     )
     return mapped, factor, mapping.kind
+
+
+def _read_annotation_mask(
+    path: Path, level0_yx: tuple[int, int], mapping: MaskMap
+) -> tuple[da.Array, int, str]:
+    from .annotations import read_geojson_mask
+
+    mask, factor, kind, _ = read_geojson_mask(path, level0_yx, mapping.name_classes(), str(mapping))
+    return mask, factor, kind
 
 
 def map_known_values(
