@@ -161,11 +161,9 @@ def predict_slide(
         Patch-grid and tissue settings (default: the patch size and the run's).
     batch_size, device, threshold, progress
         As for :func:`predict_table`.
-    attributes : sequence of str
-        Extra per-patch attribute kinds to add (``intensity``, ``border``, ``slide``; see
+    attributes, border_margin : optional
+        Extra attribute kinds to add and the border margin (see
         :func:`napari_patchwise.attributes.patch_attributes`), e.g. to rank them.
-    border_margin : int, optional
-        Margin of ``border_fraction`` in level-0 pixels (default: the attributes').
     stats_progress : callable, optional
         ``progress(done, total)`` of the patch statistics (and attributes).
 

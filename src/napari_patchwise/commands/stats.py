@@ -55,9 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=pixels, required=True, metavar="N")
     p.add_argument("--stride", type=pixels, default=None, metavar="N", help="default: patch size")
     p.add_argument("--origin", type=offset, nargs=2, default=(0, 0), metavar=("Y", "X"))
-    p.add_argument(
-        "--keep-edges", action="store_true", help="keep partial patches at the right/bottom"
-    )
+    p.add_argument("--keep-edges", action="store_true", help="keep partial patches (right/bottom)")
     p.add_argument(
         "--mask-map",
         default=None,
