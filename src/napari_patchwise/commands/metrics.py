@@ -85,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
     from ..io.tables import check_values, read_table
     from ..metrics import evaluate
 
-    if args.compare is not None:
-        return run_compare(args)
     if args.rank_attributes:
         return _rank(args)
     if args.min_share is not None:
@@ -97,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             "--attribute-threshold"
         )
     threshold = attribute_threshold(args.attribute, args.attribute_threshold, args.tau)
+    if args.compare is not None:
+        return run_compare(args, threshold)
     table = read_table(args.table, required=("label",))
     values = attribute_values(table, args.attribute, path=args.table)
     # Every patch needs a prediction here (a table saved from the dock may have gaps).
@@ -117,20 +117,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_compare(args: argparse.Namespace) -> int:
-    """``--compare``: runs A (TABLE, which holds the labels) and B side by side."""
+def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
+    """``--compare``: runs A (TABLE, which holds the labels) and B side by side, grouped
+    by ``--attribute`` (of table A) at ``group_threshold``."""
     from ..compare import compare_predictions, paired_predictions
+    from ..groups import attribute_values
     from ..io.tables import read_table
 
-    table_a = read_table(args.table, required=("row", "col", "prob", "label", "tissue_ratio"))
+    table_a = read_table(args.table, required=("row", "col", "prob", "label"))
+    attribute_values(table_a, args.attribute, path=args.table)  # present and numeric
     table_b = read_table(args.compare, required=("row", "col", "prob"))
     paired = paired_predictions(None, table_a, table_b, sources=(args.table, args.compare))
     result = compare_predictions(
         paired["label"].to_numpy(),
-        paired["tissue_ratio"].to_numpy(),
+        attribute_values(paired, args.attribute),
         paired["prob_a"].to_numpy(),
         paired["prob_b"].to_numpy(),
-        tau=args.tau,
+        tau=group_threshold,
         threshold=args.threshold,
         threshold_b=args.threshold_b,
         names=tuple(args.names),
