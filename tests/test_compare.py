@@ -280,7 +280,7 @@ def write_runs(folder: Path, rng, n: int = 300) -> None:
 def test_docs_command_and_python_blocks_run_as_written(tmp_path, monkeypatch, capsys, rng):
     monkeypatch.chdir(tmp_path)
     write_runs(tmp_path, rng)
-    (command,) = doc_blocks("sh")
+    (command,) = doc_blocks("bash")
     argv = shlex.split(command)
     assert argv[:2] == ["patchwise", "metrics"]
     assert main(argv[1:]) == 0
