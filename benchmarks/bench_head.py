@@ -234,13 +234,20 @@ def main(argv=None) -> int:
         "--parts", nargs="+", choices=("time", "embed", "planted"),
         default=["time", "embed", "planted"],
     )  # fmt: skip
+    parser.add_argument(
+        "--spurious", type=float, nargs="+", default=None,
+        help="planted strengths of part 3 (full: 1.0 0.7; 0.7 is the paper's regime)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    spurious = args.spurious
     quick = {"size": 1024, "steps": 20, "eval_every": 10, "seeds": [0], "taus": [0.1],
              "spurious": [1.0]}  # fmt: skip
     full = {"size": 2048, "steps": 200, "eval_every": 25, "seeds": [0, 1, 2],
             "taus": [0.1, 0.03], "spurious": [1.0, 0.7]}  # fmt: skip
     for key, value in (quick if args.quick else full).items():
         setattr(args, key, value)
+    if spurious:
+        args.spurious = spurious
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
         if "time" in args.parts:
