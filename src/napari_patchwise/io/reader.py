@@ -39,7 +39,9 @@ def open_slide(
     Parameters
     ----------
     path : path-like
-        OME-TIFF / TIFF, OME-Zarr (v0.4 or v0.5) store, PNG or JPEG.
+        OME-TIFF / TIFF, OME-Zarr (v0.4 or v0.5) store, PNG or JPEG; with the ``wsi``
+        extra also vendor slides (SVS, NDPI, MRXS, SCN, BIF, Philips TIFF...) and a
+        DICOM WSI folder (see ``docs/formats.md``).
     mask : path-like, optional
         Label image of the same size as level 0 or an integer fraction of it.
     mask_map : MaskMap or str, optional
@@ -119,6 +121,10 @@ def slide_from_loaded(
         name=slide_name(path),
         path=path,
         contrast_limits=loaded.contrast_limits,
+        background=loaded.background or "dark",
+        objective_power=loaded.objective_power,
+        associated=dict(loaded.associated),
+        vendor=loaded.vendor,
     )
 
 
