@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from .._progress import ProgressCallback
 from ..errors import PatchwiseError
 from ..slide import Slide
@@ -117,15 +119,21 @@ def slide_from_loaded(
     return Slide(
         levels=tuple(levels),
         channel_names=tuple(_channel_names(path, channel_names, loaded.channel_names, n)),
+        background=loaded.background or _background(loaded.channel_names, levels[0].dtype),
         pixel_size=_pixel_size(path, pixel_size, loaded.pixel_size),
         name=slide_name(path),
         path=path,
         contrast_limits=loaded.contrast_limits,
-        background=loaded.background or "dark",
         objective_power=loaded.objective_power,
         associated=dict(loaded.associated),
         vendor=loaded.vendor,
     )
+
+
+def _background(names: list[str] | None, dtype) -> str:
+    """``"bright"`` for an 8-bit RGB image (brightfield: tissue darker than the glass)."""
+    rgb = names is not None and list(names) == ["R", "G", "B"]
+    return "bright" if rgb and np.dtype(dtype) == np.uint8 else "dark"
 
 
 def _channel_names(

@@ -38,6 +38,7 @@ ASSOCIATED_NAMES = ("label", "macro", "thumbnail")
 #: Fallback tile side where a format does not report its tiles.
 DEFAULT_TILE = 256
 RGB = ["R", "G", "B"]
+BG_PROPERTY = "openslide.background-color"
 BRIGHTFIELD_LIMITS = ((0.0, 255.0),) * 3
 
 
@@ -142,7 +143,7 @@ class OpenSlideLevelView:
         self._downsample = float(handle.level_downsamples[self._level])
         tile = [props.get(f"openslide.level[{self._level}].tile-{s}") for s in ("height", "width")]
         self.block = tuple(int(t) if t else DEFAULT_TILE for t in tile)
-        self._background = _hex_colour(props.get("openslide.background-color"))
+        self._background = _hex_colour(props.get(BG_PROPERTY))
 
     def __getstate__(self) -> dict:
         return {"path": self._path, "level": self._level}
@@ -193,8 +194,8 @@ def _flatten_rgba(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndar
 
 
 def _openslide_associated(handle: Any, name: str) -> np.ndarray:
-    image = handle.associated_images[name]
-    return np.asarray(image.convert("RGB"))
+    image = handle.associated_images[name]  # RGBA: composite like the levels
+    return _flatten_rgba(np.asarray(image), _hex_colour(handle.properties.get(BG_PROPERTY)))
 
 
 # -- DICOM WSI -----------------------------------------------------------------------------
@@ -266,7 +267,7 @@ class DicomLevelView:
         self._wsi = wsi
         level = list(wsi.levels)[self._index]
         self._level = level.level  # wsidicom's level number: log2 of the downsample
-        probe = np.asarray(wsi.read_region((0, 0), self._level, (1, 1), as_array=True))
+        probe = np.asarray(wsi.read_region((0, 0), self._level, (1, 1)))
         channels = 1 if probe.ndim == 2 else int(probe.shape[-1])
         self.shape = (channels, int(level.size.height), int(level.size.width))
         self.dtype = np.dtype(probe.dtype)
@@ -290,21 +291,25 @@ class DicomLevelView:
         """``(C, y1 - y0, x1 - x0)`` pixels of this level (level coordinates)."""
         if y1 <= y0 or x1 <= x0:
             return np.zeros((self.shape[0], max(0, y1 - y0), max(0, x1 - x0)), self.dtype)
-        region = self._wsi.read_region((x0, y0), self._level, (x1 - x0, y1 - y0), as_array=True)
-        region = np.asarray(region)
+        # A Pillow image (``as_array`` is recent): RGB, or L for monochrome.
+        region = np.asarray(self._wsi.read_region((x0, y0), self._level, (x1 - x0, y1 - y0)))
         return region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
 
 
 def _dicom_associated(wsi: Any) -> dict[str, Callable[[], np.ndarray]]:
     out: dict[str, Callable[[], np.ndarray]] = {}
     if list(getattr(wsi, "labels", None) or []):
-        out["label"] = functools.partial(wsi.read_label, as_array=True)
+        out["label"] = functools.partial(_rgb, wsi.read_label)
     if list(getattr(wsi, "overviews", None) or []):
-        out["macro"] = functools.partial(wsi.read_overview, as_array=True)
+        out["macro"] = functools.partial(_rgb, wsi.read_overview)
     pyramid = getattr(wsi, "pyramid", None)
     if pyramid is not None and list(getattr(pyramid, "thumbnails", None) or []):
-        out["thumbnail"] = functools.partial(wsi.read_thumbnail, as_array=True)
+        out["thumbnail"] = functools.partial(_rgb, wsi.read_thumbnail)
     return out
+
+
+def _rgb(read: Callable[[], Any]) -> np.ndarray:
+    return np.asarray(read().convert("RGB"))
 
 
 def _dicom_objective(wsi: Any) -> float | None:
