@@ -203,3 +203,24 @@ def test_unreadable_vendor_files_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PatchwiseError, match="nor a DICOM WSI folder"):
         open_slide(tmp_path / "empty")
+
+
+def test_napari_reader_takes_vendor_files_and_dicom_folders(files, tmp_path):
+    from npe2 import PluginManifest
+
+    from napari_patchwise._napari import reader as reader_module
+    from napari_patchwise._napari.reader import napari_get_reader
+
+    manifest = PluginManifest.from_distribution("napari-patchwise")
+    patterns = {p for r in manifest.contributions.readers for p in r.filename_patterns}
+    for ext in ("svs", "ndpi", "mrxs", "scn", "bif", "vms", "vmu", "svslide", "dcm"):
+        assert f"*.{ext}" in patterns and f"*.{ext.upper()}" in patterns
+        assert napari_get_reader(str(tmp_path / f"x.{ext}")) is reader_module.read_layers
+    assert "*.svs" in reader_module.PREFERRED_PATTERNS
+    assert napari_get_reader(str(files["dicom"][0])) is reader_module.read_layers
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not a slide")
+    assert napari_get_reader(str(tmp_path / "plain")) is None
+    layers = reader_module.read_layers(str(files["svs"][0]))
+    assert [kw["name"] for _, kw, _ in layers] == ["R", "G", "B"]
+    assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue"]

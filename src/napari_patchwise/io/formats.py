@@ -6,6 +6,7 @@ load files through :func:`load_image`, so neither imports the other for it.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -52,10 +53,10 @@ def image_format(path: str | os.PathLike) -> str:
         if is_dicom_folder(path):
             return "dicom"
         raise PatchwiseError(
-            "is a directory but neither a zarr store (no zarr.json or .zattrs/.zgroup) "
-            "nor a DICOM WSI folder",
+            "is a directory but not a zarr store (no zarr.json or .zattrs/.zgroup) "
+            "nor a DICOM WSI folder (no DICOM files)",
             path=path,
-            hint=f"open a file or an OME-Zarr store; supported: {SUPPORTED}",
+            hint=f"open a file, an OME-Zarr store or a DICOM WSI folder; supported: {SUPPORTED}",
         )
     if suffix in TIFF_SUFFIXES:
         return "openslide" if vendor_tiff(path) else "tiff"
@@ -144,8 +145,8 @@ def is_dicom_file(path: Path) -> bool:
 
 def is_dicom_folder(path: Path, *, look_at: int = 64) -> bool:
     """Whether directory ``path`` holds DICOM files (``.dcm`` or a ``DICM`` preamble)."""
-    try:
-        entries = sorted(p for p in path.iterdir() if p.is_file())[:look_at]
+    try:  # a look at the first few entries only: napari asks this of every folder opened
+        entries = [p for p in itertools.islice(path.iterdir(), look_at) if p.is_file()]
     except OSError:
         return False
     return any(p.suffix.lower() in DICOM_SUFFIXES or is_dicom_file(p) for p in entries)
