@@ -49,7 +49,13 @@ def write_svs(path: Path, image: np.ndarray) -> None:
     desc = f"{head}\n{w}x{h} [0,0 {w}x{h}] (256x256) JPEG/RGB Q=90{meta}"
     options = dict(photometric="rgb", metadata=None)
     with tifffile.TiffWriter(path) as tw:
-        tiled = dict(tile=(256, 256), compression="jpeg", compressionargs={"level": 90}, description=desc, **options)
+        tiled = dict(
+            tile=(256, 256),
+            compression="jpeg",
+            compressionargs={"level": 90},
+            description=desc,
+            **options,
+        )
         tw.write(image, **tiled)
         tw.write(image[::16, ::16], description=f"{head}\nthumbnail{meta}", **options)
         for f in (4, 16):

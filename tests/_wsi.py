@@ -95,7 +95,7 @@ def write_dicom_wsi(
     from wsidicom import WsiDicom
 
     levels = pyramid(level0, n_levels)
-    with WsiDicom(_ArraySource(levels, tile, mpp)) as wsi:
+    with WsiDicom(_array_source(levels, tile, mpp)) as wsi:
         wsi.save(folder)
     return levels
 
@@ -182,7 +182,3 @@ def _array_source(levels, tile, mpp):
             pass
 
     return ArraySource()
-
-
-def _ArraySource(levels, tile, mpp):  # noqa: N802 - reads like the class it builds
-    return _array_source(levels, tile, mpp)

@@ -14,8 +14,8 @@ import tifffile
 pytest.importorskip("openslide")
 pytest.importorskip("wsidicom")
 
-import _wsi  # noqa: E402
-from napari_patchwise.cli import main  # noqa: E402
+import _wsi
+from napari_patchwise.cli import main
 
 CELLS, PATCH = 8, 16
 GLASS, HEALTHY, TUMOR = (255, 255, 255), (225, 150, 200), (90, 40, 130)

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("openslide")
 pytest.importorskip("wsidicom")
 
-import _wsi  # noqa: E402
+import _wsi
 
 pytestmark = pytest.mark.gui
 
@@ -24,9 +24,9 @@ def files(tmp_path_factory):
 
 
 def test_file_open_reads_an_svs_as_rgb_pyramid_layers(make_napari_viewer, qtbot, files):
-    from napari_patchwise._napari.widget import PatchwiseWidget
-
     from napari.settings import get_settings
+
+    from napari_patchwise._napari.widget import PatchwiseWidget
 
     path, levels = files["svs"]
     viewer = make_napari_viewer(show=True)
