@@ -17,7 +17,7 @@ DEMO_OUT ?= demo-output
 $(STAMP): pyproject.toml requirements/constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/constraints-dev.txt -e ".[all,test]"
+	$(PY) -m pip install -q -c requirements/constraints-dev.txt -e ".[all,test,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -47,7 +47,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--stride", type=pixels, default=None, metavar="N", help="default: the patch size"
     )
     p.add_argument("--tissue", choices=TISSUE_MODES, default=None, help="default: the run's")
-    p.add_argument("--background", choices=BACKGROUNDS, default=None, help="default: the run's")
+    p.add_argument(
+        "--background",
+        choices=BACKGROUNDS,
+        default=None,
+        help="default: the run's; for runs that left it to each slide, the slide's",
+    )
     p.add_argument(
         "--threshold",
         type=probability,

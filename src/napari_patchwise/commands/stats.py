@@ -75,7 +75,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="T",
         help="brightness threshold for intensity tissue (default: Otsu)",
     )
-    p.add_argument("--background", choices=BACKGROUNDS, default="dark")
+    p.add_argument(
+        "--background",
+        choices=BACKGROUNDS,
+        default=None,
+        help="image background for intensity tissue (default: the slide's: bright for "
+        "brightfield whole-slide images, else dark)",
+    )
     p.add_argument(
         "--channels", nargs="+", default=None, metavar="CH", help="channel names or indices"
     )
