@@ -299,7 +299,7 @@ def level0_class_codes(
     *,
     tissue: str = "auto",
     tissue_threshold: float | None = None,
-    background: str = "dark",
+    background: str | None = None,
     channels: Sequence[int | str] | None = None,
 ) -> da.Array:
     """Lazy level-0 class codes (0 background, 1 healthy, 2 tumor) of the whole slide.
@@ -316,6 +316,7 @@ def level0_class_codes(
             hint="pass --mask (or open the slide with mask=...)",
         )
     mode = _resolve_tissue_mode(slide, tissue)
+    background = slide.background if background is None else background  # as patch_stats
     if background not in BACKGROUNDS:
         raise PatchwiseError(f"background must be 'dark' or 'bright', got {background!r}")
     return _level0_codes(slide, _checked_mask(slide), mode, tissue_threshold, background, channels)
