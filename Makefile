@@ -17,7 +17,7 @@ DEMO_OUT ?= demo-output
 $(STAMP): pyproject.toml requirements/constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/constraints-dev.txt -e ".[all,test]"
+	$(PY) -m pip install -q -c requirements/constraints-dev.txt -e ".[all,test,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,7 +41,9 @@ demo: install sysdeps
 
 # Every screenshot in docs/images/ (README and docs), from the demo's trained runs.
 screenshots: install sysdeps
-	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) docs/make_screenshots.py
+	$(XVFB) $(PY) docs/make_screenshots.py
+	$(XVFB) $(PY) docs/make_geojson_screenshot.py
+	$(XVFB) $(PY) docs/make_wsi_screenshot.py
 
 # Every benchmark's quick mode (small inputs, same-run baselines, the same tables), one at a
 # time; each one's output is printed and kept in benchmarks/_results/<name>.txt, and the

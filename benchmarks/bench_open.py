@@ -19,6 +19,18 @@ The slides are generated once into ``benchmarks/_data/`` (git-ignored) with
 ``--quick`` (what ``make bench`` runs): an 8192 px mosaic of a 2048 px slide, a 2048 px
 baseline slide, 2 x 2 pan positions; the same three runs and table. Its slides are kept in
 ``benchmarks/_data/quick/`` and its results in ``bench_open_quick.json``.
+
+Vendor and other readers, same run (``--formats`` runs only this part; needs the ``wsi``
+and ``bench`` extras): one brightfield RGB slide (``--wsi-size``, 8192 px quick, 50k
+full) written as an Aperio SVS (256 px JPEG tiles, levels 1, 4, 16, ...) and, with the
+same pixels, as an OME-Zarr. Headless, each reader in a fresh process: open time, first
+frame (open + the whole level a 1400 x 900 screen shows at fit-to-window), level-0 region
+latency (48 random 512 px regions, each read once), eight threads reading the same
+regions (equal to the sequential reads?) and peak RSS, for the Patchwise reader (SVS
+through OpenSlide; the same SVS forced through its tifffile path; the OME-Zarr), raw
+OpenSlide and tiffslide ``read_region`` on the SVS, and napari-ome-zarr's dask levels on
+the OME-Zarr. In napari (first frame, level-0 pan, peak RSS as above): the SVS through
+Patchwise, the OME-Zarr through Patchwise and through napari-ome-zarr.
 """
 
 from __future__ import annotations
@@ -223,6 +235,13 @@ def main() -> None:
     )
     parser.add_argument("--big", type=Path, help="use this existing slide as the big one")
     parser.add_argument(
+        "--formats", action="store_true", help="only the vendor/other-reader comparison"
+    )
+    parser.add_argument("--wsi-size", type=int, default=None, help="SVS/OME-Zarr side (50000)")
+    parser.add_argument(
+        "--region-child", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("PATH", "PLUGIN", "GRID"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -230,14 +249,21 @@ def main() -> None:
         path, plugin, grid = args.child
         print(json.dumps(measure(Path(path), plugin, int(grid))))
         return
+    if args.region_child:
+        reader, path = args.region_child
+        print(json.dumps(measure_regions(reader, Path(path))))
+        return
     if not os.environ.get("DISPLAY"):
         sys.exit('no display: run under xvfb-run -a -s "-screen 0 1600x1000x24"')
-    quick = {"size": 8192, "baseline_size": 2048, "grid": 2}
-    full = {"size": 50_000, "baseline_size": 8192, "grid": 8}
+    quick = {"size": 8192, "baseline_size": 2048, "grid": 2, "wsi_size": 8192}
+    full = {"size": 50_000, "baseline_size": 8192, "grid": 8, "wsi_size": 50_000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     data, tile_side = (QUICK_DATA, 2048) if args.quick else (DATA, 4096)
+    if args.formats:
+        compare_formats(args, data, {})
+        return
 
     if args.big:
         big, big_write = args.big, None
@@ -271,6 +297,264 @@ def main() -> None:
             f"| {r['first_frame_s']} | {r['first_frame_cold_s']} | {r['peak_rss_mb']} "
             f"| {r['pan_steps']} "
             f"| {r['pan_step_median_s']} | {r['pan_levels_shown']} |"
+        )
+    compare_formats(args, data, results)
+
+
+# -- vendor slides and other readers --------------------------------------------------
+SCREEN = (900, 1400)  # the canvas a first frame fills (y, x)
+REGION, N_REGIONS, THREADS = 512, 48, 8
+READER_IMPORTS = {  # imported before the clock starts (import time reported apart)
+    "patchwise": ("napari_patchwise.io", "openslide", "zarr"),
+    "patchwise-tifffile": ("napari_patchwise.io.tiff",),
+    "openslide": ("openslide",),
+    "tiffslide": ("tiffslide",),
+    "napari-ome-zarr": ("napari_ome_zarr._reader",),
+}
+REGION_READERS = {
+    "svs": ("patchwise", "patchwise-tifffile", "openslide", "tiffslide"),
+    "zarr": ("patchwise", "napari-ome-zarr"),
+}
+
+
+def ensure_wsi(size: int, data: Path) -> tuple[Path, Path, dict]:
+    """An Aperio SVS of brightfield tissue and an OME-Zarr of the same pixels (if missing).
+
+    The tissue is scikit-image's immunohistochemistry sample mirrored into a seamless
+    1024 px block and repeated, so every level is exact (level k = the block subsampled
+    by 4**k, repeated) and written tile by tile in bounded memory.
+    """
+    import dask.array as da
+    import numpy as np
+    import tifffile
+    from skimage.data import immunohistochemistry
+
+    from napari_patchwise.io import open_slide
+    from napari_patchwise.io.write import write_ome_zarr
+
+    svs, zarr_path = data / f"wsi{size}.svs", data / f"wsi{size}.ome.zarr"
+    times: dict = {svs.name: None, zarr_path.name: None}
+    ihc = immunohistochemistry()
+    block = np.concatenate([ihc, ihc[::-1]], axis=0)
+    block = np.concatenate([block, block[:, ::-1]], axis=1)
+    if not svs.is_file():
+        data.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        _write_periodic_svs(svs, block, size, tifffile)
+        times[svs.name] = round(time.perf_counter() - start, 1)
+    if not zarr_path.exists():
+        start = time.perf_counter()
+        slide = open_slide(svs, pyramid=False)
+        levels = [lvl.rechunk({0: -1, 1: 1024, 2: 1024}) for lvl in slide.levels]
+        write_ome_zarr(zarr_path, [da.asarray(lvl) for lvl in levels], pixel_size=0.25)
+        times[zarr_path.name] = round(time.perf_counter() - start, 1)
+    return svs, zarr_path, times
+
+
+def _write_periodic_svs(path: Path, block, size: int, tifffile) -> None:
+    import numpy as np
+
+    tile = 256
+    desc = (
+        f"Aperio Image Library v12.0.15\n{size}x{size} [0,0 {size}x{size}] ({tile}x{tile}) "
+        "JPEG/RGB Q=80|AppMag = 40|MPP = 0.25"
+    )
+    options = dict(
+        photometric="rgb", compression="jpeg", compressionargs={"level": 80}, metadata=None
+    )
+    factor = 1
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        while True:
+            side = size // factor
+            small = np.ascontiguousarray(block[::factor, ::factor])
+
+            def tiles(side=side, small=small):
+                # a few periods: any tile-sized window of the plane starts in the first
+                reps = -(-(small.shape[0] + tile) // small.shape[0]) + 1
+                plane = None
+                for y in range(0, side, tile):
+                    for x in range(0, side, tile):
+                        if plane is None:
+                            plane = np.tile(small, (reps, reps, 1))
+                        ys, xs = y % small.shape[0], x % small.shape[1]
+                        yield plane[ys : ys + tile, xs : xs + tile]
+
+            tw.write(
+                tiles(),
+                shape=(side, side, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                description=desc,
+                **options,
+            )
+            if factor == 1:  # Aperio's second page is a stripped thumbnail
+                thumb = np.tile(block[::32, ::32], (-(-size // 1024), -(-size // 1024), 1))
+                tw.write(
+                    np.ascontiguousarray(thumb[: size // 32, : size // 32]),
+                    photometric="rgb",
+                    metadata=None,
+                    description=desc.split("|")[0] + " -> thumbnail",
+                )
+            if side <= 1024:
+                break
+            factor *= 4
+
+
+def _open_reader(reader: str, path: Path):
+    """``(read(level, y, x, h, w) -> (h, w, C) array, level sizes [(h, w)], downsamples)``."""
+    import numpy as np
+
+    if reader in ("openslide", "tiffslide"):
+        module = __import__(reader)
+        handle = (module.OpenSlide if reader == "openslide" else module.TiffSlide)(str(path))
+        sizes = [(h, w) for w, h in handle.level_dimensions]
+        downs = [float(d) for d in handle.level_downsamples]
+
+        def read(level, y, x, h, w):
+            corner = (round(x * downs[level]), round(y * downs[level]))
+            return np.asarray(handle.read_region(corner, level, (w, h)))[..., :3]
+
+        return read, sizes, downs
+    if reader == "napari-ome-zarr":
+        import contextlib
+        import io
+
+        from napari_ome_zarr._reader import napari_get_reader
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the zarr attributes
+            layer_data = napari_get_reader(str(path))(str(path))
+        levels, kwargs = layer_data[0][0], layer_data[0][1]
+        if kwargs.get("channel_axis", 0) != 0:
+            raise RuntimeError("expected the channel axis first")
+    else:
+        if reader == "patchwise-tifffile":  # the SVS as a plain TIFF (no OpenSlide)
+            from napari_patchwise.io.tiff import read_tiff
+
+            levels = read_tiff(path).levels
+        else:
+            from napari_patchwise.io import open_slide
+
+            levels = list(open_slide(path, pyramid=False).levels)
+    sizes = [tuple(int(s) for s in lvl.shape[1:]) for lvl in levels]
+    downs = [sizes[0][0] / s[0] for s in sizes]
+
+    def read(level, y, x, h, w):
+        # slice the (C, Y, X) level first: dask fuses the slice into the file read
+        region = levels[level][:, y : y + h, x : x + w].compute(scheduler="threads")
+        return np.asarray(region).transpose(1, 2, 0)
+
+    return read, sizes, downs
+
+
+def measure_regions(reader: str, path: Path) -> dict:
+    """In this process: open with ``reader``, first frame, region latency, threads, RSS."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    start = time.perf_counter()
+    for module in READER_IMPORTS[reader]:
+        __import__(module)
+    imported = time.perf_counter() - start
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        read, sizes, _ = _open_reader(reader, path)
+        opened = time.perf_counter() - start
+        # Fit to window: the coarsest level still at least as big as the screen's side.
+        fit = max(i for i, s in enumerate(sizes) if max(s) >= max(SCREEN) or i == 0)
+        overview = read(fit, 0, 0, *sizes[fit])
+        first_frame = time.perf_counter() - start
+        rng = np.random.default_rng(0)
+        h, w = sizes[0]
+        corners = [
+            (int(rng.integers(0, h - REGION)), int(rng.integers(0, w - REGION)))
+            for _ in range(N_REGIONS)
+        ]
+        times, digests = [], []
+        for y, x in corners:
+            t = time.perf_counter()
+            region = read(0, y, x, REGION, REGION)
+            times.append(time.perf_counter() - t)
+            digests.append(hashlib.sha1(np.ascontiguousarray(region)).hexdigest())
+        start = time.perf_counter()
+        with ThreadPoolExecutor(THREADS) as pool:
+            together = list(pool.map(lambda c: read(0, c[0], c[1], REGION, REGION), corners))
+        threaded = time.perf_counter() - start
+    same = [hashlib.sha1(np.ascontiguousarray(r)).hexdigest() for r in together] == digests
+    return {
+        "reader": reader,
+        "file": path.name,
+        "import_s": round(imported, 3),
+        "open_s": round(opened, 3),
+        "first_frame_s": round(first_frame, 3),
+        "first_frame_level": [int(s) for s in overview.shape[:2]],
+        "region_median_ms": round(1e3 * float(np.median(times)), 1),
+        "region_p90_ms": round(1e3 * float(np.percentile(times, 90)), 1),
+        "threads_total_s": round(threaded, 3),
+        "threads_equal_sequential": same,
+        "peak_rss_mb": round(rss.peak / 2**20, 1),
+        "region_digest": hashlib.sha1("".join(digests).encode()).hexdigest()[:12],
+    }
+
+
+def run_region_child(reader: str, path: Path) -> dict:
+    cmd = [sys.executable, __file__, "--region-child", reader, str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_formats(args: argparse.Namespace, data: Path, results: dict) -> None:
+    """The SVS / OME-Zarr comparison (headless region reads, then napari), printed and saved."""
+    import importlib.util
+
+    def installed(reader: str) -> bool:
+        return all(importlib.util.find_spec(m.split(".")[0]) for m in READER_IMPORTS[reader])
+
+    if not installed("patchwise"):
+        print("vendor slides skipped: install the 'wsi' extra (openslide-python, openslide-bin)")
+        return
+    missing = sorted({r for rs in REGION_READERS.values() for r in rs if not installed(r)})
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)} (pip install '.[bench]')")
+    svs, zarr_path, written = ensure_wsi(args.wsi_size, data)
+    regions = [run_region_child(r, svs) for r in REGION_READERS["svs"] if installed(r)]
+    regions += [run_region_child(r, zarr_path) for r in REGION_READERS["zarr"] if installed(r)]
+    viewer_runs = [
+        run_child(svs, "napari-patchwise", args.grid),
+        run_child(zarr_path, "napari-patchwise", args.grid),
+    ]
+    if installed("napari-ome-zarr"):
+        viewer_runs.append(run_child(zarr_path, "napari-ome-zarr", args.grid))
+    results = {**results, "formats": {"write_s": written, "regions": regions}}
+    results["formats"]["viewer"] = viewer_runs
+    RESULTS.mkdir(exist_ok=True)
+    name = "bench_open_formats" + ("_quick" if args.quick else "") + ".json"
+    (RESULTS / name).write_text(json.dumps(results["formats"], indent=2))
+    print(json.dumps(results["formats"], indent=2))
+    print()
+    print(
+        "| reader | file | import (s) | open (s) | first frame (s) | region median (ms) | p90 (ms) "
+        f"| {THREADS} threads, {N_REGIONS} regions (s) | equal | peak RSS (MB) | pixels |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
+    for r in regions:
+        print(
+            f"| {r['reader']} | {r['file']} | {r['import_s']} | {r['open_s']} | {r['first_frame_s']} "
+            f"| {r['region_median_ms']} | {r['region_p90_ms']} | {r['threads_total_s']} "
+            f"| {r['threads_equal_sequential']} | {r['peak_rss_mb']} | {r['region_digest']} |"
+        )
+    print()
+    print(
+        "| napari reader | file | first frame warm (s) | cold (s) | peak RSS (MB) | pan step (s) |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for r in viewer_runs:
+        print(
+            f"| {r['plugin']} | {r['file']} | {r['first_frame_s']} | {r['first_frame_cold_s']} "
+            f"| {r['peak_rss_mb']} | {r['pan_step_median_s']} |"
         )
 
 

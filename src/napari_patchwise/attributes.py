@@ -80,7 +80,7 @@ def patch_attributes(
     *,
     tissue: str = "auto",
     tissue_threshold: float | None = None,
-    background: str = "dark",
+    background: str | None = None,
     channels: Sequence[int | str] | None = None,
     border_margin: int = DEFAULT_BORDER_MARGIN,
     slide_index: int = 0,
@@ -96,7 +96,8 @@ def patch_attributes(
     grid : PatchGrid
     kinds : sequence of {"intensity", "border", "slide"}
     tissue, tissue_threshold, background, channels
-        Where tissue is, as for ``patch_stats`` (used by ``"border"`` only).
+        Where tissue is, as for ``patch_stats`` (used by ``"border"`` only; ``background``
+        None: the slide's own).
     border_margin : int
         Margin of the border fraction in level-0 pixels (default 16).
     slide_index : int

@@ -78,7 +78,7 @@ class PatchSettings:
     stride: int | None = None
     tissue: str = "auto"
     tissue_threshold: float | None = None
-    background: str = "dark"
+    background: str | None = None  # None: each slide's own (bright for brightfield WSI)
     mask_map: str | None = None
 
     def validate(self) -> None:

@@ -193,7 +193,7 @@ def patch_stats(
     *,
     tissue: str = "auto",
     tissue_threshold: float | None = None,
-    background: str = "dark",
+    background: str | None = None,
     channels: Sequence[int | str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
@@ -213,9 +213,11 @@ def patch_stats(
     tissue_threshold : float, optional
         Brightness threshold (image units) for intensity tissue; default: Otsu's threshold
         of the smallest pyramid level.
-    background : {"dark", "bright"}
+    background : {"dark", "bright"}, optional
         ``"dark"``: background is black, tissue is brighter than the threshold
         (fluorescence, nonlinear microscopy). ``"bright"``: brightfield, tissue is darker.
+        Default: the slide's own (``Slide.background``: bright for brightfield
+        whole-slide images read through OpenSlide or wsidicom, else dark).
     channels : sequence of int or str, optional
         Channels (indices or names) whose mean is the brightness; default all.
     progress : callable, optional
@@ -233,6 +235,7 @@ def patch_stats(
             hint="pass --mask (or open the slide with mask=...)",
         )
     mode = _resolve_tissue_mode(slide, tissue)
+    background = slide.background if background is None else background
     if background not in BACKGROUNDS:
         raise PatchwiseError(f"background must be 'dark' or 'bright', got {background!r}")
     _, height, width = slide.shape
@@ -296,7 +299,7 @@ def level0_class_codes(
     *,
     tissue: str = "auto",
     tissue_threshold: float | None = None,
-    background: str = "dark",
+    background: str | None = None,
     channels: Sequence[int | str] | None = None,
 ) -> da.Array:
     """Lazy level-0 class codes (0 background, 1 healthy, 2 tumor) of the whole slide.
@@ -313,6 +316,7 @@ def level0_class_codes(
             hint="pass --mask (or open the slide with mask=...)",
         )
     mode = _resolve_tissue_mode(slide, tissue)
+    background = slide.background if background is None else background  # as patch_stats
     if background not in BACKGROUNDS:
         raise PatchwiseError(f"background must be 'dark' or 'bright', got {background!r}")
     return _level0_codes(slide, _checked_mask(slide), mode, tissue_threshold, background, channels)

@@ -6,6 +6,7 @@ computes a full-resolution level: levels are dask arrays read chunk by chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,6 +47,16 @@ class Slide:
         Where the mask was read from.
     contrast_limits : tuple of (float, float) or None
         Display range per channel (from metadata or a low-resolution level).
+    background : {"dark", "bright"}
+        The image background intensity tissue is told from by default: ``"bright"``
+        for brightfield whole-slide images (OpenSlide / DICOM readers), else ``"dark"``.
+    objective_power : float or None
+        Scanning objective magnification from the file's metadata (e.g. ``40``).
+    associated : mapping of str to callable
+        The file's associated images (``label``, ``macro``, ``thumbnail``): each
+        callable reads that image as an ``(Y, X, 3)`` RGB array.
+    vendor : str or None
+        Scanner format as its reading library names it (``aperio``, ``dicom``, ...).
     """
 
     levels: tuple[da.Array, ...]
@@ -58,6 +69,12 @@ class Slide:
     mask_kind: str = "3class"
     mask_path: Path | None = None
     contrast_limits: tuple[tuple[float, float], ...] | None = field(default=None)
+    background: str = "dark"
+    objective_power: float | None = None
+    associated: Mapping[str, Callable[[], np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    vendor: str | None = None
 
     def __post_init__(self) -> None:
         if not self.levels:

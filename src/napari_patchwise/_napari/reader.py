@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import PatchwiseError
 from ..io._loaded import LoadedImage
+from ..io.formats import DICOM_SUFFIXES, WSI_SUFFIXES, is_dicom_folder
 from ..io.reader import IMAGE_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES, is_zarr_store
 from ..slide import Slide
 from .progress import NapariProgress
@@ -44,7 +45,10 @@ NO_LAYERS = [(None,)]  # npe2/napari sentinel: "handled, nothing to add"
 #: Microscopy file patterns napari's File > Open should send to this reader. PNG/JPEG
 #: are left to the user's choice (napari's own reader shows photos as one RGB layer).
 #: Directories are matched with a trailing separator by napari's preference lookup.
-PREFERRED_PATTERNS = ("*.tif", "*.tiff", "*.ome.tif", "*.ome.tiff", "*.zarr/", "*.ome.zarr/")
+PREFERRED_PATTERNS = (
+    *("*.tif", "*.tiff", "*.ome.tif", "*.ome.tiff", "*.zarr/", "*.ome.zarr/"),
+    *(f"*{suffix}" for suffix in WSI_SUFFIXES + DICOM_SUFFIXES),
+)
 PLUGIN_NAME = "napari-patchwise"
 
 _cache_sized = False
@@ -63,8 +67,8 @@ def is_supported(path: Path) -> bool:
     """Whether ``path`` looks like a file or store this plugin reads (by name / layout)."""
     suffix = path.suffix.lower()
     if path.is_dir():
-        return suffix in ZARR_SUFFIXES or is_zarr_store(path)
-    return suffix in (*TIFF_SUFFIXES, *IMAGE_SUFFIXES, ".geojson")
+        return suffix in ZARR_SUFFIXES or is_zarr_store(path) or is_dicom_folder(path)
+    return suffix in (*TIFF_SUFFIXES, *IMAGE_SUFFIXES, *WSI_SUFFIXES, *DICOM_SUFFIXES, ".geojson")
 
 
 def read_layers(path: str | list[str]) -> list:

@@ -107,6 +107,11 @@ class SlideState:
     panels: list | None = None  # histograms.BinnedScores of ``data``
     geometry: tuple[tuple[int, int], int] | None = None  # (origin, stride) of ``data``
 
+    def __post_init__(self) -> None:
+        # A brightfield slide (vendor WSI: bright background) starts on "bright".
+        if self.slide.background == "bright":
+            self.settings.background = "bright"
+
 
 def slide_key(slide: Slide) -> str:
     """Identity of a slide across layers: its path, else its name."""

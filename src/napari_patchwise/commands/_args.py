@@ -195,3 +195,26 @@ def attribute_kinds(text: str) -> tuple[str, ...]:
         return parse_kinds(text)
     except PatchwiseError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_attribute_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """``--attributes KINDS`` and ``--border-margin N`` (``stats`` and ``predict``)."""
+    from ..schema import DEFAULT_BORDER_MARGIN
+
+    p.add_argument(
+        "--attributes",
+        type=attribute_kinds,
+        default=(),
+        metavar="KINDS",
+        help=f"{what}, comma-separated: intensity (mean_<channel>, std_<channel>), border "
+        "(border_fraction: share of tissue pixels within --border-margin of background), "
+        "slide (slide_index: 0-based position of the slide in the command line or "
+        "manifest); see docs/attributes.md",
+    )
+    p.add_argument(
+        "--border-margin",
+        type=pixels,
+        default=DEFAULT_BORDER_MARGIN,
+        metavar="N",
+        help=f"margin of border_fraction in level-0 pixels (default {DEFAULT_BORDER_MARGIN})",
+    )

@@ -11,10 +11,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "convert",
         help="write any readable image as a pyramidal OME-TIFF or OME-Zarr",
-        description="Read an image lazily (OME-TIFF/TIFF, OME-Zarr, PNG, JPEG) and write "
-        "it tile by tile as a tiled, compressed, pyramidal OME-TIFF or OME-Zarr. Stored "
-        "pyramid levels are reused; a missing pyramid is built once, each level from the "
-        "one above it.",
+        description="Read an image lazily (OME-TIFF/TIFF, OME-Zarr, PNG, JPEG; vendor slides "
+        "and DICOM WSI with the wsi extra) and write it tile by tile as a tiled, compressed, "
+        "pyramidal OME-TIFF or OME-Zarr. Stored pyramid levels are reused; a missing "
+        "pyramid is built once, each level from the one above it.",
     )
     p.add_argument("input", metavar="IN", help="image file or OME-Zarr store")
     p.add_argument("--out", required=True, help="*.ome.tif or *.ome.zarr")

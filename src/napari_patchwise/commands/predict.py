@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import PatchwiseError
-from ..schema import BACKGROUNDS, DEFAULT_BORDER_MARGIN, TISSUE_MODES
-from ._args import attribute_kinds, pixels, positive_int, probability
+from ..schema import BACKGROUNDS, TISSUE_MODES
+from ._args import add_attribute_arguments, pixels, positive_int, probability
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,7 +47,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--stride", type=pixels, default=None, metavar="N", help="default: the patch size"
     )
     p.add_argument("--tissue", choices=TISSUE_MODES, default=None, help="default: the run's")
-    p.add_argument("--background", choices=BACKGROUNDS, default=None, help="default: the run's")
+    p.add_argument(
+        "--background",
+        choices=BACKGROUNDS,
+        default=None,
+        help="default: the run's; for runs that left it to each slide, the slide's",
+    )
     p.add_argument(
         "--threshold",
         type=probability,
@@ -57,20 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=positive_int, default=256, metavar="B", help="patches per forward pass"
     )
-    p.add_argument(
-        "--attributes",
-        type=attribute_kinds,
-        default=(),
-        metavar="KINDS",
-        help="also write extra per-patch attributes (intensity, border, slide; as in "
-        "'patchwise stats'), e.g. for 'patchwise metrics --rank-attributes'",
-    )
-    p.add_argument(
-        "--border-margin",
-        type=pixels,
-        default=DEFAULT_BORDER_MARGIN,
-        metavar="N",
-        help=f"margin of border_fraction in level-0 pixels (default {DEFAULT_BORDER_MARGIN})",
+    add_attribute_arguments(
+        p, "also write extra per-patch attributes (e.g. for 'patchwise metrics --rank-attributes')"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

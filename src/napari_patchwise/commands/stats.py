@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PatchwiseError
-from ..schema import BACKGROUNDS, DEFAULT_BORDER_MARGIN, TISSUE_MODES
+from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import (
-    attribute_kinds,
+    add_attribute_arguments,
     finite_float,
     offset,
     pixels,
@@ -75,7 +75,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="T",
         help="brightness threshold for intensity tissue (default: Otsu)",
     )
-    p.add_argument("--background", choices=BACKGROUNDS, default="dark")
+    p.add_argument(
+        "--background",
+        choices=BACKGROUNDS,
+        default=None,
+        help="image background for intensity tissue (default: the slide's: bright for "
+        "brightfield whole-slide images, else dark)",
+    )
     p.add_argument(
         "--channels", nargs="+", default=None, metavar="CH", help="channel names or indices"
     )
@@ -90,23 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     where.add_argument(
         "--workers", type=positive_int, default=None, metavar="N", help="start a local cluster"
     )
-    p.add_argument(
-        "--attributes",
-        type=attribute_kinds,
-        default=(),
-        metavar="KINDS",
-        help="extra per-patch attributes, comma-separated: intensity (mean_<channel>, "
-        "std_<channel>), border (border_fraction: share of tissue pixels within "
-        "--border-margin of background), slide (slide_index: 0-based position of the "
-        "slide in the command line or manifest); see docs/attributes.md",
-    )
-    p.add_argument(
-        "--border-margin",
-        type=pixels,
-        default=DEFAULT_BORDER_MARGIN,
-        metavar="N",
-        help=f"margin of border_fraction in level-0 pixels (default {DEFAULT_BORDER_MARGIN})",
-    )
+    add_attribute_arguments(p, "extra per-patch attributes")
     p.add_argument("--geojson", default=None, metavar="PATH", help="also export for QuPath")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="TABLE", help=".parquet, .csv or .csv.gz")

@@ -40,7 +40,8 @@ HELP = {
     "stride": "distance between patches (default: the patch size)",
     "tissue": "where tissue comes from",
     "tissue_threshold": "brightness threshold for intensity tissue (default: Otsu)",
-    "background": "dark (fluorescence, nonlinear microscopy) or bright (brightfield)",
+    "background": "dark (fluorescence, nonlinear microscopy) or bright (brightfield); "
+    "default: each slide's own (bright for brightfield whole-slide images, else dark)",
     "mask_map": "mask values (or GeoJSON class names) -> classes, e.g. "
     '"0=background,1=healthy,2=tumor" or "Tumor=tumor,Stroma=healthy"',
     "model": "backbone",

@@ -22,7 +22,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the Patchwise widget and show a patch table: TABLE if given, else one computed "
         "with --patch-size.",
     )
-    p.add_argument("image", type=Path, help="slide (OME-TIFF/TIFF, OME-Zarr, PNG/JPEG)")
+    p.add_argument(
+        "image",
+        type=Path,
+        help="slide (OME-TIFF/TIFF, OME-Zarr, PNG/JPEG, SVS/NDPI/MRXS/..., DICOM WSI folder)",
+    )
     p.add_argument(
         "--mask", type=Path, help="tumor mask of the slide (label image or QuPath .geojson)"
     )

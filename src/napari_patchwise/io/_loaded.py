@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import dask.array as da
+import numpy as np
 
 # OME length units (OME-XML symbols and OME-Zarr names) -> micrometres.
 UNIT_TO_UM = {
@@ -37,6 +39,13 @@ class LoadedImage:
     channel_names: list[str] | None = None
     pixel_size: tuple[float, float] | None = None
     contrast_limits: tuple[tuple[float, float], ...] | None = None
+    #: ``"bright"`` for brightfield slides (vendor WSI readers); ``None``: not known.
+    background: str | None = None
+    objective_power: float | None = None
+    #: Associated images (``label``, ``macro``, ``thumbnail``): name -> RGB reader.
+    associated: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
+    #: The scanner format as the reading library names it (``aperio``, ``dicom`` ...).
+    vendor: str | None = None
 
 
 def default_channel_names(n: int) -> list[str]:

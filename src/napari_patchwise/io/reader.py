@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from .._progress import ProgressCallback
 from ..errors import PatchwiseError
 from ..slide import Slide
@@ -39,7 +41,9 @@ def open_slide(
     Parameters
     ----------
     path : path-like
-        OME-TIFF / TIFF, OME-Zarr (v0.4 or v0.5) store, PNG or JPEG.
+        OME-TIFF / TIFF, OME-Zarr (v0.4 or v0.5) store, PNG or JPEG; with the ``wsi``
+        extra also vendor slides (SVS, NDPI, MRXS, SCN, BIF, Philips TIFF...) and a
+        DICOM WSI folder (see ``docs/formats.md``).
     mask : path-like, optional
         Label image of the same size as level 0 or an integer fraction of it.
     mask_map : MaskMap or str, optional
@@ -115,11 +119,21 @@ def slide_from_loaded(
     return Slide(
         levels=tuple(levels),
         channel_names=tuple(_channel_names(path, channel_names, loaded.channel_names, n)),
+        background=loaded.background or _background(loaded.channel_names, levels[0].dtype),
         pixel_size=_pixel_size(path, pixel_size, loaded.pixel_size),
         name=slide_name(path),
         path=path,
         contrast_limits=loaded.contrast_limits,
+        objective_power=loaded.objective_power,
+        associated=dict(loaded.associated),
+        vendor=loaded.vendor,
     )
+
+
+def _background(names: list[str] | None, dtype) -> str:
+    """``"bright"`` for an 8-bit RGB image (brightfield: tissue darker than the glass)."""
+    rgb = names is not None and list(names) == ["R", "G", "B"]
+    return "bright" if rgb and np.dtype(dtype) == np.uint8 else "dark"
 
 
 def _channel_names(
