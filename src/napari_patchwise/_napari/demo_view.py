@@ -86,6 +86,8 @@ def show_story(viewer, story, *, mask_layer, images) -> dict:
     shots["compare"] = _overlay_shot(viewer, widget, None, images / "compare.png")
     box.layer.visible = True
     widget.tabs.setCurrentWidget(box)
+    bar = widget.scroll.verticalScrollBar()
+    bar.setValue(bar.maximum())  # the Compare tab's side-by-side table in view
     return widget, shots
 
 
