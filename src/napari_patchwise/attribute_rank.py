@@ -186,7 +186,9 @@ def split_counts(
         The distinct values above the smallest (NaN counts as below every threshold).
     """
     v = np.where(np.isnan(values), -np.inf, values)
-    order = np.argsort(v) if order is None else order  # ties may come in any order: splits fall between distinct values
+    order = (
+        np.argsort(v) if order is None else order
+    )  # ties may come in any order: splits fall between distinct values
     v = v[order]
     y = label[order].astype(bool)
     r = right[order].astype(bool)
