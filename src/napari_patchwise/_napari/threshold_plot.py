@@ -15,8 +15,10 @@ class ThresholdCurveCanvas(FigureCanvasQTAgg):
     """WGA and group-balanced accuracy at every threshold of the groups' attribute, BCA as
     a flat reference, and the dock's current threshold as a vertical line.
 
-    The lines are updated in place and drawn with ``draw_idle`` (Qt coalesces the draws);
-    moving the marker touches one line only.
+    The lines are updated in place and drawn with ``draw_idle`` (Qt coalesces the draws),
+    and only while the canvas is shown: a hidden tab's draw (about 100 ms for a
+    constrained-layout figure) waits until the tab is opened, so it never delays the
+    viewer while other parts work.
     """
 
     def __init__(self) -> None:
@@ -38,6 +40,7 @@ class ThresholdCurveCanvas(FigureCanvasQTAgg):
         axes.grid(alpha=0.3)
         axes.legend(loc="lower right", fontsize="small")
         self.points: CurvePoints | None = None
+        self._stale = False
         self.clear_curve("no predictions yet")
 
     def clear_curve(self, message: str = "") -> None:
@@ -48,7 +51,7 @@ class ThresholdCurveCanvas(FigureCanvasQTAgg):
         self.bca_line.set_ydata([math.nan, math.nan])
         self.axes.set_title(message, fontsize="small")
         self.marker_text.set_text("")
-        self.draw_idle()
+        self.redraw()
 
     def set_points(self, points: CurvePoints, attribute: str, threshold: float) -> None:
         """Draw a new curve (another run, attribute or decision threshold)."""
@@ -74,4 +77,17 @@ class ThresholdCurveCanvas(FigureCanvasQTAgg):
             self.marker_text.set_text(f"at {threshold:.3g}: WGA {points.wga[k]:.3f}")
         else:
             self.marker_text.set_text("")
-        self.draw_idle()
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw now if shown, else when next shown."""
+        if self.isVisible():
+            self.draw_idle()
+        else:
+            self._stale = True
+
+    def showEvent(self, event) -> None:  
+        super().showEvent(event)
+        if self._stale:
+            self._stale = False
+            self.draw_idle()
