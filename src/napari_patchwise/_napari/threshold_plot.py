@@ -86,7 +86,7 @@ class ThresholdCurveCanvas(FigureCanvasQTAgg):
         else:
             self._stale = True
 
-    def showEvent(self, event) -> None:  
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         if self._stale:
             self._stale = False
