@@ -151,19 +151,28 @@ def retrain_screenshot(widget, shots: Shots, story, data: Path) -> None:
     box.out_edit.setText(str(heads))
     box.method_combo.setCurrentText("dfr")
     widget.tabs.setCurrentWidget(debias)
+    done: list = []
+    box.retrained.connect(done.append)  # emitted once the new head's predictions are shown
     box.retrain()
 
     def settle() -> None:
-        while box.busy() or widget.busy() or widget.compare_box.busy() or debias.busy():
+        while not done or box.busy() or widget.busy() or widget.compare_box.busy() or debias.busy():
             QApplication.processEvents()
         shots.settle()
 
     settle()  # trained, predicted, shown; the Compare tab now holds ERM (A) against the head (B)
     debias.ranking.rank()
     settle()
+    # the new head's outcome per patch (the comparison with ERM is in the Compare tab)
+    for key, layer in widget.current.overlays.layers.items():
+        layer.visible = key == "correctness"
+    for layer in widget.viewer.layers:
+        if layer.metadata.get("patchwise_mask") or layer is widget.compare_box.layer:
+            layer.visible = False
     widget.viewer.reset_view()
+    widget.tabs.setCurrentWidget(debias)
+    shots.settle()
     bar = widget.scroll.verticalScrollBar()
-    shots.overlay("correctness", tab=debias)
     bar.setValue(min(bar.maximum(), widget.tabs.y()))  # the tab from its top
     shots.settle()
     path = shots.out / "viewer_retrain.png"

@@ -216,3 +216,25 @@ def test_a_ranking_row_groups_the_slide_by_its_attribute(dock, qtbot, cohort):
     np.testing.assert_array_equal(ev.group_counts, counts)
     assert counts[1] + counts[3] > 0 and counts[0] + counts[2] > 0  # both sides hold patches
     assert notes["error"][1:] == []
+
+
+def test_bad_retrain_inputs_are_one_notification_line(dock, qtbot, cohort, tmp_path):
+    _viewer, widget, notes = dock
+    box = widget.debias.retrain
+    assert not box.retrain()
+    assert notes["error"][-1].startswith("choose a feature store")
+    box.features_edit.setText(str(tmp_path / "missing.zarr"))
+    assert not box.retrain()
+    assert "feature store not found" in notes["error"][-1]
+    box.features_edit.setText(str(cohort[2]))
+    box.manifest_edit.setText(str(tmp_path / "none.csv"))
+    assert not box.retrain()
+    assert "cohort manifest not found" in notes["error"][-1]
+    box.manifest_edit.setText("")  # filled in from the store again
+    widget.form.patch_size.setValue(8)
+    with qtbot.waitSignal(widget.applied, timeout=30_000):
+        widget.compute_button.click()
+    assert not box.retrain()
+    assert "features were embedded from 16 px patches" in notes["error"][-1]
+    assert len(notes["error"]) == 4 and all("\n" not in e for e in notes["error"])
+    assert not box.busy() and box.retrain_button.isEnabled()

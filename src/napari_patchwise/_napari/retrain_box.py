@@ -226,6 +226,7 @@ class RetrainBox(QGroupBox):
                     "patch size first"
                 )
             config = self.config()
+            _check_grid(state, config.features)
         except PatchwiseError as exc:
             notify.error(str(exc))
             return False
@@ -325,6 +326,21 @@ class RetrainBox(QGroupBox):
             self.progress_bar.setRange(0, 1)
         self.retrain_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
+
+
+def _check_grid(state, store: str) -> None:
+    """Refuse before training a slide grid cut with another patch size than the store's."""
+    from ..features import read_spec
+
+    patch_size = int(read_spec(store)["patch"]["patch_size"])
+    grid_size = int(state.data.table["height"].max())
+    if grid_size != patch_size:
+        raise PatchwiseError(
+            f"the patch grid of '{state.slide.name}' uses {grid_size} px patches but the "
+            f"features were embedded from {patch_size} px patches",
+            path=store,
+            hint=f"compute the patch grid with patch size {patch_size}, then retrain",
+        )
 
 
 def _head_name(path: Path) -> str:

@@ -64,6 +64,11 @@ class ThresholdCurveCanvas(FigureCanvasQTAgg):
             lo, hi = float(x[0]), float(x[-1])
             pad = 0.02 * (hi - lo) if hi > lo else 0.5
             self.axes.set_xlim(lo - pad, hi + pad)
+        shown = np.concatenate([wga, gba, [points.bca]])
+        shown = shown[np.isfinite(shown)]
+        # from a little below the lowest value: the differences that matter are a few %
+        bottom = max(0.0, float(shown.min()) - 0.05) if shown.size else 0.0
+        self.axes.set_ylim(math.floor(bottom * 10) / 10, 1.02)
         self.axes.set_xlabel(f"{attribute} threshold")
         self.axes.set_title(f"decision threshold {points.decision_threshold:.3f}", fontsize="small")
         self.set_marker(threshold)
