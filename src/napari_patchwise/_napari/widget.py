@@ -18,6 +18,8 @@ states and hands results to the layers.
 * :class:`.table_io.TableFiles` — load predictions or a patch table, save table/GeoJSON.
 * :class:`.compare_box.CompareBox` — the "Compare" tab: two runs on the slide, patch by
   patch (an overlay) and per group, following the sliders (docs/compare.md).
+* :class:`.debias_tab.DebiasTab` — the "Debias" tab: retrain a head on a feature store at
+  the current attribute and threshold, accuracy against the threshold, attribute ranking.
 * :mod:`.navigation` — go to a patch, mark a histogram bin, the status-bar text.
 
 **Several slides**: settings and results live in a :class:`SlideState` per slide,
