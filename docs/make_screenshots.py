@@ -15,6 +15,9 @@ one window screenshot per view:
   (the most confident error chosen);
 * ``viewer_attribute.png`` — the groups by another attribute (the border fraction);
 * ``viewer_training.png`` — the Model tab after a short cpu-quick training on the cohort;
+* ``viewer_retrain.png`` — the Debias tab: the ERM run's features (embedded once, cached
+  in ``--data``), a DFR head retrained from the dock at the current tau, its predictions
+  shown, the accuracy-against-threshold curve and the attribute ranking;
 * ``viewer_cohort.png`` — in a new viewer, the Cohort tab over the demo's cohort with
   GERNE's test predictions, the first test slide open.
 """
@@ -76,6 +79,7 @@ def main() -> None:
     shots.overlay("groups", name="attribute")
     widget.attribute_choice.choose("tissue_ratio")
     widget.tau_slider.setValue(0.1)
+    retrain_screenshot(widget, shots, story, args.data)
     training_screenshot(widget, shots, story, args.data / "dock_run")
     viewer.close()
     cohort_screenshot(args.out, story)
@@ -121,6 +125,59 @@ class Shots:
                 layer.visible = False
         window.setdefault("tab", self.widget.tabs.widget(0))
         self.window(name or kind, **window)
+
+
+def retrain_screenshot(widget, shots: Shots, story, data: Path) -> None:
+    """The Debias tab after "Retrain head" (DFR on the ERM run's features) and a ranking."""
+    import shutil
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.features import read_spec
+    from napari_patchwise.runs import resolve_checkpoint
+
+    store = data / "erm_features.zarr"
+    erm = resolve_checkpoint(story.runs["erm"]).resolve()
+    if store.exists() and read_spec(store)["source"].get("checkpoint") != str(erm):
+        shutil.rmtree(store)  # embedded from an earlier ERM run
+    if not store.exists():
+        embed(story.manifest, store, EmbedSource(checkpoint=str(erm)), device="cpu")
+    heads = data / "heads"
+    shutil.rmtree(heads, ignore_errors=True)
+    debias = widget.debias
+    box = debias.retrain
+    box.features_edit.setText(str(store))
+    box.out_edit.setText(str(heads))
+    box.method_combo.setCurrentText("dfr")
+    widget.tabs.setCurrentWidget(debias)
+    done: list = []
+    box.retrained.connect(done.append)  # emitted once the new head's predictions are shown
+    box.retrain()
+
+    def settle() -> None:
+        while not done or box.busy() or widget.busy() or widget.compare_box.busy() or debias.busy():
+            QApplication.processEvents()
+        shots.settle()
+
+    settle()  # trained, predicted, shown; the Compare tab now holds ERM (A) against the head (B)
+    debias.ranking.rank()
+    settle()
+    # the new head's outcome per patch (the comparison with ERM is in the Compare tab)
+    for key, layer in widget.current.overlays.layers.items():
+        layer.visible = key == "correctness"
+    for layer in widget.viewer.layers:
+        if layer.metadata.get("patchwise_mask") or layer is widget.compare_box.layer:
+            layer.visible = False
+    widget.viewer.reset_view()
+    widget.tabs.setCurrentWidget(debias)
+    shots.settle()
+    bar = widget.scroll.verticalScrollBar()
+    bar.setValue(min(bar.maximum(), widget.tabs.y()))  # the tab from its top
+    shots.settle()
+    path = shots.out / "viewer_retrain.png"
+    widget.viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(path)
 
 
 def training_screenshot(widget, shots: Shots, story, out: Path) -> None:

@@ -299,3 +299,22 @@ def test_dfr_head_on_raw_vectors_equals_the_regression_on_standardised_ones():
         head.bias.copy_(torch.from_numpy(bias))
         prob = torch.softmax(head(torch.from_numpy(x.astype(np.float32))), 1)[:, 1].numpy()
     np.testing.assert_allclose(prob, model.predict_proba(z)[:, 1], atol=1e-5)
+
+
+def test_a_head_groups_by_an_attribute_the_store_lacks(cohort, tmp_path):
+    """border_fraction is not in the store's tables: it is computed from the cohort's
+    slides (as full training does) and the head's groups follow it."""
+    from napari_patchwise.data import PatchSettings, load_cohort
+
+    manifest, _, store = cohort
+    run = tmp_path / "head"
+    args = ["train", str(manifest), "--features", str(store), "--steps", "4", *FAST]
+    attribute = ["--attribute", "border_fraction", "--attribute-threshold", "0.5"]
+    assert main([*args, *attribute, "--eval-every", "2", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["attribute"] == "border_fraction"
+    tested = pd.read_parquet(run / "predictions.parquet")
+    settings = PatchSettings(patch_size=16)
+    full = load_cohort(manifest, settings, attribute="border_fraction").table("test")
+    np.testing.assert_array_equal(tested["border_fraction"], full["border_fraction"])
+    assert 0 < (tested["border_fraction"] >= 0.5).sum() < len(tested)  # both sides present

@@ -129,6 +129,31 @@ def with_store_settings(config):
     return dataclasses.replace(config, model=spec["model_name"], patch=patch, weights=None)
 
 
+def with_cohort_attribute(features, config):
+    """``features`` with ``config.attribute`` added to its table (an intensity or border
+    attribute the store's patch tables lack), computed from the cohort's slides as full
+    training does: once per slide, cached beside its patch table (docs/attributes.md).
+
+    The store was checked to be the manifest's cohort (same cache keys), so slide ``i``'s
+    rows are its cached table's rows in order.
+    """
+    from .data import load_cohort
+
+    cohort = load_cohort(
+        config.manifest, config.patch, cache_dir=config.cache_dir, attribute=config.attribute
+    )
+    by_slide = {
+        s.entry.slide: s.table[config.attribute].to_numpy()
+        for slides in cohort.splits.values()
+        for s in slides
+    }
+    values = np.concatenate([by_slide[slide] for slide in features.slide_ids])
+    if len(values) != len(features.table):  # pragma: no cover - the cohort check prevents it
+        raise PatchwiseError("the store's patches are not the cohort's", path=features.path)
+    table = features.table.assign(**{config.attribute: values})
+    return dataclasses.replace(features, table=table)
+
+
 def prepare(config) -> HeadData:
     """Read the store, check it is the manifest's cohort, split it by the manifest."""
     from .cohort import read_manifest
@@ -141,6 +166,8 @@ def prepare(config) -> HeadData:
     entries = read_manifest(config.manifest)
     keys = {e.slide: cache_key(e, config.patch) for e in entries}
     check_matches_cohort(features.spec, keys, store, config.manifest)
+    if config.attribute not in features.table:
+        features = with_cohort_attribute(features, config)
     split_of = {e.slide: e.split for e in entries}
     splits = features.table["slide"].map(split_of).to_numpy()
 

@@ -55,6 +55,16 @@ def highlight(state: SlideState, members: np.ndarray | None) -> None:
     state.overlays.set_highlight(mask, raster.shape)
 
 
+def highlight_bin(state: SlideState | None, histograms, panel: int, b: int) -> None:
+    """Mark the patches of histogram ``panel``'s bin ``b`` (-1 clears) and select the bar."""
+    if state is None or state.data is None or state.overlays is None:
+        return
+    if panel < 0:
+        panel = b = -1
+    highlight(state, None if panel < 0 else state.panels[panel].members(b))
+    histograms.select(panel, b)
+
+
 def patch_status(state: SlideState | None, world_position) -> str | None:
     """Status-bar text for the patch under ``world_position`` (None: no patch there).
 

@@ -18,6 +18,8 @@ states and hands results to the layers.
 * :class:`.table_io.TableFiles` — load predictions or a patch table, save table/GeoJSON.
 * :class:`.compare_box.CompareBox` — the "Compare" tab: two runs on the slide, patch by
   patch (an overlay) and per group, following the sliders (docs/compare.md).
+* :class:`.debias_tab.DebiasTab` — the "Debias" tab: retrain a head on a feature store at
+  the current attribute and threshold, accuracy against the threshold, attribute ranking.
 * :mod:`.navigation` — go to a patch, mark a histogram bin, the status-bar text.
 
 **Several slides**: settings and results live in a :class:`SlideState` per slide,
@@ -37,6 +39,7 @@ from . import navigation, notify
 from .attribute_choice import AttributeChoice
 from .cohort_browser import CohortBrowser
 from .compare_box import CompareBox
+from .debias_tab import DebiasTab
 from .form import GridBox
 from .inspect_tabs import InspectTabs
 from .jobs import BackgroundJob
@@ -100,6 +103,8 @@ class PatchwiseWidget(QWidget):
         self.tabs.addTab(self.cohort_browser, "Cohort")
         self.compare_box = CompareBox(self)  # follows the sliders and the Model tab's runs
         self.tabs.addTab(self.compare_box, "Compare")
+        self.debias = DebiasTab(self)  # retrain a head, the threshold curve, the ranking
+        self.tabs.addTab(self.debias, "Debias")
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
         for part in (self.picker, self.grid_box, self.tuning):
             root.addWidget(part)
@@ -335,13 +340,7 @@ class PatchwiseWidget(QWidget):
 
     def highlight_bin(self, panel: int, b: int) -> None:
         """Mark the patches of histogram ``panel``'s bin ``b`` in the viewer (-1 clears)."""
-        state = self.current
-        if state is None or state.data is None or state.overlays is None:
-            return
-        if panel < 0:
-            panel = b = -1
-        navigation.highlight(state, None if panel < 0 else state.panels[panel].members(b))
-        self.histograms.select(panel, b)
+        navigation.highlight_bin(self.current, self.histograms, panel, b)
 
     def patch_status(self, world_position) -> str | None:
         """Status-bar text for the patch under ``world_position`` (None: no patch there)."""
