@@ -55,6 +55,22 @@ from .workers import ComputeResult, compute_table, prepare
 CANCELLED = "Patchwise: computation cancelled"
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive now (napari, Qt, torch, ...) out of the garbage collector's
+    reach, once per process.
+
+    A full collection walks every tracked object: with napari and torch loaded that blocked
+    the event loop for about 0.5 s (measured while a head retrained, 500-580 ms against
+    100-130 ms with the start-up heap frozen), wherever it happened to land. Objects made
+    later are collected as usual; the frozen ones are the long-lived start-up state.
+    """
+    import gc
+
+    if not getattr(freeze_startup_heap, "done", False):
+        gc.freeze()
+        freeze_startup_heap.done = True
+
+
 class PatchwiseWidget(QWidget):
     """Dock widget over the core library (npe2 widget contribution).
 
@@ -67,6 +83,7 @@ class PatchwiseWidget(QWidget):
     applied = Signal()
 
     def __init__(self, napari_viewer) -> None:
+        freeze_startup_heap()
         super().__init__()
         self.viewer = napari_viewer
         self.states: dict[str, SlideState] = {}
