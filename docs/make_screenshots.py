@@ -79,6 +79,7 @@ def main() -> None:
     shots.overlay("groups", name="attribute")
     widget.attribute_choice.choose("tissue_ratio")
     widget.tau_slider.setValue(0.1)
+    shots.settle()  # the regrouping done: the dock refuses new work while it is busy
     retrain_screenshot(widget, shots, story, args.data)
     training_screenshot(widget, shots, story, args.data / "dock_run")
     viewer.close()
@@ -130,6 +131,7 @@ class Shots:
 def retrain_screenshot(widget, shots: Shots, story, data: Path) -> None:
     """The Debias tab after "Retrain head" (DFR on the ERM run's features) and a ranking."""
     import shutil
+    import time
 
     from qtpy.QtWidgets import QApplication
 
@@ -153,10 +155,14 @@ def retrain_screenshot(widget, shots: Shots, story, data: Path) -> None:
     widget.tabs.setCurrentWidget(debias)
     done: list = []
     box.retrained.connect(done.append)  # emitted once the new head's predictions are shown
-    box.retrain()
+    if box.retrain() is False:
+        raise RuntimeError("Retrain head did not start (see the notification above)")
+    deadline = time.monotonic() + 900
 
     def settle() -> None:
         while not done or box.busy() or widget.busy() or widget.compare_box.busy() or debias.busy():
+            if time.monotonic() > deadline:
+                raise RuntimeError("Retrain head did not finish within 15 minutes")
             QApplication.processEvents()
         shots.settle()
 

@@ -120,6 +120,15 @@ def test_border_fraction_is_computed_on_demand_and_groups_exactly(setup, qtbot):
         "attribute_threshold": t,
     }
     assert "border_fraction >= " in widget.model_panel.form.tau_label.text()
+    # chosen from code (the Debias tab's ranking, scripts), not the combo box: the Model
+    # tab follows too (it read the combo box, which lags until the regrouping is applied)
+    widget.attribute_choice.choose("tissue_ratio")
+    wait_idle(qtbot, widget)
+    assert group_options(widget) == {"tau": widget.tau_slider.value()}
+    assert widget.model_panel.form.tau_label.text().endswith("(the dock's tau slider)")
+    widget.attribute_choice.choose("border_fraction")
+    wait_idle(qtbot, widget)
+    assert group_options(widget)["attribute"] == "border_fraction"
     # a table without the chosen column falls back to tissue_ratio and its tau, everywhere
     table = state.data.table.drop(columns=["border_fraction"])
     assert widget.show_table(table)

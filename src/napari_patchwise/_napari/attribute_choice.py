@@ -38,8 +38,16 @@ def attribute_choices(state: SlideState | None) -> list[str]:
 
 
 def group_options(dock) -> dict:
-    """The :class:`~napari_patchwise.train.TrainConfig` options of the dock's groups."""
-    attribute = dock.tuning.attribute_combo.currentText() or DEFAULT_ATTRIBUTE
+    """The :class:`~napari_patchwise.train.TrainConfig` options of the dock's groups.
+
+    The attribute is the current slide's setting, the one source of truth: the combo box
+    shows it only once a regrouping chosen from code (:meth:`AttributeChoice.choose`, the
+    Debias tab's ranking) has been applied.
+    """
+    state = dock.current
+    attribute = (
+        state.settings.attribute if state is not None else dock.tuning.attribute_combo.currentText()
+    ) or DEFAULT_ATTRIBUTE
     value = float(dock.tau_slider.value())
     if attribute == DEFAULT_ATTRIBUTE:
         return {"tau": value}
@@ -133,6 +141,7 @@ class AttributeChoice(QObject):
             finite = values[np.isfinite(values)]
             state.settings.tau = float(np.median(finite)) if finite.size else 0.0
         self.dock._apply_result(state, result)
+        self.dock.model_panel.form.tau_label.setText(threshold_text(self.dock))
 
 
 def _table_grid(table, origin, stride):
