@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QGridLayout,
     QHeaderView,
     QLabel,
@@ -24,7 +23,7 @@ from ..compare import COMPARISON_NAMES, side_by_side
 from ..groups import GROUP_NAMES, group_ids
 from ..metrics import Evaluation
 from .compare_data import COMPARE_COLORS, CompareData
-from .errors_list import _NumberItem
+from .errors_list import PatchList, _NumberItem
 
 MAX_ROWS = 500
 ROW_NAMES = (*GROUP_NAMES, "accuracy", "BCA", "WGA", "worst-class accuracy")
@@ -106,23 +105,11 @@ class SideBySide(QTableWidget):
             row[4].setText("—" if math.isnan(b - a) else f"{b - a:+.3f}")
 
 
-class ChangedPatches(QTableWidget):
+class ChangedPatches(PatchList):
     """Patches fixed (or broken) by B; ``patch_chosen`` carries the patch's table row."""
 
-    patch_chosen = Signal(int)
-
     def __init__(self, parent=None) -> None:
-        super().__init__(0, len(LIST_COLUMNS), parent)
-        self.setHorizontalHeaderLabels(LIST_COLUMNS)
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.verticalHeader().setVisible(False)
-        header = self.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
-        self.setMinimumHeight(200)
-        self.itemSelectionChanged.connect(self._on_selection)
+        super().__init__(LIST_COLUMNS, parent, min_height=200)
 
     def show_patches(self, data: CompareData, positions: np.ndarray, tau: float) -> None:
         """List ``positions`` (table rows of ``data``), at most :data:`MAX_ROWS`."""
@@ -149,12 +136,3 @@ class ChangedPatches(QTableWidget):
         self.setSortingEnabled(True)
         self.sortItems(LIST_COLUMNS.index("B − A"), Qt.SortOrder.DescendingOrder)
         self.blockSignals(False)
-
-    def position_at(self, row: int) -> int:
-        """Table row of the patch shown in list row ``row``."""
-        return int(self.item(row, 0).data(Qt.ItemDataRole.UserRole))
-
-    def _on_selection(self) -> None:
-        rows = self.selectionModel().selectedRows()
-        if rows:
-            self.patch_chosen.emit(self.position_at(rows[0].row()))

@@ -42,14 +42,16 @@ class _NumberItem(QTableWidgetItem):
         return super().__lt__(other)
 
 
-class ErrorList(QTableWidget):
-    """Misclassified patches; ``patch_chosen`` carries the chosen patch's table position."""
+class PatchList(QTableWidget):
+    """A read-only list of patches, one per row, whose first cell holds the patch's table
+    position (``Qt.UserRole``); choosing a row emits ``patch_chosen`` with it. The Errors
+    tab and the Compare tab's fixed/broken list are both one."""
 
     patch_chosen = Signal(int)
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(0, len(COLUMNS), parent)
-        self.setHorizontalHeaderLabels(COLUMNS)
+    def __init__(self, columns, parent=None, *, min_height: int = 220) -> None:
+        super().__init__(0, len(columns), parent)
+        self.setHorizontalHeaderLabels(list(columns))
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -57,8 +59,24 @@ class ErrorList(QTableWidget):
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
-        self.setMinimumHeight(220)
+        self.setMinimumHeight(min_height)
         self.itemSelectionChanged.connect(self._on_selection)
+
+    def position_at(self, row: int) -> int:
+        """Table position of the patch shown in list row ``row``."""
+        return int(self.item(row, 0).data(Qt.ItemDataRole.UserRole))
+
+    def _on_selection(self) -> None:
+        rows = self.selectionModel().selectedRows()
+        if rows:
+            self.patch_chosen.emit(self.position_at(rows[0].row()))
+
+
+class ErrorList(PatchList):
+    """Misclassified patches; ``patch_chosen`` carries the chosen patch's table position."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(COLUMNS, parent)
         self.n_errors = 0
 
     def show_errors(
@@ -100,15 +118,6 @@ class ErrorList(QTableWidget):
         self.setSortingEnabled(True)
         self.sortItems(COLUMNS.index("confidence"), Qt.SortOrder.DescendingOrder)
         self.blockSignals(False)
-
-    def position_at(self, row: int) -> int:
-        """Table position of the patch shown in list row ``row``."""
-        return int(self.item(row, 0).data(Qt.ItemDataRole.UserRole))
-
-    def _on_selection(self) -> None:
-        rows = self.selectionModel().selectedRows()
-        if rows:
-            self.patch_chosen.emit(self.position_at(rows[0].row()))
 
 
 class ErrorsPage(QWidget):
