@@ -13,6 +13,10 @@ run never deletes what it did not create:
   (``.patchwise-tmp-<pid>-*``, ``.patchwise-scratch-<pid>-*``). A run killed outright
   (SIGKILL, power loss) cannot remove them; the next run that writes into the same folder
   removes those whose process is gone and that nothing touched for :data:`STALE_AFTER_S`.
+
+:func:`exclusive_lock` is the one lock of the project: a run directory (``patchwise
+train``), a sweep folder and a feature store (``patchwise embed``) are each held by one
+process at a time through it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import PatchwiseError
@@ -298,3 +302,110 @@ def _move_into_place(tmp: Path, target: Path, tmp_dir: Path, *, replace_dir: boo
     except BaseException:
         os.replace(old, target)
         raise
+
+
+# -- locks -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    lock: str | os.PathLike,
+    busy: Callable[[int | None], BaseException],
+    *,
+    note: str = "",
+) -> Iterator[None]:
+    """Hold the lock file ``lock`` exclusively while the block runs, or raise at once.
+
+    An ``flock`` on ``lock``, whose first word is the holder's pid: the kernel drops the
+    lock when the process ends however it ends, so a file left by a killed process holds
+    no lock and is taken over. The file is removed when the lock is released; a process
+    that locked a file that was removed meanwhile tries again on the new one. Where
+    ``fcntl`` is missing (Windows) the file is created exclusively; a file whose pid is
+    gone is stale and taken over.
+
+    Parameters
+    ----------
+    lock : path-like
+        The lock file (its folder must exist).
+    busy : callable
+        ``busy(pid or None)``: the exception to raise when another process holds it.
+    note : str
+        More words after the pid (e.g. the sweep that started this process):
+        :func:`lock_holder` reads them back.
+    """
+    lock = Path(lock)
+    content = f"{os.getpid()} {note}".strip().encode()
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        with _pid_lock(lock, busy, content):
+            yield
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = _read_words(fd)
+            os.close(fd)
+            raise busy(owner[0] if owner else None) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous owner removed the file while we waited for it
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, content)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        os.close(fd)  # unlink first: a waiter that locks the old file sees it is gone
+
+
+def lock_holder(lock: str | os.PathLike) -> list[int]:
+    """The numbers a lock file holds: the holder's pid first, then its note's (may be [])."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return []
+    try:
+        return _read_words(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_words(fd: int) -> list[int]:
+    try:
+        words = os.pread(fd, 64, 0).decode().split()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [int(w) for w in words if w.isdigit()]
+
+
+@contextlib.contextmanager
+def _pid_lock(lock: Path, busy, content: bytes) -> Iterator[None]:  # pragma: no cover - Windows
+    import psutil  # os.kill(pid, 0) would terminate the process on Windows
+
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            owner = lock_holder(lock)
+            if owner and owner[0] and psutil.pid_exists(owner[0]):
+                raise busy(owner[0]) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+    else:
+        raise busy(None)
+    try:
+        os.write(fd, content)
+        os.close(fd)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()

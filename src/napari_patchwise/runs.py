@@ -22,13 +22,17 @@ predict box, :func:`predict.predict_table`) goes through :func:`resolve_checkpoi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._atomic import exclusive_lock
 from .errors import PatchwiseError
 
 if TYPE_CHECKING:
@@ -42,6 +46,10 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
 LOCK = ".patchwise-train.lock"
+INPUTS = "inputs.json"
+INPUTS_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 META_KEYS: tuple[str, ...] = ("model_name", "in_channels", "mean", "std", "patch_size")
 CHECKPOINT_HINT = (
@@ -54,6 +62,13 @@ CHECKPOINT_HINT = (
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
     {"steps", "resume", "out", "num_threads", "num_workers"}
 )
+#: Options that are paths: ``config.json`` holds them absolute, so that a resume from
+#: another folder finds the same files; a run's identity (:func:`run_identity`) leaves
+#: them out, the fingerprints of the data they lead to stand for them.
+PATH_OPTIONS: tuple[str, ...] = ("manifest", "weights", "cache_dir", "features")
+#: Words the run lock holds after the pid: a sweep's worker process sets its sweep's pid
+#: here (``"sweep 1234"``), so that a rerun of the sweep can tell an orphan's run.
+lock_note = ""
 
 
 # -- resolving and reading ---------------------------------------------------------------------
@@ -258,13 +273,27 @@ def run_patch_settings(path: str | os.PathLike) -> PatchSettings:
     return PatchSettings() if config is None else config.patch
 
 
-# -- resuming --------------------------------------------------------------------------------
-def config_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
+# -- resuming ----------------------------------------------------------------------------------
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with its path options (:data:`PATH_OPTIONS`) made absolute.
+
+    A run stores them so: a relative name would mean another file when the run is
+    resumed (or its sweep rerun) from another folder.
+    """
+    paths = {n: os.path.abspath(v) for n in PATH_OPTIONS if (v := getattr(config, n)) is not None}
+    return dataclasses.replace(config, **paths)
+
+
+def config_changes(
+    saved: TrainConfig, new: TrainConfig, saved_inputs: dict[str, Any] | None = None
+) -> list[str]:
     """``"name old -> new"`` for every setting a resume would change, except the allowed.
 
     Settings are named as their flags and ``config.json`` keys (``patch_size``, not
-    ``patch``). Allowed are :data:`RESUMABLE_CHANGES`; the manifest counts as unchanged
-    when both names lead to the same file.
+    ``patch``). Allowed are :data:`RESUMABLE_CHANGES`; a path counts as unchanged when
+    both names lead to the same file, and the manifest also when its content is the one
+    ``saved_inputs`` (the run's ``inputs.json``) recorded. A relative saved path (a run
+    written before paths were stored absolute) is read from the current folder.
     """
     changes = []
     new_options = new.to_options()
@@ -272,22 +301,149 @@ def config_changes(saved: TrainConfig, new: TrainConfig) -> list[str]:
         value = new_options[name]
         if name in RESUMABLE_CHANGES or _same(old, value):
             continue
-        same_file = name in ("manifest", "cache_dir", "weights") and old and value
+        same_file = name in PATH_OPTIONS and old and value
         if same_file and Path(old).resolve() == Path(value).resolve():
             continue
+        if name == "manifest" and saved_inputs and value and Path(value).is_file():
+            if file_sha256(value) == saved_inputs.get("manifest_sha256"):
+                continue
         changes.append(f"{name} {old!r} -> {value!r}")
     return changes
 
 
-def check_resume(out: str | os.PathLike, config: TrainConfig) -> None:
-    """Refuse to resume the run in ``out`` with settings other than its own.
+def run_inputs(config: TrainConfig) -> dict[str, Any]:
+    """What a run's data is (``inputs.json``): the manifest and every slide's fingerprints.
+
+    The manifest's absolute path and content hash; per slide (manifest order) its id,
+    split, image and mask paths and their :func:`~.io.fingerprint.fingerprint` (a
+    replaced, edited, touched or moved file changes it); the feature store's path and
+    fingerprint for a head run. Costs a ``stat`` per file, no read of a slide.
+    """
+    from .cohort import read_manifest
+    from .io.fingerprint import fingerprint
+
+    manifest = Path(config.manifest)
+    slides = [
+        {
+            "slide": e.slide,
+            "split": e.split,
+            "image": str(e.image),
+            "mask": str(e.mask),
+            "fingerprint": [fingerprint(e.image), fingerprint(e.mask)],
+        }
+        for e in read_manifest(manifest)
+    ]
+    inputs: dict[str, Any] = {
+        "version": INPUTS_VERSION,
+        "manifest": os.path.abspath(manifest),
+        "manifest_sha256": file_sha256(manifest),
+        "slides": slides,
+        "features": None,
+    }
+    if config.features is not None:
+        store = Path(config.features)
+        inputs["features"] = {"path": os.path.abspath(store), "fingerprint": fingerprint(store)}
+    return inputs
+
+
+def read_inputs(out: str | os.PathLike) -> dict[str, Any] | None:
+    """A run's ``inputs.json``; None when it has none (written by an older patchwise).
+
+    Raises
+    ------
+    PatchwiseError
+        The file is there but damaged.
+    """
+    file = Path(out) / INPUTS
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("slides"), list):
+            raise ValueError("not an object with slides")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PatchwiseError(
+            f"unreadable record of the run's data ({_first_line(exc)})",
+            path=file,
+            hint="the run folder is damaged; train again",
+        ) from None
+    return data
+
+
+def write_inputs(out: str | os.PathLike, inputs: dict[str, Any]) -> None:
+    """Write ``inputs.json`` atomically."""
+    from ._atomic import atomic_path
+
+    with atomic_path(Path(out) / INPUTS) as tmp:
+        tmp.write_text(json.dumps(inputs, indent=1) + "\n", encoding="utf-8")
+
+
+def inputs_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between a run's recorded data and the data now, one phrase each."""
+    old = {s["slide"]: s for s in saved.get("slides", [])}
+    new = {s["slide"]: s for s in now["slides"]}
+    changes = [f"slide {name} added" for name in new if name not in old]
+    changes += [f"slide {name} removed" for name in old if name not in new]
+    for name in (n for n in new if n in old):
+        before, after = old[name], new[name]
+        if before.get("split") != after["split"]:
+            changes.append(f"slide {name} moved from {before.get('split')} to {after['split']}")
+        for i, what in enumerate(("image", "mask")):
+            if list(before.get("fingerprint") or [None, None])[i] != after["fingerprint"][i]:
+                was = "" if before.get(what) == after[what] else f" (was {before.get(what)})"
+                changes.append(f"slide {name}: {what} {after[what]} changed{was}")
+    if not changes and list(old) != list(new):
+        changes.append("the manifest lists the slides in another order")
+    store_before, store_now = saved.get("features"), now.get("features")
+    if (store_before or {}).get("fingerprint") != (store_now or {}).get("fingerprint"):
+        changes.append(f"feature store {(store_now or {}).get('path')} changed")
+    return changes
+
+
+def _data_digest(inputs: dict[str, Any]) -> str:
+    """Hash of the data part of :func:`run_inputs`: slides, splits, order, fingerprints."""
+    slides = [[s["slide"], s["split"], s["fingerprint"]] for s in inputs["slides"]]
+    store = (inputs.get("features") or {}).get("fingerprint")
+    payload = json.dumps({"slides": slides, "features": store}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def run_identity(config: TrainConfig, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What ``last.pt`` records of its run (``"run"``): the settings a resume may not
+    change, and a digest of the data's fingerprints."""
+    options = config.to_options()
+    skip = RESUMABLE_CHANGES | set(PATH_OPTIONS)
+    return {
+        "config": {k: v for k, v in options.items() if k not in skip},
+        "data": _data_digest(inputs),
+    }
+
+
+def _changes_message(changes: list[str], limit: int = 3) -> str:
+    more = f"; and {len(changes) - limit} more" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more
+
+
+def check_resume(
+    out: str | os.PathLike, config: TrainConfig, inputs: dict[str, Any] | None = None
+) -> bool:
+    """Refuse to resume the run in ``out`` with settings or data other than its own.
 
     Only the step count (and the speed-only settings of :data:`RESUMABLE_CHANGES`) may
     change: anything else would continue one run under another's name and make its
-    ``config.json`` describe a run that never happened.
+    ``config.json`` describe a run that never happened. ``inputs`` (:func:`run_inputs`
+    of ``config``) must match the run's ``inputs.json``: a replaced, added or removed
+    slide is named. A run written by an older patchwise (no ``inputs.json``) resumes
+    with a one-line warning.
+
+    Returns
+    -------
+    bool
+        Whether the data was checked (the folder has an ``inputs.json``).
     """
     saved = read_run_config(out)
-    changes = config_changes(saved, config)
+    saved_inputs = read_inputs(out)
+    changes = config_changes(saved, config, saved_inputs)
     if changes:
         raise PatchwiseError(
             "cannot resume with different settings: " + "; ".join(changes),
@@ -295,6 +451,65 @@ def check_resume(out: str | os.PathLike, config: TrainConfig) -> None:
             hint="resume with the run's own settings (only --steps may change), "
             "or start a new run with another --out",
         )
+    if saved_inputs is None:
+        log.warning(
+            "patchwise: warning: %s was written by an older patchwise (no %s): its data "
+            "cannot be checked; resuming on %s as it is now",
+            out,
+            INPUTS,
+            config.manifest,
+        )
+        return False
+    data = inputs_changes(saved_inputs, inputs if inputs is not None else run_inputs(config))
+    if data:
+        raise PatchwiseError(
+            "cannot resume: the data changed since the run started: " + _changes_message(data),
+            path=out,
+            hint="put the run's slides back, or start a new run with another --out",
+        )
+    return True
+
+
+def check_last_identity(
+    ckpt: dict[str, Any], identity: dict[str, Any], last: Path, *, strict: bool
+) -> None:
+    """Refuse a ``last.pt`` that another run wrote (copied in from elsewhere).
+
+    ``identity`` is :func:`run_identity` of the run being resumed. A ``last.pt`` without
+    one was written by an older patchwise: refused when ``strict`` (the folder records
+    its data, so its own ``last.pt`` has an identity), accepted otherwise.
+    """
+    hint = "put this run's own last.pt back, or start a new run with another --out"
+    stored = ckpt.get("run")
+    if not isinstance(stored, dict):
+        if strict:
+            raise PatchwiseError(
+                "last.pt carries no run identity: it was not written by this run",
+                path=last,
+                hint=hint,
+            )
+        return
+    theirs, ours = stored.get("config") or {}, identity["config"]
+    diffs = [
+        f"{k} {theirs.get(k)!r} (last.pt) vs {v!r} (config.json)"
+        for k, v in ours.items()
+        if not _same(theirs.get(k), v)
+    ]
+    if not diffs and stored.get("data") != identity["data"]:
+        diffs = ["it was trained on other slides or files"]
+    if diffs:
+        raise PatchwiseError(
+            "last.pt belongs to another run: " + _changes_message(diffs), path=last, hint=hint
+        )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex): a content identity that survives a copy."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_output_dir(out: str | os.PathLike) -> None:
@@ -316,17 +531,15 @@ def check_output_dir(out: str | os.PathLike) -> None:
 def run_lock(out: str | os.PathLike) -> Iterator[None]:
     """Hold the run directory ``out`` exclusively (creating it), or raise at once.
 
-    An ``flock`` on ``out/.patchwise-train.lock``: the kernel drops it when the process
-    ends however it ends, so a killed run leaves no stale lock. The file is removed when
-    the lock is released; a process that locked a file that was removed meanwhile tries
-    again on the new one. Where ``fcntl`` is missing (Windows) the file is created
-    exclusively and holds the owner's pid; a lock whose pid is gone is stale and taken over.
+    ``out/.patchwise-train.lock`` through :func:`._atomic.exclusive_lock` (a killed run
+    leaves no stale lock). A sweep's worker process writes its sweep's pid after its own
+    (:data:`lock_note`), so that a rerun of the sweep can tell a run held by an orphan.
     """
     out = Path(out)
     created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with _locked(out / LOCK):
+        with exclusive_lock(out / LOCK, lambda pid: _busy(out, pid), note=lock_note):
             yield
     finally:
         # a run refused under the lock leaves nothing behind: remove the folders this
@@ -338,66 +551,6 @@ def run_lock(out: str | os.PathLike) -> Iterator[None]:
                 break
 
 
-@contextlib.contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        with _pid_lock(lock):
-            yield
-        return
-    out = lock.parent
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = _read_pid(fd)
-            os.close(fd)
-            raise _busy(out, owner) from None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(lock))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the previous owner removed the file while we waited for it
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
-        os.close(fd)  # unlink first: a waiter that locks the old file sees it is gone
-
-
-@contextlib.contextmanager
-def _pid_lock(lock: Path) -> Iterator[None]:  # pragma: no cover - Windows
-    import psutil
-
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            break
-        except FileExistsError:
-            with contextlib.suppress(OSError, ValueError):
-                owner = int(lock.read_text().strip() or "0")
-                if owner and psutil.pid_exists(owner):
-                    raise _busy(lock.parent, owner) from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()  # stale: its process is gone
-    else:
-        raise _busy(lock.parent, None)
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
-
-
 def _busy(out: Path, owner: int | None) -> PatchwiseError:
     who = f" (pid {owner})" if owner else ""
     return PatchwiseError(
@@ -405,13 +558,6 @@ def _busy(out: Path, owner: int | None) -> PatchwiseError:
         path=out,
         hint="wait for it to finish, or choose another --out",
     )
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip() or "0") or None
-    except (OSError, ValueError):
-        return None
 
 
 # -- helpers -----------------------------------------------------------------------------------

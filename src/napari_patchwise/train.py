@@ -478,6 +478,15 @@ class _Run:
     data: _Data
     opt: _Optimisation
     meta: dict[str, Any]
+    inputs: dict[str, Any] = field(default_factory=dict)  # runs.run_inputs: inputs.json
+    strict: bool = True  # the folder records its data: its last.pt must carry its identity
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What ``last.pt`` records of this run (:func:`runs.run_identity`)."""
+        from .runs import run_identity
+
+        return run_identity(self.config, self.inputs)
 
     def best_path(self, metric: str) -> Path:
         return best_checkpoint_path(self.out, metric, self.config.select)
@@ -504,10 +513,15 @@ class _Run:
 
     def save_last(self, state: RunState) -> None:
         if self.dist.main:
+            from .runs import INPUTS, write_inputs
+
             ckpt = state.to_checkpoint(self.opt, self.meta)
+            ckpt["run"] = self.identity  # a resume refuses a last.pt of another run
             if self.data.head is not None:  # the full model, so that predict reads it too
                 ckpt["model"] = self.model_state()
             _save(ckpt, self.out / LAST)
+            if not (self.out / INPUTS).is_file():  # a run of an older patchwise, resumed
+                write_inputs(self.out, self.inputs)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -551,11 +565,14 @@ def train(
     passive_openmp_waits()  # before torch loads: see "CPU threads" above
     import torch
 
+    from .runs import absolute_paths
+
     if config.features is not None:  # the head's checkpoints are the store's model's
         from .head import with_store_settings
 
         config = with_store_settings(config)
     config.validate()
+    config = absolute_paths(config)  # config.json names the files wherever it is resumed
     threads = torch.get_num_threads()
     run_threads = config.num_threads or default_num_threads(threads)
     torch.set_num_threads(int(run_threads))
@@ -578,15 +595,20 @@ def _train(
 
     dist = _init_distributed("cuda" if config.device == "cuda" else "cpu")
     out = Path(config.out)
-    _check_run_dir(config, out, dist, stack)
+    inputs, strict = _check_run_dir(config, out, dist, stack)
     device = resolve_device(config.device, dist.local_rank)
     data = _prepare_data(config, dist, callbacks)
     opt = _set_up_optimisation(config, data, device, dist)
-    run = _Run(config, out, dist, data, opt, _checkpoint_meta(config, data))
+    meta = _checkpoint_meta(config, data)
+    run = _Run(config, out, dist, data, opt, meta, inputs, strict)
     state = _resumed_state(run) if config.resume else RunState()
     if dist.main:  # every check has passed: the run directory now holds a run
+        from .runs import write_inputs
+
         with atomic_path(out / CONFIG) as tmp:
             tmp.write_text(config.to_json())
+        if strict:  # else (an older run's folder) with the first last.pt that records it
+            write_inputs(out, inputs)
     if config.method == "dfr":
         cancelled = _fit_dfr(run, state, callbacks)
     else:
@@ -600,9 +622,14 @@ def _train(
 
 def _check_run_dir(
     config: TrainConfig, out: Path, dist: _Dist, stack: contextlib.ExitStack
-) -> None:
-    """The run directory's rules: a folder, held by one run, resumed only when it has a run."""
-    from .runs import check_output_dir, check_resume, run_lock
+) -> tuple[dict[str, Any], bool]:
+    """The run directory's rules: a folder, held by one run, resumed only when it has a
+    run of the same settings and data.
+
+    Returns the run's data record (:func:`runs.run_inputs`) and whether the folder's own
+    record was checked (False: a run of an older patchwise, resumed with a warning).
+    """
+    from .runs import check_output_dir, check_resume, run_inputs, run_lock
 
     check_output_dir(out)
     if dist.main:
@@ -620,8 +647,10 @@ def _check_run_dir(
             path=out,
             hint="pass --resume to continue it, or choose another --out",
         )
+    inputs = run_inputs(config)
     if config.resume:
-        check_resume(out, config)
+        return inputs, check_resume(out, config, inputs)
+    return inputs, True
 
 
 def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -> _Data:
@@ -740,10 +769,11 @@ def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
 
 def _resumed_state(run: _Run) -> RunState:
     """The state of ``last.pt``, loaded into the run's model, optimiser and method."""
-    from .runs import _first_line, load_checkpoint
+    from .runs import _first_line, check_last_identity, load_checkpoint
 
     last = run.out / LAST
     ckpt, _ = load_checkpoint(last)
+    check_last_identity(ckpt, run.identity, last, strict=run.strict)
     if run.data.head is not None:  # last.pt holds the full model; the loop trains the head
         ckpt["model"] = run.data.head.head_state(ckpt["model"])
     try:
