@@ -366,6 +366,41 @@ def exclusive_lock(
         os.close(fd)  # unlink first: a waiter that locks the old file sees it is gone
 
 
+def lock_held(lock: str | os.PathLike) -> bool:
+    """Whether a process holds the lock file ``lock`` now (a left-over file holds none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the pid lock is held while its pid lives
+        owner = lock_holder(lock)
+        return bool(owner) and pid_alive(owner[0])
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie, ended but not yet reaped,
+    does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # e.g. AccessDenied: it exists
+        return True
+
+
 def lock_holder(lock: str | os.PathLike) -> list[int]:
     """The numbers a lock file holds: the holder's pid first, then its note's (may be [])."""
     try:

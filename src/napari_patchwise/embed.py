@@ -94,9 +94,12 @@ def read_rows(job: SlideJob, start: int, stop: int) -> np.ndarray:
 
 # -- the model -------------------------------------------------------------------------------
 def _run_checkpoint(path: str) -> tuple[dict, dict, dict]:
-    """``(store checkpoint, meta, source spec)`` of a trained run's checkpoint."""
-    from .io.fingerprint import fingerprint
-    from .runs import load_checkpoint, resolve_checkpoint
+    """``(store checkpoint, meta, source spec)`` of a trained run's checkpoint.
+
+    The checkpoint is known by its content (SHA-256): a restored or copied identical
+    file is the same source, whatever its path and times.
+    """
+    from .runs import file_sha256, load_checkpoint, resolve_checkpoint
 
     resolved = resolve_checkpoint(path)
     ckpt, meta = load_checkpoint(resolved)
@@ -105,7 +108,7 @@ def _run_checkpoint(path: str) -> tuple[dict, dict, dict]:
     source = {
         "kind": "run",
         "checkpoint": str(resolved.resolve()),
-        "fingerprint": fingerprint(resolved),
+        "fingerprint": file_sha256(resolved),
     }
     return {"model": ckpt["model"], **meta}, meta, source
 
@@ -114,8 +117,8 @@ def _backbone_checkpoint(source: EmbedSource, channels: int, mean, std, patch_si
     """``(store checkpoint, meta, source spec)`` of a torchvision backbone."""
     import torch
 
-    from .io.fingerprint import fingerprint
     from .models import build_model
+    from .runs import file_sha256
 
     with torch.random.fork_rng():  # a random backbone: the same one on every call
         torch.manual_seed(0)
@@ -132,7 +135,7 @@ def _backbone_checkpoint(source: EmbedSource, channels: int, mean, std, patch_si
         "kind": "backbone",
         "backbone": source.backbone,
         "weights": None if source.weights is None else str(Path(source.weights).resolve()),
-        "fingerprint": None if source.weights is None else fingerprint(Path(source.weights)),
+        "fingerprint": None if source.weights is None else file_sha256(source.weights),
     }
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"model": state, **meta}, meta, spec
@@ -472,20 +475,24 @@ def embed(
     pathlib.Path
         ``out``.
     """
-    from .features import head_prefix
+    from .features import head_prefix, store_lock
 
     out = Path(out)
     if out.exists() and not overwrite:  # before any work, not after it
         raise PatchwiseError("already exists", path=out, hint="pass --overwrite to replace it")
-    ckpt, meta, source_spec, settings, jobs = _model_and_jobs(
-        target, source, mask=mask, settings=settings, cache_dir=cache_dir,
-        progress=prepare_progress,
-    )  # fmt: skip
-    dim = int(ckpt["model"][head_prefix(meta["model_name"]) + "weight"].shape[1])
-    inputs = {"target": str(Path(target).resolve()), "mask": mask and str(Path(mask).resolve())}
-    spec = build_spec(
-        source_spec, meta, settings, jobs, inputs, dim, layer=source.layer, chunk_rows=chunk_rows
-    )
-    partial = prepare_store(out, spec, jobs, ckpt)
-    run_jobs(partial, jobs, device=device, batch_size=batch_size, client=client, progress=progress)
-    return publish(partial, out, overwrite=overwrite)
+    with store_lock(out):  # a second embed into the same store stops here, at once
+        ckpt, meta, source_spec, settings, jobs = _model_and_jobs(
+            target, source, mask=mask, settings=settings, cache_dir=cache_dir,
+            progress=prepare_progress,
+        )  # fmt: skip
+        dim = int(ckpt["model"][head_prefix(meta["model_name"]) + "weight"].shape[1])
+        inputs = {"target": str(Path(target).resolve()), "mask": mask and str(Path(mask).resolve())}
+        spec = build_spec(
+            source_spec, meta, settings, jobs, inputs, dim, layer=source.layer,
+            chunk_rows=chunk_rows,
+        )  # fmt: skip
+        partial = prepare_store(out, spec, jobs, ckpt)
+        run_jobs(
+            partial, jobs, device=device, batch_size=batch_size, client=client, progress=progress
+        )
+        return publish(partial, out, overwrite=overwrite)

@@ -24,8 +24,10 @@ torch is imported inside functions only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,11 @@ import pandas as pd
 from .errors import PatchwiseError
 
 ATTRS_KEY = "patchwise_features"
+LOCK_SUFFIX = ".patchwise-embed.lock"
+#: Keys of the spec's ``source`` a resumed embed does not compare: where the checkpoint
+#: or weights were read from. Its ``fingerprint`` is the file's SHA-256, so a restored or
+#: copied identical file is the same source.
+SOURCE_PATHS = frozenset({"checkpoint", "weights"})
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
 PARTIAL_SUFFIX = ".partial"
@@ -54,6 +61,37 @@ def partial_path(out: str | os.PathLike) -> Path:
     """Where an unfinished store lives (``FEATURES.zarr.partial``)."""
     out = Path(out)
     return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def lock_path(out: str | os.PathLike) -> Path:
+    """The lock file of an embed into ``out`` (hidden, beside the store)."""
+    out = Path(out)
+    return out.with_name("." + out.name + LOCK_SUFFIX)
+
+
+@contextlib.contextmanager
+def store_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold the feature store ``out`` (and its ``.partial``) for one ``patchwise embed``.
+
+    :func:`._atomic.exclusive_lock` on :func:`lock_path`: a second embed into the same
+    store is refused with one line naming the store and the holder's pid; a file left by
+    a killed embed holds no lock and is taken over.
+    """
+    from ._atomic import exclusive_lock
+
+    out = Path(out)
+
+    def busy(pid: int | None) -> PatchwiseError:
+        who = f" (pid {pid})" if pid else ""
+        return PatchwiseError(
+            f"another patchwise embed{who} is writing this feature store",
+            path=out,
+            hint="wait for it to finish, or choose another --out",
+        )
+
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path(out), busy):
+        yield
 
 
 # -- the head of a model ----------------------------------------------------------------------
@@ -240,11 +278,13 @@ def write_chunk(path: Path, index: int, chunk: int, vectors: np.ndarray) -> None
 
 
 def spec_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the spec entries that differ (``complete`` aside)."""
+    """Names of the spec entries that differ (``complete`` and the source's paths aside)."""
     keys = (set(stored) | set(new)) - {"complete"}
     canon = json.loads  # attrs round-trip through JSON: compare both that way
 
     def norm(value):
+        if isinstance(value, dict) and "kind" in value:  # the source: by content
+            value = {k: v for k, v in value.items() if k not in SOURCE_PATHS}
         return canon(json.dumps(value, sort_keys=True))
 
     return sorted(k for k in keys if norm(stored.get(k)) != norm(new.get(k)))

@@ -304,11 +304,17 @@ def config_changes(
         same_file = name in PATH_OPTIONS and old and value
         if same_file and Path(old).resolve() == Path(value).resolve():
             continue
-        if name == "manifest" and saved_inputs and value and Path(value).is_file():
-            if file_sha256(value) == saved_inputs.get("manifest_sha256"):
-                continue
+        if name == "manifest" and _same_manifest(value, saved_inputs):
+            continue
         changes.append(f"{name} {old!r} -> {value!r}")
     return changes
+
+
+def _same_manifest(path: str | None, saved_inputs: dict[str, Any] | None) -> bool:
+    """Whether ``path`` holds the manifest bytes the run recorded (another name for it)."""
+    if not saved_inputs or not path or not Path(path).is_file():
+        return False
+    return file_sha256(path) == saved_inputs.get("manifest_sha256")
 
 
 def run_inputs(config: TrainConfig) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -44,7 +45,7 @@ import numpy as np
 
 from ._atomic import atomic_path
 from .errors import PatchwiseError
-from .runs import BEST, CONFIG, HISTORY, LAST, LOCK, METRICS, PREDICTIONS
+from .runs import BEST, CONFIG, HISTORY, INPUTS, LAST, LOCK, METRICS, PREDICTIONS
 from .train import TrainCallbacks, train
 from .train_config import SELECT_METRICS, TrainConfig
 
@@ -59,7 +60,13 @@ SWEEP_LOCK = ".patchwise-sweep.lock"
 STATUSES: tuple[str, ...] = ("run", "skipped", "failed")
 #: Options a grid may not vary: the seeds are their own list (``--seeds``).
 NOT_AXES: frozenset[str] = frozenset({"seed"})
-_RUN_FILES = frozenset({BEST, LAST, CONFIG, HISTORY, METRICS, PREDICTIONS, LOCK})
+_RUN_FILES = frozenset({BEST, LAST, CONFIG, HISTORY, METRICS, PREDICTIONS, LOCK, INPUTS})
+#: How often a worker process checks that its sweep still runs (the fallback where the
+#: kernel cannot end it with its parent), and how long a rerun waits for an orphan.
+WATCHDOG_S = 0.5
+ORPHAN_WAIT_S = 10.0
+log = logging.getLogger(__name__)
+_warned_old: set[str] = set()  # sweep folders whose older runs were warned about
 
 
 # -- the grid ------------------------------------------------------------------------------------
@@ -257,22 +264,27 @@ def check_folder(sweep_dir: str | os.PathLike) -> Path:
 
 
 def check_existing_runs(runs: Sequence[SweepRun]) -> None:
-    """Refuse, before any work, a run folder that holds a run with other settings.
+    """Refuse, before any work, a run folder that holds a run with other settings or data.
 
     A rerun may only raise ``--steps`` (and change threads or loader workers): anything
-    else would mix two experiments under one name. A folder whose ``config.json`` is
-    unreadable is damaged and will be restarted.
+    else would mix two experiments under one name. The slides must be those the run
+    recorded (``inputs.json``): a replaced, added or removed slide is named. A folder
+    whose ``config.json`` is unreadable is damaged and will be restarted; runs of an
+    older patchwise (no ``inputs.json``) are reused with one warning.
     """
-    from .runs import config_changes, read_run_config
+    from .runs import config_changes, read_inputs, read_run_config
 
+    now: dict[tuple, dict] = {}  # the data's record, once per (manifest, store)
+    old = []
     for run in runs:
         if run.skip or not (run.out / CONFIG).is_file():
             continue
         try:
             saved = read_run_config(run.out)
+            saved_inputs = read_inputs(run.out)
         except PatchwiseError:
             continue  # damaged: restarted by the run's task
-        changes = config_changes(saved, run.config)
+        changes = config_changes(saved, run.config, saved_inputs)
         if saved.steps > run.config.steps:
             changes.append(f"steps {saved.steps!r} -> {run.config.steps!r}")
         if changes:
@@ -282,6 +294,40 @@ def check_existing_runs(runs: Sequence[SweepRun]) -> None:
                 hint="rerun the sweep with its own flags (--steps may only grow), "
                 "or choose another --out",
             )
+        if saved_inputs is None:
+            old.append(run.name)
+        else:
+            _check_run_data(run, saved_inputs, now)
+    _warn_old_runs(runs, old)
+
+
+def _check_run_data(run: SweepRun, saved_inputs: dict, now: dict[tuple, dict]) -> None:
+    from .runs import inputs_changes, run_inputs
+
+    key = (run.config.manifest, run.config.features)
+    if key not in now:
+        now[key] = run_inputs(run.config)
+    changes = inputs_changes(saved_inputs, now[key])
+    if changes:
+        more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise PatchwiseError(
+            "holds a run of other data: " + "; ".join(changes[:3]) + more,
+            path=run.out,
+            hint="put the sweep's slides back, or sweep the new data into another --out",
+        )
+
+
+def _warn_old_runs(runs: Sequence[SweepRun], old: list[str]) -> None:
+    folder = str(runs[0].out.parent) if runs else ""
+    if old and folder not in _warned_old:
+        _warned_old.add(folder)
+        log.warning(
+            "patchwise: warning: %d run(s) in %s were written by an older patchwise (no "
+            "%s): their data cannot be checked; reused as they are",
+            len(old),
+            folder,
+            INPUTS,
+        )
 
 
 def finished(run: SweepRun) -> bool:
@@ -343,6 +389,8 @@ def train_run(config: TrainConfig, stop_file: str, own_process: bool) -> tuple[s
     stop = _Stop(Path(stop_file))
     if stop.should_stop():
         return "interrupted", ""
+    if own_process:
+        _take_over_from_orphan(Path(config.out))
     previous = signal.signal(signal.SIGINT, stop.on_sigint) if own_process else None
     try:
         train(_resume_or_restart(config), stop)
@@ -466,7 +514,8 @@ class _Pool:
         self.pool = cf.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_ignore_sigint,
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
         )
 
     def submit(self, config: TrainConfig, stop_file: str) -> Any:
@@ -482,10 +531,79 @@ class _Pool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ignore_sigint() -> None:
+def _init_worker(sweep_pid: int) -> None:
+    """A worker process's setup: Ctrl-C ignored between runs, its sweep's pid in the run
+    locks it takes, and an end with its sweep however the sweep ends."""
+    from . import runs
+
     # A worker between runs ignores Ctrl-C (the terminal sends it to every process): the
     # sweep decides; during a run, train_run's handler stops it after its current step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runs.lock_note = f"sweep {sweep_pid}"
+    die_with_parent(sweep_pid)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` ends, even by SIGKILL.
+
+    On Linux the kernel does it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); everywhere a
+    daemon thread checks every :data:`WATCHDOG_S` seconds that the parent is still the
+    parent (an orphan is re-parented) and ends the process otherwise. A killed sweep's
+    worker would go on training a run nobody waits for, and hold its run directory.
+    """
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the kernel was told
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent,), daemon=True, name="patchwise-parent-watchdog"
+    ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(WATCHDOG_S)
+    os._exit(1)  # files are written atomically: the run resumes from its last.pt
+
+
+def _take_over_from_orphan(out: Path) -> None:
+    """Free a run directory that a worker of a dead sweep still holds.
+
+    The run lock names its holder and the holder's sweep (:data:`.runs.lock_note`).
+    Only one sweep runs in a folder (:func:`sweep_lock`), so a holder of another sweep
+    whose process is gone is an orphan: it is given :data:`ORPHAN_WAIT_S` seconds to end
+    by itself (:func:`die_with_parent`), then killed. Anything else is left to the run
+    lock (a ``patchwise train`` of its own into the folder is refused as before).
+    """
+    import time
+
+    from . import runs
+    from ._atomic import lock_held, lock_holder, pid_alive
+
+    lock = out / LOCK
+    words, ours = lock_holder(lock), runs.lock_note.split()[-1:]
+    if len(words) < 2 or not ours or str(words[1]) == ours[0] or pid_alive(words[1]):
+        return
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while lock_held(lock) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if lock_held(lock) and pid_alive(words[0]):
+        log.warning("patchwise: warning: ending pid %d, an orphan of sweep pid %d in %s",
+                    words[0], words[1], out)  # fmt: skip
+        with contextlib.suppress(OSError):
+            os.kill(words[0], getattr(signal, "SIGKILL", signal.SIGTERM))
+        deadline = time.monotonic() + ORPHAN_WAIT_S
+        while lock_held(lock) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 class _Cluster:
@@ -667,24 +785,18 @@ def _read_json(path: Path) -> dict:
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path) -> Iterator[None]:
     """Hold the sweep folder: a second ``patchwise sweep`` into it stops with one line."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the run locks still guard each run
+    from ._atomic import exclusive_lock
+
+    def busy(pid: int | None) -> PatchwiseError:
+        who = f" (pid {pid})" if pid else ""
+        return PatchwiseError(
+            f"another patchwise sweep{who} is running in this folder",
+            path=sweep_dir,
+            hint="wait for it to finish, or choose another --out",
+        )
+
+    with exclusive_lock(sweep_dir / SWEEP_LOCK, busy):
         yield
-        return
-    fd = os.open(sweep_dir / SWEEP_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise PatchwiseError(
-                "another patchwise sweep is running in this folder",
-                path=sweep_dir,
-                hint="wait for it to finish, or choose another --out",
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def write_spec(sweep_dir: Path, runs: Sequence[SweepRun], axes: Sequence[Axis]) -> None:

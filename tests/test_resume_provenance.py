@@ -1,0 +1,148 @@
+"""Resume and reuse continue only on the run's own data: paths stored absolute, slides
+fingerprinted (inputs.json), last.pt carrying its run's identity; embed's store locked and
+its checkpoint known by content.
+
+Tiny smallcnn runs on the hand-built cohort of tests/_cohort.py, cancelled after two steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+from _cohort import make_cohort, write_slide  # noqa: E402
+from napari_patchwise import PatchwiseError  # noqa: E402
+from napari_patchwise.train import TrainCallbacks, TrainConfig, train  # noqa: E402
+
+
+class StopAfter(TrainCallbacks):
+    """Cancel after ``n`` steps (the run writes last.pt and stops)."""
+
+    def __init__(self, n: int | None = None):
+        self.n, self.steps = n, []
+
+    def on_step(self, step, total, loss):  # noqa: ARG002
+        self.steps.append(step)
+
+    def should_stop(self):
+        return self.n is not None and len(self.steps) >= self.n
+
+
+def config(manifest, out, **kw):
+    base = dict(
+        manifest=str(manifest), out=str(out), model="smallcnn", patch_size=16, steps=4,
+        eval_every=2, batch_size=16, lr=0.05, seed=1, num_threads=1,
+    )  # fmt: skip
+    return TrainConfig.from_options({**base, **kw})
+
+
+def started(manifest, out, **kw):
+    """A run cancelled after 2 of its 4 steps: last.pt, config.json, inputs.json."""
+    train(config(manifest, out, **kw), StopAfter(2))
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+    return out
+
+
+# -- stored paths resolve wherever the run is resumed ------------------------------------------
+def test_resume_from_another_folder_finds_the_stored_manifest(tmp_path, monkeypatch):
+    make_cohort(tmp_path / "a")
+    monkeypatch.chdir(tmp_path / "a")
+    run = started("cohort.csv", tmp_path / "run", cache_dir="cache")
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["manifest"] == str(tmp_path / "a" / "cohort.csv")
+    assert saved["cache_dir"] == str(tmp_path / "a" / "cache")
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")  # the same manifest by another relative name
+    rec = StopAfter()
+    train(config("../a/cohort.csv", run, cache_dir="../a/cache", resume=True), rec)
+    assert rec.steps == [3, 4] and (run / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("splits", ["same", "other"])
+def test_a_same_named_cohort_in_the_current_folder_is_not_used(tmp_path, monkeypatch, splits):
+    make_cohort(tmp_path / "a")
+    monkeypatch.chdir(tmp_path / "a")
+    run = started("cohort.csv", tmp_path / "run")
+    # another cohort with the same file name: its manifest reads the same, or its val
+    # slide and test slide were training slides of the first
+    other = ("train", "train", "val", "test") if splits == "same" else ("val", "test", "train", "train")
+    make_cohort(tmp_path / "b", splits=other)
+    monkeypatch.chdir(tmp_path / "b")
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(PatchwiseError) as exc:
+        train(config("cohort.csv", run, resume=True), StopAfter())
+    message = str(exc.value)
+    assert "\n" not in message
+    if splits == "same":  # same bytes: the manifest matches, its slides do not
+        assert "the data changed since the run started: slide s0: image" in message
+        assert str(tmp_path / "b" / "s0.ome.tif") in message
+    else:
+        assert "cannot resume with different settings: manifest" in message
+    assert (run / "last.pt").read_bytes() == before
+
+
+# -- the data is checked ---------------------------------------------------------------------------
+def test_a_replaced_slide_refuses_the_resume_naming_it(tmp_path):
+    manifest = make_cohort(tmp_path / "cohort")
+    run = started(manifest, tmp_path / "run")
+    saved = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    write_slide(manifest.parent, "s2", cells=8, patch=16, seed=999)  # the val slide, replaced
+    with pytest.raises(PatchwiseError, match="the data changed since the run started") as exc:
+        train(config(manifest, run, resume=True), StopAfter())
+    message = str(exc.value)
+    assert f"slide s2: image {manifest.parent / 's2.ome.tif'} changed" in message
+    assert "slide s2: mask" in message and "s0" not in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == saved
+
+
+def test_a_slide_added_to_the_manifest_refuses_the_resume(tmp_path):
+    manifest = make_cohort(tmp_path / "cohort")
+    run = started(manifest, tmp_path / "run")
+    write_slide(manifest.parent, "s9", cells=8, patch=16, seed=9)
+    with manifest.open("a") as f:
+        f.write("s9.ome.tif,s9_mask.tif,train\n")
+    with pytest.raises(PatchwiseError, match="slide s9 added"):
+        train(config(manifest, run, resume=True), StopAfter())
+
+
+@pytest.mark.parametrize("other", ["settings", "cohort"])
+def test_a_last_pt_copied_from_another_run_is_refused(tmp_path, other):
+    manifest = make_cohort(tmp_path / "cohort")
+    run = started(manifest, tmp_path / "run")
+    if other == "settings":  # another patch size: smallcnn's weights fit either
+        foreign = started(manifest, tmp_path / "foreign", patch_size=8)
+        listed = "patch_size 8 (last.pt) vs 16 (config.json)"
+    else:  # the same settings on another cohort
+        foreign = started(make_cohort(tmp_path / "b", splits=("val", "test", "train", "train")), tmp_path / "foreign")
+        listed = "it was trained on other slides or files"
+    shutil.copy(foreign / "last.pt", run / "last.pt")
+    with pytest.raises(PatchwiseError, match="last.pt belongs to another run") as exc:
+        train(config(manifest, run, resume=True), StopAfter())
+    assert listed in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_run_of_an_older_version_resumes_with_one_warning(tmp_path, monkeypatch, caplog):
+    """No inputs.json, a last.pt without identity, a relative manifest in config.json."""
+    manifest = make_cohort(tmp_path / "cohort")
+    run = started(manifest, tmp_path / "run")
+    (run / "inputs.json").unlink()
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    del ckpt["run"]
+    torch.save(ckpt, run / "last.pt")
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "manifest": "cohort.csv"}))
+    monkeypatch.chdir(manifest.parent)
+    rec = StopAfter()
+    with caplog.at_level(logging.WARNING, logger="napari_patchwise.runs"):
+        train(config("cohort.csv", run, resume=True), rec)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "written by an older patchwise (no inputs.json)" in warnings[0]
+    assert rec.steps == [3, 4]
+    assert (run / "inputs.json").is_file()  # recorded now: the next resume is checked
+    assert "run" in torch.load(run / "last.pt", weights_only=True)
