@@ -27,7 +27,7 @@ class StopAfter(TrainCallbacks):
     def __init__(self, n: int | None = None):
         self.n, self.steps = n, []
 
-    def on_step(self, step, total, loss):  # noqa: ARG002
+    def on_step(self, step, total, loss):
         self.steps.append(step)
 
     def should_stop(self):
@@ -71,7 +71,9 @@ def test_a_same_named_cohort_in_the_current_folder_is_not_used(tmp_path, monkeyp
     run = started("cohort.csv", tmp_path / "run")
     # another cohort with the same file name: its manifest reads the same, or its val
     # slide and test slide were training slides of the first
-    other = ("train", "train", "val", "test") if splits == "same" else ("val", "test", "train", "train")
+    other = (
+        ("train", "train", "val", "test") if splits == "same" else ("val", "test", "train", "train")
+    )
     make_cohort(tmp_path / "b", splits=other)
     monkeypatch.chdir(tmp_path / "b")
     before = (run / "last.pt").read_bytes()
@@ -119,10 +121,13 @@ def test_a_last_pt_copied_from_another_run_is_refused(tmp_path, other):
         foreign = started(manifest, tmp_path / "foreign", patch_size=8)
         listed = "patch_size 8 (last.pt) vs 16 (config.json)"
     else:  # the same settings on another cohort
-        foreign = started(make_cohort(tmp_path / "b", splits=("val", "test", "train", "train")), tmp_path / "foreign")
+        foreign = started(
+            make_cohort(tmp_path / "b", splits=("val", "test", "train", "train")),
+            tmp_path / "foreign",
+        )
         listed = "it was trained on other slides or files"
     shutil.copy(foreign / "last.pt", run / "last.pt")
-    with pytest.raises(PatchwiseError, match="last.pt belongs to another run") as exc:
+    with pytest.raises(PatchwiseError, match=r"last\.pt belongs to another run") as exc:
         train(config(manifest, run, resume=True), StopAfter())
     assert listed in str(exc.value) and "\n" not in str(exc.value)
 
@@ -146,3 +151,111 @@ def test_a_run_of_an_older_version_resumes_with_one_warning(tmp_path, monkeypatc
     assert rec.steps == [3, 4]
     assert (run / "inputs.json").is_file()  # recorded now: the next resume is checked
     assert "run" in torch.load(run / "last.pt", weights_only=True)
+
+
+# -- embed: the checkpoint by content, one embed per store ---------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny cohort and a finished 2-step smallcnn run on it."""
+    folder = tmp_path_factory.mktemp("embed")
+    manifest = make_cohort(folder / "cohort")
+    run = train(config(manifest, folder / "run", steps=2))
+    return manifest, run
+
+
+class _Stop(Exception):
+    pass
+
+
+def _interrupted_embed(manifest, out, checkpoint, after=2):
+    from napari_patchwise.embed import EmbedSource, embed
+
+    def stop(done, total):
+        if done >= after:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        embed(manifest, out, EmbedSource(checkpoint=str(checkpoint)), device="cpu",
+              chunk_rows=16, progress=stop)  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["same path", "another path"])
+def test_a_restored_identical_checkpoint_continues_an_interrupted_embed(trained, tmp_path, where):
+    import os
+    import time
+
+    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.features import read_features
+
+    manifest, run = trained
+    ckpt = tmp_path / "model" / "best.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(run / "best.pt", ckpt)
+    out = tmp_path / "f.zarr"
+    _interrupted_embed(manifest, out, ckpt)
+    backup = tmp_path / "backup.pt"
+    os.replace(ckpt, backup)  # lost, then restored from a backup: new inode and times
+    time.sleep(0.01)
+    restored = ckpt if where == "same path" else tmp_path / "elsewhere" / "best.pt"
+    restored.parent.mkdir(exist_ok=True)
+    shutil.copyfile(backup, restored)
+    seen = []
+    embed(manifest, out, EmbedSource(checkpoint=str(restored)), device="cpu", chunk_rows=16,
+          progress=lambda d, t: seen.append((d, t)))  # fmt: skip
+    total = seen[-1][1]
+    assert seen[0][0] == 2 and seen[-1][0] == total > 2  # continued, not refused or restarted
+    assert read_features(out).vectors.shape[1] == 128
+
+
+def test_an_interrupted_embed_still_refuses_a_checkpoint_of_other_content(trained, tmp_path):
+    from napari_patchwise.embed import EmbedSource, embed
+
+    manifest, run = trained
+    out = tmp_path / "f.zarr"
+    _interrupted_embed(manifest, out, run / "best.pt")
+    other = tmp_path / "best.pt"
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    ckpt["model"] = {k: v + 1 for k, v in ckpt["model"].items()}
+    torch.save(ckpt, other)
+    with pytest.raises(PatchwiseError, match=r"interrupted embed of other inputs.*source"):
+        embed(manifest, out, EmbedSource(checkpoint=str(other)), device="cpu", chunk_rows=16)
+
+
+def test_a_second_embed_into_the_same_store_is_refused(trained, tmp_path, capsys):
+    import os
+    import threading
+
+    from napari_patchwise.cli import main
+    from napari_patchwise.embed import EmbedSource, embed
+
+    manifest, run = trained
+    out = tmp_path / "f.zarr"
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(done, total):
+        inside.set()
+        release.wait(60)
+
+    first = threading.Thread(
+        target=embed,
+        args=(manifest, out, EmbedSource(checkpoint=str(run))),
+        kwargs=dict(device="cpu", chunk_rows=16, progress=hold),
+    )
+    first.start()
+    try:
+        assert inside.wait(60)  # the first embed is writing out.partial
+        argv = ["embed", str(manifest), "--checkpoint", str(run), "--device", "cpu", "--quiet"]
+        assert main([*argv, "--out", str(out)]) == 2
+    finally:
+        release.set()
+        first.join(60)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"another patchwise embed (pid {os.getpid()}) is writing this feature store" in err
+    assert str(out) in err
+    assert out.is_dir() and not list(tmp_path.glob(".*lock"))  # the first one finished
+    # a lock file left by a killed embed holds no lock: taken over
+    other = tmp_path / "g.zarr"
+    (tmp_path / ".g.zarr.patchwise-embed.lock").write_text("999999999")
+    embed(manifest, other, EmbedSource(checkpoint=str(run)), device="cpu", chunk_rows=16)
+    assert other.is_dir() and not list(tmp_path.glob(".*lock"))

@@ -64,7 +64,7 @@ _RUN_FILES = frozenset({BEST, LAST, CONFIG, HISTORY, METRICS, PREDICTIONS, LOCK,
 #: How often a worker process checks that its sweep still runs (the fallback where the
 #: kernel cannot end it with its parent), and how long a rerun waits for an orphan.
 WATCHDOG_S = 0.5
-ORPHAN_WAIT_S = 10.0
+ORPHAN_WAIT_S = 3.0
 log = logging.getLogger(__name__)
 _warned_old: set[str] = set()  # sweep folders whose older runs were warned about
 
