@@ -259,3 +259,29 @@ def test_a_second_embed_into_the_same_store_is_refused(trained, tmp_path, capsys
     (tmp_path / ".g.zarr.patchwise-embed.lock").write_text("999999999")
     embed(manifest, other, EmbedSource(checkpoint=str(run)), device="cpu", chunk_rows=16)
     assert other.is_dir() and not list(tmp_path.glob(".*lock"))
+
+
+# -- sweep reuse -------------------------------------------------------------------------------
+def test_a_sweep_rerun_refuses_a_finished_run_whose_slides_changed(tmp_path, capsys):
+    from napari_patchwise.cli import main
+
+    manifest = make_cohort(tmp_path / "cohort")
+    flags = ["--method", "erm", "--model", "smallcnn", "--patch-size", "16", "--batch-size",
+             "16", "--steps", "2", "--eval-every", "2", "--num-threads", "1", "--quiet"]  # fmt: skip
+    sweep_dir = tmp_path / "s"
+    run = sweep_dir / "lr=0.05_seed=0"
+    # the run a finished sweep holds, trained here (a sweep's worker runs the same train)
+    assert (
+        main(["train", str(manifest), *flags, "--lr", "0.05", "--seed", "0", "--out", str(run)])
+        == 0
+    )
+    (sweep_dir / "sweep.json").write_text("{}")
+    argv = ["sweep", str(manifest), *flags, "--grid", "lr=0.05", "--out", str(sweep_dir)]
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    write_slide(manifest.parent, "s2", cells=8, patch=16, seed=999)  # the val slide, replaced
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a run of other data: slide s2: image" in err
+    assert str(run) in err
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
