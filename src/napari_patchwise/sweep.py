@@ -179,6 +179,8 @@ def plan(
             out = Path(sweep_dir).resolve() / name
             config = make_config({**dict(point), "seed": seed, "out": str(out)})
             config.validate()
+            if not runs:  # an axis the method ignores would select among equal runs
+                config.check_used([a.name for a in axes], label=lambda name: f"--grid {name}")
             runs.append(SweepRun(name, point, seed, config))
     return runs
 
