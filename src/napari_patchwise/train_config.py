@@ -207,7 +207,8 @@ class TrainConfig:
         from .methods.base import SGD_OPTIONS
 
         method = get_method(self.method)
-        others = {o for own in hyperparameters().values() for o in own} - set(method.hyperparameters)
+        own = set(method.hyperparameters)
+        others = {o for names_ in hyperparameters().values() for o in names_} - own
         unused: dict[str, str] = {}
         for name in names:
             if name in others or (not method.sgd and name in SGD_OPTIONS):

@@ -20,9 +20,8 @@ from .._atomic import atomic_path
 from ..errors import PatchwiseError
 from ..schema import BINARY_COLUMNS as _SMALL_INT_COLUMNS
 from ..schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
-from ..schema import GEOMETRY_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS
+from ..schema import GEOMETRY_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS, RATIO_COLUMNS
 from ..schema import INT_COLUMNS as _INT_COLUMNS
-from ..schema import RATIO_COLUMNS
 from ..schema import TABLE_COLUMNS as PATCH_COLUMNS
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
