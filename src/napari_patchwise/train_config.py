@@ -232,6 +232,8 @@ class TrainConfig:
         """
         from .methods import get_method
 
+        # what the method needs comes first: "dfr needs --features" before "--lr unused"
+        get_method(self.method).check_options(self)
         label = label or (lambda name: "--" + name.replace("_", "-"))
         for name, cause in self.unused_options(names).items():
             if cause.startswith("--method"):

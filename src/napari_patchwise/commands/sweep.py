@@ -167,14 +167,17 @@ def check_args(args: argparse.Namespace):
     (an axis the method ignores is refused there).
     """
     from ..train import check_inputs
+    from ..train_config import TrainConfig
 
     if args.seeds is not None and args.seed is not None:
         raise PatchwiseError("give --seeds or --seed, not both")
     seeds = args.seeds or [0 if args.seed is None else args.seed]
+    actions = passed_actions(train_parser())
+    given = {a.dest: getattr(args, a.dest) for a in actions if hasattr(args, a.dest)}
+    TrainConfig.from_options(given, manifest=args.manifest, out=args.out).check_used(given)
     make_config = config_factory(args)
     config = make_config({"seed": seeds[0], "out": os.path.join(args.out, "check")})
     config.validate()
-    config.check_used([a.dest for a in passed_actions(train_parser()) if hasattr(args, a.dest)])
     check_inputs(config, device=args.scheduler is None)
     return seeds, make_config
 

@@ -193,10 +193,13 @@ def check_args(args: argparse.Namespace, *, device: bool = True):
     the inputs (manifest, weights file, device: :func:`train.check_inputs`).
     """
     from ..train import check_inputs
+    from ..train_config import TrainConfig
 
+    given = options_from_args(args)
+    # before the feature store is read: what has no effect depends on the flags only
+    TrainConfig.from_options(given).check_used([n for n in given if n not in ("manifest", "out")])
     config = config_from_args(args)
     config.validate()
-    config.check_used([n for n in options_from_args(args) if n not in ("manifest", "out")])
     check_inputs(config, device=device)
     return config
 
