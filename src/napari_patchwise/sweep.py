@@ -46,7 +46,7 @@ from ._atomic import atomic_path
 from .errors import PatchwiseError
 from .runs import BEST, CONFIG, HISTORY, LAST, LOCK, METRICS, PREDICTIONS
 from .train import TrainCallbacks, train
-from .train_config import SELECT_METRICS, TrainConfig
+from .train_config import SELECT_METRICS, TrainConfig, check_used
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,7 +180,8 @@ def plan(
             config = make_config({**dict(point), "seed": seed, "out": str(out)})
             config.validate()
             if not runs:  # an axis the method ignores would select among equal runs
-                config.check_used([a.name for a in axes], label=lambda name: f"--grid {name}")
+                axes_names = [a.name for a in axes]
+                check_used(config, axes_names, label=lambda name: f"--grid {name}")
             runs.append(SweepRun(name, point, seed, config))
     return runs
 

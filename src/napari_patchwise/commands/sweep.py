@@ -167,14 +167,14 @@ def check_args(args: argparse.Namespace):
     (an axis the method ignores is refused there).
     """
     from ..train import check_inputs
-    from ..train_config import TrainConfig
+    from ..train_config import TrainConfig, check_used
 
     if args.seeds is not None and args.seed is not None:
         raise PatchwiseError("give --seeds or --seed, not both")
     seeds = args.seeds or [0 if args.seed is None else args.seed]
     actions = passed_actions(train_parser())
     given = {a.dest: getattr(args, a.dest) for a in actions if hasattr(args, a.dest)}
-    TrainConfig.from_options(given, manifest=args.manifest, out=args.out).check_used(given)
+    check_used(TrainConfig.from_options(given, manifest=args.manifest, out=args.out), given)
     make_config = config_factory(args)
     config = make_config({"seed": seeds[0], "out": os.path.join(args.out, "check")})
     config.validate()

@@ -189,15 +189,15 @@ def check_args(args: argparse.Namespace, *, device: bool = True):
     Runs first, so that a run that cannot work is refused in seconds rather than after
     hours of patch caches: the values (:meth:`TrainConfig.validate`, the method's own
     ranges and needs included), flags that would have no effect (another method's
-    hyperparameter, patch settings of a head run: :meth:`TrainConfig.check_used`), and
+    hyperparameter, patch settings of a head run: :func:`train_config.check_used`), and
     the inputs (manifest, weights file, device: :func:`train.check_inputs`).
     """
     from ..train import check_inputs
-    from ..train_config import TrainConfig
+    from ..train_config import TrainConfig, check_used
 
     given = options_from_args(args)
     # before the feature store is read: what has no effect depends on the flags only
-    TrainConfig.from_options(given).check_used([n for n in given if n not in ("manifest", "out")])
+    check_used(TrainConfig.from_options(given), [n for n in given if n not in ("manifest", "out")])
     config = config_from_args(args)
     config.validate()
     check_inputs(config, device=device)

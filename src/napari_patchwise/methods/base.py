@@ -73,7 +73,7 @@ class Method:
     name: ClassVar[str] = "base"
     #: The :class:`~napari_patchwise.train.TrainConfig` options this method reads, its
     #: hyperparameters. Another method's hyperparameter has no effect here: a flag or a
-    #: sweep axis naming one is refused (``TrainConfig.unused_options``).
+    #: sweep axis naming one is refused (``train_config.unused_options``).
     hyperparameters: ClassVar[tuple[str, ...]] = ()
     #: Trained by SGD steps; False: fitted otherwise, :data:`SGD_OPTIONS` have no effect.
     sgd: ClassVar[bool] = True
