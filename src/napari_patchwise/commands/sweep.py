@@ -172,10 +172,10 @@ def check_args(args: argparse.Namespace):
     if args.seeds is not None and args.seed is not None:
         raise PatchwiseError("give --seeds or --seed, not both")
     seeds = args.seeds or [0 if args.seed is None else args.seed]
+    make_config = config_factory(args)  # refuses an option given as a flag and an axis
     actions = passed_actions(train_parser())
     given = {a.dest: getattr(args, a.dest) for a in actions if hasattr(args, a.dest)}
     check_used(TrainConfig.from_options(given, manifest=args.manifest, out=args.out), given)
-    make_config = config_factory(args)
     config = make_config({"seed": seeds[0], "out": os.path.join(args.out, "check")})
     config.validate()
     check_inputs(config, device=args.scheduler is None)
