@@ -24,6 +24,7 @@ ANALYSIS = (
     "grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "attributes",
     "attribute_rank",
     "threshold_curve",
+    "cohort_split",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

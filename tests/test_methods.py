@@ -103,10 +103,13 @@ def test_gerne_refuses_beta_at_or_above_its_bound():
     assert math.isclose(beta_max(data.alpha, 0.5), 3.5)
     assert math.isclose(beta_max(data.alpha, 1.0), 1.25)
     make_method("gerne", data, config(beta=3.49, c=0.5))
-    for bad in (3.5, 4.0, -1.01):
+    for bad in (3.5, 4.0):
         with pytest.raises(PatchwiseError, match=r"beta_max = .* = 3\.5 ") as err:
             make_method("gerne", data, config(beta=bad, c=0.5))
         assert "[-1, 3.5)" in str(err.value)
+    # the lower bound needs no data: refused by check_options, before any patch is read
+    with pytest.raises(PatchwiseError, match=r"GERNE needs beta >= -1, got beta=-1\.01"):
+        make_method("gerne", data, config(beta=-1.01, c=0.5))
     with pytest.raises(PatchwiseError, match="c in"):
         make_method("gerne", data, config(c=0.0))
 

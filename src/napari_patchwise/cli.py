@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "synth",
     "convert",
     "stats",
+    "split",
     "metrics",
     "embed",
     "train",

@@ -1,8 +1,10 @@
 """The cohort manifest: which slides (and masks) form the train / val / test splits.
 
-A CSV with columns ``image``, ``mask``, ``split`` (``train``/``val``/``test``) and an
-optional ``slide`` id (default: the image's file stem). Paths are relative to the
-manifest. Splits are by slide, never by patch: a slide id may appear in one split only.
+A CSV with columns ``image``, ``mask``, ``split`` (``train``/``val``/``test``), an
+optional ``slide`` id (default: the image's file stem) and an optional ``patient`` id.
+Paths are relative to the manifest. Splits are by slide, never by patch: a slide id may
+appear in one split only, and a patient's slides all lie in one split (``patchwise
+split`` assigns whole patients, :mod:`.cohort_split`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class CohortEntry:
     split: str
     slide: str
     line: int  # line number in the manifest, for error messages
+    patient: str | None = None  # the optional ``patient`` column
 
 
 def read_manifest(
@@ -59,7 +62,7 @@ def read_manifest(
     path = Path(path)
     if not path.is_file():
         raise PatchwiseError("manifest not found", path=path, hint="give the cohort CSV")
-    rows = _read_rows(path)
+    rows = read_rows(path)
     if not rows:
         raise PatchwiseError("manifest has no rows", path=path, hint="list one slide per row")
     entries: list[CohortEntry] = []
@@ -69,7 +72,34 @@ def read_manifest(
         repeats.check(entry, row["image"])
         entries.append(entry)
     _check_required_splits(path, entries, require_splits)
+    check_patients(path, entries)
     return entries
+
+
+def check_patients(path: str | os.PathLike, entries: list[CohortEntry]) -> None:
+    """Refuse a patient whose slides lie in two splits (one line naming both).
+
+    Slides of one patient share the patient's tissue, staining and scanner day: with one
+    in training and another in the test split the test numbers are not a new patient's.
+
+    Raises
+    ------
+    PatchwiseError
+        The first patient (in manifest order) found in two splits, with its lines.
+    """
+    first: dict[str, CohortEntry] = {}
+    for entry in entries:
+        if entry.patient is None:
+            continue
+        seen = first.setdefault(entry.patient, entry)
+        if seen.split != entry.split:
+            raise PatchwiseError(
+                f"patient {entry.patient!r} is in two splits: {seen.split} (line {seen.line}) "
+                f"and {entry.split} (line {entry.line})",
+                path=path,
+                hint="keep each patient's slides in one split: 'patchwise split MANIFEST "
+                "--by patient --out NEW.csv' assigns whole patients",
+            )
 
 
 def _entry(path: Path, line: int, row: dict[str, str]) -> CohortEntry:
@@ -85,7 +115,7 @@ def _entry(path: Path, line: int, row: dict[str, str]) -> CohortEntry:
         )
     image, mask = (_row_file(path, line, row, column) for column in ("image", "mask"))
     slide = row.get("slide") or slide_name(image)
-    return CohortEntry(image, mask, split, slide, line)
+    return CohortEntry(image, mask, split, slide, line, row.get("patient") or None)
 
 
 def _row_file(path: Path, line: int, row: dict[str, str], column: str) -> Path:
@@ -163,7 +193,9 @@ _BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
 _SNIFF_BYTES = 8192
 
 
-def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+def read_rows(
+    path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS
+) -> list[tuple[int, dict[str, str]]]:
     """``(line number, {column: value})`` of every non-empty row, values stripped.
 
     Every way a file can fail to be a manifest CSV is a :class:`PatchwiseError` naming
@@ -171,7 +203,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     header without the required or with repeated columns, a row with more or fewer
     fields than the header.
     """
-    hint = "the manifest is a CSV with columns image, mask, split[, slide]"
+    hint = "the manifest is a CSV with columns image, mask, split[, slide, patient]"
     data = path.read_bytes()
     head = data[:_SNIFF_BYTES]
     kind = next((name for magic, name in _BINARY_SIGNATURES if head.startswith(magic)), None)
@@ -191,7 +223,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [c.strip() for c in next(reader, [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        missing = [c for c in required if c not in header]
         if missing:
             found = ", ".join(c for c in header if c) or "none"
             raise PatchwiseError(

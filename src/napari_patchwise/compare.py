@@ -214,7 +214,8 @@ def paired_predictions(
 def _check_same_place(
     base: pd.DataFrame, pred: pd.DataFrame, positions: np.ndarray, source: Source
 ) -> None:
-    """Predictions that carry ``y, x`` must put each patch where the patch table does."""
+    """Predictions that carry ``y, x`` must put each patch where the patch table does,
+    and those that carry labels must give each patch the table's label."""
     same = np.ones(positions.size, dtype=bool)
     for column in ("y", "x"):
         if column in base and column in pred:
@@ -225,6 +226,20 @@ def _check_same_place(
             "slide than the patch table's (different patch size or stride?)",
             path=source,
             hint="compute the grid with the settings the predictions were made with",
+        )
+    if pred is base or "label" not in base or "label" not in pred:
+        return
+    # The labels come from the patch table (run A's): a B labelled otherwise (another
+    # mask, mask map or slide) would be scored against labels it never saw.
+    ours = pd.to_numeric(base["label"], errors="coerce").to_numpy(np.float64)[positions]
+    theirs = pd.to_numeric(pred["label"], errors="coerce").to_numpy(np.float64)
+    differ = (ours != theirs) & ~np.isnan(ours) & ~np.isnan(theirs)
+    if differ.any():
+        raise PatchwiseError(
+            f"{int(differ.sum()):,} of {differ.size:,} matched patches have another label "
+            "here than in the patch table (run A's)",
+            path=source,
+            hint="compare predictions made with the same mask and mask map",
         )
 
 

@@ -116,6 +116,7 @@ def attribute_values(
         The column is missing, or holds something other than numbers (text, booleans
         are fine as 0/1). NaN is allowed (it counts as below every threshold).
     """
+    _check_attribute_name(attribute)
     if attribute not in getattr(table, "columns", ()):
         numeric = ", ".join(numeric_attribute_columns(table)) or "none"
         raise PatchwiseError(
@@ -133,6 +134,26 @@ def attribute_values(
             hint="choose a numeric column as the attribute",
         )
     return np.asarray(column, dtype=np.float64)
+
+
+def _check_attribute_name(attribute: str) -> None:
+    """Refuse a column that cannot be the spurious attribute: the label (or what it is
+    made of), a prediction, a position or pixel count (:data:`schema.NOT_ATTRIBUTES`)."""
+    from .schema import NOT_ATTRIBUTES
+
+    if attribute not in NOT_ATTRIBUTES:
+        return
+    if attribute in ("label", "tumor_ratio", "tumor_tissue_ratio", "n_tumor", "n_healthy"):
+        why = "it is the label (or what the label is made of): each group would be one class"
+    elif attribute in ("prob", "pred"):
+        why = "it is the model's prediction: grouping by it says nothing about the patches"
+    else:
+        why = "it is a patch position or pixel count, not a property of the patch's content"
+    raise PatchwiseError(
+        f"{attribute!r} cannot be the spurious attribute: {why}",
+        hint="choose e.g. tissue_ratio, border_fraction or mean_<channel> "
+        "('patchwise metrics TABLE --rank-attributes' lists the candidates)",
+    )
 
 
 def table_group_ids(

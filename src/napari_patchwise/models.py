@@ -141,17 +141,39 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return spread * (3 / in_channels)
 
 
-def _load_pretrained(model: torch.nn.Module, weights: str | os.PathLike, in_channels: int) -> None:
+def check_weights_file(weights: str | os.PathLike) -> None:
+    """Refuse a ``--weights`` file that is missing, unreadable or not a ResNet state dict.
+
+    Run before any slide is read (``patchwise train``, ``sweep``, ``embed``): the tensors
+    are memory-mapped, not loaded, so the check costs milliseconds even for ResNet-50.
+
+    Raises
+    ------
+    PatchwiseError
+        One line naming the file.
+    """
+    _read_pretrained(os.fspath(weights), mmap=True)
+
+
+def _read_pretrained(path: str, *, mmap: bool = False) -> dict:
+    """The state dict in ``path`` (a ``{"state_dict": ...}`` wrapper unwrapped), checked."""
     import torch
 
-    path = os.fspath(weights)
     if not os.path.isfile(path):
         raise PatchwiseError(
             "weights file not found", path=path, hint="give a local state-dict file"
         )
+    if not os.access(path, os.R_OK):
+        raise PatchwiseError(
+            "weights file is not readable (permission denied)",
+            path=path,
+            hint="check the file's permissions",
+        )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # a pickle that is not a plain state dict, or a corrupt file
+        if mmap:  # an old (non-zip) torch.save format cannot be mapped: read it whole
+            return _read_pretrained(path)
         raise PatchwiseError(
             f"cannot read weights ({type(exc).__name__})",
             path=path,
@@ -165,7 +187,12 @@ def _load_pretrained(model: torch.nn.Module, weights: str | os.PathLike, in_chan
             path=path,
             hint="give the state dict of torchvision's resnet18/resnet50",
         )
-    state = dict(state)
+    return state
+
+
+def _load_pretrained(model: torch.nn.Module, weights: str | os.PathLike, in_channels: int) -> None:
+    path = os.fspath(weights)
+    state = dict(_read_pretrained(path))
     state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], in_channels)
     # The head is replaced anyway; drop it so a 2-class or 1000-class dict both load.
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -57,6 +57,11 @@ BORDER_COLUMN = "border_fraction"
 #: The slide's 0-based position in the command line or the manifest (an integer code).
 SLIDE_INDEX_COLUMN = "slide_index"
 
+#: Shares of a patch's pixels: every value in [0, 1] (NaN where undefined).
+RATIO_COLUMNS: tuple[str, ...] = (
+    "tumor_ratio", "tissue_ratio", "tumor_tissue_ratio", BORDER_COLUMN
+)  # fmt: skip
+
 #: Default margin of the border fraction, in level-0 pixels (Chebyshev distance).
 DEFAULT_BORDER_MARGIN = 16
 

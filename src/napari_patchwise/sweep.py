@@ -47,7 +47,7 @@ from ._atomic import atomic_path
 from .errors import PatchwiseError
 from .runs import BEST, CONFIG, HISTORY, INPUTS, LAST, LOCK, METRICS, PREDICTIONS
 from .train import TrainCallbacks, train
-from .train_config import SELECT_METRICS, TrainConfig
+from .train_config import SELECT_METRICS, TrainConfig, check_used
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,6 +186,9 @@ def plan(
             out = Path(sweep_dir).resolve() / name
             config = make_config({**dict(point), "seed": seed, "out": str(out)})
             config.validate()
+            if not runs:  # an axis the method ignores would select among equal runs
+                axes_names = [a.name for a in axes]
+                check_used(config, axes_names, label=lambda name: f"--grid {name}")
             runs.append(SweepRun(name, point, seed, config))
     return runs
 

@@ -152,6 +152,29 @@ def resolve_device(name: str, local_rank: int = 0):
     return torch.device("cpu")
 
 
+def check_inputs(config: TrainConfig, *, device: bool = True) -> None:
+    """The run's inputs, checked before any patch is cut: seconds, not hours, to a refusal.
+
+    The manifest (rows, files, splits; no patient in two splits:
+    :func:`cohort.read_manifest`), the ``weights`` file (:func:`models.check_weights_file`)
+    and, with ``device``, that ``config.device`` exists here (False where the runs go to
+    other machines: ``sweep --scheduler``). :meth:`TrainConfig.validate` checks the values.
+
+    Raises
+    ------
+    PatchwiseError
+        The first input that cannot work.
+    """
+    from .cohort import read_manifest
+    from .models import check_weights_file
+
+    read_manifest(config.manifest)
+    if config.weights is not None:
+        check_weights_file(config.weights)
+    if device:
+        resolve_device(config.device)
+
+
 def _autocast(device, precision: str):
     """Mixed precision on CUDA only: bf16 where supported, else fp16 (with a grad scaler)."""
     import torch
@@ -596,6 +619,7 @@ def _train(
     dist = _init_distributed("cuda" if config.device == "cuda" else "cpu")
     out = Path(config.out)
     inputs, strict = _check_run_dir(config, out, dist, stack)
+    check_inputs(config, device=False)
     device = resolve_device(config.device, dist.local_rank)
     data = _prepare_data(config, dist, callbacks)
     opt = _set_up_optimisation(config, data, device, dist)

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,12 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 # Samplers seed numpy with seed * 1000 + rank and torch with seed: keep both in range.
 MAX_SEED = 2**32 // 1000 - 1
 _PATCH_OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PatchSettings))
+#: What a head run (``features``) takes from its feature store or does not have: the
+#: patches are the store's, the model its model, and a linear head has no BatchNorm and
+#: no augmentation (vectors are not flipped).
+HEAD_UNUSED: tuple[str, ...] = (
+    *_PATCH_OPTIONS, "model", "weights", "freeze_bn", "gerne_train_bn", "augment"
+)  # fmt: skip
 
 
 @dataclass
@@ -173,6 +179,9 @@ class TrainConfig:
         for ok, message, hint in checks:
             if not ok:
                 raise PatchwiseError(message, hint=hint)
+        from .methods import get_method
+
+        get_method(self.method).check_options(self)  # eta, c, beta >= -1, dfr's --features
         self.patch.validate()
         for ok, message, hint in self._range_checks():
             if not ok:
@@ -325,3 +334,61 @@ class TrainConfig:
 def _unknown_options(names: Mapping[str, Any]) -> list[str]:
     known = {f.name for f in TrainConfig.option_fields()}
     return sorted(set(names) - known)
+
+
+def unused_options(config: TrainConfig, names: Iterable[str]) -> dict[str, str]:
+    """Which of the options ``names`` have no effect in the run ``config`` describes, and why.
+
+    Returns ``{option: the flag that makes it unused}``, e.g. ``{"c": "--method erm"}``:
+    another method's hyperparameter (:attr:`Method.hyperparameters
+    <napari_patchwise.methods.Method.hyperparameters>`), the SGD options of a method
+    not trained by steps (DFR), the patch and model options of a head run
+    (:data:`HEAD_UNUSED`), ``tau`` when another attribute forms the groups. The CLI
+    refuses such flags (and sweep axes) rather than ignore them.
+    """
+    from .methods import get_method, hyperparameters
+    from .methods.base import SGD_OPTIONS
+
+    method = get_method(config.method)
+    own = set(method.hyperparameters)
+    others = {o for names_ in hyperparameters().values() for o in names_} - own
+    unused: dict[str, str] = {}
+    for name in names:
+        if name in others or (not method.sgd and name in SGD_OPTIONS):
+            unused[name] = f"--method {config.method}"
+        elif config.features is not None and name in HEAD_UNUSED:
+            unused[name] = "--features"
+        elif name == "tau" and config.attribute != "tissue_ratio":
+            unused[name] = f"--attribute {config.attribute}"
+    return unused
+
+
+def check_used(
+    config: TrainConfig, names: Iterable[str], *, label: Callable[[str], str] | None = None
+) -> None:
+    """Refuse the first of the options ``names`` that has no effect (:func:`unused_options`).
+
+    ``label(name)`` is how the message names an option (default: its flag,
+    ``--patch-size``; ``patchwise sweep`` names its axes ``--grid c``).
+
+    Raises
+    ------
+    PatchwiseError
+        One line: which option has no effect with which other, and what to do.
+    """
+    from .methods import get_method
+
+    # what the method needs comes first: "dfr needs --features" before "--lr unused"
+    get_method(config.method).check_options(config)
+    label = label or (lambda name: "--" + name.replace("_", "-"))
+    for name, cause in unused_options(config, names).items():
+        if cause.startswith("--method"):
+            own = ", ".join(get_method(config.method).hyperparameters) or "none"
+            hint = f"{config.method}'s own options: {own}"
+            if not get_method(config.method).sgd:
+                hint += "; it takes no SGD steps"
+        elif cause == "--features":
+            hint = "a head run cuts patches and builds its model as the feature store did"
+        else:
+            hint = "the groups' threshold is --attribute-threshold"
+        raise PatchwiseError(f"{label(name)} has no effect with {cause}", hint=f"drop it ({hint})")

@@ -38,10 +38,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--layer", choices=LAYERS, default="penultimate", help="which features")
     p.add_argument("--mask", metavar="MASK", help="the image's mask (labels in the table)")
-    p.add_argument("--patch-size", type=pixels, default=64, help="with --backbone (default: 64)")
+    # Defaults None so that a patch flag given with --checkpoint (whose run's settings
+    # win) can be told apart and refused: BACKBONE_DEFAULTS fills them in (_check_args).
+    p.add_argument("--patch-size", type=pixels, default=None, help="with --backbone (default: 64)")
     p.add_argument("--stride", type=pixels, default=None, help="with --backbone")
-    p.add_argument("--tissue", choices=TISSUE_MODES, default="auto", help="with --backbone")
-    p.add_argument("--background", choices=BACKGROUNDS, default="dark", help="with --backbone")
+    p.add_argument(
+        "--tissue", choices=TISSUE_MODES, default=None, help="with --backbone (default: auto)"
+    )
+    p.add_argument(
+        "--background", choices=BACKGROUNDS, default=None, help="with --backbone (default: dark)"
+    )
     p.add_argument("--mask-map", metavar="SPEC", help="with --backbone, e.g. binary")
     p.add_argument("--cache-dir", metavar="DIR", help="patch cache (default: beside the input)")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
@@ -60,11 +66,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+#: The patch flags of ``--backbone`` and their defaults (a run's own settings otherwise).
+BACKBONE_DEFAULTS = {
+    "patch_size": 64, "stride": None, "tissue": "auto", "background": "dark", "mask_map": None
+}  # fmt: skip
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    """Every check ``patchwise embed`` can make before cutting a patch; runs first.
+
+    Flags with no effect (a patch flag with ``--checkpoint``: the run's settings are
+    used), the weights file, the device (here, unless ``--scheduler`` sends the work
+    elsewhere), the manifest (no patient in two splits) and the output.
+    """
     from .._atomic import check_output
     from ..errors import PatchwiseError
     from ..runs import resolve_checkpoint, run_files
 
+    for name, default in BACKBONE_DEFAULTS.items():
+        given = getattr(args, name) is not None
+        if given and args.checkpoint:
+            flag = "--" + name.replace("_", "-")
+            raise PatchwiseError(
+                f"{flag} has no effect with --checkpoint",
+                hint="the run's own patch settings are used; drop it",
+            )
+        if not given:
+            setattr(args, name, default)
+    _check_inputs(args)
     manifest = args.target.lower().endswith(".csv")
     if manifest and args.mask:
         raise PatchwiseError(
@@ -78,6 +107,22 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.checkpoint:
         inputs += [args.checkpoint, *run_files(resolve_checkpoint(args.checkpoint))]
     check_output(args.out, inputs=inputs, folder_ok=True, overwrite=args.overwrite)
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """The weights file, the device and the manifest, before any patch is cut."""
+    if args.weights and args.backbone:
+        from ..models import check_weights_file
+
+        check_weights_file(args.weights)
+    if args.scheduler is None:  # on a cluster the workers' devices count, not this one's
+        from ..train import resolve_device
+
+        resolve_device(args.device)
+    if args.target.lower().endswith(".csv"):
+        from ..cohort import read_manifest
+
+        read_manifest(args.target, require_splits=())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -75,9 +75,50 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="decision threshold of the --compare run (default: --threshold)",
     )
     p.add_argument(
-        "--names", nargs=2, metavar=("A", "B"), default=("A", "B"), help="the runs' names"
+        "--names", nargs=2, metavar=("A", "B"), default=None, help="the runs' names (A B)"
     )
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before reading a table, a flag that would have no effect (one line each)."""
+    flags = {
+        "--compare": args.compare is not None,
+        "--threshold-b": args.threshold_b is not None,
+        "--names": args.names is not None,
+        "--min-share": args.min_share is not None,
+    }
+    if args.rank_attributes:
+        if (
+            args.attribute != "tissue_ratio"
+            or args.attribute_threshold is not None
+            or args.tau is not None
+        ):
+            raise PatchwiseError(
+                "--rank-attributes searches every attribute and threshold itself",
+                hint="drop --attribute, --attribute-threshold and --tau",
+            )
+        needs = {"--compare": "", "--threshold-b": "--compare", "--names": "--compare"}
+        for flag, other in needs.items():
+            if flags[flag]:
+                raise PatchwiseError(
+                    f"{flag} has no effect with --rank-attributes",
+                    hint="rank the attributes of one table at a time"
+                    + (f"; drop {flag}" if not other else f"; drop {flag} and {other}"),
+                )
+        return
+    if flags["--min-share"]:
+        raise PatchwiseError("--min-share applies to --rank-attributes only")
+    for flag in ("--threshold-b", "--names"):
+        if flags[flag] and args.compare is None:
+            raise PatchwiseError(
+                f"{flag} has no effect without --compare", hint=f"drop {flag}, or add --compare"
+            )
+    if args.attribute != "tissue_ratio" and args.tau is not None:
+        raise PatchwiseError(
+            f"--tau is the threshold of tissue_ratio; --attribute {args.attribute} takes "
+            "--attribute-threshold"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,20 +126,15 @@ def run(args: argparse.Namespace) -> int:
     from ..io.tables import check_values, read_table
     from ..metrics import evaluate
 
+    check_args(args)
     if args.rank_attributes:
         return _rank(args)
-    if args.min_share is not None:
-        raise PatchwiseError("--min-share applies to --rank-attributes only")
-    if args.attribute != "tissue_ratio" and args.tau is not None:
-        raise PatchwiseError(
-            f"--tau is the threshold of tissue_ratio; --attribute {args.attribute} takes "
-            "--attribute-threshold"
-        )
     threshold = attribute_threshold(args.attribute, args.attribute_threshold, args.tau)
     if args.compare is not None:
         return run_compare(args, threshold)
     table = read_table(args.table, required=("label",))
     values = attribute_values(table, args.attribute, path=args.table)
+    _check_spread(values, args.attribute, args.table)
     # Every patch needs a prediction here (a table saved from the dock may have gaps).
     check_values(table, path=args.table, missing_ok=False)
     ev = evaluate(
@@ -122,10 +158,12 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
     by ``--attribute`` (of table A) at ``group_threshold``."""
     from ..compare import compare_predictions, paired_predictions
     from ..groups import attribute_values
-    from ..io.tables import read_table
+    from ..io.tables import check_values, read_table
 
     table_a = read_table(args.table, required=("row", "col", "prob", "label"))
-    attribute_values(table_a, args.attribute, path=args.table)  # present and numeric
+    check_values(table_a, path=args.table)  # labels, ratios in [0, 1]...
+    values = attribute_values(table_a, args.attribute, path=args.table)  # present, numeric
+    _check_spread(values, args.attribute, args.table)
     table_b = read_table(args.compare, required=("row", "col", "prob"))
     paired = paired_predictions(None, table_a, table_b, sources=(args.table, args.compare))
     result = compare_predictions(
@@ -136,7 +174,7 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
         tau=group_threshold,
         threshold=args.threshold,
         threshold_b=args.threshold_b,
-        names=tuple(args.names),
+        names=tuple(args.names or ("A", "B")),
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
@@ -178,15 +216,6 @@ def _rank(args: argparse.Namespace) -> int:
     from ..attribute_rank import DEFAULT_MIN_SHARE, format_ranking, rank_attributes
     from ..io.tables import check_values, read_table
 
-    if (
-        args.attribute != "tissue_ratio"
-        or args.attribute_threshold is not None
-        or args.tau is not None
-    ):
-        raise PatchwiseError(
-            "--rank-attributes searches every attribute and threshold itself",
-            hint="drop --attribute, --attribute-threshold and --tau",
-        )
     min_share = DEFAULT_MIN_SHARE if args.min_share is None else args.min_share
     table = read_table(args.table, required=("label",))
     check_values(table, path=args.table, missing_ok=False)
@@ -201,6 +230,23 @@ def _rank(args: argparse.Namespace) -> int:
     else:
         print(format_ranking(ranks, decision_threshold=args.threshold, min_share=min_share))
     return 0
+
+
+def _check_spread(values, attribute: str, path: str) -> None:
+    """Refuse an attribute the user chose that holds one value: one group per class, so
+    every "worst group" is a class and the groups say nothing. (Tissue ratio, the
+    default, may: a table of whole-tissue patches still has its counts.)"""
+    import numpy as np
+
+    present = np.unique(values[~np.isnan(values)])
+    if attribute != "tissue_ratio" and present.size <= 1:
+        value = f"{present[0]:g}" if present.size else "none"
+        raise PatchwiseError(
+            f"attribute column {attribute!r} holds a single value ({value}) in every patch: "
+            "the groups would be the classes",
+            path=path,
+            hint="choose an attribute that varies ('--rank-attributes' lists them)",
+        )
 
 
 def format_evaluation(ev) -> str:

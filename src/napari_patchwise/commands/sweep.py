@@ -157,15 +157,37 @@ def config_factory(args: argparse.Namespace):
     return make_config
 
 
+def check_args(args: argparse.Namespace):
+    """Every check ``patchwise sweep`` can make before cutting a patch; ``(seeds,
+    make_config)``.
+
+    Runs first: the seeds, the train flags as ``patchwise train`` checks them (values,
+    flags with no effect, manifest, weights file; the device unless ``--scheduler`` sends
+    the runs elsewhere) and, in :func:`~napari_patchwise.sweep.plan`, every grid point
+    (an axis the method ignores is refused there).
+    """
+    from ..train import check_inputs
+    from ..train_config import TrainConfig, check_used
+
+    if args.seeds is not None and args.seed is not None:
+        raise PatchwiseError("give --seeds or --seed, not both")
+    seeds = args.seeds or [0 if args.seed is None else args.seed]
+    make_config = config_factory(args)  # refuses an option given as a flag and an axis
+    actions = passed_actions(train_parser())
+    given = {a.dest: getattr(args, a.dest) for a in actions if hasattr(args, a.dest)}
+    check_used(TrainConfig.from_options(given, manifest=args.manifest, out=args.out), given)
+    config = make_config({"seed": seeds[0], "out": os.path.join(args.out, "check")})
+    config.validate()
+    check_inputs(config, device=args.scheduler is None)
+    return seeds, make_config
+
+
 def run(args: argparse.Namespace) -> int:
     from .._progress import tqdm_progress
     from ..sweep import TABLE, complete_sweep, prepare_sweep
     from .stats import _cluster
 
-    if args.seeds is not None and args.seed is not None:
-        raise PatchwiseError("give --seeds or --seed, not both")
-    seeds = args.seeds or [0 if args.seed is None else args.seed]
-    make_config = config_factory(args)
+    seeds, make_config = check_args(args)
     try:
         with tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare:
             runs = prepare_sweep(args.grid, seeds, args.out, make_config, progress=prepare)

@@ -183,6 +183,27 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
+def check_args(args: argparse.Namespace, *, device: bool = True):
+    """Every check ``patchwise train`` can make before cutting a patch; the config.
+
+    Runs first, so that a run that cannot work is refused in seconds rather than after
+    hours of patch caches: the values (:meth:`TrainConfig.validate`, the method's own
+    ranges and needs included), flags that would have no effect (another method's
+    hyperparameter, patch settings of a head run: :func:`train_config.check_used`), and
+    the inputs (manifest, weights file, device: :func:`train.check_inputs`).
+    """
+    from ..train import check_inputs
+    from ..train_config import TrainConfig, check_used
+
+    given = options_from_args(args)
+    # before the feature store is read: what has no effect depends on the flags only
+    check_used(TrainConfig.from_options(given), [n for n in given if n not in ("manifest", "out")])
+    config = config_from_args(args)
+    config.validate()
+    check_inputs(config, device=device)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     import signal
     import sys
@@ -191,8 +212,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runs import LAST
     from ..train import TrainCallbacks, train
 
-    config = config_from_args(args)
-    config.validate()
+    config = check_args(args)
     # "stepped": a training step has run, so a Ctrl-C can end the run cleanly by writing
     # last.pt after the current step. Before that (cache preparation) there is nothing to
     # save: the interrupt is raised at once and the atomic cache writes clean up.

@@ -20,7 +20,7 @@ from .._atomic import atomic_path
 from ..errors import PatchwiseError
 from ..schema import BINARY_COLUMNS as _SMALL_INT_COLUMNS
 from ..schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
-from ..schema import GEOMETRY_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS
+from ..schema import GEOMETRY_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS, RATIO_COLUMNS
 from ..schema import INT_COLUMNS as _INT_COLUMNS
 from ..schema import TABLE_COLUMNS as PATCH_COLUMNS
 
@@ -162,6 +162,28 @@ def check_values(
             example = example.item() if isinstance(example, np.generic) else example
             raise PatchwiseError(
                 f"column {col!r} {rule}; found {example!r} ({int(bad.sum())} bad value(s))",
+                path=path,
+                hint="use a table written by 'patchwise stats' or 'patchwise predict'",
+            )
+    _check_ratios(df, path)
+
+
+def _check_ratios(df: pd.DataFrame, path: str | os.PathLike | None) -> None:
+    """Ratio columns (:data:`~napari_patchwise.schema.RATIO_COLUMNS`) hold numbers in
+    [0, 1] or NaN: a tissue ratio of 7 groups its patch as "large" without a word."""
+    for col in RATIO_COLUMNS:
+        if col not in df:
+            continue
+        raw = df[col]
+        values = pd.to_numeric(raw, errors="coerce").astype(np.float64)
+        bad = ~values.between(0.0, 1.0) & ~raw.isna()
+        if bad.any():
+            first = int(np.flatnonzero(bad.to_numpy())[0])
+            example = raw.iloc[first]
+            example = example.item() if isinstance(example, np.generic) else example
+            raise PatchwiseError(
+                f"column {col!r} must hold ratios in [0, 1]; {int(bad.sum())} value(s) "
+                f"outside, e.g. {example!r} in data row {first + 1}",
                 path=path,
                 hint="use a table written by 'patchwise stats' or 'patchwise predict'",
             )

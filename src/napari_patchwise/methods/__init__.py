@@ -43,9 +43,22 @@ def get_method(name: str) -> type[Method]:
     return getattr(module, cls_name)
 
 
+def hyperparameters() -> dict[str, tuple[str, ...]]:
+    """Each method's own options (:attr:`Method.hyperparameters`), by method name."""
+    return {name: get_method(name).hyperparameters for name in METHOD_NAMES}
+
+
 def make_method(name: str, data: TrainingGroups, config) -> Method:
     """Instantiate (and validate) the method ``name`` for this training split."""
     return get_method(name)(data, config)
 
 
-__all__ = ["METHOD_LABELS", "METHOD_NAMES", "Method", "TrainingGroups", "get_method", "make_method"]
+__all__ = [
+    "METHOD_LABELS",
+    "METHOD_NAMES",
+    "Method",
+    "TrainingGroups",
+    "get_method",
+    "hyperparameters",
+    "make_method",
+]

@@ -52,6 +52,11 @@ class TrainingGroups:
 
 Batch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]  # (x, y, group)
 
+#: The options of the SGD steps: unused by a method that is not trained by steps (DFR).
+SGD_OPTIONS: tuple[str, ...] = (
+    "steps", "batch_size", "lr", "weight_decay", "momentum", "eval_every"
+)  # fmt: skip
+
 
 class Method:
     """Base class: uniform batches, mean cross entropy (i.e. ERM).
@@ -66,13 +71,29 @@ class Method:
     """
 
     name: ClassVar[str] = "base"
+    #: The :class:`~napari_patchwise.train.TrainConfig` options this method reads, its
+    #: hyperparameters. Another method's hyperparameter has no effect here: a flag or a
+    #: sweep axis naming one is refused (``train_config.unused_options``).
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
+    #: Trained by SGD steps; False: fitted otherwise, :data:`SGD_OPTIONS` have no effect.
+    sgd: ClassVar[bool] = True
 
     def __init__(self, data: TrainingGroups, config: Any):
         self.data = data
         self.config = config
+        self.check_options(config)
         self.validate()
 
     # -- what subclasses override --------------------------------------------------
+    @classmethod
+    def check_options(cls, config: Any) -> None:
+        """Refuse hyperparameter values no data can make work (PatchwiseError).
+
+        Needs only ``config``, so :meth:`TrainConfig.validate
+        <napari_patchwise.train.TrainConfig.validate>` runs it before any slide is read;
+        the checks that need the training groups are :meth:`validate`'s.
+        """
+
     def validate(self) -> None:
         """Refuse hyperparameters or data the method cannot work with (PatchwiseError)."""
 

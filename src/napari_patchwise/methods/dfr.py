@@ -41,9 +41,11 @@ class DFR(Method):
     through :func:`napari_patchwise.train.train`, never by SGD steps."""
 
     name = "dfr"
+    sgd = False  # a closed-form fit per C (C_GRID), no steps
 
-    def validate(self) -> None:
-        if getattr(self.config, "features", None) is None:
+    @classmethod
+    def check_options(cls, config) -> None:
+        if getattr(config, "features", None) is None:
             raise PatchwiseError(
                 "--method dfr retrains the last layer on cached features",
                 hint="embed the cohort with `patchwise embed` and pass --features FEATURES.zarr",

@@ -15,6 +15,7 @@ class ERM(Method):
     """
 
     name = "erm"
+    hyperparameters = ("class_balanced",)
 
     def make_sampler(self, batch_size: int, seed: int) -> BatchSampler:
         cls = (

@@ -58,13 +58,24 @@ class GERNE(Method):
     """
 
     name = "gerne"
+    hyperparameters = ("beta", "c")
+
+    @classmethod
+    def check_options(cls, config) -> None:
+        """c in (0, 1] and beta >= -1; beta's upper bound needs the data (:meth:`validate`)."""
+        beta, c = float(config.beta), float(config.c)
+        if not 0.0 < c <= 1.0:
+            raise PatchwiseError(f"GERNE needs c in (0, 1], got c={c:g}", hint="e.g. --c 0.5")
+        if beta < -1.0:
+            raise PatchwiseError(
+                f"GERNE needs beta >= -1, got beta={beta:g}",
+                hint="beta = -1 is class-balanced ERM; e.g. --beta 1",
+            )
 
     def validate(self):
         beta = float(self.config.beta)
         c = float(self.config.c)
         tau = self.data.tau
-        if not 0.0 < c <= 1.0:
-            raise PatchwiseError(f"GERNE needs c in (0, 1], got c={c:g}", hint="e.g. --c 0.5")
         counts = self.data.counts
         attribute = getattr(self.config, "attribute", DEFAULT_ATTRIBUTE)
         where, flag = (f"tau={tau:g}", "--tau")

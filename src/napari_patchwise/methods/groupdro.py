@@ -16,11 +16,15 @@ class GroupDRO(Method):
     """
 
     name = "groupdro"
+    hyperparameters = ("eta",)
 
-    def validate(self):
-        eta = float(self.config.eta)
+    @classmethod
+    def check_options(cls, config) -> None:
+        eta = float(config.eta)
         if not eta > 0:
             raise PatchwiseError(f"GroupDRO needs eta > 0, got {eta}", hint="e.g. --eta 0.01")
+
+    def validate(self):
         self.q = None
 
     def _ensure_q(self, device):
