@@ -587,7 +587,7 @@ def _train(
     if dist.main:  # every check has passed: the run directory now holds a run
         with atomic_path(out / CONFIG) as tmp:
             tmp.write_text(config.to_json())
-    if config.method == "dfr":
+    if config.method in _dfr_methods():
         cancelled = _fit_dfr(run, state, callbacks)
     else:
         cancelled = _run_steps(run, state, callbacks, progress)
@@ -791,30 +791,47 @@ def _run_steps(
     return False
 
 
+def _dfr_methods() -> dict[str, str]:
+    """The DFR methods (fitted by :func:`_fit_dfr`, not by steps) and their split."""
+    from .methods.dfr import FIT_ON
+
+    return FIT_ON
+
+
 def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     """DFR (:mod:`.methods.dfr`) instead of steps: one history row per C, its heads saved."""
     import copy
 
     import torch
 
-    from .methods.dfr import fit_dfr
+    from .methods.dfr import FIT_ON, Split, fit_dfr
 
-    config, val = run.config, run.data.val_set
+    config = run.config
+    sets = {"train": run.data.train_set, "val": run.data.val_set}
 
-    def evaluate(rows: np.ndarray, prob: np.ndarray):
-        part = copy.copy(val)  # its per-row arrays (labels, grouping values...) cut to rows
-        for name, value in vars(val).items():
-            if isinstance(value, np.ndarray) and value.shape[:1] == (len(val),):
+    def evaluate(split: str, rows: np.ndarray, prob: np.ndarray):
+        whole = sets[split]
+        part = copy.copy(whole)  # its per-row arrays (labels, grouping values...) cut to rows
+        for name, value in vars(whole).items():
+            if isinstance(value, np.ndarray) and value.shape[:1] == (len(whole),):
                 setattr(part, name, value[rows])
         return evaluate_split(part, prob, config.group_threshold, config.threshold)
 
+    def split(name: str) -> Split:
+        data = sets[name]
+        return Split(data.vectors.numpy(), data.labels, data.groups)
+
     t0 = time.perf_counter()
+    fit_on = FIT_ON[config.method]
     result = fit_dfr(
-        run.data.train_set.vectors.numpy(), val.vectors.numpy(), val.labels, val.groups,
-        evaluate, select=SELECT_METRICS, seed=config.seed,
+        split("train"), split("val"), evaluate,
+        fit_on=fit_on, select=SELECT_METRICS, seed=config.seed,
     )  # fmt: skip
     for step, (c, evaluation) in enumerate(result.rows, start=1):
         row = {**_history_row(step, evaluation, {}, time.perf_counter() - t0), "C": c}
+        if fit_on == "train":  # what selected C: the held-out half of the training split
+            search = result.search[step - 1]
+            row.update(train_half_wga=search.wga, train_half_bca=search.bca)
         state.history.append(row)
         callbacks.on_eval(step, row)
     head = run.opt.model
@@ -957,6 +974,10 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
         "test": None,
         "by_selection": {},
     }
+    if config.method in _dfr_methods():  # which labels the head was fitted on
+        from .methods.dfr import FIT_ON, FITTED_ON_LABEL
+
+        result["fitted_on"] = FITTED_ON_LABEL[FIT_ON[config.method]]
     if test_set is None or len(test_set) == 0:
         log.warning("no test slides: metrics.json holds no test metrics")
         test_set = None
