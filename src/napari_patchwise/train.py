@@ -707,8 +707,9 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
     autocast, amp_dtype = _autocast(device, config.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     # BatchNorm layers kept in eval mode when frozen (running statistics fixed, affine
-    # parameters still trained): the paper's choice for GERNE with a pretrained backbone,
-    # whose running statistics are worth keeping (docs/methods.md, "BatchNorm").
+    # parameters still trained): SubpopBench's default for a pretrained backbone (neither
+    # paper states it), whose running statistics are worth keeping (docs/methods.md,
+    # "BatchNorm").
     batchnorm = torch.nn.modules.batchnorm._BatchNorm
     frozen_bn = [m for m in model.modules() if isinstance(m, batchnorm)] if config.freeze_bn else []
     net = model
