@@ -272,23 +272,53 @@ def noise_floors(
         v = np.sort(np.where(np.isnan(v), -np.inf, v))
         k = np.flatnonzero(v[1:] != v[:-1]) + 1
         splits.append((k, np.isfinite(v[k])))
-    code = (2 * np.asarray(label, np.int8) + np.asarray(right, np.int8)).astype(np.int8)
-    rng = np.random.default_rng(seed)
+    label, right = np.asarray(label).astype(bool), np.asarray(right).astype(bool)
+    code = (2 * label + right).astype(np.int8)  # shuffled in place below
+    # the class sizes and accuracies do not change under a shuffle of the attribute
+    class_n = np.array([np.sum(~label), np.sum(label)])
+    class_right = np.array([np.sum(right & ~label), np.sum(right & label)])
     maxima = np.full((len(values), permutations), np.nan)
-    n = code.size
+    rng = np.random.default_rng(seed)
+    if class_n.min() == 0:
+        return np.full(len(values), np.nan)
+    # int32 sums into reused buffers: half the time of fresh int64 ones at 10^6 patches
+    dtype = np.int32 if code.size < 2**31 else np.int64
+    cum = [np.zeros(code.size + 1, dtype) for _ in range(3)]
     for p in range(permutations):
-        shuffled = rng.permutation(code)
-        y, r = shuffled >= 2, (shuffled & 1).astype(bool)
-        cum = _cumsums(y, r)
+        rng.shuffle(code)  # a uniform shuffle of any order is a uniform, independent one
+        tumor, right_now = code >= 2, (code & 1).astype(bool)
+        for buffer, part in zip(cum, (tumor, right_now, tumor & right_now), strict=True):
+            np.cumsum(part, dtype=dtype, out=buffer[1:])
         for a, (k, valid) in enumerate(splits):
-            counts, correct = _counts_at(cum, k, n)
-            gap, _ = _gap_curve(counts, correct, min_share, valid)
-            if np.isfinite(gap).any():
-                maxima[a, p] = gap.max()
+            maxima[a, p] = _max_gap(cum, k, valid, class_n, class_right, min_share)
     out = np.full(len(values), np.nan)
     seen = np.isfinite(maxima).any(axis=1)
     out[seen] = np.nanquantile(maxima[seen], quantile, axis=1)
     return out
+
+
+def _max_gap(cum, k, valid, class_n, class_right, min_share) -> float:
+    """The largest qualifying gap of :func:`_gap_curve`, computed on the qualifying splits
+    only (the null's inner loop: ~3x fewer array passes at 10^6 splits)."""
+    tumor, right, right_tumor = cum
+    n = int(class_n.sum())
+    y_high = int(tumor[-1]) - tumor[k]  # tumor patches at or above each split
+    n_high = (n - k) - y_high  # non-tumor ones
+    need = np.maximum(1, min_share * class_n)
+    ok = valid & (y_high >= need[1]) & (class_n[1] - y_high >= need[1])
+    ok &= (n_high >= need[0]) & (class_n[0] - n_high >= need[0])
+    if not ok.any():
+        return np.nan
+    k, y_high, n_high = k[ok], y_high[ok], n_high[ok]
+    ry_high = int(right_tumor[-1]) - right_tumor[k]
+    rn_high = (int(right[-1]) - right[k]) - ry_high
+    # max over splits of [acc(y) - min(acc(y, low), acc(y, high))] is acc(y) minus the
+    # smallest side accuracy over the splits: no element-wise minimum needed
+    worst = [
+        min((r_high / c_high).min(), ((class_right[c] - r_high) / (class_n[c] - c_high)).min())
+        for c, r_high, c_high in ((0, rn_high, n_high), (1, ry_high, y_high))
+    ]
+    return float(max(class_right[c] / class_n[c] - worst[c] for c in (0, 1)))
 
 
 def _cumsums(y: np.ndarray, r: np.ndarray) -> list[np.ndarray]:
