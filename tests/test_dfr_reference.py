@@ -156,8 +156,11 @@ def test_search_and_final_head_equal_scikit_learn_fitted_by_hand(monkeypatch):
     np.testing.assert_allclose(logits[:, 1] - logits[:, 0], expected, rtol=1e-4, atol=1e-4)
 
 
-def test_dfr_train_reads_no_validation_label():
+def test_dfr_train_reads_no_validation_label(monkeypatch):
+    from sklearn.preprocessing import StandardScaler
+
     train, val = _data(2)
+    fits = _recording(monkeypatch)
     rng = np.random.default_rng(9)
     shuffled = Split(val.x, rng.permutation(val.y), rng.permutation(val.groups))
     results = []
@@ -173,6 +176,11 @@ def test_dfr_train_reads_no_validation_label():
         assert result.fit_on == "train"
     a, b = results
     np.testing.assert_array_equal(a.search_rows, b.search_rows)
+    # the scaler of the reference's dfr_train_subset_tune / _eval: the training split's
+    scaler = StandardScaler().fit(train.x.astype(np.float64))
+    for x, _, _ in fits[: len(C_GRID)]:
+        expected = scaler.transform(train.x[a.search_rows].astype(np.float64))
+        np.testing.assert_allclose(x, expected, rtol=1e-6, atol=1e-6)
     m = np.bincount(train.groups).min()
     for rows in a.final_rows:  # balanced subsets of the training split
         assert np.bincount(train.groups[rows], minlength=4).tolist() == [m] * 4
