@@ -234,7 +234,15 @@ def test_reweight_weights_match_hand_computation():
 
 
 def test_registry_lists_every_method_and_rejects_unknown():
-    assert set(METHOD_NAMES) == {"erm", "gerne", "groupdro", "resample", "reweight", "dfr"}
+    assert set(METHOD_NAMES) == {
+        "erm",
+        "gerne",
+        "groupdro",
+        "resample",
+        "reweight",
+        "dfr",
+        "dfr-train",
+    }
     data = groups_with_counts([10, 10, 10, 10])
     sampler = make_method("resample", data, config()).make_sampler(8, 0)
     assert isinstance(sampler, GroupWeightedSampler)
@@ -255,7 +263,8 @@ def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
         "groupdro": "GroupDRO",
         "resample": "ReSample",
         "reweight": "ReWeight",
-        "dfr": "DFR",
+        "dfr": "DFR (val labels)",
+        "dfr-train": "DFR (train)",
     }
     assert tuple(METHOD_LABELS) == METHOD_NAMES and REPORT_LABELS is METHOD_LABELS
     assert all(get_method(name).name == name for name in METHOD_NAMES)
@@ -265,5 +274,6 @@ def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
     assert tuple(method.choices) == METHOD_NAMES
     assert sub.choices["train"] is parser
     assert sub._choices_actions[0].help == (
-        "train a patch classifier (ERM, GERNE, GroupDRO, ReSample, ReWeight, DFR)"
+        "train a patch classifier (ERM, GERNE, GroupDRO, ReSample, ReWeight, "
+        "DFR (val labels), DFR (train))"
     )

@@ -203,6 +203,8 @@ def test_a_ranking_row_groups_the_slide_by_its_attribute(dock, qtbot, cohort):
     tissue = next(r for r in ranking.ranks if r.attribute == "tissue_ratio")
     expected = rank_attributes(widget.current.data.table, ["tissue_ratio"])[0]
     assert tissue.threshold == expected.threshold and tissue.gap == pytest.approx(expected.gap)
+    assert tissue.noise_floor == pytest.approx(expected.noise_floor)  # the same seeded null
+    assert ranking.table.horizontalHeaderItem(3).text() == "noise floor"
     # the tissue_ratio row: tau moves to its best threshold
     row = [r.attribute for r in ranking.ranks].index("tissue_ratio")
     ranking.table.cellClicked.emit(row, 0)

@@ -1,5 +1,10 @@
 """Named training recipes: ``patchwise train --preset paper|cpu-quick`` and the dock's choice.
 
+``paper`` is not one paper's recipe: the tumor paper (arXiv 2511.13527) fixes the backbone
+and the selection, the GERNE paper's App. F (arXiv 2503.13236, Waterbirds/CelebA) the
+optimiser values, SubpopBench the frozen BatchNorm; ``docs/presets.md`` gives each value's
+source.
+
 A preset is nothing but values of :class:`~napari_patchwise.train_config.TrainConfig`
 options, named as the flags and ``config.json`` name them (``"lr"``, ``"patch_size"``):
 every preset can be written out as train flags, and a sweep that passes train flags
@@ -20,9 +25,12 @@ from .errors import PatchwiseError
 
 
 def _paper() -> Mapping[str, Any]:
-    # The GERNE paper's settings (docs/methods.md, "Settings reported by the paper"):
-    # an ImageNet-pretrained ResNet-50 fine-tuned with frozen BatchNorm statistics.
-    # beta is left at its default: the paper tunes beta and c on validation WGA.
+    # The tumor paper's backbone (arXiv 2511.13527: ImageNet-pretrained ResNet-50, a
+    # 2-output head, selection on validation) with the optimiser settings the GERNE paper
+    # reports for Waterbirds/CelebA (arXiv 2503.13236, App. F) and SubpopBench's frozen
+    # BatchNorm; the tumor paper gives no optimiser settings. Every value's source:
+    # docs/presets.md (tests/test_presets_provenance.py checks each has one). beta is
+    # left at its default: the GERNE paper tunes beta and c on validation WGA.
     return MappingProxyType(
         {
             "model": "resnet50",
@@ -75,8 +83,9 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "paper",
-            "the paper's recipe: pretrained ResNet-50 (--weights), frozen BatchNorm, "
-            "SGD lr 1e-4, weight decay 0.01, batch 32, c 0.5",
+            "the tumor paper's pretrained ResNet-50 (--weights) with the GERNE paper's "
+            "Waterbirds/CelebA settings (App. F: SGD lr 1e-4, weight decay 0.01, batch 32, "
+            "c 0.5) and SubpopBench's frozen BatchNorm",
             _paper(),
             needs_weights=True,
         ),

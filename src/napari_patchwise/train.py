@@ -633,7 +633,7 @@ def _train(
             tmp.write_text(config.to_json())
         if strict:  # else (an older run's folder) with the first last.pt that records it
             write_inputs(out, inputs)
-    if config.method == "dfr":
+    if config.method in _dfr_methods():
         cancelled = _fit_dfr(run, state, callbacks)
     else:
         cancelled = _run_steps(run, state, callbacks, progress)
@@ -760,8 +760,9 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
     autocast, amp_dtype = _autocast(device, config.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     # BatchNorm layers kept in eval mode when frozen (running statistics fixed, affine
-    # parameters still trained): the paper's choice for GERNE with a pretrained backbone,
-    # whose running statistics are worth keeping (docs/methods.md, "BatchNorm").
+    # parameters still trained): SubpopBench's default for a pretrained backbone (neither
+    # paper states it), whose running statistics are worth keeping (docs/methods.md,
+    # "BatchNorm").
     batchnorm = torch.nn.modules.batchnorm._BatchNorm
     frozen_bn = [m for m in model.modules() if isinstance(m, batchnorm)] if config.freeze_bn else []
     net = model
@@ -845,30 +846,47 @@ def _run_steps(
     return False
 
 
+def _dfr_methods() -> dict[str, str]:
+    """The DFR methods (fitted by :func:`_fit_dfr`, not by steps) and their split."""
+    from .methods.dfr import FIT_ON
+
+    return FIT_ON
+
+
 def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     """DFR (:mod:`.methods.dfr`) instead of steps: one history row per C, its heads saved."""
     import copy
 
     import torch
 
-    from .methods.dfr import fit_dfr
+    from .methods.dfr import FIT_ON, Split, fit_dfr
 
-    config, val = run.config, run.data.val_set
+    config = run.config
+    sets = {"train": run.data.train_set, "val": run.data.val_set}
 
-    def evaluate(rows: np.ndarray, prob: np.ndarray):
-        part = copy.copy(val)  # its per-row arrays (labels, grouping values...) cut to rows
-        for name, value in vars(val).items():
-            if isinstance(value, np.ndarray) and value.shape[:1] == (len(val),):
+    def evaluate(split: str, rows: np.ndarray, prob: np.ndarray):
+        whole = sets[split]
+        part = copy.copy(whole)  # its per-row arrays (labels, grouping values...) cut to rows
+        for name, value in vars(whole).items():
+            if isinstance(value, np.ndarray) and value.shape[:1] == (len(whole),):
                 setattr(part, name, value[rows])
         return evaluate_split(part, prob, config.group_threshold, config.threshold)
 
+    def split(name: str) -> Split:
+        data = sets[name]
+        return Split(data.vectors.numpy(), data.labels, data.groups)
+
     t0 = time.perf_counter()
+    fit_on = FIT_ON[config.method]
     result = fit_dfr(
-        run.data.train_set.vectors.numpy(), val.vectors.numpy(), val.labels, val.groups,
-        evaluate, select=SELECT_METRICS, seed=config.seed,
+        split("train"), split("val"), evaluate,
+        fit_on=fit_on, select=SELECT_METRICS, seed=config.seed,
     )  # fmt: skip
     for step, (c, evaluation) in enumerate(result.rows, start=1):
         row = {**_history_row(step, evaluation, {}, time.perf_counter() - t0), "C": c}
+        if fit_on == "train":  # what selected C: the held-out half of the training split
+            search = result.search[step - 1]
+            row.update(train_half_wga=search.wga, train_half_bca=search.bca)
         state.history.append(row)
         callbacks.on_eval(step, row)
     head = run.opt.model
@@ -1011,6 +1029,10 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
         "test": None,
         "by_selection": {},
     }
+    if config.method in _dfr_methods():  # which labels the head was fitted on
+        from .methods.dfr import FIT_ON, FITTED_ON_LABEL
+
+        result["fitted_on"] = FITTED_ON_LABEL[FIT_ON[config.method]]
     if test_set is None or len(test_set) == 0:
         log.warning("no test slides: metrics.json holds no test metrics")
         test_set = None

@@ -8,13 +8,16 @@ and composed in memory: how slides are cut into patches is one
 
 Defaults
 --------
-The paper trains an ImageNet-pretrained ResNet-50 with SGD (momentum 0.9, lr 1e-4,
-weight decay 1e-2) and frozen BatchNorm statistics. Without pretrained weights (this
-project never downloads any) such a small learning rate barely moves a randomly
-initialised network, so the defaults here are lr 0.01 and weight decay 1e-4 with momentum
-0.9, which make the CPU planted-bias benchmark (``benchmarks/planted_bias.py``) learn.
-``preset="paper"`` (``--preset paper --weights PATH``) sets the paper's recipe,
-``preset="cpu-quick"`` the small-CNN one (:mod:`.presets`, ``docs/presets.md``).
+The tumor paper (Asaad et al., arXiv 2511.13527) fine-tunes an ImageNet-pretrained
+ResNet-50 and gives no optimiser settings; the GERNE paper (arXiv 2503.13236, App. F)
+trains its ResNet-50 on Waterbirds/CelebA with SGD (momentum 0.9, lr 1e-4, weight decay
+1e-2); frozen BatchNorm statistics are SubpopBench's default for pretrained backbones.
+Without pretrained weights (this project never downloads any) such a small learning rate
+barely moves a randomly initialised network, so the defaults here are lr 0.01 and weight
+decay 1e-4 with momentum 0.9, which make the CPU planted-bias benchmark
+(``benchmarks/planted_bias.py``) learn. ``preset="paper"`` (``--preset paper --weights
+PATH``) sets those pretrained-ResNet-50 settings, ``preset="cpu-quick"`` the small-CNN
+ones (:mod:`.presets`; every value's source: ``docs/presets.md``).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class TrainConfig:
     keys of :meth:`from_options` / :meth:`to_options`. Build a config from such flat
     options with :meth:`from_options`.
 
-    See the module docstring for why ``lr`` and ``weight_decay`` differ from the paper's.
+    See the module docstring for why ``lr`` and ``weight_decay`` differ from the GERNE
+    paper's (App. F).
     ``preset`` names the recipe whose values :meth:`from_options` filled in beneath the
     options given (:mod:`.presets`); the fields hold the resolved values.
     ``batch_size`` is the size of each batch; GERNE draws two such batches per step
@@ -273,7 +277,7 @@ class TrainConfig:
             f"GERNE with beta > 0 on {self.model} needs frozen BatchNorm statistics: with "
             "batch statistics its loss runs away (the biased batch has a negative weight; "
             'docs/methods.md, "BatchNorm")',
-            "pass --weights PATH --freeze-bn (the paper's recipe), use --model smallcnn "
+            "pass --weights PATH --freeze-bn (as --preset paper does), use --model smallcnn "
             "(GroupNorm) or --beta 0 or below, or --gerne-train-bn to train so anyway",
         )
 

@@ -5,7 +5,10 @@ current slide's patches with a prediction, in a background job: every numeric at
 column of the table, plus the per-channel mean/std intensity and the border fraction,
 computed chunk by chunk when the table lacks them (:mod:`napari_patchwise.attributes`).
 Each attribute is scored by its worst-group accuracy gap at the threshold where the gap
-is largest (docs/attributes.md). Clicking a row groups the slide by that attribute at
+is largest, beside its noise floor (the 95th percentile of that largest gap over 100
+seeded shuffles of the attribute: what an attribute with as many values finds by chance)
+and whether the gap is above it; the table is ordered by the gap's excess over the floor
+(docs/attributes.md). Clicking a row groups the slide by that attribute at
 that threshold (the dock's attribute choice and threshold slider).
 """
 
@@ -31,7 +34,7 @@ from ..errors import PatchwiseError
 from . import notify
 from .jobs import BackgroundJob
 
-COLUMNS = ("attribute", "threshold", "gap", "WGA", "worst group")
+COLUMNS = ("attribute", "threshold", "gap", "noise floor", "above noise", "WGA", "worst group")
 
 
 def ranking_job(dock):
@@ -91,7 +94,8 @@ class RankingTable(QWidget):
         self.rank_button = QPushButton("Rank attributes")
         self.rank_button.setToolTip(
             "score every attribute by the worst-group accuracy gap of the current predictions "
-            "(each at its largest-gap threshold); click a row to group by it"
+            "(each at its largest-gap threshold), beside its noise floor (95th percentile over "
+            "100 shuffles of the attribute); click a row to group by it"
         )
         self.rank_button.clicked.connect(self.rank)
         self.label = QLabel("")
@@ -137,13 +141,16 @@ class RankingTable(QWidget):
                 r.attribute,
                 f"{r.threshold:.4g}" if ok else "-",
                 f"{100 * r.gap:.1f}%" if ok else "-",
+                "-" if math.isnan(r.noise_floor) else f"{100 * r.noise_floor:.1f}%",
+                ("yes" if r.above_noise else "no") if ok else "-",
                 f"{100 * r.wga:.1f}%" if ok else "-",
                 (r.worst_group or "-") if ok else "(groups too small)",
             )
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         self.label.setText(
-            f"{len(self.ranks)} attributes; click one to group the slide by it at its threshold"
+            f"{len(self.ranks)} attributes, {sum(r.above_noise for r in self.ranks)} above their "
+            "noise floor; click one to group the slide by it at its threshold"
         )
 
     def _on_clicked(self, row: int, _column: int) -> None:

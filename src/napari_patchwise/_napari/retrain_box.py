@@ -123,7 +123,7 @@ class RetrainBox(QGroupBox):
         self.steps = QSpinBox()
         self.steps.setRange(1, 100_000)
         self.steps.setValue(DEFAULT_STEPS)
-        self.steps.setToolTip("optimisation steps of the head (dfr fits in one go)")
+        self.steps.setToolTip("optimisation steps of the head (dfr and dfr-train fit in one go)")
         methods = QHBoxLayout()
         methods.addWidget(self.method_combo, stretch=1)
         methods.addWidget(QLabel("steps"))

@@ -5,7 +5,8 @@ overall accuracy, worst-group accuracy, balanced-class accuracy and calibration 
 the same as JSON. A table without ``prob``/``pred`` gets group counts only.
 ``--attribute COLUMN --attribute-threshold T`` groups by any numeric attribute instead of
 tissue size; ``--rank-attributes`` ranks every numeric attribute by the worst-group
-accuracy gap of the table's predictions (``docs/attributes.md``).
+accuracy gap of the table's predictions, beside its permutation noise floor and, with
+``--train-table``, the training split's tumor-rate gap (``docs/attributes.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import math
 
 from ..errors import PatchwiseError
-from ._args import finite_float, probability
+from ._args import finite_float, int_range, probability
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,19 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="T",
         help="groups: attribute >= T is high (needed for any attribute but tissue_ratio)",
     )
-    p.add_argument(
-        "--rank-attributes",
-        action="store_true",
-        help="rank every numeric attribute column by the worst-group accuracy gap of the "
-        "predictions, each at its largest-gap threshold",
-    )
-    p.add_argument(
-        "--min-share",
-        type=probability,
-        default=None,
-        metavar="F",
-        help="--rank-attributes: smallest share of its class a group may hold (0.02)",
-    )
+    _add_ranking_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--compare",
@@ -87,6 +76,8 @@ def check_args(args: argparse.Namespace) -> None:
         "--threshold-b": args.threshold_b is not None,
         "--names": args.names is not None,
         "--min-share": args.min_share is not None,
+        "--permutations": args.permutations is not None,
+        "--train-table": args.train_table is not None,
     }
     if args.rank_attributes:
         if (
@@ -107,8 +98,9 @@ def check_args(args: argparse.Namespace) -> None:
                     + (f"; drop {flag}" if not other else f"; drop {flag} and {other}"),
                 )
         return
-    if flags["--min-share"]:
-        raise PatchwiseError("--min-share applies to --rank-attributes only")
+    for flag in ("--min-share", "--permutations", "--train-table"):
+        if flags[flag]:
+            raise PatchwiseError(f"{flag} applies to --rank-attributes only")
     for flag in ("--threshold-b", "--names"):
         if flags[flag] and args.compare is None:
             raise PatchwiseError(
@@ -119,6 +111,45 @@ def check_args(args: argparse.Namespace) -> None:
             f"--tau is the threshold of tissue_ratio; --attribute {args.attribute} takes "
             "--attribute-threshold"
         )
+
+
+def _add_ranking_arguments(p: argparse.ArgumentParser) -> None:
+    """``--rank-attributes`` and its options (docs/attributes.md, "Ranking")."""
+    p.add_argument(
+        "--rank-attributes",
+        action="store_true",
+        help="rank every numeric attribute column by the worst-group accuracy gap of the "
+        "predictions, each at its largest-gap threshold",
+    )
+    p.add_argument(
+        "--min-share",
+        type=probability,
+        default=None,
+        metavar="F",
+        help="--rank-attributes: smallest share of its class a group may hold (0.02)",
+    )
+    p.add_argument(
+        "--permutations",
+        type=int_range(0, 100_000),
+        default=None,
+        metavar="N",
+        help="--rank-attributes: shuffles of each attribute for its noise floor, the 95th "
+        "percentile of their largest gaps (100; 0: no floor)",
+    )
+    p.add_argument(
+        "--permutation-seed",
+        type=int_range(0, 2**32 - 1),
+        default=0,
+        metavar="SEED",
+        help="--rank-attributes: seed of the shuffles (0)",
+    )
+    p.add_argument(
+        "--train-table",
+        metavar="TRAIN_TABLE",
+        default=None,
+        help="--rank-attributes: the training split's patch table (label and the attribute "
+        "columns): each attribute's tumor-rate gap there, at its chosen threshold",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,17 +244,35 @@ def format_comparison(result) -> str:
 
 
 def _rank(args: argparse.Namespace) -> int:
-    from ..attribute_rank import DEFAULT_MIN_SHARE, format_ranking, rank_attributes
+    from ..attribute_rank import (
+        DEFAULT_MIN_SHARE,
+        DEFAULT_PERMUTATIONS,
+        NOISE_QUANTILE,
+        format_ranking,
+        rank_attributes,
+    )
     from ..io.tables import check_values, read_table
 
     min_share = DEFAULT_MIN_SHARE if args.min_share is None else args.min_share
     table = read_table(args.table, required=("label",))
     check_values(table, path=args.table, missing_ok=False)
-    ranks = rank_attributes(table, threshold=args.threshold, min_share=min_share, path=args.table)
+    train = None
+    if args.train_table is not None:
+        train = read_table(args.train_table, required=("label",))
+        check_values(train, path=args.train_table, missing_ok=False)
+    permutations = DEFAULT_PERMUTATIONS if args.permutations is None else args.permutations
+    ranks = rank_attributes(
+        table, threshold=args.threshold, min_share=min_share, permutations=permutations,
+        seed=args.permutation_seed, train=train, path=args.table,
+    )  # fmt: skip
     if args.json:
         result = {
             "threshold": args.threshold,
             "min_share": min_share,
+            "permutations": permutations,
+            "permutation_seed": args.permutation_seed,
+            "noise_quantile": NOISE_QUANTILE,
+            "train_table": args.train_table,
             "ranking": [r.to_dict() for r in ranks],
         }
         print(json.dumps(result, indent=2, allow_nan=False))

@@ -56,7 +56,8 @@ HELP = {
     "eta": "GroupDRO step size of the group weights",
     "class_balanced": "ERM with class-balanced batches",
     "augment": "flips and 90-degree rotations of training patches",
-    "freeze_bn": "keep the BatchNorm statistics of --weights fixed (the paper's recipe)",
+    "freeze_bn": "keep the BatchNorm statistics of --weights fixed (SubpopBench's default; "
+    "--preset paper sets it)",
     "gerne_train_bn": "let GERNE with beta > 0 train a ResNet's BatchNorm on batch statistics "
     '(refused otherwise: docs/methods.md, "BatchNorm")',
     "eval_every": "validate every N steps",

@@ -24,7 +24,9 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "groupdro": ("groupdro:GroupDRO", "GroupDRO"),
     "resample": ("resample:ReSample", "ReSample"),
     "reweight": ("reweight:ReWeight", "ReWeight"),
-    "dfr": ("dfr:DFR", "DFR"),  # head-only: train --features (docs/features.md)
+    # head-only: train --features (docs/features.md); the label says whose labels it fits
+    "dfr": ("dfr:DFR", "DFR (val labels)"),
+    "dfr-train": ("dfr:DFRTrain", "DFR (train)"),
 }
 
 METHOD_NAMES: tuple[str, ...] = tuple(_REGISTRY)
