@@ -23,7 +23,7 @@ TRAINING = (
 ANALYSIS = (
     "grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "attributes",
     "attribute_rank",
-    "threshold_curve",
+    "threshold_curve", "intervals",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
