@@ -161,3 +161,104 @@ def test_two_thousand_draws_over_a_hundred_slides_are_fast():
     assert time.perf_counter() - start < 1.0
     assert result.wga.low <= result.wga.estimate <= result.wga.high
     assert json.dumps(result.wga.as_list())
+
+
+# -- the command ---------------------------------------------------------------------------
+def _run_cli(argv, capsys):
+    from napari_patchwise.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_metrics_ci_equals_the_brute_force_bootstrap(tmp_path, capsys):
+    table = _table(n_slides=3, per_slide=80, seed=11)
+    path = tmp_path / "pred.parquet"
+    table.to_parquet(path, index=False)
+    code, out, _ = _run_cli(
+        ["metrics", path, "--ci", "--json", "--n-boot", 400, "--ci-seed", 5], capsys
+    )
+    assert code == 0
+    result = json.loads(out)
+    picks = np.random.default_rng(5).integers(0, 3, size=(400, 3))
+    wga, bca = brute_force(table, picks)
+    assert result["wga_ci"] == pytest.approx(list(_ci(wga)), abs=1e-12)
+    assert result["bca_ci"] == pytest.approx(list(_ci(bca)), abs=1e-12)
+    assert result["ci"]["n_slides"] == 3 and result["ci"]["n_boot"] == 400
+    # another seed and the default 2,000 draws: the same interval within Monte-Carlo error
+    code, out, _ = _run_cli(["metrics", path, "--ci", "--json"], capsys)
+    assert json.loads(out)["wga_ci"] == pytest.approx(list(_ci(wga)), abs=0.03)
+    code, out, _ = _run_cli(["metrics", path, "--ci", "--n-boot", 400, "--ci-seed", 5], capsys)
+    assert code == 0
+    assert f"[{100 * _ci(wga)[0]:.2f}%, {100 * _ci(wga)[1]:.2f}%]" in out
+    assert "3 slides, 400 draws" in out
+
+
+def test_metrics_ci_refuses_one_slide_with_one_line(tmp_path, capsys):
+    path = tmp_path / "one.parquet"
+    _table(n_slides=1).to_parquet(path, index=False)
+    code, out, err = _run_cli(["metrics", path, "--ci"], capsys)
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and "at least 2 test slides" in err and str(path) in err
+    code, _, err = _run_cli(["metrics", path, "--n-boot", 10], capsys)
+    assert code != 0 and "--ci only" in err
+
+
+def test_metrics_compare_ci_gives_the_paired_wga_difference(tmp_path, capsys):
+    table = _table(n_slides=4, per_slide=50, seed=8)
+    table["row"] = np.arange(len(table)) % 50
+    table["col"] = np.arange(len(table)) // 50
+    better = table.assign(prob=np.where(table["label"] == 1, 0.8, 0.3))
+    path_a, path_b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    table.to_parquet(path_a, index=False)
+    better[["slide", "row", "col", "prob"]].to_parquet(path_b, index=False)
+    argv = ["metrics", path_a, "--compare", path_b, "--ci", "--n-boot", 300, "--ci-seed", 2]
+    code, out, _ = _run_cli([*argv, "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    picks = np.random.default_rng(2).integers(0, 4, size=(300, 4))
+    diff = brute_force(better, picks)[0] - brute_force(table, picks)[0]
+    assert result["wga_diff_ci"] == pytest.approx(list(_ci(diff)), abs=1e-12)
+    code, out, _ = _run_cli(argv, capsys)
+    assert "paired slide-bootstrap interval" in out
+
+
+# -- empty and tiny groups -----------------------------------------------------------------
+def test_group_size_warnings_name_empty_and_tiny_groups():
+    from napari_patchwise.metrics import group_size_warnings
+
+    lines = group_size_warnings([1, 2, 0, 30], min_size=20)
+    assert lines == [
+        "group tumor/small is empty: WGA is the minimum over the 3 other groups",
+        "group non-tumor/small has only 1 patch (< 20): its accuracy, and WGA if it is the "
+        "worst, rests on few patches",
+        "group non-tumor/large has only 2 patches (< 20): its accuracy, and WGA if it is the "
+        "worst, rests on few patches",
+    ]
+    assert group_size_warnings([20, 20, 20, 20]) == []
+    assert group_size_warnings([1, 2, 0, 3], min_size=0)[1:] == []
+
+
+def test_metrics_warns_about_empty_and_tiny_groups(tmp_path, capsys):
+    # counts [1, 2, 0, 3]: no small tumor patch
+    table = pd.DataFrame(
+        {
+            "slide": ["a"] * 6,
+            "label": [0, 0, 0, 1, 1, 1],
+            "tissue_ratio": [0.05, 0.5, 0.5, 0.5, 0.5, 0.5],
+            "prob": [0.1, 0.2, 0.9, 0.8, 0.7, 0.1],
+        }
+    )
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    code, out, _ = _run_cli(["metrics", path], capsys)
+    assert code == 0
+    assert "warning: group tumor/small is empty: WGA is the minimum over the 3 other groups" in out
+    assert "warning: group tumor/large has only 3 patches (< 20)" in out
+    code, out, _ = _run_cli(["metrics", path, "--json", "--min-group-size", 3], capsys)
+    result = json.loads(out)
+    assert [g["n"] for g in result["groups"].values()] == [1, 2, 0, 3]
+    assert len(result["warnings"]) == 3  # empty, 1 and 2 patches; 3 is not below 3
+    code, out, _ = _run_cli(["metrics", path, "--min-group-size", 0], capsys)
+    assert out.count("warning:") == 1
