@@ -352,6 +352,15 @@ def table1_markdown(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _splits(rows: pd.DataFrame) -> dict:
+    """``(method, config) -> attribute`` of the rows' groups."""
+    if rows.empty:
+        return {}
+    return {
+        (m, c): a for m, c, a in zip(rows["method"], rows["config"], rows["attribute"], strict=True)
+    }
+
+
 def _tiny(min_n) -> bool:
     return min_n is not None and np.isfinite(min_n) and min_n < MIN_GROUP_N
 
@@ -408,12 +417,13 @@ def table1_intervals(
     return result
 
 
-def table1_html(frame: pd.DataFrame, intervals: dict) -> str:
+def table1_html(frame: pd.DataFrame, intervals: dict, splits: dict | None = None) -> str:
     """The long Table 1 (:func:`napari_patchwise.table1.table1_frame`) as an HTML table,
-    with a note for every row without an interval and every marked cell."""
+    with a note for every row without an interval and every marked cell. ``splits``:
+    ``(method, config) -> attribute`` of the groups (default tissue_ratio: ``tau=``)."""
     if frame.empty:
         return "<p>(no finished runs with test metrics)</p>"
-    head = ["method", "configuration", "selected by", "tau", "seeds", "WGA",
+    head = ["method", "configuration", "selected by", "groups", "seeds", "WGA",
             "WGA 95% CI (slides)", "BCA", "min_group_n"]  # fmt: skip
     lines = ["<table class='table1'><thead><tr>"]
     lines += [f"<th>{html.escape(h)}</th>" for h in head] + ["</tr></thead><tbody>"]
@@ -433,8 +443,10 @@ def table1_html(frame: pd.DataFrame, intervals: dict) -> str:
                 f"{r['method']} {r['config']}".strip()
                 + f", {SELECT_LABELS.get(r['select'], r['select'])}, tau={r['tau']:g}: no interval: {reason}"
             )
+        attribute = (splits or {}).get((r["method"], r["config"]), DEFAULT_ATTRIBUTE)
+        split = "tau=" if attribute == DEFAULT_ATTRIBUTE else f"{attribute} >= "
         cells = [r["method"], r["config"], SELECT_LABELS.get(r["select"], r["select"]),
-                 f"{r['tau']:g}", f"{r['n_seeds']}"]  # fmt: skip
+                 f"{split}{r['tau']:g}", f"{r['n_seeds']}"]  # fmt: skip
         row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
         mark = f" class='warn' title='a test group holds fewer than {MIN_GROUP_N} patches'"
         row += f"<td{mark if warn else ''}>{html.escape(wga)}{' ⚠' if warn else ''}</td>"
@@ -548,7 +560,7 @@ def render_html(
         f"<p>{len(runs)} run(s): {html.escape(', '.join(str(r.path) for r in runs))}</p>",
         "<h2>Table 1: test WGA and BCA (%)</h2>",
         f"<p>{html.escape(TABLE1_NOTE)}" + _attribute_note(attribute, attribute_threshold) + "</p>",
-        table1_html(frame, intervals),
+        table1_html(frame, intervals, _splits(rows)),
         "<h2>Test accuracy per group (%)</h2>",
     ]
     if not rows.empty:
