@@ -175,3 +175,25 @@ def test_report_of_a_sweep_is_table1_of_the_selected_point(tmp_path, capsys):
     assert row["n_seeds"] == 2 and row["wga_mean"] == pytest.approx(75.0)
     assert np.isfinite(row["wga_ci_low"])
     assert "Table 1" in text and "selected point" in text
+
+
+# -- train: empty and tiny groups of the validation and test splits ------------------------
+@pytest.mark.torch
+def test_train_warns_about_tiny_groups_in_metrics_json_and_on_stderr(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from _cohort import make_cohort
+
+    manifest = make_cohort(tmp_path / "cohort", cells=6)  # 36 patches a slide: tiny groups
+    out = tmp_path / "run"
+    argv = ["train", manifest, "--model", "smallcnn", "--patch-size", 16, "--batch-size", 8]
+    argv += ["--num-threads", 1, "--quiet", "--steps", 2, "--eval-every", 2, "--out", out]
+    assert main([str(a) for a in argv]) == 0
+    err = capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    counts = [g["n"] for g in metrics["test"]["groups"].values()]
+    assert sum(counts) > 0 and min(counts) < 20
+    assert any(w.startswith("test: group ") for w in metrics["warnings"])
+    assert any(w.startswith("validation: group ") for w in metrics["warnings"])
+    assert metrics["test"]["warnings"] == [w for w in metrics["warnings"] if w[:5] == "test:"]
+    for line in metrics["warnings"]:
+        assert f"patchwise train: warning: {line}" in err
