@@ -134,7 +134,7 @@ def test_labels_name_what_differs_within_a_method():
     labels = config_labels(configs)
     assert labels[0] == labels[1] == "beta=1 c=0.5"
     assert config_key(configs[0]) == config_key(configs[1])
-    assert labels[2] == "head beta=1 c=0.5"
+    assert labels[2] == "head"  # the one GERNE head configuration
     assert labels[3] == "beta=3 c=0.25"
     assert labels[4] == "head (val labels)"
     assert labels[5] == ""  # ERM's one configuration: its beta means nothing here

@@ -91,35 +91,35 @@ def config_labels(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     """What tells each run's configuration apart from the other ones of its method.
 
     Returns one text per config (``""`` when its method has one configuration):
-    ``"head"`` (``" (val labels)"`` for DFR, which fits on the validation split) for a
-    run on a feature store, then ``name=value`` for every other option whose value
-    differs between that method's configurations, in flag order.
+    ``"head"`` (``"head (val labels)"`` for DFR, which fits on the validation split) for
+    a run on a feature store, then ``name=value`` for every option whose value differs
+    between the configurations of the same method and kind (head-only or full), in
+    flag order.
     """
     resolved = [resolved_options(c) for c in configs]
     keys = [config_key(c) for c in configs]
-    by_method: dict[str, set[str]] = {}
+    families: dict[tuple[str, bool], set[str]] = {}
     for options, key in zip(resolved, keys, strict=True):
-        by_method.setdefault(str(options.get("method")), set()).add(key)
+        families.setdefault(_family(options), set()).add(key)
     labels = []
     for options in resolved:
-        method = str(options.get("method"))
-        parts = []
-        if method == "dfr":
-            parts.append("head (val labels)")
-        elif options.get("features"):
-            parts.append("head")
-        siblings = [json.loads(k) for k in by_method[method]]
+        method, head = _family(options)
+        parts = ["head (val labels)" if method == "dfr" else "head"] if head else []
+        siblings = [json.loads(k) for k in families[(method, head)]]
         for name in options:
             if name in RUNTIME_FIELDS or name in COLUMN_FIELDS or name in IN_METHOD_LABEL:
                 continue
-            values = {json.dumps(s.get(name)) for s in siblings}
-            if len(values) < 2:
-                continue
-            if name == "features" and sum(s.get(name) is not None for s in siblings) < 2:
-                continue  # "head" already says it
-            parts.append(f"{name}={_text(options[name])}")
+            if len({json.dumps(s.get(name)) for s in siblings}) > 1:
+                parts.append(f"{name}={_text(options[name])}")
         labels.append(" ".join(parts))
     return labels
+
+
+def _family(options: Mapping[str, Any]) -> tuple[str, bool]:
+    """Runs compared for a label: one method, and head-only or full training (a head run's
+    model, steps and batches are its own, so they are not listed against a full run's)."""
+    method = str(options.get("method"))
+    return method, method == "dfr" or bool(options.get("features"))
 
 
 def row_label(method: str, config: str) -> str:
