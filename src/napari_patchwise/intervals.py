@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
@@ -141,9 +142,10 @@ def slide_counts(
         decided = _as_label(pred)
     else:
         raise PatchwiseError("an interval needs predictions", hint="give prob or pred")
-    slide_arr = np.asarray(slides).reshape(-1).astype(str)
+    slide_arr = np.asarray(slides).reshape(-1)
     _check_same_length(y, groups, decided, slide_arr)
-    names, slide_ids = np.unique(slide_arr, return_inverse=True)
+    # factorize hashes (np.unique on a million strings sorts them: ~10x slower)
+    slide_ids, names = pd.factorize(slide_arr, sort=True)
     cell = slide_ids.astype(np.intp) * N_GROUPS + groups
     size = names.size * N_GROUPS
     counts = np.bincount(cell, minlength=size).reshape(-1, N_GROUPS).astype(np.int64)
