@@ -78,6 +78,12 @@ def test_runs_that_differ_only_in_beta_are_three_rows(tmp_path, capsys):
     assert wga.loc["beta=1", "wga_mean"] == pytest.approx(84.0)
     assert wga.loc["beta=3", "wga_mean"] == pytest.approx(8.0)
     assert "<td>beta=1</td>" in text and "54.00 ± 40.45" not in text
+    # the wide form (markdown, the benchmarks' table1) keys rows the same way
+    from napari_patchwise.report_run import load_run, result_rows, table1_markdown
+
+    markdown = table1_markdown(result_rows([load_run(r) for r in runs]))
+    assert "| GERNE beta=1 | val WGA | 84.00 |" in markdown
+    assert "| GERNE beta=3 | val WGA | 8.00 |" in markdown
 
 
 def test_three_seeds_of_one_configuration_are_one_row_with_an_interval(tmp_path, capsys):

@@ -515,18 +515,6 @@ def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
 
 
-def _markdown_to_html(table: str) -> str:
-    lines = [line for line in table.splitlines() if line.strip()]
-    if len(lines) < 2:
-        return f"<p>{html.escape(table)}</p>"
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[2:]
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def render_html(
     runs: Sequence[Run],
     *,
