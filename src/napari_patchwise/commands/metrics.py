@@ -136,7 +136,12 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         attribute=args.attribute,
     )
-    warnings = group_size_warnings(ev.group_counts, ev.group_names, _min_group_size(args))
+    # counts only: no WGA to qualify (the dock shows none either)
+    warnings = (
+        group_size_warnings(ev.group_counts, ev.group_names, _min_group_size(args))
+        if ev.has_predictions
+        else []
+    )
     ci = _table_interval(args, table, threshold) if args.ci else None
     if args.json:
         result = ev.to_dict()
