@@ -39,7 +39,7 @@ def test_demo_no_gui_trains_both_runs_and_writes_screenshot_and_report(tmp_path)
     assert 0.05 < _lit_fraction(canvas) < 0.95
     assert len(np.unique(canvas.reshape(-1, canvas.shape[-1])[:, :3] // 32, axis=0)) > 8
     assert sorted(p.name for p in out.iterdir()) == [
-        "cohort", "images", "predictions", "report.html", "runs", "screenshot.png"
+        "cohort", "images", "predictions", "report.html", "runs", "screenshot.png", "table1.csv"
     ]  # fmt: skip
 
     # the report gives both runs' worst-group accuracy, as their metrics.json hold it

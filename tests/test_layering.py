@@ -18,13 +18,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 
 TRAINING = (
     "samplers", "models", "methods", "data", "presets", "train_config", "runs", "train",
-    "predict", "sweep", "report_run", "demo_story", "features", "head", "embed",
+    "predict", "sweep", "report_run", "demo_story", "features", "head", "embed", "table1",
 )  # fmt: skip
 ANALYSIS = (
     "grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "attributes",
     "attribute_rank",
     "threshold_curve",
     "cohort_split",
+    "intervals",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

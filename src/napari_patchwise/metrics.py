@@ -312,6 +312,51 @@ def expected_calibration_error(label: ArrayLike, prob: ArrayLike, n_bins: int = 
     return float(np.abs(positives - prob_sums).sum() / p.size) if sizes.sum() else math.nan
 
 
+#: Groups with fewer patches than this get a warning (``--min-group-size``).
+DEFAULT_MIN_GROUP_SIZE = 20
+
+
+def group_size_warnings(
+    counts: ArrayLike,
+    names: tuple[str, ...] | None = None,
+    min_size: int = DEFAULT_MIN_GROUP_SIZE,
+) -> list[str]:
+    """One sentence per empty or tiny group: what WGA then means.
+
+    WGA stays the minimum over the non-empty groups (module notes); these warnings say
+    when that minimum leaves a group out, or rests on a handful of patches.
+
+    Parameters
+    ----------
+    counts : array_like of int, shape (4,)
+        Patches per group (``Evaluation.group_counts``).
+    names : tuple of str, optional
+        Group names (default: the tissue-size groups).
+    min_size : int
+        Groups with fewer patches (but at least one) are "tiny".
+
+    Examples
+    --------
+    >>> group_size_warnings([1, 2, 0, 30], min_size=20)[0]
+    'group tumor/small is empty: WGA is the minimum over the 3 other groups'
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+    names = group_names() if names is None else tuple(names)
+    empty = [names[g] for g in range(len(counts)) if counts[g] == 0]
+    present = len(counts) - len(empty)
+    lines = [
+        f"group {name} is empty: WGA is the minimum over the {present} other groups"
+        for name in empty
+    ]
+    lines += [
+        f"group {names[g]} has only {int(counts[g])} patch{'es' if counts[g] != 1 else ''} "
+        f"(< {min_size}): its accuracy, and WGA if it is the worst, rests on few patches"
+        for g in range(len(counts))
+        if 0 < counts[g] < min_size
+    ]
+    return lines
+
+
 # -- helpers ---------------------------------------------------------------------------
 def evaluation_from_counts(
     counts: np.ndarray,

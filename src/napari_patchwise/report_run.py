@@ -37,11 +37,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._atomic import atomic_path
+from ._atomic import atomic_paths
 from .errors import PatchwiseError
 from .groups import DEFAULT_ATTRIBUTE, GROUP_NAMES, group_names
 from .methods import METHOD_LABELS
 from .runs import CONFIG, HISTORY, METRICS, PREDICTIONS
+from .table1 import (
+    MIN_GROUP_N,
+    config_key,
+    config_labels,
+    table1,
+    table1_frame,
+    write_table1_csv,
+)
+
+#: Table 1 as CSV, written next to every report.
+TABLE1_CSV = "table1.csv"
+TABLE1_NOTE = (
+    "One row per configuration, selection metric and tau: runs are pooled only when their "
+    "config.json agree on every option but the seed and the runtime settings (output "
+    "folder, threads, workers, device, cache); the configuration column names what "
+    "differs between a method's rows. WGA and BCA: mean ± sample standard deviation over "
+    "the row's seeds; each run's checkpoint is selected on the validation split. "
+    "WGA 95% CI: slide-level bootstrap of the seed-averaged test WGA (2,000 draws of the "
+    "test slides with replacement, every patch of a drawn slide kept; docs/numbers.md). "
+    "min_group_n: the smallest test group over the row's runs."
+)
+
+__all__ = ["table1"]  # re-exported: Table 1 lives in .table1
 
 SELECT_LABELS = {"val_wga": "val WGA", "val_bca": "val BCA"}
 
@@ -203,7 +226,8 @@ def result_rows(
     by it at ``attribute_threshold`` (:func:`regrouped_test`), one row per run.
     """
     rows = []
-    for run in runs:
+    labels = config_labels([run.config for run in runs])
+    for run, config_text in zip(runs, labels, strict=True):
         if attribute is None:
             entries = [
                 (select, entry["step"], entry.get("test"))
@@ -227,6 +251,8 @@ def result_rows(
                 label += f" [{own}]"
             row = {
                 "method": label,
+                "config": config_text,
+                "config_key": config_key(run.config),
                 "select": select,
                 "attribute": own,
                 "tau": float(threshold),
@@ -236,11 +262,21 @@ def result_rows(
                 "wga": _pct(test["wga"]),
                 "bca": _pct(test["bca"]),
                 "accuracy": _pct(test["accuracy"]),
+                "min_group_n": _min_group_n(test, own),
+                "run_path": str(run.path),
             }
             for name in group_names(own):
                 row[name] = _pct(test["groups"][name]["accuracy"])
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _min_group_n(test: dict, attribute: str) -> float:
+    """The smallest test group's patch count (NaN when metrics.json has no counts)."""
+    sizes = [test["groups"][name].get("n") for name in group_names(attribute)]
+    if any(not isinstance(n, int | float) or isinstance(n, bool) for n in sizes):
+        return np.nan
+    return float(min(sizes))
 
 
 def _run_threshold(run: Run) -> float:
@@ -284,31 +320,10 @@ def _pct(value) -> float:
     return np.nan if value is None else 100.0 * float(value)
 
 
-def table1(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (over seeds, ddof=1) of WGA and BCA per (method, selection, tau).
-
-    Returns a frame indexed by (method, select) with columns ``(tau, metric, stat)``
-    where stat is ``mean``, ``std`` or ``n``.
-    """
-    if rows.empty:
-        return pd.DataFrame()
-    grouped = rows.groupby(["method", "select", "tau"])[["wga", "bca"]]
-    stats = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"}, level=1)
-    wide = stats.unstack("tau")  # columns: (metric, stat, tau)
-    wide = wide.reorder_levels([2, 0, 1], axis=1).sort_index(axis=1, level=0, ascending=False)
-    order = {label: i for i, label in enumerate(METHOD_LABELS.values())}
-    sel_order = {"val_bca": 0, "val_wga": 1}
-    wide = wide.loc[
-        sorted(
-            wide.index,
-            key=lambda k: (order.get(k[0].split(" ")[0], 99), k[0], sel_order.get(k[1], 9)),
-        )
-    ]
-    return wide
-
-
 def table1_markdown(rows: pd.DataFrame) -> str:
-    """Table 1 as markdown: ``mean ± std`` (%) of WGA and BCA per tau."""
+    """Table 1 as markdown: ``mean ± std`` (%) of WGA and BCA per tau, one row per
+    configuration and selection metric (:mod:`.table1`); a WGA cell whose smallest test
+    group holds fewer than :data:`~napari_patchwise.table1.MIN_GROUP_N` patches is marked ⚠."""
     wide = table1(rows)
     if wide.empty:
         return "(no finished runs with test metrics)"
@@ -317,20 +332,137 @@ def table1_markdown(rows: pd.DataFrame) -> str:
     split = _split_label(rows)
     for tau in taus:
         header += [f"WGA {split}{tau:g}", f"BCA {split}{tau:g}"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (method, select), values in wide.iterrows():
-        cells = [method, SELECT_LABELS.get(select, select)]
+    lines = ["| " + " | ".join([*header, "min_group_n"]) + " |", "|" + "---|" * (len(header) + 1)]
+    for (label, select), values in wide.iterrows():
+        cells = [label, SELECT_LABELS.get(select, select)]
+        smallest = []
         for tau in taus:
+            min_n = values.get((tau, "groups", "min_n"))
+            smallest.append(min_n)
             for metric in ("wga", "bca"):
-                cells.append(
-                    _mean_std(
-                        values.get((tau, metric, "mean")),
-                        values.get((tau, metric, "std")),
-                        values.get((tau, metric, "n")),
-                    )
+                cell = _mean_std(
+                    values.get((tau, metric, "mean")),
+                    values.get((tau, metric, "std")),
+                    values.get((tau, metric, "n")),
                 )
+                cells.append(cell + (" ⚠" if metric == "wga" and _tiny(min_n) else ""))
+        finite = [v for v in smallest if v is not None and np.isfinite(v)]
+        cells.append(f"{min(finite):.0f}" if finite else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _splits(rows: pd.DataFrame) -> dict:
+    """``(method, config) -> attribute`` of the rows' groups."""
+    if rows.empty:
+        return {}
+    return {
+        (m, c): a for m, c, a in zip(rows["method"], rows["config"], rows["attribute"], strict=True)
+    }
+
+
+def _tiny(min_n) -> bool:
+    return min_n is not None and np.isfinite(min_n) and min_n < MIN_GROUP_N
+
+
+def table1_intervals(
+    runs: Sequence[Run],
+    rows: pd.DataFrame,
+    *,
+    attribute: str | None = None,
+) -> dict[tuple, tuple[float, float] | str]:
+    """The seed-averaged slide-bootstrap WGA interval (%) of each Table-1 row, or why none.
+
+    Keys are ``(method, config, select, tau)``. Each run's ``predictions.parquet``
+    holds the test predictions of its own selected checkpoint only, so a row of the other
+    selection metric has no interval; neither has a row tested on fewer than two slides.
+    """
+    from .intervals import table_slide_counts
+    from .table1 import seed_interval
+
+    by_path = {str(run.path): run for run in runs}
+    counts: dict[str, object] = {}
+    result: dict[tuple, tuple[float, float] | str] = {}
+    if rows.empty:
+        return result
+    keys = ["method", "config", "select", "tau"]
+    for key, part in rows.groupby(keys, sort=False):
+        members = [by_path[p] for p in part["run_path"]]
+        other = [r for r in members if r.metrics["selected_by"] != key[2]]
+        if other:
+            result[key] = (
+                f"{PREDICTIONS} holds the test predictions of the checkpoint selected by "
+                f"{SELECT_LABELS.get(other[0].metrics['selected_by'], '?')} only"
+            )
+            continue
+        try:
+            tables = [
+                counts.get(str(r.path))
+                or counts.setdefault(
+                    str(r.path),
+                    table_slide_counts(
+                        _read_predictions(r.path / PREDICTIONS),
+                        attribute=attribute or run_attribute(r.config),
+                        tau=float(key[3]),
+                        threshold=float(r.config.get("threshold", 0.5)),
+                        path=r.path / PREDICTIONS,
+                    ),
+                )
+                for r in members
+            ]
+        except PatchwiseError as exc:
+            result[key] = str(exc)
+            continue
+        result[key] = seed_interval(tables)
+    return result
+
+
+def table1_html(frame: pd.DataFrame, intervals: dict, splits: dict | None = None) -> str:
+    """The long Table 1 (:func:`napari_patchwise.table1.table1_frame`) as an HTML table,
+    with a note for every row without an interval and every marked cell. ``splits``:
+    ``(method, config) -> attribute`` of the groups (default tissue_ratio: ``tau=``)."""
+    if frame.empty:
+        return "<p>(no finished runs with test metrics)</p>"
+    head = ["method", "configuration", "selected by", "groups", "seeds", "WGA",
+            "WGA 95% CI (slides)", "BCA", "min_group_n"]  # fmt: skip
+    lines = ["<table class='table1'><thead><tr>"]
+    lines += [f"<th>{html.escape(h)}</th>" for h in head] + ["</tr></thead><tbody>"]
+    notes: list[str] = []
+    for _, r in frame.iterrows():
+        n = 2 if r["n_seeds"] > 1 else 1
+        wga = _mean_std(r["wga_mean"], r["wga_std"], n)
+        warn = _tiny(r["min_group_n"])
+        reason = intervals.get((r["method"], r["config"], r["select"], r["tau"]))
+        ci = (
+            f"[{r['wga_ci_low']:.2f}, {r['wga_ci_high']:.2f}]"
+            if np.isfinite(r["wga_ci_low"])
+            else "–"
+        )
+        if isinstance(reason, str):
+            notes.append(
+                f"{r['method']} {r['config']}".strip()
+                + f", {SELECT_LABELS.get(r['select'], r['select'])}, tau={r['tau']:g}: no interval: {reason}"
+            )
+        attribute = (splits or {}).get((r["method"], r["config"]), DEFAULT_ATTRIBUTE)
+        split = "tau=" if attribute == DEFAULT_ATTRIBUTE else f"{attribute} >= "
+        cells = [r["method"], r["config"], SELECT_LABELS.get(r["select"], r["select"]),
+                 f"{split}{r['tau']:g}", f"{r['n_seeds']}"]  # fmt: skip
+        row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        mark = f" class='warn' title='a test group holds fewer than {MIN_GROUP_N} patches'"
+        row += f"<td{mark if warn else ''}>{html.escape(wga)}{' ⚠' if warn else ''}</td>"
+        row += f"<td>{html.escape(ci)}</td>"
+        row += f"<td>{html.escape(_mean_std(r['bca_mean'], r['bca_std'], n))}</td>"
+        min_n = r["min_group_n"]
+        row += f"<td>{'–' if not np.isfinite(min_n) else f'{min_n:.0f}'}</td>"
+        lines.append(f"<tr>{row}</tr>")
+    lines.append("</tbody></table>")
+    if frame["min_group_n"].lt(MIN_GROUP_N).any():
+        notes.append(
+            f"⚠: the row's smallest test group holds fewer than {MIN_GROUP_N} patches (0: an "
+            "empty group, left out of WGA), so its WGA rests on few patches."
+        )
+    lines += [f"<p class='note'>{html.escape(note)}</p>" for note in notes]
+    return "".join(lines)
 
 
 def _split_label(rows: pd.DataFrame) -> str:
@@ -383,18 +515,6 @@ def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
 
 
-def _markdown_to_html(table: str) -> str:
-    lines = [line for line in table.splitlines() if line.strip()]
-    if len(lines) < 2:
-        return f"<p>{html.escape(table)}</p>"
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[2:]
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def render_html(
     runs: Sequence[Run],
     *,
@@ -403,14 +523,21 @@ def render_html(
     images: Sequence[tuple[str, str | os.PathLike]] = (),
     attribute: str | None = None,
     attribute_threshold: float | None = None,
+    frame: pd.DataFrame | None = None,
+    intervals: dict | None = None,
 ) -> str:
     """The report as one self-contained HTML string.
 
     ``intro`` paragraphs (plain text) follow the title; ``images`` are ``(caption, PNG
     file)`` pairs (e.g. viewer screenshots), embedded after the learning curves;
-    ``attribute``: regroup every run.
+    ``attribute``: regroup every run. ``frame``/``intervals``: Table 1 already computed
+    (:func:`table1_report`), else computed here.
     """
     rows = result_rows(runs, attribute=attribute, attribute_threshold=attribute_threshold)
+    if frame is None:
+        intervals = table1_intervals(runs, rows, attribute=attribute)
+        frame = table1_frame(rows, intervals)
+    intervals = intervals or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>patchwise training report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
@@ -420,16 +547,13 @@ def render_html(
         *(f"<p>{html.escape(text)}</p>" for text in intro),
         f"<p>{len(runs)} run(s): {html.escape(', '.join(str(r.path) for r in runs))}</p>",
         "<h2>Table 1: test WGA and BCA (%)</h2>",
-        "<p>Mean ± sample standard deviation over the runs (seeds) of each method, "
-        "selection metric and tau; each run's checkpoint is selected on the validation split."
-        + _attribute_note(attribute, attribute_threshold)
-        + "</p>",
-        _markdown_to_html(table1_markdown(rows)),
+        f"<p>{html.escape(TABLE1_NOTE)}" + _attribute_note(attribute, attribute_threshold) + "</p>",
+        table1_html(frame, intervals, _splits(rows)),
         "<h2>Test accuracy per group (%)</h2>",
     ]
     if not rows.empty:
         names = [*GROUP_NAMES, *group_names("any")]
-        cols = ["method", "select", "attribute", "tau", "seed", "step", "wga", "bca"]
+        cols = ["method", "config", "select", "attribute", "tau", "seed", "step", "wga", "bca"]
         cols += [n for n in names if n in rows]
         parts.append(
             rows[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="empty")
@@ -504,16 +628,42 @@ def write_report(
     if not run_dirs:
         raise PatchwiseError("no run directories given")
     runs = [load_run(p) for p in run_dirs]
+    frame, intervals = table1_report(
+        runs, attribute=attribute, attribute_threshold=attribute_threshold
+    )
     text = render_html(
         runs,
         intro=intro,
         images=images,
         attribute=attribute,
         attribute_threshold=attribute_threshold,
+        frame=frame,
+        intervals=intervals,
     )
+    return _write_html_and_csv(text, frame, out)
+
+
+def table1_csv_path(out: str | os.PathLike) -> Path:
+    """Where ``table1.csv`` goes: next to the report."""
+    return Path(out).with_name(TABLE1_CSV)
+
+
+def table1_report(
+    runs: Sequence[Run], *, attribute: str | None = None, attribute_threshold: float | None = None
+) -> tuple[pd.DataFrame, dict]:
+    """Table 1 of ``runs`` (long form, :data:`napari_patchwise.table1.CSV_COLUMNS`) and the
+    interval (or the reason for none) of each row."""
+    rows = result_rows(runs, attribute=attribute, attribute_threshold=attribute_threshold)
+    intervals = table1_intervals(runs, rows, attribute=attribute)
+    return table1_frame(rows, intervals), intervals
+
+
+def _write_html_and_csv(text: str, frame: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """The report and its ``table1.csv``, renamed into place together."""
     out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    with atomic_paths([out, table1_csv_path(out)]) as (tmp_html, tmp_csv):
+        tmp_html.write_text(text, encoding="utf-8")
+        write_table1_csv(frame, tmp_csv)
     return out
 
 
@@ -572,12 +722,30 @@ def _point_text(selected: dict) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in point.items()) or "the only grid point"
 
 
-def render_sweep_html(sweep_dir: str | os.PathLike) -> str:
-    """The report of a sweep folder: the grid (selected point marked), every run, curves."""
+def sweep_table1(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict, list[Run]]:
+    """Table 1 of a sweep: the seeds of its selected grid point (``selected.json``'s
+    ``runs``); empty when no point was selected. Returns ``(frame, intervals, runs)``."""
+    from .sweep import read_sweep
+
+    sweep_dir = Path(sweep_dir)
+    _, _, selected = read_sweep(sweep_dir)
+    finished = [load_run(sweep_dir / r) for r in selected.get("runs") or []]
+    if not finished:
+        return table1_frame(pd.DataFrame()), {}, []
+    frame, intervals = table1_report(finished)
+    return frame, intervals, finished
+
+
+def render_sweep_html(
+    sweep_dir: str | os.PathLike, table1_parts: tuple[pd.DataFrame, dict, list] | None = None
+) -> str:
+    """The report of a sweep folder: Table 1 of the selected point's seeds, the grid
+    (selected point marked), every run, the selected runs' curves."""
     from .sweep import read_sweep
 
     sweep_dir = Path(sweep_dir)
     spec, table, selected = read_sweep(sweep_dir)
+    frame, intervals, finished = table1_parts or sweep_table1(sweep_dir)
     axes, select = list(spec.get("axes", {})), selected["select"]
     label = SELECT_LABELS.get(select, select)
     chosen = _point_text(selected)
@@ -592,12 +760,14 @@ def render_sweep_html(sweep_dir: str | os.PathLike) -> str:
         f"{html.escape(', '.join(map(str, spec.get('seeds', []))))}; each grid point is "
         f"ranked by the mean over seeds of its runs' best {label} on the validation split. "
         f"Selected: <b>{html.escape(chosen)}</b>.</p>",
+        "<h2>Table 1: test WGA and BCA (%) of the selected point's seeds</h2>",
+        f"<p>{html.escape(TABLE1_NOTE)}</p>",
+        table1_html(frame, intervals),
         "<h2>Grid</h2>",
         _sweep_grid_html(sweep_points(table, axes, select), axes, select),
         "<h2>Runs</h2>",
         table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="–"),
     ]
-    finished = [load_run(sweep_dir / r) for r in selected.get("runs") or []]
     if finished:
         parts += ["<h2>Learning curves of the selected runs</h2>"]
         parts.append(_img(learning_curves(finished), "learning curves"))
@@ -606,9 +776,7 @@ def render_sweep_html(sweep_dir: str | os.PathLike) -> str:
 
 
 def write_sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write the HTML report of a sweep folder to ``out`` (atomically)."""
-    text = render_sweep_html(sweep_dir)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return out
+    """Write the HTML report of a sweep folder to ``out`` and Table 1 (the selected
+    point's seeds) to ``table1.csv`` beside it, atomically."""
+    parts = sweep_table1(sweep_dir)
+    return _write_html_and_csv(render_sweep_html(sweep_dir, parts), parts[0], out)

@@ -1028,6 +1028,7 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
         "val_value": best[config.select]["value"],
         "test": None,
         "by_selection": {},
+        "warnings": _group_warnings("validation", run.data.val_set),
     }
     if config.method in _dfr_methods():  # which labels the head was fitted on
         from .methods.dfr import FIT_ON, FITTED_ON_LABEL
@@ -1043,11 +1044,25 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
             entry["test"] = evaluate_split(
                 test_set, prob, config.group_threshold, config.threshold
             ).to_dict()
+            entry["test"]["warnings"] = _group_warnings("test", test_set)
             if metric == config.select:
                 result["test"] = entry["test"]
+                result["warnings"] += entry["test"]["warnings"]
                 _write_table(_test_table(config, test_set, prob), run.out / PREDICTIONS)
         result["by_selection"][metric] = entry
     _write_json(run.out / METRICS, _json_clean(result))
+
+
+def _group_warnings(split: str, dataset) -> list[str]:
+    """``"<split>: ..."`` for each empty or tiny group of a split (metrics.json, the CLI)."""
+    from .groups import counts_of_groups, group_names
+    from .metrics import group_size_warnings
+
+    if dataset is None or len(dataset) == 0:
+        return []
+    counts = counts_of_groups(dataset.groups)
+    lines = group_size_warnings(counts, group_names(dataset.attribute))
+    return [f"{split}: {line}" for line in lines]
 
 
 def _test_probabilities(run: _Run, metric: str) -> np.ndarray:

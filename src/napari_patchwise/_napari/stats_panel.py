@@ -5,6 +5,7 @@ Cells are created once and only their text changes on a slider move (a few micro
 
 from __future__ import annotations
 
+import html
 import math
 
 from qtpy.QtCore import Qt
@@ -19,7 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..groups import GROUP_NAMES, N_ATTRIBUTES, group_names
-from ..metrics import Evaluation
+from ..metrics import Evaluation, group_size_warnings
 from .overlays import LEGENDS
 
 COLUMNS = ("group", "n", "share of class", "accuracy")
@@ -95,6 +96,12 @@ class StatsPanel(QWidget):
         self.metrics.setWordWrap(True)
         self.metrics.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.metrics)
+        # Empty groups drop out of WGA and tiny ones make it noisy: say so next to it.
+        self.group_warning = QLabel()
+        self.group_warning.setWordWrap(True)
+        self.group_warning.setStyleSheet("color: #e8a33d;")
+        self.group_warning.setVisible(False)
+        layout.addWidget(self.group_warning)
 
     def _rename_groups(self, names: tuple[str, ...]) -> None:
         """Another attribute: low/high instead of small/large, in the table and legend."""
@@ -110,6 +117,7 @@ class StatsPanel(QWidget):
             for row in self.cells:
                 for item in row[1:]:
                     item.setText("—")
+            self.group_warning.setVisible(False)
             self.metrics.setText("compute the patch grid to see counts")
             return
         class_counts = ev.class_counts
@@ -121,6 +129,7 @@ class StatsPanel(QWidget):
             row[1].setText(f"{n:,}")
             row[2].setText(_fmt(n / n_class if n_class else math.nan))
             row[3].setText(_fmt(float(ev.per_group_accuracy[g])))
+        self._show_group_warnings(ev)
         if not ev.has_predictions:
             self.metrics.setText(
                 f"{ev.n:,} patches · load predictions for accuracy, BCA, WGA and errors"
@@ -132,3 +141,9 @@ class StatsPanel(QWidget):
             f"WGA <b>{_fmt(ev.wga)}</b> ({ev.worst_group or '—'})<br>"
             f"TN {tn:,} · FP {fp:,} · FN {fn:,} · TP {tp:,}"
         )
+
+    def _show_group_warnings(self, ev: Evaluation) -> None:
+        """The empty/tiny groups under WGA (only with predictions: no WGA, no warning)."""
+        lines = group_size_warnings(ev.group_counts, ev.group_names) if ev.has_predictions else []
+        self.group_warning.setText("<br>".join(f"⚠ {html.escape(line)}" for line in lines))
+        self.group_warning.setVisible(bool(lines))

@@ -16,7 +16,7 @@ import json
 import math
 
 from ..errors import PatchwiseError
-from ._args import finite_float, int_range, probability
+from ._args import finite_float, int_range, non_negative_int, positive_int, probability, seed
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -66,6 +66,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--names", nargs=2, metavar=("A", "B"), default=None, help="the runs' names (A B)"
     )
+    add_interval_arguments(p)
     return p
 
 
@@ -89,6 +90,8 @@ def check_args(args: argparse.Namespace) -> None:
                 "--rank-attributes searches every attribute and threshold itself",
                 hint="drop --attribute, --attribute-threshold and --tau",
             )
+        if args.ci:
+            raise PatchwiseError("--ci applies to the metrics of one table or --compare")
         needs = {"--compare": "", "--threshold-b": "--compare", "--names": "--compare"}
         for flag, other in needs.items():
             if flags[flag]:
@@ -98,6 +101,8 @@ def check_args(args: argparse.Namespace) -> None:
                     + (f"; drop {flag}" if not other else f"; drop {flag} and {other}"),
                 )
         return
+    if not args.ci and (args.n_boot is not None or args.ci_seed is not None):
+        raise PatchwiseError("--n-boot and --ci-seed apply to --ci only")
     for flag in ("--min-share", "--permutations", "--train-table"):
         if flags[flag]:
             raise PatchwiseError(f"{flag} applies to --rank-attributes only")
@@ -152,10 +157,33 @@ def _add_ranking_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_interval_arguments(p: argparse.ArgumentParser) -> None:
+    """``--ci``, ``--n-boot``, ``--ci-seed`` and ``--min-group-size`` (docs/numbers.md)."""
+    p.add_argument(
+        "--ci",
+        action="store_true",
+        help="95%% slide-level bootstrap intervals of WGA and BCA (needs a 'slide' column "
+        "with at least 2 slides); with --compare, the interval of WGA(B) - WGA(A)",
+    )
+    p.add_argument(
+        "--n-boot", type=positive_int, default=None, metavar="N", help="--ci draws (2000)"
+    )
+    p.add_argument(
+        "--ci-seed", type=seed, default=None, metavar="N", help="--ci resampling seed (0)"
+    )
+    p.add_argument(
+        "--min-group-size",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="warn about groups with fewer patches than N (20), and about empty groups",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..groups import attribute_threshold, attribute_values
     from ..io.tables import check_values, read_table
-    from ..metrics import evaluate
+    from ..metrics import evaluate, group_size_warnings
 
     check_args(args)
     if args.rank_attributes:
@@ -177,11 +205,84 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         attribute=args.attribute,
     )
+    # counts only: no WGA to qualify (the dock shows none either)
+    warnings = (
+        group_size_warnings(ev.group_counts, ev.group_names, _min_group_size(args))
+        if ev.has_predictions
+        else []
+    )
+    ci = _table_interval(args, table, threshold) if args.ci else None
     if args.json:
-        print(json.dumps(ev.to_dict(), indent=2, allow_nan=False))
+        result = ev.to_dict()
+        result["warnings"] = warnings
+        if ci is not None:
+            result.update(wga_ci=ci.wga.as_list(), bca_ci=ci.bca.as_list(), ci=_ci_info(ci.wga))
+        print(json.dumps(result, indent=2, allow_nan=False))
     else:
         print(format_evaluation(ev))
+        if ci is not None:
+            print(format_intervals(ci))
+        print_warnings(warnings)
     return 0
+
+
+def _min_group_size(args: argparse.Namespace) -> int:
+    from ..metrics import DEFAULT_MIN_GROUP_SIZE
+
+    return DEFAULT_MIN_GROUP_SIZE if args.min_group_size is None else args.min_group_size
+
+
+def _table_interval(args: argparse.Namespace, table, group_threshold: float):
+    from ..intervals import slide_bootstrap_ci, table_slide_counts
+
+    counts = table_slide_counts(
+        table,
+        attribute=args.attribute,
+        tau=group_threshold,
+        threshold=args.threshold,
+        path=args.table,
+    )
+    return slide_bootstrap_ci(counts, path=args.table, **_boot_options(args))
+
+
+def _boot_options(args: argparse.Namespace) -> dict:
+    from ..intervals import DEFAULT_N_BOOT
+
+    return {
+        "n_boot": DEFAULT_N_BOOT if args.n_boot is None else args.n_boot,
+        "seed": 0 if args.ci_seed is None else args.ci_seed,
+    }
+
+
+def _ci_info(interval) -> dict:
+    return {
+        "level": interval.level,
+        "n_boot": interval.n_boot,
+        "n_slides": interval.n_slides,
+        "resampled": "slides",
+    }
+
+
+def format_intervals(ci) -> str:
+    """Two lines: the slide-level intervals of WGA and BCA."""
+    w, b = ci.wga, ci.bca
+    head = f"{100 * w.level:g}% slide-bootstrap interval ({w.n_slides} slides, {w.n_boot} draws)"
+    return "\n".join(
+        [
+            "",
+            head,
+            f"worst-group accuracy     [{_pct(w.low)}, {_pct(w.high)}]",
+            f"balanced-class accuracy  [{_pct(b.low)}, {_pct(b.high)}]",
+        ]
+    )
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Each group-size warning on its own line of stdout, after the report."""
+    if warnings:
+        print()
+    for line in warnings:
+        print(f"warning: {line}")
 
 
 def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
@@ -190,6 +291,7 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
     from ..compare import compare_predictions, paired_predictions
     from ..groups import attribute_values
     from ..io.tables import check_values, read_table
+    from ..metrics import group_size_warnings
 
     table_a = read_table(args.table, required=("row", "col", "prob", "label"))
     check_values(table_a, path=args.table)  # labels, ratios in [0, 1]...
@@ -207,11 +309,52 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
         threshold_b=args.threshold_b,
         names=tuple(args.names or ("A", "B")),
     )
+    a = result.evaluation_a
+    warnings = group_size_warnings(a.group_counts, a.group_names, _min_group_size(args))
+    diff = _paired_interval(args, paired, result, group_threshold) if args.ci else None
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        data = result.to_dict()
+        data["warnings"] = warnings
+        if diff is not None:
+            data.update(wga_diff=diff.estimate, wga_diff_ci=diff.as_list(), ci=_ci_info(diff))
+        print(json.dumps(data, indent=2, allow_nan=False))
     else:
         print(format_comparison(result))
+        if diff is not None:
+            name_a, name_b = result.names
+            print(
+                f"\nWGA {name_b} - {name_a}: {100 * diff.estimate:+.2f} points, "
+                f"{100 * diff.level:g}% paired slide-bootstrap interval "
+                f"[{100 * diff.low:+.2f}, {100 * diff.high:+.2f}] "
+                f"({diff.n_slides} slides, {diff.n_boot} draws)"
+            )
+        print_warnings(warnings)
     return 0
+
+
+def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: float):
+    """Interval of WGA(B) - WGA(A) over the same resampled slides of the paired table."""
+    from ..groups import attribute_values
+    from ..intervals import paired_wga_difference_ci, slide_counts
+
+    if "slide" not in paired:
+        raise PatchwiseError(
+            "--ci needs a 'slide' column in both tables to resample slides",
+            path=args.table,
+            hint="use tables written by 'patchwise predict' or a run's predictions.parquet",
+        )
+    a, b = result.evaluation_a, result.evaluation_b
+    values = attribute_values(paired, args.attribute)
+    common = {"tau": group_threshold}
+    counts_a = slide_counts(
+        paired["slide"], paired["label"], values, prob=paired["prob_a"],
+        threshold=a.threshold, **common,
+    )  # fmt: skip
+    counts_b = slide_counts(
+        paired["slide"], paired["label"], values, prob=paired["prob_b"],
+        threshold=b.threshold, **common,
+    )  # fmt: skip
+    return paired_wga_difference_ci(counts_a, counts_b, path=args.table, **_boot_options(args))
 
 
 def format_comparison(result) -> str:

@@ -12,8 +12,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "report",
         help="HTML report of training runs (Table 1, per-group accuracy, curves, Figure 1)",
-        description="Table-1-style WGA/BCA per tau (mean ± std over seeds), per-group test "
-        "accuracies, learning curves and the Figure-1 histograms, in one HTML file.",
+        description="Table-1-style WGA/BCA per tau (mean ± std over the seeds of each "
+        "configuration, slide-bootstrap interval of WGA), per-group test accuracies, "
+        "learning curves and the Figure-1 histograms, in one HTML file; Table 1 also as "
+        "table1.csv next to it. Runs are pooled as seeds only when their config.json agree "
+        "on everything but the seed and runtime settings.",
     )
     p.add_argument(
         "runs",
@@ -45,7 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from .._atomic import check_output
     from ..errors import PatchwiseError
-    from ..report_run import write_report, write_sweep_report
+    from ..report_run import table1_csv_path, write_report, write_sweep_report
     from ..runs import run_files
     from ..sweep import is_sweep
 
@@ -58,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
                 hint="give the sweep's run folders (SWEEP/*/) to regroup them",
             )
         # the grid of a sweep: every file in its folder is an input
-        check_output(args.out, inputs=[runs[0], *(f for f in runs[0].rglob("*") if f.is_file())])
+        inputs = [runs[0], *(f for f in runs[0].rglob("*") if f.is_file())]
+        for out in (args.out, table1_csv_path(args.out)):
+            check_output(out, inputs=inputs)
         print(write_sweep_report(runs[0], args.out))
         return 0
     seen: dict[Path, Path] = {}
@@ -69,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 hint="list each run directory once; repeats would count as separate seeds",
             )
         seen[run.resolve()] = run
-    check_output(args.out, inputs=[*runs, *(f for r in runs for f in run_files(r))])
+    inputs = [*runs, *(f for r in runs for f in run_files(r))]
+    for out in (args.out, table1_csv_path(args.out)):
+        check_output(out, inputs=inputs)
     print(
         write_report(args.runs, args.out, attribute=attribute[0], attribute_threshold=attribute[1])
     )

@@ -261,5 +261,21 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    _print_group_warnings(run_dir)
     print(run_dir)
     return 0
+
+
+def _print_group_warnings(run_dir) -> None:
+    """The run's empty/tiny validation and test groups (metrics.json "warnings"), on stderr."""
+    import json
+    import sys
+
+    from ..runs import METRICS
+
+    try:
+        warnings = json.loads((run_dir / METRICS).read_text(encoding="utf-8")).get("warnings")
+    except (OSError, ValueError):  # a data-parallel worker rank writes no metrics.json
+        return
+    for line in warnings or []:
+        print(f"patchwise train: warning: {line}", file=sys.stderr)
