@@ -258,8 +258,7 @@ def prepare_store(
             raise PatchwiseError(
                 f"an interrupted embed of other inputs is here (differs in: {', '.join(changes)})",
                 path=partial,
-                hint="rerun with the same inputs to continue it, or pass --overwrite to "
-                "start over",
+                hint="rerun with the same inputs to continue it, or pass --overwrite to start over",
             )
         else:
             return partial
@@ -504,9 +503,8 @@ def embed(
     pathlib.Path
         ``out``.
     """
-    from .features import head_prefix
-
     from ._atomic import check_output
+    from .features import head_prefix
 
     out = check_output(out, kind=FEATURE_STORE, overwrite=overwrite)  # before any work
     if partial_path(out).exists():

@@ -44,7 +44,7 @@ import numpy as np
 
 from ._atomic import atomic_path
 from .errors import PatchwiseError
-from .runs import BEST, CONFIG, HISTORY, LAST, LOCK, METRICS, PREDICTIONS
+from .runs import CONFIG, LAST, METRICS, PREDICTIONS, is_run_file
 from .train import TrainCallbacks, train
 from .train_config import SELECT_METRICS, TrainConfig
 
@@ -59,7 +59,6 @@ SWEEP_LOCK = ".patchwise-sweep.lock"
 STATUSES: tuple[str, ...] = ("run", "skipped", "failed")
 #: Options a grid may not vary: the seeds are their own list (``--seeds``).
 NOT_AXES: frozenset[str] = frozenset({"seed"})
-_RUN_FILES = frozenset({BEST, LAST, CONFIG, HISTORY, METRICS, PREDICTIONS, LOCK})
 
 
 # -- the grid ------------------------------------------------------------------------------------
@@ -390,8 +389,7 @@ def clear_run(out: Path) -> None:
 
 
 def _is_run_file(path: Path) -> bool:
-    is_best = path.name.startswith("best_") and path.suffix == ".pt"
-    return path.is_file() and (path.name in _RUN_FILES or is_best)
+    return path.is_file() and is_run_file(path.name)
 
 
 # -- running the plan ------------------------------------------------------------------------

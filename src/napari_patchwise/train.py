@@ -516,6 +516,7 @@ def train(
     callbacks: TrainCallbacks | None = None,
     *,
     progress: ProgressCallback | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train a patch classifier as ``config`` says; return the run directory.
 
@@ -527,6 +528,10 @@ def train(
         Progress, metrics and cancellation hooks (the napari training panel uses them).
     progress : callable, optional
         ``progress(step, steps)`` after every step (e.g. a tqdm bar).
+    overwrite : bool
+        Replace the run already in ``config.out`` (``--overwrite``): only a folder that
+        is recognisably a run, its files removed once every check has passed. Without
+        it (and without ``config.resume``) a folder holding any run file is refused.
 
     Returns
     -------
@@ -546,7 +551,8 @@ def train(
     ------
     PatchwiseError
         Bad options or data (see :meth:`TrainConfig.validate`, :func:`cohort.read_manifest`
-        and the methods' own checks), or an existing run without ``resume``.
+        and the methods' own checks), or a folder holding run files without ``resume``
+        (or ``overwrite``, for a recognisable run).
     """
     passive_openmp_waits()  # before torch loads: see "CPU threads" above
     import torch
@@ -562,7 +568,7 @@ def train(
     log.info("torch intra-op threads: %d", run_threads)
     try:
         with contextlib.ExitStack() as stack:
-            return _train(config, callbacks or TrainCallbacks(), progress, stack)
+            return _train(config, callbacks or TrainCallbacks(), progress, stack, overwrite)
     finally:
         torch.set_num_threads(threads)
 
@@ -572,19 +578,22 @@ def _train(
     callbacks: TrainCallbacks,
     progress: ProgressCallback | None,
     stack: contextlib.ExitStack,
+    overwrite: bool = False,
 ) -> Path:
     """Every check, then the steps, then the test of the selected checkpoints."""
     import torch
 
     dist = _init_distributed("cuda" if config.device == "cuda" else "cpu")
     out = Path(config.out)
-    _check_run_dir(config, out, dist, stack)
+    replaced = _check_run_dir(config, out, dist, stack, overwrite)
     device = resolve_device(config.device, dist.local_rank)
     data = _prepare_data(config, dist, callbacks)
     opt = _set_up_optimisation(config, data, device, dist)
     run = _Run(config, out, dist, data, opt, _checkpoint_meta(config, data))
     state = _resumed_state(run) if config.resume else RunState()
     if dist.main:  # every check has passed: the run directory now holds a run
+        for old in replaced:  # --overwrite: the old run's files go only now
+            old.unlink(missing_ok=True)
         with atomic_path(out / CONFIG) as tmp:
             tmp.write_text(config.to_json())
     if config.method == "dfr":
@@ -599,29 +608,26 @@ def _train(
 
 
 def _check_run_dir(
-    config: TrainConfig, out: Path, dist: _Dist, stack: contextlib.ExitStack
-) -> None:
-    """The run directory's rules: a folder, held by one run, resumed only when it has a run."""
-    from .runs import check_output_dir, check_resume, run_lock
+    config: TrainConfig, out: Path, dist: _Dist, stack: contextlib.ExitStack, overwrite: bool
+) -> list[Path]:
+    """The run directory's rules: a folder, held by one run, resumed only when it has a
+    run, a new run only where no run file is (unless ``overwrite``: the old run's files
+    to remove are returned, :func:`.runs.check_new_run_dir`)."""
+    from .runs import check_new_run_dir, check_output_dir, check_resume, run_lock
 
     check_output_dir(out)
     if dist.main:
         # held until the run ends: a second `train` into the same folder stops here; the
         # checks below run under it, and an empty folder it created goes if they fail
         stack.enter_context(run_lock(out))
-    has_run = (out / LAST).is_file()
-    if config.resume and not has_run:
+    replaced = check_new_run_dir(out, resume=config.resume, overwrite=overwrite)
+    if config.resume and not (out / LAST).is_file():
         raise PatchwiseError(
             "nothing to resume: no last.pt", path=out, hint="drop --resume to start a new run"
         )
-    if not config.resume and has_run:
-        raise PatchwiseError(
-            "run directory already holds a run (last.pt)",
-            path=out,
-            hint="pass --resume to continue it, or choose another --out",
-        )
     if config.resume:
         check_resume(out, config)
+    return replaced
 
 
 def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -> _Data:

@@ -21,8 +21,8 @@ from ..errors import PatchwiseError
 from ._args import positive_int, scheduler_address, seed
 
 #: train's arguments the sweep handles itself (each run's --out and --seed) or has no use
-#: for (--resume: a rerun of a sweep always resumes).
-OWN = frozenset({"out", "seed", "resume", "quiet", "help", "manifest"})
+#: for (--resume: a rerun of a sweep always resumes; --overwrite: it never replaces a run).
+OWN = frozenset({"out", "seed", "resume", "overwrite", "quiet", "help", "manifest"})
 #: Options that name files: made absolute, so that runs on other machines' workers
 #: (--scheduler) and the runs' config.json find them whatever the working directory.
 PATH_OPTIONS = ("cache_dir", "weights")

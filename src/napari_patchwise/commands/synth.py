@@ -95,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
     for path in filter(None, (args.out, args.mask_out)):
         default_mask_path(path)
     mask_out = Path(args.mask_out) if args.mask_out else default_mask_path(args.out)
-    for path, others, flag in ((Path(args.out), (), "--out"), (mask_out, (args.out,), "--mask-out")):
+    for path, others, flag in (
+        (Path(args.out), (), "--out"),
+        (mask_out, (args.out,), "--mask-out"),
+    ):
         is_zarr = path.name.lower().endswith(".zarr")
         check_output(
             path,
