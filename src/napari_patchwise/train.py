@@ -236,10 +236,45 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _save(obj: dict, path: Path) -> None:
+    """``torch.save`` into place atomically: a failed write leaves the previous file.
+
+    torch reports a failed write (a full disk) as a ``RuntimeError`` from its zip writer
+    ("enforce fail at inline_container.cc"): that becomes an ``OSError`` naming ``path``.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as exc:
+        if not any(k in str(exc) for k in ("inline_container", "PytorchStreamWriter")):
+            raise
+        raise _checkpoint_write_error(path, _nbytes(obj)) from exc
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the tensors in a checkpoint dict (about what ``torch.save`` writes)."""
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(v) for v in value)
+    return int(value.numel() * value.element_size()) if hasattr(value, "element_size") else 0
+
+
+def _checkpoint_write_error(path: Path, size: int) -> OSError:
+    """The ``OSError`` of a checkpoint torch could not write (the disk is full, or not)."""
+    import errno
+    import shutil
+
+    try:  # the failed temporary is gone again: is there room for the whole file?
+        full = shutil.disk_usage(path.parent).free < size + (1 << 20)
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+    return OSError(
+        code, f"the checkpoint could not be written ({os.strerror(code)}){kept}", str(path)
+    )
 
 
 def _cpu_state(module) -> dict:

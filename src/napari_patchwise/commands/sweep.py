@@ -77,6 +77,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="NAME=V1,V2",
         help="a numeric train option and its values, e.g. beta=0.5,1,2 (repeat for more axes)",
     )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="add this grid to the sweep of another grid already in --out (same manifest, "
+        "method and train flags): sweep.json, sweep.csv and the selection then cover both "
+        "(without it such a folder is refused)",
+    )
     p.add_argument("--seeds", nargs="+", type=seed, default=None, metavar="S", help="seeds")
     p.add_argument("--seed", type=seed, default=None, metavar="SEED", help="one seed (default: 0)")
     where = p.add_mutually_exclusive_group()
@@ -168,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     make_config = config_factory(args)
     try:
         with tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare:
-            runs = prepare_sweep(args.grid, seeds, args.out, make_config, progress=prepare)
+            runs = prepare_sweep(
+                args.grid, seeds, args.out, make_config, progress=prepare, merge=args.merge
+            )
         with _cluster(args.scheduler, None) as client:
             table, selected = complete_sweep(
                 runs,
@@ -177,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 client=client,
                 on_result=_printer(len(runs)),
+                seeds=seeds,
+                merge=args.merge,
             )
     except KeyboardInterrupt:
         print(
