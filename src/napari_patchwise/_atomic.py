@@ -451,6 +451,16 @@ def user_os_error(exc: OSError, targets: Sequence[str | os.PathLike]) -> OSError
     return new
 
 
+@contextlib.contextmanager
+def naming(targets: Sequence[str | os.PathLike]) -> Iterator[None]:
+    """Raise an ``OSError`` of the block as :func:`user_os_error` names it for ``targets``
+    (scratch files written for these outputs, a full disk on a nameless ``write``)."""
+    try:
+        yield
+    except OSError as exc:
+        raise user_os_error(exc, targets) from exc
+
+
 def _user_name(name, targets: list[Path]):
     """The user's path for a file name that may lie in one of this module's temporaries."""
     if name is None or not isinstance(name, str | os.PathLike):

@@ -270,10 +270,12 @@ def _checkpoint_write_error(path: Path, size: int) -> OSError:
         full = shutil.disk_usage(path.parent).free < size + (1 << 20)
     except OSError:
         full = False
-    code = errno.ENOSPC if full else errno.EIO
+    reason = os.strerror(errno.ENOSPC) if full else "the file system refused the write"
     kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
     return OSError(
-        code, f"the checkpoint could not be written ({os.strerror(code)}){kept}", str(path)
+        errno.ENOSPC if full else errno.EIO,
+        f"the checkpoint could not be written ({reason}){kept}",
+        str(path),
     )
 
 

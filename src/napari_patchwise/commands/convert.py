@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._atomic import FILE, check_output
+    from .._atomic import FILE, check_output, naming
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
     from ..io import open_slide
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             write_ome_tiff(out, levels, tile=args.tile, **common)
 
-    with tqdm_progress("convert", disable=args.quiet) as progress:
+    # an error of the scratch pyramid beside the output names the output
+    with tqdm_progress("convert", disable=args.quiet) as progress, naming([out]):
         if stored_levels > 1:
             write(list(slide.levels), progress)
         else:

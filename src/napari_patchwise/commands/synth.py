@@ -72,7 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._atomic import FILE, check_output
+    from .._atomic import FILE, check_output, naming
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
     from ..io.write import OME_ZARR
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             role="the slide (--out)",
             flag=flag,
         )
-    with tqdm_progress("synth", unit="‰", disable=args.quiet) as progress:
+    with tqdm_progress("synth", unit="‰", disable=args.quiet) as progress, naming([args.out]):
         out, mask_out = write_synthetic_slide(
             args.out,
             mask_out,
