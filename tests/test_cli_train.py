@@ -211,6 +211,7 @@ def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
         "--select", "--threshold", "--seed", "--device", "--precision", "--channels-last",
         "--num-workers", "--num-threads", "--eval-batch-size", "--cache-dir", "--features",
         "--resume",
+        "--overwrite",
         "--quiet",
     ]  # fmt: skip
     args = parser.parse_args(

@@ -18,6 +18,7 @@ from _runs import make_run
 from napari_patchwise._atomic import atomic_path, check_output, clean_stale
 from napari_patchwise.cli import main
 from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.io.write import OME_ZARR
 
 PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli"]
 SYNTH = ["synth", "--size", "64", "64", "--tile", "32", "--quiet"]
@@ -151,7 +152,7 @@ def test_check_output_refuses_a_folder_output_that_holds_an_input(tmp_path):
     store = tmp_path / "a.ome.zarr"
     (store / "0").mkdir(parents=True)
     with pytest.raises(PatchwiseError, match="holds the input"):
-        check_output(store, inputs=[store / "0"], folder_ok=True, overwrite=True)
+        check_output(store, inputs=[store / "0"], kind=OME_ZARR, overwrite=True)
     with pytest.raises(PatchwiseError, match="is a file"):
         (tmp_path / "f").write_text("")
         check_output(tmp_path / "f" / "t.csv")

@@ -3,9 +3,15 @@
 An interrupted run never leaves a half-written table, image or checkpoint behind, and a
 run never deletes what it did not create:
 
-* :func:`check_output` refuses, before any work, an output that is an existing folder
-  (unless the format is a folder, e.g. an OME-Zarr store, and the user asked to overwrite
-  it) or that is one of the command's inputs.
+* :func:`check_output` refuses, before any work, an output whose name is not one of its
+  kind (:class:`OutputKind`: ``embed --out e1.parquet``), an existing folder unless the
+  output is a folder format, the folder is recognisably that kind of output (a feature
+  store by its spec, an OME-Zarr by its multiscales metadata, a run by its
+  ``config.json``) with nothing else in it, and the user asked to overwrite it — and an
+  output that is one of the command's inputs. :func:`atomic_paths` checks the folder
+  again just before it replaces it.
+* An ``OSError`` raised while writing names the user's path, never the private
+  temporary (:func:`user_os_error`).
 * :func:`atomic_path` / :func:`atomic_paths` give the writer a path inside a fresh private
   directory beside the target (``mkdtemp``: no name another process could take between
   creating and using it) and rename the result over the target at the end.
@@ -22,12 +28,14 @@ process at a time through it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PatchwiseError
@@ -45,13 +53,102 @@ _cleaned: set[str] = set()  # folders already swept by this process
 # -- output checks ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes, so that an existing output is replaced only if it is that.
+
+    Attributes
+    ----------
+    what : str
+        How messages name it ("a feature store").
+    suffixes : tuple of str
+        Lower-case endings its name must have (empty: any name).
+    folder : bool
+        The output is a folder (a zarr store, a run directory).
+    recognise : callable, optional
+        ``recognise(folder)``: whether an existing folder is one (by its metadata).
+    owns : callable, optional
+        ``owns(folder, name)``: whether such a folder writes the entry ``name``; a folder
+        with any other entry is never replaced (someone put it there).
+    """
+
+    what: str
+    suffixes: tuple[str, ...] = ()
+    folder: bool = False
+    recognise: Callable[[Path], bool] | None = None
+    owns: Callable[[Path, str], bool] | None = None
+
+
+#: A plain file output (an existing file of that name is replaced).
+FILE = OutputKind("a file")
+
+
+def zarr_attributes(folder: str | os.PathLike) -> dict:
+    """A zarr group's attributes (``zarr.json`` of zarr v3, else ``.zattrs`` of v2), or {}.
+
+    Read as JSON, without zarr: enough to recognise what a folder is.
+    """
+    folder = Path(folder)
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        attrs = data.get(key) if key and isinstance(data, dict) else data
+        if isinstance(attrs, dict):
+            return attrs
+    return {}
+
+
+def _listing(names: Sequence[str], most: int = 4) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def folder_problem(folder: str | os.PathLike, kind: OutputKind) -> str | None:
+    """Why the existing folder ``folder`` may not be replaced by a ``kind`` output, or None.
+
+    It may be replaced when it is empty, or when ``kind`` recognises it and it holds
+    nothing but what such an output writes (and this module's temporaries).
+    """
+    folder = Path(folder)
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if not _LEFTOVER.match(e.name))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not names:
+        return None
+    if kind.recognise is None or not kind.recognise(folder):
+        return f"is a folder holding {_listing(names)}, not {kind.what}"
+    foreign = [n for n in names if kind.owns is not None and not kind.owns(folder, n)]
+    if foreign:
+        return f"is {kind.what} but also holds {_listing(foreign)}, which it does not write"
+    return None
+
+
+def check_replaceable(path: str | os.PathLike, kind: OutputKind, *, flag: str = "--out") -> None:
+    """Raise unless the existing folder ``path`` is recognisably a ``kind`` output.
+
+    The message says what is there and to choose another name; it never suggests
+    ``--overwrite`` (which would not replace it either).
+    """
+    problem = folder_problem(path, kind)
+    if problem is not None:
+        raise PatchwiseError(
+            f"{problem}; it was left as it is and nothing was written",
+            path=path,
+            hint=f"choose another {flag}",
+        )
+
+
 def check_output(
     path: str | os.PathLike,
     *,
     inputs: Iterable[str | os.PathLike | None] = (),
-    folder_ok: bool = False,
+    kind: OutputKind = FILE,
     overwrite: bool = False,
     role: str = "the input of this command",
+    flag: str = "--out",
 ) -> Path:
     """Refuse an output name that would destroy something; call before any work.
 
@@ -62,12 +159,16 @@ def check_output(
     inputs : iterable of path-like
         Paths the command reads (or writes elsewhere): the output must be none of them,
         and a folder output must not contain any of them.
-    folder_ok : bool
-        The output format is a folder (an OME-Zarr store).
+    kind : OutputKind
+        What the command writes there: its name must end as ``kind.suffixes`` say; an
+        existing folder is replaced only if ``kind`` is a folder kind that recognises it
+        (:func:`folder_problem`) and ``overwrite`` is set.
     overwrite : bool
-        The user asked to replace an existing folder output (``--overwrite``).
+        The user asked to replace an existing output of this kind (``--overwrite``).
     role : str
         How the error names what ``path`` collides with.
+    flag : str
+        The option that named ``path`` (for the hint).
 
     Returns
     -------
@@ -77,28 +178,17 @@ def check_output(
     Raises
     ------
     PatchwiseError
-        If ``path`` is an existing folder (and not an overwritable store), an existing
-        non-folder where a store is expected, lies under a file, or is one of ``inputs``.
+        A name of the wrong kind, an existing folder that is not a replaceable output of
+        this kind (or ``overwrite`` is not set), an existing non-folder where a folder is
+        written, a path under a file, or one of ``inputs``.
     """
     path = Path(path)
-    if path.is_dir():
-        if not folder_ok:
-            raise PatchwiseError(
-                "is an existing folder, not a file name; nothing was written",
-                path=path,
-                hint="name a file (e.g. inside that folder)",
-            )
-        if not overwrite:
-            raise PatchwiseError(
-                "already exists",
-                path=path,
-                hint="pass --overwrite to replace it, or name a new store",
-            )
-    elif folder_ok and (path.exists() or path.is_symlink()):
+    if kind.suffixes and not path.name.lower().endswith(kind.suffixes):
         raise PatchwiseError(
-            "exists and is not a store folder; nothing was written",
+            f"this command writes {kind.what}, which is named *{kind.suffixes[0]}; "
+            "nothing was written",
             path=path,
-            hint="remove it or name a new store",
+            hint=f"give {flag} a name ending in {' or '.join(kind.suffixes)}",
         )
     for parent in path.absolute().parents:
         if parent.exists():
@@ -107,6 +197,33 @@ def check_output(
                     f"cannot be created: {parent} is a file", path=path, hint="name another folder"
                 )
             break
+    if path.is_dir() and not kind.folder:
+        raise PatchwiseError(
+            "is an existing folder, not a file name; nothing was written",
+            path=path,
+            hint="name a file (e.g. inside that folder)",
+        )
+    _check_not_an_input(path, inputs, folder=kind.folder, role=role)
+    if path.is_dir():
+        check_replaceable(path, kind, flag=flag)
+        if not overwrite:
+            raise PatchwiseError(
+                f"already exists ({kind.what if any(path.iterdir()) else 'an empty folder'})",
+                path=path,
+                hint=f"pass --overwrite to replace it, or choose another {flag}",
+            )
+    elif kind.folder and (path.exists() or path.is_symlink()):
+        raise PatchwiseError(
+            f"exists and is a file, not {kind.what}; nothing was written",
+            path=path,
+            hint=f"choose another {flag}",
+        )
+    return path
+
+
+def _check_not_an_input(
+    path: Path, inputs: Iterable[str | os.PathLike | None], *, folder: bool, role: str
+) -> None:
     for other in inputs:
         if other is None:
             continue
@@ -117,13 +234,12 @@ def check_output(
                 path=path,
                 hint="write the output to another path",
             )
-        if folder_ok and _is_inside(other, path):
+        if folder and _is_inside(other, path):
             raise PatchwiseError(
                 f"holds {role} ({other}); nothing was written",
                 path=path,
                 hint="write the output to another path",
             )
-    return path
 
 
 def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -226,12 +342,13 @@ def scratch_dir(folder: str | os.PathLike | None = None) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_path(
-    target: str | os.PathLike, *, suffix: str | None = None, replace_dir: bool = False
+    target: str | os.PathLike, *, suffix: str | None = None, replace: OutputKind | None = None
 ) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it to ``target``.
 
     Works for files and for directories (e.g. a zarr store). On error the temporary
-    path is removed and ``target`` is left untouched.
+    path is removed and ``target`` is left untouched; an ``OSError`` names ``target``
+    (:func:`user_os_error`), not the temporary.
 
     Parameters
     ----------
@@ -240,17 +357,22 @@ def atomic_path(
     suffix : str, optional
         Suffix of the temporary name (by default the temporary has the target's own
         name, so that writers that dispatch on the extension still see it).
-    replace_dir : bool
-        Allow replacing an existing folder (or a non-folder by a folder). Without it an
-        existing folder at ``target`` is an error: it is never deleted.
+    replace : OutputKind, optional
+        Allow replacing an existing folder (or a non-folder by a folder) that is
+        recognisably this kind of output (:func:`check_replaceable`, checked again just
+        before the rename). Without it an existing folder at ``target`` is an error: it
+        is never deleted.
     """
-    with atomic_paths([target], suffix=suffix, replace_dir=replace_dir) as (tmp,):
+    with atomic_paths([target], suffix=suffix, replace=replace) as (tmp,):
         yield tmp
 
 
 @contextlib.contextmanager
 def atomic_paths(
-    targets: Sequence[str | os.PathLike], *, suffix: str | None = None, replace_dir: bool = False
+    targets: Sequence[str | os.PathLike],
+    *,
+    suffix: str | None = None,
+    replace: OutputKind | None = None,
 ) -> Iterator[list[Path]]:
     """Like :func:`atomic_path` for outputs that belong together (a slide and its mask).
 
@@ -260,14 +382,18 @@ def atomic_paths(
     """
     targets = [Path(t) for t in targets]
     for target in targets:
-        if not replace_dir and target.is_dir() and not target.is_symlink():
-            raise PatchwiseError(
-                "is an existing folder; it was left as it is and nothing was written",
-                path=target,
-                hint="name a new file",
-            )
-    tmp_dirs = [private_dir(target.parent) for target in targets]
+        if target.is_dir() and not target.is_symlink():
+            if replace is None:
+                raise PatchwiseError(
+                    "is an existing folder; it was left as it is and nothing was written",
+                    path=target,
+                    hint="name a new file",
+                )
+            check_replaceable(target, replace)
+    tmp_dirs: list[Path] = []
     try:
+        for target in targets:
+            tmp_dirs.append(private_dir(target.parent))
         tmps = [
             d / (t.name if suffix is None else Path(t.name).stem + suffix)
             for d, t in zip(tmp_dirs, targets, strict=True)
@@ -277,13 +403,15 @@ def atomic_paths(
             if not tmp.exists():
                 raise FileNotFoundError(f"the writer did not create {tmp}")
         for tmp, target, tmp_dir in zip(tmps, targets, tmp_dirs, strict=True):
-            _move_into_place(tmp, target, tmp_dir, replace_dir=replace_dir)
+            _move_into_place(tmp, target, tmp_dir, replace=replace)
+    except OSError as exc:
+        raise user_os_error(exc, targets) from exc
     finally:
         for tmp_dir in tmp_dirs:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _move_into_place(tmp: Path, target: Path, tmp_dir: Path, *, replace_dir: bool) -> None:
+def _move_into_place(tmp: Path, target: Path, tmp_dir: Path, *, replace: OutputKind | None) -> None:
     """Rename ``tmp`` to ``target``; an old folder (or a file a folder replaces) is moved
     into ``tmp_dir`` first and removed with it, or put back if the rename fails."""
     old_is_dir = target.is_dir() and not target.is_symlink()
@@ -291,10 +419,12 @@ def _move_into_place(tmp: Path, target: Path, tmp_dir: Path, *, replace_dir: boo
     if not (old_is_dir or kind_changes):
         os.replace(tmp, target)  # a file over a file (or nothing): one atomic rename
         return
-    if not replace_dir:
+    if replace is None:
         raise PatchwiseError(
             "already exists and was left as it is", path=target, hint="name a new output"
         )
+    if old_is_dir:  # again: someone may have put something there while this one was written
+        check_replaceable(target, replace)
     old = tmp_dir / ".replaced"
     os.replace(target, old)
     try:
@@ -444,3 +574,48 @@ def _pid_lock(lock: Path, busy, content: bytes) -> Iterator[None]:  # pragma: no
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
+
+
+# -- errors of the file system ---------------------------------------------------------------
+
+
+def user_os_error(exc: OSError, targets: Sequence[str | os.PathLike]) -> OSError:
+    """``exc`` naming the user's output instead of a private temporary (or nothing).
+
+    A file name inside (or of) a ``.patchwise-tmp-*`` / ``.patchwise-scratch-*`` folder
+    becomes the target it was written for (the first of ``targets`` when it cannot be
+    told); an error without a file name (a full disk on ``write``) gets the targets.
+    ``exc`` itself is returned when it names no temporary.
+    """
+    targets = [Path(t) for t in targets]
+    names = [_user_name(n, targets) for n in (exc.filename, exc.filename2)]
+    if exc.filename is None:
+        names[0] = " and ".join(str(t) for t in targets) if targets else None
+    if names == [exc.filename, exc.filename2] or exc.errno is None:
+        return exc
+    new = OSError(exc.errno, exc.strerror or str(exc), names[0], None, names[1])
+    return new
+
+
+@contextlib.contextmanager
+def naming(targets: Sequence[str | os.PathLike]) -> Iterator[None]:
+    """Raise an ``OSError`` of the block as :func:`user_os_error` names it for ``targets``
+    (scratch files written for these outputs, a full disk on a nameless ``write``)."""
+    try:
+        yield
+    except OSError as exc:
+        raise user_os_error(exc, targets) from exc
+
+
+def _user_name(name, targets: list[Path]):
+    """The user's path for a file name that may lie in one of this module's temporaries."""
+    if name is None or not isinstance(name, str | os.PathLike):
+        return name
+    parts = Path(name).parts
+    for i, part in enumerate(parts):
+        if _LEFTOVER.match(part) or part.startswith((TEMP_PREFIX, SCRATCH_PREFIX)):
+            rest = parts[i + 1 :]
+            by_name = [t for t in targets if rest and t.name == rest[0]]
+            target = (by_name or targets or [Path(*parts[:i]) if i else Path.cwd()])[0]
+            return str(target.joinpath(*rest[1:]))
+    return name

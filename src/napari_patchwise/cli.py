@@ -11,6 +11,7 @@ stderr with exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -99,11 +100,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+#: What to do about the file system's refusals the user can fix (by errno).
+_OS_HINTS = {
+    errno.EROFS: "the file system is read-only: write to a writable folder (a cohort's "
+    "patch cache: --cache-dir DIR)",
+    errno.ENOSPC: "no space left on the device: free some, or write to another disk",
+    errno.EDQUOT: "the disk quota is used up: free some space, or write to another disk",
+    errno.EACCES: "permission denied: write to a folder you may write to",
+    errno.EPERM: "not permitted: write to a folder you may write to",
+    errno.EEXIST: "a file of that name is in the way of a folder: choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+}
+
+
 def _os_error_line(exc: OSError) -> str:
-    """``file: reason.`` of an ``OSError`` (``strerror`` without errno noise)."""
+    """``file: reason — what to do.`` of an ``OSError`` (the user's path, never a temporary)."""
+    from ._atomic import user_os_error
+
+    exc = user_os_error(exc, [])
     reason = exc.strerror or str(exc) or type(exc).__name__
     names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
     text = f"{' -> '.join(names)}: {reason}" if names else reason
+    if exc.errno in _OS_HINTS:
+        text += f" — {_OS_HINTS[exc.errno]}"
     return " ".join(text.split()).rstrip(".") + "."
 
 

@@ -366,6 +366,62 @@ def slide_patches(
     attribute: str = DEFAULT_ATTRIBUTE,
     slide_index: int = 0,
 ) -> SlidePatches:
+    """:func:`_slide_patches`, with a cache folder that cannot be written (a file, a
+    read-only share, a full disk) one :class:`PatchwiseError` that says to pass
+    ``--cache-dir``."""
+    cache_dir = Path(cache_dir)
+    if cache_dir.exists() and not cache_dir.is_dir():  # before any work
+        raise _cache_error(FileExistsError(17, "File exists", str(cache_dir)), cache_dir)
+    try:
+        return _slide_patches(
+            entry, settings, cache_dir, progress=progress, attribute=attribute,
+            slide_index=slide_index,
+        )  # fmt: skip
+    except OSError as exc:
+        raise _cache_error(exc, cache_dir) from exc
+
+
+def _cache_error(exc: OSError, cache_dir: Path) -> OSError | PatchwiseError:
+    """The patch cache's own problem as one line with what to do; other errors as they are."""
+    import errno
+
+    from ._atomic import user_os_error
+
+    exc = user_os_error(exc, [])
+    if exc.filename is None:
+        return exc
+    name, folder = Path(exc.filename).absolute(), cache_dir.absolute()
+    if not (name == folder or folder in name.parents or name in folder.parents):
+        return exc  # not the cache's (e.g. an unreadable slide)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) or not (name.is_dir() or not name.exists()):
+        return PatchwiseError(
+            f"{exc.filename} is a file, not a folder: the patch cache cannot go there",
+            path=cache_dir,
+            hint="give --cache-dir a folder",
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what, hint = "no space left for the patch cache", "free some, or pass --cache-dir DIR"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        what = f"cannot write the patch cache ({exc.strerror})"
+        hint = "pass --cache-dir DIR, a folder you can write to (e.g. on a local disk)"
+    else:
+        return exc
+    return PatchwiseError(
+        what,
+        path=cache_dir,
+        hint=f"{hint} (by default the cache is .patchwise-cache beside the manifest or image)",
+    )
+
+
+def _slide_patches(
+    entry: CohortEntry,
+    settings: PatchSettings,
+    cache_dir: str | os.PathLike,
+    *,
+    progress: ProgressCallback | None = None,
+    attribute: str = DEFAULT_ATTRIBUTE,
+    slide_index: int = 0,
+) -> SlidePatches:
     """The patch table and patch cache of one slide, computed once and then reused.
 
     Entries that are missing, unreadable or of the wrong size are (re)built; each file

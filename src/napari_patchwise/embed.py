@@ -29,6 +29,7 @@ import pandas as pd
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .features import (
+    FEATURE_STORE,
     FORMAT_VERSION,
     MODEL_FILE,
     create_store,
@@ -233,8 +234,13 @@ def build_spec(
     }
 
 
-def prepare_store(out: Path, spec: dict, jobs: list[SlideJob], ckpt: dict) -> Path:
+def prepare_store(
+    out: Path, spec: dict, jobs: list[SlideJob], ckpt: dict, *, overwrite: bool = False
+) -> Path:
     """The partial store for ``spec``: created, or an interrupted one with the same spec.
+
+    With ``overwrite`` an interrupted embed of other inputs is removed and started over
+    (only if it is recognisably one: :func:`check_partial`).
 
     Raises
     ------
@@ -243,18 +249,22 @@ def prepare_store(out: Path, spec: dict, jobs: list[SlideJob], ckpt: dict) -> Pa
     """
     partial = partial_path(out)
     if partial.exists():
+        check_partial(partial)
         try:
             stored = read_spec(partial)
         except PatchwiseError:
             stored = None
         changes = ["store"] if stored is None else spec_changes(stored, spec)
-        if changes:
+        if changes and overwrite:
+            shutil.rmtree(partial)  # an unfinished store of this command: --overwrite
+        elif changes:
             raise PatchwiseError(
                 f"an interrupted embed of other inputs is here (differs in: {', '.join(changes)})",
                 path=partial,
-                hint="rerun with the same inputs to continue it, or delete it to start over",
+                hint="rerun with the same inputs to continue it, or pass --overwrite to start over",
             )
-        return partial
+        else:
+            return partial
     try:
         create_store(partial, spec, [job.table for job in jobs], ckpt)
     except BaseException:
@@ -300,14 +310,35 @@ def run_jobs(
         tick(future.result())
 
 
+def check_partial(partial: Path) -> None:
+    """Refuse a ``FEATURES.zarr.partial`` that is not an unfinished store of ``embed``
+    (a file, or a folder holding anything a store does not)."""
+    from ._atomic import folder_problem
+
+    if not partial.is_dir():
+        raise PatchwiseError(
+            "is in the way of the unfinished store (not a folder); nothing was written",
+            path=partial,
+            hint="choose another --out",
+        )
+    owned = all(FEATURE_STORE.owns(partial, e.name) for e in os.scandir(partial))
+    if folder_problem(partial, FEATURE_STORE) is not None and not owned:
+        raise PatchwiseError(
+            "is in the way of the unfinished store (not a feature store); it was left as it "
+            "is and nothing was written",
+            path=partial,
+            hint="choose another --out",
+        )
+
+
 def publish(partial: Path, out: Path, *, overwrite: bool = False) -> Path:
-    """Mark the partial store complete and rename it to ``out`` (replacing it if asked)."""
-    from ._atomic import private_dir
+    """Mark the partial store complete and rename it to ``out`` (replacing it if asked:
+    only a feature store, :data:`FEATURE_STORE`)."""
+    from ._atomic import check_output, private_dir
 
     finish_store(partial)
     if out.exists():
-        if not overwrite:
-            raise PatchwiseError("already exists", path=out, hint="pass --overwrite")
+        check_output(out, kind=FEATURE_STORE, overwrite=overwrite)  # again, just before
         aside = private_dir(out.parent)
         os.replace(out, aside / out.name)
         os.replace(partial, out)
@@ -475,12 +506,13 @@ def embed(
     pathlib.Path
         ``out``.
     """
+    from ._atomic import check_output
     from .features import head_prefix, store_lock
 
-    out = Path(out)
-    if out.exists() and not overwrite:  # before any work, not after it
-        raise PatchwiseError("already exists", path=out, hint="pass --overwrite to replace it")
+    out = check_output(out, kind=FEATURE_STORE, overwrite=overwrite)  # before any work
     with store_lock(out):  # a second embed into the same store stops here, at once
+        if partial_path(out).exists():
+            check_partial(partial_path(out))
         ckpt, meta, source_spec, settings, jobs = _model_and_jobs(
             target, source, mask=mask, settings=settings, cache_dir=cache_dir,
             progress=prepare_progress,
@@ -491,7 +523,7 @@ def embed(
             source_spec, meta, settings, jobs, inputs, dim, layer=source.layer,
             chunk_rows=chunk_rows,
         )  # fmt: skip
-        partial = prepare_store(out, spec, jobs, ckpt)
+        partial = prepare_store(out, spec, jobs, ckpt, overwrite=overwrite)
         run_jobs(
             partial, jobs, device=device, batch_size=batch_size, client=client, progress=progress
         )

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._atomic import OutputKind, zarr_attributes
 from .errors import PatchwiseError
 
 ATTRS_KEY = "patchwise_features"
@@ -55,6 +56,21 @@ TARGET_CHUNK_BYTES = 4 << 20
 def default_chunk_rows(dim: int) -> int:
     """Patches per chunk: about :data:`TARGET_CHUNK_BYTES` of float16 vectors, at least 256."""
     return max(256, TARGET_CHUNK_BYTES // (2 * max(int(dim), 1)))
+
+
+def _is_store(folder: Path) -> bool:
+    return ATTRS_KEY in zarr_attributes(folder)
+
+
+#: What ``patchwise embed`` writes: a ``*.zarr`` folder recognised by its spec, holding
+#: only the store's own entries (``--overwrite`` replaces nothing else).
+FEATURE_STORE = OutputKind(
+    "a feature store",
+    suffixes=(".zarr",),
+    folder=True,
+    recognise=_is_store,
+    owns=lambda _folder, name: name in {"zarr.json", "vectors", "done", "tables", MODEL_FILE},
+)
 
 
 def partial_path(out: str | os.PathLike) -> Path:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._atomic import exclusive_lock
+from ._atomic import OutputKind, exclusive_lock
 from .errors import PatchwiseError
 
 if TYPE_CHECKING:
@@ -516,6 +516,75 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: The files ``patchwise train`` writes into a run directory (and ``best_<metric>.pt``).
+RUN_FILES: frozenset[str] = frozenset({CONFIG, BEST, LAST, HISTORY, METRICS, PREDICTIONS, INPUTS})
+
+
+def is_run_file(name: str) -> bool:
+    """Whether ``name`` is a file ``patchwise train`` writes (the lock included)."""
+    is_best = name.startswith("best_") and name.endswith(".pt")
+    return name in RUN_FILES or name == LOCK or is_best
+
+
+def _run_dir_owns(folder: Path, name: str) -> bool:
+    return (folder / name).is_file() and is_run_file(name)
+
+
+#: A run directory: recognised by its ``config.json``, holding only run files.
+RUN_DIR = OutputKind(
+    "a run directory",
+    folder=True,
+    recognise=lambda folder: (folder / CONFIG).is_file(),
+    owns=_run_dir_owns,
+)
+
+
+def check_new_run_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) -> list[Path]:
+    """Refuse a run directory a new run would mix with files already there.
+
+    A new run (not ``resume``) starts only in a folder without any run file (e.g. a
+    stray ``history.csv`` would be replaced, a finished run without ``last.pt`` would
+    lose its ``best.pt`` and metrics). With ``overwrite`` a folder that is recognisably
+    a run (:data:`RUN_DIR`: its ``config.json``, nothing but run files) is accepted.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The old run's files that ``overwrite`` replaces: remove them once every other
+        check has passed (empty when there is nothing to replace).
+    """
+    from ._atomic import folder_problem
+
+    out = Path(out)
+    if resume and overwrite:
+        raise PatchwiseError("give --resume or --overwrite, not both", path=out)
+    if resume or not out.is_dir():
+        return []
+    found = sorted(p.name for p in out.iterdir() if p.name != LOCK and _run_dir_owns(out, p.name))
+    if not found:
+        return []
+    problem = folder_problem(out, RUN_DIR)
+    if problem is not None:
+        if not (out / CONFIG).is_file():
+            problem = (
+                f"holds {', '.join(found)} but no {CONFIG}: not a run directory, and a new "
+                "run would replace what it did not write"
+            )
+        raise PatchwiseError(
+            f"{problem}; it was left as it is and nothing was written",
+            path=out,
+            hint="choose another --out (a new or empty folder)",
+        )
+    if not overwrite:
+        resume_hint = "pass --resume to continue it, " if (out / LAST).is_file() else ""
+        raise PatchwiseError(
+            f"run directory already holds a run ({', '.join(found)})",
+            path=out,
+            hint=f"{resume_hint}pass --overwrite to replace it, or choose another --out",
+        )
+    return [out / name for name in found]
 
 
 def check_output_dir(out: str | os.PathLike) -> None:

@@ -45,7 +45,7 @@ import numpy as np
 
 from ._atomic import atomic_path
 from .errors import PatchwiseError
-from .runs import BEST, CONFIG, HISTORY, INPUTS, LAST, LOCK, METRICS, PREDICTIONS
+from .runs import CONFIG, INPUTS, LAST, LOCK, METRICS, PREDICTIONS, is_run_file
 from .train import TrainCallbacks, train
 from .train_config import SELECT_METRICS, TrainConfig, check_used
 
@@ -60,7 +60,6 @@ SWEEP_LOCK = ".patchwise-sweep.lock"
 STATUSES: tuple[str, ...] = ("run", "skipped", "failed")
 #: Options a grid may not vary: the seeds are their own list (``--seeds``).
 NOT_AXES: frozenset[str] = frozenset({"seed"})
-_RUN_FILES = frozenset({BEST, LAST, CONFIG, HISTORY, METRICS, PREDICTIONS, LOCK, INPUTS})
 #: How often a worker process checks that its sweep still runs (the fallback where the
 #: kernel cannot end it with its parent), and how long a rerun waits for an orphan.
 WATCHDOG_S = 0.5
@@ -247,6 +246,108 @@ def _training_alpha(config: TrainConfig, progress=None) -> np.ndarray:
     ids = table_group_ids(table, config.attribute, config.group_threshold).astype(np.int64)
     label = table["label"].to_numpy(np.int64)
     return TrainingGroups(label, ids, config.group_threshold).alpha
+
+
+# -- the grids of a folder ----------------------------------------------------------------------
+#: ``sweep.json`` keys that make two sweeps different experiments (never merged).
+SPEC_KEYS: tuple[str, ...] = ("manifest", "method", "select")
+
+
+def grid_spec(axes: Sequence[Axis], seeds: Sequence[int]) -> dict[str, Any]:
+    """One grid as ``sweep.json`` lists it: its axes (in ``--grid`` order) and seeds."""
+    return {"axes": {a.name: list(a.values) for a in axes}, "seeds": sorted(set(seeds))}
+
+
+def _same_grid(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    axes_a, axes_b = dict(a.get("axes") or {}), dict(b.get("axes") or {})
+    same_axes = list(axes_a) == list(axes_b) and all(
+        [float(v) for v in axes_a[k]] == [float(v) for v in axes_b[k]] for k in axes_a
+    )
+    return same_axes and sorted(a.get("seeds") or []) == sorted(b.get("seeds") or [])
+
+
+def _grid_text(grid: Mapping[str, Any]) -> str:
+    axes = " ".join(
+        f"{k}={','.join(_spell(v) for v in vs)}" for k, vs in (grid.get("axes") or {}).items()
+    )
+    return f"{axes or '(no grid)'} seeds {','.join(map(str, grid.get('seeds') or []))}"
+
+
+def folder_grids(
+    sweep_dir: str | os.PathLike,
+    grid: Mapping[str, Any],
+    fixed: Mapping[str, Any],
+    *,
+    merge: bool = False,
+) -> list[dict[str, Any]]:
+    """The grids the sweep in ``sweep_dir`` runs: those its ``sweep.json`` lists, plus
+    ``grid`` when it is new and ``merge`` is set.
+
+    ``fixed`` holds the :data:`SPEC_KEYS` of this sweep. A folder holding another grid
+    is refused without ``merge`` (its ``sweep.json``, ``sweep.csv`` and
+    ``selected.json`` would describe only the new grid, the first one's runs unlisted);
+    a sweep of another manifest, method or selection metric is always refused.
+    """
+    path = Path(sweep_dir) / SPEC
+    if not path.is_file():
+        return [dict(grid)]
+    spec = _read_json(path)
+    for key in SPEC_KEYS:
+        if str(spec.get(key)) != str(fixed[key]):
+            raise PatchwiseError(
+                f"holds a sweep of another {key} ({spec.get(key)}; this one: {fixed[key]}); "
+                "it was left as it is",
+                path=sweep_dir,
+                hint="choose another --out",
+            )
+    grids = spec.get("grids") or [{"axes": spec.get("axes") or {}, "seeds": spec.get("seeds")}]
+    if any(_same_grid(grid, g) for g in grids):
+        return [dict(g) for g in grids]  # a rerun: resume the whole sweep
+    if not merge:
+        raise PatchwiseError(
+            f"holds a sweep of another grid ({'; '.join(_grid_text(g) for g in grids)}; this "
+            f"one: {_grid_text(grid)}); it was left as it is",
+            path=sweep_dir,
+            hint="rerun the sweep with its own grid, pass --merge to add this grid to it, or "
+            "choose another --out",
+        )
+    return [*(dict(g) for g in grids), dict(grid)]
+
+
+def _grid_axes(grid: Mapping[str, Any]) -> list[Axis]:
+    """The axes of a ``sweep.json`` grid (values spelled as run names spell them)."""
+    return [
+        parse_axis(f"{name}={','.join(_spell(v) for v in values)}")
+        for name, values in (grid.get("axes") or {}).items()
+    ]
+
+
+def union_axes(grids: Sequence[Mapping[str, Any]]) -> list[Axis]:
+    """Every axis of ``grids`` (first-seen order) with every value any grid gives it."""
+    values: dict[str, list] = {}
+    for grid in grids:
+        for name, vs in (grid.get("axes") or {}).items():
+            values.setdefault(name, [])
+            values[name] += [v for v in vs if float(v) not in map(float, values[name])]
+    return [parse_axis(f"{k}={','.join(_spell(v) for v in vs)}") for k, vs in values.items()]
+
+
+def plan_grids(
+    grids: Sequence[Mapping[str, Any]],
+    sweep_dir: str | os.PathLike,
+    make_config: Callable[[dict[str, Any]], TrainConfig],
+) -> list[SweepRun]:
+    """:func:`plan` of every grid, each run once, its point spelled over every grid's axes
+    (an axis a grid does not vary takes the run's own setting), so that one table and one
+    selection cover them all."""
+    names = [a.name for a in union_axes(grids)]
+    runs: dict[str, SweepRun] = {}
+    for grid in grids:
+        for run in plan(_grid_axes(grid), grid.get("seeds") or [0], sweep_dir, make_config):
+            options = run.config.to_options()
+            point = tuple((name, options[name]) for name in names)
+            runs.setdefault(run.name, dataclasses.replace(run, point=point))
+    return list(runs.values())
 
 
 # -- what is already in the folder ----------------------------------------------------------
@@ -441,8 +542,7 @@ def clear_run(out: Path) -> None:
 
 
 def _is_run_file(path: Path) -> bool:
-    is_best = path.name.startswith("best_") and path.suffix == ".pt"
-    return path.is_file() and (path.name in _RUN_FILES or is_best)
+    return path.is_file() and is_run_file(path.name)
 
 
 # -- running the plan ------------------------------------------------------------------------
@@ -802,15 +902,24 @@ def sweep_lock(sweep_dir: Path) -> Iterator[None]:
         yield
 
 
-def write_spec(sweep_dir: Path, runs: Sequence[SweepRun], axes: Sequence[Axis]) -> None:
-    """``sweep.json``: the manifest, grid, seeds, selection metric and the run names."""
+def _fixed(runs: Sequence[SweepRun]) -> dict[str, Any]:
     config = runs[0].config
+    return {"manifest": str(config.manifest), "method": config.method, "select": config.select}
+
+
+def write_spec(
+    sweep_dir: Path,
+    runs: Sequence[SweepRun],
+    axes: Sequence[Axis],
+    grids: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """``sweep.json``: the manifest, method, selection metric, the axes and seeds of every
+    grid together, each grid (``grids``: more than one after ``--merge``) and the run names."""
     spec = {
-        "manifest": str(config.manifest),
-        "method": config.method,
-        "select": config.select,
+        **_fixed(runs),
         "axes": {a.name: list(a.values) for a in axes},
         "seeds": sorted({r.seed for r in runs}),
+        "grids": list(grids) if grids else [grid_spec(axes, [r.seed for r in runs])],
         "runs": [r.name for r in runs],
     }
     _write_json(sweep_dir / SPEC, spec)
@@ -823,14 +932,20 @@ def prepare_sweep(
     make_config: Callable[[dict[str, Any]], TrainConfig],
     *,
     progress: Callable[[int, int], None] | None = None,
+    merge: bool = False,
 ) -> list[SweepRun]:
     """The plan, checked: the folder, each run's settings and what earlier sweeps left.
 
     Every check happens here, before the first run starts; the cohort is prepared
-    (``progress``) and out-of-bound GERNE points are marked skipped.
+    (``progress``) and out-of-bound GERNE points are marked skipped. A folder holding a
+    sweep of another grid is refused, or with ``merge`` planned together with this one
+    (:func:`folder_grids`); a rerun of a merged sweep's grid resumes every grid.
     """
     sweep_dir = check_folder(sweep_dir)
     runs = plan(axes, seeds, sweep_dir, make_config)
+    grids = folder_grids(sweep_dir, grid_spec(axes, seeds), _fixed(runs), merge=merge)
+    if len(grids) > 1:
+        runs = plan_grids(grids, sweep_dir, make_config)
     check_existing_runs(runs)
     return with_bounds(runs, progress)  # prepares the cohort: every run finds it ready
 
@@ -843,13 +958,23 @@ def complete_sweep(
     workers: int = 1,
     client: Any = None,
     on_result: Callable[[SweepRun, str, str], None] | None = None,
+    seeds: Sequence[int] | None = None,
+    merge: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Train the prepared runs (:func:`execute`), then write the table and the selection."""
+    """Train the prepared runs (:func:`execute`), then write the table and the selection.
+
+    ``axes`` and ``seeds`` are this sweep's grid (``seeds`` default: the runs'); the
+    folder's grids are checked again under the lock (:func:`folder_grids`).
+    """
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    seeds = sorted({r.seed for r in runs}) if seeds is None else seeds
     with sweep_lock(sweep_dir):
-        check_existing_runs(runs)  # again, now that no other sweep can change the folder
-        write_spec(sweep_dir, runs, axes)
+        # again, now that no other sweep can change the folder
+        grids = folder_grids(sweep_dir, grid_spec(axes, seeds), _fixed(runs), merge=merge)
+        axes = union_axes(grids) if len(grids) > 1 else axes
+        check_existing_runs(runs)
+        write_spec(sweep_dir, runs, axes, grids)
         outcomes = execute(runs, sweep_dir, workers=workers, client=client, on_result=on_result)
         select = runs[0].config.select
         table = sweep_table(runs, outcomes, select)
@@ -868,13 +993,15 @@ def run_sweep(
     client: Any = None,
     on_result: Callable[[SweepRun, str, str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    merge: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The whole ``patchwise sweep``: :func:`prepare_sweep`, then :func:`complete_sweep`.
 
     Returns the sweep table and the selection, also written to ``sweep.csv`` and
-    ``selected.json``.
+    ``selected.json``. ``merge`` adds this grid to the sweep already in ``sweep_dir``.
     """
-    runs = prepare_sweep(axes, seeds, sweep_dir, make_config, progress=progress)
+    runs = prepare_sweep(axes, seeds, sweep_dir, make_config, progress=progress, merge=merge)
     return complete_sweep(
-        runs, axes, sweep_dir, workers=workers, client=client, on_result=on_result
-    )
+        runs, axes, sweep_dir, workers=workers, client=client, on_result=on_result,
+        seeds=seeds, merge=merge,
+    )  # fmt: skip

@@ -602,8 +602,9 @@ def write_synthetic_slide(
         zlib level of the TIFF tiles: 1 (default) is 2.5x faster than zlib's default 6
         and the files only ~5% larger on these slides; None for zlib's default.
     overwrite : bool
-        Replace existing OME-Zarr stores (without it an existing store is an error).
-        Existing TIFF files are always replaced.
+        Replace existing OME-Zarr images (without it an existing store is an error; a
+        folder that is not an OME-Zarr image is never replaced). Existing TIFF files are
+        always replaced.
     progress : callable, optional
         ``progress(done, total)`` over the whole job.
 
@@ -614,7 +615,7 @@ def write_synthetic_slide(
     """
     from ._atomic import atomic_paths
     from .io.pyramid_cache import staged_pyramid
-    from .io.write import staged_arrays
+    from .io.write import OME_ZARR, staged_arrays
 
     config = config or SynthConfig()
     out = Path(out)
@@ -633,7 +634,10 @@ def write_synthetic_slide(
         ) as stored,
         staged_pyramid(stored[0], workdir=workdir, progress=phase(1)) as levels,
         # Both written before either replaces anything: slide and mask stay a pair.
-        atomic_paths([out, mask_out], replace_dir=overwrite) as (out_tmp, mask_tmp),
+        atomic_paths([out, mask_out], replace=OME_ZARR if overwrite else None) as (
+            out_tmp,
+            mask_tmp,
+        ),
     ):
         mask_levels = _mask_levels(stored[1], levels, config.size[1])
         write = functools.partial(
@@ -649,18 +653,20 @@ def write_synthetic_slide(
 
 def _checked_outputs(out: Path, mask_out: str | os.PathLike | None, overwrite: bool) -> Path:
     """Refuse bad output names or existing outputs before any work; return the mask path."""
-    from ._atomic import check_output
+    from ._atomic import FILE, check_output
+    from .io.write import OME_ZARR
 
     mask_out = Path(mask_out) if mask_out is not None else default_mask_path(out)
     for path in (out, mask_out):
         default_mask_path(path)  # validates the extension before any work
-    check_output(out, folder_ok=_is_zarr(out), overwrite=overwrite)
+    check_output(out, kind=OME_ZARR if _is_zarr(out) else FILE, overwrite=overwrite)
     check_output(
         mask_out,
         inputs=[out],
-        folder_ok=_is_zarr(mask_out),
+        kind=OME_ZARR if _is_zarr(mask_out) else FILE,
         overwrite=overwrite,
         role="the slide",
+        flag="--mask-out",
     )
     return mask_out
 

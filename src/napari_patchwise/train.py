@@ -259,10 +259,47 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _save(obj: dict, path: Path) -> None:
+    """``torch.save`` into place atomically: a failed write leaves the previous file.
+
+    torch reports a failed write (a full disk) as a ``RuntimeError`` from its zip writer
+    ("enforce fail at inline_container.cc"): that becomes an ``OSError`` naming ``path``.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as exc:
+        if not any(k in str(exc) for k in ("inline_container", "PytorchStreamWriter")):
+            raise
+        raise _checkpoint_write_error(path, _nbytes(obj)) from exc
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the tensors in a checkpoint dict (about what ``torch.save`` writes)."""
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(v) for v in value)
+    return int(value.numel() * value.element_size()) if hasattr(value, "element_size") else 0
+
+
+def _checkpoint_write_error(path: Path, size: int) -> OSError:
+    """The ``OSError`` of a checkpoint torch could not write (the disk is full, or not)."""
+    import errno
+    import shutil
+
+    try:  # the failed temporary is gone again: is there room for the whole file?
+        full = shutil.disk_usage(path.parent).free < size + (1 << 20)
+    except OSError:
+        full = False
+    reason = os.strerror(errno.ENOSPC) if full else "the file system refused the write"
+    kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+    return OSError(
+        errno.ENOSPC if full else errno.EIO,
+        f"the checkpoint could not be written ({reason}){kept}",
+        str(path),
+    )
 
 
 def _cpu_state(module) -> dict:
@@ -553,6 +590,7 @@ def train(
     callbacks: TrainCallbacks | None = None,
     *,
     progress: ProgressCallback | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train a patch classifier as ``config`` says; return the run directory.
 
@@ -564,6 +602,10 @@ def train(
         Progress, metrics and cancellation hooks (the napari training panel uses them).
     progress : callable, optional
         ``progress(step, steps)`` after every step (e.g. a tqdm bar).
+    overwrite : bool
+        Replace the run already in ``config.out`` (``--overwrite``): only a folder that
+        is recognisably a run, its files removed once every check has passed. Without
+        it (and without ``config.resume``) a folder holding any run file is refused.
 
     Returns
     -------
@@ -583,7 +625,8 @@ def train(
     ------
     PatchwiseError
         Bad options or data (see :meth:`TrainConfig.validate`, :func:`cohort.read_manifest`
-        and the methods' own checks), or an existing run without ``resume``.
+        and the methods' own checks), or a folder holding run files without ``resume``
+        (or ``overwrite``, for a recognisable run).
     """
     passive_openmp_waits()  # before torch loads: see "CPU threads" above
     import torch
@@ -602,7 +645,7 @@ def train(
     log.info("torch intra-op threads: %d", run_threads)
     try:
         with contextlib.ExitStack() as stack:
-            return _train(config, callbacks or TrainCallbacks(), progress, stack)
+            return _train(config, callbacks or TrainCallbacks(), progress, stack, overwrite)
     finally:
         torch.set_num_threads(threads)
 
@@ -612,13 +655,14 @@ def _train(
     callbacks: TrainCallbacks,
     progress: ProgressCallback | None,
     stack: contextlib.ExitStack,
+    overwrite: bool = False,
 ) -> Path:
     """Every check, then the steps, then the test of the selected checkpoints."""
     import torch
 
     dist = _init_distributed("cuda" if config.device == "cuda" else "cpu")
     out = Path(config.out)
-    inputs, strict = _check_run_dir(config, out, dist, stack)
+    replaced, inputs, strict = _check_run_dir(config, out, dist, stack, overwrite)
     check_inputs(config, device=False)
     device = resolve_device(config.device, dist.local_rank)
     data = _prepare_data(config, dist, callbacks)
@@ -629,6 +673,8 @@ def _train(
     if dist.main:  # every check has passed: the run directory now holds a run
         from .runs import write_inputs
 
+        for old in replaced:  # --overwrite: the old run's files go only now
+            old.unlink(missing_ok=True)
         with atomic_path(out / CONFIG) as tmp:
             tmp.write_text(config.to_json())
         if strict:  # else (an older run's folder) with the first last.pt that records it
@@ -645,36 +691,32 @@ def _train(
 
 
 def _check_run_dir(
-    config: TrainConfig, out: Path, dist: _Dist, stack: contextlib.ExitStack
-) -> tuple[dict[str, Any], bool]:
+    config: TrainConfig, out: Path, dist: _Dist, stack: contextlib.ExitStack, overwrite: bool
+) -> tuple[list[Path], dict[str, Any], bool]:
     """The run directory's rules: a folder, held by one run, resumed only when it has a
-    run of the same settings and data.
+    run of the same settings and data, a new run only where no run file is.
 
-    Returns the run's data record (:func:`runs.run_inputs`) and whether the folder's own
-    record was checked (False: a run of an older patchwise, resumed with a warning).
+    Returns the old run's files that ``overwrite`` replaces (remove them once every check
+    has passed, :func:`.runs.check_new_run_dir`), the run's data record
+    (:func:`runs.run_inputs`) and whether the folder's own record was checked (False: a
+    run of an older patchwise, resumed with a warning).
     """
-    from .runs import check_output_dir, check_resume, run_inputs, run_lock
+    from .runs import check_new_run_dir, check_output_dir, check_resume, run_inputs, run_lock
 
     check_output_dir(out)
     if dist.main:
         # held until the run ends: a second `train` into the same folder stops here; the
         # checks below run under it, and an empty folder it created goes if they fail
         stack.enter_context(run_lock(out))
-    has_run = (out / LAST).is_file()
-    if config.resume and not has_run:
+    replaced = check_new_run_dir(out, resume=config.resume, overwrite=overwrite)
+    if config.resume and not (out / LAST).is_file():
         raise PatchwiseError(
             "nothing to resume: no last.pt", path=out, hint="drop --resume to start a new run"
         )
-    if not config.resume and has_run:
-        raise PatchwiseError(
-            "run directory already holds a run (last.pt)",
-            path=out,
-            hint="pass --resume to continue it, or choose another --out",
-        )
     inputs = run_inputs(config)
     if config.resume:
-        return inputs, check_resume(out, config, inputs)
-    return inputs, True
+        return replaced, inputs, check_resume(out, config, inputs)
+    return replaced, inputs, True
 
 
 def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -> _Data:

@@ -39,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing OME-Zarr store (a TIFF file is always replaced)",
+        help="replace an existing OME-Zarr image (a TIFF file is always replaced); a folder "
+        "that is not an OME-Zarr image is never replaced",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -48,12 +49,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._atomic import check_output
+    from .._atomic import FILE, check_output, naming
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
     from ..io import open_slide
     from ..io.pyramid_cache import staged_pyramid
-    from ..io.write import write_ome_tiff, write_ome_zarr
+    from ..io.write import OME_ZARR, write_ome_tiff, write_ome_zarr
 
     out = Path(args.out)
     name = out.name.lower()
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.tile <= 0 or args.tile % 16:
         raise PatchwiseError(f"--tile {args.tile} is not a positive multiple of 16")
-    check_output(out, inputs=[args.input], folder_ok=is_zarr, overwrite=args.overwrite)
+    check_output(
+        out, inputs=[args.input], kind=OME_ZARR if is_zarr else FILE, overwrite=args.overwrite
+    )
     # Stored levels are reused; a single-level input gets its pyramid built below, with
     # each level computed once (never the lazy chain that re-reads level 0 per level).
     slide = open_slide(
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             write_ome_tiff(out, levels, tile=args.tile, **common)
 
-    with tqdm_progress("convert", disable=args.quiet) as progress:
+    # an error of the scratch pyramid beside the output names the output
+    with tqdm_progress("convert", disable=args.quiet) as progress, naming([out]):
         if stored_levels > 1:
             write(list(slide.levels), progress)
         else:

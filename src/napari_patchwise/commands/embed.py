@@ -60,7 +60,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--scheduler", type=scheduler_address, metavar="ADDRESS",
         help="one task per slide on a dask.distributed cluster (shared file system)",
     )  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing feature store (and an unfinished one of other inputs); "
+        "a folder that is not a feature store is never replaced",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, metavar="FEATURES.zarr")
     return p
@@ -81,6 +85,7 @@ def _check_args(args: argparse.Namespace) -> None:
     """
     from .._atomic import check_output
     from ..errors import PatchwiseError
+    from ..features import FEATURE_STORE
     from ..runs import resolve_checkpoint, run_files
 
     for name, default in BACKBONE_DEFAULTS.items():
@@ -106,7 +111,7 @@ def _check_args(args: argparse.Namespace) -> None:
     inputs = [args.target, args.mask, args.weights]
     if args.checkpoint:
         inputs += [args.checkpoint, *run_files(resolve_checkpoint(args.checkpoint))]
-    check_output(args.out, inputs=inputs, folder_ok=True, overwrite=args.overwrite)
+    check_output(args.out, inputs=inputs, kind=FEATURE_STORE, overwrite=args.overwrite)
 
 
 def _check_inputs(args: argparse.Namespace) -> None:

@@ -21,8 +21,8 @@ from ..errors import PatchwiseError
 from ._args import positive_int, scheduler_address, seed
 
 #: train's arguments the sweep handles itself (each run's --out and --seed) or has no use
-#: for (--resume: a rerun of a sweep always resumes).
-OWN = frozenset({"out", "seed", "resume", "quiet", "help", "manifest"})
+#: for (--resume: a rerun of a sweep always resumes; --overwrite: it never replaces a run).
+OWN = frozenset({"out", "seed", "resume", "overwrite", "quiet", "help", "manifest"})
 #: Options that name files: made absolute, so that runs on other machines' workers
 #: (--scheduler) and the runs' config.json find them whatever the working directory.
 PATH_OPTIONS = ("cache_dir", "weights")
@@ -76,6 +76,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=V1,V2",
         help="a numeric train option and its values, e.g. beta=0.5,1,2 (repeat for more axes)",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="add this grid to the sweep of another grid already in --out (same manifest, "
+        "method and train flags): sweep.json, sweep.csv and the selection then cover both "
+        "(without it such a folder is refused)",
     )
     p.add_argument("--seeds", nargs="+", type=seed, default=None, metavar="S", help="seeds")
     p.add_argument("--seed", type=seed, default=None, metavar="SEED", help="one seed (default: 0)")
@@ -190,7 +197,9 @@ def run(args: argparse.Namespace) -> int:
     seeds, make_config = check_args(args)
     try:
         with tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare:
-            runs = prepare_sweep(args.grid, seeds, args.out, make_config, progress=prepare)
+            runs = prepare_sweep(
+                args.grid, seeds, args.out, make_config, progress=prepare, merge=args.merge
+            )
         with _cluster(args.scheduler, None) as client:
             table, selected = complete_sweep(
                 runs,
@@ -199,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 client=client,
                 on_result=_printer(len(runs)),
+                seeds=seeds,
+                merge=args.merge,
             )
     except KeyboardInterrupt:
         print(

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace existing OME-Zarr stores (TIFF files are always replaced)",
+        help="replace existing OME-Zarr images (TIFF files are always replaced); a folder "
+        "that is not an OME-Zarr image is never replaced",
     )
     p.add_argument("--seed", type=seed, default=0, help="random seed, 0 or more (0)")
     p.add_argument(
@@ -71,9 +72,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._atomic import check_output
+    from .._atomic import FILE, check_output, naming
     from .._progress import tqdm_progress
     from ..errors import PatchwiseError
+    from ..io.write import OME_ZARR
     from ..synth import SynthConfig, default_mask_path, write_synthetic_slide
 
     if args.tile <= 0 or args.tile % 16:
@@ -93,16 +95,20 @@ def run(args: argparse.Namespace) -> int:
     for path in filter(None, (args.out, args.mask_out)):
         default_mask_path(path)
     mask_out = Path(args.mask_out) if args.mask_out else default_mask_path(args.out)
-    for path, others in ((Path(args.out), ()), (mask_out, (args.out,))):
+    for path, others, flag in (
+        (Path(args.out), (), "--out"),
+        (mask_out, (args.out,), "--mask-out"),
+    ):
         is_zarr = path.name.lower().endswith(".zarr")
         check_output(
             path,
             inputs=others,
-            folder_ok=is_zarr,
+            kind=OME_ZARR if is_zarr else FILE,
             overwrite=args.overwrite,
             role="the slide (--out)",
+            flag=flag,
         )
-    with tqdm_progress("synth", unit="‰", disable=args.quiet) as progress:
+    with tqdm_progress("synth", unit="‰", disable=args.quiet) as progress, naming([args.out]):
         out, mask_out = write_synthetic_slide(
             args.out,
             mask_out,

@@ -136,6 +136,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         if field.name in ("manifest", "out"):
             continue
         p.add_argument("--" + field.name.replace("_", "-"), **_flag_kwargs(field, choices))
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (only a folder that is recognisably a run: "
+        "its config.json and nothing but run files); without it a folder holding any run "
+        "file is refused",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -252,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
             tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare,
             tqdm_progress("training", unit="step", disable=args.quiet) as steps,
         ):
-            run_dir = train(config, CLICallbacks(prepare, steps))
+            run_dir = train(config, CLICallbacks(prepare, steps), overwrite=args.overwrite)
     finally:
         signal.signal(signal.SIGINT, previous)
     if interrupted["flag"]:

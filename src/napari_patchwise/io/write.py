@@ -24,7 +24,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from .._atomic import atomic_path, scratch_dir
+from .._atomic import OutputKind, atomic_path, scratch_dir, zarr_attributes
 from .._compute import joined_threads
 from .._progress import ProgressCallback, dask_progress
 from ..errors import PatchwiseError
@@ -111,6 +111,38 @@ def _checked_path(path: str | os.PathLike, suffixes: tuple[str, ...], what: str,
     if path.suffix.lower() not in suffixes:
         raise PatchwiseError(f"not a {what} name", path=path, hint=hint)
     return path
+
+
+def _multiscales_of(folder: Path) -> list:
+    """The ``multiscales`` entries of an OME-Zarr group (0.5 nests them under ``ome``)."""
+    attrs = zarr_attributes(folder)
+    found = attrs.get("ome", attrs).get("multiscales") if isinstance(attrs, dict) else None
+    return found if isinstance(found, list) else []
+
+
+def _ome_zarr_owns(folder: Path, name: str) -> bool:
+    """Whether an OME-Zarr group writes the entry ``name``: metadata and its datasets."""
+    if name in {"zarr.json", ".zattrs", ".zgroup", ".zmetadata", "labels", "OME"}:
+        return True
+    paths = {
+        str(d.get("path", "")).split("/")[0]
+        for entry in _multiscales_of(folder)
+        if isinstance(entry, dict)
+        for d in entry.get("datasets", [])
+        if isinstance(d, dict)
+    }
+    return name in paths
+
+
+#: What ``convert`` / ``synth`` write as a folder: a ``*.zarr`` recognised by its
+#: multiscales metadata, holding nothing but that metadata and its levels.
+OME_ZARR = OutputKind(
+    "an OME-Zarr image",
+    suffixes=ZARR_SUFFIXES,
+    folder=True,
+    recognise=lambda folder: bool(_multiscales_of(folder)),
+    owns=_ome_zarr_owns,
+)
 
 
 def _factor(size0: int, size: int) -> float:
@@ -403,8 +435,9 @@ def write_ome_zarr(
     compression_level : int
         Blosc/zstd level of the chunks.
     overwrite : bool
-        Replace an existing store at ``path`` (only once the new one is complete);
-        without it an existing store is an error and is left as it is.
+        Replace an existing OME-Zarr image at ``path`` (only once the new one is
+        complete; only a folder recognisably one: :data:`OME_ZARR`); without it an
+        existing store is an error and is left as it is.
     progress : callable, optional
         Called as ``progress(done_tasks, total_tasks)``.
 
@@ -418,7 +451,7 @@ def write_ome_zarr(
         raise PatchwiseError(f"unknown OME-Zarr version {version!r}", hint="use 0.4 or 0.5")
     pyramid = _pyramid(levels, pixel_size, channel_names)
     attrs = _zarr_attrs(pyramid, name or path.name.split(".")[0], version, contrast_limits)
-    with atomic_path(path, replace_dir=overwrite) as tmp:
+    with atomic_path(path, replace=OME_ZARR if overwrite else None) as tmp:
         _store_levels(
             tmp,
             pyramid.levels,
