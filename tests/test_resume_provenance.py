@@ -275,7 +275,10 @@ def test_a_sweep_rerun_refuses_a_finished_run_whose_slides_changed(tmp_path, cap
         main(["train", str(manifest), *flags, "--lr", "0.05", "--seed", "0", "--out", str(run)])
         == 0
     )
-    (sweep_dir / "sweep.json").write_text("{}")
+    grid = {"axes": {"lr": [0.05]}, "seeds": [0]}
+    spec = {"manifest": str(manifest), "method": "erm", "select": "val_wga", **grid}
+    spec.update(grids=[grid], runs=[run.name])  # the sweep.json that sweep wrote
+    (sweep_dir / "sweep.json").write_text(json.dumps(spec))
     argv = ["sweep", str(manifest), *flags, "--grid", "lr=0.05", "--out", str(sweep_dir)]
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     write_slide(manifest.parent, "s2", cells=8, patch=16, seed=999)  # the val slide, replaced
