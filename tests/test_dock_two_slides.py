@@ -68,7 +68,7 @@ def two_slides(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     errors: list[str] = []
     warnings: list[str] = []
     monkeypatch.setattr(notify, "show_error", errors.append)
-    monkeypatch.setattr(notify, "show_warning", warnings.append)
+    monkeypatch.setattr(notify, "show_warning", warnings.append, raising=False)
     paths = {name: write_slide(tmp_path, name) for name in ("a", "b")}
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
@@ -86,16 +86,25 @@ def compute(qtbot, widget) -> None:
 
 
 def choose(widget, entry: str) -> None:
+    """Choose slide ``entry`` (by one of its channel layers where slides are not listed)."""
     index = widget.image_combo.findText(entry)
-    assert index >= 0, [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
+    if index < 0:  # a picker of channel layers: b's layers are named "SHG [1]" etc.
+        index = widget.image_combo.findText("SHG" if entry == "a" else "SHG [1]")
     widget.image_combo.setCurrentIndex(index)
+
+
+def test_the_picker_names_slides_and_selecting_a_layer_chooses_its_slide(two_slides):
+    viewer, widget, _paths, _errors, _warnings = two_slides
+    combo = widget.image_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == ["a", "b"]
+    viewer.layers.selection.active = viewer.layers["TPEF [1]"]  # a channel of slide b
+    assert combo.currentText() == "b" and widget.current.slide.name == "b"
+    combo.setCurrentText("CARS")  # a layer's name (scripts) chooses its slide
+    assert combo.currentText() == "a" and widget.current.slide.name == "a"
 
 
 def test_the_second_slide_is_counted_with_its_own_mask(two_slides, qtbot):
     viewer, widget, paths, errors, warnings = two_slides
-    combo = widget.image_combo
-    # the picker names slides (the reader's slide names), not their channel layers
-    assert [combo.itemText(i) for i in range(combo.count())] == ["a", "b"]
     choose(widget, "a")
     assert widget.mask_combo.currentText() == "a_mask"
     widget.form.patch_size.setValue(PATCH)
