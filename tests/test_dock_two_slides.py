@@ -104,7 +104,7 @@ def test_the_picker_names_slides_and_selecting_a_layer_chooses_its_slide(two_sli
 
 
 def test_the_second_slide_is_counted_with_its_own_mask(two_slides, qtbot):
-    viewer, widget, paths, errors, warnings = two_slides
+    _viewer, widget, paths, errors, warnings = two_slides
     choose(widget, "a")
     assert widget.mask_combo.currentText() == "a_mask"
     widget.form.patch_size.setValue(PATCH)

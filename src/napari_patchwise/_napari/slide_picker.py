@@ -204,6 +204,23 @@ class SlidePicker(QGroupBox):
         owner = mask_owner(self.mask_layer()) if self.mask_layer() is not None else None
         return None if owner is None or owner == key else owner_name(owner)
 
+    def mask_problem(self, slide: Slide, key: str) -> str | None:
+        """Why slide ``slide`` (key ``key``) cannot be counted with the chosen mask, or None.
+
+        No mask at all, or a mask opened for another slide (its counts would be another
+        slide's tumor outlines over this one: silently wrong).
+        """
+        mask = self.mask_layer()
+        if mask is None and slide.mask is None:
+            return f"{slide.name}: no mask — add the tumor mask as a Labels layer and pick it"
+        other = self.foreign_mask(key)
+        if other is not None:
+            return (
+                f"{slide.name}: mask layer '{mask.name}' belongs to slide '{other}' — "
+                f"pick {slide.name}'s mask (or open it: File > Open)"
+            )
+        return None
+
     def _on_mask_picked(self) -> None:
         """The user picked a mask by hand: one opened for another slide is warned about."""
         mask, key = self.mask_layer(), self.chosen_key()

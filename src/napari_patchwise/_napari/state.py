@@ -122,3 +122,13 @@ class SlideState:
         # A brightfield slide (vendor WSI: bright background) starts on "bright".
         if self.slide.background == "bright":
             self.settings.background = "bright"
+
+    @classmethod
+    def after(cls, previous: SlideState | None, *, key: str, slide: Slide) -> SlideState:
+        """A new slide's state, starting with ``previous``'s grid and tissue settings."""
+        state = cls(key=key, slide=slide)
+        if previous is not None:
+            settings = previous.settings.carried()
+            settings.background = state.settings.background  # the slide's own (bright WSI)
+            state.settings = settings
+        return state

@@ -172,13 +172,8 @@ class PatchwiseWidget(QWidget):
             return
         key = slide_key(slide)
         state = self.states.get(key)
-        if state is None:
-            # a slide opened next keeps the patch size etc. the user set on the previous one
-            previous = self.current.settings.carried() if self.current is not None else None
-            state = self.states[key] = SlideState(key=key, slide=slide)
-            if previous is not None:
-                previous.background = state.settings.background  # the slide's own
-                state.settings = previous
+        if state is None:  # the patch size etc. the user set on the previous slide carry over
+            state = self.states[key] = SlideState.after(self.current, key=key, slide=slide)
         self._activate(state)
 
     def _remember_form(self, state: SlideState) -> None:
@@ -215,15 +210,9 @@ class PatchwiseWidget(QWidget):
             return
         self._remember_form(state)
         mask_layer, base = self.picker.mask_layer(), state.slide
-        if mask_layer is None and base.mask is None:
-            notify.error(f"{base.name}: no mask — add the tumor mask as a Labels layer and pick it")
-            return
-        other = self.picker.foreign_mask(state.key)
-        if other is not None:  # counted with another slide's mask: silently wrong counts
-            notify.error(
-                f"{base.name}: mask layer '{mask_layer.name}' belongs to slide '{other}' — "
-                f"pick {base.name}'s mask (or open it: File > Open)"
-            )
+        problem = self.picker.mask_problem(base, state.key)  # none, or another slide's
+        if problem is not None:
+            notify.error(problem)
             return
         try:
             mask_map = self.mask_map_field.mask_map()
