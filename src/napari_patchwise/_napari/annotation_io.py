@@ -45,7 +45,7 @@ _ELLIPSE_VERTICES = 64
 # -- opening -----------------------------------------------------------------------------
 def geojson_layer(path: Path, images=()) -> tuple:
     """Labels layer data for the annotations in ``path`` over ``images[0]``'s slide."""
-    from .layer_slide import ALIGNED_KEY, layer_yx
+    from .layer_slide import ALIGNED_KEY, MASK_OF_KEY, layer_slide_key, layer_units, layer_yx
 
     if not images:
         raise PatchwiseError(
@@ -68,6 +68,7 @@ def geojson_layer(path: Path, images=()) -> tuple:
         "opacity": 0.5,
         "scale": tuple(float(s) for s in image.scale[-2:]),
         "translate": tuple(float(t) for t in image.translate[-2:]),
+        "units": layer_units(image),
         "colormap": {0: "transparent", None: "yellow", **colors},
         "features": {"index": list(range(len(names) + 1)), "class": ["", *names]},
         "metadata": {
@@ -75,6 +76,7 @@ def geojson_layer(path: Path, images=()) -> tuple:
             "patchwise_mask": True,
             "patchwise_classes": names,
             ALIGNED_KEY: image.name,
+            MASK_OF_KEY: layer_slide_key(image),
         },
     }
     return (levels if len(levels) > 1 else levels[0]), kwargs, "labels"

@@ -49,6 +49,7 @@ from .compare_data import (
 )
 from .compare_views import ChangedPatches, SideBySide, class_legend, class_name
 from .jobs import BackgroundJob
+from .layer_slide import layer_units
 from .overlays import overlay_transform
 from .train_form import line_edit_with_button
 
@@ -263,6 +264,7 @@ class CompareBox(QWidget):
             contrast_limits=COMPARE_LIMITS,
             scale=scale,
             translate=translate,
+            units=None if image is None else layer_units(image),
             opacity=0.75,
             blending="translucent",
             interpolation2d="nearest",

@@ -135,6 +135,60 @@ def _read_mask(path, level0_yx, mapping: MaskMap, check_values: bool):
     return read_mask(path, level0_yx, mapping, check_values=check_values)
 
 
+# -- which slide a layer belongs to ----------------------------------------------------------
+#: Set on a mask layer by the reader (and by the dock when the user picks a mask for
+#: another slide by hand): the :func:`slide_key` of the slide the mask belongs to.
+MASK_OF_KEY = "patchwise_mask_of"
+
+
+def slide_key(slide: Slide) -> str:
+    """Identity of a slide across layers: its path, else its name."""
+    return str(slide.path) if slide.path is not None else slide.name
+
+
+def layer_slide_key(layer) -> str:
+    """:func:`slide_key` of the slide an image layer shows, without opening anything."""
+    metadata = getattr(layer, "metadata", None) or {}
+    slide = next((v for v in metadata.values() if isinstance(v, Slide)), None)
+    if slide is not None:
+        return slide_key(slide)
+    path = next((metadata[k] for k in PATH_KEYS if isinstance(metadata.get(k), (str, Path))), None)
+    source = path or getattr(getattr(layer, "source", None), "path", None)
+    return str(source) if source else layer.name
+
+
+def mask_owner(layer) -> str | None:
+    """The :func:`slide_key` of the slide a mask layer was opened for (None: unknown)."""
+    owner = (getattr(layer, "metadata", None) or {}).get(MASK_OF_KEY)
+    return owner if isinstance(owner, str) else None
+
+
+def owner_name(key: str) -> str:
+    """A slide key as the user knows the slide: its file's slide name, else the key."""
+    return slide_name(Path(key)) if Path(key).suffix else key
+
+
+# -- world units -----------------------------------------------------------------------------
+#: The unit of a slide's pixel size (``Slide.pixel_size`` is in micrometres).
+MICROMETRE = "µm"
+
+
+def slide_units(pixel_size) -> tuple[str, str] | None:
+    """napari layer ``units`` for a slide with ``pixel_size`` (None: stays in pixels).
+
+    Every layer of a slide (channels, mask, overlays) gets the same units, so napari's
+    scale bar and cursor read micrometres; a layer in pixels among them would make the
+    viewer's units inconsistent (napari then falls back to no unit at all).
+    """
+    return None if pixel_size is None else (MICROMETRE, MICROMETRE)
+
+
+def layer_units(layer) -> tuple | None:
+    """The last two axes' units of ``layer`` (to give a layer drawn over it), or None."""
+    units = getattr(layer, "units", None)
+    return None if units is None else tuple(str(u) for u in units[-2:])
+
+
 # -- world alignment -------------------------------------------------------------------------
 def mask_transform(
     factor: int,
@@ -188,6 +242,7 @@ def align_mask_layer(mask_layer, image_layer) -> bool:
     lead = mask_layer.ndim - 2  # keep any leading (non-spatial) axes as they are
     mask_layer.scale = (*tuple(mask_layer.scale[:lead]), *scale)
     mask_layer.translate = (*tuple(mask_layer.translate[:lead]), *translate)
+    mask_layer.units = (*tuple(str(u) for u in mask_layer.units[:lead]), *layer_units(image_layer))
     mask_layer.metadata[ALIGNED_KEY] = image_layer.name
     return True
 

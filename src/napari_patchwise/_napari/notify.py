@@ -6,7 +6,7 @@ Every part of the dock shows errors and notices through this module (tests repla
 
 from __future__ import annotations
 
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..errors import PatchwiseError
 from .background import TrainingFailed
@@ -30,6 +30,11 @@ def one_line(exc: BaseException) -> str:
 def error(text: str) -> None:
     """Show ``text`` as an error notification."""
     show_error(text)
+
+
+def warning(text: str) -> None:
+    """Show ``text`` as a warning notification."""
+    show_warning(text)
 
 
 def info(text: str) -> None:

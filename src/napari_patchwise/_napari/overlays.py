@@ -258,6 +258,9 @@ class SlideOverlays:
         Put before every layer name (the slide name), so several slides can be open.
     scale, translate : (float, float)
         From :func:`overlay_transform`.
+    units : (str, str), optional
+        The slide's layer units (µm when it has a pixel size), so the scale bar keeps
+        reading them while an overlay is shown; None leaves napari's pixels.
     """
 
     def __init__(
@@ -266,11 +269,13 @@ class SlideOverlays:
         prefix: str,
         scale: tuple[float, float],
         translate: tuple[float, float],
+        units: tuple[str, str] | None = None,
     ) -> None:
         self.viewer = viewer
         self.prefix = prefix
         self.scale = scale
         self.translate = translate
+        self.units = units
         self.layers: dict[str, object] = {}
 
     # geometry ---------------------------------------------------------------------------
@@ -384,6 +389,7 @@ class SlideOverlays:
                 contrast_limits=limits,
                 scale=self.scale,
                 translate=self.translate,
+                units=self.units,
                 opacity=opacity,
                 visible=visible,
                 blending="translucent",
@@ -407,6 +413,7 @@ class SlideOverlays:
                 colormap=colormap,
                 scale=self.scale,
                 translate=self.translate,
+                units=self.units,
                 opacity=opacity,
                 visible=visible,
                 metadata=self._metadata(kind),

@@ -166,26 +166,44 @@ def align_waiting_masks(viewer, slide: Slide) -> list:
     """Place the mask layers opened before ``slide`` (and not yet placed) over it.
 
     Opening a slide and its mask together may read the mask first; it fits the slide
-    when its size is the slide's or an integer fraction of it. Returns the layers moved.
+    when its size is the slide's or an integer fraction of it. When some waiting masks
+    are named after the slide (``<slide>_mask.tif``), only those are placed: the others
+    wait for their own slide. Returns the layers moved.
     """
     from napari.layers import Labels
 
-    from .layer_slide import ALIGNED_KEY, fitting_factor, layer_yx, mask_transform
+    from .layer_slide import (
+        ALIGNED_KEY,
+        MASK_OF_KEY,
+        fitting_factor,
+        layer_yx,
+        mask_transform,
+        slide_key,
+        slide_units,
+    )
 
-    moved = []
-    for layer in viewer.layers:
-        if not isinstance(layer, Labels) or not layer.metadata.get("patchwise_mask"):
-            continue
-        if ALIGNED_KEY in layer.metadata:
-            continue
+    waiting = [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Labels)
+        and layer.metadata.get("patchwise_mask")
+        and ALIGNED_KEY not in layer.metadata
+        and fitting_factor(slide.shape[1:], layer_yx(layer)) is not None
+    ]
+    named = [layer for layer in waiting if _named_after(layer.name, slide.name)]
+    for layer in named or waiting:
         factor = fitting_factor(slide.shape[1:], layer_yx(layer))
-        if factor is None:
-            continue
         scale, translate = mask_transform(factor, slide.pixel_size or (1.0, 1.0))
         layer.scale, layer.translate = scale, translate
+        layer.units = slide_units(slide.pixel_size) or ("pixel", "pixel")
         layer.metadata[ALIGNED_KEY] = slide.name
-        moved.append(layer)
-    return moved
+        layer.metadata[MASK_OF_KEY] = slide_key(slide)
+    return named or waiting
+
+
+def _named_after(mask_name: str, slide_name: str) -> bool:
+    """Whether a mask's name starts with a slide's (``A_mask`` / ``A mask`` for ``A``)."""
+    return bool(slide_name) and mask_name.lower().startswith(slide_name.lower())
 
 
 def slide_layers(slide: Slide) -> list[LayerData]:
@@ -195,8 +213,11 @@ def slide_layers(slide: Slide) -> list[LayerData]:
     explicit contrast limits (from metadata or the smallest level) so napari does not
     guess them from the first tile it reads.
     """
+    from .layer_slide import slide_units
+
     limits = slide.display_contrast_limits()
     scale = slide.pixel_size or (1.0, 1.0)
+    units = slide_units(slide.pixel_size)  # the scale bar reads µm (None: pixels)
     layers: list[LayerData] = []
     for c, name in enumerate(slide.channel_names):
         kwargs = {
@@ -206,6 +227,7 @@ def slide_layers(slide: Slide) -> list[LayerData]:
             "colormap": channel_colormap(slide.channel_names, c),
             "contrast_limits": [float(v) for v in limits[c]],
             "scale": tuple(float(s) for s in scale),
+            **({} if units is None else {"units": units}),
             "metadata": {
                 "patchwise_slide": slide,
                 "patchwise_channel": c,
@@ -231,24 +253,27 @@ def slide_mask_layer(slide: Slide) -> LayerData:
     """The slide's mapped class mask as a multiscale Labels layer over the image."""
     from ..io.annotations import mask_pyramid
     from ..io.pyramid import build_pyramid
-    from .layer_slide import ALIGNED_KEY, mask_transform
+    from .layer_slide import ALIGNED_KEY, MASK_OF_KEY, mask_transform, slide_key, slide_units
 
     drawn = mask_pyramid(slide.mask)  # a GeoJSON mask: levels filled from its polygons
     levels = [lvl[None] for lvl in drawn] if drawn else None
     levels = levels or build_pyramid(slide.mask[None], method="nearest")
     # a 1/f mask pixel covers level-0 pixels [f i, f i + f): scale p f, shifted by p (f-1)/2
     scale, translate = mask_transform(slide.mask_factor, slide.pixel_size or (1.0, 1.0))
+    units = slide_units(slide.pixel_size)
     kwargs = {
         "name": f"{slide.name} mask",
         "multiscale": True,
         "opacity": 0.5,
         "scale": scale,
         "translate": translate,
+        **({} if units is None else {"units": units}),
         "colormap": MASK_COLORS,
         "metadata": {
             "patchwise_slide": slide,
             "patchwise_mask": True,
             ALIGNED_KEY: slide.name,
+            MASK_OF_KEY: slide_key(slide),
         },
     }
     return _labels_layer_data(levels, kwargs)
@@ -265,7 +290,16 @@ def mask_file_layer(path: Path, loaded: LoadedImage, *, images=()) -> LayerData:
     """
     from ..io.pyramid_cache import pyramid_for
     from ..io.reader import slide_name
-    from .layer_slide import ALIGNED_KEY, fitting_factor, layer_yx, mask_transform
+    from .layer_slide import (
+        ALIGNED_KEY,
+        MASK_OF_KEY,
+        fitting_factor,
+        layer_slide_key,
+        layer_units,
+        layer_yx,
+        mask_transform,
+        slide_units,
+    )
 
     levels = loaded.levels
     if len(levels) == 1:
@@ -274,26 +308,50 @@ def mask_file_layer(path: Path, loaded: LoadedImage, *, images=()) -> LayerData:
     metadata = {"patchwise_path": str(path), "patchwise_mask": True}
     scale = tuple(float(s) for s in (loaded.pixel_size or (1.0, 1.0)))
     translate = (0.0, 0.0)
+    units = slide_units(loaded.pixel_size)
     mask_yx = tuple(int(s) for s in loaded.levels[0].shape[-2:])
-    for image in images:
+    image = _slide_for_mask(slide_name(path), mask_yx, images)
+    if image is not None:
         factor = fitting_factor(layer_yx(image), mask_yx)
-        if factor is not None:
-            scale, translate = mask_transform(
-                factor, tuple(image.scale[-2:]), tuple(image.translate[-2:])
-            )
-            metadata[ALIGNED_KEY] = image.name
-            break
+        scale, translate = mask_transform(
+            factor, tuple(image.scale[-2:]), tuple(image.translate[-2:])
+        )
+        units = layer_units(image)
+        metadata[ALIGNED_KEY] = image.name
+        metadata[MASK_OF_KEY] = layer_slide_key(image)  # the dock picks it for that slide
     kwargs = {
         "name": slide_name(path),
         "multiscale": True,
         "opacity": 0.5,
         "scale": scale,
         "translate": translate,
+        **({} if units is None else {"units": units}),
         "metadata": metadata,
     }
     if set(_sample_values(loaded).tolist()) <= {0, 1, 2}:
         kwargs["colormap"] = MASK_COLORS
     return _labels_layer_data(levels, kwargs)
+
+
+def _slide_for_mask(mask_name: str, mask_yx: tuple[int, int], images) -> Any:
+    """The image layer a mask file belongs to: one it fits (same size or ``1/f``).
+
+    Among those, the slide the mask is named after (``A_mask.tif`` for slide ``A``; the
+    longest name wins, so ``test31`` beats ``test3``), else the newest (``images`` come
+    newest first). None when the mask fits no image.
+    """
+    from .layer_slide import fitting_factor, layer_yx
+
+    fitting = [im for im in images if fitting_factor(layer_yx(im), mask_yx) is not None]
+    named = [im for im in fitting if _named_after(mask_name, _shown_slide_name(im))]
+    if named:
+        return max(named, key=lambda im: len(_shown_slide_name(im)))
+    return fitting[0] if fitting else None
+
+
+def _shown_slide_name(image) -> str:
+    slide = (image.metadata or {}).get("patchwise_slide")
+    return slide.name if isinstance(slide, Slide) else image.name
 
 
 def _labels_layer_data(levels: list, kwargs: dict) -> LayerData:

@@ -15,7 +15,10 @@ import pandas as pd
 from ..groups import DEFAULT_ATTRIBUTE, attribute_values
 from ..slide import Slide
 from ..slider_eval import SliderEvaluator
+from .layer_slide import slide_key
 from .overlays import AttributeScale, PatchRaster, SlideOverlays
+
+__all__ = ["PatchData", "SlideSettings", "SlideState", "slide_key"]
 
 
 @dataclass
@@ -32,6 +35,14 @@ class SlideSettings:
     tau: float = 0.1  # the attribute's threshold: tau for tissue_ratio, else in its units
     threshold: float = 0.5
     mask_layer: str = ""  # name of the chosen mask layer, "" for the slide's own mask
+
+    #: What a slide opened next starts with (the grid and tissue form); tau, the decision
+    #: threshold, the attribute and the mask stay the slide's own.
+    CARRIED = ("patch_size", "stride", "keep_edges", "tissue", "tissue_threshold")
+
+    def carried(self) -> SlideSettings:
+        """Fresh settings for another slide, with this one's grid and tissue settings."""
+        return SlideSettings(**{name: getattr(self, name) for name in self.CARRIED})
 
 
 @dataclass
@@ -112,7 +123,12 @@ class SlideState:
         if self.slide.background == "bright":
             self.settings.background = "bright"
 
-
-def slide_key(slide: Slide) -> str:
-    """Identity of a slide across layers: its path, else its name."""
-    return str(slide.path) if slide.path is not None else slide.name
+    @classmethod
+    def after(cls, previous: SlideState | None, *, key: str, slide: Slide) -> SlideState:
+        """A new slide's state, starting with ``previous``'s grid and tissue settings."""
+        state = cls(key=key, slide=slide)
+        if previous is not None:
+            settings = previous.settings.carried()
+            settings.background = state.settings.background  # the slide's own (bright WSI)
+            state.settings = settings
+        return state

@@ -43,7 +43,7 @@ from .debias_tab import DebiasTab
 from .form import GridBox
 from .inspect_tabs import InspectTabs
 from .jobs import BackgroundJob
-from .layer_slide import with_mask_layer, with_own_mask
+from .layer_slide import layer_units, with_mask_layer, with_own_mask
 from .model_panel import ModelPanel
 from .overlays import SlideOverlays, overlay_transform
 from .slide_picker import SlidePicker
@@ -172,8 +172,8 @@ class PatchwiseWidget(QWidget):
             return
         key = slide_key(slide)
         state = self.states.get(key)
-        if state is None:
-            state = self.states[key] = SlideState(key=key, slide=slide)
+        if state is None:  # the patch size etc. the user set on the previous slide carry over
+            state = self.states[key] = SlideState.after(self.current, key=key, slide=slide)
         self._activate(state)
 
     def _remember_form(self, state: SlideState) -> None:
@@ -186,8 +186,7 @@ class PatchwiseWidget(QWidget):
         self.current = state
         s = state.settings
         self.form.show_settings(s)
-        if s.mask_layer:
-            self.mask_combo.setCurrentText(s.mask_layer)
+        self.picker.follow_mask(s.mask_layer)  # this slide's mask, never the previous one's
         self.picker.align_mask()
         self.tuning.show_settings(s, state)
         self.tabs.show_state(state)
@@ -211,8 +210,9 @@ class PatchwiseWidget(QWidget):
             return
         self._remember_form(state)
         mask_layer, base = self.picker.mask_layer(), state.slide
-        if mask_layer is None and base.mask is None:
-            notify.error(f"{base.name}: no mask — add the tumor mask as a Labels layer and pick it")
+        problem = self.picker.mask_problem(base, state.key)  # none, or another slide's
+        if problem is not None:
+            notify.error(problem)
             return
         try:
             mask_map = self.mask_map_field.mask_map()
@@ -278,7 +278,8 @@ class PatchwiseWidget(QWidget):
             image_translate=tuple(layer.translate[-2:]) if layer is not None else (0.0, 0.0),
         )
         if state.overlays is None:
-            state.overlays = SlideOverlays(self.viewer, state.slide.name, scale, translate)
+            units = None if layer is None else layer_units(layer)  # µm for the scale bar
+            state.overlays = SlideOverlays(self.viewer, state.slide.name, scale, translate, units)
         state.overlays.scale, state.overlays.translate = scale, translate
         s = state.settings
         steps = list(
