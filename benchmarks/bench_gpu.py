@@ -11,7 +11,8 @@ sizes 32 and 128, patches per second of
   batch already on the GPU;
 * prediction — ``predict.predict_table`` over a synthetic slide's whole patch grid (patches
   read from the tiled OME-TIFF, normalised, classified), second pass timed;
-* its floor — the forward pass alone (no grad, same autocast) on a batch on the GPU.
+* its floor — the forward pass alone (no grad, same autocast) on a batch on the GPU;
+* ``patchwise embed`` with a random ViT-L/16 against its forward pass (bench_embed.py).
 
     .venv/bin/python benchmarks/bench_gpu.py [--patch 64] [--steps 200] [--batches 32 128]
 
@@ -212,7 +213,23 @@ def main(argv=None) -> int:
         print(f"{name:28s} {batch:5d} {rate:10.0f} {floor:10.0f} {rate / floor:6.2f}")
     ratios = [rate / floor for name, _b, rate, floor in rows if name.startswith("train")]
     print(f"\ntraining loop at {statistics.median(ratios):.2f}x its floor (median over settings)")
+    vit_embed_rows(device, args.quick)
     return 0
+
+
+def vit_embed_rows(device, quick: bool) -> None:
+    """``patchwise embed`` with a random ViT-L/16 (64 px patches resized to 224) against its
+    forward pass on in-memory patches (benchmarks/bench_embed.py; needs the fm extra)."""
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        print("\nViT-L/16 embed: skipped (pip install napari-patchwise[fm])")
+        return
+    from bench_embed import main as bench_embed
+
+    print("\nViT-L/16 embed (benchmarks/bench_embed.py):", flush=True)
+    models = ["ViT-L/16"] if device.type == "cuda" else ["ViT-S/16"]  # a CPU only checks
+    bench_embed(["--device", device.type, "--models", *models, *(["--quick"] * quick)])
 
 
 if __name__ == "__main__":

@@ -318,6 +318,8 @@ OLD_CONFIG_JSON = {
     "mask_map": "0=background,1=tumor",
     "model": "smallcnn",
     "weights": None,
+    "channels": None,
+    "input_size": None,
     "steps": 100,
     "batch_size": 16,
     "lr": 0.01,
@@ -368,6 +370,7 @@ def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identi
     assert [f.name for f in TrainConfig.option_fields()] == list(OLD_CONFIG_JSON)
     assert config.to_options() == OLD_CONFIG_JSON
     new_keys = ("preset", "gerne_train_bn", "features", "attribute", "attribute_threshold")
+    new_keys += ("channels", "input_size")
     before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k not in new_keys}
     assert TrainConfig.from_options(before_presets) == config
     assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()

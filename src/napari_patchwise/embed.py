@@ -52,6 +52,9 @@ class EmbedSource:
     backbone: str | None = None
     weights: str | None = None
     layer: str = "penultimate"
+    channels: str | None = None  # a timm encoder's RGB from the slide's channels
+    input_size: int | None = None  # a timm: encoder's input side
+    fit_scale: bool = False  # a preset: patch side from the slides' pixel size
 
 
 @dataclass
@@ -105,6 +108,7 @@ def _run_checkpoint(path: str) -> tuple[dict, dict, dict]:
     resolved = resolve_checkpoint(path)
     ckpt, meta = load_checkpoint(resolved)
     keys = ("model_name", "in_channels", "mean", "std", "patch_size", "threshold", "tau")
+    keys += ("encoder",)
     meta = {k: meta[k] for k in keys if k in meta}
     source = {
         "kind": "run",
@@ -114,8 +118,14 @@ def _run_checkpoint(path: str) -> tuple[dict, dict, dict]:
     return {"model": ckpt["model"], **meta}, meta, source
 
 
-def _backbone_checkpoint(source: EmbedSource, channels: int, mean, std, patch_size: int):
-    """``(store checkpoint, meta, source spec)`` of a torchvision backbone."""
+def _backbone_checkpoint(
+    source: EmbedSource, channels: int, mean, std, patch_size: int, encoder: dict | None = None
+):
+    """``(store checkpoint, meta, source spec)`` of a torchvision backbone or timm encoder.
+
+    An encoder normalises inside the model (:mod:`.encoders`): its meta mean/std are the
+    identity and its spec travels in the meta.
+    """
     import torch
 
     from .models import build_model
@@ -123,7 +133,9 @@ def _backbone_checkpoint(source: EmbedSource, channels: int, mean, std, patch_si
 
     with torch.random.fork_rng():  # a random backbone: the same one on every call
         torch.manual_seed(0)
-        model = build_model(source.backbone, channels, weights=source.weights)
+        model = build_model(source.backbone, channels, weights=source.weights, encoder=encoder)
+    if encoder is not None:
+        mean, std = np.zeros(channels), np.ones(channels)
     meta = {
         "model_name": source.backbone,
         "in_channels": int(channels),
@@ -132,12 +144,16 @@ def _backbone_checkpoint(source: EmbedSource, channels: int, mean, std, patch_si
         "patch_size": int(patch_size),
         "threshold": 0.5,
     }
+    if encoder is not None:
+        meta["encoder"] = encoder
     spec = {
         "kind": "backbone",
         "backbone": source.backbone,
         "weights": None if source.weights is None else str(Path(source.weights).resolve()),
         "fingerprint": None if source.weights is None else file_sha256(source.weights),
     }
+    if encoder is not None:
+        spec["encoder"] = encoder
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"model": state, **meta}, meta, spec
 
@@ -178,7 +194,7 @@ class _Embedder:
             x = (x - self.mean[:, None, None]) / self.std[:, None, None]
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.no_grad(), self.autocast():
+            with torch.inference_mode(), self.autocast():
                 vectors = self.backbone(x)
             out.append(vectors.float().cpu().numpy().astype(np.float16))
         return np.concatenate(out)
@@ -432,6 +448,59 @@ def job_stats(jobs: list[SlideJob]) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
+def _slide_facts(target) -> list:
+    """The slides of a manifest or the one image, opened lazily (metadata only)."""
+    from .io import open_slide
+
+    if str(target).lower().endswith(".csv"):
+        from .cohort import read_manifest
+
+        paths = [e.image for e in read_manifest(target, require_splits=())]
+    else:
+        paths = [target]
+    return [open_slide(p, pyramid=False) for p in paths]
+
+
+def encoder_setup(target, source: EmbedSource, settings):
+    """``(encoder spec, patch settings)`` of a timm encoder over the slides of ``target``.
+
+    The spec takes the first slide's channel names and dtype. With ``source.fit_scale``
+    a preset's patch side is chosen so that a patch covers the field of view the encoder
+    was trained on (its pixel size x its resize side, e.g. 224 px at 0.5 µm = 112 µm);
+    a slide without a pixel size keeps ``settings.patch_size``, with a one-line warning.
+    """
+    import dataclasses
+    import warnings
+
+    from .encoders import encoder_spec, physical_patch_size
+
+    slides = _slide_facts(target)
+    first = slides[0]
+    spec = encoder_spec(
+        source.backbone,
+        channel_names=first.channel_names,
+        dtype=first.levels[0].dtype,
+        channels=source.channels,
+        input_size=source.input_size,
+    )
+    if not source.fit_scale or spec.get("pixel_size") is None:
+        return spec, settings
+    sizes = [None if s.pixel_size is None else float(np.mean(s.pixel_size)) for s in slides]
+    side = physical_patch_size(spec, sizes)
+    view = spec["resize_size"] * spec["pixel_size"]
+    if side is None:
+        unknown = next(s for s, p in zip(slides, sizes, strict=True) if p is None)
+        warnings.warn(
+            f"{unknown.path or unknown.name}: no pixel size; patches of "
+            f"{settings.patch_size} px are not scaled to {spec['name']}'s {view:g} µm field "
+            "of view (give --patch-size, or --pixel-size when converting the slide)",
+            UserWarning,
+            stacklevel=2,
+        )
+        return spec, settings
+    return spec, dataclasses.replace(settings, patch_size=side)
+
+
 def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, progress):
     """``(store checkpoint, meta, source spec, patch settings, slide jobs)`` of an embed."""
     from .data import PatchSettings
@@ -441,6 +510,12 @@ def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, p
         ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)
         settings = run_patch_settings(source.checkpoint)
     settings = settings or PatchSettings()
+    encoder = None
+    if source.checkpoint is None and source.backbone is not None:
+        from .encoders import is_encoder_name
+
+        if is_encoder_name(source.backbone):
+            encoder, settings = encoder_setup(target, source, settings)
     settings.validate()
     if str(target).lower().endswith(".csv"):
         jobs = cohort_jobs(target, settings, cache_dir=cache_dir, progress=progress)
@@ -452,7 +527,7 @@ def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, p
     if source.checkpoint is None:
         mean, std = job_stats(jobs)
         ckpt, meta, source_spec = _backbone_checkpoint(
-            source, channels.pop(), mean, std, settings.patch_size
+            source, channels.pop(), mean, std, settings.patch_size, encoder
         )
     elif channels.pop() != int(meta["in_channels"]):
         raise PatchwiseError(

@@ -183,10 +183,10 @@ def prepare(config) -> HeadData:
         )
 
     ckpt, meta = load_checkpoint(store / MODEL_FILE)
-    keep = ("model_name", "in_channels", "mean", "std", "patch_size")
+    keep = ("model_name", "in_channels", "mean", "std", "patch_size", "encoder")
     source = HeadSource(
         state=dict(ckpt["model"]),
-        meta={k: meta[k] for k in keep},
+        meta={k: meta[k] for k in keep if k in meta},
         prefix=head_prefix(meta["model_name"]),
         dim=int(features.spec["dim"]),
     )

@@ -29,12 +29,20 @@ RANDOM_INIT_MESSAGE = "no pretrained weights given; starting from random initial
 BATCHNORM_MODELS: tuple[str, ...] = ("resnet50", "resnet18")
 
 
+def is_model_name(name: object) -> bool:
+    """Whether ``name`` is a built-in model or a timm encoder (``timm:NAME``, a preset)."""
+    from .encoders import is_encoder_name
+
+    return name in MODEL_NAMES or is_encoder_name(name)
+
+
 def build_model(
     name: str,
     in_channels: int,
     *,
     weights: str | os.PathLike | None = None,
     num_classes: int = 2,
+    encoder: dict | None = None,
 ) -> torch.nn.Module:
     """Build a patch classifier for ``in_channels``-channel patches.
 
@@ -52,12 +60,21 @@ def build_model(
         ``weights_only=True``; never downloaded.
     num_classes : int
         Outputs of the head (2: non-tumor, tumor).
+    encoder : dict, optional
+        For a timm encoder (``timm:NAME`` or a preset, :mod:`.encoders`): its spec
+        (:func:`.encoders.encoder_spec`); ``weights`` is then the encoder's state dict.
 
     Returns
     -------
     torch.nn.Module
         The model, in training mode, on the CPU.
     """
+    if encoder is not None or (name not in MODEL_NAMES and is_model_name(name)):
+        from .encoders import build_encoder
+
+        return build_encoder(
+            _encoder_spec(name, encoder), in_channels, num_classes=num_classes, weights=weights
+        )
     model = build_architecture(name, in_channels, num_classes=num_classes, _torchvision_head=True)
     if weights is None:
         if name != "smallcnn":
@@ -76,18 +93,32 @@ def build_model(
 
 
 def build_architecture(
-    name: str, in_channels: int, *, num_classes: int = 2, _torchvision_head: bool = False
+    name: str,
+    in_channels: int,
+    *,
+    num_classes: int = 2,
+    encoder: dict | None = None,
+    _torchvision_head: bool = False,
 ) -> torch.nn.Module:
     """The bare architecture, randomly initialised (used to rebuild a saved model).
 
     With ``_torchvision_head`` the ResNet keeps torchvision's 1000-class head so that an
-    ImageNet state dict loads before the head is replaced.
+    ImageNet state dict loads before the head is replaced. A timm encoder needs its
+    ``encoder`` spec (the checkpoint's meta holds it).
     """
     import torch
 
+    if encoder is not None or (name not in MODEL_NAMES and is_model_name(name)):
+        from .encoders import create_encoder, with_head
+
+        spec = _encoder_spec(name, encoder)
+        return with_head(create_encoder(spec), spec, num_classes)
     if name not in MODEL_NAMES:
+        from .encoders import encoder_names_help
+
         raise PatchwiseError(
-            f"unknown model {name!r}", hint=f"choose one of {', '.join(MODEL_NAMES)}"
+            f"unknown model {name!r}",
+            hint=f"choose one of {', '.join(MODEL_NAMES)}, or {encoder_names_help()}",
         )
     if in_channels < 1:
         raise PatchwiseError(f"a model needs at least one input channel, got {in_channels}")
@@ -110,6 +141,15 @@ def build_architecture(
     if not _torchvision_head:
         _replace_head(model, name, num_classes)
     return model
+
+
+def _encoder_spec(name: str, encoder: dict | None) -> dict:
+    if encoder is None:
+        raise PatchwiseError(
+            f"model {name!r} needs its encoder spec (channels, input size, normalisation)",
+            hint="build it with encoders.encoder_spec",
+        )
+    return encoder
 
 
 def _replace_head(model: torch.nn.Module, name: str, num_classes: int) -> None:

@@ -180,7 +180,9 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[
 
     path = resolve_checkpoint(path)
     ckpt, meta = load_checkpoint(path)
-    model = build_architecture(meta["model_name"], int(meta["in_channels"]))
+    model = build_architecture(
+        meta["model_name"], int(meta["in_channels"]), encoder=meta.get("encoder")
+    )
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -637,7 +639,7 @@ def _busy(out: Path, owner: int | None) -> PatchwiseError:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _check_meta(meta: dict[str, Any], path: Path) -> None:
-    from .models import MODEL_NAMES
+    from .models import MODEL_NAMES, is_model_name
 
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
@@ -648,8 +650,10 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
         )
     problem = None
     channels, patch = meta["in_channels"], meta["patch_size"]
-    if meta["model_name"] not in MODEL_NAMES:
+    if not is_model_name(meta["model_name"]):
         problem = f"unknown model {meta['model_name']!r}"
+    elif meta["model_name"] not in MODEL_NAMES and not isinstance(meta.get("encoder"), dict):
+        problem = f"model {meta['model_name']!r} without its encoder spec"
     elif not _positive_int(channels) or not _positive_int(patch):
         problem = f"in_channels {channels!r} / patch_size {patch!r} are not positive integers"
     elif not all(_finite_list(meta[k], channels) for k in ("mean", "std")) or not all(

@@ -511,6 +511,7 @@ class _Data:
     mean: np.ndarray
     std: np.ndarray
     head: Any = None  # head.HeadSource of a head run (train --features)
+    encoder: dict[str, Any] | None = None  # a timm encoder's spec (encoders.encoder_spec)
 
 
 @dataclass(frozen=True)
@@ -742,7 +743,12 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
         cohort = load_cohort(
             config.manifest, config.patch, cache_dir=config.cache_dir, attribute=config.attribute
         )
-    mean, std = channel_stats([s.cache for s in cohort.splits["train"]])
+    encoder = _encoder_of(config, cohort)
+    if encoder is None:
+        mean, std = channel_stats([s.cache for s in cohort.splits["train"]])
+    else:  # an encoder normalises inside the model, as it was trained (encoders.py)
+        mean = np.zeros(cohort.channels, np.float32)
+        std = np.ones(cohort.channels, np.float32)
 
     def dataset(split: str) -> PatchDataset:
         return make_dataset(
@@ -756,6 +762,7 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
         channels=int(cohort.channels),
         mean=mean,
         std=std,
+        encoder=encoder,
     )
     if len(data.train_set) == 0 or len(data.val_set) == 0:
         raise PatchwiseError(
@@ -764,6 +771,23 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
             hint="use a smaller --patch-size",
         )
     return data
+
+
+def _encoder_of(config: TrainConfig, cohort: Cohort) -> dict[str, Any] | None:
+    """The encoder spec of a timm ``--model`` over ``cohort`` (None for the others)."""
+    from .encoders import encoder_spec, is_encoder_name
+    from .io import open_slide
+
+    if not is_encoder_name(config.model):
+        return None
+    first = cohort.splits["train"][0]
+    return encoder_spec(
+        config.model,
+        channel_names=open_slide(first.entry.image, pyramid=False).channel_names,
+        dtype=first.dtype,
+        channels=config.channels,
+        input_size=config.input_size,
+    )
 
 
 def _head_data(config: TrainConfig) -> _Data:
@@ -791,7 +815,9 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
     if data.head is not None:
         model = data.head.new_head().to(device)
     else:
-        model = build_model(config.model, data.channels, weights=config.weights).to(device)
+        model = build_model(
+            config.model, data.channels, weights=config.weights, encoder=data.encoder
+        ).to(device)
     channels_last = device.type == "cuda" and config.channels_last and data.head is None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -823,7 +849,7 @@ def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
     """What a checkpoint needs to be used alone (see :func:`runs.load_checkpoint`)."""
     if data.head is not None:  # the full model's: the store's
         return {**data.head.meta, "tau": float(config.tau), "threshold": float(config.threshold)}
-    return {
+    meta = {
         "model_name": config.model,
         "in_channels": data.channels,
         "mean": [float(v) for v in data.mean],
@@ -832,6 +858,9 @@ def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
         "threshold": float(config.threshold),
         "patch_size": int(config.patch.patch_size),
     }
+    if data.encoder is not None:
+        meta["encoder"] = data.encoder
+    return meta
 
 
 def _resumed_state(run: _Run) -> RunState:

@@ -80,6 +80,8 @@ class TrainConfig:
     patch: PatchSettings = field(default_factory=PatchSettings)
     model: str = "resnet50"
     weights: str | None = None
+    channels: str | None = None
+    input_size: int | None = None
     steps: int = 2000
     batch_size: int = 32
     lr: float = 0.01
@@ -208,8 +210,11 @@ class TrainConfig:
 
     def _name_checks(self) -> list[tuple[bool, str, str]]:
         """``(ok, message, hint)`` for every option that names one of a list."""
+        from .encoders import encoder_names_help
         from .methods import METHOD_NAMES
-        from .models import MODEL_NAMES
+        from .models import MODEL_NAMES, is_model_name
+
+        not_builtin = self.model not in MODEL_NAMES
 
         def one_of(name: str, choices: tuple[str, ...], what: str, hint: str = ""):
             value = getattr(self, name)
@@ -222,7 +227,16 @@ class TrainConfig:
                 f"one of {', '.join(PRESET_NAMES)}",
             ),
             one_of("method", METHOD_NAMES, "method", f"one of {', '.join(METHOD_NAMES)}"),
-            one_of("model", MODEL_NAMES, "model", f"one of {', '.join(MODEL_NAMES)}"),
+            (
+                is_model_name(self.model),
+                f"unknown model {self.model!r}",
+                f"one of {', '.join(MODEL_NAMES)}, or {encoder_names_help()}",
+            ),
+            (
+                (self.channels is None and self.input_size is None) or not_builtin,
+                "--channels and --input-size go with a timm encoder --model",
+                "give --model timm:NAME or an encoder preset, or drop them",
+            ),
             one_of("select", SELECT_METRICS, "selection metric", "val_wga or val_bca"),
             one_of("device", DEVICES, "device", "auto, cpu or cuda"),
             one_of("precision", PRECISIONS, "precision"),

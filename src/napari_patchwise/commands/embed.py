@@ -15,6 +15,7 @@ from ._args import pixels, positive_int, scheduler_address
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..encoders import encoder_names_help
     from ..features import LAYERS
     from ..models import BATCHNORM_MODELS
 
@@ -31,16 +32,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--checkpoint", metavar="RUN_DIR", help="a run directory (its best.pt) or checkpoint"
     )
     source.add_argument(
-        "--backbone", choices=BATCHNORM_MODELS, help="a torchvision backbone instead of a run"
+        "--backbone",
+        type=backbone_name,
+        metavar="NAME",
+        help=f"a backbone instead of a run: {', '.join(BATCHNORM_MODELS)} (torchvision), "
+        f"{encoder_names_help()} (docs/encoders.md)",
     )
     p.add_argument(
-        "--weights", metavar="PATH", help="local torchvision state dict of --backbone (ImageNet)"
+        "--weights",
+        metavar="PATH",
+        help="local state dict of --backbone (.safetensors, .bin, .pth); never downloaded",
     )
+    p.add_argument(
+        "--channels", metavar="SPEC",
+        help="a timm encoder's R,G,B from the slide's channels: names or indices, a+b "
+        "for their mean (default: RGB as RGB; docs/encoders.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--input-size", type=pixels, default=None, metavar="PX",
+        help="input side of a timm:NAME encoder (default: the architecture's)",
+    )  # fmt: skip
     p.add_argument("--layer", choices=LAYERS, default="penultimate", help="which features")
     p.add_argument("--mask", metavar="MASK", help="the image's mask (labels in the table)")
-    # Defaults None so that a patch flag given with --checkpoint (whose run's settings
-    # win) can be told apart and refused: BACKBONE_DEFAULTS fills them in (_check_args).
-    p.add_argument("--patch-size", type=pixels, default=None, help="with --backbone (default: 64)")
+    p.add_argument(
+        "--patch-size", type=pixels, default=None,
+        help="with --backbone (default: 64; a preset encoder: the side covering its "
+        "training field of view at the slides' pixel size)",
+    )  # fmt: skip
     p.add_argument("--stride", type=pixels, default=None, help="with --backbone")
     p.add_argument(
         "--tissue", choices=TISSUE_MODES, default=None, help="with --backbone (default: auto)"
@@ -71,9 +89,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 #: The patch flags of ``--backbone`` and their defaults (a run's own settings otherwise).
+#: ``patch_size`` stays None: 64, or a preset encoder's field of view (see ``run``).
 BACKBONE_DEFAULTS = {
-    "patch_size": 64, "stride": None, "tissue": "auto", "background": "dark", "mask_map": None
+    "patch_size": None, "stride": None, "tissue": "auto", "background": "dark",
+    "mask_map": None,
 }  # fmt: skip
+
+
+def backbone_name(text: str) -> str:
+    """``--backbone``: a torchvision ResNet, ``timm:NAME`` or an encoder preset."""
+    from ..encoder_presets import get_encoder_preset
+    from ..encoders import encoder_names_help, is_encoder_name
+    from ..models import BATCHNORM_MODELS
+
+    if text in BATCHNORM_MODELS or is_encoder_name(text):
+        preset = get_encoder_preset(text)
+        return preset.name if preset is not None else text
+    raise argparse.ArgumentTypeError(
+        f"unknown backbone {text!r}: {', '.join(BATCHNORM_MODELS)}, or {encoder_names_help()}"
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -84,6 +118,7 @@ def _check_args(args: argparse.Namespace) -> None:
     elsewhere), the manifest (no patient in two splits) and the output.
     """
     from .._atomic import check_output
+    from ..encoders import is_encoder_name
     from ..errors import PatchwiseError
     from ..features import FEATURE_STORE
     from ..runs import resolve_checkpoint, run_files
@@ -105,6 +140,11 @@ def _check_args(args: argparse.Namespace) -> None:
             "a cohort manifest names each slide's mask itself; --mask is for an image",
             path=args.target,
             hint="drop --mask",
+        )
+    if (args.channels or args.input_size) and not is_encoder_name(args.backbone):
+        raise PatchwiseError(
+            "--channels and --input-size go with a timm encoder",
+            hint="give --backbone timm:NAME or a preset, or drop them",
         )
     if args.weights and not args.backbone:
         raise PatchwiseError("--weights goes with --backbone", hint="a run's weights are its own")
@@ -139,10 +179,17 @@ def run(args: argparse.Namespace) -> int:
 
     passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
     _check_args(args)
+    from ..encoder_presets import get_encoder_preset
+
+    patch_size = 64 if args.patch_size is None else args.patch_size
     settings = PatchSettings(
-        args.patch_size, args.stride, args.tissue, None, args.background, args.mask_map
+        patch_size, args.stride, args.tissue, None, args.background, args.mask_map
     )
-    source = EmbedSource(args.checkpoint, args.backbone, args.weights, args.layer)
+    fit_scale = args.patch_size is None and get_encoder_preset(args.backbone or "") is not None
+    source = EmbedSource(
+        args.checkpoint, args.backbone, args.weights, args.layer, args.channels,
+        args.input_size, fit_scale,
+    )  # fmt: skip
     try:
         out = _embed(args, source, settings)
     except KeyboardInterrupt:

@@ -44,8 +44,13 @@ HELP = {
     "default: each slide's own (bright for brightfield whole-slide images, else dark)",
     "mask_map": "mask values (or GeoJSON class names) -> classes, e.g. "
     '"0=background,1=healthy,2=tumor" or "Tumor=tumor,Stroma=healthy"',
-    "model": "backbone",
-    "weights": "local torchvision state dict of the backbone (ImageNet); never downloaded",
+    "model": "backbone: resnet50, resnet18, smallcnn, timm:NAME (any timm model) or an "
+    "encoder preset (uni, uni2-h, virchow2, h-optimus-0, prov-gigapath; docs/encoders.md)",
+    "weights": "local state dict of the backbone (torchvision ImageNet for the ResNets; "
+    ".safetensors/.bin/.pth for a timm encoder); never downloaded",
+    "channels": "a timm encoder's R,G,B from the slides' channels: names or indices, a+b "
+    "for their mean (default: RGB as RGB; docs/encoders.md)",
+    "input_size": "input side of a timm:NAME encoder (default: the architecture's)",
     "steps": "optimisation steps",
     "batch_size": "patches per batch (GERNE: per each of its two batches)",
     "lr": "SGD learning rate",
@@ -87,7 +92,25 @@ OPTIONAL_TYPES = {
     "cache_dir": str,
     "features": str,
     "attribute_threshold": float,
+    "channels": str,
+    "input_size": int,
 }
+
+
+def model_name(text: str) -> str:
+    """``--model``: a built-in model, ``timm:NAME`` or an encoder preset (its canonical name)."""
+    from ..encoder_presets import get_encoder_preset
+    from ..encoders import encoder_names_help
+    from ..models import MODEL_NAMES, is_model_name
+
+    if not is_model_name(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown model {text!r}: {', '.join(MODEL_NAMES)}, or {encoder_names_help()}"
+        )
+    preset = get_encoder_preset(text)
+    return preset.name if preset is not None else text
+
+
 # Values no run can use stop at the parser (one line, exit 2). Ranges that depend on
 # other options (GERNE's beta and c) are TrainConfig.validate()'s; floats not listed
 # here are at least finite.
@@ -106,12 +129,13 @@ ARG_TYPES = {
     "seed": seed,
     "num_workers": non_negative_int,
     "num_threads": positive_int,
+    "input_size": pixels,
+    "model": model_name,
 }
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..methods import METHOD_LABELS, METHOD_NAMES
-    from ..models import MODEL_NAMES
     from ..presets import PRESET_NAMES
     from ..train import DEVICES, PRECISIONS, SELECT_METRICS, TrainConfig
 
@@ -119,7 +143,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         CHOICES,
         preset=PRESET_NAMES,
         method=METHOD_NAMES,
-        model=MODEL_NAMES,
         select=SELECT_METRICS,
         device=DEVICES,
         precision=PRECISIONS,
