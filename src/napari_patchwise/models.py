@@ -181,8 +181,10 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return spread * (3 / in_channels)
 
 
-def check_weights_file(weights: str | os.PathLike) -> None:
-    """Refuse a ``--weights`` file that is missing, unreadable or not a ResNet state dict.
+def check_weights_file(weights: str | os.PathLike, model: str | None = None) -> None:
+    """Refuse a ``--weights`` file that is missing, unreadable or not a state dict of
+    ``model`` (a ResNet unless ``model`` is a timm encoder, whose file is read safely by
+    :func:`.encoders.read_state_dict`; its keys are checked when the model is built).
 
     Run before any slide is read (``patchwise train``, ``sweep``, ``embed``): the tensors
     are memory-mapped, not loaded, so the check costs milliseconds even for ResNet-50.
@@ -192,6 +194,11 @@ def check_weights_file(weights: str | os.PathLike) -> None:
     PatchwiseError
         One line naming the file.
     """
+    from .encoders import is_encoder_name, read_state_dict
+
+    if model is not None and is_encoder_name(model):
+        read_state_dict(weights)
+        return
     _read_pretrained(os.fspath(weights), mmap=True)
 
 

@@ -170,7 +170,7 @@ def check_inputs(config: TrainConfig, *, device: bool = True) -> None:
 
     read_manifest(config.manifest)
     if config.weights is not None:
-        check_weights_file(config.weights)
+        check_weights_file(config.weights, config.model)
     if device:
         resolve_device(config.device)
 

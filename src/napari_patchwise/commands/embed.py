@@ -159,7 +159,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
     if args.weights and args.backbone:
         from ..models import check_weights_file
 
-        check_weights_file(args.weights)
+        check_weights_file(args.weights, args.backbone)
     if args.scheduler is None:  # on a cluster the workers' devices count, not this one's
         from ..train import resolve_device
 
