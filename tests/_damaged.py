@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+
 from _wsi import brightfield, write_dicom_wsi, write_svs
 
 
@@ -114,9 +115,9 @@ def dicom_without_level0(folder: Path) -> Path:
 
 def ome_zarr_image(path: Path, side: int = 256, chunk: int = 64) -> Path:
     """An OME-Zarr RGB image (zarr v3, one level) of ``side`` px in ``chunk`` px chunks."""
-    from napari_patchwise.io.write import write_ome_zarr
-
     import dask.array as da
+
+    from napari_patchwise.io.write import write_ome_zarr
 
     image = da.from_array(np.moveaxis(slide_rgb(side), -1, 0))
     write_ome_zarr(path, image, pixel_size=0.5, chunk=chunk)

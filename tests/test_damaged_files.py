@@ -161,7 +161,11 @@ def test_written_images_keep_their_all_zero_chunks(tmp_path):
         out = write_ome_zarr(
             tmp_path / f"v{version}.ome.zarr", da.from_array(image), chunk=64, version=version
         )
-        chunks = [p for p in (out / "0").rglob("*") if p.is_file() and not p.name.startswith((".", "zarr"))]
+        chunks = [
+            p
+            for p in (out / "0").rglob("*")
+            if p.is_file() and not p.name.startswith((".", "zarr"))
+        ]
         assert len(chunks) == 2 * 2 * 2  # channels x rows x columns, zeros included
         np.testing.assert_array_equal(np.asarray(load_image(out).levels[0]), image)
 
@@ -182,7 +186,6 @@ def store(tmp_path_factory):
     """A tiny cohort and its feature store (2 patch ranges of 2 rows per slide)."""
     pytest.importorskip("torch")
     from _cohort import make_cohort
-
     from napari_patchwise.embed import EmbedSource, embed
 
     folder = tmp_path_factory.mktemp("features")
@@ -199,7 +202,10 @@ def store(tmp_path_factory):
     [
         ("lost", "lost.zarr: chunk vectors/1/c/1/0 is missing"),
         ("cut", "cut.zarr: chunk vectors/2/c/1/0 cannot be decoded"),
-        ("lost flag", "lost flag.zarr: damaged feature store: patch range 1 of slide 3 is not written"),
+        (
+            "lost flag",
+            "lost flag.zarr: damaged feature store: patch range 1 of slide 3 is not written",
+        ),
     ],
 )
 def test_a_damaged_feature_store_is_one_line(store, tmp_path, damage, text, capsys):
@@ -212,7 +218,9 @@ def test_a_damaged_feature_store_is_one_line(store, tmp_path, damage, text, caps
     else:
         D.chunk_file(damaged, "done/3", (1,)).unlink()
     argv = ["train", str(manifest), "--features", str(damaged), "--method", "erm", "--steps", "2"]
-    line = _one_line_error([*argv, "--num-threads", "1", "--quiet", "--out", str(tmp_path / "r")], capsys)
+    line = _one_line_error(
+        [*argv, "--num-threads", "1", "--quiet", "--out", str(tmp_path / "r")], capsys
+    )
     assert text in line, line
     assert not (tmp_path / "r").exists()
 
@@ -236,15 +244,17 @@ def test_ctrl_c_of_stats_on_a_local_cluster_is_one_line(tmp_path):
     computes: the command says "interrupted", the worker prints nothing."""
     pytest.importorskip("distributed")
     psutil = pytest.importorskip("psutil")
-    side = 6144
-    rng = np.random.default_rng(0)
-    image = np.repeat(rng.integers(0, 255, (1, side, side // 64), np.uint8), 64, axis=2)
-    tifffile.imwrite(tmp_path / "big.tif", image[0], tile=(512, 512), compression=("zlib", 1))
+    side = 6144  # ~10 s of work for one worker: intensity tissue and attributes
+    image = np.random.default_rng(0).integers(0, 255, (3, side, side), np.uint8)
+    tifffile.imwrite(tmp_path / "big.tif", image, tile=(512, 512), photometric="minisblack",
+                     planarconfig="separate")  # fmt: skip
+    del image
     mask = np.zeros((side, side), np.uint8)
     mask[1000:5000, 1000:5000] = 1
     tifffile.imwrite(tmp_path / "big_mask.tif", mask, tile=(512, 512), compression="zlib")
-    argv = ["stats", "big.tif", "--mask", "big_mask.tif", "--patch-size", "32", "--tissue",
-            "intensity", "--workers", "1", "--quiet", "--out", "out.csv"]  # fmt: skip
+    argv = ["stats", "big.tif", "--mask", "big_mask.tif", "--patch-size", "16", "--tissue",
+            "intensity", "--attributes", "intensity,border", "--workers", "1", "--quiet",
+            "--out", "out.csv"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "napari_patchwise.cli", *argv],
@@ -258,7 +268,7 @@ def test_ctrl_c_of_stats_on_a_local_cluster_is_one_line(tmp_path):
     try:
         _wait_for_a_busy_worker(psutil.Process(proc.pid), psutil)
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -268,16 +278,18 @@ def test_ctrl_c_of_stats_on_a_local_cluster_is_one_line(tmp_path):
 
 
 def _wait_for_a_busy_worker(parent, psutil, timeout: float = 120) -> None:
-    """Until a worker process (a grandchild running Python) has used CPU for a while."""
+    """Until a worker process (a grandchild running Python) has computed for a while."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            workers = [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
-            busy = [w for w in workers if sum(w.cpu_times()[:2]) > 3.0]
-        except psutil.Error:
-            busy = []
-        if busy:
-            time.sleep(0.5)  # well into its tasks
-            return
+            workers = [
+                p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())
+            ]
+            # ~2 s of CPU go to its imports; past 3 s it is well into its tasks
+            if any(sum(w.cpu_times()[:2]) > 3.0 for w in workers):
+                return
+        except psutil.NoSuchProcess:
+            if not parent.is_running():
+                raise AssertionError("stats ended before the interrupt") from None
         time.sleep(0.1)
     raise AssertionError("no worker started computing")

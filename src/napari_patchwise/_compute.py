@@ -90,7 +90,7 @@ def sigint_blocked() -> Iterator[None]:
 WORKER_PRELOAD = __name__
 
 
-def dask_setup(worker) -> None:
+def dask_setup(worker) -> None:  # noqa: ARG001 - the preload interface
     """Worker preload (``WORKER_PRELOAD``): the worker process ignores Ctrl-C, logs nothing.
 
     Ctrl-C in a terminal signals the whole process group, so the worker processes of a

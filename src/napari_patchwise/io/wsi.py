@@ -321,7 +321,8 @@ class DicomLevelView:
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - pydicom / codec errors of a damaged file
-            raise undecodable(self._folder, f"tile (row 0, column 0) of level {self._index}", exc)
+            where = f"tile (row 0, column 0) of level {self._index}"
+            raise undecodable(self._folder, where, exc) from None
         channels = 1 if probe.ndim == 2 else int(probe.shape[-1])
         self.shape = (channels, int(level.size.height), int(level.size.width))
         self.dtype = np.dtype(probe.dtype)
