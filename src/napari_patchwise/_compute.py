@@ -55,3 +55,56 @@ def quiet_distributed_shutdown() -> None:
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _DropAllExit) for f in logger.filters):
         logger.addFilter(_DropAllExit())
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Hold Ctrl-C back while the block starts worker processes; deliver it afterwards.
+
+    Processes started in the block inherit the blocked signal (a signal mask survives
+    ``fork`` and ``exec``), so a worker never sees the terminal's Ctrl-C, not even while
+    it is still importing (a ``KeyboardInterrupt`` traceback per worker otherwise). In
+    this process the signal stays pending and arrives as ``KeyboardInterrupt`` when the
+    block ends: nothing is lost. A no-op where signals cannot be blocked (Windows).
+    """
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Starting multiprocessing's resource tracker unblocks SIGINT in the calling thread
+    # once it has spawned it: start it before blocking, so the workers' spawns find
+    # it running and leave the mask alone.
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+#: Preload for the worker processes of a ``LocalCluster`` the command starts itself: see
+#: :func:`dask_setup`. Pass as ``LocalCluster(..., preload=[WORKER_PRELOAD])``.
+WORKER_PRELOAD = __name__
+
+
+def dask_setup(worker) -> None:  # noqa: ARG001 - the preload interface
+    """Worker preload (``WORKER_PRELOAD``): the worker process ignores Ctrl-C, logs nothing.
+
+    Ctrl-C in a terminal signals the whole process group, so the worker processes of a
+    local cluster got it too and each printed a ``KeyboardInterrupt`` traceback under
+    the command's one "interrupted" line. The command's process handles the interrupt:
+    it closes the cluster, which stops the workers. A worker stopped mid-task then logs
+    its cancelled tasks (one line listing every task key) and its lost scheduler
+    connection; none of that is the user's to read: a task's error reaches the command,
+    which reports it as its own one line.
+    """
+    import logging
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)

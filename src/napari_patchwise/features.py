@@ -211,16 +211,22 @@ def read_features(path: str | os.PathLike) -> FeatureSet:
         raise PatchwiseError(
             "the feature store is unfinished", path=path, hint="rerun `patchwise embed` to finish"
         )
+    from .io.zarr import read_checked
+
     group = _open_group(path, "r")
     vectors, tables = [], []
     try:
         for i, slide in enumerate(spec["slides"]):
-            block = np.asarray(group[f"vectors/{i}"][:])
+            _check_done(path, i)
+            # Every chunk must be in the store: zarr would read a lost one as zeros.
+            block = read_checked(group[f"vectors/{i}"], path)
             table = pd.read_parquet(path / "tables" / f"{i}.parquet")
             if len(table) != len(block) or len(block) != slide["n_patches"]:
                 raise ValueError(f"slide {slide['slide']}: {len(table)} rows, {len(block)} vectors")
             vectors.append(block)
             tables.append(table)
+    except PatchwiseError:
+        raise
     except (OSError, KeyError, ValueError) as exc:
         raise PatchwiseError(
             f"damaged feature store ({exc})", path=path, hint="embed again"
@@ -229,6 +235,19 @@ def read_features(path: str | os.PathLike) -> FeatureSet:
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float16)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return FeatureSet(stacked, table, spec, path)
+
+
+def _check_done(path: Path, index: int) -> None:
+    """Refuse a finished store whose slide ``index`` has a patch range not flagged done."""
+    flags = done_chunks(path, index)
+    if not flags.all():
+        chunk = int(np.flatnonzero(~flags)[0])
+        raise PatchwiseError(
+            f"damaged feature store: patch range {chunk} of slide {index} is not written "
+            f"(done/{index}/c/{chunk} is missing or unreadable)",
+            path=path,
+            hint="embed again",
+        )
 
 
 def create_store(path: Path, spec: dict[str, Any], tables: list[pd.DataFrame], model_ckpt) -> None:
@@ -287,6 +306,8 @@ def write_chunk(path: Path, index: int, chunk: int, vectors: np.ndarray) -> None
     import zarr
 
     array = zarr.open_array(str(path / "vectors" / str(index)), mode="r+")
+    # An all-zero range is written too: a reader refuses a missing chunk (read_checked).
+    array = array.with_config({"write_empty_chunks": True})
     rows = array.chunks[0]
     array[chunk * rows : chunk * rows + len(vectors)] = vectors.astype(np.float16, copy=False)
     flags = zarr.open_array(str(path / "done" / str(index)), mode="r+")

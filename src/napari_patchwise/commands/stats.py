@@ -330,7 +330,7 @@ def _cluster(address: str | None, workers: int | None) -> Iterator[Any]:
             "dask.distributed is not installed",
             hint="pip install 'napari-patchwise[distributed]'",
         ) from exc
-    from .._compute import quiet_distributed_shutdown
+    from .._compute import WORKER_PRELOAD, quiet_distributed_shutdown, sigint_blocked
 
     quiet_distributed_shutdown()  # no AllExit tracebacks when the run is interrupted
     if address is not None:
@@ -344,8 +344,19 @@ def _cluster(address: str | None, workers: int | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    # Workers ignore Ctrl-C (this process closes them): no traceback from each of them.
+    # One pressed while they start arrives when the block ends: the finally closes them.
+    cluster = None
+    try:
+        with sigint_blocked():
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                dashboard_address=None,
+                preload=[WORKER_PRELOAD],
+            )
+        with Client(cluster) as client:
+            yield client
+    finally:
+        if cluster is not None:
+            cluster.close()

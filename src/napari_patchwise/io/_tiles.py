@@ -31,6 +31,24 @@ from ..errors import PatchwiseError
 _JPEG_COMPRESSIONS = (6, 7, 33007, 34892)
 
 
+DAMAGED_HINT = "the file is damaged; copy or export it again"
+
+
+def undecodable(
+    path: str | os.PathLike, where: str, exc: BaseException, *, hint: str = DAMAGED_HINT
+) -> PatchwiseError:
+    """The one-line error for pixels that cannot be read: ``path: WHERE cannot be decoded``.
+
+    Every reader (TIFF tiles, OpenSlide and DICOM regions, zarr chunks) reports damaged
+    bytes through this, so a corrupt tile reads the same whatever library decodes it:
+    the file, the tile or chunk, and the decoder's own words cut to one short clause.
+    """
+    detail = " ".join(str(exc).split())
+    detail = detail if len(detail) <= 120 else detail[:117] + "..."
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return PatchwiseError(f"{where} cannot be decoded ({reason})", path=path, hint=hint)
+
+
 class UnsupportedLayout(ValueError):
     """The level's layout is not one :class:`TiffLevelView` reads (use the zarr store)."""
 
@@ -280,13 +298,8 @@ class TiffLevelView:
         except MemoryError:
             raise
         except Exception as exc:
-            # Damaged bytes (a corrupt tile): one line naming the file, not a codec trace.
-            raise PatchwiseError(
-                f"tile/strip {index} of level {self._level} (byte {offset}) cannot be "
-                f"decoded ({type(exc).__name__}: {str(exc)[:120]})",
-                path=self._path,
-                hint="the file is damaged; copy or export it again",
-            ) from exc
+            where = f"tile/strip {index} of level {self._level} (byte {offset})"
+            raise undecodable(self._path, where, exc) from exc
         return segment
 
     def _pread(self, offset: int, count: int) -> bytes:

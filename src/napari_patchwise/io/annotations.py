@@ -47,6 +47,9 @@ BUCKET_ROWS = 256
 #: Rows filled at once inside a region (bounds the per-region scratch memory).
 FILL_ROWS = 512
 _HINT = "export the annotations from QuPath with File > Export objects as GeoJSON"
+#: Largest |coordinate| (pixels) read: 2**31 px is beyond any slide, and keeps the
+#: rasteriser's float64 edge arithmetic exact to far below a pixel (and its int64 casts).
+MAX_COORDINATE = float(2**31)
 _MAP_HINT = (
     "name every class in the mask map, e.g. --mask-map 'Tumor=tumor,Stroma=healthy,"
     "Other=healthy' (unclassified=CLASS for annotations without a class)"
@@ -84,6 +87,15 @@ def read_annotations(path: str | os.PathLike) -> list[Feature]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
+        return _read_features(data, path)
+    except RecursionError:
+        # json (and the geometry walk) recurse once per nesting level: a file nested
+        # thousands deep is not GeoJSON (which nests under ten levels), refuse it.
+        raise PatchwiseError(
+            "not a GeoJSON file: nested deeper than the JSON reader allows (about a thousand levels)",
+            path=path,
+            hint=_HINT,
+        ) from None
     except FileNotFoundError:
         raise PatchwiseError("no such file", path=path, hint="check the path") from None
     except UnicodeDecodeError:
@@ -94,6 +106,9 @@ def read_annotations(path: str | os.PathLike) -> list[Feature]:
             path=path,
             hint=_HINT,
         ) from None
+
+
+def _read_features(data, path: Path) -> list[Feature]:
     features = []
     for i, item in enumerate(_feature_list(data, path)):
         name, color = classification(item.get("properties"))
@@ -148,10 +163,12 @@ def _polygons(geometry, where: str, path: Path) -> list[tuple[np.ndarray, ...]]:
     kind, coords = geometry.get("type"), geometry.get("coordinates")
     try:
         if kind == "Polygon":
-            return [_rings(coords)]
+            return [_in_range(_rings(coords), where, path)]
         if kind == "MultiPolygon":
-            return [_rings(p) for p in coords]
-    except (TypeError, ValueError, IndexError):
+            return [_in_range(_rings(p), where, path) for p in coords]
+    except (TypeError, ValueError, IndexError) as exc:
+        if isinstance(exc, PatchwiseError):
+            raise
         raise PatchwiseError(
             f"{where}: {kind} coordinates are not rings of [x, y] numbers",
             path=path,
@@ -174,6 +191,19 @@ def _rings(coords) -> tuple[np.ndarray, ...]:
             raise ValueError("not finite")
         rings.append(xy.reshape(-1, 2))
     return tuple(rings)
+
+
+def _in_range(rings: tuple[np.ndarray, ...], where: str, path: Path) -> tuple[np.ndarray, ...]:
+    """``rings``, unless a coordinate lies beyond :data:`MAX_COORDINATE` (refused: such a
+    polygon used to vanish from the mask when its edges overflowed)."""
+    worst = max((float(np.abs(r).max()) for r in rings if r.size), default=0.0)
+    if worst > MAX_COORDINATE:
+        raise PatchwiseError(
+            f"{where}: coordinate {worst:.3g} is beyond any slide (|x|, |y| <= 2^31 pixels)",
+            path=path,
+            hint="export the annotations in pixel coordinates of this slide",
+        )
+    return rings
 
 
 # -- classes -----------------------------------------------------------------------------

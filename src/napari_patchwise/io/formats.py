@@ -91,7 +91,7 @@ def load_image(path: str | os.PathLike, *, labels: bool = False) -> LoadedImage:
     if kind == "zarr":
         from .zarr import read_ome_zarr
 
-        return read_ome_zarr(path)
+        return read_ome_zarr(path, labels=labels)
     if kind == "openslide":
         from .wsi import read_openslide
 

@@ -58,11 +58,14 @@ def read_tiff(path: str | Path) -> LoadedImage:
             series = tif.series[0]
         _check_structure(records)
         _check_complete(tif, series)
+        _check_decodable(series, path)
         levels = [_level_array(tif, series, i) for i in range(len(series.levels))]
         ome = _ome_pixels(tif)
         channel_names = _channel_names(series, ome, levels[0].shape[0])
         pixel_size = _ome_pixel_size(ome) or _tag_pixel_size(tif)
     except PatchwiseError:
+        if tif is not None:
+            tif.close()
         raise
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
         if tif is not None:
@@ -133,6 +136,31 @@ def _check_complete(tif: Any, series: Any) -> None:
             ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
             if ends and max(ends) > size:
                 raise ValueError(f"file is truncated: {size} bytes, data runs to {max(ends)}")
+
+
+def _check_decodable(series: Any, path: Path) -> None:
+    """Fail on open, not on the first read, when no codec decodes the pixels.
+
+    tifffile opens such a page (an unknown compression code, an unsupported sample
+    format) and gives it a decoder that raises; read through its zarr store that
+    surfaced as a traceback mid-conversion, or a wrongly sized image.
+    """
+    for lvl in series.levels:
+        for page in lvl.pages:
+            key = getattr(page, "keyframe", None)
+            decode = getattr(key, "decode", None)
+            if decode is None or not decode.__name__.startswith("decode_raise"):
+                continue
+            try:
+                decode(None, 0)
+                reason = f"compression {key.compression}"
+            except Exception as exc:  # noqa: BLE001 - the reason tifffile gives
+                reason = _short(exc)
+            raise PatchwiseError(
+                f"its pixels cannot be decoded ({reason})",
+                path=path,
+                hint="export it again with a common compression (none, deflate, LZW or JPEG)",
+            )
 
 
 def _short(exc: BaseException) -> str:

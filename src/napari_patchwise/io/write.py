@@ -495,6 +495,9 @@ def _create_array(root, key: str, level: da.Array, chunk: int, zarr_format: int,
     chunks = (chunk, chunk) if level.ndim == 2 else (1, chunk, chunk)
     chunks = tuple(min(c, max(1, s)) for c, s in zip(chunks, level.shape, strict=True))
     kwargs: dict = dict(shape=level.shape, dtype=level.dtype, chunks=chunks, fill_value=0)
+    # Every chunk is written, all-zero ones too: readers refuse a chunk missing from an
+    # image (io/zarr.py), which zarr's default would leave out for black regions.
+    kwargs["config"] = {"write_empty_chunks": True}
     if zarr_format == 3:
         from zarr.codecs import BloscCodec
 

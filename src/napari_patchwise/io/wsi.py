@@ -30,6 +30,7 @@ from ..errors import PatchwiseError
 from ._layout import lazy_view
 from ._loaded import LoadedImage
 from ._tiles import _bounds as axis_bounds
+from ._tiles import undecodable
 
 EXTRA_HINT = "install the 'wsi' extra: pip install 'napari-patchwise[wsi]'"
 #: Names of the associated images a slide may carry (OpenSlide's names; a DICOM
@@ -155,6 +156,11 @@ class OpenSlideLevelView:
     def __repr__(self) -> str:
         return f"OpenSlideLevelView({self._path!r}, level={self._level})"
 
+    @property
+    def level_index(self) -> int:
+        """Position of the level in the pyramid (0 = full resolution)."""
+        return self._level
+
     def __getitem__(self, key) -> np.ndarray:
         return _index_view(self, key)
 
@@ -162,10 +168,51 @@ class OpenSlideLevelView:
         """``(3, y1 - y0, x1 - x0)`` RGB of this level (level coordinates)."""
         if y1 <= y0 or x1 <= x0:
             return np.zeros((3, max(0, y1 - y0), max(0, x1 - x0)), np.uint8)
+        try:
+            image = self._read_rgba(self._handle, y0, y1, x0, x1)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - OpenSlideError, or what its codecs raise
+            # OpenSlide's error is sticky on the handle and names no tile: find the tile
+            # with a fresh handle (only on this failure path).
+            where = _bad_tile(self, self._fresh_reader(), y0, y1, x0, x1)
+            raise undecodable(self._path, where, exc) from None
+        return _flatten_rgba(np.asarray(image), self._background).transpose(2, 0, 1)
+
+    def _read_rgba(self, handle: Any, y0: int, y1: int, x0: int, x1: int) -> Any:
         # OpenSlide takes the corner in level-0 pixels and divides it by the downsample.
         corner = (round(x0 * self._downsample), round(y0 * self._downsample))
-        image = self._handle.read_region(corner, self._level, (x1 - x0, y1 - y0))
-        return _flatten_rgba(np.asarray(image), self._background).transpose(2, 0, 1)
+        return handle.read_region(corner, self._level, (x1 - x0, y1 - y0))
+
+    def _fresh_reader(self) -> Callable[[int, int, int, int], Any]:
+        """Reads of a new handle (one per failed region read; the first is in error)."""
+        try:
+            handle = _openslide(Path(self._path)).OpenSlide(self._path)
+        except Exception:  # noqa: BLE001 - then the region itself is all we can name
+            return _raise_always
+        return functools.partial(self._read_rgba, handle)
+
+
+def _raise_always(*_: int) -> None:
+    raise RuntimeError("unreadable")
+
+
+def _bad_tile(view, read: Callable[[int, int, int, int], Any], y0, y1, x0, x1) -> str:
+    """Which of the view's tiles under ``[y0, y1) x [x0, x1)`` fails ``read(y0, y1, x0, x1)``.
+
+    Read tile by tile on the failure path only; the region itself when no single tile
+    fails (or the reader cannot be reopened).
+    """
+    (by, bx), (_, h, w) = view.block, view.shape
+    for row in range(y0 // by, (y1 - 1) // by + 1):
+        for col in range(x0 // bx, (x1 - 1) // bx + 1):
+            try:
+                read(row * by, min(h, (row + 1) * by), col * bx, min(w, (col + 1) * bx))
+            except MemoryError:
+                raise
+            except Exception:  # noqa: BLE001 - any failure marks the tile
+                return f"tile (row {row}, column {col}) of level {view.level_index}"
+    return f"region y {y0}:{y1}, x {x0}:{x1} of level {view.level_index}"
 
 
 def _index_view(view, key) -> np.ndarray:
@@ -238,6 +285,7 @@ def read_dicom(path: str | Path) -> LoadedImage:
         ) from None
     if not levels_meta:
         raise PatchwiseError("the folder holds no DICOM WSI pyramid", path=folder)
+    _check_base_level(levels_meta[0], folder)
     views = [DicomLevelView(folder, i, wsi=wsi) for i in range(len(levels_meta))]
     levels = [lazy_view(v, v.block) for v in views]
     n = views[0].shape[0]
@@ -267,12 +315,18 @@ class DicomLevelView:
         self._wsi = wsi
         level = list(wsi.levels)[self._index]
         self._level = level.level  # wsidicom's level number: log2 of the downsample
-        probe = np.asarray(wsi.read_region((0, 0), self._level, (1, 1)))
+        self.block = (int(level.tile_size.height), int(level.tile_size.width))
+        try:
+            probe = np.asarray(wsi.read_region((0, 0), self._level, (1, 1)))
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom / codec errors of a damaged file
+            where = f"tile (row 0, column 0) of level {self._index}"
+            raise undecodable(self._folder, where, exc) from None
         channels = 1 if probe.ndim == 2 else int(probe.shape[-1])
         self.shape = (channels, int(level.size.height), int(level.size.width))
         self.dtype = np.dtype(probe.dtype)
         self.ndim = 3
-        self.block = (int(level.tile_size.height), int(level.tile_size.width))
 
     def __getstate__(self) -> dict:
         return {"folder": self._folder, "index": self._index}
@@ -284,6 +338,11 @@ class DicomLevelView:
     def __repr__(self) -> str:
         return f"DicomLevelView({self._folder!r}, index={self._index})"
 
+    @property
+    def level_index(self) -> int:
+        """Position of the level in the pyramid (0 = full resolution)."""
+        return self._index
+
     def __getitem__(self, key) -> np.ndarray:
         return _index_view(self, key)
 
@@ -291,9 +350,40 @@ class DicomLevelView:
         """``(C, y1 - y0, x1 - x0)`` pixels of this level (level coordinates)."""
         if y1 <= y0 or x1 <= x0:
             return np.zeros((self.shape[0], max(0, y1 - y0), max(0, x1 - x0)), self.dtype)
-        # A Pillow image (``as_array`` is recent): RGB, or L for monochrome.
-        region = np.asarray(self._wsi.read_region((x0, y0), self._level, (x1 - x0, y1 - y0)))
+        try:
+            region = self._read(y0, y1, x0, x1)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom / codec errors of a damaged file
+            where = _bad_tile(self, self._read, y0, y1, x0, x1)
+            raise undecodable(self._folder, where, exc) from None
         return region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
+
+    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        # A Pillow image (``as_array`` is recent): RGB, or L for monochrome.
+        return np.asarray(self._wsi.read_region((x0, y0), self._level, (x1 - x0, y1 - y0)))
+
+
+def _check_base_level(base: Any, folder: Path) -> None:
+    """Refuse a pyramid whose largest level is a resampled one (level 0 not in the folder).
+
+    wsidicom takes the largest level it finds as the base, so a folder missing its
+    full-resolution instance would be read at half (or less) the resolution, with the
+    patch grid and pixel size of the wrong level. DICOM marks each VOLUME instance:
+    Image Type value 4 is ``NONE`` for the original resolution and ``RESAMPLED`` for the
+    pyramid's derived levels.
+    """
+    datasets = list(getattr(base, "datasets", None) or [None])
+    dataset = getattr(datasets[0], "as_dataset", lambda: datasets[0])()  # pydicom's
+    image_type = [str(v).upper() for v in (getattr(dataset, "ImageType", None) or [])]
+    if len(image_type) > 3 and image_type[3] == "RESAMPLED":
+        size = base.size
+        raise PatchwiseError(
+            f"the slide's full-resolution level is missing: its largest level "
+            f"({size.width} x {size.height} px) is a resampled (downsampled) one",
+            path=folder,
+            hint="copy every DICOM instance of the slide into the folder",
+        )
 
 
 def _dicom_associated(wsi: Any) -> dict[str, Callable[[], np.ndarray]]:

@@ -7,25 +7,35 @@ windows. A ``labels`` group (``store.zarr/labels``) opens its first label image.
 
 from __future__ import annotations
 
+import itertools
+import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import PatchwiseError
 from ._layout import lazy_cyx, stored_yx
 from ._loaded import UNIT_TO_UM, LoadedImage
+from ._tiles import _bounds, undecodable
 
 _HINT = (
     "write it as OME-Zarr (multiscales metadata), e.g. `patchwise convert IMAGE --out OUT.ome.zarr`"
 )
 
 
-def read_ome_zarr(path: str | Path) -> LoadedImage:
+def read_ome_zarr(path: str | Path, *, labels: bool = False) -> LoadedImage:
     """Open an OME-Zarr image store lazily.
 
     Parameters
     ----------
     path : path-like
         The store (a directory), e.g. ``slide.ome.zarr``, or its ``labels`` group.
+    labels : bool
+        Read a label image (a mask; also any store opened through its ``labels``
+        group): a chunk missing from the store is the fill value (background), as zarr
+        leaves out chunks that hold only it. In a pixel image a missing chunk is an
+        error, raised when a read reaches it.
 
     Returns
     -------
@@ -36,7 +46,8 @@ def read_ome_zarr(path: str | Path) -> LoadedImage:
     Raises
     ------
     PatchwiseError
-        Not a zarr group, no ``multiscales`` metadata, or unsupported axes.
+        Not a zarr group, no ``multiscales`` metadata, or unsupported axes; when read, a
+        missing (pixel images) or undecodable chunk, naming its file.
     """
     import zarr
 
@@ -57,11 +68,12 @@ def read_ome_zarr(path: str | Path) -> LoadedImage:
     if not attrs.get("multiscales") and attrs.get("labels"):
         node = node[str(attrs["labels"][0])]
         attrs = _ome_attrs(node)
+        labels = True
     multiscales = attrs.get("multiscales")
     if not multiscales:
         raise PatchwiseError("zarr store has no OME multiscales metadata", path=path, hint=_HINT)
     try:
-        return _read_multiscale(node, multiscales[0], attrs.get("omero"))
+        return _read_multiscale(node, multiscales[0], attrs.get("omero"), path, labels)
     except PatchwiseError as exc:
         raise PatchwiseError(str(exc).rstrip("."), path=path) from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -98,9 +110,11 @@ def _axis_letters(multiscale: dict, ndim: int) -> tuple[str, list[dict]]:
     return letters, axes
 
 
-def _read_multiscale(group: Any, multiscale: dict, omero: dict | None) -> LoadedImage:
+def _read_multiscale(
+    group: Any, multiscale: dict, omero: dict | None, path: Path, labels: bool
+) -> LoadedImage:
     datasets = multiscale["datasets"]
-    arrays = [group[str(ds["path"])] for ds in datasets]
+    arrays = [CheckedChunks(group[str(ds["path"])], path, missing_ok=labels) for ds in datasets]
     letters, axes = _axis_letters(multiscale, arrays[0].ndim)
     levels = [lazy_cyx(a, letters, stored_yx(a.chunks, letters)) for a in arrays]
     n = int(levels[0].shape[0])
@@ -168,3 +182,102 @@ def _omero_windows(omero: dict | None, n: int) -> tuple[tuple[float, float], ...
             return None
         limits.append((lo, hi))
     return tuple(limits)
+
+
+# -- chunk checks ------------------------------------------------------------------------------
+MISSING_HINT = "the store is incomplete; copy it again (or write it again)"
+
+
+class CheckedChunks:
+    """Read-only view of a zarr array whose reads refuse missing and undecodable chunks.
+
+    zarr reads a chunk that is not in the store as the fill value: a store copied in
+    part, or one whose chunk file was lost, would read as a block of zeros. Before each
+    read the view checks that every stored chunk (shard) under the selection exists —
+    a ``stat`` per chunk on a local store, about 12 µs next to milliseconds of decoding
+    — unless ``missing_ok`` (sparse arrays: masks, whose background chunks zarr leaves
+    out). A chunk that exists but does not decode (a truncated copy) is one line naming
+    it, found by reading the selection's chunks one by one on that failure path.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        The array (picklable: the view is shipped to dask.distributed workers with it).
+    path : path-like
+        The store the user named (messages name chunk files under it).
+    missing_ok : bool
+        Read missing chunks as the fill value instead of refusing them.
+    """
+
+    def __init__(self, array: Any, path: str | os.PathLike, *, missing_ok: bool = False):
+        self._array = array
+        self._path = str(path)
+        self._missing_ok = missing_ok
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = tuple(int(n) for n in array.chunks)
+        # Chunks are stored per shard when the array is sharded.
+        self._stored = tuple(int(n) for n in (getattr(array, "shards", None) or array.chunks))
+
+    def __repr__(self) -> str:
+        return f"CheckedChunks({self._path!r}, {self._array.path!r})"
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        spans = [_bounds(k, n)[:2] for k, n in zip(key, self.shape, strict=True)]
+        coords = list(self._chunk_coords(spans))
+        if not self._missing_ok:
+            for chunk in coords:
+                if not self._exists(chunk):
+                    raise PatchwiseError(
+                        f"chunk {self._key(chunk)} is missing", path=self._path, hint=MISSING_HINT
+                    )
+        try:
+            return np.asarray(self._array[key])
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - numcodecs / zarr codec errors of damaged bytes
+            raise undecodable(self._path, f"chunk {self._bad(coords)}", exc) from None
+
+    def _chunk_coords(self, spans: list[tuple[int, int]]):
+        ranges = [
+            range(lo // size, (hi - 1) // size + 1) if hi > lo else range(0)
+            for (lo, hi), size in zip(spans, self._stored, strict=True)
+        ]
+        return itertools.product(*ranges)
+
+    def _key(self, chunk: tuple[int, ...]) -> str:
+        """The chunk's key in the store (its file under the store's folder)."""
+        key = self._array.metadata.encode_chunk_key(tuple(chunk))
+        return f"{self._array.path}/{key}" if self._array.path else key
+
+    def _exists(self, chunk: tuple[int, ...]) -> bool:
+        store = self._array.store
+        root = getattr(store, "root", None)
+        if root is not None and type(store).__name__ == "LocalStore":
+            return os.path.exists(os.path.join(root, *self._key(chunk).split("/")))
+        from zarr.core.sync import sync
+
+        return bool(sync(store.exists(self._key(chunk))))
+
+    def _bad(self, coords: list[tuple[int, ...]]) -> str:
+        """The first of ``coords`` that does not decode (or all of them, as a range)."""
+        for chunk in coords:
+            region = tuple(
+                slice(c * size, (c + 1) * size) for c, size in zip(chunk, self._stored, strict=True)
+            )
+            try:
+                self._array[region]
+            except MemoryError:
+                raise
+            except Exception:  # noqa: BLE001 - the failure being looked for
+                return self._key(chunk)
+        first, last = self._key(coords[0]), self._key(coords[-1])
+        return first if first == last else f"{first} .. {last}"
+
+
+def read_checked(array: Any, path: str | os.PathLike) -> np.ndarray:
+    """All of zarr ``array``, every chunk present and decodable (else one line naming it)."""
+    return CheckedChunks(array, path)[(slice(None),) * array.ndim]
