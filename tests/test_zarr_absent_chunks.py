@@ -141,3 +141,106 @@ def test_commands_give_the_numbers_of_the_store_with_every_chunk(stores, command
     else:
         assert len(sparse) > 0
         pd.testing.assert_frame_equal(sparse, dense)
+
+
+# -- a lost chunk with pixels stays refused --------------------------------------------------------
+def _one_line_error(argv: list[str], capsys) -> str:
+    code = main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["stats", "convert"])
+def test_a_lost_chunk_with_pixels_in_a_pyramid_is_one_line(stores, tmp_path, command, capsys):
+    lost = D.copy_store(stores / "sparse.ome.zarr", tmp_path / "lost.ome.zarr")
+    D.chunk_file(lost, "0", (1, 4, 4)).unlink()  # tissue, in the middle of level 0
+    argv = {
+        "stats": [
+            "--mask",
+            str(stores / "mask.tif"),
+            "--tissue",
+            "intensity",
+            "--patch-size",
+            "16",
+        ],
+        "convert": [],
+    }[command]
+    out = tmp_path / ("out.ome.tif" if command == "convert" else "out.csv")
+    line = _one_line_error([command, str(lost), *argv, "--quiet", "--out", str(out)], capsys)
+    assert f"{lost}: chunk 0/c/1/4/4 is missing" in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("level", "chunk"),
+    [
+        ("0", (2, 2, 3)),  # tissue next to the black columns (their edge is not checked)
+        ("0", (0, 7, 7)),  # the bottom-right corner of the array
+        ("1", (0, 2, 1)),  # a finer level that is not level 0
+    ],
+)
+def test_a_lost_chunk_is_found_at_any_level_but_the_coarsest(stores, tmp_path, level, chunk):
+    lost = D.copy_store(stores / "sparse.ome.zarr", tmp_path / "lost.ome.zarr")
+    D.chunk_file(lost, level, chunk).unlink()
+    key = f"{level}/c/{'/'.join(map(str, chunk))}"
+    with pytest.raises(PatchwiseError, match=f"chunk {key} is missing"):
+        np.asarray(read_ome_zarr(lost).levels[int(level)])
+
+
+def test_each_absent_chunk_is_checked_once(stores, monkeypatch):
+    """The coarser region is read once per absent chunk, however often the chunk is read."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    region = CheckedChunks._coarser_region
+
+    def spy(self, chunk):
+        seen.append((self._array.path, chunk))
+        return region(self, chunk)
+
+    monkeypatch.setattr(CheckedChunks, "_coarser_region", spy)
+    level0 = read_ome_zarr(stores / "sparse.ome.zarr").levels[0]
+    for _ in range(2):
+        np.asarray(level0)
+        np.asarray(level0[:, :40, :40])
+    absent = absent_chunks(stores / "sparse.ome.zarr", "0")
+    assert sorted(c for p, c in seen if p == "0") == sorted(absent)
+
+
+# -- no coarser level: the fill value, with one warning --------------------------------------------
+def test_a_single_level_image_reads_absent_chunks_as_zero_with_one_warning(tmp_path):
+    store = zarr_pyramid(tmp_path / "single.ome.zarr", zeroed_slide(), 1, every_chunk=False)
+    n = len(absent_chunks(store, "0"))
+    assert n == 3 * (8 * 8 - 6 * 5)
+    with pytest.warns(AbsentChunksWarning) as record:
+        level0 = read_ome_zarr(store).levels[0]
+        np.testing.assert_array_equal(np.asarray(level0), np.moveaxis(zeroed_slide(), -1, 0))
+        np.asarray(level0)  # read again: no second warning
+        np.asarray(read_ome_zarr(store).levels[0])  # nor when opened again
+    messages = [str(w.message) for w in record if w.category is AbsentChunksWarning]
+    assert len(messages) == 1 and len(messages[0].splitlines()) == 1
+    assert messages[0].startswith(f"{store}: {n} of the {3 * 8 * 8} chunks of level 0 ")
+
+
+def test_the_coarsest_level_reads_absent_chunks_as_zero_with_a_warning(tmp_path):
+    """Chunks absent at every level: the finer ones check out against the coarser, the
+    coarsest (nothing to check against) warns."""
+    image = zeroed_slide()
+    image[:, :128] = 0  # a whole chunk column at level 2 too
+    store = zarr_pyramid(tmp_path / "black.ome.zarr", image, LEVELS, every_chunk=False)
+    assert len(absent_chunks(store, "2")) == 3 * 2
+    with pytest.warns(AbsentChunksWarning, match="6 of the 12 chunks of level 2"):
+        level0 = np.asarray(read_ome_zarr(store).levels[0])
+    np.testing.assert_array_equal(level0, np.moveaxis(image, -1, 0))
+
+
+def test_a_patchwise_store_has_every_chunk_so_any_absent_one_is_lost(tmp_path):
+    """patchwise marks its stores; a chunk absent from one is lost even at the coarsest level."""
+    import zarr
+
+    image = D.ome_zarr_image(tmp_path / "image.ome.zarr", SIDE, chunk=64)
+    assert zarr.open_array(image / "0", mode="r").attrs["napari_patchwise"] == {
+        "every_chunk_written": True
+    }
+    D.chunk_file(image, "0", (2, 3, 3)).unlink()  # white glass in the corner of the only level
+    with pytest.raises(PatchwiseError, match="chunk 0/c/2/3/3 is missing"):
+        np.asarray(read_ome_zarr(image).levels[0])
