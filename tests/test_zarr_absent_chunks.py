@@ -221,16 +221,24 @@ def test_a_single_level_image_reads_absent_chunks_as_zero_with_one_warning(tmp_p
     assert messages[0].startswith(f"{store}: {n} of the {3 * 8 * 8} chunks of level 0 ")
 
 
-def test_the_coarsest_level_reads_absent_chunks_as_zero_with_a_warning(tmp_path):
+def test_the_coarsest_level_checks_absent_chunks_against_the_finer_one(tmp_path):
     """Chunks absent at every level: the finer ones check out against the coarser, the
-    coarsest (nothing to check against) warns."""
+    coarsest against the finer (no warning); a lost coarsest chunk warns."""
     image = zeroed_slide()
     image[:, :128] = 0  # a whole chunk column at level 2 too
     store = zarr_pyramid(tmp_path / "black.ome.zarr", image, LEVELS, every_chunk=False)
     assert len(absent_chunks(store, "2")) == 3 * 2
-    with pytest.warns(AbsentChunksWarning, match="6 of the 12 chunks of level 2"):
-        level0 = np.asarray(read_ome_zarr(store).levels[0])
-    np.testing.assert_array_equal(level0, np.moveaxis(image, -1, 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AbsentChunksWarning)
+        loaded = read_ome_zarr(store)
+        for k, expected in enumerate(pyramid(image, LEVELS)):
+            np.testing.assert_array_equal(
+                np.asarray(loaded.levels[k]), np.moveaxis(expected, -1, 0)
+            )
+    D.chunk_file(store, "2", (0, 1, 1)).unlink()  # tissue: nothing coarser to tell
+    with pytest.warns(AbsentChunksWarning, match="7 of the 12 chunks of level 2"):
+        level2 = np.asarray(read_ome_zarr(store).levels[2])
+    assert not level2[0, 32:, 32:].any()  # read as the fill value, as zarr does
 
 
 def test_a_patchwise_store_has_every_chunk_so_any_absent_one_is_lost(tmp_path):

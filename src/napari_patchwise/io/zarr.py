@@ -134,16 +134,21 @@ def _checked_levels(levels: list, path: Path, labels: bool) -> list[CheckedChunk
 
     A label image may leave out any chunk; an image whose every level records that every
     chunk was written (``patchwise``'s) may leave out none; any other image is checked
-    level by level against the next coarser one (``absent="pyramid"``).
+    level by level against the next coarser one, the coarsest against the next finer
+    (``absent="pyramid"``).
     """
     if labels:
         return [CheckedChunks(a, path, absent="fill") for a in levels]
     if all(writes_every_chunk(a) for a in levels):
         return [CheckedChunks(a, path) for a in levels]
     checked: list[CheckedChunks] = []
-    for array in reversed(levels):  # coarsest first: each level checks against the last
+    for k in range(len(levels) - 1, -1, -1):  # coarsest first: each checks against the last
+        array = levels[k]
         coarser = checked[-1] if checked and _same_axes(checked[-1], array) else None
-        checked.append(CheckedChunks(array, path, absent="pyramid", coarser=coarser))
+        finer = levels[k - 1] if coarser is None and k > 0 else None
+        if finer is not None and not _same_axes(CheckedChunks(array, path), finer):
+            finer = None
+        checked.append(CheckedChunks(array, path, absent="pyramid", coarser=coarser, finer=finer))
     return checked[::-1]
 
 
@@ -249,8 +254,10 @@ class CheckedChunks:
     - ``"fill"``: the fill value (sparse arrays: masks, whose background chunks are left out);
     - ``"pyramid"``: the fill value where the region it covers in ``coarser`` (the next
       level of the pyramid, computed from this one) reads as all fill value, else lost;
-      with no coarser level (the coarsest, a single-level image) nothing tells the two
-      apart: the fill value, with one :class:`AbsentChunksWarning` per file and process.
+      at the coarsest level the fill value, silently where the next finer level
+      (``finer``) is all fill value there, else (a single-level image, pixels there:
+      nothing tells the two apart) with one :class:`AbsentChunksWarning` per file and
+      process.
       Absent chunks found empty are remembered, so each is checked once.
 
     A chunk that exists but does not decode (a truncated copy) is one line naming it,
@@ -266,6 +273,10 @@ class CheckedChunks:
         What a chunk absent from the store is, see above.
     coarser : CheckedChunks, optional
         The next coarser level (``absent="pyramid"``), with the same axes.
+    finer : zarr.Array, optional
+        The next finer level, for the coarsest level of a pyramid (``absent="pyramid"``
+        with no ``coarser``): an absent chunk whose region there is all fill value (read
+        as stored) is empty, without a warning.
     """
 
     def __init__(
@@ -275,6 +286,7 @@ class CheckedChunks:
         *,
         absent: str = "error",
         coarser: CheckedChunks | None = None,
+        finer: Any = None,
     ):
         if absent not in ("error", "fill", "pyramid"):
             raise ValueError(f"absent must be 'error', 'fill' or 'pyramid', not {absent!r}")
@@ -282,6 +294,7 @@ class CheckedChunks:
         self._path = str(path)
         self._absent = absent
         self._coarser = coarser
+        self._finer = finer
         self._empty: set[tuple[int, ...]] = set()  # absent chunks known to be fill value
         self.shape = tuple(int(n) for n in array.shape)
         self.dtype = np.dtype(array.dtype)
@@ -319,7 +332,8 @@ class CheckedChunks:
             )
         if self._coarser is None:
             self._empty.add(chunk)
-            self._warn_once()
+            if not self._finer_is_fill(chunk):
+                self._warn_once()
             return
         region = self._coarser_region(chunk)
         values = self._coarser[region]
@@ -349,6 +363,23 @@ class CheckedChunks:
                 clo, chi = inner
             region.append(slice(clo, max(chi, clo + 1)))
         return tuple(region)
+
+    def _finer_is_fill(self, chunk: tuple[int, ...]) -> bool:
+        """Whether the finer level (as stored) is all fill value where ``chunk`` lies.
+
+        Not proof (a decimating downsampler may skip the finer level's only pixels), so
+        pixels there are a warning, not an error.
+        """
+        if self._finer is None:
+            return False
+        region = []
+        for c, size, n, m in zip(chunk, self._stored, self.shape, self._finer.shape, strict=True):
+            factor = m / max(n, 1)
+            lo, hi = c * size, min((c + 1) * size, n)
+            region.append(slice(math.floor(lo * factor), min(math.ceil(hi * factor), m)))
+        fill = getattr(self._finer, "fill_value", None)
+        values = np.asarray(self._finer[tuple(region)])
+        return _all_fill(values, np.asarray(0 if fill is None else fill, values.dtype))
 
     def _warn_once(self) -> None:
         key = (self._path, str(self._array.path))
