@@ -13,6 +13,7 @@ that are expensive to compute (a generated slide and its mask) go through
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import uuid
@@ -30,6 +31,7 @@ from .._progress import ProgressCallback, dask_progress
 from ..errors import PatchwiseError
 from ._loaded import default_channel_names
 from .formats import TIFF_SUFFIXES, ZARR_SUFFIXES
+from .zarr import EVERY_CHUNK_WRITTEN
 
 # Scratch stores favour speed over size: they live only while a pyramid is written.
 _SCRATCH_CLEVEL = 1
@@ -497,7 +499,9 @@ def _create_array(root, key: str, level: da.Array, chunk: int, zarr_format: int,
     kwargs: dict = dict(shape=level.shape, dtype=level.dtype, chunks=chunks, fill_value=0)
     # Every chunk is written, all-zero ones too: readers refuse a chunk missing from an
     # image (io/zarr.py), which zarr's default would leave out for black regions.
+    # The arrays say so (EVERY_CHUNK_WRITTEN): a reader then takes any absent chunk as lost.
     kwargs["config"] = {"write_empty_chunks": True}
+    kwargs["attributes"] = copy.deepcopy(EVERY_CHUNK_WRITTEN)
     if zarr_format == 3:
         from zarr.codecs import BloscCodec
 

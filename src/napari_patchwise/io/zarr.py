@@ -8,7 +8,9 @@ windows. A ``labels`` group (``store.zarr/labels``) opens its first label image.
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,9 @@ def read_ome_zarr(path: str | Path, *, labels: bool = False) -> LoadedImage:
     labels : bool
         Read a label image (a mask; also any store opened through its ``labels``
         group): a chunk missing from the store is the fill value (background), as zarr
-        leaves out chunks that hold only it. In a pixel image a missing chunk is an
-        error, raised when a read reaches it.
+        leaves out chunks that hold only it. In a pixel image a missing chunk is the
+        fill value only where the next coarser level is all fill value there (see
+        :class:`CheckedChunks`), else an error raised when a read reaches it.
 
     Returns
     -------
@@ -114,7 +117,7 @@ def _read_multiscale(
     group: Any, multiscale: dict, omero: dict | None, path: Path, labels: bool
 ) -> LoadedImage:
     datasets = multiscale["datasets"]
-    arrays = [CheckedChunks(group[str(ds["path"])], path, missing_ok=labels) for ds in datasets]
+    arrays = _checked_levels([group[str(ds["path"])] for ds in datasets], path, labels)
     letters, axes = _axis_letters(multiscale, arrays[0].ndim)
     levels = [lazy_cyx(a, letters, stored_yx(a.chunks, letters)) for a in arrays]
     n = int(levels[0].shape[0])
@@ -123,6 +126,37 @@ def _read_multiscale(
         channel_names=_omero_names(omero, n),
         pixel_size=_pixel_size(multiscale, datasets[0], letters, axes),
         contrast_limits=_omero_windows(omero, n),
+    )
+
+
+def _checked_levels(levels: list, path: Path, labels: bool) -> list[CheckedChunks]:
+    """The pyramid's levels, each read through the chunk check its writer allows.
+
+    A label image may leave out any chunk; an image whose every level records that every
+    chunk was written (``patchwise``'s) may leave out none; any other image is checked
+    level by level against the next coarser one, the coarsest against the next finer
+    (``absent="pyramid"``).
+    """
+    if labels:
+        return [CheckedChunks(a, path, absent="fill") for a in levels]
+    if all(writes_every_chunk(a) for a in levels):
+        return [CheckedChunks(a, path) for a in levels]
+    checked: list[CheckedChunks] = []
+    for k in range(len(levels) - 1, -1, -1):  # coarsest first: each checks against the last
+        array = levels[k]
+        coarser = checked[-1] if checked and _same_axes(checked[-1], array) else None
+        finer = levels[k - 1] if coarser is None and k > 0 else None
+        if finer is not None and not _same_axes(CheckedChunks(array, path), finer):
+            finer = None
+        checked.append(CheckedChunks(array, path, absent="pyramid", coarser=coarser, finer=finer))
+    return checked[::-1]
+
+
+def _same_axes(coarser: CheckedChunks, array: Any) -> bool:
+    """Whether ``coarser`` is a downsampled copy of ``array`` (same axes, no larger)."""
+    shape = tuple(int(n) for n in array.shape)
+    return len(shape) == coarser.ndim and all(
+        0 < m <= n for m, n in zip(coarser.shape, shape, strict=True)
     )
 
 
@@ -187,17 +221,47 @@ def _omero_windows(omero: dict | None, n: int) -> tuple[tuple[float, float], ...
 # -- chunk checks ------------------------------------------------------------------------------
 MISSING_HINT = "the store is incomplete; copy it again (or write it again)"
 
+#: Array attribute of the images ``patchwise`` writes: every chunk is in the store, all-zero
+#: ones included, so an absent chunk is always a lost one (io/write.py sets it).
+EVERY_CHUNK_WRITTEN = {"napari_patchwise": {"every_chunk_written": True}}
+
+# (store, array) pairs already warned about (once per file and process).
+_WARNED: set[tuple[str, str]] = set()
+
+
+def writes_every_chunk(array: Any) -> bool:
+    """Whether ``array`` records that its writer stored every chunk (:data:`EVERY_CHUNK_WRITTEN`)."""
+    mark = dict(array.attrs).get("napari_patchwise")
+    return isinstance(mark, dict) and mark.get("every_chunk_written") is True
+
+
+class AbsentChunksWarning(UserWarning):
+    """Chunks absent from a level with no coarser level to check them against."""
+
 
 class CheckedChunks:
     """Read-only view of a zarr array whose reads refuse missing and undecodable chunks.
 
     zarr reads a chunk that is not in the store as the fill value: a store copied in
-    part, or one whose chunk file was lost, would read as a block of zeros. Before each
-    read the view checks that every stored chunk (shard) under the selection exists —
-    a ``stat`` per chunk on a local store, about 12 µs next to milliseconds of decoding
-    — unless ``missing_ok`` (sparse arrays: masks, whose background chunks zarr leaves
-    out). A chunk that exists but does not decode (a truncated copy) is one line naming
-    it, found by reading the selection's chunks one by one on that failure path.
+    part, or one whose chunk file was lost, would read as a block of zeros; but zarr's
+    writers also leave out, on purpose, chunks that hold only the fill value (zarr 3's
+    default). Before each read the view checks that every stored chunk (shard) under the
+    selection exists — a ``stat`` per chunk on a local store, about 12 µs next to
+    milliseconds of decoding — and decides what an absent one is (``absent``):
+
+    - ``"error"``: lost (every chunk was written: :data:`EVERY_CHUNK_WRITTEN`, feature
+      stores);
+    - ``"fill"``: the fill value (sparse arrays: masks, whose background chunks are left out);
+    - ``"pyramid"``: the fill value where the region it covers in ``coarser`` (the next
+      level of the pyramid, computed from this one) reads as all fill value, else lost;
+      at the coarsest level the fill value, silently where the next finer level
+      (``finer``) is all fill value there, else (a single-level image, pixels there:
+      nothing tells the two apart) with one :class:`AbsentChunksWarning` per file and
+      process.
+      Absent chunks found empty are remembered, so each is checked once.
+
+    A chunk that exists but does not decode (a truncated copy) is one line naming it,
+    found by reading the selection's chunks one by one on that failure path.
 
     Parameters
     ----------
@@ -205,20 +269,41 @@ class CheckedChunks:
         The array (picklable: the view is shipped to dask.distributed workers with it).
     path : path-like
         The store the user named (messages name chunk files under it).
-    missing_ok : bool
-        Read missing chunks as the fill value instead of refusing them.
+    absent : {"error", "fill", "pyramid"}
+        What a chunk absent from the store is, see above.
+    coarser : CheckedChunks, optional
+        The next coarser level (``absent="pyramid"``), with the same axes.
+    finer : zarr.Array, optional
+        The next finer level, for the coarsest level of a pyramid (``absent="pyramid"``
+        with no ``coarser``): an absent chunk whose region there is all fill value (read
+        as stored) is empty, without a warning.
     """
 
-    def __init__(self, array: Any, path: str | os.PathLike, *, missing_ok: bool = False):
+    def __init__(
+        self,
+        array: Any,
+        path: str | os.PathLike,
+        *,
+        absent: str = "error",
+        coarser: CheckedChunks | None = None,
+        finer: Any = None,
+    ):
+        if absent not in ("error", "fill", "pyramid"):
+            raise ValueError(f"absent must be 'error', 'fill' or 'pyramid', not {absent!r}")
         self._array = array
         self._path = str(path)
-        self._missing_ok = missing_ok
+        self._absent = absent
+        self._coarser = coarser
+        self._finer = finer
+        self._empty: set[tuple[int, ...]] = set()  # absent chunks known to be fill value
         self.shape = tuple(int(n) for n in array.shape)
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
         self.chunks = tuple(int(n) for n in array.chunks)
         # Chunks are stored per shard when the array is sharded.
         self._stored = tuple(int(n) for n in (getattr(array, "shards", None) or array.chunks))
+        fill = getattr(array, "fill_value", None)
+        self.fill_value = np.asarray(0 if fill is None else fill, self.dtype)
 
     def __repr__(self) -> str:
         return f"CheckedChunks({self._path!r}, {self._array.path!r})"
@@ -228,18 +313,108 @@ class CheckedChunks:
         key = key + (slice(None),) * (self.ndim - len(key))
         spans = [_bounds(k, n)[:2] for k, n in zip(key, self.shape, strict=True)]
         coords = list(self._chunk_coords(spans))
-        if not self._missing_ok:
+        if self._absent != "fill":
             for chunk in coords:
-                if not self._exists(chunk):
-                    raise PatchwiseError(
-                        f"chunk {self._key(chunk)} is missing", path=self._path, hint=MISSING_HINT
-                    )
+                if chunk not in self._empty and not self._exists(chunk):
+                    self._check_absent(chunk)
         try:
             return np.asarray(self._array[key])
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - numcodecs / zarr codec errors of damaged bytes
             raise undecodable(self._path, f"chunk {self._bad(coords)}", exc) from None
+
+    def _check_absent(self, chunk: tuple[int, ...]) -> None:
+        """Accept an absent chunk as fill value (remembered), or raise that it is missing."""
+        if self._absent == "error":
+            raise PatchwiseError(
+                f"chunk {self._key(chunk)} is missing", path=self._path, hint=MISSING_HINT
+            )
+        if self._coarser is None:
+            self._empty.add(chunk)
+            if not self._finer_is_fill(chunk):
+                self._warn_once()
+            return
+        region = self._coarser_region(chunk)
+        values = self._coarser[region]
+        if not _all_fill(values, self._coarser.fill_value):
+            raise PatchwiseError(
+                f"chunk {self._key(chunk)} is missing (the next pyramid level has pixels "
+                "there, so it was not left out for being empty)",
+                path=self._path,
+                hint=MISSING_HINT,
+            )
+        self._empty.add(chunk)
+
+    def _coarser_region(self, chunk: tuple[int, ...]) -> tuple[slice, ...]:
+        """The region of the coarser level that ``chunk`` was downsampled into.
+
+        Its edge pixels facing a neighbouring chunk are left out where the region is
+        wider than that: a smoothing downsampler blends the neighbour's pixels into them.
+        """
+        region = []
+        shapes = zip(chunk, self._stored, self.shape, self._coarser.shape, strict=True)
+        for c, size, n, m in shapes:
+            lo, hi = c * size, min((c + 1) * size, n)
+            factor = n / max(m, 1)
+            clo, chi = math.floor(lo / factor), min(math.ceil(hi / factor), m)
+            inner = clo + int(lo > 0), chi - int(hi < n)
+            if factor > 1 and inner[1] > inner[0]:
+                clo, chi = inner
+            region.append(slice(clo, max(chi, clo + 1)))
+        return tuple(region)
+
+    def _finer_is_fill(self, chunk: tuple[int, ...]) -> bool:
+        """Whether the finer level (as stored) is all fill value where ``chunk`` lies.
+
+        Not proof (a decimating downsampler may skip the finer level's only pixels), so
+        pixels there are a warning, not an error.
+        """
+        if self._finer is None:
+            return False
+        region = []
+        for c, size, n, m in zip(chunk, self._stored, self.shape, self._finer.shape, strict=True):
+            factor = m / max(n, 1)
+            lo, hi = c * size, min((c + 1) * size, n)
+            region.append(slice(math.floor(lo * factor), min(math.ceil(hi * factor), m)))
+        fill = getattr(self._finer, "fill_value", None)
+        values = np.asarray(self._finer[tuple(region)])
+        return _all_fill(values, np.asarray(0 if fill is None else fill, values.dtype))
+
+    def _warn_once(self) -> None:
+        key = (self._path, str(self._array.path))
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+        n, total = self._count_absent()
+        level = self._array.path or "the array"
+        warnings.warn(
+            f"{self._path}: {n} of the {total} chunks of level {level} are not in the store "
+            f"and read as {self.fill_value.item()!r} (zarr leaves out chunks that hold only "
+            "the fill value; no coarser level tells a lost one apart) — if the store was "
+            "copied, check that the copy is complete",
+            AbsentChunksWarning,
+            stacklevel=4,
+        )
+
+    def _count_absent(self) -> tuple[int, int]:
+        """How many of the array's stored chunks are absent, of how many (one listing)."""
+        from zarr.core.sync import sync
+
+        total = math.prod(-(-n // s) for n, s in zip(self.shape, self._stored, strict=True))
+        prefix = f"{self._array.path}/" if self._array.path else ""
+        meta = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
+
+        async def present() -> int:
+            count = 0
+            async for key in self._array.store.list_prefix(prefix):
+                count += key.rsplit("/", 1)[-1] not in meta  # chunks, not metadata
+            return count
+
+        try:
+            return max(total - sync(present()), 1), total
+        except Exception:  # noqa: BLE001 - a store that cannot list: the count is unknown
+            return 1, total
 
     def _chunk_coords(self, spans: list[tuple[int, int]]):
         ranges = [
@@ -276,6 +451,12 @@ class CheckedChunks:
                 return self._key(chunk)
         first, last = self._key(coords[0]), self._key(coords[-1])
         return first if first == last else f"{first} .. {last}"
+
+
+def _all_fill(values: np.ndarray, fill: np.ndarray) -> bool:
+    if fill.dtype.kind in "fc" and np.isnan(fill):
+        return bool(np.isnan(values).all())
+    return bool((values == fill).all())
 
 
 def read_checked(array: Any, path: str | os.PathLike) -> np.ndarray:
