@@ -438,7 +438,15 @@ class CheckedChunks:
         return bool(sync(store.exists(self._key(chunk))))
 
     def _bad(self, coords: list[tuple[int, ...]]) -> str:
-        """The first of ``coords`` that does not decode (or all of them, as a range)."""
+        """The first of ``coords`` that does not decode (or all of them, as a range).
+
+        A blosc chunk cut short is found by its header first: blosc's decoder is not told
+        the buffer's length, so decoding a cut chunk on its own may read past its end and
+        succeed or fail by chance (the whole read failed; naming the chunk must not).
+        """
+        for chunk in coords:
+            if self._cut_blosc(chunk):
+                return self._key(chunk)
         for chunk in coords:
             region = tuple(
                 slice(c * size, (c + 1) * size) for c, size in zip(chunk, self._stored, strict=True)
@@ -451,6 +459,23 @@ class CheckedChunks:
                 return self._key(chunk)
         first, last = self._key(coords[0]), self._key(coords[-1])
         return first if first == last else f"{first} .. {last}"
+
+    def _cut_blosc(self, chunk: tuple[int, ...]) -> bool:
+        """Whether ``chunk`` is a blosc frame shorter or longer than its header says
+        (a local store's file only; the header's bytes 12-16 hold the frame's length)."""
+        store = self._array.store
+        root = getattr(store, "root", None)
+        codecs = str(getattr(self._array.metadata, "codecs", "")) + str(
+            getattr(self._array.metadata, "compressor", "")
+        )
+        if root is None or type(store).__name__ != "LocalStore" or "blosc" not in codecs.lower():
+            return False
+        try:
+            with open(os.path.join(root, *self._key(chunk).split("/")), "rb") as f:
+                data = f.read()
+        except OSError:
+            return False
+        return len(data) < 16 or int.from_bytes(data[12:16], "little") != len(data)
 
 
 def _all_fill(values: np.ndarray, fill: np.ndarray) -> bool:
