@@ -242,6 +242,8 @@ def test_registry_lists_every_method_and_rejects_unknown():
         "reweight",
         "dfr",
         "dfr-train",
+        "jtt",
+        "gerne-inferred",
     }
     data = groups_with_counts([10, 10, 10, 10])
     sampler = make_method("resample", data, config()).make_sampler(8, 0)
