@@ -253,3 +253,23 @@ def correlated_attributes(
         found.append({"column": str(column), "correlation": r})
     found.sort(key=lambda a: -abs(float(a["correlation"])))
     return found[:most]
+
+
+def slice_positions(table: pd.DataFrame, per_patch: pd.DataFrame, slice_id: int) -> np.ndarray:
+    """Positions in a slide's patch ``table`` of the patches ``per_patch`` puts in a slice.
+
+    ``per_patch`` is ``patchwise discover``'s output (``slide, row, col, slice``), the
+    table a slide's patch table (``row, col``, and ``slide`` when it has one): patches
+    match on ``slide, row, col`` (on ``row, col`` when either lacks ``slide``).
+    """
+    keys = ["slide", "row", "col"]
+    if "slide" not in table.columns or "slide" not in per_patch.columns:
+        keys = ["row", "col"]
+    members = per_patch.loc[per_patch["slice"].to_numpy() == slice_id, keys].copy()
+    left = table[keys].copy()
+    if "slide" in keys:
+        left["slide"] = left["slide"].astype(str)
+        members["slide"] = members["slide"].astype(str)
+    left["_position"] = np.arange(len(left))
+    hits = left.merge(members.drop_duplicates(), on=keys, how="inner")
+    return np.sort(hits["_position"].to_numpy(dtype=np.int64))
