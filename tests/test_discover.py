@@ -153,3 +153,19 @@ def test_cli_refuses_split_without_a_split_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "split" in err[0]
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_cli_refuses_a_patch_given_twice_and_writes_valid_json_without_a_floor(tmp_path, capsys):
+    features, labels, preds, _ = _cohort(n=200)
+    keys = pd.DataFrame({"slide": "a", "row": np.arange(200) // 20, "col": np.arange(200) % 20})
+    _store(tmp_path / "f.zarr", features, [keys])
+    pred = keys.assign(label=labels, prob=np.where(preds == 1, 0.9, 0.1))
+    pd.concat([pred, pred.iloc[:1]]).to_parquet(tmp_path / "twice.parquet")
+    args = ["--features", str(tmp_path / "f.zarr"), "--out", str(tmp_path / "s.parquet")]
+    assert main(["discover", str(tmp_path / "twice.parquet"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "twice" in err[0]
+    pred.to_parquet(tmp_path / "once.parquet")
+    assert main(["discover", str(tmp_path / "once.parquet"), *args, "--permutations", "0"]) == 0
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and json.loads(text)["noise_floor"] is None

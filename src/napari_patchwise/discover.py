@@ -89,7 +89,8 @@ class Discovery:
         return {
             "n_patches": int(self.assignment.size),
             "overall_accuracy": self.overall_accuracy,
-            "noise_floor": self.noise_floor,
+            # JSON has no NaN: no permutations, no floor
+            "noise_floor": None if np.isnan(self.noise_floor) else self.noise_floor,
             "noise_floor_percentile": FLOOR_PERCENTILE,
             "permuted_top_scores": self.permuted_top,
             "settings": asdict(self.settings),

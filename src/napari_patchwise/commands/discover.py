@@ -125,7 +125,13 @@ def joined_inputs(args: argparse.Namespace):
     index["slide"] = index["slide"].astype(str)
     index["_vector"] = np.arange(len(index))
     table["slide"] = table["slide"].astype(str)
-    joined = table.merge(index, on=KEYS, how="inner", validate="one_to_one")
+    if table.duplicated(KEYS).any():
+        raise PatchwiseError(
+            "holds a patch twice (the same slide, row and col)",
+            path=args.table,
+            hint="give one prediction per patch",
+        )
+    joined = table.merge(index, on=KEYS, how="inner")
     if len(joined) < 2:
         raise PatchwiseError(
             f"only {len(joined)} of {len(table)} patches have a vector in {args.features}",
