@@ -72,6 +72,7 @@ bench: install sysdeps
 	run bench_cohort $(PY) benchmarks/bench_cohort.py; \
 	run figure1_sample $(PY) benchmarks/figure1_sample.py; \
 	run planted_bias $(PY) benchmarks/planted_bias.py; \
+	run hidden_shortcut $(PY) benchmarks/hidden_shortcut.py; \
 	run bench_head $(PY) benchmarks/bench_head.py; \
 	run bench_dfr $(PY) benchmarks/bench_dfr.py; \
 	run bench_embed $(PY) benchmarks/bench_embed.py; \

@@ -27,6 +27,8 @@ ANALYSIS = (
     "threshold_curve",
     "cohort_split",
     "intervals",
+    "synth_artefacts",
+    "discover",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -242,12 +242,14 @@ def test_registry_lists_every_method_and_rejects_unknown():
         "reweight",
         "dfr",
         "dfr-train",
+        "jtt",
+        "gerne-inferred",
     }
     data = groups_with_counts([10, 10, 10, 10])
     sampler = make_method("resample", data, config()).make_sampler(8, 0)
     assert isinstance(sampler, GroupWeightedSampler)
-    with pytest.raises(PatchwiseError, match="unknown method 'jtt'"):
-        make_method("jtt", data, config())
+    with pytest.raises(PatchwiseError, match="unknown method 'lff'"):
+        make_method("lff", data, config())
 
 
 def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
@@ -265,6 +267,8 @@ def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
         "reweight": "ReWeight",
         "dfr": "DFR (val labels)",
         "dfr-train": "DFR (train)",
+        "jtt": "JTT",
+        "gerne-inferred": "GERNE (inferred groups)",
     }
     assert tuple(METHOD_LABELS) == METHOD_NAMES and REPORT_LABELS is METHOD_LABELS
     assert all(get_method(name).name == name for name in METHOD_NAMES)
@@ -275,5 +279,5 @@ def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
     assert sub.choices["train"] is parser
     assert sub._choices_actions[0].help == (
         "train a patch classifier (ERM, GERNE, GroupDRO, ReSample, ReWeight, "
-        "DFR (val labels), DFR (train))"
+        "DFR (val labels), DFR (train), JTT, GERNE (inferred groups))"
     )

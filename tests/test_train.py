@@ -328,6 +328,9 @@ OLD_CONFIG_JSON = {
     "beta": 0.5,
     "c": 0.5,
     "eta": 0.01,
+    "jtt_fraction": 0.2,
+    "jtt_up": 10,
+    "infer_fraction": 0.2,
     "class_balanced": False,
     "augment": True,
     "freeze_bn": False,
@@ -371,6 +374,7 @@ def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identi
     assert config.to_options() == OLD_CONFIG_JSON
     new_keys = ("preset", "gerne_train_bn", "features", "attribute", "attribute_threshold")
     new_keys += ("channels", "input_size")
+    new_keys += ("jtt_fraction", "jtt_up", "infer_fraction")
     before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k not in new_keys}
     assert TrainConfig.from_options(before_presets) == config
     assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "split",
     "metrics",
     "embed",
+    "discover",
     "train",
     "sweep",
     "predict",

@@ -534,12 +534,26 @@ def _run_dir_owns(folder: Path, name: str) -> bool:
     return (folder / name).is_file() and is_run_file(name)
 
 
+#: The subfolder in which a two-stage method (JTT, gerne-inferred) trains its first
+#: model: a run directory of its own, replaced by the next run.
+FIRST_STAGE = "first_stage"
+
+
+def _run_dir_holds(folder: Path, name: str) -> bool:
+    """A run file, or the first-stage run's folder (not removed by --overwrite: the next
+    first stage replaces it)."""
+    stage = folder / name
+    return _run_dir_owns(folder, name) or (
+        name == FIRST_STAGE and stage.is_dir() and (stage / CONFIG).is_file()
+    )
+
+
 #: A run directory: recognised by its ``config.json``, holding only run files.
 RUN_DIR = OutputKind(
     "a run directory",
     folder=True,
     recognise=lambda folder: (folder / CONFIG).is_file(),
-    owns=_run_dir_owns,
+    owns=_run_dir_holds,
 )
 
 

@@ -28,7 +28,7 @@ import functools
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,14 @@ from dask.base import tokenize
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .slide import BACKGROUND, HEALTHY, TUMOR
+from .synth_artefacts import (
+    Artefact,
+    apply_artefacts,
+    artefacts_path,
+    patch_classes,
+    plan_artefacts,
+    plan_table,
+)
 
 CHANNEL_NAMES = ("CARS", "TPEF", "SHG")
 
@@ -578,6 +586,8 @@ def write_synthetic_slide(
     compression_level: int | None = 1,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    artefacts: Sequence[Artefact] = (),
+    artefact_patch: int = 64,
 ) -> tuple[Path, Path]:
     """Write a synthetic slide and its mask as pyramidal OME-TIFF or OME-Zarr.
 
@@ -607,6 +617,10 @@ def write_synthetic_slide(
         always replaced.
     progress : callable, optional
         ``progress(done, total)`` over the whole job.
+    artefacts : sequence of Artefact
+        Planted artefacts (:mod:`.synth_artefacts`) on a grid of ``artefact_patch``
+        squares; their side table ``<slide>.artefacts.parquet`` is written with the slide.
+    artefact_patch : int
 
     Returns
     -------
@@ -614,41 +628,84 @@ def write_synthetic_slide(
         The slide and the mask.
     """
     from ._atomic import atomic_paths
-    from .io.pyramid_cache import staged_pyramid
-    from .io.write import OME_ZARR, staged_arrays
+    from .io.write import OME_ZARR
 
     config = config or SynthConfig()
     out = Path(out)
     mask_out = _checked_outputs(out, mask_out, overwrite)
-    image, mask = synth_slide(config)
-    phase = _phases(progress, [0.55, 0.12, 0.28, 0.05])
-    workdir = out.parent
-    workdir.mkdir(parents=True, exist_ok=True)
-    with (
+    phase = _phases(progress, [0.55, 0.12 if artefacts else 0.0, 0.12, 0.28, 0.05])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    targets = [out, mask_out, *([Path(artefacts_path(out))] if artefacts else [])]
+    with contextlib.ExitStack() as stack:
         # One BLAS thread for the whole job, set once from this thread: the per-tile
         # limit alone was measured to let BLAS threads spin now and then (10x the CPU).
-        _single_threaded_blas(),
-        # Scratch chunks as large as the rendered ones: no rechunking, few zarr chunks.
-        staged_arrays(
-            [image, mask], workdir=workdir, chunk=config.chunk, progress=phase(0)
-        ) as stored,
-        staged_pyramid(stored[0], workdir=workdir, progress=phase(1)) as levels,
-        # Both written before either replaces anything: slide and mask stay a pair.
-        atomic_paths([out, mask_out], replace=OME_ZARR if overwrite else None) as (
-            out_tmp,
-            mask_tmp,
-        ),
-    ):
-        mask_levels = _mask_levels(stored[1], levels, config.size[1])
+        stack.enter_context(_single_threaded_blas())
+        levels, mask, table = _staged_levels(stack, config, out, phase, artefacts, artefact_patch)
+        # All written before any replaces anything: slide, mask and table stay together.
+        tmps = stack.enter_context(atomic_paths(targets, replace=OME_ZARR if overwrite else None))
+        mask_levels = _mask_levels(mask, levels, config.size[1])
         write = functools.partial(
             _write_pyramid,
             pixel_size=config.pixel_size,
             tile=tile,
             compression_level=compression_level,
         )
-        write(out_tmp, levels, list(config.channel_names), progress=phase(2))
-        write(mask_tmp, mask_levels, None, progress=phase(3))
+        write(tmps[0], levels, list(config.channel_names), progress=phase(3))
+        write(tmps[1], mask_levels, None, progress=phase(4))
+        if table is not None:
+            table.to_parquet(tmps[2], index=False)
     return out, mask_out
+
+
+def _staged_levels(stack, config, out, phase, artefacts, patch):
+    """Render once into scratch stores: the image pyramid, the mask, the artefact table.
+
+    With artefacts, the patch labels come from the stored mask and the artefacts are
+    drawn on the stored image, chunk by chunk, into one more scratch store.
+    """
+    from .io.formats import slide_name
+    from .io.pyramid_cache import staged_pyramid
+    from .io.write import staged_arrays
+
+    image, mask = synth_slide(config)
+    workdir = out.parent
+    # Scratch chunks as large as the rendered ones: no rechunking, few zarr chunks.
+    stored = stack.enter_context(
+        staged_arrays([image, mask], workdir=workdir, chunk=config.chunk, progress=phase(0))
+    )
+    level0, table = stored[0], None
+    if artefacts:
+        has_tissue, tumor = patch_classes(stored[1], patch)
+        plan = plan_artefacts(artefacts, has_tissue, tumor, config.seed)
+        table = plan_table(slide_name(out), plan, has_tissue, tumor)
+        drawn = apply_artefacts(stored[0], plan, patch, config.seed)
+        (level0,) = stack.enter_context(
+            staged_arrays([drawn], workdir=workdir, chunk=config.chunk, progress=phase(1))
+        )
+    levels = stack.enter_context(staged_pyramid(level0, workdir=workdir, progress=phase(2)))
+    return levels, stored[1], table
+
+
+def synth_with_artefacts(
+    config: SynthConfig, artefacts: Sequence[Artefact], patch: int = 64, slide: str = "synth"
+):
+    """Lazy image, mask and artefact side table of a synthetic slide, in memory.
+
+    The counterpart of ``patchwise synth --artefact`` for tests and notebooks: the mask
+    is computed once here for the plan (the writer reads the mask it stored instead).
+
+    Returns
+    -------
+    image : dask.array.Array
+    mask : dask.array.Array
+    table : pandas.DataFrame
+        ``synth_artefacts.TABLE_COLUMNS``.
+    """
+    image, mask = synth_slide(config)
+    has_tissue, tumor = patch_classes(mask, patch)
+    plan = plan_artefacts(artefacts, has_tissue, tumor, config.seed)
+    table = plan_table(slide, plan, has_tissue, tumor)
+    return apply_artefacts(image, plan, patch, config.seed), mask, table
 
 
 def _checked_outputs(out: Path, mask_out: str | os.PathLike | None, overwrite: bool) -> Path:

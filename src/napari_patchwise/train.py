@@ -680,6 +680,7 @@ def _train(
             tmp.write_text(config.to_json())
         if strict:  # else (an older run's folder) with the first last.pt that records it
             write_inputs(out, inputs)
+    run.opt.method.prepare(FirstStage(run))  # JTT, gerne-inferred: their first model
     if config.method in _dfr_methods():
         cancelled = _fit_dfr(run, state, callbacks)
     else:
@@ -689,6 +690,67 @@ def _train(
     if dist.world > 1:
         torch.distributed.barrier()
     return out
+
+
+@dataclass(frozen=True)
+class FirstStage:
+    """What a two-stage method (:meth:`Method.prepare`) may do before the run's steps.
+
+    :meth:`train_erm` trains an ERM run of the same data and settings (the method's own
+    hyperparameters at their defaults, ``overrides`` on top) into the run's subfolder
+    ``first_stage/`` (replaced each time: it is the run's own), with the same loop,
+    selection and checkpoints; :meth:`train_probabilities` gives one of its checkpoints'
+    tumor probabilities of the training patches, in the training set's order.
+    """
+
+    run: _Run
+
+    def train_erm(self, name: str, **overrides: Any) -> Path:
+        import dataclasses
+
+        from .runs import FIRST_STAGE
+
+        config = self.run.config
+        if self.run.dist.world > 1:
+            raise PatchwiseError(
+                f"--method {config.method} trains a first-stage model and does not run "
+                "under torchrun yet",
+                hint="run it on one process",
+            )
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        own = {k: defaults[k] for k in type(self.run.opt.method).hyperparameters}
+        sub = self.run.out / FIRST_STAGE
+        stage = dataclasses.replace(
+            config, **own, method="erm", out=str(sub), resume=False, **overrides
+        )
+        self.log(f"first stage ({name}): ERM into {sub}")
+        train(stage, overwrite=True)
+        return sub
+
+    def train_probabilities(self, folder: Path, which: str) -> np.ndarray:
+        """``which``: ``"last"`` (the model at its last step) or ``"best"`` (best.pt)."""
+        import copy
+
+        from .runs import BEST, load_checkpoint
+
+        ckpt, _ = load_checkpoint(Path(folder) / (LAST if which == "last" else BEST))
+        state = ckpt["model"]
+        if self.run.data.head is not None:  # checkpoints hold the full model
+            state = self.run.data.head.head_state(state)
+        model = copy.deepcopy(self.run.opt.model)
+        model.load_state_dict(state)
+        config = self.run.config
+        return dataset_probabilities(
+            model,
+            self.run.data.train_set,
+            self.run.opt.device,
+            batch_size=config.eval_batch_size,
+            num_workers=config.num_workers,
+            autocast=self.run.opt.autocast,
+        )
+
+    def log(self, message: str) -> None:
+        log.info("%s", message)
 
 
 def _check_run_dir(

@@ -90,6 +90,9 @@ class TrainConfig:
     beta: float = 1.0
     c: float = 0.5
     eta: float = 0.01
+    jtt_fraction: float = 0.2
+    jtt_up: int = 10
+    infer_fraction: float = 0.2
     class_balanced: bool = False
     augment: bool = True
     freeze_bn: bool = False

@@ -10,6 +10,8 @@
   marker follows the tau/threshold slider at most every :data:`MARKER_THROTTLE_MS`.
 * :class:`.ranking_table.RankingTable` — attributes ranked by their worst-group accuracy
   gap; a click groups the slide by one at its best threshold.
+* :class:`.slices_box.SlicesBox` — the slices ``patchwise discover`` found; a click
+  outlines one's patches on the slide.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .inspect_tabs import _single_shot
 from .jobs import BackgroundJob
 from .ranking_table import RankingTable
 from .retrain_box import RetrainBox
+from .slices_box import SlicesBox
 from .threshold_plot import ThresholdCurveCanvas
 
 MARKER_THROTTLE_MS = 80
@@ -53,6 +56,10 @@ class DebiasTab(QWidget):
         self.ranking = RankingTable(dock)
         QVBoxLayout(ranking_box).addWidget(self.ranking)
         root.addWidget(ranking_box, stretch=1)
+        slices_box = QGroupBox("Discovered slices")
+        self.slices = SlicesBox(dock)
+        QVBoxLayout(slices_box).addWidget(self.slices)
+        root.addWidget(slices_box, stretch=1)
         self.marker_timer = _single_shot(self, MARKER_THROTTLE_MS, self._move_marker)
         self.curve_timer = _single_shot(self, CURVE_DEBOUNCE_MS, self.refresh_curve)
         dock.applied.connect(self.refresh_curve)

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PatchwiseError
-from ..methods import METHOD_NAMES
+from ..methods import METHOD_NAMES, get_method
 from ..models import MODEL_NAMES
 from ..presets import PRESET_NAMES, get_preset
 from ..train_config import SELECT_METRICS, TrainConfig
@@ -167,7 +167,9 @@ class TrainForm(QGroupBox):
 
     # -- showing --------------------------------------------------------------------------
     def _on_method(self, method: str | None = None) -> None:
-        gerne = (method or self.method_combo.currentText()) == "gerne"
+        # GERNE and GERNE with inferred groups (docs/shortcuts.md) read beta and c
+        name = method or self.method_combo.currentText()
+        gerne = "beta" in get_method(name).hyperparameters
         self.beta.setEnabled(gerne)
         self.c.setEnabled(gerne)
 

@@ -10,6 +10,7 @@ from ._args import (
     MIN_SYNTH_SIDE,
     SYNTH_MIN_BYTES_PER_PIXEL,
     check_free_space,
+    pixels,
     positive_finite_float,
     probability,
     seed,
@@ -65,6 +66,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--pixel-size", type=positive_finite_float, default=0.5, help="micrometres per pixel (0.5)"
     )
+    p.add_argument(
+        "--artefact",
+        action="append",
+        default=[],
+        metavar="KIND=STRENGTH",
+        help="plant an artefact on whole patches, correlated with the patch label: KIND is "
+        "pen, stain or blur; STRENGTH in [-1, 1] is P(artefact | tumor) - P(artefact | "
+        "non-tumor) (repeatable; docs/shortcuts.md). Writes <slide>.artefacts.parquet",
+    )
+    p.add_argument(
+        "--artefact-patch-size",
+        type=pixels,
+        default=64,
+        help="side of the patch grid the artefacts are planted on (64)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -77,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import PatchwiseError
     from ..io.write import OME_ZARR
     from ..synth import SynthConfig, default_mask_path, write_synthetic_slide
+    from ..synth_artefacts import artefacts_path, checked_artefacts, parse_artefact
 
     if args.tile <= 0 or args.tile % 16:
         raise PatchwiseError(f"--tile {args.tile} is not a positive multiple of 16")
@@ -87,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         tumor_fraction=args.tumor_fraction,
         pixel_size=args.pixel_size,
     )
+    artefacts = checked_artefacts([parse_artefact(a) for a in args.artefact])
     h, w = config.size
     check_free_space(
         args.out, SYNTH_MIN_BYTES_PER_PIXEL * h * w, what=f"a {h} x {w} synthetic slide"
@@ -95,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
     for path in filter(None, (args.out, args.mask_out)):
         default_mask_path(path)
     mask_out = Path(args.mask_out) if args.mask_out else default_mask_path(args.out)
-    for path, others, flag in (
-        (Path(args.out), (), "--out"),
-        (mask_out, (args.out,), "--mask-out"),
-    ):
+    outputs = [(Path(args.out), (), "--out"), (mask_out, (args.out,), "--mask-out")]
+    if artefacts:
+        outputs.append((Path(artefacts_path(args.out)), (args.out, mask_out), "--out"))
+    for path, others, flag in outputs:
         is_zarr = path.name.lower().endswith(".zarr")
         check_output(
             path,
@@ -116,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
             tile=args.tile,
             overwrite=args.overwrite,
             progress=progress,
+            artefacts=artefacts,
+            artefact_patch=args.artefact_patch_size,
         )
     print(out)
     print(mask_out)
+    if artefacts:
+        print(artefacts_path(out))
     return 0

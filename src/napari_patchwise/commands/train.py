@@ -59,6 +59,10 @@ HELP = {
     "beta": "GERNE extrapolation factor, in [-1, beta_max)",
     "c": "GERNE debiasing strength of the less-biased batch, in (0, 1]",
     "eta": "GroupDRO step size of the group weights",
+    "jtt_fraction": "JTT: the first-stage ERM model's share of --steps (docs/shortcuts.md)",
+    "jtt_up": "JTT: how many times the first stage's misclassified training patches count",
+    "infer_fraction": "gerne-inferred: t, the share of each class with the lowest probability "
+    "for its own class under a biased ERM model, the pseudo-minority group",
     "class_balanced": "ERM with class-balanced batches",
     "augment": "flips and 90-degree rotations of training patches",
     "freeze_bn": "keep the BatchNorm statistics of --weights fixed (SubpopBench's default; "
@@ -120,6 +124,7 @@ ARG_TYPES = {
     "patch_size": pixels,
     "stride": pixels,
     "steps": positive_int,
+    "jtt_up": positive_int,
     "batch_size": positive_int,
     "eval_batch_size": positive_int,
     "eval_every": positive_int,

@@ -27,6 +27,9 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     # head-only: train --features (docs/features.md); the label says whose labels it fits
     "dfr": ("dfr:DFR", "DFR (val labels)"),
     "dfr-train": ("dfr:DFRTrain", "DFR (train)"),
+    # no group labels: a first-stage model finds the hard patches (docs/shortcuts.md)
+    "jtt": ("jtt:JTT", "JTT"),
+    "gerne-inferred": ("gerne_inferred:GERNEInferred", "GERNE (inferred groups)"),
 }
 
 METHOD_NAMES: tuple[str, ...] = tuple(_REGISTRY)

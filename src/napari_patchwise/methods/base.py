@@ -97,6 +97,15 @@ class Method:
     def validate(self) -> None:
         """Refuse hyperparameters or data the method cannot work with (PatchwiseError)."""
 
+    def prepare(self, stage: Any) -> None:
+        """Work before the first step, e.g. a first-stage model (JTT, inferred groups).
+
+        ``stage`` is the loop's :class:`~napari_patchwise.train.FirstStage`: it trains an
+        ERM model of the same data into a subfolder of the run and gives its
+        probabilities of the training patches. Called after a resume restored
+        :meth:`load_state_dict`, so a method whose state holds the result skips it.
+        """
+
     def make_sampler(self, batch_size: int, seed: int) -> BatchSampler:
         return UniformSampler(self.data.labels, self.data.groups, batch_size, seed)
 

@@ -1,0 +1,156 @@
+"""The Debias tab's discovered slices: ``patchwise discover``'s output on the slide.
+
+"Load slices…" reads a ``slices.parquet`` and the ``slices.json`` beside it (the CLI's
+two outputs, docs/shortcuts.md) and lists the slices, best first: size, accuracy, score,
+whether it beats the noise floor, and the attribute it correlates with most. Clicking a
+row outlines that slice's patches of the current slide in the highlight layer (matched on
+slide, row and col); "Clear" removes the outline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import PatchwiseError
+from . import notify
+
+COLUMNS = ("rank", "slice", "patches", "on this slide", "accuracy", "score", "above noise",
+           "attribute")  # fmt: skip
+
+
+def read_slices(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """``patchwise discover``'s per-patch table and its summary (one-line errors)."""
+    path = Path(path)
+    summary_path = path.with_suffix(".json")
+    try:
+        per_patch = pd.read_parquet(path, columns=["slide", "row", "col", "slice"])
+        summary = json.loads(summary_path.read_text())
+        if not isinstance(summary.get("slices"), list):  # not discover's summary
+            raise KeyError("slices")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PatchwiseError(
+            f"not the output of patchwise discover ({type(exc).__name__})",
+            path=path,
+            hint="choose the --out of patchwise discover, with its .json beside it",
+        ) from None
+    return per_patch, summary
+
+
+class SlicesBox(QWidget):
+    """Load discovered slices, list them, outline one on the current slide."""
+
+    def __init__(self, dock) -> None:
+        super().__init__()
+        self.dock = dock
+        self.per_patch: pd.DataFrame | None = None
+        self.slices: list[dict] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        buttons = QHBoxLayout()
+        self.load_button = QPushButton("Load slices…")
+        self.load_button.setToolTip("the --out of patchwise discover (slices.parquet)")
+        self.load_button.clicked.connect(self._ask)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear)
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.clear_button)
+        self.label = QLabel("no slices loaded (patchwise discover)")
+        self.label.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumHeight(120)
+        self.table.cellClicked.connect(lambda row, _col: self.show_slice(row))
+        layout.addLayout(buttons)
+        layout.addWidget(self.label)
+        layout.addWidget(self.table)
+
+    def _ask(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Discovered slices", "", "Slices (*.parquet)")
+        if path:
+            self.load(path)
+
+    def load(self, path: str | Path) -> bool:
+        """Read and list the slices (False after a notification)."""
+        try:
+            self.per_patch, summary = read_slices(path)
+        except PatchwiseError as exc:
+            notify.error(str(exc))
+            return False
+        self.slices = list(summary["slices"])
+        counts = self._on_this_slide()
+        self.table.setRowCount(len(self.slices))
+        for i, s in enumerate(self.slices):
+            top = s.get("attributes") or []
+            attribute = f"{top[0]['column']} ({top[0]['correlation']:+.2f})" if top else "-"
+            cells = (
+                str(s["rank"]), str(s["id"]), str(s["size"]), str(counts.get(s["id"], 0)),
+                f"{100 * s['accuracy']:.1f}%", f"{s['score']:.4f}",
+                "yes" if s["above_noise"] else "no", attribute,
+            )  # fmt: skip
+            for j, text in enumerate(cells):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        floor = summary.get("noise_floor")
+        above = sum(bool(s["above_noise"]) for s in self.slices)
+        self.label.setText(
+            f"{len(self.slices)} slices, {above} above the noise floor"
+            + (f" ({floor:.4f})" if isinstance(floor, float) else "")
+            + "; click one to outline its patches on this slide"
+        )
+        return True
+
+    def _on_this_slide(self) -> dict[int, int]:
+        state = self.dock.current
+        if self.per_patch is None or state is None or state.data is None:
+            return {}
+        from ..discover import slice_positions
+
+        table = state.data.table
+        return {
+            int(s["id"]): int(slice_positions(table, self.per_patch, int(s["id"])).size)
+            for s in self.slices
+        }
+
+    def show_slice(self, row: int) -> np.ndarray | None:
+        """Outline slice ``row``'s patches of the current slide; their table positions."""
+        from ..discover import slice_positions
+        from .navigation import highlight
+
+        state = self.dock.current
+        if not (0 <= row < len(self.slices)) or self.per_patch is None:
+            return None
+        if state is None or state.data is None or state.overlays is None:
+            notify.info("Patchwise: compute the slide's patch grid first")
+            return None
+        members = slice_positions(state.data.table, self.per_patch, int(self.slices[row]["id"]))
+        if members.size == 0:
+            notify.info("Patchwise: this slice has no patch on the current slide")
+        highlight(state, members)
+        return members
+
+    def clear(self) -> None:
+        from .navigation import highlight
+
+        state = self.dock.current
+        if state is not None and state.data is not None and state.overlays is not None:
+            highlight(state, None)
