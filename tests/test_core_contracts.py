@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from napari_patchwise import PatchwiseError, Slide
-from napari_patchwise._atomic import atomic_path
+from napari_patchwise._atomic import OutputKind, atomic_path
 
 
 def test_error_reads_as_one_line_with_path_and_hint():
@@ -50,11 +50,22 @@ def test_atomic_path_replaces_existing_directory_only_when_asked(tmp_path):
     with pytest.raises(PatchwiseError, match="existing folder"), atomic_path(target) as tmp:
         tmp.mkdir()
     assert sorted(p.name for p in target.iterdir()) == ["old"]  # never deleted unasked
-    with atomic_path(target, replace_dir=True) as tmp:
+    # replaced only when asked AND recognisably the command's own kind of output
+    kind = OutputKind(
+        "a test store",
+        folder=True,
+        recognise=lambda folder: any((folder / n).is_file() for n in ("old", "new")),
+        owns=lambda folder, name: name in {"old", "new"},
+    )
+    with atomic_path(target, replace=kind) as tmp:
         tmp.mkdir()
         (tmp / "new").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new"]
     assert [p.name for p in tmp_path.iterdir()] == ["store.zarr"]
+    (target / "someone_elses").write_text("keep")  # an entry the kind does not write
+    with pytest.raises(PatchwiseError), atomic_path(target, replace=kind) as tmp:
+        tmp.mkdir()
+    assert (target / "someone_elses").read_text() == "keep"
 
 
 def test_slide_geometry_and_contrast_from_smallest_level():
