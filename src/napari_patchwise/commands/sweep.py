@@ -192,8 +192,10 @@ def check_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from .._progress import tqdm_progress
     from ..sweep import TABLE, complete_sweep, prepare_sweep
+    from ..train import passive_openmp_waits
     from .stats import _cluster
 
+    passive_openmp_waits()  # before the checks load torch (train.py, "CPU threads")
     seeds, make_config = check_args(args)
     try:
         with tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare:

@@ -246,8 +246,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .._progress import tqdm_progress
     from ..runs import LAST
-    from ..train import TrainCallbacks, train
+    from ..train import TrainCallbacks, passive_openmp_waits, train
 
+    passive_openmp_waits()  # before the checks load torch (train.py, "CPU threads")
     config = check_args(args)
     # "stepped": a training step has run, so a Ctrl-C can end the run cleanly by writing
     # last.pt after the current step. Before that (cache preparation) there is nothing to
