@@ -175,8 +175,13 @@ def column(summary, c: int) -> dict[str, str]:
     return {row: summary.text(row, c) for row in ROWS}
 
 
-def expected_column(label, ratio, prob, tau, threshold) -> dict[str, str]:
-    """What the comparison table must say for these patches (prob NaN: not predicted)."""
+def expected_column(label, ratio, prob, tau, threshold, slides=None) -> dict[str, str]:
+    """What the comparison table must say for these patches (prob NaN: not predicted).
+
+    ``slides`` (each patch's slide) adds the slide-level interval that ``patchwise metrics
+    --ci`` computes on the same predicted patches (same draws: 2,000, seed 0), when at
+    least two slides are predicted.
+    """
     counts = evaluate(label, ratio, tau=tau).group_counts
     out = {"patches": f"{label.size:,}"}
     out.update({name: f"{int(n):,}" for name, n in zip(GROUP_NAMES, counts, strict=True)})
@@ -184,13 +189,24 @@ def expected_column(label, ratio, prob, tau, threshold) -> dict[str, str]:
     if not scored.any():
         return {**out, "predicted": "0", "accuracy": "—", "BCA": "—", "WGA": "—"}
     ev = evaluate(label[scored], ratio[scored], prob=prob[scored], tau=tau, threshold=threshold)
-    return {
+    out = {
         **out,
         "predicted": f"{int(scored.sum()):,}",
         "accuracy": f"{ev.accuracy:.3f}",
         "BCA": f"{ev.bca:.3f}",
         "WGA": f"{ev.wga:.3f}",
     }
+    if slides is not None and np.unique(slides[scored]).size >= 2:
+        from napari_patchwise.intervals import slide_bootstrap_ci, slide_counts
+
+        counts = slide_counts(
+            slides[scored], label[scored], ratio[scored], tau=tau, prob=prob[scored],
+            threshold=threshold,
+        )  # fmt: skip
+        ci = slide_bootstrap_ci(counts)
+        out["BCA"] += f" [{ci.bca.low:.3f}, {ci.bca.high:.3f}]"
+        out["WGA"] += f" [{ci.wga.low:.3f}, {ci.wga.high:.3f}]"
+    return out
 
 
 def layer_names(viewer) -> set[str]:
@@ -224,7 +240,10 @@ def test_browse_switch_slides_and_compare(browser, cohort, qtbot, tmp_path):
         assert got == [exp["accuracy"], exp["WGA"]], e.slide
     every = [np.concatenate([truths[e.slide][k] for e in entries]) for k in (0, 1)]
     all_prob = np.concatenate([prob[e.slide] for e in entries])
-    assert column(cb.summary, 1) == expected_column(*every, all_prob, 0.1, 0.5)
+    all_slides = np.concatenate([np.full(64, e.slide) for e in entries])
+    cohort_column = column(cb.summary, 1)
+    assert cohort_column == expected_column(*every, all_prob, 0.1, 0.5, all_slides)
+    assert "[" in cohort_column["WGA"]  # two predicted slides: a slide-level interval
     assert column(cb.summary, 0)["patches"] == "—"  # no slide open yet
 
     # open s0: its channels, mask and overlays; no predictions there
@@ -264,10 +283,12 @@ def test_browse_switch_slides_and_compare(browser, cohort, qtbot, tmp_path):
     qtbot.waitUntil(lambda: column(cb.summary, 0)["patches"] != "—" and not
                     cb.refresh_timer.isActive(), timeout=5000)  # fmt: skip
     assert column(cb.summary, 0) == expected_column(label, ratio, prob["s2"], 0.3, 0.35)
-    assert column(cb.summary, 1) == expected_column(*every, all_prob, 0.3, 0.35)
+    assert column(cb.summary, 1) == expected_column(*every, all_prob, 0.3, 0.35, all_slides)
     cb.split_combo.setCurrentText("val")
     l1, r1 = truths["s1"]
-    assert column(cb.summary, 1) == expected_column(l1, r1, prob["s1"], 0.3, 0.35)
+    val_column = column(cb.summary, 1)  # one predicted slide: no interval, not a faked one
+    assert val_column == expected_column(l1, r1, prob["s1"], 0.3, 0.35, np.full(64, "s1"))
+    assert "[" not in val_column["WGA"]
     assert cb.summary.horizontalHeaderItem(1).text() == "cohort (val)"
 
     # back to s0: s2's layers go, s0's come back with the cohort's grid (no recount)

@@ -35,6 +35,7 @@ from .cohort import CohortEntry
 from .data import PatchSettings, slide_table
 from .errors import PatchwiseError
 from .groups import N_GROUPS
+from .intervals import MIN_SLIDES, BootstrapResult, SlideCounts, slide_bootstrap_ci
 from .metrics import Evaluation, evaluation_from_counts
 from .runs import PREDICTIONS
 from .slide_table import merge_predictions, slide_predictions
@@ -164,6 +165,34 @@ def pooled(
         has_predictions=True,
     )
     return every, metrics
+
+
+def pooled_interval(
+    evaluations: list[SlideEvaluation],
+    names: list[str],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> BootstrapResult | None:
+    """Slide-level 95 % bootstrap intervals of the pooled WGA and BCA of ``evaluations``.
+
+    The slides with predictions (``names``: each evaluation's slide) are resampled with
+    replacement, their patches kept together; slides are taken in name order, so the
+    interval equals ``patchwise metrics --ci`` on the same slides' concatenated table
+    with the same seed (:func:`~napari_patchwise.intervals.slide_bootstrap_ci`). None
+    with fewer than two predicted slides: one slide gives no slide-level interval.
+    """
+    scored = sorted(
+        (name, m) for name, (_, m) in zip(names, evaluations, strict=True) if m is not None
+    )
+    if len(scored) < MIN_SLIDES:
+        return None
+    counts = SlideCounts(
+        tuple(name for name, _ in scored),
+        np.stack([np.asarray(m.group_counts, dtype=np.int64) for _, m in scored]),
+        np.stack([np.asarray(m.group_correct, dtype=np.int64) for _, m in scored]),
+    )
+    return slide_bootstrap_ci(counts, n_boot=n_boot, seed=seed)
 
 
 def cohort_evaluation(

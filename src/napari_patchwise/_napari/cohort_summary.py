@@ -29,14 +29,28 @@ def fmt(value: float | None) -> str:
     return NONE if value is None or math.isnan(value) else f"{value:.3f}"
 
 
-def column_texts(counts: Evaluation | None, metrics: Evaluation | None) -> list[str]:
-    """The texts of one column (see :data:`ROWS`) from a count and a metric evaluation."""
+def with_interval(text: str, interval) -> str:
+    """``0.812 [0.701, 0.880]``: a value and its slide-level interval (when there is one)."""
+    if interval is None or text == NONE:
+        return text
+    return f"{text} [{fmt(interval.low)}, {fmt(interval.high)}]"
+
+
+def column_texts(
+    counts: Evaluation | None, metrics: Evaluation | None, intervals=None
+) -> list[str]:
+    """The texts of one column (see :data:`ROWS`) from a count and a metric evaluation;
+    ``intervals`` (a :class:`~napari_patchwise.intervals.BootstrapResult`) adds the
+    slide-level 95 % intervals of BCA and WGA."""
     if counts is None:
         return [NONE] * len(ROWS)
     texts = [f"{counts.n:,}"] + [f"{int(n):,}" for n in counts.group_counts]
     if metrics is None:
         return [*texts, "0", NONE, NONE, NONE]
-    return [*texts, f"{metrics.n:,}", fmt(metrics.accuracy), fmt(metrics.bca), fmt(metrics.wga)]
+    bca, wga = fmt(metrics.bca), fmt(metrics.wga)
+    if intervals is not None:
+        bca, wga = with_interval(bca, intervals.bca), with_interval(wga, intervals.wga)
+    return [*texts, f"{metrics.n:,}", fmt(metrics.accuracy), bca, wga]
 
 
 class CohortSummary(QTableWidget):
@@ -63,10 +77,19 @@ class CohortSummary(QTableWidget):
         self.horizontalHeaderItem(1).setText(title)
 
     def show_column(
-        self, column: int, counts: Evaluation | None, metrics: Evaluation | None
+        self, column: int, counts: Evaluation | None, metrics: Evaluation | None, intervals=None
     ) -> None:
-        for row, text in zip(self.cells, column_texts(counts, metrics), strict=True):
+        texts = column_texts(counts, metrics, intervals)
+        for row, text in zip(self.cells, texts, strict=True):
             row[column].setText(text)
+        tip = (
+            "95 % slide-level bootstrap interval: the predicted slides resampled with "
+            "replacement, 2,000 draws"
+            if intervals is not None
+            else "no interval: it needs at least two slides with predictions"
+        )
+        for name in ("BCA", "WGA"):
+            self.cells[ROWS.index(name)][column].setToolTip(tip)
 
     def text(self, row: str, column: int) -> str:
         """The text of cell ``row`` (a name of :data:`ROWS`) in ``column`` (tests, scripts)."""
