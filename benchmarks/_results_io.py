@@ -72,8 +72,10 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def write_results(folder: Path, files: dict[str, str], meta: dict | None = None) -> Path:
-    """Write ``files`` (name -> text) and ``meta.json`` into ``folder``, each atomically.
+def write_results(
+    folder: Path, files: dict[str, str], meta: dict | None = None, meta_name: str = "meta.json"
+) -> Path:
+    """Write ``files`` (name -> text) and ``meta_name`` into ``folder``, each atomically.
 
     Each file is written to a temporary beside it and renamed into place, so a reader never
     sees half a table; ``meta.json`` is written last (see :func:`run_meta`).
@@ -84,6 +86,7 @@ def write_results(folder: Path, files: dict[str, str], meta: dict | None = None)
     for name, text in files.items():
         with atomic_path(folder / name) as tmp:
             Path(tmp).write_text(text)
-    with atomic_path(folder / "meta.json") as tmp:
-        Path(tmp).write_text(json.dumps(run_meta(meta), indent=2) + "\n")
+    extra = {"files": sorted(files), **(meta or {})}
+    with atomic_path(folder / meta_name) as tmp:
+        Path(tmp).write_text(json.dumps(run_meta(extra), indent=2) + "\n")
     return folder
