@@ -132,3 +132,52 @@ def test_published_results_record_how_they_were_made(name: str) -> None:
     assert name in meta["command"] and "--quick" not in meta["command"]
     for file in meta["files"]:
         assert (folder / file).is_file(), file
+
+
+# -- the planted-bias benchmark's statistics (benchmarks/planted_bias.py) ---------------------
+def _planted_bias():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module("planted_bias")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_holm_adjusted_p_values_by_hand() -> None:
+    """Holm: sorted p times (m - i), running maximum, capped at 1; NaN left out."""
+    import math
+
+    holm = _planted_bias().holm
+    got = holm([0.01, 0.04, 0.03, float("nan"), 0.5])
+    # m = 4 finite: 0.01*4 = 0.04; 0.03*3 = 0.09; 0.04*2 = 0.08 -> max 0.09; 0.5*1 = 0.5
+    assert [round(x, 10) for x in got[[0, 2, 1, 4]]] == [0.04, 0.09, 0.09, 0.5]
+    assert math.isnan(got[3])
+
+
+def test_paired_tests_pair_by_seed_and_pick_the_best_control() -> None:
+    """Differences are paired by seed (scipy's ttest_rel), against the control with the
+    highest mean test WGA, and the paper's ERM figure is labelled by its selection."""
+    import pandas as pd
+    from scipy import stats
+
+    pb = _planted_bias()
+    assert pb.PAPER_ERM_BCA_SELECTED_WGA == 63.75 and pb.PAPER_ERM_WGA_SELECTED_WGA == 73.54
+    wga = {"ERM": [30, 35, 40], "ReSample": [80, 85, 83], "GroupDRO": [79, 86, 81],
+           "GERNE": [82, 84, 90]}  # fmt: skip
+    rows = pd.DataFrame(
+        [dict(tau=0.1, method=m, seed=s, test_wga=v, **{"selected by": "val WGA"})
+         for m, vs in wga.items() for s, v in zip([2, 0, 1], vs, strict=True)]
+    )  # fmt: skip
+    tests = pb.paired_tests(rows, [0.1]).set_index("method")
+    assert set(tests["against"]) == {"ReSample"}  # mean 82.67 > GroupDRO's 82.0
+    assert tests.loc["GERNE", "diff"] == pytest.approx((2 - 1 + 7) / 3)
+    assert tests.loc["GERNE", "p"] == pytest.approx(
+        stats.ttest_rel([82, 84, 90], [80, 85, 83]).pvalue
+    )
+    assert tests.loc["GERNE", "p_holm"] >= tests.loc["GERNE", "p"]
+    mean, low, high = pb.ci95([1.0, 2.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * 1.0 / 3**0.5
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
