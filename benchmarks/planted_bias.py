@@ -1,42 +1,42 @@
 """Planted-bias benchmark: the paper's Table 1 on synthetic slides, with controls, on a CPU.
 
-Builds train / val / test slides with ``patchwise synth`` (the library function behind
-it, :func:`napari_patchwise.synth.write_synthetic_slide`) in which tissue size and label
-go together (``--spurious``: one or more strengths, each its own set of slides), then for
-each strength, tau (0.1 and 0.03) and seed (0, 1, 2) trains ``smallcnn``:
+Builds train / val / test slides (4 / 3 / 3) with ``patchwise synth`` (the library function
+behind it, :func:`napari_patchwise.synth.write_synthetic_slide`) in which tissue size and
+label go together (``--spurious``), then for each strength, tau and seed trains
+``smallcnn`` with every method at an **equal tuning budget**: each method has the same
+number of configurations (``--lrs`` for ERM, class-balanced ERM, ReSample and ReWeight;
+``--etas`` for GroupDRO; ``--betas`` at c = 1 for GERNE, i.e. k = c (1 + beta), see
+``docs/methods.md``), and per seed the configuration with the best validation WGA is kept
+(ERM's "val BCA" row: configuration and checkpoint by validation BCA). The test split is
+never looked at for a choice.
 
-* **controls** — ERM (uniform batches; its checkpoints selected by validation BCA and by
-  validation WGA come from the SAME run, see ``train.py``), class-balanced ERM, ReSample,
-  ReWeight and GroupDRO, each selected by validation WGA;
-* **GERNE** on a grid of (c, beta) points (``--grid C:BETA ...``): the group-balanced
-  point beta = 1/c - 1 at c = 0.5 and extrapolations beyond it (beta > 1/c - 1) at c = 0.5
-  and c = 1. A point at or above the training split's bound beta_max
-  (``docs/methods.md``) is skipped with a note. The GERNE row is the grid point with the
-  best validation WGA averaged over the seeds, chosen per spurious strength and tau; the
-  test split is never looked at.
+**DFR**: a head on the features of each seed's selected ERM run (``patchwise embed``, then
+``train --features --method dfr``). It fits on the validation labels, which the other rows
+use only to select; its row says so.
 
 **Equal samples seen.** GERNE draws two batches of ``--batch-size`` (half of it per class
-each) per step; every control draws ONE batch of twice that size. All runs take the same number
-of steps, evaluations and samples (2 x ``--batch-size`` per step), so each row's model
-saw as many patches as GERNE's.
+each) per step; every other method draws ONE batch of twice that size.
 
-Prints, per spurious strength, the Table-1-style table (test WGA and BCA in %, mean ± std
-over seeds), the GERNE grid (mean validation WGA of every point, the selected one marked)
-and plain comparisons: GERNE minus each control, ERM by val WGA minus ERM by val BCA (the
-paper's first finding), and whether ERM by val WGA reaches half the paper's 63.75 at
-tau = 0.1 (the paper's regime). The exit status is 0 when every run finished: the numbers
-are reported, not judged.
+Writes (``benchmarks/_results_io.py``, atomically) ``runs.csv`` (every run and selection
+metric: the varied values, seed, selected step, val and test WGA / BCA, group sizes, which
+configuration was selected), ``tables.md`` (test WGA / BCA with 95 % t intervals over
+seeds; each method's test WGA minus the best control's, paired by seed, paired t-test,
+Holm-corrected; every configuration) and ``meta.json`` (command, date, commit, load,
+settings) into ``docs/results/planted_bias/`` (``--results`` to change; with ``--quick``
+into ``benchmarks/_results/planted_bias_quick/``, never into docs/results/). The exit
+status is 0 when the tables were written: the numbers are reported, not judged.
 
-    .venv/bin/python benchmarks/planted_bias.py [--out DIR] [--spurious 1.0 0.7]
-        [--steps N] [--seeds 0 1 2] [--methods erm gerne ...] [--jobs 2]
+    .venv/bin/python benchmarks/planted_bias.py [--out DIR] [--jobs 4] [--seeds ...]
+        [--taus ...] [--methods ...] [--lrs ...] [--etas ...] [--betas ...] [--report-only]
 
-Two training processes run side by side (one thread each) to use both cores. A finished
-run in ``--out`` with the same options is reused, so an interrupted benchmark resumes.
+Several training processes run side by side (one thread each). A finished run in ``--out``
+with the same options is reused, so an interrupted benchmark resumes; ``--report-only``
+writes the tables of the runs finished so far, marked PARTIAL when some are missing. Runs
+train tau by tau: ERM first (the DFR heads need it), then seed by seed, ReWeight last.
 
 ``--quick`` (what ``make bench`` runs): 1024 px slides (kept in benchmarks/_data/quick/),
-one seed, tau = 0.1, spurious = 1, 20 steps, every control and a three-point GERNE grid
-(one point above its bound, skipped), in a temporary folder; the same tables. 20 steps
-cannot separate the methods.
+one seed, tau = 0.1, 20 steps, every method with two configurations, in a temporary
+folder; the same tables. 20 steps cannot separate the methods.
 """
 
 from __future__ import annotations
@@ -234,8 +234,11 @@ def plan_level(args, manifest: Path, cohort, spurious: float, out: Path) -> Plan
                     options["out"] = str(out / f"{name}_{varied}{value:g}_tau{tau:g}_seed{seed}")
                     plan.jobs.append(Job(options, spurious, name, label, varied))
     # ERM first (every seed): the DFR heads need its runs and can start early (a
-    # second invocation with --report-only); then seed by seed (stable sort)
-    plan.jobs.sort(key=lambda j: (args.taus.index(j.options["tau"]), j.name != "erm"))
+    # second invocation with --report-only); then seed by seed; ReWeight (in the earlier
+    # version below ReSample and GroupDRO) last, so that a run cut short for time still
+    # has every seed of GERNE and the two strongest controls (stable sort)
+    order = {"erm": 0, "reweight": 2}
+    plan.jobs.sort(key=lambda j: (args.taus.index(j.options["tau"]), order.get(j.name, 1)))
     return plan
 
 
