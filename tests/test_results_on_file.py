@@ -181,3 +181,24 @@ def test_paired_tests_pair_by_seed_and_pick_the_best_control() -> None:
     mean, low, high = pb.ci95([1.0, 2.0, 3.0])
     half = stats.t.ppf(0.975, 2) * 1.0 / 3**0.5
     assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+
+
+def test_quick_runs_never_write_into_docs_results(tmp_path: Path) -> None:
+    """``make bench`` (--quick) writes into benchmarks/_results/, and is refused
+    docs/results/ even when asked; a full run publishes into docs/results/<name>/."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import _results_io as io
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert io.results_dir("x", quick=True) == ROOT / "benchmarks" / "_results" / "x_quick"
+    assert io.results_dir("x", quick=False) == RESULTS / "x"
+    with pytest.raises(SystemExit):
+        io.results_dir("x", quick=True, given=str(RESULTS / "x"))
+    folder = io.write_results(tmp_path / "out", {"t.md": "| a | 1.5 |\n"}, {"status": "ok"})
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (folder / "t.md").read_text() == "| a | 1.5 |\n"
+    assert meta["files"] == ["t.md"] and meta["status"] == "ok" and "git_commit" in meta
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "t.md"]  # no temporaries
