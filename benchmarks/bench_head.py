@@ -195,14 +195,19 @@ def planted(args, out: Path) -> list[dict]:
     return rows
 
 
-def report_times(out: Path, n: int) -> None:
+def report_times(out: Path, n: int) -> dict[str, str]:
     times = head_times(out / "synthetic", n)
-    print(f"1. head retraining on {n} synthetic patches (whole `train --features` run):")
+    lines = [f"1. head retraining on {n} synthetic patches (whole `train --features` run):"]
+    rows = ["| method | patches | seconds | target < 10 s |", "|---|---|---|---|"]
     for method, seconds in times.items():
-        print(f"   {method}: {seconds:.1f} s  (target < 10 s: {'yes' if seconds < 10 else 'NO'})")
+        ok = "yes" if seconds < 10 else "NO"
+        lines.append(f"   {method}: {seconds:.1f} s  (target < 10 s: {ok})")
+        rows.append(f"| {method} head | {n} | {seconds:.1f} | {ok} |")
+    print("\n".join(lines))
+    return {"head_times.md": "\n".join(rows) + "\n"}
 
 
-def report_embed(args, out: Path) -> None:
+def report_embed(args, out: Path) -> dict[str, str]:
     from planted_bias import QUICK_SLIDES, make_slides
 
     slides = QUICK_SLIDES if args.quick else out / "slides"
@@ -213,9 +218,16 @@ def report_embed(args, out: Path) -> None:
           f"{rate['loop']:.0f} patches/s (whole command with store set-up "
           f"{rate['embed']:.0f}/s = {whole:.2f}x) vs forward-only {rate['forward']:.0f}/s = "
           f"{ratio:.2f}x (target >= 0.8x: {'yes' if ratio >= 0.8 else 'NO'})")  # fmt: skip
+    table = [
+        "| | patches/s | vs forward-only |", "|---|---|---|",
+        f"| forward only (in-memory tensors) | {rate['forward']:.0f} | 1.00x |",
+        f"| `embed`, chunk loop | {rate['loop']:.0f} | {ratio:.2f}x |",
+        f"| `embed`, whole call | {rate['embed']:.0f} | {whole:.2f}x |",
+    ]  # fmt: skip
+    return {"embed_rate.md": f"{rate['patches']} patches\n\n" + "\n".join(table) + "\n"}
 
 
-def report_planted(args, out: Path) -> None:
+def report_planted(args, out: Path) -> dict[str, str]:
     import pandas as pd
 
     table = pd.DataFrame(planted(args, out))
@@ -223,6 +235,17 @@ def report_planted(args, out: Path) -> None:
     summary = table.groupby(keys, sort=False)[["wga", "bca"]].agg(["mean", "std"])
     print("3. planted bias, test WGA / BCA in % (mean, std over seeds):")
     print(summary.round(2).to_string())
+    return {"planted_runs.csv": table.to_csv(index=False),
+            "planted_summary.md": summary_markdown(summary)}  # fmt: skip
+
+
+def summary_markdown(summary) -> str:
+    """The planted summary as a Markdown table: mean ± std (%) of WGA and BCA."""
+    lines = ["| spurious | tau | method | WGA | BCA |", "|---|---|---|---|---|"]
+    for (spurious, tau, method), r in summary.iterrows():
+        cells = [f"{r[(m, 'mean')]:.2f} ± {r[(m, 'std')]:.2f}" for m in ("wga", "bca")]
+        lines.append(f"| {spurious:g} | {tau:g} | {method} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -238,6 +261,11 @@ def main(argv=None) -> int:
         "--spurious", type=float, nargs="+", default=None,
         help="planted strengths of part 3 (full: 1.0 0.7; 0.7 is the paper's regime)",
     )  # fmt: skip
+    parser.add_argument(
+        "--results", default=None,
+        help="where the tables go (docs/results/bench_head; --quick: benchmarks/_results/"
+        "bench_head_quick)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     spurious = args.spurious
     quick = {"size": 1024, "steps": 20, "eval_every": 10, "seeds": [0], "taus": [0.1],
@@ -248,14 +276,21 @@ def main(argv=None) -> int:
         setattr(args, key, value)
     if spurious:
         args.spurious = spurious
+    from _results_io import results_dir, write_results
+
+    folder = results_dir("bench_head", quick=args.quick, given=args.results)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
-        if "time" in args.parts:
-            report_times(out, 20_000 if args.quick else args.patches)
-        if "embed" in args.parts:
-            report_embed(args, out)
-        if "planted" in args.parts:
-            report_planted(args, out)
+        parts = {
+            "time": lambda: report_times(out, 20_000 if args.quick else args.patches),
+            "embed": lambda: report_embed(args, out),
+            "planted": lambda: report_planted(args, out),
+        }
+        for part in args.parts:
+            # each part's files and its own meta (<part>.meta.json): a later run of
+            # another part leaves them as they are
+            write_results(folder, parts[part](), meta_name=f"{part}.meta.json")
+    print(f"written: {folder}")
     return 0
 
 
