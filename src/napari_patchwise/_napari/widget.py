@@ -42,6 +42,7 @@ from .compare_box import CompareBox
 from .debias_tab import DebiasTab
 from .form import GridBox
 from .inspect_tabs import InspectTabs
+from .inspector import PatchInspector
 from .jobs import BackgroundJob
 from .layer_slide import layer_units, with_mask_layer, with_own_mask
 from .model_panel import ModelPanel
@@ -123,7 +124,8 @@ class PatchwiseWidget(QWidget):
         self.debias = DebiasTab(self)  # retrain a head, the threshold curve, the ranking
         self.tabs.addTab(self.debias, "Debias")
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
-        for part in (self.picker, self.grid_box, self.tuning):
+        self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
+        for part in (self.picker, self.grid_box, self.tuning, self.inspector):
             root.addWidget(part)
         root.addWidget(self.tabs, stretch=1)
         root.addWidget(self.table_files)
@@ -191,6 +193,7 @@ class PatchwiseWidget(QWidget):
         self.tuning.show_settings(s, state)
         self.tabs.show_state(state)
         self.tuning.show_evaluation(state)
+        self.inspector.refresh()
 
     def require_state(self) -> SlideState:
         """The current slide's state (raises :class:`PatchwiseError` without a slide)."""
@@ -323,6 +326,7 @@ class PatchwiseWidget(QWidget):
     def _follow_sliders(self, state: SlideState) -> None:
         self.tuning.show_evaluation(state)
         self.tabs.follow_sliders()
+        self.inspector.refresh()
 
     # -- the parts' actions, as the dock's API --------------------------------------------
     def load_predictions(self, path: str | Path) -> bool:
@@ -365,6 +369,8 @@ class PatchwiseWidget(QWidget):
         return navigation.patch_status(self.current, world_position)
 
     def _on_cursor(self, event=None) -> None:  # noqa: ARG002 - napari event callback
-        text = self.patch_status(self.viewer.cursor.position)
+        position = self.viewer.cursor.position
+        self.inspector.hover(position)
+        text = self.patch_status(position)
         if text is not None:
             self.viewer.status = text
