@@ -93,9 +93,8 @@ def read_layers(path: str | list[str]) -> list:
 #: The user was offered "use Patchwise for these files" in this session (asked once).
 _offered = False
 OFFER_TEXT = (
-    "Patchwise read this file. napari's File > Open may ask which reader to use for "
-    "TIFF, zarr and scanner files; to make Patchwise napari's choice for them, click "
-    "'Use Patchwise for these files' (Preferences > Plugins undoes it)."
+    "Use Patchwise for these files? (TIFF, zarr, scanner slides: File > Open then "
+    "stops asking; Preferences > Plugins undoes it)"
 )
 OFFER_ACTION = "Use Patchwise for these files"
 

@@ -46,6 +46,7 @@ from .inspector import PatchInspector
 from .jobs import BackgroundJob
 from .layer_slide import layer_units, with_mask_layer, with_own_mask
 from .model_panel import ModelPanel
+from .overlay_choice import OverlayChoice
 from .overlays import SlideOverlays, overlay_transform
 from .slide_picker import SlidePicker
 from .state import SlideState, slide_key
@@ -124,8 +125,9 @@ class PatchwiseWidget(QWidget):
         self.debias = DebiasTab(self)  # retrain a head, the threshold curve, the ranking
         self.tabs.addTab(self.debias, "Debias")
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
+        self.overlay_choice = OverlayChoice(self)  # one overlay shown, legend on the canvas
         self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
-        for part in (self.picker, self.grid_box, self.tuning, self.inspector):
+        for part in (self.picker, self.grid_box, self.tuning, self.overlay_choice, self.inspector):
             root.addWidget(part)
         root.addWidget(self.tabs, stretch=1)
         root.addWidget(self.table_files)
@@ -154,6 +156,8 @@ class PatchwiseWidget(QWidget):
         self.histograms.bin_clicked.connect(self.highlight_bin)
         self.tabs.errors_page.patch_chosen.connect(self.go_to_patch)
         self.viewer.cursor.events.position.connect(self._on_cursor)
+        self.applied.connect(self.overlay_choice.follow_table)
+        self.compare_box.compared.connect(lambda: self.overlay_choice.choose("comparison"))
 
     # -- slide states ---------------------------------------------------------------------
     def _on_layers_changed(self, image_changed: bool) -> None:
@@ -194,6 +198,7 @@ class PatchwiseWidget(QWidget):
         self.tabs.show_state(state)
         self.tuning.show_evaluation(state)
         self.inspector.refresh()
+        self.overlay_choice.apply()
 
     def require_state(self) -> SlideState:
         """The current slide's state (raises :class:`PatchwiseError` without a slide)."""
