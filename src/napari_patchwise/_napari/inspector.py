@@ -19,6 +19,7 @@ from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout
 
 from ..groups import group_ids, group_names
 from ..metrics import CORRECTNESS_NAMES, correctness
+from . import navigation
 from .layer_slide import layer_units
 from .state import SlideState
 
@@ -117,6 +118,7 @@ class PatchInspector(QGroupBox):
         self.text.setWordWrap(True)
         layout.addWidget(self.text)
         dock.viewer.mouse_drag_callbacks.append(self._on_mouse)
+        dock.viewer.cursor.events.position.connect(self._on_cursor)
 
     # -- what is under a world position ---------------------------------------------------
     def position_at(self, world) -> int | None:
@@ -162,6 +164,14 @@ class PatchInspector(QGroupBox):
             self.unpin()
             return
         self._show(self.pinned[1])
+
+    def _on_cursor(self, _event=None) -> None:
+        """The patch under the cursor: in the panel, and as the status-bar text."""
+        position = self.dock.viewer.cursor.position
+        self.hover(position)
+        text = navigation.patch_status(self.dock.current, position)
+        if text is not None:  # after napari's own status (connected after napari's)
+            self.dock.viewer.status = text
 
     # -- helpers --------------------------------------------------------------------------
     def _show(self, pos: int) -> None:

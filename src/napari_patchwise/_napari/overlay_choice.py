@@ -89,6 +89,8 @@ class OverlayChoice(QWidget):
         self.combo.setToolTip("the one patch overlay shown, with its legend on the canvas")
         layout.addRow("overlay shown", self.combo)
         self.combo.currentTextChanged.connect(lambda _text: self.apply())
+        dock.applied.connect(self.follow_table)  # a new table: outcome or groups
+        dock.compare_box.compared.connect(lambda: self.choose("comparison"))
 
     def choice(self) -> str:
         return self.combo.currentText()

@@ -36,15 +36,14 @@ from vispy.color.colormap import LUT_len as LUT_LEN
 
 from ..groups import GROUP_NAMES, group_index
 from ..metrics import CORRECTNESS_NAMES
+from ..palette import CORRECTNESS_COLORS, GROUP_COLORS, LABEL_COLORS
 
-# Okabe-Ito colours (colour-blind safe). Blue hues = non-tumor, orange hues = tumor;
-# light = small tissue, dark = large tissue.
-GROUP_COLORS: tuple[str, ...] = ("#56B4E9", "#0072B2", "#E69F00", "#D55E00")
-# TN, FP, FN, TP: errors in the loud colours (yellow, purple), correct ones muted; true
-# negatives (most of a slide, background included) only tinted so the tissue shows through.
-CORRECTNESS_COLORS: tuple[str, ...] = ("#0072B2", "#F0E442", "#CC79A7", "#009E73")
+__all__ = ["CORRECTNESS_COLORS", "GROUP_COLORS", "LABEL_COLORS"]  # re-exported
+
+# The one palette (napari_patchwise.palette, Okabe-Ito): blue hues = non-tumor, orange
+# hues = tumor; light = small tissue, dark = large tissue. TN, FP, FN, TP: errors in the
+# loud colours (yellow, purple); true negatives (most of a slide) only tinted.
 CORRECTNESS_ALPHA: tuple[float, ...] = (0.3, 1.0, 1.0, 1.0)
-LABEL_COLORS: dict[int, str] = {1: "#56B4E9", 2: "#D55E00"}  # 1 non-tumor, 2 tumor
 HIGHLIGHT_COLOR = "#FFFFFF"
 
 # Encoding: value = CLASS_OFFSET * label + x, with x in [0, 1].

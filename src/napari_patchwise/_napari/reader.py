@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import palette
 from ..errors import PatchwiseError
 from ..io._loaded import LoadedImage
 from ..io.formats import DICOM_SUFFIXES, WSI_SUFFIXES, is_dicom_folder
@@ -33,7 +34,7 @@ CHANNEL_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue", "orang
 RGB_COLORMAPS = {"R": "red", "G": "green", "B": "blue"}
 
 #: Class colours of a mapped (or 0/1/2) mask shown as Labels.
-MASK_COLORS = {0: "transparent", 1: "limegreen", 2: "red", None: "yellow"}
+MASK_COLORS = palette.MASK_COLORS  # the one palette: non-tumor blue, tumor vermillion
 
 _MASK_NAME = re.compile(r"(mask|label|annotation|segmentation)", re.IGNORECASE)
 _MASK_MAX_VALUES = 8

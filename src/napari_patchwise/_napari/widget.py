@@ -155,9 +155,6 @@ class PatchwiseWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self._on_threshold)
         self.histograms.bin_clicked.connect(self.highlight_bin)
         self.tabs.errors_page.patch_chosen.connect(self.go_to_patch)
-        self.viewer.cursor.events.position.connect(self._on_cursor)
-        self.applied.connect(self.overlay_choice.follow_table)
-        self.compare_box.compared.connect(lambda: self.overlay_choice.choose("comparison"))
 
     # -- slide states ---------------------------------------------------------------------
     def _on_layers_changed(self, image_changed: bool) -> None:
@@ -372,10 +369,3 @@ class PatchwiseWidget(QWidget):
     def patch_status(self, world_position) -> str | None:
         """Status-bar text for the patch under ``world_position`` (None: no patch there)."""
         return navigation.patch_status(self.current, world_position)
-
-    def _on_cursor(self, event=None) -> None:  # noqa: ARG002 - napari event callback
-        position = self.viewer.cursor.position
-        self.inspector.hover(position)
-        text = self.patch_status(position)
-        if text is not None:
-            self.viewer.status = text

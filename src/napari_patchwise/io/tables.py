@@ -18,6 +18,7 @@ import pandas as pd
 
 from .._atomic import atomic_path
 from ..errors import PatchwiseError
+from ..palette import GEOJSON_CLASS_COLORS
 from ..schema import BINARY_COLUMNS as _SMALL_INT_COLUMNS
 from ..schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
 from ..schema import GEOMETRY_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS, RATIO_COLUMNS
@@ -25,15 +26,8 @@ from ..schema import INT_COLUMNS as _INT_COLUMNS
 from ..schema import TABLE_COLUMNS as PATCH_COLUMNS
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
-# QuPath colours (RGB) of the classifications written by write_geojson.
-_CLASS_COLORS = {
-    "non-tumor": (60, 160, 60),
-    "tumor": (220, 40, 40),
-    "non-tumor/small": (150, 220, 150),
-    "non-tumor/large": (30, 120, 30),
-    "tumor/small": (250, 150, 150),
-    "tumor/large": (180, 0, 0),
-}
+# QuPath colours (RGB) of the classifications written by write_geojson: the one palette.
+_CLASS_COLORS = GEOJSON_CLASS_COLORS
 # Every count, label, ratio and prediction of a patch (its position is the geometry).
 _GEOJSON_MEASUREMENTS = (
     "n_pixels",
