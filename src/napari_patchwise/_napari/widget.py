@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
 from . import navigation, notify
@@ -55,6 +55,28 @@ from .tuning import TuningBox
 from .workers import ComputeResult, compute_table, prepare
 
 CANCELLED = "Patchwise: computation cancelled"
+
+
+def _pane(*parts: QWidget, stretch: int | None = None) -> QWidget:
+    """A widget holding ``parts`` one under the other (the last one stretching)."""
+    pane = QWidget()
+    layout = QVBoxLayout(pane)
+    layout.setContentsMargins(4, 2, 4, 2)
+    for i, part in enumerate(parts):
+        last = stretch is not None and i == len(parts) - 2
+        layout.addWidget(part, stretch=stretch if last else 0)
+    return pane
+
+
+def _scrolling(*parts: QWidget, stretch: int | None = None) -> QScrollArea:
+    """``parts`` in a vertical scroll area (never wider than the dock)."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    content = _pane(*parts, stretch=stretch)
+    content.setMinimumWidth(430)
+    scroll.setWidget(content)
+    return scroll
 
 
 def freeze_startup_heap() -> None:
@@ -98,18 +120,12 @@ class PatchwiseWidget(QWidget):
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        # Everything sits in a scroll area so the dock never forces the viewer to shrink.
+        # Three panes in a vertical splitter, so the dock fits a 1366 x 768 screen: the
+        # slide and grid settings (scrolling), the sliders and key metrics (never
+        # collapsed, never scrolled away), and the inspector, tabs and files (scrolling).
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        content = QWidget()
-        self.scroll.setWidget(content)
-        outer.addWidget(self.scroll)
-        content.setMinimumWidth(430)
         self.setMinimumWidth(450)
-        root = QVBoxLayout(content)
         self.picker = SlidePicker(self.viewer)
         self.grid_box = GridBox()
         self.tuning = TuningBox()
@@ -127,10 +143,16 @@ class PatchwiseWidget(QWidget):
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
         self.overlay_choice = OverlayChoice(self)  # one overlay shown, legend on the canvas
         self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
-        for part in (self.picker, self.grid_box, self.tuning, self.overlay_choice, self.inspector):
-            root.addWidget(part)
-        root.addWidget(self.tabs, stretch=1)
-        root.addWidget(self.table_files)
+        self.setup_scroll = _scrolling(self.picker, self.grid_box)
+        self.sliders = _pane(self.tuning, self.overlay_choice)
+        self.scroll = _scrolling(self.inspector, self.tabs, self.table_files, stretch=1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        for i, pane in enumerate((self.setup_scroll, self.sliders, self.scroll)):
+            self.splitter.addWidget(pane)
+            self.splitter.setStretchFactor(i, (0, 0, 1)[i])
+        self.splitter.setCollapsible(1, False)
+        self.splitter.setSizes([150, self.sliders.sizeHint().height(), 500])
+        outer.addWidget(self.splitter)
 
     def _name_parts(self) -> None:
         """The parts' widgets under the names scripts and tests use."""
