@@ -8,8 +8,11 @@ from collections import Counter
 import pytest
 from qtpy.QtCore import QRect
 from qtpy.QtWidgets import QApplication, QPushButton
-from test_widget import load_predictions
-from test_widget import setup  # noqa: F401 - the fixture
+
+from test_widget import (
+    load_predictions,
+    setup,  # noqa: F401 - the fixture
+)
 
 pytestmark = pytest.mark.gui
 
