@@ -183,6 +183,7 @@ def test_predictions_and_threshold_slider_recolour_correctness(setup, qtbot, tmp
     np.testing.assert_array_equal(saved["pred"].to_numpy(), (PROB >= 0.95).ravel())
     np.testing.assert_allclose(saved["prob"].to_numpy(), PROB.ravel())
     widget.save_geojson(tmp_path / "out.geojson")
+    widget.table_files.export_job.wait()  # written in the background
     features = json.loads((tmp_path / "out.geojson").read_text())["features"]
     assert len(features) == N * N
 

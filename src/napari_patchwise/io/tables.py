@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +219,7 @@ def write_geojson(
     tau: float | None = None,
     object_type: str = "tile",
     chunk_rows: int = 10_000,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Export the patch grid as a GeoJSON FeatureCollection that QuPath can import.
 
@@ -243,6 +244,9 @@ def write_geojson(
         QuPath object type of every patch.
     chunk_rows : int
         Rows formatted at a time: the file is streamed, never built whole in memory.
+    progress : callable, optional
+        Called with ``(rows written, rows)`` after each chunk; an exception it raises
+        (a cancel) stops the export and leaves no file.
     """
     if object_type not in ("tile", "annotation", "detection"):
         raise PatchwiseError(f"unknown QuPath object type {object_type!r}")
@@ -260,6 +264,8 @@ def write_geojson(
             for line in lines:
                 fh.write(line if first else ",\n" + line)
                 first = False
+            if progress is not None:
+                progress(min(start + chunk_rows, len(df)), len(df))
         fh.write("\n]}\n")
     return path
 
