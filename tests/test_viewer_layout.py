@@ -24,6 +24,8 @@ def small_screen(setup, qtbot, tmp_path):  # noqa: F811 - test_widget's fixture
     window = viewer.window._qt_window
 
     window.resize(1366, 768)
+    widget.inspector.pin_at((100.0, 100.0))  # the inspector at its tallest
+    assert widget.inspector.pinned is not None
     widget.tabs.setCurrentWidget(widget.tabs.errors_page)
     qtbot.waitUntil(lambda: window.height() <= 768, timeout=2000)
     QApplication.processEvents()

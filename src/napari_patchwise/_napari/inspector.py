@@ -87,12 +87,17 @@ def patch_facts(state: SlideState, pos: int, compare=None) -> dict[str, str]:
 
 
 def facts_html(facts: dict[str, str]) -> str:
-    """The facts as a two-column table (rich text for a QLabel)."""
-    rows = "".join(
-        f"<tr><td style='color:#aaa;padding-right:8px'>{k}</td><td>{v}</td></tr>"
-        for k, v in facts.items()
-    )
-    return f"<table>{rows}</table>"
+    """The facts as a table, the long ones on their own row, the short ones two a row."""
+    cell = "<td style='color:#aaa;padding-right:6px'>{}</td><td style='padding-right:10px'>{}</td>"
+    wide = [(k, v) for k, v in facts.items() if k in ("position", "size", "outcome")]
+    short = [(k, v) for k, v in facts.items() if (k, v) not in wide]
+    rows = [f"<tr>{cell.format(k, v)}<td colspan=2></td></tr>" for k, v in wide[:2]]
+    rows += [
+        "<tr>" + "".join(cell.format(k, v) for k, v in short[i : i + 2]) + "</tr>"
+        for i in range(0, len(short), 2)
+    ]
+    rows += [f"<tr>{cell.format(k, v)}</tr>" for k, v in wide[2:]]
+    return f"<table>{''.join(rows)}</table>"
 
 
 class PatchInspector(QGroupBox):

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
+from ..groups import group_names
 from ..metrics import CORRECTNESS_NAMES
 from .compare_data import COMPARE_COLORS
 from .compare_views import class_name
-from .overlays import CORRECTNESS_COLORS, LEGENDS
+from .overlays import CORRECTNESS_COLORS, GROUP_COLORS, LEGENDS
 
 #: The selector's entries, and the overlay kind (SlideOverlays key) each one shows.
 CHOICES: dict[str, str | None] = {
@@ -36,8 +37,15 @@ def _text_colour(hex_color: str) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
 
 
-def legend_entries(choice: str, compare_names: tuple[str, str] | None = None):
-    """``(name, colour)`` pairs of the legend for an overlay choice (empty: none)."""
+def legend_entries(
+    choice: str, compare_names: tuple[str, str] | None = None, attribute: str | None = None
+):
+    """``(name, colour)`` pairs of the legend for an overlay choice (empty: none).
+
+    The groups are named for the grouping ``attribute`` (``non-tumor/high`` ...).
+    """
+    if choice == "groups" and attribute is not None:
+        return tuple(zip(group_names(attribute), GROUP_COLORS, strict=True))
     if choice == "outcome":
         return tuple(zip(CORRECTNESS_NAMES, CORRECTNESS_COLORS, strict=True))
     if choice in ("groups", "labels"):
@@ -128,7 +136,9 @@ class OverlayChoice(QWidget):
         shown = kind in ours
         compare = getattr(self.dock, "compare_box", None)
         names = None if compare is None or compare.data is None else compare.data.names
-        self.legend.show(legend_entries(choice, names) if shown else ())
+        state = self.dock.current
+        attribute = None if state is None or state.data is None else state.data.attribute
+        self.legend.show(legend_entries(choice, names, attribute) if shown else ())
 
     def follow_table(self) -> None:
         """After a table is shown: outcome once there are predictions, else groups."""

@@ -120,9 +120,9 @@ class PatchwiseWidget(QWidget):
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        # Three panes in a vertical splitter, so the dock fits a 1366 x 768 screen: the
+        # Four panes in a vertical splitter, so the dock fits a 1366 x 768 screen: the
         # slide and grid settings (scrolling), the sliders and key metrics (never
-        # collapsed, never scrolled away), and the inspector, tabs and files (scrolling).
+        # collapsed, never scrolled away), the patch inspector, the tabs and files.
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         self.setMinimumWidth(450)
@@ -145,13 +145,16 @@ class PatchwiseWidget(QWidget):
         self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
         self.setup_scroll = _scrolling(self.picker, self.grid_box)
         self.sliders = _pane(self.tuning, self.overlay_choice)
-        self.scroll = _scrolling(self.inspector, self.tabs, self.table_files, stretch=1)
+        self.inspector_scroll = _scrolling(self.inspector)
+        self.scroll = _scrolling(self.tabs, self.table_files, stretch=1)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
-        for i, pane in enumerate((self.setup_scroll, self.sliders, self.scroll)):
+        panes = (self.setup_scroll, self.sliders, self.inspector_scroll, self.scroll)
+        for i, pane in enumerate(panes):
             self.splitter.addWidget(pane)
-            self.splitter.setStretchFactor(i, (0, 0, 1)[i])
-        self.splitter.setCollapsible(1, False)
-        self.splitter.setSizes([150, self.sliders.sizeHint().height(), 500])
+            self.splitter.setStretchFactor(i, (0, 0, 0, 1)[i])
+            self.splitter.setCollapsible(i, i in (0, 2))  # sliders and tab bar: never hidden
+        self.scroll.setMinimumHeight(120)
+        self.splitter.setSizes([120, self.sliders.sizeHint().height(), 120, 500])
         outer.addWidget(self.splitter)
 
     def _name_parts(self) -> None:
