@@ -30,11 +30,11 @@ FACT_NAMES = (
     "size",
     "label",
     "group",
+    "probability",
+    "outcome",
     "tissue ratio",
     "tumor ratio",
     "tumor/tissue",
-    "probability",
-    "outcome",
 )
 HOVER_TITLE = "Patch under the cursor (click to pin)"
 PINNED_TITLE = "Pinned patch (click another to move, off the grid to unpin)"
@@ -68,16 +68,16 @@ def patch_facts(state: SlideState, pos: int, compare=None) -> dict[str, str]:
         "size": f"{_um(h, size_yx[0])} x {_um(w, size_yx[1])} ({h} x {w} px)",
         "label": "tumor" if label else "non-tumor",
         "group": group_names(d.attribute)[int(group_ids([label], [value], s.tau)[0])],
+        "probability": "— (no predictions)",
+        "outcome": "—",
         "tissue ratio": _ratio(float(table["tissue_ratio"].iat[pos])),
         "tumor ratio": _ratio(float(table["tumor_ratio"].iat[pos])),
         "tumor/tissue": _ratio(float(table["tumor_tissue_ratio"].iat[pos])),
-        "probability": "— (no predictions loaded)",
-        "outcome": "—",
     }
     if d.prob is not None and not math.isnan(d.prob[pos]):
         code = correctness([label], [d.prob[pos] >= s.threshold])[0]
         facts["probability"] = f"{d.prob[pos]:.3f}"
-        facts["outcome"] = f"{CORRECTNESS_NAMES[int(code)]} at threshold {s.threshold:.2f}"
+        facts["outcome"] = f"{CORRECTNESS_NAMES[int(code)]} (at {s.threshold:.2f})"
     if compare is not None and compare.key == state.key:
         at = compare.raster.lookup(row, col)
         if at >= 0:
@@ -89,14 +89,15 @@ def patch_facts(state: SlideState, pos: int, compare=None) -> dict[str, str]:
 def facts_html(facts: dict[str, str]) -> str:
     """The facts as a table, the long ones on their own row, the short ones two a row."""
     cell = "<td style='color:#aaa;padding-right:6px'>{}</td><td style='padding-right:10px'>{}</td>"
-    wide = [(k, v) for k, v in facts.items() if k in ("position", "size", "outcome")]
+    wide = [(k, v) for k, v in facts.items() if k in ("position", "size")]
     short = [(k, v) for k, v in facts.items() if (k, v) not in wide]
-    rows = [f"<tr>{cell.format(k, v)}<td colspan=2></td></tr>" for k, v in wide[:2]]
+    full = "<tr><td style='color:#aaa;padding-right:6px'>{}</td><td colspan=3>{}</td></tr>"
+    rows = [full.format(k, v) for k, v in wide[:2]]
     rows += [
         "<tr>" + "".join(cell.format(k, v) for k, v in short[i : i + 2]) + "</tr>"
         for i in range(0, len(short), 2)
     ]
-    rows += [f"<tr>{cell.format(k, v)}</tr>" for k, v in wide[2:]]
+    rows += [full.format(k, v) for k, v in wide[2:]]
     return f"<table>{''.join(rows)}</table>"
 
 
