@@ -119,3 +119,31 @@ def test_overlay_status_says_words_not_encoded_values(dock):
     assert labels["value"] == ("tumor" if LABEL[3, 6] else "non-tumor")
     probability = overlays.layers["probability"].get_status(position, world=True)
     assert probability["value"] == f"prob {PROB[3, 6]:.3f}"
+
+
+def test_inspector_shows_both_runs_probabilities_in_a_comparison(dock):
+    from types import SimpleNamespace
+
+    from napari_patchwise._napari.inspector import patch_facts
+    from napari_patchwise._napari.overlays import PatchRaster
+
+    _, widget = dock
+    state = widget.current
+    table = state.data.table
+    pos = int(np.flatnonzero((table["row"] == 3) & (table["col"] == 6))[0])
+    # two runs on this slide, their patches in another order than the dock's table
+    order = np.arange(len(table))[::-1]
+    runs = table.iloc[order]
+    compare = SimpleNamespace(
+        key=state.key,
+        names=("ERM", "GERNE"),
+        raster=PatchRaster.from_table(runs),
+        prob_a=np.linspace(0, 1, len(runs)),
+        prob_b=np.linspace(1, 0, len(runs)),
+    )
+    at = int(np.flatnonzero(order == pos)[0])
+    facts = patch_facts(state, pos, compare)
+    assert facts["prob ERM"] == f"{compare.prob_a[at]:.3f}"
+    assert facts["prob GERNE"] == f"{compare.prob_b[at]:.3f}"
+    other = SimpleNamespace(**{**vars(compare), "key": "another slide"})
+    assert "prob ERM" not in patch_facts(state, pos, other)

@@ -84,3 +84,17 @@ def _read_png(path) -> np.ndarray:
     from imageio.v3 import imread
 
     return np.asarray(imread(path))
+
+
+def test_empty_glass_patches_are_transparent_on_every_overlay(shown):
+    from test_widget import K
+
+    _, widget = shown
+    layers = widget.current.overlays.layers
+    glass = K == 0  # patch (0, 0) has no tissue
+    assert glass.sum() == 1
+    for kind in ("groups", "correctness", "probability"):
+        data = np.asarray(layers[kind].data)
+        assert np.isnan(data[glass]).all() and not np.isnan(data[~glass]).any(), kind
+    labels = np.asarray(layers["labels"].data)
+    assert (labels[glass] == 0).all() and (labels[~glass] > 0).all()

@@ -120,8 +120,12 @@ def overlay_colours(viewer, layer) -> np.ndarray:
 
 
 def assert_colours(colours, expected_ids, palette, alpha=(1.0, 1.0, 1.0, 1.0)) -> None:
-    """Colours over the black canvas: each class's colour times its opacity."""
+    """Colours over the black canvas: each class's colour times its opacity.
+
+    Empty glass (no tissue: patch (0, 0)) is transparent on every overlay: black.
+    """
     expected = np.stack([rgb(palette[i]) * alpha[i] for i in expected_ids.ravel()])
+    expected[(K == 0).ravel()] = 0
     np.testing.assert_allclose(colours, expected.reshape(N, N, 3), atol=3)
 
 

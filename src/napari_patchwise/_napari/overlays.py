@@ -223,7 +223,7 @@ def status_words(kind: str, value, *, tau: float, threshold: float) -> str:
         return "no patch"
     v = float(value)
     if math.isnan(v):
-        return "no patch"
+        return "no patch or no tissue"
     if kind == "labels":
         return {1: "non-tumor", 2: "tumor"}.get(int(v), "no patch")
     if kind == "highlight":
@@ -282,15 +282,28 @@ class OverlayRasters:
 
 
 def overlay_rasters(
-    raster: PatchRaster, label: np.ndarray, tissue_ratio: np.ndarray, prob: np.ndarray | None
+    raster: PatchRaster,
+    label: np.ndarray,
+    tissue_ratio: np.ndarray,
+    prob: np.ndarray | None,
+    empty: np.ndarray | None = None,
 ) -> OverlayRasters:
-    """Paint every overlay's grid from per-patch arrays in table order (O(N))."""
+    """Paint every overlay's grid from per-patch arrays in table order (O(N)).
+
+    ``empty`` (per patch, optional) marks empty glass (no tissue): those cells are left
+    transparent on every overlay (NaN, which napari draws transparent; label 0).
+    """
     label = np.asarray(label)
+    glass = np.zeros(label.shape, bool) if empty is None else np.asarray(empty, bool)
+
+    def cells(values) -> np.ndarray:
+        return raster.paint(np.where(glass, np.nan, np.asarray(values, dtype=np.float32)))
+
     return OverlayRasters(
-        labels=raster.paint(label.astype(np.uint8) + 1, fill=0, dtype=np.uint8),
-        groups=raster.paint(encode_by_class(label, tissue_ratio)),
-        correctness=None if prob is None else raster.paint(encode_by_class(label, prob)),
-        prob=None if prob is None else raster.paint(np.asarray(prob, dtype=np.float32)),
+        labels=raster.paint(np.where(glass, 0, label + 1).astype(np.uint8), fill=0, dtype=np.uint8),
+        groups=cells(encode_by_class(label, tissue_ratio)),
+        correctness=None if prob is None else cells(encode_by_class(label, prob)),
+        prob=None if prob is None else cells(prob),
     )
 
 
