@@ -36,6 +36,12 @@ P, CELLS = 16, 8
 SPLITS = ("train", "val", "test")
 
 
+def overlay_cells(label, values, ratio) -> np.ndarray:
+    """An overlay's grid: 3 * label + value, NaN (transparent) on empty glass."""
+    cells = np.where(np.asarray(ratio) == 0, np.nan, 3 * np.asarray(label) + np.asarray(values))
+    return cells.reshape(CELLS, CELLS)
+
+
 def truth(mask_path) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch label and tissue ratio (raster order) straight from a mask file."""
     mask = tifffile.imread(mask_path)
@@ -256,7 +262,7 @@ def test_browse_switch_slides_and_compare(browser, cohort, qtbot, tmp_path):
     assert widget.current.slide.name == "s0"
     label, ratio = truths["s0"]
     groups = viewer.layers["s0 tissue groups"].data
-    np.testing.assert_allclose(groups, (3 * label + ratio).reshape(CELLS, CELLS), atol=1e-6)
+    np.testing.assert_allclose(groups, overlay_cells(label, ratio, ratio), atol=1e-6)
     assert column(cb.summary, 0) == expected_column(label, ratio, prob["s0"], 0.1, 0.5)
 
     # switch to s2 (test, predicted): s0's layers are gone, s2's are there with outcomes
@@ -269,7 +275,7 @@ def test_browse_switch_slides_and_compare(browser, cohort, qtbot, tmp_path):
     assert widget.current.slide.name == "s2"
     label, ratio = truths["s2"]
     correctness = viewer.layers["s2 correctness"].data
-    expected = (3 * label + prob["s2"]).reshape(CELLS, CELLS)
+    expected = overlay_cells(label, prob["s2"], ratio)
     np.testing.assert_allclose(correctness, expected, atol=1e-6)
     image = viewer.layers["s2 channel_0"].data[0]
     np.testing.assert_array_equal(np.asarray(image), tifffile.imread(entries[2].image)[0])
@@ -348,7 +354,7 @@ def test_a_slide_not_counted_yet_is_computed_by_the_dock(browser, cohort, qtbot)
     assert not errors, errors
     label, ratio = truths["s0"]
     groups = viewer.layers["s0 tissue groups"].data
-    np.testing.assert_allclose(groups, (3 * label + ratio).reshape(CELLS, CELLS), atol=1e-6)
+    np.testing.assert_allclose(groups, overlay_cells(label, ratio, ratio), atol=1e-6)
     assert widget.current.settings.patch_size == P
     np.testing.assert_array_equal(widget.current.data.label, label)
 

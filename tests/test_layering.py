@@ -33,7 +33,7 @@ ANALYSIS = (
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "_atomic", "_progress", "_compute")),
-    ("definitions", ("napari_patchwise", "slide", "schema", "groups")),
+    ("definitions", ("napari_patchwise", "slide", "schema", "groups", "palette")),
     ("io", ("io",)),
     ("analysis", (*ANALYSIS, "compare")),
     ("training", (*TRAINING, "cohort_tables")),

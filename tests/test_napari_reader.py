@@ -163,10 +163,12 @@ def test_viewer_opens_slide_with_patchwise_and_file_open_prefers_it(
     # napari's reader resolution offers this plugin for every supported format ...
     for name in ("a.tif", "a.ome.tiff", "a.png", "a.jpg"):
         assert "napari-patchwise" in _npe2.get_readers(str(tmp_path / name))
-    # ... and after a Patchwise read the choice is remembered for microscopy formats,
-    # so File > Open (QtViewer._qt_open) reads TIFFs with it without asking.
+    # ... and once the user accepts the offer (tests/test_viewer_guest.py), the choice
+    # is remembered, so File > Open (QtViewer._qt_open) reads TIFFs with it.
     from napari.settings import get_settings
 
+    assert "*.tif" not in get_settings().plugins.extension2reader  # not without asking
+    reader_module.claim_reader_preferences()
     assert get_settings().plugins.extension2reader.get("*.tif") == "napari-patchwise"
     viewer.layers.clear()
     viewer.window._qt_viewer._qt_open([str(path)], stack=False)

@@ -31,8 +31,12 @@ def test_file_open_reads_an_svs_as_rgb_pyramid_layers(make_napari_viewer, qtbot,
     path, levels = files["svs"]
     viewer = make_napari_viewer(show=True)
     viewer.open(str(path), plugin="napari-patchwise")
-    # The first Patchwise read makes it napari's choice for vendor slides (napari's
+    # Accepting the offer makes Patchwise napari's choice for vendor slides (napari's
     # builtin reader also offers itself for *.svs), so File > Open does not ask.
+    from napari_patchwise._napari.reader import claim_reader_preferences
+
+    assert "*.svs" not in get_settings().plugins.extension2reader
+    claim_reader_preferences()
     assert get_settings().plugins.extension2reader.get("*.svs") == "napari-patchwise"
     viewer.layers.clear()
     viewer.window._qt_viewer._qt_open([str(path)], stack=False)
@@ -70,7 +74,12 @@ def test_file_open_reads_a_dicom_wsi_folder(make_napari_viewer, files):
     viewer.open(str(folder), plugin="napari-patchwise")
     assert [layer.name for layer in viewer.layers] == ["R", "G", "B"]
     viewer.layers.clear()
-    # File > Open on one instance of the slide opens the whole DICOM WSI folder.
+    # Once the user accepted the offer to be the reader for these files (napari would
+    # otherwise ask which reader to use), File > Open on one instance of the slide
+    # opens the whole DICOM WSI folder.
+    from napari_patchwise._napari.reader import claim_reader_preferences
+
+    claim_reader_preferences()
     instance = sorted(folder.glob("*.dcm"))[0]
     viewer.window._qt_viewer._qt_open([str(instance)], stack=False)
     assert [layer.name for layer in viewer.layers] == ["R", "G", "B"]

@@ -119,7 +119,9 @@ def test_figure_has_three_panels_with_stacked_bars_and_tau(table, tmp_path):
     # Both bar colours appear: the figure really drew correct and incorrect bars.
     rgb = (pixels[..., :3] * 255).round().astype(int).reshape(-1, 3)
     colours = {tuple(c) for c in np.unique(rgb, axis=0)}
-    assert (0x4C, 0x9F, 0x70) in colours and (0xD1, 0x49, 0x5B) in colours
+    from napari_patchwise.palette import CORRECT_COLOR, INCORRECT_COLOR, rgb255
+
+    assert rgb255(CORRECT_COLOR) in colours and rgb255(INCORRECT_COLOR) in colours
 
 
 def test_missing_columns_is_a_clear_error(table):

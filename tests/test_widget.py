@@ -120,8 +120,12 @@ def overlay_colours(viewer, layer) -> np.ndarray:
 
 
 def assert_colours(colours, expected_ids, palette, alpha=(1.0, 1.0, 1.0, 1.0)) -> None:
-    """Colours over the black canvas: each class's colour times its opacity."""
+    """Colours over the black canvas: each class's colour times its opacity.
+
+    Empty glass (no tissue: patch (0, 0)) is transparent on every overlay: black.
+    """
     expected = np.stack([rgb(palette[i]) * alpha[i] for i in expected_ids.ravel()])
+    expected[(K == 0).ravel()] = 0
     np.testing.assert_allclose(colours, expected.reshape(N, N, 3), atol=3)
 
 
@@ -140,6 +144,9 @@ def test_compute_builds_overlays_with_patch_geometry_and_exact_counts(setup):
     for y, x in ((0, 0), (63, 63), (64, 0), (200, 450), (511, 511)):
         value = groups.get_value(image.data_to_world((y, x)), world=True)
         r, c = y // P, x // P
+        if K[r, c] == 0:  # empty glass: transparent (NaN)
+            assert np.isnan(value)
+            continue
         assert value == pytest.approx(3 * LABEL[r, c] + RATIO[r, c], abs=1e-6)
     # group table: exact counts and shares
     ids = expected_groups(0.1)
@@ -174,7 +181,7 @@ def test_predictions_and_threshold_slider_recolour_correctness(setup, qtbot, tmp
         assert f"TN {tn:,} · FP {fp:,} · FN {fn:,} · TP {tp:,}" in widget.stats.metrics.text()
     # probability overlay: the raw probabilities on the grid
     prob_layer = widget.current.overlays.layers["probability"]
-    np.testing.assert_allclose(prob_layer.data, PROB, atol=1e-6)
+    np.testing.assert_allclose(prob_layer.data, np.where(K == 0, np.nan, PROB), atol=1e-6)
     # saving: the table with pred at the current threshold, and the GeoJSON grid
     from napari_patchwise.io.tables import read_table
 
@@ -183,6 +190,7 @@ def test_predictions_and_threshold_slider_recolour_correctness(setup, qtbot, tmp
     np.testing.assert_array_equal(saved["pred"].to_numpy(), (PROB >= 0.95).ravel())
     np.testing.assert_allclose(saved["prob"].to_numpy(), PROB.ravel())
     widget.save_geojson(tmp_path / "out.geojson")
+    widget.table_files.export_job.wait()  # written in the background
     features = json.loads((tmp_path / "out.geojson").read_text())["features"]
     assert len(features) == N * N
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import palette
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES, group_ids
 
@@ -23,9 +24,11 @@ FIGURE1_PANELS: tuple[tuple[str, int, str], ...] = (
     ("tumor_tissue_ratio", 1, "tumor-to-tissue ratio | y = 1 (tumor)"),
     ("tissue_ratio", 0, "tissue ratio | y = 0 (non-tumor)"),
 )
-CORRECT_COLOR = "#4c9f70"
-INCORRECT_COLOR = "#d1495b"
-ALL_COLOR = "#6c8ebf"
+CORRECT_COLOR, INCORRECT_COLOR, ALL_COLOR = (  # the one palette (palette.py)
+    palette.CORRECT_COLOR,
+    palette.INCORRECT_COLOR,
+    palette.ALL_COLOR,
+)
 
 
 @dataclass(frozen=True)

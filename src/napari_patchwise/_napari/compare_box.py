@@ -85,8 +85,12 @@ class CompareBox(QWidget):
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
         form = QFormLayout()
-        self.edit_a, row_a = line_edit_with_button(SOURCE_HINT, lambda: self._ask(self.edit_a))
-        self.edit_b, row_b = line_edit_with_button(SOURCE_HINT, lambda: self._ask(self.edit_b))
+        self.edit_a, row_a = line_edit_with_button(
+            SOURCE_HINT, lambda: self._ask(self.edit_a), f"run A: {SOURCE_HINT}"
+        )
+        self.edit_b, row_b = line_edit_with_button(
+            SOURCE_HINT, lambda: self._ask(self.edit_b), f"run B: {SOURCE_HINT}"
+        )
         self.name_a, self.name_b = QLineEdit(), QLineEdit()
         self.name_a.setPlaceholderText("name of A (default: method or file)")
         self.name_b.setPlaceholderText("name of B")

@@ -23,6 +23,7 @@ import pandas as pd
 from napari.utils.colormaps import Colormap
 from napari.utils.colormaps.standardize_color import transform_color
 
+from .. import palette
 from ..compare import ClassGrid, PairEvaluator, comparison_classes, paired_predictions
 from ..errors import PatchwiseError
 from ..slide import Slide
@@ -32,7 +33,7 @@ from .overlays import PatchRaster
 TABLE_SUFFIXES = (".parquet", ".csv", ".gz")
 # none (transparent), both right, both wrong, only A right, only B right: both right only
 # tinted so the tissue shows through; B's fixes blue, B's breakages vermillion (Okabe-Ito).
-COMPARE_COLORS: tuple[str, ...] = ("#000000", "#BBBBBB", "#F0E442", "#D55E00", "#0072B2")
+COMPARE_COLORS: tuple[str, ...] = ("#000000", *palette.COMPARE_COLORS)
 COMPARE_ALPHA: tuple[float, ...] = (0.0, 0.35, 1.0, 1.0, 1.0)
 #: Contrast limits putting value k (class + 1) in the middle of colour k's fifth of the map.
 COMPARE_LIMITS = (-0.5, 4.5)

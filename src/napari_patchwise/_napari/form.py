@@ -85,7 +85,7 @@ class GridBox(QGroupBox):
         layout.addWidget(self.form)
         buttons = QHBoxLayout()
         self.compute_button = QPushButton("Compute patch grid")
-        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button = QPushButton("Cancel grid")
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)

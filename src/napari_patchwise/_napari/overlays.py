@@ -25,6 +25,7 @@ below the threshold, so the display matches ``value >= t`` except within 4e-5 be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,15 +36,14 @@ from vispy.color.colormap import LUT_len as LUT_LEN
 
 from ..groups import GROUP_NAMES, group_index
 from ..metrics import CORRECTNESS_NAMES
+from ..palette import CORRECTNESS_COLORS, GROUP_COLORS, LABEL_COLORS
 
-# Okabe-Ito colours (colour-blind safe). Blue hues = non-tumor, orange hues = tumor;
-# light = small tissue, dark = large tissue.
-GROUP_COLORS: tuple[str, ...] = ("#56B4E9", "#0072B2", "#E69F00", "#D55E00")
-# TN, FP, FN, TP: errors in the loud colours (yellow, purple), correct ones muted; true
-# negatives (most of a slide, background included) only tinted so the tissue shows through.
-CORRECTNESS_COLORS: tuple[str, ...] = ("#0072B2", "#F0E442", "#CC79A7", "#009E73")
+__all__ = ["CORRECTNESS_COLORS", "GROUP_COLORS", "LABEL_COLORS"]  # re-exported
+
+# The one palette (napari_patchwise.palette, Okabe-Ito): blue hues = non-tumor, orange
+# hues = tumor; light = small tissue, dark = large tissue. TN, FP, FN, TP: errors in the
+# loud colours (yellow, purple); true negatives (most of a slide) only tinted.
 CORRECTNESS_ALPHA: tuple[float, ...] = (0.3, 1.0, 1.0, 1.0)
-LABEL_COLORS: dict[int, str] = {1: "#56B4E9", 2: "#D55E00"}  # 1 non-tumor, 2 tumor
 HIGHLIGHT_COLOR = "#FFFFFF"
 
 # Encoding: value = CLASS_OFFSET * label + x, with x in [0, 1].
@@ -212,6 +212,57 @@ def highlight_colormap() -> DirectLabelColormap:
     )
 
 
+def status_words(kind: str, value, *, tau: float, threshold: float) -> str:
+    """What an overlay's value under the cursor means, in words (not the encoded float).
+
+    ``tau`` and ``threshold`` are the overlay thresholds (the groups layer's on its
+    [0, 1] scale). ``"TP · prob 0.879"`` for the correctness layer, a group name for the
+    groups layer, the class for the labels layer.
+    """
+    if value is None:
+        return "no patch"
+    v = float(value)
+    if math.isnan(v):
+        return "no patch or no tissue"
+    if kind == "labels":
+        return {1: "non-tumor", 2: "tumor"}.get(int(v), "no patch")
+    if kind == "highlight":
+        return "in the histogram selection" if v else "not selected"
+    if kind == "probability":
+        return f"prob {v:.3f}"
+    label = int(v >= CLASS_OFFSET - 0.5)
+    x = v - CLASS_OFFSET * label
+    if kind == "groups":
+        return GROUP_NAMES[int(group_index(label, x >= tau - DISPLAY_TOLERANCE))]
+    outcome = CORRECTNESS_NAMES[int(group_index(label, x >= threshold - DISPLAY_TOLERANCE))]
+    return f"{outcome} · prob {x:.3f}"
+
+
+def speak_status(layer, words) -> None:
+    """Make ``layer``'s status-bar text ``words(value)`` instead of its raw value.
+
+    napari (0.9) builds the status from ``layer.get_status``; this instance keeps
+    napari's coordinates and replaces the value part.
+    """
+    original = layer.get_status
+
+    def get_status(position=None, **kwargs):
+        status = original(position, **kwargs)
+        if position is None:
+            return status
+        value = layer.get_value(
+            position,
+            view_direction=kwargs.get("view_direction"),
+            dims_displayed=kwargs.get("dims_displayed"),
+            world=kwargs.get("world", False),
+        )
+        status["value"] = words(value)
+        status["coordinates"] = f"{status.get('coords', '')}: {status['value']}"
+        return status
+
+    layer.get_status = get_status
+
+
 LEGENDS: dict[str, tuple[tuple[str, str], ...]] = {
     "labels": (("non-tumor", LABEL_COLORS[1]), ("tumor", LABEL_COLORS[2])),
     "groups": tuple(zip(GROUP_NAMES, GROUP_COLORS, strict=True)),
@@ -231,15 +282,28 @@ class OverlayRasters:
 
 
 def overlay_rasters(
-    raster: PatchRaster, label: np.ndarray, tissue_ratio: np.ndarray, prob: np.ndarray | None
+    raster: PatchRaster,
+    label: np.ndarray,
+    tissue_ratio: np.ndarray,
+    prob: np.ndarray | None,
+    empty: np.ndarray | None = None,
 ) -> OverlayRasters:
-    """Paint every overlay's grid from per-patch arrays in table order (O(N))."""
+    """Paint every overlay's grid from per-patch arrays in table order (O(N)).
+
+    ``empty`` (per patch, optional) marks empty glass (no tissue): those cells are left
+    transparent on every overlay (NaN, which napari draws transparent; label 0).
+    """
     label = np.asarray(label)
+    glass = np.zeros(label.shape, bool) if empty is None else np.asarray(empty, bool)
+
+    def cells(values) -> np.ndarray:
+        return raster.paint(np.where(glass, np.nan, np.asarray(values, dtype=np.float32)))
+
     return OverlayRasters(
-        labels=raster.paint(label.astype(np.uint8) + 1, fill=0, dtype=np.uint8),
-        groups=raster.paint(encode_by_class(label, tissue_ratio)),
-        correctness=None if prob is None else raster.paint(encode_by_class(label, prob)),
-        prob=None if prob is None else raster.paint(np.asarray(prob, dtype=np.float32)),
+        labels=raster.paint(np.where(glass, 0, label + 1).astype(np.uint8), fill=0, dtype=np.uint8),
+        groups=cells(encode_by_class(label, tissue_ratio)),
+        correctness=None if prob is None else cells(encode_by_class(label, prob)),
+        prob=None if prob is None else cells(prob),
     )
 
 
@@ -277,6 +341,8 @@ class SlideOverlays:
         self.translate = translate
         self.units = units
         self.layers: dict[str, object] = {}
+        self.tau = 0.0  # the overlay thresholds, for the layers' status text
+        self.threshold = 0.5
 
     # geometry ---------------------------------------------------------------------------
     def world_to_cell(self, world_yx) -> tuple[int, int]:
@@ -304,6 +370,7 @@ class SlideOverlays:
 
         A caller on the Qt main thread runs them in separate event-loop turns.
         """
+        self.tau, self.threshold = float(tau), float(threshold)
         for layer in self.layers.values():  # the grid may have changed (new patch size)
             layer.scale = self.scale
             layer.translate = self.translate
@@ -329,11 +396,13 @@ class SlideOverlays:
         yield lambda: self.set_highlight(None, rasters.labels.shape)
 
     def set_tau(self, tau: float) -> None:
+        self.tau = float(tau)
         layer = self._alive("groups")
         if layer is not None:
             layer.contrast_limits = step_contrast_limits(tau)
 
     def set_threshold(self, threshold: float) -> None:
+        self.threshold = float(threshold)
         layer = self._alive("correctness")
         if layer is not None:
             layer.contrast_limits = step_contrast_limits(threshold)
@@ -375,6 +444,9 @@ class SlideOverlays:
         if colorbar is not None:
             colorbar.visible = True
 
+    def _speak(self, layer, kind: str) -> None:
+        speak_status(layer, lambda v: status_words(kind, v, tau=self.tau, threshold=self.threshold))
+
     def _metadata(self, kind: str) -> dict:
         return {"patchwise_overlay": kind, "patchwise_prefix": self.prefix}
 
@@ -396,6 +468,7 @@ class SlideOverlays:
                 interpolation2d="nearest",
                 metadata=self._metadata(kind),
             )
+            self._speak(layer, kind)
             self.layers[kind] = layer
         else:
             layer.data = data
@@ -419,6 +492,7 @@ class SlideOverlays:
                 metadata=self._metadata(kind),
             )
             layer.editable = False
+            self._speak(layer, kind)
             self.layers[kind] = layer
         else:
             layer.data = data

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import palette
 from ..errors import PatchwiseError
 from ..io._loaded import LoadedImage
 from ..io.formats import DICOM_SUFFIXES, WSI_SUFFIXES, is_dicom_folder
@@ -33,7 +34,7 @@ CHANNEL_COLORMAPS = ("magenta", "green", "cyan", "yellow", "red", "blue", "orang
 RGB_COLORMAPS = {"R": "red", "G": "green", "B": "blue"}
 
 #: Class colours of a mapped (or 0/1/2) mask shown as Labels.
-MASK_COLORS = {0: "transparent", 1: "limegreen", 2: "red", None: "yellow"}
+MASK_COLORS = palette.MASK_COLORS  # the one palette: non-tumor blue, tumor vermillion
 
 _MASK_NAME = re.compile(r"(mask|label|annotation|segmentation)", re.IGNORECASE)
 _MASK_MAX_VALUES = 8
@@ -85,16 +86,58 @@ def read_layers(path: str | list[str]) -> list:
         show_error(str(err))
         return NO_LAYERS
     if viewer is not None:
-        claim_reader_preferences()
+        guard_masks_when_added(viewer, layers)
+        offer_reader_preferences()
     return layers
+
+
+#: The user was offered "use Patchwise for these files" in this session (asked once).
+_offered = False
+OFFER_TEXT = (
+    "Use Patchwise for these files? (TIFF, zarr, scanner slides: File > Open then "
+    "stops asking; Preferences > Plugins undoes it)"
+)
+OFFER_ACTION = "Use Patchwise for these files"
+
+
+def unclaimed_patterns(patterns: tuple[str, ...] = PREFERRED_PATTERNS) -> list[str]:
+    """The ``patterns`` for which the user has no reader preference in napari yet."""
+    from napari.settings import get_settings
+
+    current = get_settings().plugins.extension2reader
+    return [p for p in patterns if p not in current]
+
+
+def offer_reader_preferences() -> bool:
+    """Offer once per session, in a notification with an action, to become the reader.
+
+    Nothing in the user's napari settings changes unless they click the action (which
+    calls :func:`claim_reader_preferences`). Not offered when every pattern already
+    has a preference (the user chose, either way). Returns whether it was offered now.
+    """
+    global _offered
+    if _offered or not unclaimed_patterns():
+        return False
+    _offered = True
+    from napari.utils.notifications import Notification, notification_manager
+
+    notification_manager.dispatch(
+        Notification(
+            OFFER_TEXT,
+            severity="info",
+            actions=[(OFFER_ACTION, lambda *_: claim_reader_preferences())],
+        )
+    )
+    return True
 
 
 def claim_reader_preferences(patterns: tuple[str, ...] = PREFERRED_PATTERNS) -> list[str]:
     """Make this reader napari's choice for ``patterns`` that have no preference yet.
 
-    napari asks which reader to use when several accept a file (its builtin reader also
-    accepts TIFF and zarr); this records Patchwise, as the dialog's "remember" would,
-    without overriding a choice the user already made. Returns the patterns claimed.
+    Called only on the user's action (the notification of
+    :func:`offer_reader_preferences`): it records Patchwise as the reader dialog's
+    "remember" would, without overriding a choice the user already made. Returns the
+    patterns claimed.
     """
     from napari.settings import get_settings
 
@@ -106,11 +149,44 @@ def claim_reader_preferences(patterns: tuple[str, ...] = PREFERRED_PATTERNS) -> 
     return claimed
 
 
+def guard_masks_when_added(viewer, layers: list) -> None:
+    """Once napari has added them, leave this read's mask layers unarmed for painting.
+
+    napari selects the last layer it adds; a selected Labels layer shows its paint
+    tools, and a stray drag would edit the mask the counts come from. The masks are
+    made non-editable in pan/zoom mode and the selection moves to the slide's image
+    (or is cleared), after napari's own selection (next event-loop turn).
+    """
+    if not any(len(data) == 3 and data[2] == "labels" for data in layers):
+        return
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: disarm_masks(viewer))
+
+
+def disarm_masks(viewer) -> None:
+    """Every Patchwise mask layer non-editable, pan/zoom, and not the active layer."""
+    from napari.layers import Labels
+
+    masks = [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Labels) and layer.metadata.get("patchwise_mask")
+    ]
+    for layer in masks:
+        layer.mode = "pan_zoom"
+        layer.editable = False
+    if viewer.layers.selection.active in masks:
+        images = slide_image_layers(viewer)
+        viewer.layers.selection.clear()
+        if images:
+            viewer.layers.selection.active = images[0]
+
+
 def _current_viewer():
     """The viewer napari is reading into (``None`` outside a viewer).
 
-    Once the user has opened a file with Patchwise in a viewer, the choice is remembered
-    (:func:`claim_reader_preferences`); its layers place a mask opened for a slide.
+    Its layers place a mask opened for a slide.
     """
     import napari
 

@@ -138,7 +138,7 @@ class RetrainBox(QGroupBox):
             "train the method's head on the features at the current attribute and threshold, "
             "then predict this slide with it"
         )
-        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button = QPushButton("Cancel retraining")
         self.cancel_button.setEnabled(False)
         self.retrain_button.clicked.connect(self.retrain)
         self.cancel_button.clicked.connect(self.cancel)

@@ -63,11 +63,17 @@ class StatsPanel(QWidget):
         self.legend_labels = legend("labels", "labels")
         self.legend_groups = legend("groups", "groups")
         self.legend_correctness = legend("correctness", "outcome")
-        legends = QGridLayout()
+        # The shown overlay's legend is drawn on the canvas (overlay_choice.CanvasLegend);
+        # these stay as the dock's record of the names (hidden: a 768 px screen needs the
+        # room for the sliders, metrics and tabs).
+        self.legends = QWidget()
+        legends = QGridLayout(self.legends)
+        legends.setContentsMargins(0, 0, 0, 0)
         legends.addWidget(self.legend_labels, 0, 0)
         legends.addWidget(self.legend_groups, 1, 0)
         legends.addWidget(self.legend_correctness, 2, 0)
-        layout.addLayout(legends)
+        self.legends.setVisible(False)
+        layout.addWidget(self.legends)
         self.table = QTableWidget(len(GROUP_NAMES), len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.verticalHeader().setVisible(False)

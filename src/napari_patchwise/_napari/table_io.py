@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QFileDialog, QGridLayout, QPushButton, QWidget
 from ..errors import PatchwiseError
 from ..slide_table import full_table, merge_predictions, slide_predictions, with_pred
 from . import notify
+from .jobs import BackgroundJob
 from .state import SlideState
 
 TABLE_FILTER = "Patch tables (*.parquet *.csv)"
@@ -51,6 +52,10 @@ class TableFiles(QWidget):
         self.load_button = QPushButton("Load predictions…")
         self.save_table_button = QPushButton("Save table…")
         self.save_geojson_button = QPushButton("Save GeoJSON…")
+        self.export_job = BackgroundJob("Patchwise: export cancelled, no file written", parent=self)
+        self.export_job.busy_changed.connect(
+            lambda busy: self.save_geojson_button.setEnabled(not busy)
+        )
         self.load_button.clicked.connect(self._ask_load_predictions)
         self.save_table_button.clicked.connect(self._ask_save_table)
         self.save_geojson_button.clicked.connect(self._ask_save_geojson)
@@ -137,19 +142,33 @@ class TableFiles(QWidget):
             notify.error(str(exc))
 
     def save_geojson(self, path: str | Path) -> None:
-        """Write the current table as QuPath GeoJSON tiles."""
+        """Write the current table as QuPath GeoJSON tiles, in the background.
+
+        A progress bar in napari's activity dock (Cancel leaves no file); when done, a
+        notification says "saved N tiles to PATH". ``export_job.wait()`` blocks until then.
+        """
         from ..io.tables import write_geojson
 
+        if self.export_job.busy():
+            notify.info("Patchwise: an export is already running")
+            return
         try:
             state = self.dock.require_state()
-            write_geojson(
-                self.current_table(),
-                path,
-                pixel_size=state.slide.pixel_size,
-                tau=state.settings.tau,
-            )
+            table = self.current_table()
         except PatchwiseError as exc:
             notify.error(str(exc))
+            return
+        path, pixel_size, tau = Path(path), state.slide.pixel_size, state.settings.tau
+
+        def job(*, cancel, progress) -> int:  # noqa: ARG001 - progress raises on Cancel
+            write_geojson(table, path, pixel_size=pixel_size, tau=tau, progress=progress)
+            return len(table)
+
+        self.export_job.start(
+            job,
+            returned=lambda n: notify.info(f"Patchwise: saved {n:,} tiles to {path}"),
+            description=f"Saving {len(table):,} tiles to {path.name}",
+        )
 
     # -- dialogs --------------------------------------------------------------------------
     def _ask_load_predictions(self) -> None:
@@ -157,16 +176,25 @@ class TableFiles(QWidget):
         if path:
             self.load_predictions(path)
 
+    def default_name(self, suffix: str) -> str:
+        """``<slide>_<suffix>`` (``suffix`` alone without a slide), in the slide's folder."""
+        state = self.dock.current
+        if state is None:
+            return suffix
+        name = f"{state.slide.name}_{suffix}"
+        folder = state.slide.path.parent if state.slide.path is not None else None
+        return str(folder / name) if folder is not None else name
+
     def _ask_save_table(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save patch table", "patches.parquet", TABLE_FILTER
+            self, "Save patch table", self.default_name("patches.parquet"), TABLE_FILTER
         )
         if path:
             self.save_table(path)
 
     def _ask_save_geojson(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save GeoJSON", "patches.geojson", "GeoJSON (*.geojson *.json)"
+            self, "Save GeoJSON", self.default_name("patches.geojson"), "GeoJSON (*.geojson *.json)"
         )
         if path:
             self.save_geojson(path)

@@ -41,12 +41,19 @@ NO_BOUND = "check the cohort to see it"
 NO_PRESET = "none"
 
 
-def line_edit_with_button(placeholder: str, on_browse) -> tuple[QLineEdit, QWidget]:
-    """A text field with a "…" button beside it (``on_browse`` opens a file dialog)."""
+def line_edit_with_button(
+    placeholder: str, on_browse, what: str | None = None
+) -> tuple[QLineEdit, QWidget]:
+    """A text field with a "…" button beside it (``on_browse`` opens a file dialog).
+
+    The button's tooltip says "choose ``what``" (default: the placeholder).
+    """
     edit = QLineEdit()
     edit.setPlaceholderText(placeholder)
     button = QPushButton("…")
     button.setFixedWidth(30)
+    button.setToolTip(f"choose {what or placeholder}")  # the "…" buttons' context, said
+    button.setAccessibleName(f"choose {what or placeholder}")
     button.clicked.connect(on_browse)
     row = QWidget()
     layout = QHBoxLayout(row)
@@ -159,7 +166,7 @@ class TrainForm(QGroupBox):
     def _add_buttons(self) -> None:
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
-        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button = QPushButton("Cancel training")
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
 from . import navigation, notify
@@ -42,9 +42,11 @@ from .compare_box import CompareBox
 from .debias_tab import DebiasTab
 from .form import GridBox
 from .inspect_tabs import InspectTabs
+from .inspector import PatchInspector
 from .jobs import BackgroundJob
 from .layer_slide import layer_units, with_mask_layer, with_own_mask
 from .model_panel import ModelPanel
+from .overlay_choice import OverlayChoice
 from .overlays import SlideOverlays, overlay_transform
 from .slide_picker import SlidePicker
 from .state import SlideState, slide_key
@@ -53,6 +55,28 @@ from .tuning import TuningBox
 from .workers import ComputeResult, compute_table, prepare
 
 CANCELLED = "Patchwise: computation cancelled"
+
+
+def _pane(*parts: QWidget, stretch: int | None = None) -> QWidget:
+    """A widget holding ``parts`` one under the other (the last one stretching)."""
+    pane = QWidget()
+    layout = QVBoxLayout(pane)
+    layout.setContentsMargins(4, 2, 4, 2)
+    for i, part in enumerate(parts):
+        last = stretch is not None and i == len(parts) - 2
+        layout.addWidget(part, stretch=stretch if last else 0)
+    return pane
+
+
+def _scrolling(*parts: QWidget, stretch: int | None = None) -> QScrollArea:
+    """``parts`` in a vertical scroll area (never wider than the dock)."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    content = _pane(*parts, stretch=stretch)
+    content.setMinimumWidth(430)
+    scroll.setWidget(content)
+    return scroll
 
 
 def freeze_startup_heap() -> None:
@@ -96,18 +120,12 @@ class PatchwiseWidget(QWidget):
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        # Everything sits in a scroll area so the dock never forces the viewer to shrink.
+        # Four panes in a vertical splitter, so the dock fits a 1366 x 768 screen: the
+        # slide and grid settings (scrolling), the sliders and key metrics (never
+        # collapsed, never scrolled away), the patch inspector, the tabs and files.
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        content = QWidget()
-        self.scroll.setWidget(content)
-        outer.addWidget(self.scroll)
-        content.setMinimumWidth(430)
         self.setMinimumWidth(450)
-        root = QVBoxLayout(content)
         self.picker = SlidePicker(self.viewer)
         self.grid_box = GridBox()
         self.tuning = TuningBox()
@@ -123,10 +141,21 @@ class PatchwiseWidget(QWidget):
         self.debias = DebiasTab(self)  # retrain a head, the threshold curve, the ranking
         self.tabs.addTab(self.debias, "Debias")
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
-        for part in (self.picker, self.grid_box, self.tuning):
-            root.addWidget(part)
-        root.addWidget(self.tabs, stretch=1)
-        root.addWidget(self.table_files)
+        self.overlay_choice = OverlayChoice(self)  # one overlay shown, legend on the canvas
+        self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
+        self.setup_scroll = _scrolling(self.picker, self.grid_box)
+        self.sliders = _pane(self.tuning, self.overlay_choice)
+        self.inspector_scroll = _scrolling(self.inspector)
+        self.scroll = _scrolling(self.tabs, self.table_files, stretch=1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        panes = (self.setup_scroll, self.sliders, self.inspector_scroll, self.scroll)
+        for i, pane in enumerate(panes):
+            self.splitter.addWidget(pane)
+            self.splitter.setStretchFactor(i, (0, 0, 0, 1)[i])
+            self.splitter.setCollapsible(i, i in (0, 2))  # sliders and tab bar: never hidden
+        self.scroll.setMinimumHeight(120)
+        self.splitter.setSizes([120, self.sliders.sizeHint().height(), 120, 500])
+        outer.addWidget(self.splitter)
 
     def _name_parts(self) -> None:
         """The parts' widgets under the names scripts and tests use."""
@@ -151,7 +180,6 @@ class PatchwiseWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self._on_threshold)
         self.histograms.bin_clicked.connect(self.highlight_bin)
         self.tabs.errors_page.patch_chosen.connect(self.go_to_patch)
-        self.viewer.cursor.events.position.connect(self._on_cursor)
 
     # -- slide states ---------------------------------------------------------------------
     def _on_layers_changed(self, image_changed: bool) -> None:
@@ -191,6 +219,8 @@ class PatchwiseWidget(QWidget):
         self.tuning.show_settings(s, state)
         self.tabs.show_state(state)
         self.tuning.show_evaluation(state)
+        self.inspector.refresh()
+        self.overlay_choice.apply()
 
     def require_state(self) -> SlideState:
         """The current slide's state (raises :class:`PatchwiseError` without a slide)."""
@@ -323,6 +353,7 @@ class PatchwiseWidget(QWidget):
     def _follow_sliders(self, state: SlideState) -> None:
         self.tuning.show_evaluation(state)
         self.tabs.follow_sliders()
+        self.inspector.refresh()
 
     # -- the parts' actions, as the dock's API --------------------------------------------
     def load_predictions(self, path: str | Path) -> bool:
@@ -363,8 +394,3 @@ class PatchwiseWidget(QWidget):
     def patch_status(self, world_position) -> str | None:
         """Status-bar text for the patch under ``world_position`` (None: no patch there)."""
         return navigation.patch_status(self.current, world_position)
-
-    def _on_cursor(self, event=None) -> None:  # noqa: ARG002 - napari event callback
-        text = self.patch_status(self.viewer.cursor.position)
-        if text is not None:
-            self.viewer.status = text

@@ -43,7 +43,8 @@ def prepare(
     if attribute not in table:
         attribute = DEFAULT_ATTRIBUTE
     data = PatchData.from_table(table, attribute=attribute)
-    rasters = overlay_rasters(data.raster, data.label, data.overlay_values(), data.prob)
+    glass = table["tissue_ratio"].to_numpy() == 0 if "tissue_ratio" in table else None
+    rasters = overlay_rasters(data.raster, data.label, data.overlay_values(), data.prob, glass)
     panels = build_panels(table, data.prob)
     return ComputeResult(data=data, rasters=rasters, panels=panels, origin=origin, stride=stride)
 

@@ -41,6 +41,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--patch-size", type=pixels, default=64, help="patch size to compute (64)")
     p.add_argument("--tau", type=probability, default=0.1, help="tissue-size threshold (0.1)")
     p.add_argument("--threshold", type=probability, default=0.5, help="decision threshold (0.5)")
+    p.add_argument(
+        "--overlay",
+        choices=("groups", "outcome", "probability", "labels", "comparison", "none"),
+        help="the patch overlay shown, with its legend (default: outcome with predictions, "
+        "else groups)",
+    )
     p.add_argument("--screenshot", type=Path, help="save a window screenshot here and exit")
     return p
 
@@ -99,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         widget.show_table(table, source=args.table)
     else:
         widget.compute()
+    if args.overlay is not None:
+        widget.applied.connect(lambda: widget.overlay_choice.choose(args.overlay))
     if args.screenshot is None:
         napari.run()
         return 0

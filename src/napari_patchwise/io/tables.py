@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pandas as pd
 
 from .._atomic import atomic_path
 from ..errors import PatchwiseError
+from ..palette import GEOJSON_CLASS_COLORS
 from ..schema import BINARY_COLUMNS as _SMALL_INT_COLUMNS
 from ..schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
 from ..schema import GEOMETRY_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS, RATIO_COLUMNS
@@ -25,15 +26,8 @@ from ..schema import INT_COLUMNS as _INT_COLUMNS
 from ..schema import TABLE_COLUMNS as PATCH_COLUMNS
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
-# QuPath colours (RGB) of the classifications written by write_geojson.
-_CLASS_COLORS = {
-    "non-tumor": (60, 160, 60),
-    "tumor": (220, 40, 40),
-    "non-tumor/small": (150, 220, 150),
-    "non-tumor/large": (30, 120, 30),
-    "tumor/small": (250, 150, 150),
-    "tumor/large": (180, 0, 0),
-}
+# QuPath colours (RGB) of the classifications written by write_geojson: the one palette.
+_CLASS_COLORS = GEOJSON_CLASS_COLORS
 # Every count, label, ratio and prediction of a patch (its position is the geometry).
 _GEOJSON_MEASUREMENTS = (
     "n_pixels",
@@ -225,6 +219,7 @@ def write_geojson(
     tau: float | None = None,
     object_type: str = "tile",
     chunk_rows: int = 10_000,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Export the patch grid as a GeoJSON FeatureCollection that QuPath can import.
 
@@ -249,6 +244,9 @@ def write_geojson(
         QuPath object type of every patch.
     chunk_rows : int
         Rows formatted at a time: the file is streamed, never built whole in memory.
+    progress : callable, optional
+        Called with ``(rows written, rows)`` after each chunk; an exception it raises
+        (a cancel) stops the export and leaves no file.
     """
     if object_type not in ("tile", "annotation", "detection"):
         raise PatchwiseError(f"unknown QuPath object type {object_type!r}")
@@ -266,6 +264,8 @@ def write_geojson(
             for line in lines:
                 fh.write(line if first else ",\n" + line)
                 first = False
+            if progress is not None:
+                progress(min(start + chunk_rows, len(df)), len(df))
         fh.write("\n]}\n")
     return path
 
