@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tifffile
 
 from napari_patchwise._napari.overlay_choice import CHOICES, legend_entries
 from napari_patchwise._napari.overlays import CORRECTNESS_COLORS, GROUP_COLORS
-from napari_patchwise.cli import main
 from test_widget import (
     load_predictions,
     make_slide,
@@ -66,15 +68,22 @@ def test_legend_is_drawn_on_the_canvas(shown, qtbot):
         assert has_colour(shot, colour), colour
 
 
-def test_view_screenshot_shows_the_legend(tmp_path, capsys):
+def test_view_screenshot_shows_the_legend(tmp_path):
+    """The real command in its own process (a second in-process `view` in the test
+    process would register napari's plugin actions twice)."""
     image, mask = make_slide()
     noise = np.random.default_rng(0).integers(0, 30, image.shape)
     tifffile.imwrite(tmp_path / "slide.tif", (image * 200 + noise).astype(np.uint8))
     tifffile.imwrite(tmp_path / "slide_mask.tif", mask)
     png = tmp_path / "shot.png"
     args = ["view", str(tmp_path / "slide.tif"), "--mask", str(tmp_path / "slide_mask.tif")]
-    assert main([*args, "--patch-size", "64", "--screenshot", str(png)]) == 0
-    assert str(png) in capsys.readouterr().out
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_patchwise.cli", *args, "--patch-size", "64",
+         "--screenshot", str(png)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert str(png) in done.stdout
     shot = tifffile.imread(png) if png.suffix == ".tif" else _read_png(png)
     for colour in GROUP_COLORS:
         assert has_colour(shot, colour), colour

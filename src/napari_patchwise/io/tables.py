@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -261,9 +262,11 @@ def write_geojson(
             part = df.iloc[start : start + chunk_rows]
             lines = _features(part, names[start : start + chunk_rows], measure_cols,
                               pixel_size, object_type)  # fmt: skip
-            for line in lines:
+            for i, line in enumerate(lines):
                 fh.write(line if first else ",\n" + line)
                 first = False
+                if i % 2000 == 1999:  # the formatting is pure Python and holds the GIL:
+                    time.sleep(0.0005)  # let a GUI thread run (napari dock, background save)
             if progress is not None:
                 progress(min(start + chunk_rows, len(df)), len(df))
         fh.write("\n]}\n")
