@@ -496,6 +496,26 @@ def exclusive_lock(
         os.close(fd)  # unlink first: a waiter that locks the old file sees it is gone
 
 
+def held_by_another(
+    command: str, doing: str, path: str | os.PathLike
+) -> Callable[[int | None], PatchwiseError]:
+    """The ``busy`` of :func:`exclusive_lock` for a patchwise command's output.
+
+    ``held_by_another("embed", "is writing this feature store", out)(pid)`` is the one
+    line "another patchwise embed (pid N) is writing this feature store" naming ``path``.
+    """
+
+    def busy(pid: int | None) -> PatchwiseError:
+        who = f" (pid {pid})" if pid else ""
+        return PatchwiseError(
+            f"another patchwise {command}{who} {doing}",
+            path=path,
+            hint="wait for it to finish, or choose another --out",
+        )
+
+    return busy
+
+
 def lock_held(lock: str | os.PathLike) -> bool:
     """Whether a process holds the lock file ``lock`` now (a left-over file holds none)."""
     try:

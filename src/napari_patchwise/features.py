@@ -93,18 +93,10 @@ def store_lock(out: str | os.PathLike) -> Iterator[None]:
     store is refused with one line naming the store and the holder's pid; a file left by
     a killed embed holds no lock and is taken over.
     """
-    from ._atomic import exclusive_lock
+    from ._atomic import exclusive_lock, held_by_another
 
     out = Path(out)
-
-    def busy(pid: int | None) -> PatchwiseError:
-        who = f" (pid {pid})" if pid else ""
-        return PatchwiseError(
-            f"another patchwise embed{who} is writing this feature store",
-            path=out,
-            hint="wait for it to finish, or choose another --out",
-        )
-
+    busy = held_by_another("embed", "is writing this feature store", out)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(lock_path(out), busy):
         yield

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._atomic import OutputKind, exclusive_lock
+from ._atomic import OutputKind, exclusive_lock, held_by_another
 from .errors import PatchwiseError
 
 if TYPE_CHECKING:
@@ -630,7 +630,8 @@ def run_lock(out: str | os.PathLike) -> Iterator[None]:
     created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with exclusive_lock(out / LOCK, lambda pid: _busy(out, pid), note=lock_note):
+        busy = held_by_another("train", "is writing this run directory", out)
+        with exclusive_lock(out / LOCK, busy, note=lock_note):
             yield
     finally:
         # a run refused under the lock leaves nothing behind: remove the folders this
@@ -640,15 +641,6 @@ def run_lock(out: str | os.PathLike) -> Iterator[None]:
                 path.rmdir()
             except OSError:
                 break
-
-
-def _busy(out: Path, owner: int | None) -> PatchwiseError:
-    who = f" (pid {owner})" if owner else ""
-    return PatchwiseError(
-        f"another patchwise train{who} is writing this run directory",
-        path=out,
-        hint="wait for it to finish, or choose another --out",
-    )
 
 
 # -- helpers -----------------------------------------------------------------------------------

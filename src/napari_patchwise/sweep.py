@@ -888,16 +888,9 @@ def _read_json(path: Path) -> dict:
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path) -> Iterator[None]:
     """Hold the sweep folder: a second ``patchwise sweep`` into it stops with one line."""
-    from ._atomic import exclusive_lock
+    from ._atomic import exclusive_lock, held_by_another
 
-    def busy(pid: int | None) -> PatchwiseError:
-        who = f" (pid {pid})" if pid else ""
-        return PatchwiseError(
-            f"another patchwise sweep{who} is running in this folder",
-            path=sweep_dir,
-            hint="wait for it to finish, or choose another --out",
-        )
-
+    busy = held_by_another("sweep", "is running in this folder", sweep_dir)
     with exclusive_lock(sweep_dir / SWEEP_LOCK, busy):
         yield
 
