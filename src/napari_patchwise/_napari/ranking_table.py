@@ -20,11 +20,8 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -33,6 +30,7 @@ from qtpy.QtWidgets import (
 from ..errors import PatchwiseError
 from . import notify
 from .jobs import BackgroundJob
+from .row_table import row_table
 
 COLUMNS = ("attribute", "threshold", "gap", "noise floor", "above noise", "WGA", "worst group")
 
@@ -100,15 +98,7 @@ class RankingTable(QWidget):
         self.rank_button.clicked.connect(self.rank)
         self.label = QLabel("")
         self.label.setWordWrap(True)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setMinimumHeight(150)
+        self.table = row_table(COLUMNS, min_height=150, stretch_last=True)
         self.table.cellClicked.connect(self._on_clicked)
         self.job.busy_changed.connect(lambda busy: self.rank_button.setEnabled(not busy))
         for widget in (self.rank_button, self.label, self.table):

@@ -15,13 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -29,6 +26,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import PatchwiseError
 from . import notify
+from .row_table import row_table
 
 COLUMNS = ("rank", "slice", "patches", "on this slide", "accuracy", "score", "above noise",
            "attribute")  # fmt: skip
@@ -72,14 +70,7 @@ class SlicesBox(QWidget):
         buttons.addWidget(self.clear_button)
         self.label = QLabel("no slices loaded (patchwise discover)")
         self.label.setWordWrap(True)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setMinimumHeight(120)
+        self.table = row_table(COLUMNS, min_height=120)
         self.table.cellClicked.connect(lambda row, _col: self.show_slice(row))
         layout.addLayout(buttons)
         layout.addWidget(self.label)
