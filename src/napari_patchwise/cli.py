@@ -76,13 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     0 on success (and for ``--help``); 2 for bad input, a bad flag value included
     (argparse's exit becomes a return); 130 when interrupted. Only a bug raises.
     """
-    parser = build_parser()
     try:
+        # Building the parser imports every command module: a Ctrl-C here is an
+        # interrupt like any other, not a traceback.
+        parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (one line, OneLineParser), --help, --version
         if exc.code is None:
             return 0
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print("patchwise: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     # A terminated run (SIGTERM) unwinds like Ctrl-C, so atomic writers and temporary
     # directories clean up instead of leaving partial files beside the outputs.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

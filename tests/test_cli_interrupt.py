@@ -1,0 +1,43 @@
+"""Ctrl-C at any moment of a ``patchwise`` command: "interrupted", exit 130, no traceback.
+
+The window that used to print a traceback was the first second, while the package's
+``__init__`` imported dask and the parser imported every command module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _patchwise() -> list[str]:
+    script = Path(sys.executable).with_name("patchwise")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "napari_patchwise.cli"]
+
+
+@pytest.mark.parametrize("delay", [0.25, 0.6, 1.2])
+def test_ctrl_c_early_in_a_command_is_one_line_and_exit_130(tmp_path, delay):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "slide.ome.tif"
+    proc = subprocess.Popen(
+        [*_patchwise(), "synth", "--size", "4096", "4096", "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    time.sleep(delay)
+    assert proc.poll() is None, "the command finished before the interrupt: make it longer"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "interrupted" in err
+    assert not out.exists(), "an interrupted synth left a half-written slide"
