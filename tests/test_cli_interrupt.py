@@ -21,7 +21,7 @@ def _patchwise() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "napari_patchwise.cli"]
 
 
-@pytest.mark.parametrize("delay", [0.25, 0.6, 1.2])
+@pytest.mark.parametrize("delay", [0.4, 0.8, 1.2])
 def test_ctrl_c_early_in_a_command_is_one_line_and_exit_130(tmp_path, delay):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "slide.ome.tif"
@@ -41,3 +41,18 @@ def test_ctrl_c_early_in_a_command_is_one_line_and_exit_130(tmp_path, delay):
     assert proc.returncode == 130, (proc.returncode, err)
     assert "interrupted" in err
     assert not out.exists(), "an interrupted synth left a half-written slide"
+
+
+def test_warnings_are_one_line_naming_the_command():
+    code = (
+        "import warnings\n"
+        "from napari_patchwise.cli import one_line_warnings\n"
+        "with one_line_warnings('embed'):\n"
+        "    warnings.warn('resnet18: no weights given;\\n  randomly initialised', UserWarning)\n"
+        "warnings.warn('outside', UserWarning)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "patchwise embed: warning: resnet18: no weights given; randomly initialised"
+    # outside the command, Python's own format again (file:line, then the source line)
+    assert lines[1].endswith("UserWarning: outside") and len(lines) == 2

@@ -16,7 +16,9 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from . import __version__
 from .errors import PatchwiseError
@@ -92,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # directories clean up instead of leaving partial files beside the outputs.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return int(args._run(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args._run(args) or 0)
     except PatchwiseError as exc:
         print(f"patchwise {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -104,6 +107,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"patchwise {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Print warnings as ``patchwise COMMAND: warning: message``, one line each.
+
+    Python's default shows the project's source file and line, then the source line
+    itself: two lines naming internals a user cannot act on. Only the format changes,
+    so whoever records warnings (pytest, ``catch_warnings(record=True)``) still does.
+    """
+
+    def one_line(message, *_args, **_kwargs) -> str:
+        return f"patchwise {command}: warning: {' '.join(str(message).split())}\n"
+
+    # catch_warnings restores the filters and showwarning, not formatwarning
+    previous, warnings.formatwarning = warnings.formatwarning, one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 #: What to do about the file system's refusals the user can fix (by errno).
