@@ -42,9 +42,7 @@ def test_interleave_runs_cases_in_rotating_order_and_records_their_measures(prot
 
         return run
 
-    records = protocol.interleave(
-        {n: case(n) for n in "xyz"}, 3, clock=lambda: float(next(ticks))
-    )
+    records = protocol.interleave({n: case(n) for n in "xyz"}, 3, clock=lambda: float(next(ticks)))
     assert calls == ["x", "y", "z", "y", "z", "x", "z", "x", "y"]
     # each call is timed by two clock reads: start, end -> 1 s each with this clock
     assert [r["wall_s"] for r in records["y"]] == [1.0, 1.0, 1.0]

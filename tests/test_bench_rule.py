@@ -70,9 +70,56 @@ def test_documented_benchmark_commands_use_existing_flags() -> None:
             script = ROOT / "benchmarks" / match.group(1)
             assert script.is_file(), command
             source = script.read_text()
+            if "from _protocol import" in source:  # its flags: --repeats, --allow-loaded, ...
+                source += (ROOT / "benchmarks" / "_protocol.py").read_text()
             for flag in re.findall(
                 r"(?<![\w-])(--[a-z][a-z0-9-]*)", command.split(match.group(1))[1]
             ):
                 assert f'"{flag}"' in source, f"{script.name} has no {flag}: {command}"
             seen.add(script.name)
     assert len(seen) >= 8, seen
+
+
+# Benchmarks whose published files hold no timings (accuracy tables): the load gate and
+# the interleaved repeats of the timing protocol do not apply to them.
+NOT_TIMINGS = {"planted_bias.py": "accuracy over seeds, not wall times"}
+
+
+def publishes(source: str) -> bool:
+    """Whether a benchmark writes files meant for docs/results/."""
+    return any(s in source for s in ("write_results(", "results_dir(", "docs/results"))
+
+
+def test_every_benchmark_that_publishes_timings_uses_the_protocol() -> None:
+    """A benchmark writing into docs/results/ goes through ``benchmarks/_protocol.py``
+    (interleaved rotating repeats, min and median, the load gate, machine and versions in
+    its meta) and never around it with ``_results_io.write_results``."""
+    offenders = []
+    for script in SCRIPTS:
+        source = script.read_text()
+        if not publishes(source) or script.name in NOT_TIMINGS:
+            continue
+        uses = "from _protocol import" in source and "Protocol" in source
+        if not uses or "write_results(" in source:
+            offenders.append(script.name)
+    assert offenders == []
+    assert set(NOT_TIMINGS) <= {p.name for p in SCRIPTS}
+
+
+def test_the_protocol_rule_sees_a_benchmark_that_bypasses_it() -> None:
+    direct = "from _results_io import results_dir, write_results\nwrite_results(folder, t)\n"
+    assert publishes(direct) and "from _protocol import" not in direct
+    assert not publishes("print(table)\n")
+
+
+def test_readme_speed_figures_name_their_results_file_and_command() -> None:
+    """README's speed-budget table: each measured figure names the docs/results/ file it
+    comes from (``on file:``) or says it is still to be measured, beside its command."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("\n## Speed budgets")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    rows = [r for r in section.splitlines() if r.startswith("|")][2:]
+    assert rows
+    for row in rows:
+        assert "benchmarks/" in row, row
+        assert "docs/results/" in row or "to be measured" in row, row
