@@ -166,7 +166,8 @@ def forward_case(checkpoint: Path, n_patches: int):
 
 def cases(svs: Path, geojson: Path, checkpoint: Path, work: Path, forward_n: int) -> dict:
     stats = ["stats", str(svs), "--mask", str(geojson), "--patch-size", str(PATCH)]
-    stats += ["--tissue", "intensity", "--background", "bright"]
+    stats += ["--mask-map", "Tumor=tumor,Stroma=healthy", "--tissue", "intensity"]
+    stats += ["--background", "bright"]
     predict = ["predict", str(svs), "--checkpoint", str(checkpoint), "--device", "cpu"]
     predict += ["--batch-size", str(BATCH), "--tissue", "intensity", "--background", "bright"]
     return {
