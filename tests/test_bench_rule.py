@@ -87,7 +87,8 @@ NOT_TIMINGS = {"planted_bias.py": "accuracy over seeds, not wall times"}
 
 def publishes(source: str) -> bool:
     """Whether a benchmark writes files meant for docs/results/."""
-    return any(s in source for s in ("write_results(", "results_dir(", "docs/results"))
+    marks = ("write_results(", "results_dir(", "docs/results", "Protocol(", "Protocol.from_args(")
+    return any(s in source for s in marks)
 
 
 def test_every_benchmark_that_publishes_timings_uses_the_protocol() -> None:
