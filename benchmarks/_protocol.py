@@ -70,9 +70,9 @@ def interleave(
 ) -> dict[str, list[dict]]:
     """Run every case once per repeat, in :func:`rotation` order; one record per call.
 
-    Each record holds ``wall_s`` (the call's wall time) and whatever the case returned (a
-    mapping of named measures, e.g. a per-region median or a first-frame time measured
-    inside a child process).
+    Each record holds ``wall_s`` (the call's wall time) and what the case returned if that
+    is a mapping of named measures (e.g. a per-region median or a first-frame time
+    measured inside a child process); other return values are dropped.
 
     Returns
     -------
@@ -88,7 +88,8 @@ def interleave(
             start = clock()
             measured = cases[name]()
             record = {"wall_s": clock() - start, "repeat": repeat}
-            record.update(measured or {})
+            if isinstance(measured, Mapping):  # anything else a case returns is dropped
+                record.update(measured)
             records[name].append(record)
     return records
 
