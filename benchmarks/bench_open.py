@@ -1,36 +1,48 @@
-"""Opening and panning a huge slide in napari: time to first frame and peak memory.
+"""Opening and panning a huge slide in napari; vendor slides against other readers.
 
-Measures, each in a fresh process under the current X display (run under ``xvfb-run``):
+Follows the benchmark protocol (``_protocol.py``, docs/benchmarks.md "Protocol"): every
+comparison interleaved in an order that rotates between ``--repeats`` (5) repeats, min and
+median, load average recorded, refused docs/ on a loaded machine (``--allow-loaded``).
+
+**Opening** (each call a fresh napari process under the current X display; run under
+``xvfb-run``):
 
 * Patchwise reader, synthetic 50k x 50k x 3 pyramidal OME-TIFF: time from
-  ``viewer.open`` to the first rendered frame, and peak resident memory (RSS) while the
-  camera, zoomed to full resolution (one data pixel per screen pixel, pyramid level 0),
-  steps over a grid of positions spanning the whole slide with a draw at every step.
+  ``viewer.open`` to the first rendered frame (cold: the session's first file; warm: a
+  second open), and peak resident memory (RSS) while the camera, zoomed to full
+  resolution (one data pixel per screen pixel, pyramid level 0), steps over a grid of
+  positions spanning the whole slide with a draw at every step.
 * Baseline, same run: napari's built-in reader on a smaller slide (8k x 8k x 3, which it
   loads whole into memory), and the Patchwise reader on that same smaller slide.
 
-Targets (docs/benchmarks.md, "Budgets"): first frame < 2 s, peak RSS < 1.5 GB.
-
-The slides are generated once into ``benchmarks/_data/`` (git-ignored) with
-``write_synthetic_slide``; their writing time is reported too.
+Targets (docs/benchmarks.md, "Budgets"): first frame < 2 s, peak RSS < 1.5 GB. Writes
+``opening.md``, ``opening.json`` and ``opening.meta.json`` into ``docs/results/bench_open/``.
+The slides are generated once into ``benchmarks/_data/`` (git-ignored).
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_open.py
 
-``--quick`` (what ``make bench`` runs): an 8192 px mosaic of a 2048 px slide, a 2048 px
-baseline slide, 2 x 2 pan positions; the same three runs and table. Its slides are kept in
-``benchmarks/_data/quick/`` and its results in ``bench_open_quick.json``.
+**Vendor slides and other readers** (same run after the opening part; ``--formats`` runs
+only this part, ``--no-viewer`` leaves out its napari runs; needs the ``wsi`` and
+``bench`` extras): one brightfield RGB slide (``--wsi-size``: 20000 px, 8192 quick)
+written as an Aperio SVS (256 px JPEG tiles, levels 1, 4, 16, ...; ``_slides.py``) and,
+with the same pixels, as an OME-Zarr. Headless, all readers in this process, interleaved:
+open, first frame (open + the whole level a 1400 x 900 screen shows at fit-to-window),
+median of 48 random 512 px level-0 regions read one by one, and 48 other regions read by
+1, 2, 4 and 8 threads; every batch's pixels compared across readers. The readers:
+Patchwise's default SVS path, the same SVS forced through its tifffile path, raw
+OpenSlide and tiffslide ``read_region``, Patchwise on the OME-Zarr and napari-ome-zarr's
+dask levels. In napari (fresh processes, as above): the SVS through Patchwise, the
+OME-Zarr through Patchwise and through napari-ome-zarr. Writes ``regions.md``,
+``goals.md`` (issue 23's targets as ratios), ``viewer.md``, ``formats.json`` and
+``formats.meta.json``.
 
-Vendor and other readers, same run (``--formats`` runs only this part; needs the ``wsi``
-and ``bench`` extras): one brightfield RGB slide (``--wsi-size``, 8192 px quick, 50k
-full) written as an Aperio SVS (256 px JPEG tiles, levels 1, 4, 16, ...) and, with the
-same pixels, as an OME-Zarr. Headless, each reader in a fresh process: open time, first
-frame (open + the whole level a 1400 x 900 screen shows at fit-to-window), level-0 region
-latency (48 random 512 px regions, each read once), eight threads reading the same
-regions (equal to the sequential reads?) and peak RSS, for the Patchwise reader (SVS
-through OpenSlide; the same SVS forced through its tifffile path; the OME-Zarr), raw
-OpenSlide and tiffslide ``read_region`` on the SVS, and napari-ome-zarr's dask levels on
-the OME-Zarr. In napari (first frame, level-0 pan, peak RSS as above): the SVS through
-Patchwise, the OME-Zarr through Patchwise and through napari-ome-zarr.
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_open.py \
+        --formats --wsi-size 20000
+
+``--quick`` (what ``make bench`` runs): an 8192 px mosaic of a 2048 px slide, a 2048 px
+baseline slide, 2 x 2 pan positions, an 8192 px SVS / OME-Zarr, 2 repeats; the same
+tables, in ``benchmarks/_results/bench_open_quick/``. Its slides are kept in
+``benchmarks/_data/quick/``.
 """
 
 from __future__ import annotations
@@ -268,7 +280,7 @@ def main() -> None:
     parser.add_argument(
         "--formats", action="store_true", help="only the vendor/other-reader comparison"
     )
-    parser.add_argument("--wsi-size", type=int, default=None, help="SVS/OME-Zarr side (50000)")
+    parser.add_argument("--wsi-size", type=int, default=None, help="SVS/OME-Zarr side (20000)")
     parser.add_argument(
         "--no-viewer", action="store_true", help="--formats without its napari runs"
     )
@@ -284,7 +296,7 @@ def main() -> None:
     if not os.environ.get("DISPLAY") and not (args.formats and args.no_viewer):
         sys.exit('no display: run under xvfb-run -a -s "-screen 0 1600x1000x24"')
     quick = {"size": 8192, "baseline_size": 2048, "grid": 2, "wsi_size": 8192}
-    full = {"size": 50_000, "baseline_size": 8192, "grid": 8, "wsi_size": 50_000}
+    full = {"size": 50_000, "baseline_size": 8192, "grid": 8, "wsi_size": 20_000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
