@@ -532,6 +532,8 @@ def goals_table(records: dict) -> str:
             continue
         ours = summarize({0: records[by_kind[case]]}, key)[0]
         theirs = summarize({0: records[by_kind[base]]}, key)[0]
+        if ours is None or theirs is None:  # a measure this run did not take
+            continue
         medians, mins = ours[1] / theirs[1], ours[0] / theirs[0]
         met = "yes" if medians <= goal else "no"
         lines.append(

@@ -149,3 +149,49 @@ def test_flags(protocol) -> None:
     run = protocol.Protocol.from_args("bench_x", args)
     assert (run.repeats, run.allow_loaded, run.quick) == (3, True, True)
     assert protocol.fmt_pair((0.0123, 0.0456), 1e3, 1) == "12.3 / 45.6"
+
+
+def _bench(name: str):
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_bench_open_goals_are_ratios_of_medians_against_the_same_file() -> None:
+    bench = _bench("bench_open")
+
+    def recs(key, values):
+        return [{key: v, "wall_s": 1.0} for v in values]
+
+    records = {
+        "patchwise | wsi20000.svs": recs("region_median_s", [0.010, 0.030, 0.020]),
+        "tiffslide | wsi20000.svs": recs("region_median_s", [0.010, 0.010, 0.012]),
+        "openslide | wsi20000.svs": recs("region_median_s", [0.040, 0.025, 0.030]),
+    }
+    rows = [r.rstrip(" |") for r in bench.goals_table(records).splitlines()[2:]]
+    assert len(rows) == 2  # the goals whose cases were not run are left out
+    assert rows[0].split(" | ")[4:8] == ["2.00", "1.00", "<= 1.0", "no"]  # 20 / 10, 10 / 10
+    assert rows[1].split(" | ")[4:8] == ["0.67", "0.40", "<= 0.8", "yes"]  # 20 / 30, 10 / 25
+    assert bench._majority({"a": "x", "b": "y", "c": "x"}) == "x"
+    assert bench._kind("napari-ome-zarr | wsi8192.ome.zarr") == "napari-ome-zarr | zarr"
+
+
+def test_bench_wsi_throughput_ratios_by_hand() -> None:
+    bench = _bench("bench_wsi_throughput")
+    records = {
+        bench.FLOOR: [{"wall_s": w, "tiles": 100} for w in (2.0, 4.0, 6.0)],  # 25 tiles/s
+        "patchwise stats": [{"wall_s": w, "patches": 100} for w in (5.0, 6.0, 7.0)],
+        bench.FORWARD: [{"wall_s": 1.0, "patches": 64, "rate": r} for r in (10.0, 20.0, 30.0)],
+        "patchwise predict": [{"wall_s": w, "patches": 40} for w in (2.0, 4.0, 3.0)],
+    }
+    text = bench.tables(records)
+    assert "| stats time / decode floor | 1.50 | <= 1.5 | yes |" in text  # 6 / 4
+    # predict: 40 / 3 = 13.3 patches/s; bound min(forward 20, floor 25 tiles/s) = 20
+    assert "| predict rate / its bound (forward, 20.0 patches/s) | 0.67 | >= 0.8 | no |" in text
+    assert f"| {bench.FORWARD} | 1.000 / 1.000 | 64 | 30.0 / 20.0 |" in text
+    ring = bench.annotations(1000)["features"][0]["geometry"]["coordinates"]
+    assert ring[0][0] == [100.0, 100.0] and ring[1][2] == [650.0, 650.0]  # Stroma with a hole
