@@ -62,7 +62,6 @@ from _slides import write_periodic_svs
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
-RESULTS = HERE / "_results"
 QUICK_DATA = DATA / "quick"  # small inputs of --quick, apart from the full-size ones
 
 
