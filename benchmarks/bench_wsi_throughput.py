@@ -19,7 +19,7 @@ one process, interleaved in an order that rotates between repeats (``_protocol.p
   direction instead. The patches stay aligned to the 256 px tiles (one tile each), so
   the decode-bound rate is the floor's tiles per second whatever the stride.
 
-The slide (about 1 GB at 50k), its annotations and the checkpoint are written once into
+The slide (about 0.7 GB at 50k), its annotations and the checkpoint are written once into
 ``--data`` (default ``benchmarks/_data/``, git-ignored). Writes ``throughput.md`` and
 ``records.json`` into ``docs/results/bench_wsi_throughput/`` (quick: into
 ``benchmarks/_results/bench_wsi_throughput_quick/``).
