@@ -76,6 +76,7 @@ bench: install sysdeps
 	run bench_head $(PY) benchmarks/bench_head.py; \
 	run bench_dfr $(PY) benchmarks/bench_dfr.py; \
 	run bench_embed $(PY) benchmarks/bench_embed.py; \
+	run bench_wsi_throughput $(PY) benchmarks/bench_wsi_throughput.py; \
 	run bench_open $(XVFB) $(PY) benchmarks/bench_open.py; \
 	run bench_viewer $(XVFB) $(PY) benchmarks/bench_viewer.py; \
 	run bench_compare $(XVFB) $(PY) benchmarks/bench_compare.py; \

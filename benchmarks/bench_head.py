@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +37,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+
+from _protocol import Protocol, add_arguments, summarize
 
 
 def synthetic_store(folder: Path, n: int, dim: int = 512, seed: int = 0) -> tuple[Path, Path]:
@@ -89,28 +92,34 @@ def synthetic_store(folder: Path, n: int, dim: int = 512, seed: int = 0) -> tupl
     return manifest, store
 
 
-def head_times(folder: Path, n: int) -> dict[str, float]:
+def head_times(folder: Path, n: int, protocol) -> dict[str, list[dict]]:
+    """Whole ``train --features`` runs, GERNE and DFR interleaved (``_protocol.py``)."""
     from napari_patchwise.train import TrainConfig, train
 
-    manifest, store = synthetic_store(folder, n)
-    times = {}
-    for method in ("gerne", "dfr"):
-        config = TrainConfig(
-            manifest=str(manifest), out=str(folder / method), features=str(store), method=method,
-            steps=1000, eval_every=250, batch_size=128, c=0.5, beta=1.0, num_threads=1,
-            device="cpu",
-        )  # fmt: skip
-        t0 = time.perf_counter()
-        train(config)
-        times[method] = time.perf_counter() - t0
-    return times
+    manifest, store = synthetic_store(folder / "store", n)
+    calls = {"gerne": 0, "dfr": 0}
+
+    def run(method: str):
+        def call() -> None:
+            calls[method] += 1  # a fresh run directory each call
+            config = TrainConfig(
+                manifest=str(manifest), out=str(folder / f"{method}{calls[method]}"),
+                features=str(store), method=method, steps=1000, eval_every=250,
+                batch_size=128, c=0.5, beta=1.0, num_threads=1, device="cpu",
+            )  # fmt: skip
+            train(config)
+
+        return call
+
+    return protocol.interleave({"GERNE": run("gerne"), "DFR": run("dfr")})
 
 
-def embed_rate(manifest: Path, folder: Path, patch_size: int, batch: int = 128) -> dict:
+def embed_rate(manifest: Path, folder: Path, patch_size: int, protocol, batch: int = 128):
     """Patches per second: ``embed`` vs the backbone's forward on in-memory tensors.
 
-    Other processes share this machine's cores, so each is measured twice, alternately,
-    and the faster pass of each counts.
+    Interleaved in rotating order over the protocol's repeats (``_protocol.py``); each
+    ``embed`` call writes a new store, and the forward pass uses the backbone the first
+    one saved.
     """
     import torch
 
@@ -121,28 +130,34 @@ def embed_rate(manifest: Path, folder: Path, patch_size: int, batch: int = 128) 
     settings = PatchSettings(patch_size=patch_size)
     jobs = cohort_jobs(manifest, settings)  # the patch caches, built before any timing
     n = sum(len(j) for j in jobs)
-    patches = np.concatenate([np.load(j.cache) for j in jobs]).astype(np.float32)
-    rates = {"embed": 0.0, "loop": 0.0, "forward": 0.0}
-    for attempt in range(2):
+    patches = torch.from_numpy(np.concatenate([np.load(j.cache) for j in jobs]).astype(np.float32))
+    state: dict = {"calls": 0}
+
+    def run_embed() -> dict:
+        state["calls"] += 1
         ticks = []
         t0 = time.perf_counter()
         out = embed(
-            manifest, folder / f"emb{attempt}.zarr", EmbedSource(backbone="resnet18"),
+            manifest, folder / f"emb{state['calls']}.zarr", EmbedSource(backbone="resnet18"),
             settings=settings, device="cpu", batch_size=batch,
-            progress=lambda d, t, ticks=ticks: ticks.append(time.perf_counter()),
+            progress=lambda d, t: ticks.append(time.perf_counter()),
         )  # fmt: skip
-        rates["embed"] = max(rates["embed"], n / (time.perf_counter() - t0))
+        whole = n / (time.perf_counter() - t0)
+        state.setdefault("model", out / "model.pt")
         # from the first chunk's start (model load included) to the last chunk written
-        rates["loop"] = max(rates["loop"], n / (ticks[-1] - ticks[0]))
-        backbone, meta = load_backbone(out / "model.pt", "cpu")
+        return {"patches": n, "rate": whole, "loop_rate": n / (ticks[-1] - ticks[0])}
+
+    def run_forward() -> dict:
+        backbone, meta = load_backbone(state["model"], "cpu")
         mean, std = (torch.tensor(meta[k])[:, None, None] for k in ("mean", "std"))
-        x = (torch.from_numpy(patches) - mean) / std
+        x = (patches - mean) / std
         t0 = time.perf_counter()
         with torch.no_grad():
             for b in range(0, n, batch):
                 backbone(x[b : b + batch])
-        rates["forward"] = max(rates["forward"], n / (time.perf_counter() - t0))
-    return {"patches": n, **rates}
+        return {"patches": n, "rate": n / (time.perf_counter() - t0)}
+
+    return protocol.interleave({"embed": run_embed, "forward": run_forward})
 
 
 def planted(args, out: Path) -> list[dict]:
@@ -195,36 +210,39 @@ def planted(args, out: Path) -> list[dict]:
     return rows
 
 
-def report_times(out: Path, n: int) -> dict[str, str]:
-    times = head_times(out / "synthetic", n)
-    lines = [f"1. head retraining on {n} synthetic patches (whole `train --features` run):"]
-    rows = ["| method | patches | seconds | target < 10 s |", "|---|---|---|---|"]
-    for method, seconds in times.items():
-        ok = "yes" if seconds < 10 else "NO"
-        lines.append(f"   {method}: {seconds:.1f} s  (target < 10 s: {ok})")
-        rows.append(f"| {method} head | {n} | {seconds:.1f} | {ok} |")
-    print("\n".join(lines))
+def report_times(out: Path, n: int, protocol) -> dict[str, str]:
+    records = head_times(out / "synthetic", n, protocol)
+    rows = ["| method | patches | seconds (min / median) | target < 10 s |", "|---|---|---|---|"]
+    for method, (low, median) in summarize(records).items():
+        ok = "yes" if median < 10 else "NO"
+        print(f"1. {method} head on {n} patches: {low:.1f} / {median:.1f} s (target < 10 s: {ok})")
+        rows.append(f"| {method} head | {n} | {low:.1f} / {median:.1f} | {ok} |")
     return {"head_times.md": "\n".join(rows) + "\n"}
 
 
-def report_embed(args, out: Path) -> dict[str, str]:
+def report_embed(args, out: Path, protocol) -> dict[str, str]:
     from planted_bias import QUICK_SLIDES, make_slides
 
     slides = QUICK_SLIDES if args.quick else out / "slides"
     manifest = make_slides(slides, size=args.size, spurious=args.spurious[0])
-    rate = embed_rate(manifest, out, patch_size=32)
-    ratio, whole = rate["loop"] / rate["forward"], rate["embed"] / rate["forward"]
-    print(f"2. embedding {rate['patches']} patches (resnet18, 32 px, 1 thread): "
-          f"{rate['loop']:.0f} patches/s (whole command with store set-up "
-          f"{rate['embed']:.0f}/s = {whole:.2f}x) vs forward-only {rate['forward']:.0f}/s = "
-          f"{ratio:.2f}x (target >= 0.8x: {'yes' if ratio >= 0.8 else 'NO'})")  # fmt: skip
-    table = [
-        "| | patches/s | vs forward-only |", "|---|---|---|",
-        f"| forward only (in-memory tensors) | {rate['forward']:.0f} | 1.00x |",
-        f"| `embed`, chunk loop | {rate['loop']:.0f} | {ratio:.2f}x |",
-        f"| `embed`, whole call | {rate['embed']:.0f} | {whole:.2f}x |",
-    ]  # fmt: skip
-    return {"embed_rate.md": f"{rate['patches']} patches\n\n" + "\n".join(table) + "\n"}
+    records = embed_rate(manifest, out, 32, protocol)
+
+    def rates(case: str, key: str) -> list[float]:
+        return [r[key] for r in records[case]]
+
+    rows = {
+        "forward only (in-memory tensors)": rates("forward", "rate"),
+        "`embed`, chunk loop": rates("embed", "loop_rate"),
+        "`embed`, whole call": rates("embed", "rate"),
+    }
+    forward = statistics.median(rows["forward only (in-memory tensors)"])
+    n = records["embed"][0]["patches"]
+    table = ["| | patches/s (best / median) | vs forward-only (medians) |", "|---|---|---|"]
+    for name, values in rows.items():
+        median = statistics.median(values)
+        table.append(f"| {name} | {max(values):.0f} / {median:.0f} | {median / forward:.2f}x |")
+    print(f"2. embedding {n} patches (resnet18, 32 px, 1 thread):\n" + "\n".join(table))
+    return {"embed_rate.md": f"{n} patches\n\n" + "\n".join(table) + "\n"}
 
 
 def report_planted(args, out: Path) -> dict[str, str]:
@@ -261,11 +279,7 @@ def main(argv=None) -> int:
         "--spurious", type=float, nargs="+", default=None,
         help="planted strengths of part 3 (full: 1.0 0.7; 0.7 is the paper's regime)",
     )  # fmt: skip
-    parser.add_argument(
-        "--results", default=None,
-        help="where the tables go (docs/results/bench_head; --quick: benchmarks/_results/"
-        "bench_head_quick)",
-    )  # fmt: skip
+    add_arguments(parser)  # --repeats, --results, --allow-loaded (_protocol.py)
     args = parser.parse_args(argv)
     spurious = args.spurious
     quick = {"size": 1024, "steps": 20, "eval_every": 10, "seeds": [0], "taus": [0.1],
@@ -276,21 +290,18 @@ def main(argv=None) -> int:
         setattr(args, key, value)
     if spurious:
         args.spurious = spurious
-    from _results_io import results_dir, write_results
-
-    folder = results_dir("bench_head", quick=args.quick, given=args.results)
+    protocol = Protocol.from_args("bench_head", args)  # refuses a loaded machine up front
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
         parts = {
-            "time": lambda: report_times(out, 20_000 if args.quick else args.patches),
-            "embed": lambda: report_embed(args, out),
+            "time": lambda: report_times(out, 20_000 if args.quick else args.patches, protocol),
+            "embed": lambda: report_embed(args, out, protocol),
             "planted": lambda: report_planted(args, out),
         }
         for part in args.parts:
             # each part's files and its own meta (<part>.meta.json): a later run of
             # another part leaves them as they are
-            write_results(folder, parts[part](), meta_name=f"{part}.meta.json")
-    print(f"written: {folder}")
+            protocol.write(parts[part](), meta_name=f"{part}.meta.json")
     return 0
 
 

@@ -11,6 +11,10 @@
 
 Budget (docs/benchmarks.md, "Budgets"): under 16 ms median.
 
+The three are interleaved, one change each per repeat, in an order that rotates between
+repeats (``_protocol.py``); every repeat uses a new tau and threshold. Writes
+``regroup.md`` into ``docs/results/bench_regroup/`` (refused on a loaded machine).
+
     .venv/bin/python benchmarks/bench_regroup.py [--n 1000000] [--repeats 25]
 
 ``--quick`` (what ``make bench`` runs): 100,000 patches, 10 repeats; the same comparison
@@ -20,31 +24,24 @@ and table, as a smoke run (the 16 ms budget is about the full size).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 
-
-def _timed(fn, repeats):
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, min(times) * 1e3
+from _protocol import Protocol, add_arguments, summarize
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=None, help="patches (1000000; quick 100000)")
-    parser.add_argument("--repeats", type=int, default=None, help="changes timed (25; quick 10)")
     parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
+    add_arguments(parser)  # --repeats (changes timed: 25; quick 10), --results, --allow-loaded
     args = parser.parse_args()
     if args.n is None:
         args.n = 100_000 if args.quick else 1_000_000
     if args.repeats is None:
         args.repeats = 10 if args.quick else 25
+    protocol = Protocol.from_args("bench_regroup", args)  # refuses a loaded machine up front
 
     import pandas as pd
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
@@ -87,18 +84,34 @@ def main() -> None:
     assert np.allclose(a.per_group_accuracy, c[0]["mean"].to_numpy())
     assert abs(a.bca - c[3]) < 1e-12 and abs(a.accuracy - c[2]) < 1e-12
 
-    rows = [
-        ("Evaluator.evaluate (viewer path)", *_timed(viewer, args.repeats)),
-        ("metrics.evaluate (one-shot)", *_timed(one_shot, args.repeats)),
-        ("baseline: pandas groupby + sklearn", *_timed(baseline, max(5, args.repeats // 5))),
+    cases = {
+        "`Evaluator.evaluate` (viewer path)": viewer,
+        "`metrics.evaluate` (one-shot)": one_shot,
+        "baseline: pandas groupby + sklearn": baseline,
+    }
+    calls = dict.fromkeys(cases, 0)
+
+    def case(name):
+        def call():
+            cases[name](calls[name])  # the repeat's tau and threshold
+            calls[name] += 1
+
+        return call
+
+    records = protocol.interleave({name: case(name) for name in cases})
+    times = summarize(records)
+    viewer_median = times["`Evaluator.evaluate` (viewer path)"][1] * 1e3
+    lines = ["| path | median ms | min ms |", "|---|---:|---:|"]
+    lines += [
+        f"| {name} | {med * 1e3:.2f} | {low * 1e3:.2f} |" for name, (low, med) in times.items()
     ]
-    print(f"{n:,} patches; Evaluator preparation (once): {prepare_ms:.1f} ms")
-    print(f"{'':36}{'median ms':>10}{'min ms':>9}")
-    for name, med, best in rows:
-        print(f"{name:36}{med:>10.2f}{best:>9.2f}")
-    base = rows[2][1]
-    print(f"speed-up of the viewer path over the baseline: {base / rows[0][1]:.0f}x; "
-          f"budget 16 ms: {'met' if rows[0][1] < 16 else 'MISSED'}")  # fmt: skip
+    text = (
+        f"{n} patches; `Evaluator` preparation (once): {prepare_ms:.1f} ms\n\n"
+        + "\n".join(lines)
+        + f"\n\nbudget: viewer path < 16 ms median: {'met' if viewer_median < 16 else 'MISSED'}\n"
+    )
+    print(text)
+    protocol.write({"regroup.md": text}, {"patches": n})
     if args.quick:
         print("(quick smoke run: the budget is about 1,000,000 patches)")
 

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from _protocol import Protocol, add_arguments, summarize
+
 DATA = Path(__file__).parent / "_data"
 QUICK_DATA = DATA / "quick"  # small inputs of --quick, apart from the full-size ones
 
@@ -78,12 +80,37 @@ class PeakRSS:
         return (self.peak - self.start) / 2**20
 
 
-def timed(fn):
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - t0
-    return result, seconds, mem.peak_mb
+def measured(fn, results: dict, name: str | None):
+    """A protocol case: run ``fn`` under :class:`PeakRSS`; keep its first result as
+    ``results[name]`` for the checks (``None``: not kept). A result with ``"seconds"``
+    (an extrapolated time) reports that instead of the call's wall time."""
+
+    def call() -> dict:
+        with PeakRSS() as mem:
+            result = fn()
+        if name is not None:
+            results.setdefault(name, result)
+        seconds = result.get("seconds") if isinstance(result, dict) else None
+        return {"peak_mib": mem.peak_mb, **({"seconds": seconds} if seconds else {})}
+
+    return call
+
+
+def table(records: dict, floor: str, title: str) -> str:
+    """Seconds (min / median over the repeats), x the floor's median, largest peak MiB."""
+    floor_median = summarize({0: records[floor]})[0]
+    lines = [title, "", "| step | seconds (min / median) | x floor (medians) | peak MiB (max) |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for name, recs in records.items():
+        key = "seconds" if "seconds" in recs[0] else "wall_s"
+        low, median = summarize({0: recs}, key)[0]
+        peak = max(r["peak_mib"] for r in recs)
+        lines.append(
+            f"| {name} | {low:.2f} / {median:.2f} | {median / floor_median[1]:.2f} | {peak:.0f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    return text
 
 
 def ensure_slide(size: int, data: Path = DATA) -> tuple[Path, Path]:
@@ -154,7 +181,7 @@ def ensure_single_level(
     return image_path, mask_path
 
 
-def headless(patch: int, before: bool, quick: bool = False) -> None:
+def headless(patch: int, before: bool, protocol, quick: bool = False) -> None:
     """``patchwise stats`` on a single-level slide against the read-plus-numpy floor."""
     import os
     import tempfile
@@ -171,48 +198,56 @@ def headless(patch: int, before: bool, quick: bool = False) -> None:
     cache.mkdir()
     os.environ["PATCHWISE_CACHE_DIR"] = str(cache)
     inputs_before = sorted(data.iterdir())
-    rows = []
+    calls = {"stats": 0, "before": 0}
 
     def floor():
         return floor_counts(tifffile.imread(mask_path), patch)
 
-    def stats(name: str) -> Path:
-        out = work / "out" / name
+    def stats() -> Path:
+        calls["stats"] += 1
+        out = work / "out" / f"t{calls['stats']}.parquet"
         rc = cli_main(["stats", str(image_path), "--mask", str(mask_path),
                        "--patch-size", str(patch), "--out", str(out), "--quiet"])  # fmt: skip
         assert rc == 0
         return out
 
-    counts, t_floor, m_floor = timed(floor)
-    rows.append(("floor: tifffile.imread(mask) + numpy reshape-sum", t_floor, m_floor))
-    out, t_cli, m_cli = timed(lambda: stats("t.parquet"))
-    rows.append(("patchwise stats (empty cache folder)", t_cli, m_cli))
-    written = sorted(p.relative_to(work) for p in work.rglob("*") if p.is_file())
-    assert written == [Path("out/t.parquet")], written
-    assert sorted(data.iterdir()) == inputs_before
-    table = read_table(out)
-    assert table["n_healthy"].tolist() == counts[0].ravel().tolist()
-    assert table["n_tumor"].tolist() == counts[1].ravel().tolist()
-    _, t_floor2, m_floor2 = timed(floor)
-    rows.append(("floor again (noise check)", t_floor2, m_floor2))
-    if before:
+    def old():
         from napari_patchwise.grid import PatchGrid, patch_stats
         from napari_patchwise.io import open_slide
 
-        def old():
+        calls["before"] += 1  # a fresh cache folder each call: the pyramid is rebuilt
+        os.environ["PATCHWISE_CACHE_DIR"] = str(work / f"before-cache{calls['before']}")
+        try:
             slide = open_slide(image_path, mask=mask_path)  # pyramid to the cache, value pass
             return patch_stats(slide, PatchGrid(patch))
+        finally:
+            os.environ["PATCHWISE_CACHE_DIR"] = str(cache)
 
-        _, t_old, m_old = timed(old)
-        rows.append(("before: display pyramid + separate value pass", t_old, m_old))
-        cached = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
-        print(f"before: wrote {cached / 2**20:.0f} MiB into the cache folder")
-    floor_best = min(t_floor, t_floor2)
-    print(f"\n{tifffile.TiffFile(image_path).pages[0].shape} image, mask "
-          f"{tifffile.TiffFile(mask_path).pages[0].shape}, patch {patch}, {len(table)} patches")  # fmt: skip
-    print(f"{'step':52}{'seconds':>9}{'x floor':>9}{'peak MiB':>10}")
-    for name, seconds, peak in rows:
-        print(f"{name:52}{seconds:>9.2f}{seconds / floor_best:>9.2f}{peak:>10.0f}")
+    results: dict = {}
+    floor_name = "floor: `tifffile.imread(mask)` + numpy reshape-sum"
+    cases = {
+        floor_name: measured(floor, results, "floor"),
+        "`patchwise stats` (empty cache folder)": measured(stats, results, "stats"),
+    }
+    if before:
+        cases["before: display pyramid + separate value pass"] = measured(old, results, "old")
+    records = protocol.interleave(cases)
+    written = sorted(
+        p.relative_to(work) for p in work.rglob("*")
+        if p.is_file() and not p.relative_to(work).parts[0].startswith("before-cache")
+    )  # fmt: skip
+    assert all(p.parts[0] == "out" for p in written) and not any(cache.iterdir()), written
+    assert sorted(data.iterdir()) == inputs_before
+    out_table, counts = read_table(results["stats"]), results["floor"]
+    assert out_table["n_healthy"].tolist() == counts[0].ravel().tolist()
+    assert out_table["n_tumor"].tolist() == counts[1].ravel().tolist()
+    title = (
+        f"`patchwise stats` on a single-level {tifffile.TiffFile(image_path).pages[0].shape} "
+        f"image and its mask, patch {patch}, {len(out_table)} patches; nothing written "
+        "outside `--out`, counts equal to the floor's"
+    )
+    text = table(records, floor_name, title)
+    protocol.write({"headless.md": text}, {"patch": patch}, meta_name="headless.meta.json")
 
 
 def main() -> None:
@@ -224,9 +259,11 @@ def main() -> None:
     parser.add_argument("--headless", action="store_true", help="time `patchwise stats` itself")
     parser.add_argument("--before", action="store_true", help="with --headless: the old path too")
     parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
+    add_arguments(parser)  # --repeats, --results, --allow-loaded (_protocol.py)
     args = parser.parse_args()
+    protocol = Protocol.from_args("bench_stats", args)  # refuses a loaded machine up front
     if args.headless:
-        headless(args.patch, args.before, args.quick)
+        headless(args.patch, args.before, protocol, args.quick)
         return
     if args.size is None:
         args.size = 4096 if args.quick else 20480
@@ -235,6 +272,7 @@ def main() -> None:
 
     import dask
     import dask.array as da
+    import tifffile
 
     from napari_patchwise.grid import PatchGrid, patch_stats
     from napari_patchwise.io import open_slide
@@ -245,57 +283,61 @@ def main() -> None:
     slide = open_slide(image_path, mask=mask_path)
     print(f"slide {slide.shape} {slide.dtype}, mask {slide.mask.shape} ({slide.mask_kind}), "
           f"mask chunks {slide.mask.chunksize}, patch {p}, cores {psutil.cpu_count()}")  # fmt: skip
-    rows = []
-
-    table, t_disk, m_disk = timed(lambda: patch_stats(slide, grid))
-    rows.append(("patch_stats, lazy from the TIFF", t_disk, m_disk))
-
-    # Attribution: how long the lazy mask (reading the tiles + mapping values to classes)
-    # needs to stream once, and tifffile's own whole-file decode for reference.
-    _, t_read, m_read = timed(lambda: slide.mask.max().compute())
-    rows.append(("  of which: lazy mask alone (mask.max())", t_read, m_read))
-    import tifffile
-
-    mask_np, t_imread, m_imread = timed(lambda: tifffile.imread(mask_path))
-    rows.append(("  reference: tifffile.imread whole mask", t_imread, m_imread))
+    # Loaded once, untimed: the in-memory inputs of the floor and of the in-memory case.
+    mask_np = tifffile.imread(mask_path)
     assert mask_np.max() <= 2  # the synthetic mask is stored as classes 0/1/2
     mem_slide = slide.with_mask(da.from_array(mask_np, chunks=2048), kind=slide.mask_kind)
-    table_mem, t_mem, m_mem = timed(lambda: patch_stats(mem_slide, grid))
-    rows.append(("patch_stats, mask in memory", t_mem, m_mem))
-
-    floor, t_floor, m_floor = timed(lambda: floor_counts(mask_np, p))
-    rows.append(("floor: numpy reshape-sum in memory", t_floor, m_floor))
-
-    # The same counts from all three.
     n_rows, n_cols = grid.grid_shape(*mask_np.shape)
-    assert table["n_healthy"].tolist() == floor[0].ravel().tolist()
-    assert table["n_tumor"].tolist() == floor[1].ravel().tolist()
-    assert table.equals(table_mem)
-
     # Straightforward loop: one lazy slice and compute per patch, on a subset.
     rng = np.random.default_rng(0)
     picks = rng.choice(n_rows * n_cols, size=min(args.loop_patches, n_rows * n_cols), replace=False)
 
     def loop():
-        out = []
+        start, out = time.perf_counter(), []
         for k in picks:
             r, c = divmod(int(k), n_cols)
             patch = slide.mask[r * p : (r + 1) * p, c * p : (c + 1) * p]
             healthy, tumor = dask.compute((patch == 1).sum(), (patch == 2).sum())
             out.append((int(healthy), int(tumor)))
-        return out
+        seconds = (time.perf_counter() - start) / len(picks) * n_rows * n_cols
+        return {"seconds": seconds, "counts": out}
 
-    looped, t_loop, m_loop = timed(loop)
-    for (healthy, tumor), k in zip(looped, picks, strict=True):
-        assert (healthy, tumor) == (table["n_healthy"].iat[k], table["n_tumor"].iat[k])
-    t_loop_all = t_loop / len(picks) * n_rows * n_cols
-    rows.append((f"per-patch loop (extrapolated from {len(picks)})", t_loop_all, m_loop))
+    results: dict = {}
+    floor_name = "floor: numpy `(mask == c).reshape(R, p, C, p).sum((1, 3))`, in memory"
+    cases = {
+        "`patch_stats`, lazy from the TIFF": lambda: patch_stats(slide, grid),
+        "of which: the lazy mask alone, read + value mapping (`mask.max()`)": (
+            lambda: slide.mask.max().compute()
+        ),
+        "reference: `tifffile.imread` of the whole mask": lambda: tifffile.imread(mask_path),
+        "`patch_stats`, same mask already in memory (`da.from_array`)": (
+            lambda: patch_stats(mem_slide, grid)
+        ),
+        floor_name: lambda: floor_counts(mask_np, p),
+        f"per-patch loop (dask slice + compute per patch; {len(picks)} timed, extrapolated)": loop,
+    }
+    keys = ["disk", None, None, "mem", "floor", "loop"]  # the results kept for the checks
+    records = protocol.interleave(
+        {
+            name: measured(fn, results, key)
+            for (name, fn), key in zip(cases.items(), keys, strict=True)
+        }
+    )
+    # The same counts from all of them.
+    table_disk, floor = results["disk"], results["floor"]
+    assert table_disk["n_healthy"].tolist() == floor[0].ravel().tolist()
+    assert table_disk["n_tumor"].tolist() == floor[1].ravel().tolist()
+    assert table_disk.equals(results["mem"])
+    for (healthy, tumor), k in zip(results["loop"]["counts"], picks, strict=True):
+        assert (healthy, tumor) == (table_disk["n_healthy"].iat[k], table_disk["n_tumor"].iat[k])
+    title = (
+        f"{n_rows * n_cols} patches of {p} x {p}; {mask_np.size / 1e6:.0f} Mpixel mask "
+        f"({mask_np.nbytes / 2**20:.0f} MiB in memory), tissue from the mask"
+    )
+    files = {"stats.md": table(records, floor_name, title)}
 
     if args.intensity:
         threshold = 20.0
-        t_int = timed(lambda: patch_stats(slide, grid, tissue="intensity",
-                                          tissue_threshold=threshold))  # fmt: skip
-        intensity_rows = [("patch_stats, intensity tissue, lazy", t_int[1], t_int[2])]
         img = np.asarray(slide.levels[0].compute())
 
         def floor_intensity():
@@ -303,20 +345,20 @@ def main() -> None:
             code = np.where(mask_np == 2, 2, tissue.astype(np.uint8))
             return floor_counts(code, p)
 
-        f_int = timed(floor_intensity)
-        intensity_rows.append(("floor: intensity, numpy in memory", f_int[1], f_int[2]))
-        assert t_int[0]["n_healthy"].tolist() == f_int[0][0].ravel().tolist()
+        floor_int = "floor: intensity, numpy in memory"
+        cases = {
+            "`patch_stats`, tissue from intensity, lazy from the TIFF": measured(
+                lambda: patch_stats(slide, grid, tissue="intensity", tissue_threshold=threshold),
+                results, "int",
+            ),
+            floor_int: measured(floor_intensity, results, "int_floor"),
+        }  # fmt: skip
+        records = protocol.interleave(cases)
+        assert results["int"]["n_healthy"].tolist() == results["int_floor"][0].ravel().tolist()
         del img
-
-    print(f"\n{n_rows * n_cols} patches of {p} x {p}; "
-          f"{mask_np.size / 1e6:.0f} Mpixel mask ({mask_np.nbytes / 2**20:.0f} MiB in memory)")  # fmt: skip
-    print(f"{'step':48}{'seconds':>9}{'x floor':>9}{'peak MiB':>10}")
-    for name, seconds, peak in rows:
-        print(f"{name:48}{seconds:>9.2f}{seconds / t_floor:>9.2f}{peak:>10.0f}")
-    if args.intensity:
-        print("tissue from intensity (reads the 3 channels; x its own numpy floor):")
-        for name, seconds, peak in intensity_rows:
-            print(f"{name:48}{seconds:>9.2f}{seconds / f_int[1]:>9.2f}{peak:>10.0f}")
+        title = "tissue from intensity (reads the 3 channels; x its own numpy floor)"
+        files["stats_intensity.md"] = table(records, floor_int, title)
+    protocol.write(files, {"size": args.size, "patch": p}, meta_name="stats.meta.json")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Measures, in one run on the same machine:
 
 at torch's thread count by default (what ``train`` picks: one per usable core, OpenMP
 threads waiting passively) and at each ``--threads`` count, command and floor interleaved
-over ``--rounds`` rounds (medians). Target (issue 10): the command at >= 0.8x the floor's
+in an order that rotates between ``--repeats`` repeats (``_protocol.py``; best and median). Target (issue 10): the command at >= 0.8x the floor's
 steps per second at the default threads (the exit status says whether it is met).
 
 Then the data side, which must stay ahead of the model: the loader's throughput from an
@@ -23,9 +23,11 @@ processes, against the floor's patches per second; and, for reference, random pa
 reads straight from a tiled, compressed OME-TIFF (what the patch cache avoids).
 
     .venv/bin/python benchmarks/bench_train.py [--model smallcnn] [--steps 200]
-        [--rounds 3] [--threads 1 2]
+        [--repeats 5] [--threads 1 2]
 
-``--quick`` (what ``make bench`` runs): 512 px slides, 20 steps, one round, the default
+Writes ``train.md`` into ``docs/results/bench_train/`` (refused on a loaded machine).
+
+``--quick`` (what ``make bench`` runs): 512 px slides, 20 steps, 2 repeats, the default
 threads only, 512 cached patches for the loader, 50 uncached reads; the same tables, and
 the target is reported but not enforced (20 steps are mostly warm-up).
 """
@@ -45,10 +47,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _protocol import Protocol, add_arguments
+
 SLIDES = Path(__file__).resolve().parent / "_data" / "bench_train"
 TARGET = 0.8  # the command's steps/s as a fraction of the floor's
-QUICK = {"size": 512, "steps": 20, "rounds": 1, "threads": [], "n": 512, "batches": 10}
-FULL = {"size": 1024, "steps": 200, "rounds": 3, "threads": None, "n": 8192, "batches": 150}
+QUICK = {"size": 512, "steps": 20, "threads": [], "n": 512, "batches": 10}
+FULL = {"size": 1024, "steps": 200, "threads": None, "n": 8192, "batches": 150}
 
 
 # -- the cohort ------------------------------------------------------------------------------
@@ -141,27 +145,33 @@ def run_floor(spec: dict) -> None:
     print(json.dumps({"steps_per_s": rate, "threads": threads}))
 
 
-def compare(manifest: Path, args, settings: list[int | None]) -> list[dict]:
-    """Command and floor for each thread setting, interleaved over the rounds."""
-    rates = {s: {"command": [], "floor": []} for s in settings}
-    used = {}
+def compare(manifest: Path, args, settings: list[int | None], protocol) -> list[dict]:
+    """Command and floor for each thread setting, interleaved over the protocol's repeats."""
+    used, calls = {}, [0]
+
+    def command(s):
+        def call() -> dict:
+            calls[0] += 1
+            return {"rate": command_rate(manifest, Path(tmp) / f"run-{calls[0]}", args, s)}
+
+        return call
+
+    def floor(s):
+        def call() -> dict:
+            rate, used[s] = floor_rate(manifest, args, s)
+            return {"rate": rate}
+
+        return call
+
+    cases = {}
+    for s in settings:
+        cases[("command", s)], cases[("floor", s)] = command(s), floor(s)
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        for r in range(args.rounds):
-            for s in settings:
-                out = Path(tmp) / f"run-{r}-{s}"
-                rates[s]["command"].append(command_rate(manifest, out, args, s))
-                floor, used[s] = floor_rate(manifest, args, s)
-                rates[s]["floor"].append(floor)
-                print(
-                    f"  round {r + 1}, threads {used[s]}{' (default)' if s is None else ''}: "
-                    f"command {rates[s]['command'][-1]:.2f} steps/s, floor {floor:.2f}",
-                    flush=True,
-                )
+        records = protocol.interleave(cases)
     rows = []
     for s in settings:
-        command = statistics.median(rates[s]["command"])
-        floor = statistics.median(rates[s]["floor"])
-        rows.append({"setting": s, "threads": used[s], "command": command, "floor": floor})
+        rates = {kind: [r["rate"] for r in records[kind, s]] for kind in ("command", "floor")}
+        rows.append({"setting": s, "threads": used[s], **rates})
     return rows
 
 
@@ -215,11 +225,10 @@ def slide_read_rate(folder: Path, patch: int, n: int, side: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def data_rates(args) -> dict[str, float]:
-    """Loader throughput (0 and 2 workers) and uncached slide reads, patches/s."""
+def data_rates(args, protocol) -> dict[str, list[float]]:
+    """Loader throughput (0 and 2 workers) and uncached slide reads, patches/s, interleaved."""
     from napari_patchwise.data import PatchDataset
 
-    rates = {}
     with tempfile.TemporaryDirectory(prefix="bench_train_data_") as tmp:
         folder = Path(tmp)
         rng = np.random.default_rng(0)
@@ -233,15 +242,18 @@ def data_rates(args) -> dict[str, float]:
             {"label": rng.integers(0, 2, args.n), "tissue_ratio": rng.random(args.n)}
         )
         dataset = PatchDataset([cache], table, 0.1, [128.0] * 3, [64.0] * 3)
-        for workers in (0, 2):
-            rates[f"loader from the patch cache, {workers} workers"] = loader_rate(
-                dataset, args.batch_size, args.batches, workers
-            )
         reads, side = (50, 1024) if args.quick else (300, 4096)
-        rates["random reads straight from a tiled zlib OME-TIFF"] = slide_read_rate(
-            folder, args.patch, reads, side
-        )
-    return rates
+        cases = {
+            f"loader from the patch cache, {w} workers": (
+                lambda w=w: {"rate": loader_rate(dataset, args.batch_size, args.batches, w)}
+            )
+            for w in (0, 2)
+        }
+        cases["random reads straight from a tiled zlib OME-TIFF"] = lambda: {
+            "rate": slide_read_rate(folder, args.patch, reads, side)
+        }
+        records = protocol.interleave(cases)
+    return {name: [r["rate"] for r in recs] for name, recs in records.items()}
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -252,7 +264,6 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=32, help="(train's default)")
     parser.add_argument("--size", type=int, default=None, help="slide side (1024)")
     parser.add_argument("--steps", type=int, default=None, help="(200)")
-    parser.add_argument("--rounds", type=int, default=None, help="(3)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -264,6 +275,7 @@ def parse_args(argv):
     parser.add_argument("--batches", type=int, default=None, help="loader batches (150)")
     parser.add_argument("--quick", action="store_true", help="small smoke run (make bench)")
     parser.add_argument("--floor-spec", help=argparse.SUPPRESS)
+    add_arguments(parser)  # --repeats, --results, --allow-loaded (_protocol.py)
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
@@ -271,20 +283,36 @@ def parse_args(argv):
     return args
 
 
-def print_tables(rows: list[dict], data: dict[str, float], batch_size: int) -> float:
-    """The two tables; returns the command/floor ratio at the default threads."""
-    print(f"\n{'torch threads':22s} {'command steps/s':>16s} {'floor steps/s':>14s} {'ratio':>6s}")
+def best_median(rates: list[float]) -> str:
+    return f"{max(rates):.2f} / {statistics.median(rates):.2f}"
+
+
+def tables(rows: list[dict], data: dict[str, list[float]], batch_size: int) -> tuple[str, float]:
+    """The two tables (best / median over the repeats) and the command/floor ratio of
+    medians at the default threads."""
+    lines = [
+        "| torch threads | command steps/s (best / median) | floor steps/s (best / median) "
+        "| ratio of medians |",
+        "|---|---:|---:|---:|",
+    ]
     for row in rows:
         name = f"{row['threads']} (default)" if row["setting"] is None else str(row["threads"])
-        ratio = row["command"] / row["floor"]
-        print(f"{name:22s} {row['command']:16.2f} {row['floor']:14.2f} {ratio:6.2f}")
+        ratio = statistics.median(row["command"]) / statistics.median(row["floor"])
+        lines.append(
+            f"| {name} | {best_median(row['command'])} | {best_median(row['floor'])} "
+            f"| {ratio:.2f} |"
+        )
     default = rows[0]
-    model = default["floor"] * batch_size
-    print(f"\n{'data side':52s} {'patches/s':>10s} {'x floor':>8s}")
-    print(f"{'floor at the default threads (model, in memory)':52s} {model:10.0f} {1:8.1f}")
-    for name, rate in data.items():
-        print(f"{name:52s} {rate:10.0f} {rate / model:8.1f}")
-    return default["command"] / default["floor"]
+    model = [rate * batch_size for rate in default["floor"]]
+    lines += ["", "| data side | patches/s (best / median) | x floor (medians) |",
+              "|---|---:|---:|",
+              f"| floor at the default threads (model, in memory) | {best_median(model)} | 1.0 |"]  # fmt: skip
+    for name, rates in data.items():
+        ratio = statistics.median(rates) / statistics.median(model)
+        lines.append(f"| {name} | {best_median(rates)} | {ratio:.1f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    return text, statistics.median(default["command"]) / statistics.median(default["floor"])
 
 
 def main(argv=None) -> int:
@@ -298,6 +326,7 @@ def main(argv=None) -> int:
     passive_openmp_waits()  # this process's loader and torch wait as the command's do
     import torch
 
+    protocol = Protocol.from_args("bench_train", args)  # refuses a loaded machine up front
     cores = usable_cores()
     if args.threads is None:
         args.threads = sorted({1, cores} - {default_num_threads(torch.get_num_threads())})
@@ -306,14 +335,21 @@ def main(argv=None) -> int:
     cohort = load_cohort(manifest, PatchSettings(patch_size=args.patch))  # caches built once
     print(
         f"{args.model}, batch {args.batch_size}, {args.patch} px x {cohort.channels} channels, "
-        f"{args.steps} steps, {args.rounds} round(s); usable cores {cores}, "
+        f"{args.steps} steps, {protocol.repeats} repeats; usable cores {cores}, "
         f"load average {os.getloadavg()[0]:.2f}; cohort ready in {time.perf_counter() - t0:.0f} s",
         flush=True,
     )
-    rows = compare(manifest, args, [None, *args.threads])
-    data = data_rates(args)
-    ratio = print_tables(rows, data, args.batch_size)
+    rows = compare(manifest, args, [None, *args.threads], protocol)
+    data = data_rates(args, protocol)
+    text, ratio = tables(rows, data, args.batch_size)
     met = ratio >= TARGET
+    text = (
+        f"{args.model}, batch {args.batch_size}, {args.patch} px x {cohort.channels} channels, "
+        f"{args.steps} steps; usable cores {cores}\n\n{text}\npatchwise train at {ratio:.2f}x "
+        f"the floor's steps/s at the default threads (target >= {TARGET}x: "
+        f"{'met' if met else 'NOT MET'})\n"
+    )
+    protocol.write({"train.md": text}, {"model": args.model, "steps": args.steps})
     print(
         f"\npatchwise train at {ratio:.2f}x the floor's steps/s at the default threads: "
         f"target >= {TARGET}x {'met' if met else 'NOT MET'}"
