@@ -49,7 +49,14 @@ def write_jpeg_svs(path: Path, image: np.ndarray, **compressionargs) -> None:
     args = {"level": 80, **compressionargs}
     desc = DESC.format(h=h, w=w)
     with tifffile.TiffWriter(path) as tw:
-        tw.write(image, tile=(256, 256), compression="jpeg", compressionargs=args, description=desc, **options)
+        tw.write(
+            image,
+            tile=(256, 256),
+            compression="jpeg",
+            compressionargs=args,
+            description=desc,
+            **options,
+        )
         tw.write(image[::8, ::8], description=f"{_wsi.APERIO}\n{w}x{h} -> thumbnail", **options)
         tw.write(
             np.ascontiguousarray(image[::4, ::4]),
