@@ -179,3 +179,35 @@ def test_direct_chunks_leave_sharded_arrays_to_zarr(tmp_path):
         tmp_path / "s.zarr", shape=(64, 64), chunks=(16, 16), shards=(32, 32), dtype="u1"
     )
     assert DirectChunks.for_array(array) is None
+
+
+def test_prefetch_decodes_the_ring_around_a_read(slides, cache, monkeypatch):
+    monkeypatch.setattr(_tile_cache.PREFETCH, "enabled", True)
+    level = load_image(slides["svs"]).levels[0]
+    level[:, 300:500, 300:500].compute(scheduler="sync")  # tiles (1, 1): row 1, column 1
+    _tile_cache.PREFETCH.wait(timeout=60)
+    assert len(cache) == 9  # the tile read and its eight neighbours
+    decoded = []
+    real = TiffLevelView._decode
+    monkeypatch.setattr(_tile_cache.PREFETCH, "enabled", False)
+    monkeypatch.setattr(
+        TiffLevelView,
+        "_decode",
+        lambda self, page, index: decoded.append(index) or real(self, page, index),
+    )
+    # A pan by less than a tile: every tile it shows is decoded already.
+    panned = level[:, 450:650, 420:700].compute(scheduler="sync")
+    assert decoded == []
+    np.testing.assert_array_equal(panned, TiffLevelView(slides["svs"], 0)[:, 450:650, 420:700])
+
+
+def test_prefetch_is_off_by_default_and_bounded(slides, cache):
+    assert not _tile_cache.Prefetcher().enabled  # headless reads decode every tile once
+    cache.resize(2 * 256 * 256 * 3)
+    prefetch = _tile_cache.Prefetcher(max_pending=3)
+    prefetch.enable()
+    level_view = TiffLevelView(slides["svs"], 0)
+    for index in range(10):
+        prefetch.submit(("t", index), lambda i=index: level_view._decode(0, i))
+    prefetch.wait(timeout=60)
+    assert cache.nbytes <= 2 * 256 * 256 * 3 and len(cache) <= 2

@@ -6,7 +6,9 @@ times per pan step (a tile holds all three samples). Panning back over a region 
 it again too. The cache holds decoded tiles of :class:`~._tiles.TiffLevelView` reads,
 keyed by view and tile, up to :data:`DEFAULT_BYTES` (``PATCHWISE_TILE_CACHE_MB``
 overrides it; ``0`` turns the cache off). Its lock guards the table only: decoding
-happens outside it, so threads still decode in parallel.
+happens outside it, so threads still decode in parallel. In the viewer,
+:data:`PREFETCH` decodes the ring of tiles around each read in the background, so a
+pan by less than a tile finds what it shows already decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import itertools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 
 import numpy as np
 
@@ -111,3 +115,59 @@ def _env_bytes() -> int:
 
 #: The process's one tile cache, shared by every open TIFF / SVS level.
 TILES = TileCache(_env_bytes() if os.environ.get(ENV_MB) else DEFAULT_BYTES)
+
+
+class Prefetcher:
+    """Decode tiles next to what was just read, in the background, into :data:`TILES`.
+
+    Off until :meth:`enable` (the napari reader turns it on: panning reads the tiles next
+    to the last view; headless statistics read every tile once and would only decode
+    twice). At most ``max_pending`` tiles wait; a tile already cached or waiting is not
+    asked for again, and a failing decode is dropped silently (the read that needs the
+    tile reports it).
+    """
+
+    def __init__(self, workers: int = 2, max_pending: int = 256):
+        self._workers = workers
+        self._max_pending = max_pending
+        self._pending: dict[Hashable, Future] = {}
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self.enabled = False
+
+    def enable(self, on: bool = True) -> None:
+        """Start (or stop) prefetching for every view of this process."""
+        self.enabled = bool(on)
+
+    def submit(self, key: Hashable, load: Callable[[], np.ndarray | None]) -> None:
+        """Decode ``load()`` into the cache under ``key`` unless it is there or waiting."""
+        if not self.enabled or TILES.max_bytes == 0 or key in TILES:
+            return
+        with self._lock:
+            if key in self._pending or len(self._pending) >= self._max_pending:
+                return
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self._workers, "patchwise-prefetch")
+            self._pending[key] = self._executor.submit(self._run, key, load)
+
+    def _run(self, key: Hashable, load: Callable[[], np.ndarray | None]) -> None:
+        try:
+            if key not in TILES:
+                value = load()
+                if value is not None:
+                    TILES.put(key, value)
+        except Exception:  # noqa: BLE001 - the foreground read reports a bad tile
+            pass
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the tiles asked for so far are decoded (tests, benchmarks)."""
+        with self._lock:
+            futures = list(self._pending.values())
+        wait_futures(futures, timeout=timeout)
+
+
+#: The process's one prefetcher (off until the napari reader enables it).
+PREFETCH = Prefetcher()

@@ -16,6 +16,7 @@ and the caller falls back to tifffile's zarr store.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -290,6 +291,8 @@ class TiffLevelView:
             samples.append(sample)
             outs.append(i)
         for (page, plane), (samples, outs) in wanted.items():
+            if _tile_cache.PREFETCH.enabled:
+                self._prefetch_ring(page, plane, grid.covering(y0, y1, 0), grid.covering(x0, x1, 1))
             for row in grid.covering(y0, y1, 0):
                 for col in grid.covering(x0, x1, 1):
                     index = grid.index(plane, row, col)
@@ -313,6 +316,19 @@ class TiffLevelView:
                     else:
                         out[target] = np.moveaxis(part[..., samples], -1, 0)
         return out
+
+    def _prefetch_ring(self, page: int, plane: int, rows: range, cols: range) -> None:
+        """Ask for the tiles in a one-tile ring around ``rows`` x ``cols`` (tiled pages)."""
+        if not self._tiled:
+            return
+        n_rows, n_cols = self._grid.grid
+        for row in range(max(0, rows.start - 1), min(n_rows, rows.stop + 1)):
+            for col in range(max(0, cols.start - 1), min(n_cols, cols.stop + 1)):
+                if row in rows and col in cols:
+                    continue
+                index = self._grid.index(plane, row, col)
+                load = functools.partial(self._decode, page, index)
+                _tile_cache.PREFETCH.submit((self._owner, page, index), load)
 
     def _segment(self, page: int, index: int) -> np.ndarray | None:
         """Decoded segment ``index`` of page ``page`` as ``(1, rows, cols, samples)``, or ``None``."""
