@@ -16,12 +16,12 @@ import tifffile
 import zarr
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _wsi  # noqa: E402
-from napari_patchwise.io import _tile_cache  # noqa: E402
-from napari_patchwise.io._tiles import TiffLevelView  # noqa: E402
-from napari_patchwise.io._zarr_direct import DirectChunks  # noqa: E402
-from napari_patchwise.io.formats import load_image  # noqa: E402
-from napari_patchwise.io.write import write_ome_zarr  # noqa: E402
+import _wsi
+from napari_patchwise.io import _tile_cache
+from napari_patchwise.io._tiles import TiffLevelView
+from napari_patchwise.io._zarr_direct import DirectChunks
+from napari_patchwise.io.formats import load_image
+from napari_patchwise.io.write import write_ome_zarr
 
 THREADS = 8
 

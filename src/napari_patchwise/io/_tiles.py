@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PatchwiseError
-from . import _tile_cache
+from ._tile_cache import PREFETCH, TILES, new_owner
 
 _JPEG_COMPRESSIONS = (6, 7, 33007, 34892)
 
@@ -187,7 +187,7 @@ class TiffLevelView:
         # The decoders come from tifffile's pages, which need their TiffFile; the pixels
         # are read through our own descriptor.
         self._tif = tif
-        self._owner = _tile_cache.new_owner()  # this open view's key in the tile cache
+        self._owner = new_owner()  # this open view's key in the tile cache
         self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._read_lock = threading.Lock()  # only used where os.pread is missing (Windows)
         weakref.finalize(self, os.close, self._fd)
@@ -291,7 +291,7 @@ class TiffLevelView:
             samples.append(sample)
             outs.append(i)
         for (page, plane), (samples, outs) in wanted.items():
-            if _tile_cache.PREFETCH.enabled:
+            if PREFETCH.enabled:
                 self._prefetch_ring(page, plane, grid.covering(y0, y1, 0), grid.covering(x0, x1, 1))
             for row in grid.covering(y0, y1, 0):
                 for col in grid.covering(x0, x1, 1):
@@ -328,17 +328,17 @@ class TiffLevelView:
                     continue
                 index = self._grid.index(plane, row, col)
                 load = functools.partial(self._decode, page, index)
-                _tile_cache.PREFETCH.submit((self._owner, page, index), load)
+                PREFETCH.submit((self._owner, page, index), load)
 
     def _segment(self, page: int, index: int) -> np.ndarray | None:
         """Decoded segment ``index`` of page ``page`` as ``(1, rows, cols, samples)``, or ``None``."""
         key = (self._owner, page, index)
-        cached = _tile_cache.TILES.get(key)
+        cached = TILES.get(key)
         if cached is not None:
             return cached
         segment = self._decode(page, index)
         if segment is not None:
-            _tile_cache.TILES.put(key, segment)
+            TILES.put(key, segment)
         return segment
 
     def _decode(self, page: int, index: int) -> np.ndarray | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _tile_cache
+from ._tile_cache import TILES, new_owner
 from ._tiles import _bounds
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -42,11 +42,11 @@ class DirectChunks:
         self.chunks = tuple(int(n) for n in array.chunks)
         fill = getattr(array, "fill_value", None)
         self._fill = np.asarray(0 if fill is None else fill, dtype)
-        self._owner = _tile_cache.new_owner()
+        self._owner = new_owner()
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._owner = _tile_cache.new_owner()  # another process's key would collide here
+        self._owner = new_owner()  # another process's key would collide here
 
     @classmethod
     def for_array(cls, array: Any) -> DirectChunks | None:
@@ -100,7 +100,7 @@ class DirectChunks:
     def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
         """Decoded chunk ``coords`` (full chunk shape), or ``None`` when it is absent."""
         cache_key = (self._owner, coords)
-        cached = _tile_cache.TILES.get(cache_key)
+        cached = TILES.get(cache_key)
         if cached is not None:
             return cached
         key = self._encode_key(coords)
@@ -116,7 +116,7 @@ class DirectChunks:
             .reshape(self.chunks)
             .astype(self._dtype.newbyteorder("="), copy=False)
         )
-        _tile_cache.TILES.put(cache_key, chunk)
+        TILES.put(cache_key, chunk)
         return chunk
 
 
