@@ -35,6 +35,7 @@ import numpy as np
 from ._layout import lazy_view
 from ._loaded import LoadedImage
 from ._tiles import TiffLevelView, UnsupportedLayout
+from .tiff import _check_structure, _tifffile_log
 from .wsi import ASSOCIATED_NAMES, BRIGHTFIELD_LIMITS, RGB, _pair, _positive, read_openslide
 
 #: Environment variable choosing the SVS reader: ``openslide`` forces OpenSlide for every
@@ -92,10 +93,13 @@ def read_svs(path: str | Path) -> LoadedImage:
     import tifffile
 
     path = Path(path)
-    tif = tifffile.TiffFile(path)
+    with _tifffile_log() as records:  # damaged structure: OpenSlide decides, nothing on stderr
+        tif = tifffile.TiffFile(path)
     try:
-        meta = _description(tif.pages[0])
-        levels = _level_pages(tif)
+        with _tifffile_log() as more:
+            meta = _description(tif.pages[0])
+            levels = _level_pages(tif)
+        _check_structure(records + more)
         views = [TiffLevelView(path, i, tif=tif, fill=GLASS) for i in range(len(levels))]
         associated = _associated(tif)
     except BaseException:
