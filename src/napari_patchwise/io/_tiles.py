@@ -290,6 +290,7 @@ class TiffLevelView:
             samples, outs = wanted.setdefault((page, plane), ([], []))
             samples.append(sample)
             outs.append(i)
+        every = list(range(grid.n_contig))
         for (page, plane), (samples, outs) in wanted.items():
             if PREFETCH.enabled:
                 self._prefetch_ring(page, plane, grid.covering(y0, y1, 0), grid.covering(x0, x1, 1))
@@ -313,6 +314,8 @@ class TiffLevelView:
                         )
                     if len(samples) == 1:
                         out[outs[0], target[1], target[2]] = part[..., samples[0]]
+                    elif samples == every:  # all samples in order: no gathering copy
+                        out[target] = np.moveaxis(part, -1, 0)
                     else:
                         out[target] = np.moveaxis(part[..., samples], -1, 0)
         return out
