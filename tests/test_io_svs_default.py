@@ -8,6 +8,7 @@ open and ``PATCHWISE_SVS_READER=openslide`` go to OpenSlide.
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -177,6 +178,9 @@ def test_empty_tiles_read_as_openslides_glass(tmp_path):
     pixels = slide.levels[0].compute()
     assert (pixels[:, :, :256] == 100).all() and (pixels[:, :, 256:] == 255).all()
     np.testing.assert_array_equal(pixels, read_openslide(path).levels[0].compute())
+    # dask.distributed workers get the view pickled: it reopens with the same fill.
+    clone = pickle.loads(pickle.dumps(level_view(slide.levels[0])))
+    np.testing.assert_array_equal(clone[:, :, :], pixels)
 
 
 def test_falls_back_to_openslide_when_tifffile_fails(files, monkeypatch):
