@@ -175,6 +175,10 @@ def test_brightfield_intensity_tissue_defaults_to_a_bright_background(files, tmp
 
 def test_missing_extra_is_one_line_naming_it(files, monkeypatch):
     monkeypatch.setitem(sys.modules, "openslide", None)  # import openslide -> ImportError
+    # An exact Aperio SVS opens through tifffile, with its metadata, without OpenSlide ...
+    assert open_slide(files["svs"][0]).pixel_size == (0.25, 0.25)
+    # ... and needs it where OpenSlide must read it (here: forced by the environment).
+    monkeypatch.setenv("PATCHWISE_SVS_READER", "openslide")
     with pytest.raises(PatchwiseError) as err:
         open_slide(files["svs"][0])
     message = str(err.value)

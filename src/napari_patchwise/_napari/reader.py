@@ -77,6 +77,10 @@ def read_layers(path: str | list[str]) -> list:
     if isinstance(path, list | tuple):
         path = path[0]
     size_dask_cache()
+    # Panning reads the tiles next to the last view: decode them in the background.
+    from ..io._tile_cache import PREFETCH
+
+    PREFETCH.enable()
     viewer = _current_viewer()
     try:
         layers = layers_for_path(Path(path), viewer=viewer)

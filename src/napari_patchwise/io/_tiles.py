@@ -16,6 +16,7 @@ and the caller falls back to tifffile's zarr store.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PatchwiseError
+from ._tile_cache import PREFETCH, TILES, new_owner
 
 _JPEG_COMPRESSIONS = (6, 7, 33007, 34892)
 
@@ -143,6 +145,14 @@ class TiffLevelView:
         Series index in the file.
     tif : tifffile.TiffFile, optional
         An already-open file to take the page structure from (kept open by the view).
+    fill : number, optional
+        Value of tiles the file leaves empty (offset or byte count 0); tifffile's fill
+        value by default. Scanner slides read as glass there (OpenSlide composites its
+        transparent missing tiles onto white).
+
+    Decoded tiles go through the process's shared, byte-bounded tile cache
+    (:mod:`._tile_cache`), so the three channel layers of an RGB slide in napari decode
+    each tile once.
 
     Raises
     ------
@@ -150,8 +160,17 @@ class TiffLevelView:
         The level is not one this reader handles; read it another way.
     """
 
-    def __init__(self, path: str | Path, level: int = 0, series: int = 0, *, tif: Any = None):
+    def __init__(
+        self,
+        path: str | Path,
+        level: int = 0,
+        series: int = 0,
+        *,
+        tif: Any = None,
+        fill: float | None = None,
+    ):
         self._path, self._level, self._series = str(path), int(level), int(series)
+        self._fill = fill
         self._open(tif)
 
     def _open(self, tif: Any) -> None:
@@ -168,6 +187,7 @@ class TiffLevelView:
         # The decoders come from tifffile's pages, which need their TiffFile; the pixels
         # are read through our own descriptor.
         self._tif = tif
+        self._owner = new_owner()  # this open view's key in the tile cache
         self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._read_lock = threading.Lock()  # only used where os.pread is missing (Windows)
         weakref.finalize(self, os.close, self._fd)
@@ -199,11 +219,12 @@ class TiffLevelView:
         if math.prod(lvl.shape) != len(pages) * per_page * h * w:
             raise UnsupportedLayout("level shape does not match its pages")
         self._grid = grid
+        self._tiled = bool(key.is_tiled)
         self._offsets = [np.asarray(p.dataoffsets, np.int64) for p in pages]
         self._counts = [np.asarray(p.databytecounts, np.int64) for p in pages]
         self._decoders = [p.keyframe.decode for p in pages]
         self._decode_kwargs = [self._jpeg_kwargs(p) for p in pages]
-        self._nodata = key.nodata
+        self._nodata = key.nodata if self._fill is None else self._fill
         self.dtype = np.dtype(key.dtype)
         self.shape = (len(pages) * per_page, h, w)
         self.ndim = 3
@@ -221,10 +242,16 @@ class TiffLevelView:
         return self._grid.block
 
     def __getstate__(self) -> dict:
-        return {"path": self._path, "level": self._level, "series": self._series}
+        return {
+            "path": self._path,
+            "level": self._level,
+            "series": self._series,
+            "fill": self._fill,
+        }
 
     def __setstate__(self, state: dict) -> None:
         self._path, self._level, self._series = state["path"], state["level"], state["series"]
+        self._fill = state.get("fill")
         self._open(None)
 
     def __repr__(self) -> str:
@@ -263,7 +290,10 @@ class TiffLevelView:
             samples, outs = wanted.setdefault((page, plane), ([], []))
             samples.append(sample)
             outs.append(i)
+        every = list(range(grid.n_contig))
         for (page, plane), (samples, outs) in wanted.items():
+            if PREFETCH.enabled:
+                self._prefetch_ring(page, plane, grid.covering(y0, y1, 0), grid.covering(x0, x1, 1))
             for row in grid.covering(y0, y1, 0):
                 for col in grid.covering(x0, x1, 1):
                     index = grid.index(plane, row, col)
@@ -284,12 +314,37 @@ class TiffLevelView:
                         )
                     if len(samples) == 1:
                         out[outs[0], target[1], target[2]] = part[..., samples[0]]
+                    elif samples == every:  # all samples in order: no gathering copy
+                        out[target] = np.moveaxis(part, -1, 0)
                     else:
                         out[target] = np.moveaxis(part[..., samples], -1, 0)
         return out
 
+    def _prefetch_ring(self, page: int, plane: int, rows: range, cols: range) -> None:
+        """Ask for the tiles in a one-tile ring around ``rows`` x ``cols`` (tiled pages)."""
+        if not self._tiled:
+            return
+        n_rows, n_cols = self._grid.grid
+        for row in range(max(0, rows.start - 1), min(n_rows, rows.stop + 1)):
+            for col in range(max(0, cols.start - 1), min(n_cols, cols.stop + 1)):
+                if row in rows and col in cols:
+                    continue
+                index = self._grid.index(plane, row, col)
+                load = functools.partial(self._decode, page, index)
+                PREFETCH.submit((self._owner, page, index), load)
+
     def _segment(self, page: int, index: int) -> np.ndarray | None:
         """Decoded segment ``index`` of page ``page`` as ``(1, rows, cols, samples)``, or ``None``."""
+        key = (self._owner, page, index)
+        cached = TILES.get(key)
+        if cached is not None:
+            return cached
+        segment = self._decode(page, index)
+        if segment is not None:
+            TILES.put(key, segment)
+        return segment
+
+    def _decode(self, page: int, index: int) -> np.ndarray | None:
         count = int(self._counts[page][index])
         offset = int(self._offsets[page][index])
         data = self._pread(offset, count) if count > 0 and offset > 0 else None
@@ -298,9 +353,16 @@ class TiffLevelView:
         except MemoryError:
             raise
         except Exception as exc:
-            where = f"tile/strip {index} of level {self._level} (byte {offset})"
+            where = f"{self._segment_name(index)} of level {self._level}"
             raise undecodable(self._path, where, exc) from exc
         return segment
+
+    def _segment_name(self, index: int) -> str:
+        """``tile (row R, column C)`` or ``strip R``: how every reader names a bad tile."""
+        plane, rest = divmod(index, self._grid.per_plane)
+        row, col = divmod(rest, self._grid.grid[1])
+        name = f"tile (row {row}, column {col})" if self._tiled else f"strip {row}"
+        return f"{name} of plane {plane}" if self._grid.n_separate > 1 else name
 
     def _pread(self, offset: int, count: int) -> bytes:
         if hasattr(os, "pread"):

@@ -93,9 +93,9 @@ def load_image(path: str | os.PathLike, *, labels: bool = False) -> LoadedImage:
 
         return read_ome_zarr(path, labels=labels)
     if kind == "openslide":
-        from .wsi import read_openslide
+        from .svs import read_scanner
 
-        return read_openslide(path)
+        return read_scanner(path, aperio=is_aperio(Path(path)))
     if kind == "dicom":
         from .wsi import read_dicom
 
@@ -131,6 +131,14 @@ def vendor_tiff(path: str | Path) -> str | None:
     except Exception:  # noqa: BLE001 - "not recognised" whatever OpenSlide raises
         return None
     return vendor if vendor in VENDOR_TIFF else None
+
+
+def is_aperio(path: Path) -> bool:
+    """Whether ``path`` is an Aperio slide: an ``.svs``, or a TIFF OpenSlide calls Aperio's."""
+    suffix = path.suffix.lower()
+    if suffix == ".svs":
+        return True
+    return suffix in TIFF_SUFFIXES and vendor_tiff(path) == "aperio"
 
 
 def is_dicom_file(path: Path) -> bool:

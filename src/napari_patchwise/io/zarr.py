@@ -20,6 +20,7 @@ from ..errors import PatchwiseError
 from ._layout import lazy_cyx, stored_yx
 from ._loaded import UNIT_TO_UM, LoadedImage
 from ._tiles import _bounds, undecodable
+from ._zarr_direct import DirectChunks
 
 _HINT = (
     "write it as OME-Zarr (multiscales metadata), e.g. `patchwise convert IMAGE --out OUT.ome.zarr`"
@@ -304,6 +305,9 @@ class CheckedChunks:
         self._stored = tuple(int(n) for n in (getattr(array, "shards", None) or array.chunks))
         fill = getattr(array, "fill_value", None)
         self.fill_value = np.asarray(0 if fill is None else fill, self.dtype)
+        # Local stores are read chunk file by chunk file in the calling thread (threads
+        # scale); anything else through zarr.
+        self._direct = DirectChunks.for_array(array)
 
     def __repr__(self) -> str:
         return f"CheckedChunks({self._path!r}, {self._array.path!r})"
@@ -318,6 +322,8 @@ class CheckedChunks:
                 if chunk not in self._empty and not self._exists(chunk):
                     self._check_absent(chunk)
         try:
+            if self._direct is not None:
+                return self._direct[key]
             return np.asarray(self._array[key])
         except MemoryError:
             raise
