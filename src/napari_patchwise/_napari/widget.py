@@ -45,9 +45,11 @@ from .inspect_tabs import InspectTabs
 from .inspector import PatchInspector
 from .jobs import BackgroundJob
 from .layer_slide import layer_units, with_mask_layer, with_own_mask
+from .minimap import MiniMapPane
 from .model_panel import ModelPanel
 from .overlay_choice import OverlayChoice
 from .overlays import SlideOverlays, overlay_transform
+from .session_box import SessionBox
 from .slide_picker import SlidePicker
 from .state import SlideState, slide_key
 from .table_io import TableFiles
@@ -143,18 +145,25 @@ class PatchwiseWidget(QWidget):
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
         self.overlay_choice = OverlayChoice(self)  # one overlay shown, legend on the canvas
         self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
+        self.overview = MiniMapPane(self)  # the slide's thumbnail, the view on it, click to go
+        self.minimap = self.overview.minimap
+        self.session_box = SessionBox(self)  # Save session… / Open session…
         self.setup_scroll = _scrolling(self.picker, self.grid_box)
         self.sliders = _pane(self.tuning, self.overlay_choice)
         self.inspector_scroll = _scrolling(self.inspector)
-        self.scroll = _scrolling(self.tabs, self.table_files, stretch=1)
+        files = _pane(self.table_files, self.session_box)
+        files.layout().setContentsMargins(0, 0, 0, 0)
+        self.scroll = _scrolling(self.tabs, files, stretch=1)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
-        panes = (self.setup_scroll, self.sliders, self.inspector_scroll, self.scroll)
+        panes = (self.overview, self.setup_scroll, self.sliders, self.inspector_scroll, self.scroll)
         for i, pane in enumerate(panes):
             self.splitter.addWidget(pane)
-            self.splitter.setStretchFactor(i, (0, 0, 0, 1)[i])
-            self.splitter.setCollapsible(i, i in (0, 2))  # sliders and tab bar: never hidden
+            self.splitter.setStretchFactor(i, (0, 0, 0, 0, 1)[i])
+            # sliders and tab bar: never hidden; the overview, setup and inspector may be
+            self.splitter.setCollapsible(i, i in (0, 1, 3))
         self.scroll.setMinimumHeight(120)
-        self.splitter.setSizes([120, self.sliders.sizeHint().height(), 120, 500])
+        overview = self.overview.sizeHint().height()
+        self.splitter.setSizes([overview, 120, self.sliders.sizeHint().height(), 120, 500])
         outer.addWidget(self.splitter)
 
     def _name_parts(self) -> None:
@@ -251,6 +260,7 @@ class PatchwiseWidget(QWidget):
             return
         self.picker.align_mask()
         settings = state.settings
+        state.computed, state.table_source, state.predictions_source = True, None, None
 
         def job(*, cancel, progress) -> ComputeResult:
             if mask_layer is None:

@@ -1,0 +1,135 @@
+"""Save a session in the dock, close the viewer, reopen it in a fresh viewer and dock:
+the same layers (names, visibility), settings, sliders and metrics (docs/sessions.md).
+
+The slide of tests/test_widget.py as files: a pyramidal OME-TIFF (0.5 µm pixels), its
+mask TIFF and a prediction CSV.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from napari_patchwise._napari import notify
+from napari_patchwise._napari.navigation import viewer_camera
+from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise.io.write import write_ome_tiff
+from test_widget import PROB, N, P, make_slide, wait_idle
+
+pytestmark = pytest.mark.gui
+UM = 0.5
+
+
+@pytest.fixture
+def files(tmp_path):
+    image, mask = make_slide()
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    level0 = da.from_array(image[None])
+    write_ome_tiff(
+        slides / "slide.ome.tif",
+        [level0, level0[:, ::2, ::2], level0[:, ::4, ::4]],
+        channel_names=["tissue"],
+        pixel_size=UM,
+        tile=128,
+    )
+    tifffile.imwrite(slides / "slide_mask.tif", mask)
+    rows, cols = np.indices((N, N))
+    pred = pd.DataFrame(
+        {"slide": "slide", "row": rows.ravel(), "col": cols.ravel(), "prob": PROB.ravel()}
+    )
+    pred.to_csv(tmp_path / "pred.csv", index=False)
+    return tmp_path
+
+
+def open_dock(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    widget = PatchwiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Patchwise")
+    return viewer, widget
+
+
+def on_screen(viewer, widget):
+    """What a session must bring back."""
+    return {
+        "layers": [(la.name, bool(la.visible)) for la in viewer.layers],
+        "tau": widget.tau_slider.value(),
+        "threshold": widget.threshold_slider.value(),
+        "patch size": widget.form.patch_size.value(),
+        "mask": widget.mask_combo.currentText(),
+        "overlay": widget.overlay_choice.choice(),
+        "metrics": widget.stats.metrics.text(),
+        "cells": [[cell.text() for cell in row] for row in widget.stats.cells],
+        "errors": widget.errors.rowCount(),
+        "center": tuple(round(v, 3) for v in viewer_camera(viewer).center[-2:]),
+        "zoom": round(viewer_camera(viewer).zoom, 5),
+    }
+
+
+def test_saved_session_reopens_the_same_layers_settings_and_metrics(
+    make_napari_viewer, qtbot, monkeypatch, files
+):
+    errors: list[str] = []
+    monkeypatch.setattr(notify, "show_error", errors.append)
+    viewer, widget = open_dock(make_napari_viewer)
+    viewer.open(files / "slides" / "slide.ome.tif", plugin="napari-patchwise")
+    (mask,) = viewer.open(files / "slides" / "slide_mask.tif", plugin="napari-patchwise")
+    widget.form.patch_size.setValue(P)
+    widget.mask_combo.setCurrentText(mask.name)
+    widget.compute_button.click()
+    wait_idle(qtbot, widget)
+    assert widget.load_predictions(files / "pred.csv")
+    wait_idle(qtbot, widget)
+    widget.tau_slider.setValue(0.3)
+    widget.threshold_slider.setValue(0.62)
+    widget.overlay_choice.choose("groups")
+    mask.visible = False
+    camera = viewer_camera(viewer)
+    camera.center = (100.0, 60.0)
+    camera.zoom = 1.5
+    qtbot.wait(400)  # the errors list follows the sliders after a pause
+    before = on_screen(viewer, widget)
+    assert before["metrics"] and before["errors"] > 0
+    path = widget.session_box.save_session(files / "review.patchwise-session.json")
+    assert not errors, errors
+    saved = json.loads(path.read_text())
+    (slide,) = saved["slides"]
+    assert slide["image"] == "slides/slide.ome.tif" and slide["predictions"] == "pred.csv"
+    assert slide["settings"]["tau"] == pytest.approx(0.3) and slide["computed"] is True
+    viewer.close()
+
+    viewer, widget = open_dock(make_napari_viewer)
+    with qtbot.waitSignal(widget.session_box.restored, timeout=60_000):
+        assert widget.session_box.open_session(path)
+    wait_idle(qtbot, widget)
+    qtbot.wait(400)
+    assert not errors, errors
+    after = on_screen(viewer, widget)
+    assert after == before
+
+
+def test_a_bad_session_is_one_notification(make_napari_viewer, monkeypatch, tmp_path):
+    errors: list[str] = []
+    monkeypatch.setattr(notify, "show_error", errors.append)
+    _viewer, widget = open_dock(make_napari_viewer)
+    path = tmp_path / "s.patchwise-session.json"
+    path.write_text(json.dumps({"format": "patchwise-session", "version": 9, "slides": []}))
+    assert not widget.session_box.open_session(path)
+    assert len(errors) == 1 and "version 9 is newer" in errors[0] and str(path) in errors[0]
+
+
+def test_save_without_a_slide_file_says_so(make_napari_viewer, monkeypatch, tmp_path):
+    errors: list[str] = []
+    monkeypatch.setattr(notify, "show_error", errors.append)
+    viewer, widget = open_dock(make_napari_viewer)
+    image, _mask = make_slide()
+    viewer.add_image(image, name="drawn")
+    assert widget.session_box.save_session(tmp_path / "s.patchwise-session.json") is None
+    assert len(errors) == 1 and "slide 'drawn' was not opened from a file" in errors[0]
+    assert not list(tmp_path.iterdir())
