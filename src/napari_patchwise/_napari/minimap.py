@@ -79,8 +79,8 @@ class MiniMap(QWidget):
         self.extent: tuple[float, float, float, float] | None = None
         self._qimage: QImage | None = None
         self._layers: tuple = ()
-        self.setMinimumHeight(HEIGHT)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMinimumHeight(40)  # a small screen may squeeze it (or collapse its pane)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setToolTip("overview of the slide: the rectangle is the view; click to go there")
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         camera = viewer_camera(self.viewer)
@@ -92,7 +92,7 @@ class MiniMap(QWidget):
     def _on_view(self, event=None) -> None:  # noqa: ARG002 - napari event callback
         self.update()  # repaint: the rectangle follows the camera
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def sizeHint(self) -> QSize:
         return QSize(300, HEIGHT)
 
     # -- the thumbnail --------------------------------------------------------------------
@@ -163,7 +163,7 @@ class MiniMap(QWidget):
         return QRectF(QPointF(*top_left), QPointF(*bottom_right))
 
     # -- Qt events ------------------------------------------------------------------------
-    def paintEvent(self, event) -> None:  # noqa: N802, ARG002 - Qt API
+    def paintEvent(self, event) -> None:  # noqa: ARG002 - Qt API
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("black"))
         placed = self._placement()
@@ -183,11 +183,11 @@ class MiniMap(QWidget):
         painter.drawRect(self.view_rect())
         painter.end()
 
-    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def mousePressEvent(self, event) -> None:
         if event.button() == Qt.MouseButton.LeftButton:
             self.jump_to(event.position().x(), event.position().y())
 
-    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def mouseMoveEvent(self, event) -> None:
         if event.buttons() & Qt.MouseButton.LeftButton:
             self.jump_to(event.position().x(), event.position().y())
 
@@ -220,6 +220,8 @@ class MiniMapPane(QWidget):
         self.label = QLabel("")
         layout.addWidget(self.minimap)
         layout.addWidget(self.label)
+        # the dock must still fit a 1366 x 768 screen: this pane may be squeezed to nothing
+        self.setMinimumHeight(1)
         camera = viewer_camera(dock.viewer)
         for event in (camera.events.center, camera.events.zoom, dock.viewer.canvas.events.size):
             event.connect(self.show_region)
