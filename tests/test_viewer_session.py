@@ -8,6 +8,8 @@ mask TIFF and a prediction CSV.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import dask.array as da
 import numpy as np
@@ -17,8 +19,11 @@ import tifffile
 
 from napari_patchwise._napari import notify
 from napari_patchwise._napari.navigation import viewer_camera
+from napari_patchwise._napari.overlays import CORRECTNESS_COLORS
 from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise.cli import main
 from napari_patchwise.io.write import write_ome_tiff
+from napari_patchwise.session import Session, SessionSlide, write_session
 from test_widget import PROB, N, P, make_slide, wait_idle
 
 pytestmark = pytest.mark.gui
@@ -133,3 +138,45 @@ def test_save_without_a_slide_file_says_so(make_napari_viewer, monkeypatch, tmp_
     assert widget.session_box.save_session(tmp_path / "s.patchwise-session.json") is None
     assert len(errors) == 1 and "slide 'drawn' was not opened from a file" in errors[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_view_session_reopens_it_from_the_command_line(files):
+    """``patchwise view --session FILE --screenshot``, in its own process (see
+    tests/test_viewer_overlays.py): the session's predictions and overlay are on screen."""
+    from test_viewer_overlays import _read_png, has_colour
+
+    settings = {"patch_size": P, "tissue": "mask", "tau": 0.3, "threshold": 0.6}
+    slide = SessionSlide(
+        image=files / "slides" / "slide.ome.tif",
+        mask=files / "slides" / "slide_mask.tif",
+        computed=True,
+        predictions=files / "pred.csv",
+        settings=settings,
+    )
+    path = write_session(Session(slides=[slide], overlay="outcome"), files / "s")
+    png = files / "shot.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_patchwise.cli", "view", "--session", str(path),
+         "--screenshot", str(png)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert str(png) in done.stdout
+    shot = _read_png(png)
+    for colour in CORRECTNESS_COLORS:  # the outcome overlay (and its legend) of the predictions
+        assert has_colour(shot, colour), colour
+
+
+def test_view_session_bad_input_is_one_line(files, capsys):
+    bad = files / "bad.patchwise-session.json"
+    bad.write_text(json.dumps({"format": "patchwise-session", "version": 1, "slides": [{}]}))
+    assert main(["view", "--session", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        f"{bad}: slide 1 has no 'image' — save the session again from the Patchwise dock."
+    )
+    image = files / "slides" / "slide.ome.tif"
+    assert main(["view", str(image), "--session", str(bad)]) == 2
+    assert "IMAGE and --session both say what to open" in capsys.readouterr().err
+    assert main(["view"]) == 2
+    assert "name a slide to open (IMAGE) or a session" in capsys.readouterr().err
