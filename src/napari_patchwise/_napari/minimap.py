@@ -176,11 +176,14 @@ class MiniMap(QWidget):
         h, w = self.image.shape[:2]
         target = QRectF(left, top, w * factor, h * factor)
         painter.drawImage(target, self._qimage)
-        painter.setClipRect(target)
-        pen = QPen(QColor(YELLOW))
-        pen.setWidth(2)
-        painter.setPen(pen)
-        painter.drawRect(self.view_rect())
+        # the part of the view on the slide, so all four sides show when the view
+        # reaches past the slide's edge (nothing when it is off the slide)
+        shown = self.view_rect().intersected(target.adjusted(1, 1, -1, -1))
+        if not shown.isEmpty():
+            pen = QPen(QColor(YELLOW))
+            pen.setWidth(2)
+            painter.setPen(pen)
+            painter.drawRect(shown)
         painter.end()
 
     def mousePressEvent(self, event) -> None:
