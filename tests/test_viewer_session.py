@@ -49,6 +49,9 @@ def files(tmp_path):
         {"slide": "slide", "row": rows.ravel(), "col": cols.ravel(), "prob": PROB.ravel()}
     )
     pred.to_csv(tmp_path / "pred.csv", index=False)
+    flipped = (rows + cols) % 4 == 0  # run B: another model, wrong elsewhere
+    pred["prob"] = np.where(flipped.ravel(), 1.0 - PROB.ravel(), PROB.ravel())
+    pred.to_csv(tmp_path / "pred_b.csv", index=False)
     return tmp_path
 
 
@@ -72,6 +75,8 @@ def on_screen(viewer, widget):
         "metrics": widget.stats.metrics.text(),
         "cells": [[cell.text() for cell in row] for row in widget.stats.cells],
         "errors": widget.errors.rowCount(),
+        "compared": widget.compare_box.summary.text(),
+        "reviewed": getattr(widget.current, "reviewed", None),
         "center": tuple(round(v, 3) for v in viewer_camera(viewer).center[-2:]),
         "zoom": round(viewer_camera(viewer).zoom, 5),
     }
@@ -91,22 +96,29 @@ def test_saved_session_reopens_the_same_layers_settings_and_metrics(
     wait_idle(qtbot, widget)
     assert widget.load_predictions(files / "pred.csv")
     wait_idle(qtbot, widget)
+    with qtbot.waitSignal(widget.compare_box.compared, timeout=60_000):
+        widget.compare_box.load_tables(files / "pred.csv", files / "pred_b.csv", ("A", "B"))
     widget.tau_slider.setValue(0.3)
     widget.threshold_slider.setValue(0.62)
-    widget.overlay_choice.choose("groups")
+    widget.overlay_choice.choose("groups")  # not the comparison the Compare tab chose
+    widget.current.reviewed = {(3, 4), (0, 7)}  # the errors list's flags, where it keeps them
     mask.visible = False
     camera = viewer_camera(viewer)
     camera.center = (100.0, 60.0)
     camera.zoom = 1.5
     qtbot.wait(400)  # the errors list follows the sliders after a pause
     before = on_screen(viewer, widget)
-    assert before["metrics"] and before["errors"] > 0
+    assert before["metrics"] and before["errors"] > 0 and "A vs B" in before["compared"]
     path = widget.session_box.save_session(files / "review.patchwise-session.json")
     assert not errors, errors
     saved = json.loads(path.read_text())
     (slide,) = saved["slides"]
     assert slide["image"] == "slides/slide.ome.tif" and slide["predictions"] == "pred.csv"
     assert slide["settings"]["tau"] == pytest.approx(0.3) and slide["computed"] is True
+    assert slide["reviewed"] == [[0, 7], [3, 4]]
+    assert saved["comparison"] == {
+        "a": "pred.csv", "b": "pred_b.csv", "names": ["A", "B"], "slide": 0
+    }  # fmt: skip
     viewer.close()
 
     viewer, widget = open_dock(make_napari_viewer)

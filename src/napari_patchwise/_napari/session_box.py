@@ -98,7 +98,9 @@ class SessionBox(QWidget):
             mask_map=dock.mask_map_field.currentText(),
             overlay=dock.overlay_choice.choice(),
             comparison=self._comparison(states),
-            layers=[LayerView(la.name, bool(la.visible), float(la.opacity)) for la in viewer.layers],
+            layers=[
+                LayerView(la.name, bool(la.visible), float(la.opacity)) for la in viewer.layers
+            ],
             camera=camera,
         )
 
@@ -306,8 +308,9 @@ class SessionBox(QWidget):
         return True
 
     def _set_reviewed(self, reviewed: list[tuple[int, int]]) -> bool:
+        """The errors list's reviewed patches, as ``state.reviewed`` (a set of (row, col))."""
         state = self.dock.current
-        if state is not None and hasattr(state, "reviewed"):  # the errors list keeps flags
+        if state is not None:
             state.reviewed = set(reviewed)
             self.dock.tabs.show_state(state)
         return True
