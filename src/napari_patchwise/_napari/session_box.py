@@ -80,75 +80,8 @@ class SessionBox(QWidget):
 
     # -- saving ---------------------------------------------------------------------------
     def session(self) -> Session:
-        """What the dock shows now, as a :class:`Session` (raises :class:`PatchwiseError`)."""
-        dock = self.dock
-        if dock.current is not None:
-            dock._remember_form(dock.current)  # the form's values into the current state
-        states = [s for s in dock.states.values() if dock.picker.layer_showing(s.key) is not None]
-        if not states:
-            raise PatchwiseError("no slide to save: open a slide first")
-        slides = [self._slide(state) for state in states]
-        current = states.index(dock.current) if dock.current in states else 0
-        viewer = dock.viewer
-        view = viewer_camera(viewer)
-        camera = {"center": [float(v) for v in view.center[-2:]], "zoom": float(view.zoom)}
-        return Session(
-            slides=slides,
-            current=current,
-            mask_map=dock.mask_map_field.currentText(),
-            overlay=dock.overlay_choice.choice(),
-            comparison=self._comparison(states),
-            layers=[
-                LayerView(la.name, bool(la.visible), float(la.opacity)) for la in viewer.layers
-            ],
-            camera=camera,
-        )
-
-    def _slide(self, state: SlideState) -> SessionSlide:
-        name = state.slide.name
-        if state.slide.path is None:
-            raise PatchwiseError(
-                f"slide '{name}' was not opened from a file; a session reopens files only",
-                hint="save the image (File > Save Selected Layers) and open that file",
-            )
-        mask = None
-        layer = next(
-            (m for m in self.dock.picker.mask_layers() if m.name == state.settings.mask_layer),
-            None,
-        )
-        if layer is not None and not _is_own_mask(layer, state):
-            mask = layer.metadata.get("patchwise_path")
-            if mask is None and state.computed:
-                raise PatchwiseError(
-                    f"mask layer '{layer.name}' of slide '{name}' is not a file",
-                    hint="save it (File > Save Selected Layers), open that file and pick it",
-                )
-        settings = {k: v for k, v in asdict(state.settings).items() if k in SETTING_TYPES}
-        reviewed = getattr(state, "reviewed", None)  # the errors list's flags, if it keeps them
-        return SessionSlide(
-            image=Path(state.slide.path).absolute(),
-            mask=None if mask is None else Path(mask).absolute(),
-            table=state.table_source,
-            computed=state.computed,
-            predictions=state.predictions_source,
-            settings=settings,
-            reviewed=None if reviewed is None else sorted((int(r), int(c)) for r, c in reviewed),
-        )
-
-    def _comparison(self, states: list[SlideState]) -> Comparison | None:
-        box = self.dock.compare_box
-        if box.data is None:
-            return None
-        keys = [s.key for s in states]
-        a, b = box.edit_a.text().strip(), box.edit_b.text().strip()
-        if box.data.key not in keys or not (Path(a).exists() and Path(b).exists()):
-            return None
-        return Comparison(
-            a=Path(a).absolute(),
-            b=Path(b).absolute(),
-            names=(box.name_a.text().strip(), box.name_b.text().strip()),
-            slide=keys.index(box.data.key),
-        )
+        """What the dock shows now (see :func:`dock_session`)."""
+        return dock_session(self.dock)
 
     def save_session(self, path: str | Path) -> Path | None:
         """Write the session file (None after a notification when it cannot be saved)."""
@@ -352,6 +285,81 @@ class SessionBox(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Open session", "", SESSION_FILTER)
         if path:
             self.open_session(path)
+
+
+def dock_session(dock) -> Session:
+    """What ``dock`` shows now, as a :class:`Session` (raises :class:`PatchwiseError`).
+
+    Read from the dock's state model: its slide states, mask map field, overlay choice
+    and Compare tab; the viewer's layers and camera.
+    """
+    if dock.current is not None:
+        dock._remember_form(dock.current)  # the form's values into the current state
+    states = [s for s in dock.states.values() if dock.picker.layer_showing(s.key) is not None]
+    if not states:
+        raise PatchwiseError("no slide to save: open a slide first")
+    slides = [_session_slide(dock, state) for state in states]
+    current = states.index(dock.current) if dock.current in states else 0
+    viewer = dock.viewer
+    view = viewer_camera(viewer)
+    camera = {"center": [float(v) for v in view.center[-2:]], "zoom": float(view.zoom)}
+    return Session(
+        slides=slides,
+        current=current,
+        mask_map=dock.mask_map_field.currentText(),
+        overlay=dock.overlay_choice.choice(),
+        comparison=_comparison(dock, states),
+        layers=[LayerView(la.name, bool(la.visible), float(la.opacity)) for la in viewer.layers],
+        camera=camera,
+    )
+
+
+def _session_slide(dock, state: SlideState) -> SessionSlide:
+    name = state.slide.name
+    if state.slide.path is None:
+        raise PatchwiseError(
+            f"slide '{name}' was not opened from a file; a session reopens files only",
+            hint="save the image (File > Save Selected Layers) and open that file",
+        )
+    mask = None
+    layer = next(
+        (m for m in dock.picker.mask_layers() if m.name == state.settings.mask_layer),
+        None,
+    )
+    if layer is not None and not _is_own_mask(layer, state):
+        mask = layer.metadata.get("patchwise_path")
+        if mask is None and state.computed:
+            raise PatchwiseError(
+                f"mask layer '{layer.name}' of slide '{name}' is not a file",
+                hint="save it (File > Save Selected Layers), open that file and pick it",
+            )
+    settings = {k: v for k, v in asdict(state.settings).items() if k in SETTING_TYPES}
+    reviewed = getattr(state, "reviewed", None)  # the errors list's flags, if it keeps them
+    return SessionSlide(
+        image=Path(state.slide.path).absolute(),
+        mask=None if mask is None else Path(mask).absolute(),
+        table=state.table_source,
+        computed=state.computed,
+        predictions=state.predictions_source,
+        settings=settings,
+        reviewed=None if reviewed is None else sorted((int(r), int(c)) for r, c in reviewed),
+    )
+
+
+def _comparison(dock, states: list[SlideState]) -> Comparison | None:
+    box = dock.compare_box
+    if box.data is None:
+        return None
+    keys = [s.key for s in states]
+    a, b = box.edit_a.text().strip(), box.edit_b.text().strip()
+    if box.data.key not in keys or not (Path(a).exists() and Path(b).exists()):
+        return None
+    return Comparison(
+        a=Path(a).absolute(),
+        b=Path(b).absolute(),
+        names=(box.name_a.text().strip(), box.name_b.text().strip()),
+        slide=keys.index(box.data.key),
+    )
 
 
 def _is_own_mask(layer, state: SlideState) -> bool:
