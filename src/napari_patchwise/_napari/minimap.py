@@ -122,29 +122,32 @@ class MiniMap(QWidget):
         factor = min(self.width() / w, self.height() / h)
         return (self.width() - w * factor) / 2.0, (self.height() - h * factor) / 2.0, factor
 
-    def world_at(self, x: float, y: float) -> tuple[float, float] | None:
-        """The world ``(y, x)`` under widget pixel ``(x, y)`` (None without a slide)."""
+    def _frame(self):
+        """``(left, top, width, height)`` of the drawn thumbnail in widget px, and the
+        world rectangle it shows; None without a slide."""
         placed = self._placement()
         if placed is None or self.extent is None:
             return None
         left, top, factor = placed
         h, w = self.image.shape[:2]
-        y0, x0, y1, x1 = self.extent
-        u, v = (x - left) / (factor * w), (y - top) / (factor * h)  # [0, 1] across the slide
+        return (left, top, w * factor, h * factor), self.extent
+
+    def world_at(self, x: float, y: float) -> tuple[float, float] | None:
+        """The world ``(y, x)`` under widget pixel ``(x, y)`` (None without a slide)."""
+        frame = self._frame()
+        if frame is None:
+            return None
+        (left, top, width, height), (y0, x0, y1, x1) = frame
+        u, v = (x - left) / width, (y - top) / height  # [0, 1] across the slide
         return y0 + v * (y1 - y0), x0 + u * (x1 - x0)
 
     def widget_at(self, world_y: float, world_x: float) -> tuple[float, float] | None:
         """The widget pixel ``(x, y)`` of a world position (None without a slide)."""
-        placed = self._placement()
-        if placed is None or self.extent is None:
+        frame = self._frame()
+        if frame is None:
             return None
-        left, top, factor = placed
-        h, w = self.image.shape[:2]
-        y0, x0, y1, x1 = self.extent
-        return (
-            left + (world_x - x0) / (x1 - x0) * w * factor,
-            top + (world_y - y0) / (y1 - y0) * h * factor,
-        )
+        (left, top, width, height), (y0, x0, y1, x1) = frame
+        return left + (world_x - x0) / (x1 - x0) * width, top + (world_y - y0) / (y1 - y0) * height
 
     def visible_world(self) -> tuple[float, float, float, float]:
         """The canvas's world rectangle ``(y0, x0, y1, x1)``: centre ± half the canvas / zoom."""

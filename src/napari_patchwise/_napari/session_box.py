@@ -221,14 +221,7 @@ class SessionBox(QWidget):
         if path.is_file() and path.name.endswith(TABLE_SUFFIXES):
             return self.dock.load_predictions(path)
         state = self.dock.require_state()
-        data = state.data
-        grid = SlideGrid(
-            key=state.key,
-            slide=state.slide,
-            table=None if data is None else data.table,
-            shape=None if data is None else data.raster.shape,
-            geometry=state.geometry,
-        )
+        grid = SlideGrid.of(state)
 
         def job(*, cancel, progress):
             return read_source(path, grid, cancel=cancel, progress=progress)
