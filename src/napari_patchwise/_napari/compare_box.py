@@ -209,15 +209,7 @@ class CompareBox(QWidget):
         sources = (self.edit_a.text().strip(), self.edit_b.text().strip())
         if not all(sources):
             raise PatchwiseError("choose the predictions of run A and run B first")
-        state = self.dock.require_state()
-        data = state.data
-        grid = SlideGrid(
-            key=state.key,
-            slide=state.slide,
-            table=None if data is None else data.table,
-            shape=None if data is None else data.raster.shape,
-            geometry=state.geometry,
-        )
+        grid = SlideGrid.of(self.dock.require_state())
         names = [self.name_a.text().strip(), self.name_b.text().strip()]
         defaults = [source_name(s) for s in sources]
         if defaults[0] == defaults[1]:  # two runs of one method: their folders or files

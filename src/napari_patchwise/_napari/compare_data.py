@@ -62,6 +62,18 @@ class SlideGrid:
     shape: tuple[int, int] | None
     geometry: tuple[tuple[int, int], int] | None
 
+    @classmethod
+    def of(cls, state) -> SlideGrid:
+        """The grid of a dock's :class:`.state.SlideState` (its table, when computed)."""
+        data = state.data
+        return cls(
+            key=state.key,
+            slide=state.slide,
+            table=None if data is None else data.table,
+            shape=None if data is None else data.raster.shape,
+            geometry=state.geometry,
+        )
+
 
 @dataclass
 class CompareData:

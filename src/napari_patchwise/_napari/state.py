@@ -8,6 +8,7 @@ tissue settings, tau, the decision threshold and the computed table with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -117,6 +118,10 @@ class SlideState:
     overlays: SlideOverlays | None = None
     panels: list | None = None  # histograms.BinnedScores of ``data``
     geometry: tuple[tuple[int, int], int] | None = None  # (origin, stride) of ``data``
+    # where the shown table came from, what a saved session reopens (.session_box)
+    computed: bool = False  # the grid was computed from ``settings``
+    table_source: Path | None = None  # a complete patch table file shown instead
+    predictions_source: Path | None = None  # a prediction table, run folder or checkpoint
 
     def __post_init__(self) -> None:
         # A brightfield slide (vendor WSI: bright background) starts on "bright".

@@ -41,6 +41,13 @@ def predictions_for(
     return merged, origin, stride
 
 
+def file_source(source) -> Path | None:
+    """``source`` as a path when it names a file or folder (what a session reopens)."""
+    if isinstance(source, (str, Path)) and Path(source).exists():
+        return Path(source).absolute()
+    return None
+
+
 class TableFiles(QWidget):
     """The "Load predictions…", "Save table…" and "Save GeoJSON…" buttons of ``dock``."""
 
@@ -103,6 +110,8 @@ class TableFiles(QWidget):
         # the form shows the table's grid
         state.settings.patch_size = int(table["height"].max())
         state.settings.stride = 0 if stride == state.settings.patch_size else stride
+        state.computed, state.predictions_source = False, None
+        state.table_source = file_source(source)
         self.dock.prepare_table(state, table, origin, stride, f"Patch table of {state.slide.name}")
         return True
 
@@ -117,6 +126,9 @@ class TableFiles(QWidget):
         except PatchwiseError as exc:
             notify.error(str(exc))
             return False
+        if state.data is None:  # a complete table with predictions: nothing else to reopen
+            state.computed, state.table_source = False, None
+        state.predictions_source = file_source(source)
         self.dock.prepare_table(
             state, merged, origin, stride, f"Predictions for {state.slide.name}"
         )

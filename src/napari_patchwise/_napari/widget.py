@@ -45,9 +45,11 @@ from .inspect_tabs import InspectTabs
 from .inspector import PatchInspector
 from .jobs import BackgroundJob
 from .layer_slide import layer_units, with_mask_layer, with_own_mask
+from .minimap import MiniMapPane
 from .model_panel import ModelPanel
 from .overlay_choice import OverlayChoice
 from .overlays import SlideOverlays, overlay_transform
+from .session_box import SessionBox
 from .slide_picker import SlidePicker
 from .state import SlideState, slide_key
 from .table_io import TableFiles
@@ -77,6 +79,35 @@ def _scrolling(*parts: QWidget, stretch: int | None = None) -> QScrollArea:
     content.setMinimumWidth(430)
     scroll.setWidget(content)
     return scroll
+
+
+def _splitter(*panes: tuple[QWidget, int, bool]) -> QSplitter:
+    """A vertical splitter of ``(pane, height, collapsible)``; the last pane stretches."""
+    splitter = QSplitter(Qt.Orientation.Vertical)
+    for i, (pane, _height, collapsible) in enumerate(panes):
+        splitter.addWidget(pane)
+        splitter.setStretchFactor(i, int(i == len(panes) - 1))
+        splitter.setCollapsible(i, collapsible)
+    splitter.setSizes([height for _pane, height, _c in panes])
+    return splitter
+
+
+def _layout_panes(dock) -> QSplitter:
+    """The dock's parts in five panes of a vertical splitter (sets the panes' names)."""
+    dock.setup_scroll = _scrolling(dock.picker, dock.grid_box)
+    dock.sliders = _pane(dock.tuning, dock.overlay_choice)
+    dock.inspector_scroll = _scrolling(dock.inspector)
+    files = _pane(dock.table_files, dock.session_box)
+    files.layout().setContentsMargins(0, 0, 0, 0)
+    dock.scroll = _scrolling(dock.tabs, files, stretch=1)
+    dock.scroll.setMinimumHeight(120)
+    return _splitter(
+        (dock.overview, dock.overview.sizeHint().height(), True),
+        (dock.setup_scroll, 120, True),
+        (dock.sliders, dock.sliders.sizeHint().height(), False),  # never hidden
+        (dock.inspector_scroll, 120, True),
+        (dock.scroll, 500, False),  # the tab bar: never hidden; takes what is left
+    )
 
 
 def freeze_startup_heap() -> None:
@@ -120,9 +151,10 @@ class PatchwiseWidget(QWidget):
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        # Four panes in a vertical splitter, so the dock fits a 1366 x 768 screen: the
-        # slide and grid settings (scrolling), the sliders and key metrics (never
-        # collapsed, never scrolled away), the patch inspector, the tabs and files.
+        # Five panes in a vertical splitter, so the dock fits a 1366 x 768 screen: the
+        # overview minimap, the slide and grid settings (scrolling), the sliders and key
+        # metrics (never collapsed, never scrolled away), the patch inspector, the tabs
+        # and files.
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         self.setMinimumWidth(450)
@@ -143,18 +175,10 @@ class PatchwiseWidget(QWidget):
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
         self.overlay_choice = OverlayChoice(self)  # one overlay shown, legend on the canvas
         self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
-        self.setup_scroll = _scrolling(self.picker, self.grid_box)
-        self.sliders = _pane(self.tuning, self.overlay_choice)
-        self.inspector_scroll = _scrolling(self.inspector)
-        self.scroll = _scrolling(self.tabs, self.table_files, stretch=1)
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        panes = (self.setup_scroll, self.sliders, self.inspector_scroll, self.scroll)
-        for i, pane in enumerate(panes):
-            self.splitter.addWidget(pane)
-            self.splitter.setStretchFactor(i, (0, 0, 0, 1)[i])
-            self.splitter.setCollapsible(i, i in (0, 2))  # sliders and tab bar: never hidden
-        self.scroll.setMinimumHeight(120)
-        self.splitter.setSizes([120, self.sliders.sizeHint().height(), 120, 500])
+        self.overview = MiniMapPane(self)  # the slide's thumbnail, the view on it, click to go
+        self.minimap = self.overview.minimap
+        self.session_box = SessionBox(self)  # Save session… / Open session…
+        self.splitter = _layout_panes(self)
         outer.addWidget(self.splitter)
 
     def _name_parts(self) -> None:
@@ -251,6 +275,7 @@ class PatchwiseWidget(QWidget):
             return
         self.picker.align_mask()
         settings = state.settings
+        state.computed, state.table_source, state.predictions_source = True, None, None
 
         def job(*, cancel, progress) -> ComputeResult:
             if mask_layer is None:

@@ -2,7 +2,8 @@
 
 With ``--table`` the patch table (``patchwise stats`` or ``predict`` output, with or
 without ``prob``) is shown as it is; otherwise the patch grid is computed with
-``--patch-size``. ``--screenshot`` renders the window (e.g. under Xvfb) and exits.
+``--patch-size``. ``--session`` reopens a session the dock saved (docs/sessions.md)
+instead. ``--screenshot`` renders the window (e.g. under Xvfb) and exits.
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="open a slide in napari with the Patchwise overlays and dock",
         description="Open IMAGE (and its MASK) in napari through the Patchwise reader, dock "
         "the Patchwise widget and show a patch table: TABLE if given, else one computed "
-        "with --patch-size.",
+        "with --patch-size. Or reopen a saved session: --session FILE.",
     )
     p.add_argument(
         "image",
         type=Path,
+        nargs="?",
         help="slide (OME-TIFF/TIFF, OME-Zarr, PNG/JPEG, SVS/NDPI/MRXS/..., DICOM WSI folder)",
+    )
+    p.add_argument(
+        "--session",
+        type=Path,
+        metavar="FILE",
+        help="reopen a session saved in the dock (*.patchwise-session.json): its slides, "
+        "masks, settings, sliders, predictions and comparison; instead of IMAGE",
     )
     p.add_argument(
         "--mask", type=Path, help="tumor mask of the slide (label image or QuPath .geojson)"
@@ -55,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import PatchwiseError
     from ..io.reader import slide_name
 
+    if args.session is not None:
+        return _run_session(args)
+    if args.image is None:
+        raise PatchwiseError("name a slide to open (IMAGE) or a session (--session FILE)")
     for path in (args.image, args.mask, args.table):
         if path is not None and not path.exists():
             raise PatchwiseError("no such file", path=path, hint="check the path")
@@ -115,6 +128,60 @@ def run(args: argparse.Namespace) -> int:
         viewer.close()
         raise PatchwiseError("nothing to show: the patch table could not be made", path=args.image)
     viewer.reset_view()
+    from .demo import save_screenshot
+
+    path = save_screenshot(viewer, args.screenshot)
+    viewer.close()
+    print(path)
+    return 0
+
+
+#: Options that describe what to open, which a session file already says.
+SESSION_REPLACES = ("image", "mask", "mask_map", "table", "overlay")
+
+
+def _run_session(args: argparse.Namespace) -> int:
+    """``view --session FILE``: check the file (one line, exit 2), then reopen it."""
+    from ..errors import PatchwiseError
+    from ..session import read_session
+
+    given = [f"--{k.replace('_', '-')}" for k in SESSION_REPLACES if getattr(args, k) is not None]
+    if given:
+        name = "IMAGE" if given[0] == "--image" else given[0]
+        raise PatchwiseError(f"{name} and --session both say what to open", hint="pass one of them")
+    session = read_session(args.session)  # a bad file: one line, before napari starts
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise PatchwiseError(
+            "no display to show napari on", hint="run it under xvfb-run with --screenshot"
+        )
+    import napari
+
+    from .._napari.demo_view import wait_until_idle
+    from .._napari.widget import PatchwiseWidget
+
+    viewer = napari.Viewer(title=f"patchwise view {args.session.name}")
+    viewer.window.resize(1500, 950)
+    widget = PatchwiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Patchwise", area="right")
+    if not widget.session_box.open_session(args.session):
+        viewer.close()
+        raise PatchwiseError("the session could not be opened", path=args.session)
+    if args.screenshot is None:
+        napari.run()
+        return 0
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    while widget.session_box.restoring():  # each step waits for the previous one's work
+        QApplication.processEvents()
+        time.sleep(0.01)
+    wait_until_idle(widget)
+    if widget.current is None or (
+        session.slides[session.current].computed and widget.current.data is None
+    ):
+        viewer.close()
+        raise PatchwiseError("the session could not be reopened", path=args.session)
     from .demo import save_screenshot
 
     path = save_screenshot(viewer, args.screenshot)
