@@ -15,8 +15,9 @@ Three parts, each against a baseline measured in the same run:
    and tau, full ERM and full GERNE (c = 0.5, beta = 1) runs of smallcnn, then the ERM
    run's features embedded and a GERNE head and a DFR head trained on them; test WGA and
    BCA (mean ± std over seeds).
-4. **Heads on encoder features**: the planted-bias cohort (1024 px slides, spurious 0.7) embedded once with a ResNet-18 backbone and once with a timm
-   ViT-S/16 (``timm:vit_small_patch16_224`` at a 64 px input: 32 px patches upsampled
+4. **Heads on encoder features**: the planted-bias cohort (1024 px slides, 512 with
+   ``--quick``; spurious 0.7, tau 0.1) embedded once with a ResNet-18 backbone and once
+   with a timm ViT-S/16 (``timm:vit_small_patch16_224`` at a 64 px input: 32 px patches upsampled
    twice, 16 tokens), both RANDOMLY INITIALISED (no weights can be downloaded here);
    ERM, GERNE (c = 0.5, beta = 1) and DFR heads on each store, test WGA and BCA over
    seeds. With random weights these rows compare the pipelines, not the encoders: they
