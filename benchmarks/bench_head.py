@@ -15,16 +15,9 @@ Three parts, each against a baseline measured in the same run:
    and tau, full ERM and full GERNE (c = 0.5, beta = 1) runs of smallcnn, then the ERM
    run's features embedded and a GERNE head and a DFR head trained on them; test WGA and
    BCA (mean ± std over seeds).
-4. **Heads on encoder features**: the planted-bias cohort (1024 px slides, 512 with
-   ``--quick``; spurious 0.7, tau 0.1) embedded once with a ResNet-18 backbone and once
-   with a timm ViT-S/16 (``timm:vit_small_patch16_224`` at a 64 px input: 32 px patches upsampled
-   twice, 16 tokens), both RANDOMLY INITIALISED (no weights can be downloaded here);
-   ERM, GERNE (c = 0.5, beta = 1) and DFR heads on each store, test WGA and BCA over
-   seeds. With random weights these rows compare the pipelines, not the encoders: they
-   say little about what a pretrained pathology encoder's features would give.
 
     .venv/bin/python benchmarks/bench_head.py [--quick] [--out DIR] [--patches N]
-        [--parts time embed planted encoders]
+        [--parts time embed planted]
 
 ``--quick``: 20,000 synthetic patches for part 1 (the 100,000-patch figure needs the full
 run), 1024 px slides, one seed, tau = 0.1, spurious = 1, 20 full-training steps.
@@ -202,83 +195,6 @@ def planted(args, out: Path) -> list[dict]:
     return rows
 
 
-#: The encoders of part 4 (random weights): name, EmbedSource keywords.
-ENCODERS = {
-    "ResNet-18 (random)": {"backbone": "resnet18"},
-    "ViT-S/16 (random, 64 px input)": {
-        "backbone": "timm:vit_small_patch16_224", "input_size": 64, "channels": None,
-    },
-}  # fmt: skip
-ENCODER_HEADS = {
-    "ERM head": dict(method="erm", batch_size=64, steps=500, eval_every=50),
-    "GERNE head": dict(method="gerne", batch_size=32, c=0.5, beta=1.0, steps=500, eval_every=50),
-    "DFR head": dict(method="dfr"),
-}
-
-
-def encoder_heads(args, out: Path) -> list[dict]:
-    """ERM, GERNE and DFR heads on each encoder's features of the planted-bias cohort."""
-    import json
-    import warnings
-
-    from napari_patchwise.data import PatchSettings
-    from napari_patchwise.embed import EmbedSource, embed
-    from napari_patchwise.train import TrainConfig, train
-    from planted_bias import QUICK_SLIDES, make_slides
-
-    slides = QUICK_SLIDES if args.quick else out / "slides"
-    # 1024 px slides (512 quick): a ViT forward on 2 shared CPU cores is the cost here
-    manifest = make_slides(slides, size=512 if args.quick else 1024, spurious=0.7)
-    rows = []
-    for name, source in ENCODERS.items():
-        store = out / f"enc_{source['backbone'].replace(':', '_')}.zarr"
-        if not store.exists():
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():  # random init and channel mapping: said above
-                warnings.simplefilter("ignore", UserWarning)
-                embed(manifest, store, EmbedSource(**source), settings=PatchSettings(32),
-                      device="cpu", batch_size=128)  # fmt: skip
-            print(f"   embedded with {name} in {time.perf_counter() - t0:.0f} s")
-        for tau in (0.1,):  # the paper's tau; the seeds vary the heads only
-            for seed in args.seeds:
-                common = dict(manifest=str(manifest), patch_size=32, lr=0.01,
-                              weight_decay=1e-4, num_threads=1, eval_batch_size=512,
-                              tau=tau, seed=seed, select="val_wga", features=str(store))  # fmt: skip
-                for label, extra in ENCODER_HEADS.items():
-                    tag = f"{store.stem}_{label.split()[0].lower()}_tau{tau:g}_seed{seed}"
-                    head_out = out / tag
-                    if not (head_out / "metrics.json").exists():
-                        options = dict(common, **extra, out=str(head_out))
-                        train(TrainConfig.from_options(options))
-                    test = json.loads((head_out / "metrics.json").read_text())["test"]
-                    rows.append(dict(encoder=name, method=label, tau=tau, seed=seed,
-                                     wga=100 * test["wga"], bca=100 * test["bca"]))  # fmt: skip
-    return rows
-
-
-def report_encoders(args, out: Path) -> dict[str, str]:
-    import pandas as pd
-
-    table = pd.DataFrame(encoder_heads(args, out))
-    summary = table.groupby(["encoder", "tau", "method"], sort=False)[["wga", "bca"]]
-    summary = summary.agg(["mean", "std"])
-    print("4. heads on encoder features (RANDOM weights), test WGA / BCA in %:")
-    print(summary.round(2).to_string())
-    lines = [
-        "Planted-bias cohort (spurious 0.7), heads on the features of RANDOMLY INITIALISED "
-        "encoders: the rows compare the pipelines, not the encoders (a pretrained "
-        "encoder's features can give very different numbers).",
-        "",
-        "| encoder | tau | head | WGA | BCA |",
-        "|---|---|---|---|---|",
-    ]
-    for (encoder, tau, method), r in summary.iterrows():
-        cells = [f"{r[(m, 'mean')]:.2f} ± {r[(m, 'std')]:.2f}" for m in ("wga", "bca")]
-        lines.append(f"| {encoder} | {tau:g} | {method} | {cells[0]} | {cells[1]} |")
-    return {"encoder_heads.csv": table.to_csv(index=False),
-            "encoder_heads.md": "\n".join(lines) + "\n"}  # fmt: skip
-
-
 def report_times(out: Path, n: int) -> dict[str, str]:
     times = head_times(out / "synthetic", n)
     lines = [f"1. head retraining on {n} synthetic patches (whole `train --features` run):"]
@@ -338,8 +254,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="keep the runs here (reused on a rerun)")
     parser.add_argument("--patches", type=int, default=100_000)
     parser.add_argument(
-        "--parts", nargs="+", choices=("time", "embed", "planted", "encoders"),
-        default=["time", "embed", "planted", "encoders"],
+        "--parts", nargs="+", choices=("time", "embed", "planted"),
+        default=["time", "embed", "planted"],
     )  # fmt: skip
     parser.add_argument(
         "--spurious", type=float, nargs="+", default=None,
@@ -369,7 +285,6 @@ def main(argv=None) -> int:
             "time": lambda: report_times(out, 20_000 if args.quick else args.patches),
             "embed": lambda: report_embed(args, out),
             "planted": lambda: report_planted(args, out),
-            "encoders": lambda: report_encoders(args, out),
         }
         for part in args.parts:
             # each part's files and its own meta (<part>.meta.json): a later run of
