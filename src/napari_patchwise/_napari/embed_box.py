@@ -43,6 +43,7 @@ from .encoder_choice import (
     encoder_items,
     encoder_tooltip,
     random_init_note,
+    weights_note,
 )
 from .jobs import BackgroundJob
 from .train_form import line_edit_with_button
@@ -82,7 +83,6 @@ class EmbedBox(QGroupBox):
         self.job.busy_changed.connect(self._on_busy)
         self.job.on_error = lambda text: self.status_label.setText("failed: " + text)
         self._build_ui()
-        self._show_note()
 
     def _build_ui(self) -> None:
         form = QFormLayout(self)
@@ -92,9 +92,7 @@ class EmbedBox(QGroupBox):
             "weights file (.safetensors, .bin, .pth)", self._ask_weights
         )
         form.addRow("weights", row)
-        self.weights_note = QLabel()
-        self.weights_note.setWordWrap(True)
-        self.weights_note.setStyleSheet("color: #e0a030;")
+        self.weights_note = weights_note(self.encoder_combo, self.weights_edit)
         form.addRow(self.weights_note)
         self.input_size = QSpinBox()
         self.input_size.setRange(0, 4096)
@@ -136,15 +134,8 @@ class EmbedBox(QGroupBox):
         self.status_label.setWordWrap(True)
         form.addRow(self.progress_bar)
         form.addRow(self.status_label)
-        self.encoder_combo.currentTextChanged.connect(self._show_note)
-        self.weights_edit.textChanged.connect(self._show_note)
 
     # -- showing --------------------------------------------------------------------------
-    def _show_note(self, *_args) -> None:
-        note = random_init_note(self.encoder_combo.currentText(), self.weights_edit.text())
-        self.weights_note.setText(note)
-        self.weights_note.setVisible(bool(note))
-
     def _ask_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Encoder weights", "", WEIGHTS_FILTER)
         if path:

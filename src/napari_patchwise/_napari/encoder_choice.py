@@ -8,7 +8,7 @@ is the line the dock shows beside the weights field then (docs/encoders.md).
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtWidgets import QComboBox, QLabel, QLineEdit
 
 from ..encoder_presets import PRESET_NAMES, get_encoder_preset
 from ..encoders import TIMM_PREFIX, is_encoder_name
@@ -58,3 +58,24 @@ def random_init_note(name: str, weights: str) -> str:
         f"no weights file: {name.strip()} is randomly initialised — its features say "
         "nothing about the published encoder (choose its weights file)"
     )
+
+
+def weights_note(combo: QComboBox, weights: QLineEdit) -> QLabel:
+    """A label showing :func:`random_init_note` of ``combo``'s model and ``weights``' file,
+    kept up to date as either changes (hidden when there is nothing to say)."""
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #e0a030;")
+
+    def show(*_args) -> None:
+        note = random_init_note(combo.currentText(), weights.text())
+        label.setText(note)
+        label.setVisible(bool(note))
+
+    combo.currentTextChanged.connect(show)
+    weights.textChanged.connect(show)
+    # not setVisible(True) yet: a label without a parent would open as its own window
+    label.setText(random_init_note(combo.currentText(), weights.text()))
+    if not label.text():
+        label.hide()  # else shown with its parent
+    return label

@@ -38,7 +38,7 @@ from .encoder_choice import (
     editable_combo,
     encoder_items,
     encoder_tooltip,
-    random_init_note,
+    weights_note,
 )
 
 #: The model choices, smallest first: smallcnn trains on a CPU in seconds.
@@ -119,12 +119,8 @@ class TrainForm(QGroupBox):
         self.weights_edit.setToolTip(
             "a local state dict of the chosen ResNet (ImageNet) or encoder; never downloaded"
         )
-        self.weights_note = QLabel()
-        self.weights_note.setWordWrap(True)
-        self.weights_note.setStyleSheet("color: #e0a030;")
-        self.weights_note.setVisible(False)
-        self.model_combo.currentTextChanged.connect(self._show_weights_note)
-        self.weights_edit.textChanged.connect(self._show_weights_note)
+        # a timm encoder without weights trains from random initialisation: said here
+        self.weights_note = weights_note(self.model_combo, self.weights_edit)
         self.freeze_bn = QCheckBox("frozen BatchNorm statistics")
         self.freeze_bn.setToolTip("keep the running statistics of the weights file (needs one)")
         self.patch_size = _spin(2, 8192, 64)
@@ -193,12 +189,6 @@ class TrainForm(QGroupBox):
         gerne = "beta" in get_method(name).hyperparameters
         self.beta.setEnabled(gerne)
         self.c.setEnabled(gerne)
-
-    def _show_weights_note(self, *_args) -> None:
-        # a timm encoder without weights trains from random initialisation: say so
-        note = random_init_note(self.model_combo.currentText(), self.weights_edit.text())
-        self.weights_note.setText(note)
-        self.weights_note.setVisible(bool(note))
 
     def apply_preset(self, name: str) -> None:
         """Write preset ``name``'s values into the fields the form has (none: no change)."""
