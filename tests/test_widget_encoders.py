@@ -162,3 +162,36 @@ def test_model_tab_offers_presets_and_timm_models(dock, tmp_path):
     form.model_combo.setCurrentText("smallcnn")
     form.weights_edit.setText("")
     assert form.weights_note.text() == ""  # a built-in model: no encoder note
+
+
+def test_a_cohort_embed_feeds_retrain_head(dock, qtbot, setup, tmp_path):
+    """'whole cohort': the store of every manifest slide goes into the Retrain box, and a
+    DFR head trains on it and predicts the open slide (the encoder model with the head)."""
+    import numpy as np
+
+    from napari_patchwise.predict import predict_table
+
+    widget, box, notes = dock
+    manifest = setup[0]
+    retrain = widget.debias.retrain
+    retrain.manifest_edit.setText(str(manifest))
+    box.cohort_check.setChecked(True)
+    box.encoder_combo.setCurrentText(f"timm:{ARCH}")
+    box.weights_edit.setText(str(setup[2]))
+    box.input_size.setValue(SMALL)
+    with qtbot.waitSignal(box.embedded, timeout=120_000) as done:
+        assert box.start()
+    store = done.args[0]
+    assert read_features(store).vectors.shape == (4 * 64, WIDTH)  # 4 slides of 8 x 8 cells
+    assert retrain.features_edit.text() == str(store)
+    retrain.extra_options = {"num_threads": 1, "seed": 0}
+    retrain.out_edit.setText(str(tmp_path / "heads"))
+    retrain.method_combo.setCurrentText("dfr")
+    qtbot.waitUntil(lambda: not box.busy(), timeout=10_000)
+    with qtbot.waitSignal(retrain.retrained, timeout=180_000) as signal:
+        retrain.retrain_button.click()
+    assert notes["error"] == []
+    head = signal.args[0]
+    state = widget.current
+    expected = predict_table(state.slide, state.data.table, head)["prob"].to_numpy()
+    np.testing.assert_allclose(state.data.prob, expected, atol=1e-6)
