@@ -74,6 +74,7 @@ bench: install sysdeps
 	run planted_bias $(PY) benchmarks/planted_bias.py; \
 	run hidden_shortcut $(PY) benchmarks/hidden_shortcut.py; \
 	run bench_head $(PY) benchmarks/bench_head.py; \
+	run bench_encoder_heads $(PY) benchmarks/bench_encoder_heads.py; \
 	run bench_dfr $(PY) benchmarks/bench_dfr.py; \
 	run bench_embed $(PY) benchmarks/bench_embed.py; \
 	run bench_wsi_throughput $(PY) benchmarks/bench_wsi_throughput.py; \

@@ -12,13 +12,22 @@ patches per second of
   ``torch.inference_mode`` and autocast.
 
 Repeats are interleaved (embed, floor, embed, floor...) so a change in the machine's load
-hits both; min and median are printed with the load average. The goal is embed >= 0.9x
+hits both; min and median (of >= 5 repeats) are written with the load average at start
+into ``docs/results/bench_embed/embed_DEVICE.md`` (and ``DEVICE.meta.json``; DEVICE is
+``cpu`` or ``cuda``). The goal is embed >= 0.9x
 its floor: the pipeline around the model should cost little.
 
-    .venv/bin/python benchmarks/bench_embed.py [--quick] [--device cpu|cuda] [--repeats 3]
+A run whose 1-minute load average at start is above 0.5 per core is refused docs/
+(``--allow-loaded`` writes it, labelled "LOADED machine"); so is one of fewer than 5
+repeats.
 
-``--quick`` (what ``make bench`` runs): one 256 px slide (16 patches), ViT-S only on the
-CPU (ViT-L/16 at 224 px is ~60 GFLOPs a patch: minutes on a loaded CPU).
+    .venv/bin/python benchmarks/bench_embed.py [--quick] [--device cpu|cuda] [--repeats 5]
+        [--results DIR] [--allow-loaded]
+
+``--quick`` (what ``make bench`` runs; under a minute): one 128 px slide (4 patches), ViT-S
+only on the CPU at a 64 px input (16 tokens; a check that the benchmark works, not a
+figure), 2 repeats, into ``benchmarks/_results/bench_embed_quick/`` (ViT-L/16 at 224 px is
+~60 GFLOPs a patch: minutes on a loaded CPU).
 """
 
 from __future__ import annotations
@@ -31,6 +40,41 @@ import time
 from pathlib import Path
 
 MODELS = {"ViT-S/16": "timm:vit_small_patch16_224", "ViT-L/16": "timm:vit_large_patch16_224"}
+HEADER = "| model | patches | embed patches/s (min / median) | forward only | embed / forward |"
+MIN_REPEATS = 5  # fewer are never written into docs/
+LOAD_LIMIT_PER_CORE = 0.5  # 1-min load average per core above which a run is "loaded"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def check_conditions(
+    folder: Path, load_start, repeats: int, *, allow_loaded: bool, cores: int | None = None
+) -> bool:
+    """Whether the run is "loaded"; refuse (one line) a table for docs/ it must not write.
+
+    A table goes into docs/ only from at least :data:`MIN_REPEATS` repeats, and only when
+    the 1-minute load average at start was at most :data:`LOAD_LIMIT_PER_CORE` per core —
+    unless ``allow_loaded``, and then the table says "LOADED machine" in its first line.
+    (Local on purpose: the shared benchmark protocol helper may replace it.)
+    """
+    cores = cores or os.cpu_count() or 1
+    per_core = float(load_start[0]) / cores
+    loaded = per_core > LOAD_LIMIT_PER_CORE
+    try:
+        folder.resolve().relative_to(DOCS.resolve())
+    except ValueError:
+        return loaded  # not publishing: anything goes
+    if repeats < MIN_REPEATS:
+        raise SystemExit(
+            f"bench_embed: {folder}: {repeats} repeats — figures in docs/ need at least "
+            f"{MIN_REPEATS} (--repeats), or give another --results"
+        )
+    if loaded and not allow_loaded:
+        raise SystemExit(
+            f"bench_embed: {folder}: load average {load_start[0]:.2f} on {cores} cores at "
+            f"start ({per_core:.2f} per core > {LOAD_LIMIT_PER_CORE}) — rerun on a quiet "
+            "machine, give another --results, or pass --allow-loaded to label it 'loaded'"
+        )
+    return loaded
 
 
 def make_cohort(folder: Path, size: int, n_slides: int) -> Path:
@@ -46,8 +90,12 @@ def make_cohort(folder: Path, size: int, n_slides: int) -> Path:
     return manifest
 
 
-def measure(manifest: Path, name: str, *, device: str, batch: int, repeats: int, folder: Path):
-    """``(n patches, embed seconds list, floor seconds list)`` of one model."""
+def measure(
+    manifest: Path, name: str, *, device: str, batch: int, repeats: int, folder: Path,
+    input_size: int | None = None,
+):  # fmt: skip
+    """``(n patches, embed seconds list, floor seconds list)`` of one model (at
+    ``input_size`` px: default the model's 224)."""
     import warnings
 
     import numpy as np
@@ -61,7 +109,7 @@ def measure(manifest: Path, name: str, *, device: str, batch: int, repeats: int,
     store = folder / f"{name.replace(':', '_')}.zarr"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights, channels as RGB: known here
-        source = EmbedSource(backbone=name)
+        source = EmbedSource(backbone=name, input_size=input_size)
         embed(manifest, store, source, settings=settings, device=device, batch_size=batch)
     jobs = cohort_jobs(manifest, settings)
     embedder = _Embedder(store, device, batch)
@@ -114,13 +162,26 @@ def report(label: str, n: int, embeds: list[float], floors: list[float]) -> str:
 
 
 def main(argv=None) -> int:
+    load_start = os.getloadavg()  # before this run adds its own load
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"interleaved repeats (default {MIN_REPEATS}; --quick 2)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--models", nargs="*", default=None, choices=list(MODELS))
+    parser.add_argument("--results", default=None, help="where the table goes")
+    parser.add_argument(
+        "--allow-loaded", action="store_true",
+        help=f"write into docs/ although the 1-min load at start is above {LOAD_LIMIT_PER_CORE}"
+        " per core (the table is then labelled 'loaded')",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    from _results_io import results_dir, write_results
+
+    repeats = args.repeats or (2 if args.quick else MIN_REPEATS)
+    folder = results_dir("bench_embed", quick=args.quick, given=args.results)
+    loaded = check_conditions(folder, load_start, repeats, allow_loaded=args.allow_loaded)
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -128,27 +189,41 @@ def main(argv=None) -> int:
         return 0
     quick_cpu = args.quick and args.device == "cpu"
     models = args.models or (["ViT-S/16"] if quick_cpu else list(MODELS))
-    size, n_slides = (256, 1) if args.quick else (512, 2)
+    size, n_slides = (128, 1) if args.quick else (512, 2)
     batch = args.batch_size or (16 if args.device == "cpu" else 128)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        manifest = make_cohort(folder, size, n_slides)
+        folder_tmp = Path(tmp)
+        manifest = make_cohort(folder_tmp, size, n_slides)
         rows = []
         for label in models:
             n, embeds, floors = measure(
                 manifest, MODELS[label], device=args.device, batch=batch,
-                repeats=args.repeats, folder=folder,
+                repeats=repeats, folder=folder_tmp, input_size=64 if args.quick else None,
             )  # fmt: skip
             rows.append(report(label, n, embeds, floors))
-    load = os.getloadavg()
     cores = os.cpu_count() or 1
-    state = "loaded" if load[0] > 0.5 * cores else "idle"
-    print(f"device {args.device}, batch {batch}, {args.repeats} interleaved repeats; "
-          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {cores} cores "
-          f"({state} machine)")  # fmt: skip
-    print("| model | patches | embed patches/s (min / median) | forward only | embed / forward |")
-    print("|---|---|---|---|---|")
-    print("\n".join(rows))
+    state = "LOADED machine" if loaded else "quiet machine"
+    head = (
+        f"<!-- {state}: load average {'/'.join(f'{x:.2f}' for x in load_start)} (1/5/15 min) "
+        f"at start on {cores} cores; device {args.device}, batch {batch}, {repeats} "
+        f"interleaved repeats, min / median{'; QUICK: 64 px input' if args.quick else ''} -->"
+    )
+    table = "\n".join([head, HEADER, "|---|---|---|---|---|", *rows]) + "\n"
+    print(table, end="")
+    meta = {
+        "conditions": "loaded" if loaded else "quiet",
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "load_limit_per_core": LOAD_LIMIT_PER_CORE,
+        "device": args.device,
+        "batch_size": batch,
+        "repeats": repeats,
+        "models": {label: MODELS[label] for label in models},
+        "weights": "random",
+    }
+    # one file per device: a GPU run (bench_gpu.py) never replaces the CPU table
+    write_results(folder, {f"embed_{args.device}.md": table}, meta, f"{args.device}.meta.json")
+    print(f"written: {folder}")
     return 0
 
 

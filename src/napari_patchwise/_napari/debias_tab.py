@@ -1,5 +1,8 @@
-"""The dock's "Debias" tab: retrain a head, the WGA curve over the threshold, the ranking.
+"""The dock's "Debias" tab: embed, retrain a head, the WGA curve over the threshold, the ranking.
 
+* :class:`.embed_box.EmbedBox` — features of the open slide (or its cohort) from an
+  encoder preset or ``timm:NAME`` with a local weights file, in a background job; the
+  store goes into the retrain box.
 * :class:`.retrain_box.RetrainBox` — "Retrain head" on a feature store at the dock's
   current attribute and threshold; the slide is then shown with the new head.
 * :class:`.threshold_plot.ThresholdCurveCanvas` — worst-group, group-balanced and balanced
@@ -23,6 +26,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
 from . import notify
+from .embed_box import EmbedBox
 from .inspect_tabs import _single_shot
 from .jobs import BackgroundJob
 from .ranking_table import RankingTable
@@ -35,7 +39,7 @@ CURVE_DEBOUNCE_MS = 150
 
 
 class DebiasTab(QWidget):
-    """The tab's parts (``retrain``, ``curve``, ``ranking``) wired to ``dock``."""
+    """The tab's parts (``embed``, ``retrain``, ``curve``, ``ranking``) wired to ``dock``."""
 
     def __init__(self, dock) -> None:
         super().__init__()
@@ -45,6 +49,8 @@ class DebiasTab(QWidget):
         self._pending = False
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
+        self.embed = EmbedBox(dock)
+        root.addWidget(self.embed)
         self.retrain = RetrainBox(dock)
         root.addWidget(self.retrain)
         box = QGroupBox("Accuracy against the attribute threshold")
@@ -130,7 +136,8 @@ class DebiasTab(QWidget):
         choice.choose(rank.attribute)
 
     def busy(self) -> bool:
-        return self.retrain.busy() or self.ranking.busy() or self.curve_job.busy()
+        parts = (self.embed, self.retrain, self.ranking, self.curve_job)
+        return any(part.busy() for part in parts)
 
 
 def _curve_of(data):

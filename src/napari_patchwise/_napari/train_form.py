@@ -2,8 +2,8 @@
 
 tau is not a field here: it is the dock's tau slider, so the groups a model is trained
 on are the ones the user looked at. The method, model and preset choices come from the
-core's registries (``methods.METHOD_NAMES``, ``models.MODEL_NAMES``,
-``presets.PRESET_NAMES``). Choosing a preset writes its values into the fields it shares
+core's registries (``methods.METHOD_NAMES``, ``models.MODEL_NAMES`` and the encoder
+presets and ``timm:NAME`` of :mod:`.encoder_choice`, ``presets.PRESET_NAMES``). Choosing a preset writes its values into the fields it shares
 with the form; the options the form does not show (weight decay, momentum...) come from
 the preset when the config is built (``TrainConfig.from_options``), as on the command line.
 """
@@ -33,6 +33,13 @@ from ..methods import METHOD_NAMES, get_method
 from ..models import MODEL_NAMES
 from ..presets import PRESET_NAMES, get_preset
 from ..train_config import SELECT_METRICS, TrainConfig
+from .encoder_choice import (
+    WEIGHTS_FILTER,
+    editable_combo,
+    encoder_items,
+    encoder_tooltip,
+    weights_note,
+)
 
 #: The model choices, smallest first: smallcnn trains on a CPU in seconds.
 GUI_MODELS = tuple(reversed(MODEL_NAMES))
@@ -104,14 +111,16 @@ class TrainForm(QGroupBox):
         )
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHOD_NAMES)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems(GUI_MODELS)
+        # the built-in models, then the encoders (a typed timm:NAME works too)
+        self.model_combo = editable_combo([*GUI_MODELS, *encoder_items()], encoder_tooltip())
         self.weights_edit, weights_row = line_edit_with_button(
-            "pretrained ResNet state dict (.pt), optional", self._ask_weights
+            "pretrained state dict (.pt, .safetensors), optional", self._ask_weights
         )
         self.weights_edit.setToolTip(
-            "a local torchvision state dict of the chosen ResNet (ImageNet); never downloaded"
+            "a local state dict of the chosen ResNet (ImageNet) or encoder; never downloaded"
         )
+        # a timm encoder without weights trains from random initialisation: said here
+        self.weights_note = weights_note(self.model_combo, self.weights_edit)
         self.freeze_bn = QCheckBox("frozen BatchNorm statistics")
         self.freeze_bn.setToolTip("keep the running statistics of the weights file (needs one)")
         self.patch_size = _spin(2, 8192, 64)
@@ -126,6 +135,7 @@ class TrainForm(QGroupBox):
             ("method", self.method_combo),
             ("model", self.model_combo),
             ("weights", weights_row),
+            ("", self.weights_note),
             ("", self.freeze_bn),
             ("patch size", self.patch_size),
             ("steps", self.steps),
@@ -233,11 +243,15 @@ class TrainForm(QGroupBox):
         if not Path(manifest).is_file():
             raise PatchwiseError("cohort manifest not found", path=manifest)
         method = self.method_combo.currentText()
-        model = self.model_combo.currentText()
+        model = self.model_combo.currentText().strip()
         out = self.out_edit.text().strip()
         if not out:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            out = str(Path(manifest).resolve().parent / "runs" / f"{method}-{model}-{stamp}")
+            out = str(
+                Path(manifest).resolve().parent
+                / "runs"
+                / f"{method}-{model.replace(':', '-')}-{stamp}"
+            )
         preset = self.preset_combo.currentText()
         options = dict(
             manifest=manifest,
@@ -269,9 +283,7 @@ class TrainForm(QGroupBox):
             self.manifest_edit.setText(path)
 
     def _ask_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Pretrained weights", "", "PyTorch state dicts (*.pt *.pth)"
-        )
+        path, _ = QFileDialog.getOpenFileName(self, "Pretrained weights", "", WEIGHTS_FILTER)
         if path:
             self.weights_edit.setText(path)
 
