@@ -11,7 +11,7 @@ patches per second of
   batch of the same patches already in memory, on the same device, under the same
   ``torch.inference_mode`` and autocast.
 
-Repeats are interleaved (embed, floor, embed, floor...) so a change in the machine's load
+Repeats are interleaved in a rotating order (benchmarks/_protocol.py) so a change in the load
 hits both; min and median (of >= 5 repeats) are written with the load average at start
 into ``docs/results/bench_embed/embed_DEVICE.md`` (and ``DEVICE.meta.json``; DEVICE is
 ``cpu`` or ``cuda``). The goal is embed >= 0.9x
@@ -33,48 +33,15 @@ figure), 2 repeats, into ``benchmarks/_results/bench_embed_quick/`` (ViT-L/16 at
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from _protocol import Protocol, add_arguments, summarize
+
 MODELS = {"ViT-S/16": "timm:vit_small_patch16_224", "ViT-L/16": "timm:vit_large_patch16_224"}
-HEADER = "| model | patches | embed patches/s (min / median) | forward only | embed / forward |"
-MIN_REPEATS = 5  # fewer are never written into docs/
-LOAD_LIMIT_PER_CORE = 0.5  # 1-min load average per core above which a run is "loaded"
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-def check_conditions(
-    folder: Path, load_start, repeats: int, *, allow_loaded: bool, cores: int | None = None
-) -> bool:
-    """Whether the run is "loaded"; refuse (one line) a table for docs/ it must not write.
-
-    A table goes into docs/ only from at least :data:`MIN_REPEATS` repeats, and only when
-    the 1-minute load average at start was at most :data:`LOAD_LIMIT_PER_CORE` per core —
-    unless ``allow_loaded``, and then the table says "LOADED machine" in its first line.
-    (Local on purpose: the shared benchmark protocol helper may replace it.)
-    """
-    cores = cores or os.cpu_count() or 1
-    per_core = float(load_start[0]) / cores
-    loaded = per_core > LOAD_LIMIT_PER_CORE
-    try:
-        folder.resolve().relative_to(DOCS.resolve())
-    except ValueError:
-        return loaded  # not publishing: anything goes
-    if repeats < MIN_REPEATS:
-        raise SystemExit(
-            f"bench_embed: {folder}: {repeats} repeats — figures in docs/ need at least "
-            f"{MIN_REPEATS} (--repeats), or give another --results"
-        )
-    if loaded and not allow_loaded:
-        raise SystemExit(
-            f"bench_embed: {folder}: load average {load_start[0]:.2f} on {cores} cores at "
-            f"start ({per_core:.2f} per core > {LOAD_LIMIT_PER_CORE}) — rerun on a quiet "
-            "machine, give another --results, or pass --allow-loaded to label it 'loaded'"
-        )
-    return loaded
+HEADER = "| model | patches | embed patches/s (best / median) | forward only | embed / forward |"
 
 
 def make_cohort(folder: Path, size: int, n_slides: int) -> Path:
@@ -90,12 +57,12 @@ def make_cohort(folder: Path, size: int, n_slides: int) -> Path:
     return manifest
 
 
-def measure(
-    manifest: Path, name: str, *, device: str, batch: int, repeats: int, folder: Path,
+def cases(
+    manifest: Path, name: str, *, device: str, batch: int, folder: Path,
     input_size: int | None = None,
-):  # fmt: skip
-    """``(n patches, embed seconds list, floor seconds list)`` of one model (at
-    ``input_size`` px: default the model's 224)."""
+) -> tuple[int, Callable[[], dict], Callable[[], dict]]:  # fmt: skip
+    """``(n patches, embed case, floor case)`` of one model (at ``input_size`` px: default
+    the model's 224); each case returns ``{"seconds": ...}`` for all ``n`` patches."""
     import warnings
 
     import numpy as np
@@ -123,7 +90,7 @@ def measure(
         if embedder.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def run_embed() -> float:
+    def run_embed() -> dict:
         for i in range(len(jobs)):
             flags = zarr.open_array(str(store / "done" / str(i)), mode="r+")
             flags[:] = 0
@@ -131,9 +98,9 @@ def measure(
         for i, job in enumerate(jobs):
             embed_slide(store, i, job, embedder=embedder)
         sync()
-        return time.perf_counter() - start
+        return {"seconds": time.perf_counter() - start}
 
-    def run_floor() -> float:
+    def run_floor() -> dict:
         rounds = -(-n // len(x))
         sync()
         start = time.perf_counter()
@@ -141,20 +108,16 @@ def measure(
             with torch.inference_mode(), embedder.autocast():
                 embedder.backbone(x).float().cpu()
         sync()
-        return (time.perf_counter() - start) * n / (rounds * len(x))
+        return {"seconds": (time.perf_counter() - start) * n / (rounds * len(x))}
 
     run_floor()  # warm-up (kernels, allocator)
-    embeds, floors = [], []
-    for _ in range(repeats):
-        embeds.append(run_embed())
-        floors.append(run_floor())
-    return n, embeds, floors
+    return n, run_embed, run_floor
 
 
-def report(label: str, n: int, embeds: list[float], floors: list[float]) -> str:
-    rate = lambda seconds: n / seconds  # noqa: E731 - patches per second
-    e_best, f_best = rate(min(embeds)), rate(min(floors))
-    e_med, f_med = rate(statistics.median(embeds)), rate(statistics.median(floors))
+def report(label: str, n: int, embed_s: tuple, floor_s: tuple) -> str:
+    """One table row from the (min, median) seconds of the embed and of its floor."""
+    e_best, e_med = n / embed_s[0], n / embed_s[1]
+    f_best, f_med = n / floor_s[0], n / floor_s[1]
     return (
         f"| {label} | {n} | {e_best:.1f} / {e_med:.1f} | {f_best:.1f} / {f_med:.1f} | "
         f"{e_best / f_best:.2f}x / {e_med / f_med:.2f}x |"
@@ -162,26 +125,14 @@ def report(label: str, n: int, embeds: list[float], floors: list[float]) -> str:
 
 
 def main(argv=None) -> int:
-    load_start = os.getloadavg()  # before this run adds its own load
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--repeats", type=int, default=None,
-                        help=f"interleaved repeats (default {MIN_REPEATS}; --quick 2)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--models", nargs="*", default=None, choices=list(MODELS))
-    parser.add_argument("--results", default=None, help="where the table goes")
-    parser.add_argument(
-        "--allow-loaded", action="store_true",
-        help=f"write into docs/ although the 1-min load at start is above {LOAD_LIMIT_PER_CORE}"
-        " per core (the table is then labelled 'loaded')",
-    )  # fmt: skip
+    add_arguments(parser)  # --repeats, --results, --allow-loaded
     args = parser.parse_args(argv)
-    from _results_io import results_dir, write_results
-
-    repeats = args.repeats or (2 if args.quick else MIN_REPEATS)
-    folder = results_dir("bench_embed", quick=args.quick, given=args.results)
-    loaded = check_conditions(folder, load_start, repeats, allow_loaded=args.allow_loaded)
+    protocol = Protocol.from_args("bench_embed", args)  # refuses a loaded machine up front
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -196,35 +147,35 @@ def main(argv=None) -> int:
         manifest = make_cohort(folder_tmp, size, n_slides)
         rows = []
         for label in models:
-            n, embeds, floors = measure(
+            n, run_embed, run_floor = cases(
                 manifest, MODELS[label], device=args.device, batch=batch,
-                repeats=repeats, folder=folder_tmp, input_size=64 if args.quick else None,
+                folder=folder_tmp, input_size=64 if args.quick else None,
             )  # fmt: skip
-            rows.append(report(label, n, embeds, floors))
-    cores = os.cpu_count() or 1
-    state = "LOADED machine" if loaded else "quiet machine"
-    head = (
-        f"<!-- {state}: load average {'/'.join(f'{x:.2f}' for x in load_start)} (1/5/15 min) "
-        f"at start on {cores} cores; device {args.device}, batch {batch}, {repeats} "
-        f"interleaved repeats, min / median{'; QUICK: 64 px input' if args.quick else ''} -->"
-    )
-    table = "\n".join([head, HEADER, "|---|---|---|---|---|", *rows]) + "\n"
+            records = protocol.interleave({"embed": run_embed, "forward": run_floor})
+            seconds = summarize(records, key="seconds")
+            rows.append(report(label, n, seconds["embed"], seconds["forward"]))
+    note = f"<!-- device {args.device}, batch {batch}{'; QUICK: 64 px input' if args.quick else ''} -->"
+    table = "\n".join([note, HEADER, "|---|---|---|---|---|", *rows]) + "\n"
     print(table, end="")
-    meta = {
-        "conditions": "loaded" if loaded else "quiet",
-        "load_average_start": [round(x, 2) for x in load_start],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "load_limit_per_core": LOAD_LIMIT_PER_CORE,
+    extra = {
         "device": args.device,
         "batch_size": batch,
-        "repeats": repeats,
         "models": {label: MODELS[label] for label in models},
         "weights": "random",
+        "timm": _version("timm"),
     }
     # one file per device: a GPU run (bench_gpu.py) never replaces the CPU table
-    write_results(folder, {f"embed_{args.device}.md": table}, meta, f"{args.device}.meta.json")
-    print(f"written: {folder}")
+    protocol.write({f"embed_{args.device}.md": table}, extra, meta_name=f"{args.device}.meta.json")
     return 0
+
+
+def _version(package: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

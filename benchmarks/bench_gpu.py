@@ -233,7 +233,7 @@ def vit_embed_rows(device, quick: bool) -> None:
     if device.type != "cuda" and not quick:  # a script check on the CPU publishes nothing
         argv += ["--results", str(Path(tempfile.gettempdir()) / "bench_gpu_embed_check")]
     try:
-        bench_embed(argv)  # a full CUDA run: docs/results/bench_embed/embed_cuda.md
+        bench_embed(argv)  # a full CUDA run: bench_embed publishes embed_cuda.md
     except SystemExit as refused:  # loaded machine or too few repeats: said, not fatal
         print(f"ViT-L/16 embed: not written: {refused}")
 

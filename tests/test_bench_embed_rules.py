@@ -20,29 +20,25 @@ def bench(monkeypatch):
     return importlib.import_module("bench_embed")
 
 
-def test_a_loaded_machine_is_refused_docs(bench):
-    docs = ROOT / "docs" / "results" / "bench_embed"
-    # 1.2 on 2 cores = 0.6 per core > 0.5: refused, with the figures and the way out
-    with pytest.raises(SystemExit, match=r"load average 1\.20 on 2 cores.*0\.60 per core"):
-        bench.check_conditions(docs, (1.2, 1.0, 1.0), 5, allow_loaded=False, cores=2)
-    # at the limit: quiet
-    assert bench.check_conditions(docs, (1.0, 9, 9), 5, allow_loaded=False, cores=2) is False
-    # allowed: written, and said to be loaded (the table's first line says so)
-    assert bench.check_conditions(docs, (1.2, 1, 1), 5, allow_loaded=True, cores=2) is True
-
-
-def test_docs_need_five_repeats_and_other_folders_take_anything(bench, tmp_path):
-    docs = ROOT / "docs" / "results" / "bench_embed"
-    with pytest.raises(SystemExit, match="3 repeats — figures in docs/ need at least 5"):
-        bench.check_conditions(docs, (0.0, 0, 0), 3, allow_loaded=False, cores=2)
-    assert bench.check_conditions(tmp_path, (9.0, 9, 9), 1, allow_loaded=False, cores=2)
-
-
 def test_a_loaded_run_into_docs_stops_before_any_work(bench, monkeypatch):
-    monkeypatch.setattr(bench.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    protocol = importlib.import_module("_protocol")
+    monkeypatch.setattr(protocol.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
     monkeypatch.setattr(bench, "make_cohort", lambda *a: pytest.fail("work was started"))
     with pytest.raises(SystemExit, match="rerun on a quiet machine"):
         bench.main(["--repeats", "5"])
+    with pytest.raises(SystemExit, match="3 repeats — figures in docs/ need at least 5"):
+        bench.main(["--repeats", "3"])
+
+
+def test_a_quick_run_is_interleaved_and_written_outside_docs(bench, monkeypatch, tmp_path):
+    pytest.importorskip("timm")
+    bench.main(["--quick", "--results", str(tmp_path)])
+    table = (tmp_path / "embed_cpu.md").read_text().splitlines()
+    assert table[0].startswith("<!-- ") and "interleaved repeats" in table[0]
+    row = next(line for line in table if line.startswith("| ViT-S/16 |"))
+    assert row.count("/") >= 4 and row.rstrip().endswith("x |")
+    meta = (tmp_path / "cpu.meta.json").read_text()
+    assert '"load_average_start"' in meta and '"weights": "random"' in meta
 
 
 def test_bench_gpu_runs_the_vit_l_embed_case_on_cuda(monkeypatch, tmp_path):
