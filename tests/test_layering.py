@@ -29,6 +29,7 @@ ANALYSIS = (
     "intervals",
     "synth_artefacts",
     "discover",
+    "qupath",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
