@@ -195,3 +195,59 @@ def write_patches(
     rows = measured[keep].reset_index(drop=True)
     write_geojson(rows, Path(path), names=classes[keep], colors=colours, progress=progress)
     return len(rows)
+
+
+#: Columns of the Errors list's CSV export (:func:`error_table`).
+ERROR_COLUMNS: tuple[str, ...] = (
+    "row", "col", "y_um", "x_um", "y_px", "x_px", "height_um", "width_um",
+    "label", "prob", "confidence", "outcome", "group", "reviewed",
+)  # fmt: skip
+
+
+def error_table(
+    table: pd.DataFrame,
+    *,
+    tau: float = DEFAULT_TAU,
+    threshold: float = 0.5,
+    attribute: str = DEFAULT_ATTRIBUTE,
+    pixel_size: PixelSize = None,
+    reviewed: set[tuple[int, int]] | frozenset = frozenset(),
+) -> pd.DataFrame:
+    """Every misclassified patch of one slide's table, most confident first.
+
+    One row per false positive or false negative at ``threshold``: its grid ``row, col``,
+    its top-left corner in µm and level-0 pixels, its size in µm (NaN without a pixel
+    size), ``label``, ``prob``, ``confidence`` (the probability of the wrong answer),
+    ``outcome`` (FP/FN), ``group`` (by name) and ``reviewed`` (the ``(row, col)`` cells in
+    ``reviewed``). The same numbers as the QuPath export of the errors.
+    """
+    if "prob" not in table:
+        raise PatchwiseError("the errors list needs predictions", hint="load predictions first")
+    m = patch_measurements(
+        table, tau=tau, threshold=threshold, attribute=attribute, pixel_size=pixel_size
+    )
+    m = m[np.isin(m["outcome"].to_numpy(), (1, 2))]
+    prob = m["prob"].to_numpy(dtype=np.float64)
+    wrong = m["outcome"].to_numpy() == 1  # a false positive's confidence is prob
+    nan = np.full(len(m), np.nan)
+    out = pd.DataFrame(
+        {
+            "row": m["row"].to_numpy(np.int64),
+            "col": m["col"].to_numpy(np.int64),
+            "y_um": m["y_um"].to_numpy() if "y_um" in m else nan,
+            "x_um": m["x_um"].to_numpy() if "x_um" in m else nan,
+            "y_px": m["y"].to_numpy(np.int64),
+            "x_px": m["x"].to_numpy(np.int64),
+            "height_um": m["height_um"].to_numpy() if "height_um" in m else nan,
+            "width_um": m["width_um"].to_numpy() if "width_um" in m else nan,
+            "label": m["label"].to_numpy(np.int64),
+            "prob": prob,
+            "confidence": np.where(wrong, prob, 1.0 - prob),
+            "outcome": np.where(wrong, "FP", "FN"),
+            "group": np.asarray(group_names(attribute), dtype=object)[m["group"].to_numpy()],
+        }
+    )
+    cells = list(zip(out["row"].tolist(), out["col"].tolist(), strict=True))
+    out["reviewed"] = [cell in reviewed for cell in cells]
+    order = np.argsort(-out["confidence"].to_numpy(), kind="stable")
+    return out.iloc[order].reset_index(drop=True)

@@ -117,6 +117,9 @@ class SlideState:
     overlays: SlideOverlays | None = None
     panels: list | None = None  # histograms.BinnedScores of ``data``
     geometry: tuple[tuple[int, int], int] | None = None  # (origin, stride) of ``data``
+    # grid cells (row, col) of the errors the user ticked as reviewed in the Errors list
+    # (kept across slider moves and new predictions; a plain set a session file can save)
+    reviewed: set[tuple[int, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         # A brightfield slide (vendor WSI: bright background) starts on "bright".
