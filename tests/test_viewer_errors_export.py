@@ -21,7 +21,7 @@ from napari_patchwise._napari.errors_export import default_path
 from napari_patchwise._napari.navigation import viewer_camera
 from napari_patchwise._napari.widget import PatchwiseWidget
 from test_qupath_classes import UM, slide_files  # noqa: F401 - the fixture
-from test_widget import N, P, PROB, expected_outcomes
+from test_widget import PROB, N, P, expected_outcomes
 
 pytestmark = pytest.mark.gui
 OUTCOMES = expected_outcomes(0.5)
