@@ -55,10 +55,10 @@ def classes(features) -> Counter:
     return Counter(f["properties"]["classification"]["name"] for f in features)
 
 
-def rows_cols(features) -> set[tuple[int, int]]:
-    """Each feature's grid cell, from its level-0 pixel geometry."""
-    return {(f["geometry"]["coordinates"][0][0][1] // P, f["geometry"]["coordinates"][0][0][0] // P)
-            for f in features}  # fmt: skip
+def rows_cols(features, size: int = P) -> set[tuple[int, int]]:
+    """Each feature's grid cell, from its level-0 pixel geometry (tiling ``size`` px)."""
+    corners = [f["geometry"]["coordinates"][0][0] for f in features]
+    return {(y // size, x // size) for x, y in corners}
 
 
 def with_prob(table: pd.DataFrame) -> pd.DataFrame:
@@ -186,3 +186,34 @@ def test_the_dock_writes_the_same_features_as_the_cli(
     write_patches(with_prob(table), core, scheme="outcome", pixel_size=(UM, UM))
     dock = save_from_dock(widget, qtbot, tmp_path / "dock.geojson", "outcome", infos)
     same_features(dock, json.loads(core.read_text())["features"])
+
+
+@pytest.mark.torch
+def test_predict_geojson_gives_the_outcomes_of_its_table(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from _cohort import make_cohort
+    from napari_patchwise.train import TrainConfig, train
+
+    manifest = make_cohort(tmp_path)
+    options = {"model": "smallcnn", "patch_size": 16, "steps": 2, "eval_every": 2}
+    run = train(TrainConfig.from_options(manifest=str(manifest), out=str(tmp_path / "run"),
+                                         batch_size=16, num_threads=1, **options))  # fmt: skip
+    image, mask = tmp_path / "s3.ome.tif", tmp_path / "s3_mask.tif"
+    table_path, out = tmp_path / "pred.parquet", tmp_path / "pred.geojson"
+    args = ["predict", str(image), "--checkpoint", str(run), "--quiet", "--out", str(table_path)]
+    for extra in (["--geojson-classes", "outcome"], ["--errors-only"]):
+        assert main([*args, "--mask", str(mask), "--geojson", str(out), *extra]) == 0
+        table = pd.read_parquet(table_path)
+        outcome = 2 * table["label"] + table["pred"]  # the run's decisions, as in the table
+        features = json.loads(out.read_text())["features"]
+        if extra == ["--errors-only"]:  # label classes of exactly the FP and FN patches
+            errors = table[outcome.isin((1, 2))]
+            assert classes(features) == Counter(np.where(errors["label"], "tumor", "non-tumor"))
+            cells = set(zip(errors["row"], errors["col"], strict=True))
+            assert rows_cols(features, 16) == cells
+        else:
+            assert classes(features) == Counter(np.asarray(OUTCOMES)[outcome])
+    capsys.readouterr()
+    assert main([*args, "--geojson", str(tmp_path / "nomask.geojson")]) != 0  # no labels
+    err = capsys.readouterr().err.strip()
+    assert "needs a mask" in err and "\n" not in err

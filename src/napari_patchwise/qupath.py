@@ -67,11 +67,14 @@ def patch_measurements(
     table: pd.DataFrame,
     *,
     tau: float = DEFAULT_TAU,
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     attribute: str = DEFAULT_ATTRIBUTE,
     pixel_size: PixelSize | Mapping[str, PixelSize] = None,
 ) -> pd.DataFrame:
     """``table`` with the scheme's derived columns: ``group``, ``outcome``, ``pred``, µm.
+
+    ``threshold`` None keeps the table's own ``pred`` (``patchwise predict`` decided at
+    the run's threshold); without one it is 0.5.
 
     ``pixel_size`` is the level-0 pixel size (y, x) in µm, or a mapping from the
     ``slide`` column's names to each slide's (None: unknown, no µm columns).
@@ -84,8 +87,14 @@ def patch_measurements(
     out["group"] = group_ids(label, values, tau)
     if "prob" in out:
         prob = out["prob"].to_numpy(dtype=np.float64)
-        out["pred"] = np.where(np.isnan(prob), -1, prob >= threshold).astype(np.int8)
-        codes = outcome_codes(label, prob, threshold)  # NaN: no prediction, no measurement
+        if threshold is None and "pred" in out:  # the table's own decisions (predict's)
+            pred = out["pred"].to_numpy(dtype=np.int8)
+            codes = np.where(pred < 0, -1, 2 * label + pred).astype(np.int8)
+        else:
+            threshold = 0.5 if threshold is None else threshold
+            pred = np.where(np.isnan(prob), -1, prob >= threshold).astype(np.int8)
+            codes = outcome_codes(label, prob, threshold)
+        out["pred"] = pred  # NaN outcome: no prediction, no measurement
         out["outcome"] = np.where(codes < 0, np.nan, codes.astype(np.float64))
     size_y, size_x = _pixel_sizes(out, pixel_size)
     if size_y is not None:
@@ -154,7 +163,7 @@ def write_patches(
     scheme: str = DEFAULT_SCHEME,
     errors_only: bool = False,
     tau: float = DEFAULT_TAU,
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     attribute: str = DEFAULT_ATTRIBUTE,
     pixel_size: PixelSize | Mapping[str, PixelSize] = None,
     progress: Callable[[int, int], None] | None = None,
@@ -172,8 +181,9 @@ def write_patches(
         What the QuPath class means.
     errors_only : bool
         Keep only the false positives and false negatives.
-    tau, threshold, attribute : float, float, str
-        The groups' attribute threshold, the decision threshold, the groups' attribute.
+    tau, threshold, attribute : float, float or None, str
+        The groups' attribute threshold, the decision threshold (None: the table's
+        ``pred``), the groups' attribute.
     pixel_size : (float, float), mapping or None
         Level-0 pixel size (y, x) in µm (or per slide name): adds the µm measurements.
     progress : callable, optional

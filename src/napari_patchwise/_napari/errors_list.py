@@ -197,8 +197,11 @@ class ErrorsPage(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.errors)
 
-    def bind_keys(self, viewer) -> None:
-        """Alt+Right / Alt+Left on the canvas step to the next / previous listed error."""
+    def attach(self, viewer, inspector) -> None:
+        """The chosen error pinned in ``inspector`` (outlined on the canvas, after the dock
+        centred on it), and Alt+Right / Alt+Left on the canvas step to the next / previous
+        listed error."""
+        self.patch_chosen.connect(inspector.pin)
         viewer.bind_key(NEXT_KEY, lambda _viewer: self.errors.step(1), overwrite=True)
         viewer.bind_key(PREVIOUS_KEY, lambda _viewer: self.errors.step(-1), overwrite=True)
 

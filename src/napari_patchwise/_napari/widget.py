@@ -180,7 +180,7 @@ class PatchwiseWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self._on_threshold)
         self.histograms.bin_clicked.connect(self.highlight_bin)
         self.tabs.errors_page.patch_chosen.connect(self.go_to_patch)
-        self.tabs.errors_page.bind_keys(self.viewer)  # Alt+Right / Alt+Left: next / previous
+        self.tabs.errors_page.attach(self.viewer, self.inspector)  # outline, Alt+Right/Left
 
     # -- slide states ---------------------------------------------------------------------
     def _on_layers_changed(self, image_changed: bool) -> None:
@@ -387,7 +387,6 @@ class PatchwiseWidget(QWidget):
         if state is not None and state.data is not None:
             layer = self.picker.layer_showing(state.key)
             navigation.go_to_patch(self.viewer, state, position, layer)
-            self.inspector.pin(position)  # outlined: which of the patches in view it is
 
     def highlight_bin(self, panel: int, b: int) -> None:
         """Mark the patches of histogram ``panel``'s bin ``b`` in the viewer (-1 clears)."""
