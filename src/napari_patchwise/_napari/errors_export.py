@@ -23,7 +23,8 @@ FILTERS = "Error table (*.csv);;QuPath objects (*.geojson)"
 
 
 def default_path(state: SlideState | None, suffix: str = "errors.csv") -> str:
-    """``<slide>_errors.csv`` in the slide's folder (the working folder without a file)."""
+    """``<slide>_<suffix>`` in the slide's folder (the working folder without a file; the
+    bare ``suffix`` without a slide): the dock's default file names."""
     if state is None:
         return suffix
     name = f"{state.slide.name}_{suffix}"

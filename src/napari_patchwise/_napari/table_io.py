@@ -16,6 +16,7 @@ from ..errors import PatchwiseError
 from ..qupath import CLASS_SCHEMES, DEFAULT_SCHEME
 from ..slide_table import full_table, merge_predictions, slide_predictions, with_pred
 from . import notify
+from .errors_export import default_path
 from .jobs import BackgroundJob
 from .state import SlideState
 
@@ -211,12 +212,7 @@ class TableFiles(QWidget):
 
     def default_name(self, suffix: str) -> str:
         """``<slide>_<suffix>`` (``suffix`` alone without a slide), in the slide's folder."""
-        state = self.dock.current
-        if state is None:
-            return suffix
-        name = f"{state.slide.name}_{suffix}"
-        folder = state.slide.path.parent if state.slide.path is not None else None
-        return str(folder / name) if folder is not None else name
+        return default_path(self.dock.current, suffix)
 
     def _ask_save_table(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
