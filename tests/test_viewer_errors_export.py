@@ -65,12 +65,13 @@ def test_rows_give_um_positions_and_say_how_many_are_listed(dock, monkeypatch):
     errors = widget.errors
     assert errors.rowCount() == len(ERRORS)
     headers = [errors.horizontalHeaderItem(j).text() for j in range(errors.columnCount())]
-    assert headers[6:] == ["y (µm)", "x (µm)", "reviewed"]
+    assert headers[5:8] == ["reviewed", "y (µm)", "x (µm)"]
     for i in range(errors.rowCount()):
         r, c = listed_cell(widget, i)
         assert (r, c) in ERRORS
         assert errors.item(i, 6).text() == f"{r * P * UM:,.1f}"
         assert errors.item(i, 7).text() == f"{c * P * UM:,.1f}"
+        assert errors.item(i, 4).text() == f"{max(PROB[r, c], 1 - PROB[r, c]):.3f}"
     assert widget.errors_label.text().startswith(f"{len(ERRORS)} misclassified patches; click")
     monkeypatch.setattr(errors_list, "MAX_ROWS", 5)  # a slide with more errors than listed
     widget.tabs.refresh_errors()

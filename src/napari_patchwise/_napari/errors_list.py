@@ -32,7 +32,8 @@ from .state import SlideState
 
 MAX_ROWS = TOP_ERRORS
 NO_PREDICTIONS = "load predictions to list misclassified patches"
-COLUMNS = ("row", "col", "error", "prob", "confidence", "group", "y", "x", "reviewed")
+# the tick and the position before the (wide) group name: in view in a narrow dock
+COLUMNS = ("row", "col", "error", "prob", "confidence", "reviewed", "y", "x", "group")
 REVIEWED = COLUMNS.index("reviewed")
 #: Viewer keys that step through the errors (napari binds neither by default).
 NEXT_KEY, PREVIOUS_KEY = "Alt-Right", "Alt-Left"
@@ -116,7 +117,8 @@ class ErrorList(PatchList):
         self.n_errors = int(n_errors)
         self.reviewed = set() if reviewed is None else reviewed
         unit = "µm" if pixel_size else "px"
-        self.setHorizontalHeaderLabels([*COLUMNS[:6], f"y ({unit})", f"x ({unit})", COLUMNS[-1]])
+        self.setHorizontalHeaderLabels([{"y": f"y ({unit})", "x": f"x ({unit})"}.get(c, c)
+                                        for c in COLUMNS])  # fmt: skip
         scale = pixel_size or (1.0, 1.0)
         self.blockSignals(True)
         self.setSortingEnabled(False)
@@ -137,10 +139,10 @@ class ErrorList(PatchList):
                 QTableWidgetItem("FN" if label[pos] else "FP"),
                 _NumberItem(prob[pos], f"{prob[pos]:.3f}"),
                 _NumberItem(conf, f"{conf:.3f}"),
-                _NumberItem(group, names[group]),
+                tick,
                 _NumberItem(ys[i], f"{ys[i]:,.1f}" if pixel_size else f"{ys[i]:,.0f}"),
                 _NumberItem(xs[i], f"{xs[i]:,.1f}" if pixel_size else f"{xs[i]:,.0f}"),
-                tick,
+                _NumberItem(group, names[group]),
             )
             cells[0].setData(Qt.ItemDataRole.UserRole, int(pos))
             for j, item in enumerate(cells):
