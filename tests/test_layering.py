@@ -30,6 +30,7 @@ ANALYSIS = (
     "synth_artefacts",
     "discover",
     "session",
+    "qupath",
 )  # fmt: skip
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

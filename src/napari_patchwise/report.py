@@ -267,3 +267,61 @@ def _check_table(table: pd.DataFrame, required: Sequence[str] | None = None) -> 
             f"table lacks column(s) {', '.join(missing)}",
             hint="use a table written by 'patchwise stats'",
         )
+
+
+#: Height of one row of the legend strip under an overlay image, in pixels (at 100 dpi).
+LEGEND_ROW_PX = 20
+
+
+def legend_layout(entries: Sequence[tuple[str, str]], width: int) -> tuple[int, int]:
+    """Columns of the legend under a ``width``-pixel image, and the strip's height (px)."""
+    if not entries:
+        return 0, 0
+    entry_px = 36 + 6 * max(len(name) for name, _ in entries)  # box, gap, 8-pt text
+    ncol = max(1, min(len(entries), width // entry_px))
+    rows = -(-len(entries) // ncol)
+    return ncol, 8 + LEGEND_ROW_PX * rows
+
+
+def overlay_with_legend(image: np.ndarray, entries: Sequence[tuple[str, str]], *, dpi: int = 100):
+    """An overlay image (already cropped to the slide) with its legend in a strip below.
+
+    The figure is exactly the image's width: the image fills the top, pixel for pixel,
+    and one filled box per class (its colour, from :mod:`.palette`) with the class name
+    sits in a white strip under it. Saved with ``fig.savefig(path, dpi=dpi)``.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, 3 or 4)
+        The viewer's rendering of the slide's extent (``export_figure``).
+    entries : sequence of (name, "#RRGGBB")
+        The legend of the overlay shown.
+    dpi : int
+        Dots per inch the figure is sized for (one image pixel per dot).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    height, width = image.shape[:2]
+    ncol, strip = legend_layout(entries, width)
+    fig = Figure(figsize=(width / dpi, (height + strip) / dpi), dpi=dpi, facecolor="white")
+    ax = fig.add_axes((0.0, strip / (height + strip), 1.0, height / (height + strip)))
+    ax.imshow(image, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    if entries:
+        handles = [
+            Patch(facecolor=colour, edgecolor="none", label=name) for name, colour in entries
+        ]
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=ncol,
+            frameon=False,
+            fontsize=8,
+            handlelength=1.6,
+            handleheight=1.2,
+            columnspacing=1.0,
+            bbox_to_anchor=(0.5, 0.0),
+            borderaxespad=0.2,
+        )
+    return fig

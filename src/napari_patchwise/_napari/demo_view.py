@@ -91,14 +91,32 @@ def show_story(viewer, story, *, mask_layer, images) -> dict:
     return widget, shots
 
 
+#: The longest side of a report image, in pixels.
+SHOT_PX = 1000
+
+
 def _overlay_shot(viewer, widget, kind: str | None, path):
-    """Show only the ``kind`` overlay of the current slide (None: none of them) and save
-    the canvas to ``path``."""
+    """Show only the ``kind`` overlay of the current slide (None: the comparison) and save
+    the slide's extent, cropped (no canvas bars beside it), with the overlay's legend in
+    a strip below (:func:`napari_patchwise.report.overlay_with_legend`)."""
     from qtpy.QtWidgets import QApplication
 
-    for name, layer in widget.current.overlays.layers.items():
-        layer.visible = name == kind
+    from ..report import overlay_with_legend
+    from .overlay_choice import LEGEND_PREFIX
+
+    widget.overlay_choice.choose("outcome" if kind == "correctness" else "comparison")
+    entries = widget.overlay_choice.legend.entries
     for _ in range(10):
         QApplication.processEvents()
-    viewer.screenshot(str(path), canvas_only=True, flash=False)
+    legend = [o for k, o in viewer.canvas.overlays.items() if k.startswith(LEGEND_PREFIX)]
+    for overlay in legend:  # drawn below the image instead of over its corner
+        overlay.visible = False
+    try:
+        height, width = widget.current.slide.shape[1:]
+        image = viewer.export_figure(scale_factor=min(1.0, SHOT_PX / max(height, width)),
+                                     flash=False)  # fmt: skip
+    finally:
+        for overlay in legend:
+            overlay.visible = True
+    overlay_with_legend(image[..., :3], entries).savefig(str(path), dpi=100)
     return path

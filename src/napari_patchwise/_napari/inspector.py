@@ -150,6 +150,11 @@ class PatchInspector(QGroupBox):
         if pos is None:
             self.unpin()
             return
+        self.pin(pos)
+
+    def pin(self, pos: int) -> None:
+        """Pin the current slide's patch at table position ``pos`` and outline it (the
+        Errors list pins the error it goes to)."""
         self.pinned = (self.dock.current.key, pos)
         self.setTitle(PINNED_TITLE)
         self._show(pos)

@@ -122,6 +122,9 @@ class SlideState:
     computed: bool = False  # the grid was computed from ``settings``
     table_source: Path | None = None  # a complete patch table file shown instead
     predictions_source: Path | None = None  # a prediction table, run folder or checkpoint
+    # grid cells (row, col) of the errors the user ticked as reviewed in the Errors list
+    # (kept across slider moves and new predictions; a plain set a session file can save)
+    reviewed: set[tuple[int, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         # A brightfield slide (vendor WSI: bright background) starts on "bright".

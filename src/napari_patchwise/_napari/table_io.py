@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from qtpy.QtWidgets import QFileDialog, QGridLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QGridLayout, QPushButton, QWidget
 
 from ..errors import PatchwiseError
+from ..qupath import CLASS_SCHEMES, DEFAULT_SCHEME
 from ..slide_table import full_table, merge_predictions, slide_predictions, with_pred
 from . import notify
+from .errors_export import default_path
 from .jobs import BackgroundJob
 from .state import SlideState
 
@@ -66,9 +68,21 @@ class TableFiles(QWidget):
         self.load_button.clicked.connect(self._ask_load_predictions)
         self.save_table_button.clicked.connect(self._ask_save_table)
         self.save_geojson_button.clicked.connect(self._ask_save_geojson)
+        # what the QuPath class of a patch means (docs/annotations.md), and errors only
+        self.geojson_classes = QComboBox()
+        self.geojson_classes.addItems(CLASS_SCHEMES)
+        self.geojson_classes.setCurrentText(DEFAULT_SCHEME)
+        self.geojson_classes.setToolTip(
+            "QuPath class of each patch: tumor / non-tumor (label), the four groups "
+            "(group), or TP / FP / FN / TN (outcome, needs predictions)"
+        )
+        self.errors_only = QCheckBox("only errors")
+        self.errors_only.setToolTip("save only the misclassified patches (needs predictions)")
         layout.addWidget(self.load_button, 0, 0, 1, 2)
         layout.addWidget(self.save_table_button, 1, 0)
         layout.addWidget(self.save_geojson_button, 1, 1)
+        layout.addWidget(self.geojson_classes, 2, 0)
+        layout.addWidget(self.errors_only, 2, 1)
 
     # -- reading --------------------------------------------------------------------------
     def load_predictions(self, path: str | Path) -> bool:
@@ -153,28 +167,48 @@ class TableFiles(QWidget):
         except PatchwiseError as exc:
             notify.error(str(exc))
 
-    def save_geojson(self, path: str | Path) -> None:
+    def save_geojson(
+        self, path: str | Path, *, scheme: str | None = None, errors_only: bool | None = None
+    ) -> None:
         """Write the current table as QuPath GeoJSON tiles, in the background.
 
-        A progress bar in napari's activity dock (Cancel leaves no file); when done, a
-        notification says "saved N tiles to PATH". ``export_job.wait()`` blocks until then.
+        ``scheme`` (label, group, outcome) and ``errors_only`` default to the dock's
+        choices; the classes and measurements are those of ``patchwise stats --geojson``
+        (:func:`napari_patchwise.qupath.write_patches`). A progress bar in napari's
+        activity dock (Cancel leaves no file); when done, a notification says "saved N
+        tiles to PATH". ``export_job.wait()`` blocks until then.
         """
-        from ..io.tables import write_geojson
+        from ..qupath import write_patches
 
         if self.export_job.busy():
             notify.info("Patchwise: an export is already running")
             return
+        scheme = self.geojson_classes.currentText() if scheme is None else scheme
+        errors_only = self.errors_only.isChecked() if errors_only is None else errors_only
         try:
             state = self.dock.require_state()
             table = self.current_table()
+            if (scheme == "outcome" or errors_only) and "prob" not in table:
+                raise PatchwiseError(
+                    f"{state.slide.name}: outcome classes and 'only errors' need predictions"
+                    " — load predictions first, or save label or group classes"
+                )
         except PatchwiseError as exc:
             notify.error(str(exc))
             return
-        path, pixel_size, tau = Path(path), state.slide.pixel_size, state.settings.tau
+        s = state.settings
+        options = {
+            "scheme": scheme,
+            "errors_only": errors_only,
+            "tau": s.tau,
+            "threshold": s.threshold,
+            "attribute": state.data.attribute if state.data is not None else s.attribute,
+            "pixel_size": state.slide.pixel_size,
+        }
+        path = Path(path)
 
         def job(*, cancel, progress) -> int:  # noqa: ARG001 - progress raises on Cancel
-            write_geojson(table, path, pixel_size=pixel_size, tau=tau, progress=progress)
-            return len(table)
+            return write_patches(table, path, progress=progress, **options)
 
         self.export_job.start(
             job,
@@ -190,12 +224,7 @@ class TableFiles(QWidget):
 
     def default_name(self, suffix: str) -> str:
         """``<slide>_<suffix>`` (``suffix`` alone without a slide), in the slide's folder."""
-        state = self.dock.current
-        if state is None:
-            return suffix
-        name = f"{state.slide.name}_{suffix}"
-        folder = state.slide.path.parent if state.slide.path is not None else None
-        return str(folder / name) if folder is not None else name
+        return default_path(self.dock.current, suffix)
 
     def _ask_save_table(self) -> None:
         path, _ = QFileDialog.getSaveFileName(

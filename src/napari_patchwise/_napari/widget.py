@@ -204,6 +204,7 @@ class PatchwiseWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self._on_threshold)
         self.histograms.bin_clicked.connect(self.highlight_bin)
         self.tabs.errors_page.patch_chosen.connect(self.go_to_patch)
+        self.tabs.errors_page.attach(self.viewer, self.inspector)  # outline, Alt+Right/Left
 
     # -- slide states ---------------------------------------------------------------------
     def _on_layers_changed(self, image_changed: bool) -> None:

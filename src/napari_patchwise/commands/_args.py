@@ -218,3 +218,32 @@ def add_attribute_arguments(p: argparse.ArgumentParser, what: str) -> None:
         metavar="N",
         help=f"margin of border_fraction in level-0 pixels (default {DEFAULT_BORDER_MARGIN})",
     )
+
+
+def add_geojson_arguments(p: argparse.ArgumentParser, *, predictions: bool = False) -> None:
+    """``--geojson-classes``, ``--errors-only`` and ``--tau``: the QuPath class scheme
+    (docs/annotations.md) of a command's ``--geojson`` export."""
+    from ..groups import DEFAULT_TAU
+    from ..qupath import CLASS_SCHEMES, DEFAULT_SCHEME
+
+    p.add_argument(
+        "--geojson-classes",
+        choices=CLASS_SCHEMES,
+        default=DEFAULT_SCHEME,
+        help="what a patch's QuPath class means: tumor/non-tumor (label, the default), the "
+        "four label x tissue-size groups (group), or TP/FP/FN/TN (outcome"
+        + ("" if predictions else ", needs predictions: patchwise predict")
+        + ")",
+    )
+    p.add_argument(
+        "--errors-only",
+        action="store_true",
+        help="--geojson: only the misclassified patches (FP and FN)"
+        + ("" if predictions else "; needs predictions"),
+    )
+    p.add_argument(
+        "--tau",
+        type=probability,
+        default=DEFAULT_TAU,
+        help=f"--geojson group classes: the tissue-ratio threshold ({DEFAULT_TAU})",
+    )

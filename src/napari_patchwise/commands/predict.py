@@ -13,7 +13,13 @@ import argparse
 
 from ..errors import PatchwiseError
 from ..schema import BACKGROUNDS, TISSUE_MODES
-from ._args import add_attribute_arguments, pixels, positive_int, probability
+from ._args import (
+    add_attribute_arguments,
+    add_geojson_arguments,
+    pixels,
+    positive_int,
+    probability,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -66,6 +72,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p, "also write extra per-patch attributes (e.g. for 'patchwise metrics --rank-attributes')"
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--geojson",
+        default=None,
+        metavar="PATH",
+        help="also export the patches for QuPath (needs --mask; docs/annotations.md)",
+    )
+    add_geojson_arguments(p, predictions=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="TABLE", help=".parquet, .csv or .csv.gz")
     return p
@@ -86,7 +99,16 @@ def run(args: argparse.Namespace) -> int:
             "the border fraction needs to know where tissue is", hint="pass --mask MASK"
         )
     ckpt = resolve_checkpoint(args.checkpoint)
-    check_output(args.out, inputs=[args.image, args.mask, args.checkpoint, *run_files(ckpt)])
+    inputs = [args.image, args.mask, args.checkpoint, *run_files(ckpt)]
+    check_output(args.out, inputs=inputs)
+    if args.geojson:
+        if args.mask is None:
+            raise PatchwiseError(
+                "--geojson classes patches by their label, which needs a mask",
+                hint="pass --mask MASK",
+            )
+        check_output(args.geojson, inputs=inputs)
+        check_output(args.geojson, inputs=[args.out], role="--out (the table)")
     with (
         tqdm_progress(
             "patch statistics", disable=args.quiet or args.mask is None
@@ -110,5 +132,24 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     write_table(table, args.out)
+    if args.geojson:
+        _write_geojson(table, args)
     print(args.out)
     return 0
+
+
+def _write_geojson(table, args: argparse.Namespace) -> None:
+    """The QuPath objects of the predicted patches (outcomes at the table's ``pred``)."""
+    from ..io import open_slide
+    from ..qupath import write_patches
+
+    pixel_size = open_slide(args.image, pyramid=False).pixel_size  # metadata only
+    write_patches(
+        table,
+        args.geojson,
+        scheme=args.geojson_classes,
+        errors_only=args.errors_only,
+        tau=args.tau,
+        threshold=None,  # the run's (or --threshold's) decisions, as in the table
+        pixel_size=pixel_size,
+    )

@@ -21,6 +21,7 @@ from ..errors import PatchwiseError
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import (
     add_attribute_arguments,
+    add_geojson_arguments,
     finite_float,
     offset,
     pixels,
@@ -98,6 +99,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_attribute_arguments(p, "extra per-patch attributes")
     p.add_argument("--geojson", default=None, metavar="PATH", help="also export for QuPath")
+    add_geojson_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="TABLE", help=".parquet, .csv or .csv.gz")
     return p
@@ -110,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from .._progress import tqdm_progress
     from ..grid import PatchGrid
     from ..io.mask import MaskMap, as_mask_map
-    from ..io.tables import table_format, write_geojson, write_table
+    from ..io.tables import table_format, write_table
+    from ..qupath import write_patches
 
     # Fail on a bad output name before any work; never overwrite an input or a folder.
     table_format(args.out)
@@ -119,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
     if args.geojson:
         check_output(args.geojson, inputs=inputs)
         check_output(args.geojson, inputs=[args.out], role="--out (the table)")
+    if args.geojson_classes == "outcome" or args.errors_only:
+        raise PatchwiseError(
+            "--geojson-classes outcome and --errors-only need predictions, which a stats "
+            "table has none of",
+            hint="use 'patchwise predict --geojson', or label or group classes",
+        )
     grid = PatchGrid(
         args.patch_size, stride=args.stride, origin=tuple(args.origin), keep_edges=args.keep_edges
     )
@@ -135,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
         "channels": args.channels,
     }
     extra = {"kinds": args.attributes, "border_margin": args.border_margin}
-    tables = []
+    tables, pixel_sizes = [], {}
     with _cluster(args.scheduler, args.workers) as client:
         pending = []  # (position, future) of slides counted whole on a worker
         for i, (image, mask, _split, name) in enumerate(jobs, start=1):
             slide = open_headless(image, mask, mask_map, name)
+            pixel_sizes[slide.name] = slide.pixel_size  # the GeoJSON's µm measurements
             grid.check_fits(*slide.shape[1:], path=image)  # before anything is allocated
             if client is not None and not _picklable(slide):
                 # This reader's arrays hold open files and cannot be shipped chunk by
@@ -167,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
     _warn_if_no_tumor(out, mask_map)
     write_table(out, args.out)
     if args.geojson:
-        write_geojson(out, args.geojson)
+        write_patches(
+            out, args.geojson, scheme=args.geojson_classes, tau=args.tau, pixel_size=pixel_sizes
+        )
     n_slides = len(jobs)
     print(f"{len(out)} patches from {n_slides} slide{'s' * (n_slides != 1)} -> {args.out}")
     return 0

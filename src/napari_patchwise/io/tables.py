@@ -30,11 +30,21 @@ TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 # QuPath colours (RGB) of the classifications written by write_geojson: the one palette.
 _CLASS_COLORS = GEOJSON_CLASS_COLORS
 # Every count, label, ratio and prediction of a patch (its position is the geometry).
+# With the class scheme's derived ones (napari_patchwise.qupath): group id, outcome code
+# and the position and size in µm when the slide's pixel size is known.
 _GEOJSON_MEASUREMENTS = (
     "n_pixels",
     *PATCH_COLUMNS[len(GEOMETRY_COLUMNS) :],
     *PREDICTION_COLUMNS,
+    "group",
+    "outcome",
+    "y_um",
+    "x_um",
+    "height_um",
+    "width_um",
+    "area_um2",
 )
+_INT_MEASUREMENTS = ("n_", "label", "pred", "group", "outcome")
 
 
 def table_format(path: str | os.PathLike) -> str:
@@ -221,6 +231,8 @@ def write_geojson(
     object_type: str = "tile",
     chunk_rows: int = 10_000,
     progress: Callable[[int, int], None] | None = None,
+    names: np.ndarray | None = None,
+    colors: dict[str, tuple[int, int, int]] | None = None,
 ) -> Path:
     """Export the patch grid as a GeoJSON FeatureCollection that QuPath can import.
 
@@ -248,12 +260,17 @@ def write_geojson(
     progress : callable, optional
         Called with ``(rows written, rows)`` after each chunk; an exception it raises
         (a cancel) stops the export and leaves no file.
+    names, colors : ndarray of str and dict, optional
+        Each row's class name and the classes' colours, as
+        :func:`napari_patchwise.qupath.write_patches` chooses them (the one class scheme
+        of every export); without them, ``tau`` decides between label and group classes.
     """
     if object_type not in ("tile", "annotation", "detection"):
         raise PatchwiseError(f"unknown QuPath object type {object_type!r}")
     validate_table(df, required=("y", "x", "height", "width", "label"), path=path)
     measure_cols = [c for c in _GEOJSON_MEASUREMENTS if c in df.columns]
-    names = _class_names(df, tau)
+    names = _class_names(df, tau) if names is None else np.asarray(names)
+    colors = _CLASS_COLORS if colors is None else colors
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write('{"type": "FeatureCollection", "features": [\n')
@@ -261,7 +278,7 @@ def write_geojson(
         for start in range(0, len(df), chunk_rows):
             part = df.iloc[start : start + chunk_rows]
             lines = _features(part, names[start : start + chunk_rows], measure_cols,
-                              pixel_size, object_type)  # fmt: skip
+                              pixel_size, object_type, colors)  # fmt: skip
             for i, line in enumerate(lines):
                 fh.write(line if first else ",\n" + line)
                 first = False
@@ -288,6 +305,7 @@ def _features(
     measure_cols: list[str],
     pixel_size: tuple[float, float] | None,
     object_type: str,
+    colors: dict[str, tuple[int, int, int]],
 ) -> Iterable[str]:
     ys = part["y"].to_numpy(np.int64)
     xs = part["x"].to_numpy(np.int64)
@@ -302,14 +320,14 @@ def _features(
             v = float(values[c][i])
             if not math.isnan(v):
                 measurements[c] = (
-                    int(v) if v.is_integer() and c.startswith(("n_", "label", "pred")) else v
+                    int(v) if v.is_integer() and c.startswith(_INT_MEASUREMENTS) else v
                 )
-        if pixel_size is not None:
+        if pixel_size is not None and "area_um2" not in measure_cols:
             measurements["area_um2"] = float(hs[i] * ws[i] * pixel_size[0] * pixel_size[1])
         name = str(names[i])
         props = {
             "objectType": object_type,
-            "classification": {"name": name, "color": list(_CLASS_COLORS[name])},
+            "classification": {"name": name, "color": list(colors[name])},
             "measurements": measurements,
         }
         if slides is not None:
