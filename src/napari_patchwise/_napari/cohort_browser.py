@@ -216,7 +216,7 @@ class CohortBrowser(QWidget):
             entries = read_manifest(path, require_splits=())
             mask_map = str(self.dock.mask_map_field.mask_map())
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self.slide_viewer.close()
         self.manifest, self.entries = Path(path), entries
@@ -322,7 +322,7 @@ class CohortBrowser(QWidget):
         try:
             mask_map = str(self.dock.mask_map_field.mask_map())
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         settings = slide_settings(self.dock, self.template)
 

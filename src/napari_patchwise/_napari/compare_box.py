@@ -191,7 +191,7 @@ class CompareBox(QWidget):
         try:
             grid, sources, names = self._request()
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self.summary.setText(f"comparing {names[0]} and {names[1]} on {grid.slide.name}…")
 

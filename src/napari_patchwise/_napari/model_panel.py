@@ -34,6 +34,7 @@ from .attribute_choice import group_options, threshold_text
 from .curves import TrainingCurves
 from .jobs import BackgroundJob
 from .predict_box import PredictBox
+from .run_folder import taken_folder
 from .train_form import TrainForm
 from .train_worker import (
     Eval,
@@ -97,7 +98,9 @@ class ModelPanel(QWidget):
 
     def _connect(self) -> None:
         form = self.form
-        form.train_button.clicked.connect(self.start_training)
+        form.train_button.clicked.connect(lambda: self.start_training())
+        form.folder_choice.resume_chosen.connect(lambda: self.start_training(resume=True))
+        form.folder_choice.new_folder_chosen.connect(self._train_in_new_folder)
         form.cancel_button.clicked.connect(self.cancel)
         form.check_button.clicked.connect(self.start_check)
         self.predict_box.predict_button.clicked.connect(self.start_predict)
@@ -149,19 +152,29 @@ class ModelPanel(QWidget):
         """Training, prediction or a cohort check is running."""
         return self.job.busy()
 
-    def start_training(self) -> None:
-        """Train with the fields' settings in a background worker."""
+    def start_training(self, *, resume: bool = False) -> None:
+        """Train with the fields' settings in a background worker.
+
+        A run folder that already holds a run is not refused as on the command line: the
+        form offers Resume run (``resume``: go on from its ``last.pt``) and New run folder.
+        """
         if self.busy():
             notify.info(BUSY)
             return
+        self.form.folder_choice.setVisible(False)
         try:
             options = {"mask_map": self._mask_map(), **group_options(self.dock)}
-            options.update(self.extra_options)
+            options.update(self.extra_options, resume=resume)
             config = self.form.config(self._tau(), options)
+            taken = None if resume else taken_folder(config)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         self.form.out_edit.setText(config.out)
+        if taken is not None:
+            self.form.folder_choice.offer(taken)
+            self.status_label.setText(f"{taken.out.name} already holds a run")
+            return
         self.curves.clear_curves()
         self._show_busy(config.steps, "%v / %m steps")
         self.status_label.setText(f"preparing the cohort for {Path(config.out).name}…")
@@ -174,6 +187,13 @@ class ModelPanel(QWidget):
             yielded=self._on_events,
             returned=self._on_trained,
         )
+
+    def _train_in_new_folder(self) -> None:
+        """New run folder: the first free name next to the taken one, then train."""
+        from ..runs import next_run_dir
+
+        self.form.out_edit.setText(str(next_run_dir(self.form.out_edit.text().strip())))
+        self.start_training()
 
     def _on_events(self, events: list) -> None:
         """Main thread: one yielded batch of training events."""
@@ -231,7 +251,7 @@ class ModelPanel(QWidget):
                     "patch size first"
                 )
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         self._show_busy(0, "%v / %m patches")
         self.status_label.setText(f"predicting {state.slide.name} with {run_dir}…")
@@ -269,7 +289,7 @@ class ModelPanel(QWidget):
             if not manifest or not Path(manifest).is_file():
                 raise PatchwiseError("cohort manifest not found", path=manifest or "(none)")
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         from ..data import PatchSettings
 

@@ -228,7 +228,7 @@ class RetrainBox(QGroupBox):
             config = self.config()
             _check_grid(state, config.features)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         from .train_worker import run_training, stop_event
 

@@ -86,7 +86,7 @@ class SlicesBox(QWidget):
         try:
             self.per_patch, summary = read_slices(path)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self.slices = list(summary["slices"])
         counts = self._on_this_slide()

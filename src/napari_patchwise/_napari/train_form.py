@@ -33,7 +33,11 @@ from ..methods import METHOD_NAMES, get_method
 from ..models import MODEL_NAMES
 from ..presets import PRESET_NAMES, get_preset
 from ..train_config import SELECT_METRICS, TrainConfig
+from .run_folder import RunFolderChoice
 
+#: The methods the Model tab trains: those with SGD steps. DFR (``sgd = False``) fits a
+#: head on a feature store: the Debias tab offers it, where there is one.
+GUI_METHODS = tuple(name for name in METHOD_NAMES if get_method(name).sgd)
 #: The model choices, smallest first: smallcnn trains on a CPU in seconds.
 GUI_MODELS = tuple(reversed(MODEL_NAMES))
 NO_BOUND = "check the cohort to see it"
@@ -103,7 +107,7 @@ class TrainForm(QGroupBox):
             + "\n(see docs/presets.md; fields changed afterwards win)"
         )
         self.method_combo = QComboBox()
-        self.method_combo.addItems(METHOD_NAMES)
+        self.method_combo.addItems(GUI_METHODS)
         self.model_combo = QComboBox()
         self.model_combo.addItems(GUI_MODELS)
         self.weights_edit, weights_row = line_edit_with_button(
@@ -171,6 +175,8 @@ class TrainForm(QGroupBox):
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
         self.form.addRow(buttons)
+        self.folder_choice = RunFolderChoice()  # a taken run folder: Resume or a new one
+        self.form.addRow(self.folder_choice)
 
     # -- showing --------------------------------------------------------------------------
     def _on_method(self, method: str | None = None) -> None:
