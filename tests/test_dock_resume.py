@@ -8,15 +8,18 @@ The cohort is tests/_cohort.py's tiny one; the model the CPU-quick smallcnn.
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 
 import pandas as pd
 import pytest
 import torch
 
 from _cohort import make_cohort
-from napari_patchwise._napari import notify
+from napari_patchwise._napari import notify, train_worker
 from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.runs import next_run_dir
 
 pytestmark = pytest.mark.gui
@@ -50,7 +53,7 @@ def fill(panel, manifest, out, *, steps: int) -> None:
     form.model_combo.setCurrentText("smallcnn")
     form.patch_size.setValue(P)
     form.steps.setValue(steps)
-    form.eval_every.setValue(5)
+    form.eval_every.setValue(2)
     form.batch_size.setValue(16)
     form.lr.setValue(0.05)
 
@@ -69,25 +72,25 @@ def test_a_taken_run_folder_offers_resume_and_a_new_folder(dock, qtbot, manifest
     _widget, panel, notes = dock
     form, choice = panel.form, panel.form.folder_choice
     run = tmp_path / "run"
-    fill(panel, manifest, run, steps=10)
+    fill(panel, manifest, run, steps=4)
     wait_trained(qtbot, panel, form.train_button.click)
-    assert last_step(run) == 10 and choice.isHidden()
+    assert last_step(run) == 4 and choice.isHidden()
 
     # Train again into the same folder: nothing starts, the two choices are offered
-    form.steps.setValue(14)
+    form.steps.setValue(6)
     form.train_button.click()
     assert not panel.busy() and notes["error"] == []
     assert not choice.isHidden() and choice.resume_button.isEnabled()
     assert "already holds a run" in choice.label.text()
     assert not FLAG.search(choice.label.text())
 
-    # Resume: the same run goes on from step 10 to 14, in the same folder
+    # Resume: the same run goes on from step 4 to 6, in the same folder
     wait_trained(qtbot, panel, choice.resume_button.click)
     assert notes["error"] == [] and choice.isHidden()
-    assert last_step(run) == 14
-    assert json.loads((run / "config.json").read_text())["steps"] == 14
+    assert last_step(run) == 6
+    assert json.loads((run / "config.json").read_text())["steps"] == 6
     history = pd.read_csv(run / "history.csv")
-    assert history["step"].max() == 14
+    assert history["step"].max() == 6
 
     # New run folder: a fresh run in run-2 beside it, the first run untouched
     before = (run / "last.pt").read_bytes()
@@ -96,7 +99,7 @@ def test_a_taken_run_folder_offers_resume_and_a_new_folder(dock, qtbot, manifest
     wait_trained(qtbot, panel, choice.new_button.click)
     assert notes["error"] == []
     assert form.out_edit.text() == str(tmp_path / "run-2")
-    assert last_step(tmp_path / "run-2") == 14
+    assert last_step(tmp_path / "run-2") == 6
     assert (run / "last.pt").read_bytes() == before
 
     # Other settings than the run's: Resume is offered disabled, with the reason in words
@@ -110,25 +113,33 @@ def test_a_taken_run_folder_offers_resume_and_a_new_folder(dock, qtbot, manifest
     assert not panel.busy() and notes["error"] == []
 
 
-def test_a_resume_refused_by_the_training_process_is_worded_for_the_dock(
-    dock, qtbot, manifest, tmp_path
-):
-    """A run whose slides changed after the folder check: the child's error names no flag."""
-    _widget, panel, notes = dock
-    run = tmp_path / "run"
-    fill(panel, manifest, run, steps=5)
-    wait_trained(qtbot, panel, panel.form.train_button.click)
+def test_a_resume_refused_by_the_training_process_is_worded_for_the_dock(manifest, tmp_path):
+    """What the training process reports (a run whose slides changed after the dock's
+    folder check) names no flag: the core's dock hint, in words."""
+    from napari_patchwise.train import TrainCallbacks, train
+    from napari_patchwise.train_config import TrainConfig
+
+    options = dict(
+        manifest=str(manifest), out=str(tmp_path / "run"), model="smallcnn", patch_size=P,
+        steps=2, eval_every=2, batch_size=16, lr=0.05, seed=1, num_threads=1,
+    )  # fmt: skip
+    run = train(TrainConfig.from_options(options), TrainCallbacks())
     inputs = json.loads((run / "inputs.json").read_text())
     inputs["slides"][0]["fingerprint"] = [[0, 0], [0, 0]]  # as if the slide was replaced
     (run / "inputs.json").write_text(json.dumps(inputs))
-    panel.form.steps.setValue(8)
-    panel.start_training(resume=True)  # as Resume run does
-    qtbot.waitUntil(lambda: not panel.busy() and bool(notes["error"]), timeout=60_000)
-    (message,) = notes["error"]
-    assert "cannot resume: the data changed" in message
-    assert "train in a new run folder" in message
-    assert not FLAG.search(message), message
-    assert not FLAG.search(panel.status_label.text())
+    events = queue.Queue()
+    resumed = TrainConfig.from_options({**options, "steps": 4, "resume": True})
+    train_worker._train_in_child(resumed.to_json(), events, threading.Event())
+    failed = events.get_nowait()
+    assert isinstance(failed, train_worker._Failed) and failed.patchwise
+    assert "cannot resume: the data changed" in failed.message
+    assert "train in a new run folder" in failed.message
+    assert not FLAG.search(failed.message), failed.message
+    # the command line's own line still names its flag
+    from napari_patchwise.runs import check_resume
+
+    with pytest.raises(PatchwiseError, match="another --out"):
+        check_resume(run, resumed)
 
 
 def test_the_model_tab_offers_no_head_only_method(dock):

@@ -162,6 +162,14 @@ class CohortBrowser(QWidget):
         self.recount_button = QPushButton("Recount")
         self.recount_button.setToolTip("count again with the dock's grid settings and mask map")
         self.cancel_button = QPushButton("Cancel counting")
+        self.manifest_edit.setToolTip(
+            "The cohort's manifest: a .csv listing each slide's image, mask and split"
+        )
+        self.open_button.setToolTip("Choose a cohort manifest and count its slides' patches")
+        self.predictions_button.setToolTip(
+            "Load a run's predictions of the cohort's slides (its predictions.parquet)"
+        )
+        self.cancel_button.setToolTip("Stop counting the cohort's slides")
         buttons.addWidget(self.manifest_edit, 0, 0, 1, 2)
         buttons.addWidget(self.open_button, 0, 2)
         buttons.addWidget(self.predictions_button, 1, 0)
@@ -179,6 +187,7 @@ class CohortBrowser(QWidget):
         split_row.addWidget(QLabel("compare with the cohort of"))
         self.split_combo = QComboBox()
         self.split_combo.addItems([ALL_SPLITS, *SPLITS])
+        self.split_combo.setToolTip("Which of the cohort's slides the open slide is compared with")
         split_row.addWidget(self.split_combo, stretch=1)
         root.addLayout(split_row)
         self.summary = CohortSummary()

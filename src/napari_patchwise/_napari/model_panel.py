@@ -81,7 +81,7 @@ class ModelPanel(QWidget):
     def _build_ui(self) -> None:
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
-        self.form = TrainForm()
+        self.form = TrainForm(grid=self.dock.form)  # trains with the grid's patch size
         root.addWidget(self.form)
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("%v / %m steps")

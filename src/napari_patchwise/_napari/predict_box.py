@@ -20,6 +20,10 @@ class PredictBox(QGroupBox):
             "run folder or its best*.pt / last.pt (default: the last run)", self._ask_run
         )
         self.predict_button = QPushButton("Predict")
+        self.predict_button.setToolTip(
+            "Give every patch of the open slide a tumor probability with the run's model "
+            "(the grid is cut with the run's patch size)"
+        )
         form.addRow("run", run_row)
         form.addRow(self.predict_button)
 

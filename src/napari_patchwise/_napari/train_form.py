@@ -34,6 +34,7 @@ from ..models import MODEL_NAMES
 from ..presets import PRESET_NAMES, get_preset
 from ..train_config import SELECT_METRICS, TrainConfig
 from .run_folder import RunFolderChoice
+from .words import flag_words, size_text
 
 #: The methods the Model tab trains: those with SGD steps. DFR (``sgd = False``) fits a
 #: head on a feature store: the Debias tab offers it, where there is one.
@@ -54,6 +55,7 @@ def line_edit_with_button(
     """
     edit = QLineEdit()
     edit.setPlaceholderText(placeholder)
+    edit.setToolTip(f"{what or placeholder}: type a path, or click … to choose one")
     button = QPushButton("…")
     button.setFixedWidth(30)
     button.setToolTip(f"choose {what or placeholder}")  # the "…" buttons' context, said
@@ -84,10 +86,16 @@ def _double(low: float, high: float, value: float, *, decimals: int, step: float
 
 
 class TrainForm(QGroupBox):
-    """Manifest, method, model, steps, optimiser and GERNE fields; Check, Train, Cancel."""
+    """Manifest, method, model, steps, optimiser and GERNE fields; Check, Train, Cancel.
 
-    def __init__(self, parent=None) -> None:
+    ``grid`` is the dock's :class:`.form.SettingsForm`: its patch-size field is the one
+    the form trains with (``patch_size``; the form shows it in px and µm). Without one
+    (the form alone) the form has its own field.
+    """
+
+    def __init__(self, parent=None, *, grid=None) -> None:
         super().__init__("Train", parent)
+        self.grid = grid
         self.form = QFormLayout(self)
         self._add_data_fields()
         self._add_method_fields()
@@ -103,13 +111,18 @@ class TrainForm(QGroupBox):
         self.preset_combo = QComboBox()
         self.preset_combo.addItems([NO_PRESET, *PRESET_NAMES])
         self.preset_combo.setToolTip(
-            "\n".join(f"{name}: {get_preset(name).summary}" for name in PRESET_NAMES)
+            "\n".join(flag_words(f"{name}: {get_preset(name).summary}") for name in PRESET_NAMES)
             + "\n(see docs/presets.md; fields changed afterwards win)"
         )
         self.method_combo = QComboBox()
         self.method_combo.addItems(GUI_METHODS)
+        self.method_combo.setToolTip(
+            "How training treats the groups: erm ignores them, gerne, groupdro, resample "
+            "and reweight use them, jtt and gerne-inferred find them (docs/methods.md)"
+        )
         self.model_combo = QComboBox()
         self.model_combo.addItems(GUI_MODELS)
+        self.model_combo.setToolTip("The network: smallcnn trains on a laptop's CPU in minutes")
         self.weights_edit, weights_row = line_edit_with_button(
             "pretrained ResNet state dict (.pt), optional", self._ask_weights
         )
@@ -118,12 +131,27 @@ class TrainForm(QGroupBox):
         )
         self.freeze_bn = QCheckBox("frozen BatchNorm statistics")
         self.freeze_bn.setToolTip("keep the running statistics of the weights file (needs one)")
-        self.patch_size = _spin(2, 8192, 64)
-        self.patch_size.setToolTip("patch side in level-0 pixels (predict needs the same grid)")
+        if self.grid is not None:  # the window's one patch-size field, shown here
+            self.patch_size = self.grid.patch_size
+            patch_field = self.patch_size_label = QLabel()
+            patch_field.setToolTip(
+                "Training cuts the cohort's slides into patches of this size: the patch "
+                "size of the 'Patch grid and tissue' box above"
+            )
+            self.grid.units_changed.connect(self._show_patch_size)
+            self.patch_size.valueChanged.connect(self._show_patch_size)
+            self._show_patch_size()
+        else:
+            patch_field = self.patch_size = _spin(2, 8192, 64)
+            self.patch_size.setToolTip("Side of the square patches in full-resolution pixels")
         self.steps = _spin(1, 10_000_000, 500)
+        self.steps.setToolTip("How many batches training takes (Resume run can go on further)")
         self.eval_every = _spin(1, 10_000_000, 50)
+        self.eval_every.setToolTip("Check the model on the validation slides every this many steps")
         self.batch_size = _spin(2, 4096, 32)
+        self.batch_size.setToolTip("Patches per training step")
         self.lr = _double(1e-6, 10.0, 0.01, decimals=5, step=0.001)
+        self.lr.setToolTip("Learning rate: how large each training step is")
         for label, field in (
             ("manifest", manifest_row),
             ("preset", self.preset_combo),
@@ -131,7 +159,7 @@ class TrainForm(QGroupBox):
             ("model", self.model_combo),
             ("weights", weights_row),
             ("", self.freeze_bn),
-            ("patch size", self.patch_size),
+            ("patch size", patch_field),
             ("steps", self.steps),
             ("eval every", self.eval_every),
             ("batch size", self.batch_size),
@@ -157,6 +185,10 @@ class TrainForm(QGroupBox):
         beta_row.addWidget(self.check_button)
         self.select_combo = QComboBox()
         self.select_combo.addItems(SELECT_METRICS)
+        self.select_combo.setToolTip(
+            "Which validation score picks the saved model (best.pt): worst-group accuracy "
+            "(val_wga) or balanced accuracy (val_bca)"
+        )
         self.out_edit, out_row = line_edit_with_button(
             "run folder (default: runs/ beside the manifest)", self._ask_out
         )
@@ -170,7 +202,14 @@ class TrainForm(QGroupBox):
     def _add_buttons(self) -> None:
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
+        self.train_button.setToolTip(
+            "Train a model on the cohort's training slides with these settings and the "
+            "dock's tau (in the background; the curves below follow it)"
+        )
         self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.setToolTip(
+            "Stop after the current step; the run folder keeps the last step (Resume run)"
+        )
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
@@ -179,6 +218,10 @@ class TrainForm(QGroupBox):
         self.form.addRow(self.folder_choice)
 
     # -- showing --------------------------------------------------------------------------
+    def _show_patch_size(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
+        size = size_text(self.patch_size.value(), self.grid.pixel_size)
+        self.patch_size_label.setText(f"{size} (the patch grid's)")
+
     def _on_method(self, method: str | None = None) -> None:
         # GERNE and GERNE with inferred groups (docs/shortcuts.md) read beta and c
         name = method or self.method_combo.currentText()

@@ -9,7 +9,7 @@ notification the dock shows cites a flag.
 
 **Numbers.** :func:`fmt` is the one format of the dock: probabilities, ratios and
 thresholds with 3 decimals (``0.879``), accuracies and other metrics as percentages with
-1 decimal (``87.9 %``), counts with thousands separators; :func:`size_text` writes a
+1 decimal (``87.9%``), counts with thousands separators; :func:`size_text` writes a
 length in pixels with its µm beside it when the slide has a pixel size.
 """
 
@@ -75,7 +75,7 @@ def fmt(value: float | int | None, kind: str = "prob") -> str:
     """One number as the dock writes it (``NONE`` for a missing or NaN value).
 
     ``kind`` is ``"prob"`` (probabilities, ratios, thresholds: ``0.879``), ``"percent"``
-    (accuracies and other metrics given as fractions: ``0.8794`` -> ``87.9 %``) or
+    (accuracies and other metrics given as fractions: ``0.8794`` -> ``87.9%``) or
     ``"count"`` (``12,345``).
     """
     if kind not in KINDS:
@@ -83,25 +83,37 @@ def fmt(value: float | int | None, kind: str = "prob") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NONE
     if kind == "percent":
-        return f"{100 * float(value):.1f} %"
+        return f"{100 * float(value):.1f}%"
     if kind == "count":
         return f"{int(value):,}"
     return f"{float(value):.3f}"
 
 
-def size_text(pixels: float, pixel_size: float | None) -> str:
+def size_text(pixels: float, pixel_size) -> str:
     """A length in level-0 pixels with its µm beside it: ``64 px (32.0 µm)``.
 
-    ``pixel_size`` is µm per pixel; without one (or not positive) the pixels alone.
+    ``pixel_size`` is µm per pixel, one number or the slide's ``(y, x)`` (two different
+    ones: ``(32.0 x 16.0 µm)``); without one the pixels alone.
     """
     text = f"{pixels:,.0f} px" if float(pixels).is_integer() else f"{pixels:,.1f} px"
-    if pixel_size is None or not pixel_size > 0:
-        return text
-    return f"{text} ({pixels * pixel_size:,.1f} µm)"
+    um = um_text(pixels, pixel_size)
+    return f"{text} ({um})" if um else text
 
 
-def um_suffix(pixels: float, pixel_size: float | None) -> str:
-    """``"= 32.0 µm"`` for a spin box's suffix (empty without a pixel size)."""
-    if pixel_size is None or not pixel_size > 0 or pixels <= 0:
+def um_text(pixels: float, pixel_size) -> str:
+    """``32.0 µm`` for a length in pixels (``""`` without a pixel size)."""
+    sizes = tuple(pixel_size) if isinstance(pixel_size, tuple | list) else (pixel_size,)
+    if not sizes or any(size is None or not size > 0 for size in sizes):
         return ""
-    return f" px (= {pixels * pixel_size:,.1f} µm)"
+    values = dict.fromkeys(f"{pixels * float(size):,.1f}" for size in sizes)  # y, x once
+    return " x ".join(values) + " µm"
+
+
+def explain(widget, text: str) -> None:
+    """Give ``widget`` and every control inside it (a labelled slider's slider and number
+    box) the tooltip ``text``."""
+    from qtpy.QtWidgets import QWidget
+
+    widget.setToolTip(text)
+    for child in widget.findChildren(QWidget):
+        child.setToolTip(text)
