@@ -8,7 +8,8 @@
   and the live curves (:class:`.curves.TrainingCurves`). Cancel makes ``should_stop()``
   true: the run stops after the current step with a valid ``last.pt``.
 * **Predict** (:class:`.predict_box.PredictBox`) runs ``predict.predict_table`` with a
-  run's ``best.pt`` over the current slide's computed patch grid in a worker, then hands
+  run's ``best.pt`` over the current slide's patch grid in a worker (cut first with the
+  run's own patch size when it has another, :class:`.run_grid.RunGrid`), then hands
   ``prob`` to the dock's ``set_predictions`` — the same path as "Load predictions…" — so
   the overlays, metrics, histograms and error list follow.
 * **Check cohort** prepares the training split once to show GERNE's ``beta_max`` at any
@@ -35,6 +36,7 @@ from .curves import TrainingCurves
 from .jobs import BackgroundJob
 from .predict_box import PredictBox
 from .run_folder import taken_folder
+from .run_grid import RunGrid
 from .train_form import TrainForm
 from .train_worker import (
     Eval,
@@ -74,6 +76,7 @@ class ModelPanel(QWidget):
         # (manifest, patch size) -> the training split's label and tissue_ratio arrays
         self._train_groups: tuple[tuple[str, int], np.ndarray, np.ndarray] | None = None
         self.job = BackgroundJob(JOB_CANCELLED, on_error=self._on_error, parent=self)
+        self.run_grid = RunGrid(dock, parent=self)  # predictions on the run's own patch size
         self._build_ui()
         self._connect()
         self._show_tau()
@@ -103,7 +106,8 @@ class ModelPanel(QWidget):
         form.folder_choice.new_folder_chosen.connect(self._train_in_new_folder)
         form.cancel_button.clicked.connect(self.cancel)
         form.check_button.clicked.connect(self.start_check)
-        self.predict_box.predict_button.clicked.connect(self.start_predict)
+        self.predict_box.predict_button.clicked.connect(lambda: self.start_predict())
+        self.predict_box.run_chosen.connect(self.run_grid.follow)
         self.job.busy_changed.connect(self._on_busy)
         self.dock.tau_slider.valueChanged.connect(self._show_tau)
         for spin in (form.beta, form.c):
@@ -222,6 +226,7 @@ class ModelPanel(QWidget):
     def _on_trained(self, outcome: TrainOutcome) -> None:
         self.last_run = outcome.out
         self.predict_box.run_edit.setText(str(outcome.out))
+        self.run_grid.follow(outcome.out)
         if outcome.cancelled:
             notify.info(TRAIN_CANCELLED)
             self.status_label.setText(
@@ -245,13 +250,12 @@ class ModelPanel(QWidget):
         try:
             run_dir = self.run_dir()
             state = self.dock.require_state()
-            if state.data is None:
-                raise PatchwiseError(
-                    f"{state.slide.name}: no patch grid yet — compute it with the model's "
-                    "patch size first"
-                )
+            cutting = self.run_grid.ready(state, run_dir, then=self.start_predict)
         except PatchwiseError as exc:
             notify.error(exc)
+            return
+        if cutting is not None:  # the run's own grid first; Predict goes on once it is shown
+            self.status_label.setText(cutting)
             return
         self._show_busy(0, "%v / %m patches")
         self.status_label.setText(f"predicting {state.slide.name} with {run_dir}…")
