@@ -71,6 +71,7 @@ def test_model_tab_errors_name_fields_not_flags(dock, manifest, tmp_path):
     form.freeze_bn.setChecked(True)  # frozen statistics of random weights
     form.train_button.click()
     form.freeze_bn.setChecked(False)
+    form.model_combo.setCurrentText("smallcnn")
     form.method_combo.setCurrentText("gerne")
     form.batch_size.setValue(15)  # GERNE's two half batches
     form.train_button.click()
@@ -117,8 +118,12 @@ def test_a_folder_of_stray_files_offers_only_a_new_folder(dock, manifest, tmp_pa
         lambda tmp: check_new_run_dir(_run_with_last(tmp), resume=False, overwrite=False),
         lambda tmp: resolve_checkpoint(_run_with_last(tmp)),
         lambda tmp: check_output_dir(_a_file(tmp) / "run"),
-        lambda tmp: TrainConfig.from_options({"manifest": "m.csv", "lr": -1.0}).validate(),
-        lambda tmp: TrainConfig.from_options({"manifest": "m.csv", "method": "dfr"}).validate(),
+        lambda tmp: TrainConfig.from_options(
+            {"manifest": "m.csv", "out": "r", "lr": -1.0}
+        ).validate(),
+        lambda tmp: TrainConfig.from_options(
+            {"manifest": "m.csv", "out": "r", "method": "dfr"}
+        ).validate(),
     ],
     ids=["taken", "no-best", "file-in-the-way", "bad-lr", "dfr-without-features"],
 )

@@ -38,6 +38,7 @@ FLAG_WORDS: dict[str, str] = {
     "attribute-threshold": "attribute threshold",
     "cache-dir": "a patch cache folder",
     "table": "a patch table",
+    "gerne-train-bn": "the command line's gerne-train-bn option",
 }
 #: What "pass --FLAG" becomes where "set" + the field's name does not fit.
 VERB_WORDS: dict[str, str] = {
