@@ -195,9 +195,13 @@ def test_predict_cuts_the_runs_own_grid(dock, qtbot, cohort, tmp_path):
     panel.predict_box.run_edit.setText(str(best))
     panel.predict_box.run_edit.editingFinished.emit()
     assert widget.form.patch_size.value() == 32  # a grid is shown: the field keeps it
-    with qtbot.waitSignals([widget.applied, panel.predicted], timeout=60_000, order="strict"):
-        panel.predict_box.predict_button.click()
-        assert "run's 16 px patches" in panel.status_label.text()
+    shown = []
+    widget.applied.connect(lambda: shown.append(widget.current.data.prob is not None))
+    panel.predict_box.predict_button.click()
+    assert "run's 16 px patches" in panel.status_label.text()
+    qtbot.waitUntil(lambda: shown == [False, True], timeout=60_000)  # the grid, then prob
+    wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: not panel.busy(), timeout=5000)
     assert errors == []
     data = widget.current.data
     assert widget.form.patch_size.value() == 16 and int(data.table["height"].max()) == 16
