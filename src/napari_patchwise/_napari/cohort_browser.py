@@ -119,6 +119,16 @@ def attach_all(
     return out
 
 
+#: The tooltips of the browser's controls, by attribute name.
+TIPS = {
+    "manifest_edit": "The cohort's manifest: a .csv listing each slide's image, mask and split",
+    "open_button": "Choose a cohort manifest and count its slides' patches",
+    "predictions_button": "Load a run's predictions of the cohort's slides (predictions.parquet)",
+    "cancel_button": "Stop counting the cohort's slides",
+    "split_combo": "Which of the cohort's slides the open slide is compared with",
+}
+
+
 class CohortBrowser(QWidget):
     """The Cohort tab of ``dock`` (the ``PatchwiseWidget``).
 
@@ -162,14 +172,6 @@ class CohortBrowser(QWidget):
         self.recount_button = QPushButton("Recount")
         self.recount_button.setToolTip("count again with the dock's grid settings and mask map")
         self.cancel_button = QPushButton("Cancel counting")
-        self.manifest_edit.setToolTip(
-            "The cohort's manifest: a .csv listing each slide's image, mask and split"
-        )
-        self.open_button.setToolTip("Choose a cohort manifest and count its slides' patches")
-        self.predictions_button.setToolTip(
-            "Load a run's predictions of the cohort's slides (its predictions.parquet)"
-        )
-        self.cancel_button.setToolTip("Stop counting the cohort's slides")
         buttons.addWidget(self.manifest_edit, 0, 0, 1, 2)
         buttons.addWidget(self.open_button, 0, 2)
         buttons.addWidget(self.predictions_button, 1, 0)
@@ -187,7 +189,8 @@ class CohortBrowser(QWidget):
         split_row.addWidget(QLabel("compare with the cohort of"))
         self.split_combo = QComboBox()
         self.split_combo.addItems([ALL_SPLITS, *SPLITS])
-        self.split_combo.setToolTip("Which of the cohort's slides the open slide is compared with")
+        for name, tip in TIPS.items():
+            getattr(self, name).setToolTip(tip)
         split_row.addWidget(self.split_combo, stretch=1)
         root.addLayout(split_row)
         self.summary = CohortSummary()
