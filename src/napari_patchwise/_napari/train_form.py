@@ -216,6 +216,7 @@ class TrainForm(QGroupBox):
         self.form.addRow(buttons)
         self.folder_choice = RunFolderChoice()  # a taken run folder: Resume or a new one
         self.form.addRow(self.folder_choice)
+        self.out_edit.textEdited.connect(lambda _text: self.folder_choice.setVisible(False))
 
     # -- showing --------------------------------------------------------------------------
     def _show_patch_size(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
