@@ -51,7 +51,10 @@ from .train_worker import (
 
 #: What a prediction hands to the dock: where each patch is, and its probability.
 HANDED_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
-TRAIN_CANCELLED = "Patchwise: training cancelled (last.pt holds the last step)"
+TRAIN_CANCELLED = (
+    "Patchwise: training cancelled (last.pt holds the last step; Train, then Resume run, "
+    "goes on from it)"
+)
 JOB_CANCELLED = "Patchwise: cancelled"
 BUSY = "Patchwise: training or prediction is already running"
 
