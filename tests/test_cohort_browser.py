@@ -198,9 +198,9 @@ def expected_column(label, ratio, prob, tau, threshold, slides=None) -> dict[str
     out = {
         **out,
         "predicted": f"{int(scored.sum()):,}",
-        "accuracy": f"{ev.accuracy:.3f}",
-        "BCA": f"{ev.bca:.3f}",
-        "WGA": f"{ev.wga:.3f}",
+        "accuracy": f"{100 * ev.accuracy:.1f}%",
+        "BCA": f"{100 * ev.bca:.1f}%",
+        "WGA": f"{100 * ev.wga:.1f}%",
     }
     if slides is not None and np.unique(slides[scored]).size >= 2:
         from napari_patchwise.intervals import slide_bootstrap_ci, slide_counts
@@ -210,8 +210,8 @@ def expected_column(label, ratio, prob, tau, threshold, slides=None) -> dict[str
             threshold=threshold,
         )  # fmt: skip
         ci = slide_bootstrap_ci(counts)
-        out["BCA"] += f" [{ci.bca.low:.3f}, {ci.bca.high:.3f}]"
-        out["WGA"] += f" [{ci.wga.low:.3f}, {ci.wga.high:.3f}]"
+        out["BCA"] += f" [{100 * ci.bca.low:.1f}%, {100 * ci.bca.high:.1f}%]"
+        out["WGA"] += f" [{100 * ci.wga.low:.1f}%, {100 * ci.wga.high:.1f}%]"
     return out
 
 

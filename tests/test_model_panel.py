@@ -145,7 +145,7 @@ def test_the_paper_preset_fills_the_form_and_is_refused_without_weights(dock, ma
     assert form.freeze_bn.isChecked() and form.select_combo.currentText() == "val_wga"
     form.train_button.click()
     assert not panel.busy() and len(notes["error"]) == 1
-    assert "--preset paper needs --weights PATH" in notes["error"][0]
+    assert "preset paper needs weights" in notes["error"][0]
     assert "\n" not in notes["error"][0] and not (tmp_path / "run").exists()
     # with a weights file: the preset's values the form does not show, the fields' own
     form.weights_edit.setText(str(tmp_path / "resnet50.pt"))
@@ -161,7 +161,7 @@ def test_the_paper_preset_fills_the_form_and_is_refused_without_weights(dock, ma
     form.preset_combo.setCurrentText("none")
     form.weights_edit.setText("")
     form.train_button.click()
-    assert "--freeze-bn needs --weights" in notes["error"][-1]
+    assert "frozen BatchNorm statistics needs weights" in notes["error"][-1]
     form.freeze_bn.setChecked(False)
     config = form.config(0.1)
     assert (config.preset, config.weights, config.freeze_bn, config.lr) == (

@@ -134,7 +134,7 @@ def test_side_by_side_table_follows_tau_and_agrees_with_sklearn(docked, qtbot):
             assert box.table.item(g, 1).text() == f"{members.sum():,}"
             for column, prob in probs.items():
                 acc = accuracy_score(label[members], prob[members] >= 0.5)
-                assert box.table.item(g, column).text() == f"{acc:.3f}"
+                assert box.table.item(g, column).text() == f"{100 * acc:.1f}%"
 
 
 def test_broken_list_goes_to_the_patch(docked, qtbot):

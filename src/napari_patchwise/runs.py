@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                 "no checkpoint (best.pt) yet: the run stopped before its first evaluation",
                 path=path,
                 hint=f"give {path / LAST} explicitly, or resume the run with --resume",
+                dock_hint=f"choose {path / LAST}, or resume the run (Train, then Resume run)",
             )
         if not (path / BEST).is_file():
             raise PatchwiseError(
@@ -458,6 +460,8 @@ def check_resume(
             path=out,
             hint="resume with the run's own settings (only --steps may change), "
             "or start a new run with another --out",
+            dock_hint="set the fields back to the run's settings (only steps may change), "
+            "or train in a new run folder",
         )
     if saved_inputs is None:
         log.warning(
@@ -474,6 +478,7 @@ def check_resume(
             "cannot resume: the data changed since the run started: " + _changes_message(data),
             path=out,
             hint="put the run's slides back, or start a new run with another --out",
+            dock_hint="put the run's slides back, or train in a new run folder",
         )
     return True
 
@@ -488,6 +493,7 @@ def check_last_identity(
     its data, so its own ``last.pt`` has an identity), accepted otherwise.
     """
     hint = "put this run's own last.pt back, or start a new run with another --out"
+    dock_hint = "put this run's own last.pt back, or train in a new run folder"
     stored = ckpt.get("run")
     if not isinstance(stored, dict):
         if strict:
@@ -495,6 +501,7 @@ def check_last_identity(
                 "last.pt carries no run identity: it was not written by this run",
                 path=last,
                 hint=hint,
+                dock_hint=dock_hint,
             )
         return
     theirs, ours = stored.get("config") or {}, identity["config"]
@@ -507,7 +514,10 @@ def check_last_identity(
         diffs = ["it was trained on other slides or files"]
     if diffs:
         raise PatchwiseError(
-            "last.pt belongs to another run: " + _changes_message(diffs), path=last, hint=hint
+            "last.pt belongs to another run: " + _changes_message(diffs),
+            path=last,
+            hint=hint,
+            dock_hint=dock_hint,
         )
 
 
@@ -592,6 +602,7 @@ def check_new_run_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) 
             f"{problem}; it was left as it is and nothing was written",
             path=out,
             hint="choose another --out (a new or empty folder)",
+            dock_hint="choose another run folder (a new or empty one)",
         )
     if not overwrite:
         resume_hint = "pass --resume to continue it, " if (out / LAST).is_file() else ""
@@ -599,8 +610,27 @@ def check_new_run_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) 
             f"run directory already holds a run ({', '.join(found)})",
             path=out,
             hint=f"{resume_hint}pass --overwrite to replace it, or choose another --out",
+            dock_hint=("resume it, " if (out / LAST).is_file() else "")
+            + "or train in a new run folder",
         )
     return [out / name for name in found]
+
+
+def next_run_dir(out: str | os.PathLike) -> Path:
+    """A fresh run folder next to ``out``: ``run`` -> ``run-2``, ``run-2`` -> ``run-3``.
+
+    The first such name that does not exist yet (the dock's "New run folder" when the
+    chosen one already holds a run). A trailing ``-N`` of up to three digits is counted
+    on; a longer one (a time stamp) is kept and ``-2`` is added.
+    """
+    out = Path(out)
+    match = re.fullmatch(r"(.+)-(\d{1,3})", out.name)
+    stem, number = (match[1], int(match[2])) if match else (out.name, 1)
+    while True:
+        number += 1
+        candidate = out.with_name(f"{stem}-{number}")
+        if not candidate.exists():
+            return candidate
 
 
 def check_output_dir(out: str | os.PathLike) -> None:
@@ -613,6 +643,7 @@ def check_output_dir(out: str | os.PathLike) -> None:
                     "a file is in the way of the run directory",
                     path=path,
                     hint="choose a folder path for --out",
+                    dock_hint="choose a folder for the run",
                 )
             return
 

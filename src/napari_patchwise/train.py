@@ -774,7 +774,10 @@ def _check_run_dir(
     replaced = check_new_run_dir(out, resume=config.resume, overwrite=overwrite)
     if config.resume and not (out / LAST).is_file():
         raise PatchwiseError(
-            "nothing to resume: no last.pt", path=out, hint="drop --resume to start a new run"
+            "nothing to resume: no last.pt",
+            path=out,
+            hint="drop --resume to start a new run",
+            dock_hint="train it anew, or in a new run folder",
         )
     inputs = run_inputs(config)
     if config.resume:

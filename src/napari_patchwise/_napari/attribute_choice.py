@@ -101,7 +101,7 @@ class AttributeChoice(QObject):
         try:
             job = self._job(state, attribute)
         except PatchwiseError as exc:  # a bad mask map
-            notify.error(str(exc))
+            notify.error(exc)
             return
         dock.grid_job.start(
             job,

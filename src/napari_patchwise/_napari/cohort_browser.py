@@ -119,6 +119,16 @@ def attach_all(
     return out
 
 
+#: The tooltips of the browser's controls, by attribute name.
+TIPS = {
+    "manifest_edit": "The cohort's manifest: a .csv listing each slide's image, mask and split",
+    "open_button": "Choose a cohort manifest and count its slides' patches",
+    "predictions_button": "Load a run's predictions of the cohort's slides (predictions.parquet)",
+    "cancel_button": "Stop counting the cohort's slides",
+    "split_combo": "Which of the cohort's slides the open slide is compared with",
+}
+
+
 class CohortBrowser(QWidget):
     """The Cohort tab of ``dock`` (the ``PatchwiseWidget``).
 
@@ -179,6 +189,8 @@ class CohortBrowser(QWidget):
         split_row.addWidget(QLabel("compare with the cohort of"))
         self.split_combo = QComboBox()
         self.split_combo.addItems([ALL_SPLITS, *SPLITS])
+        for name, tip in TIPS.items():
+            getattr(self, name).setToolTip(tip)
         split_row.addWidget(self.split_combo, stretch=1)
         root.addLayout(split_row)
         self.summary = CohortSummary()
@@ -216,7 +228,7 @@ class CohortBrowser(QWidget):
             entries = read_manifest(path, require_splits=())
             mask_map = str(self.dock.mask_map_field.mask_map())
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self.slide_viewer.close()
         self.manifest, self.entries = Path(path), entries
@@ -322,7 +334,7 @@ class CohortBrowser(QWidget):
         try:
             mask_map = str(self.dock.mask_map_field.mask_map())
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         settings = slide_settings(self.dock, self.template)
 

@@ -8,8 +8,6 @@ once; a slider move only changes their text.
 
 from __future__ import annotations
 
-import math
-
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
@@ -17,6 +15,7 @@ from ..cohort import CohortEntry
 from ..cohort_tables import SlideSummary
 from ..groups import GROUP_NAMES
 from ..metrics import Evaluation
+from . import words
 
 ROWS: tuple[str, ...] = ("patches", *GROUP_NAMES, "predicted", "accuracy", "BCA", "WGA")
 COLUMNS: tuple[str, ...] = ("this slide", "cohort")
@@ -26,11 +25,12 @@ NONE = "—"
 
 
 def fmt(value: float | None) -> str:
-    return NONE if value is None or math.isnan(value) else f"{value:.3f}"
+    """A metric as the dock writes them (:func:`.words.fmt`: a percentage)."""
+    return words.fmt(value, "percent")
 
 
 def with_interval(text: str, interval) -> str:
-    """``0.812 [0.701, 0.880]``: a value and its slide-level interval (when there is one)."""
+    """``81.2% [70.1%, 88.0%]``: a value and its slide-level interval (when there is one)."""
     if interval is None or text == NONE:
         return text
     return f"{text} [{fmt(interval.low)}, {fmt(interval.high)}]"

@@ -94,6 +94,8 @@ class CompareBox(QWidget):
         self.name_a, self.name_b = QLineEdit(), QLineEdit()
         self.name_a.setPlaceholderText("name of A (default: method or file)")
         self.name_b.setPlaceholderText("name of B")
+        self.name_a.setToolTip("What the tables and the overlay call run A")
+        self.name_b.setToolTip("What the tables and the overlay call run B")
         names = QWidget()
         names_layout = QHBoxLayout(names)
         names_layout.setContentsMargins(0, 0, 0, 0)
@@ -105,6 +107,9 @@ class CompareBox(QWidget):
         root.addLayout(form)
         buttons = QHBoxLayout()
         self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip(
+            "Compare runs A and B patch by patch on this slide (an overlay) and per group"
+        )
         self.last_button = QPushButton("Last two trainings")
         self.last_button.setToolTip("A and B: the two runs the Model tab trained last")
         buttons.addWidget(self.compare_button)
@@ -119,6 +124,7 @@ class CompareBox(QWidget):
         root.addWidget(self.table)
         self.filter_combo = QComboBox()
         self.filter_combo.addItems(FILTERS)
+        self.filter_combo.setToolTip("Which changed patches the list below shows")
         self.filter_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.list_label = QLabel("")
         self.list_label.setWordWrap(True)
@@ -191,7 +197,7 @@ class CompareBox(QWidget):
         try:
             grid, sources, names = self._request()
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self.summary.setText(f"comparing {names[0]} and {names[1]} on {grid.slide.name}…")
 

@@ -24,6 +24,7 @@ from ..groups import GROUP_NAMES, group_ids
 from ..metrics import Evaluation
 from .compare_data import COMPARE_COLORS, CompareData
 from .errors_list import PatchList, _NumberItem
+from .words import fmt
 
 MAX_ROWS = 500
 ROW_NAMES = (*GROUP_NAMES, "accuracy", "BCA", "WGA", "worst-class accuracy")
@@ -31,7 +32,8 @@ LIST_COLUMNS = ("row", "col", "group", "A", "B", "B − A")  # A, B: the runs' p
 
 
 def _fmt(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.3f}"
+    """An accuracy (:func:`.words.fmt`: a percentage)."""
+    return fmt(value, "percent")
 
 
 def _right(item: QTableWidgetItem) -> QTableWidgetItem:
@@ -126,8 +128,8 @@ class ChangedPatches(PatchList):
                 _NumberItem(rows[pos], str(rows[pos])),
                 _NumberItem(cols[pos], str(cols[pos])),
                 _NumberItem(group, GROUP_NAMES[group]),
-                _NumberItem(pa, f"{pa:.3f}"),
-                _NumberItem(pb, f"{pb:.3f}"),
+                _NumberItem(pa, fmt(pa)),
+                _NumberItem(pb, fmt(pb)),
                 _NumberItem(abs(pb - pa), f"{pb - pa:+.3f}"),
             )
             cells[0].setData(Qt.ItemDataRole.UserRole, int(pos))

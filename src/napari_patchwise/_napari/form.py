@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -9,6 +10,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -19,22 +21,52 @@ from ..errors import PatchwiseError
 from ..io.mask import MaskMap
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from .state import SlideSettings
+from .words import um_text
+
+
+def with_um(spin: QSpinBox) -> tuple[QWidget, QLabel]:
+    """``spin`` (in px) with a label beside it that shows the same length in µm."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    label = QLabel()
+    label.setToolTip("the same length in micrometres (from the slide's pixel size)")
+    layout.addWidget(spin, stretch=1)
+    layout.addWidget(label)
+    return row, label
 
 
 class SettingsForm(QWidget):
-    """Patch size, stride, edges; tissue source, threshold and background polarity."""
+    """Patch size, stride, edges; tissue source, threshold and background polarity.
+
+    The window's one patch-size field: the Model tab trains and predicts with it too.
+    ``units_changed`` is emitted when its µm text changes (another size or slide).
+    """
+
+    units_changed = Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.pixel_size = None  # the current slide's µm per pixel (y, x), None: unknown
         self.patch_size = QSpinBox()
         self.patch_size.setRange(2, 8192)
-        self.patch_size.setToolTip("Side of the square patches in level-0 pixels")
+        self.patch_size.setValue(SlideSettings.patch_size)
+        self.patch_size.setSuffix(" px")
+        self.patch_size.setToolTip(
+            "Side of the square patches in full-resolution pixels (the µm beside it when "
+            "the slide has a pixel size); training and prediction use this size too"
+        )
         self.stride = QSpinBox()
         self.stride.setRange(0, 8192)
+        self.stride.setSuffix(" px")
         self.stride.setSpecialValueText("= patch size")
         self.stride.setToolTip("Step between patches; '= patch size' tiles the slide")
+        patch_row, self.patch_um = with_um(self.patch_size)
+        stride_row, self.stride_um = with_um(self.stride)
+        for spin in (self.patch_size, self.stride):
+            spin.valueChanged.connect(self._show_um)
         self.keep_edges = QCheckBox("keep edge patches")
         self.keep_edges.setToolTip("Keep the partial patches at the bottom and right edges")
         self.tissue = QComboBox()
@@ -46,15 +78,30 @@ class SettingsForm(QWidget):
         self.tissue_threshold.setRange(0.0, 1e9)
         self.tissue_threshold.setDecimals(3)
         self.tissue_threshold.setSpecialValueText("auto (Otsu)")
+        self.tissue_threshold.setToolTip(
+            "Brightness above which a pixel counts as tissue (tissue from brightness only); "
+            "'auto (Otsu)' picks it from the slide's histogram"
+        )
         self.background = QComboBox()
         self.background.addItems(BACKGROUNDS)
         self.background.setToolTip("dark: fluorescence / nonlinear; bright: brightfield")
-        layout.addRow("patch size", self.patch_size)
-        layout.addRow("stride", self.stride)
+        layout.addRow("patch size", patch_row)
+        layout.addRow("stride", stride_row)
         layout.addRow("", self.keep_edges)
         layout.addRow("tissue from", self.tissue)
         layout.addRow("tissue threshold", self.tissue_threshold)
         layout.addRow("background", self.background)
+
+    def set_pixel_size(self, pixel_size) -> None:
+        """The current slide's µm per pixel (``(y, x)`` or None): the µm labels follow."""
+        self.pixel_size = pixel_size
+        self._show_um()
+
+    def _show_um(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
+        stride = self.stride.value() or self.patch_size.value()
+        self.patch_um.setText(um_text(self.patch_size.value(), self.pixel_size))
+        self.stride_um.setText(um_text(stride, self.pixel_size))
+        self.units_changed.emit()
 
     def read(self, settings: SlideSettings) -> None:
         """Copy the form's values into ``settings``."""
@@ -85,7 +132,12 @@ class GridBox(QGroupBox):
         layout.addWidget(self.form)
         buttons = QHBoxLayout()
         self.compute_button = QPushButton("Compute patch grid")
+        self.compute_button.setToolTip(
+            "Cut the slide into patches with these settings and count tissue and tumor in "
+            "each (runs in the background)"
+        )
         self.cancel_button = QPushButton("Cancel grid")
+        self.cancel_button.setToolTip("Stop computing the patch grid")
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.cancel_button)

@@ -8,7 +8,8 @@
   and the live curves (:class:`.curves.TrainingCurves`). Cancel makes ``should_stop()``
   true: the run stops after the current step with a valid ``last.pt``.
 * **Predict** (:class:`.predict_box.PredictBox`) runs ``predict.predict_table`` with a
-  run's ``best.pt`` over the current slide's computed patch grid in a worker, then hands
+  run's ``best.pt`` over the current slide's patch grid in a worker (cut first with the
+  run's own patch size when it has another, :class:`.run_grid.RunGrid`), then hands
   ``prob`` to the dock's ``set_predictions`` — the same path as "Load predictions…" — so
   the overlays, metrics, histograms and error list follow.
 * **Check cohort** prepares the training split once to show GERNE's ``beta_max`` at any
@@ -34,6 +35,8 @@ from .attribute_choice import group_options, threshold_text
 from .curves import TrainingCurves
 from .jobs import BackgroundJob
 from .predict_box import PredictBox
+from .run_folder import taken_folder
+from .run_grid import RunGrid
 from .train_form import TrainForm
 from .train_worker import (
     Eval,
@@ -48,7 +51,10 @@ from .train_worker import (
 
 #: What a prediction hands to the dock: where each patch is, and its probability.
 HANDED_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
-TRAIN_CANCELLED = "Patchwise: training cancelled (last.pt holds the last step)"
+TRAIN_CANCELLED = (
+    "Patchwise: training cancelled (last.pt holds the last step; Train, then Resume run, "
+    "goes on from it)"
+)
 JOB_CANCELLED = "Patchwise: cancelled"
 BUSY = "Patchwise: training or prediction is already running"
 
@@ -73,6 +79,7 @@ class ModelPanel(QWidget):
         # (manifest, patch size) -> the training split's label and tissue_ratio arrays
         self._train_groups: tuple[tuple[str, int], np.ndarray, np.ndarray] | None = None
         self.job = BackgroundJob(JOB_CANCELLED, on_error=self._on_error, parent=self)
+        self.run_grid = RunGrid(dock, parent=self)  # predictions on the run's own patch size
         self._build_ui()
         self._connect()
         self._show_tau()
@@ -80,7 +87,7 @@ class ModelPanel(QWidget):
     def _build_ui(self) -> None:
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
-        self.form = TrainForm()
+        self.form = TrainForm(grid=self.dock.form)  # trains with the grid's patch size
         root.addWidget(self.form)
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("%v / %m steps")
@@ -97,10 +104,13 @@ class ModelPanel(QWidget):
 
     def _connect(self) -> None:
         form = self.form
-        form.train_button.clicked.connect(self.start_training)
+        form.train_button.clicked.connect(lambda: self.start_training())
+        form.folder_choice.resume_chosen.connect(lambda: self.start_training(resume=True))
+        form.folder_choice.new_folder_chosen.connect(self._train_in_new_folder)
         form.cancel_button.clicked.connect(self.cancel)
         form.check_button.clicked.connect(self.start_check)
-        self.predict_box.predict_button.clicked.connect(self.start_predict)
+        self.predict_box.predict_button.clicked.connect(lambda: self.start_predict())
+        self.predict_box.run_chosen.connect(self.run_grid.follow)
         self.job.busy_changed.connect(self._on_busy)
         self.dock.tau_slider.valueChanged.connect(self._show_tau)
         for spin in (form.beta, form.c):
@@ -149,19 +159,29 @@ class ModelPanel(QWidget):
         """Training, prediction or a cohort check is running."""
         return self.job.busy()
 
-    def start_training(self) -> None:
-        """Train with the fields' settings in a background worker."""
+    def start_training(self, *, resume: bool = False) -> None:
+        """Train with the fields' settings in a background worker.
+
+        A run folder that already holds a run is not refused as on the command line: the
+        form offers Resume run (``resume``: go on from its ``last.pt``) and New run folder.
+        """
         if self.busy():
             notify.info(BUSY)
             return
+        self.form.folder_choice.setVisible(False)
         try:
             options = {"mask_map": self._mask_map(), **group_options(self.dock)}
-            options.update(self.extra_options)
+            options.update(self.extra_options, resume=resume)
             config = self.form.config(self._tau(), options)
+            taken = None if resume else taken_folder(config)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         self.form.out_edit.setText(config.out)
+        if taken is not None:
+            self.form.folder_choice.offer(taken)
+            self.status_label.setText(f"{taken.out.name} already holds a run")
+            return
         self.curves.clear_curves()
         self._show_busy(config.steps, "%v / %m steps")
         self.status_label.setText(f"preparing the cohort for {Path(config.out).name}…")
@@ -174,6 +194,13 @@ class ModelPanel(QWidget):
             yielded=self._on_events,
             returned=self._on_trained,
         )
+
+    def _train_in_new_folder(self) -> None:
+        """New run folder: the first free name next to the taken one, then train."""
+        from ..runs import next_run_dir
+
+        self.form.out_edit.setText(str(next_run_dir(self.form.out_edit.text().strip())))
+        self.start_training()
 
     def _on_events(self, events: list) -> None:
         """Main thread: one yielded batch of training events."""
@@ -202,6 +229,7 @@ class ModelPanel(QWidget):
     def _on_trained(self, outcome: TrainOutcome) -> None:
         self.last_run = outcome.out
         self.predict_box.run_edit.setText(str(outcome.out))
+        self.run_grid.follow(outcome.out)
         if outcome.cancelled:
             notify.info(TRAIN_CANCELLED)
             self.status_label.setText(
@@ -225,13 +253,12 @@ class ModelPanel(QWidget):
         try:
             run_dir = self.run_dir()
             state = self.dock.require_state()
-            if state.data is None:
-                raise PatchwiseError(
-                    f"{state.slide.name}: no patch grid yet — compute it with the model's "
-                    "patch size first"
-                )
+            cutting = self.run_grid.ready(state, run_dir, then=self.start_predict)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
+            return
+        if cutting is not None:  # the run's own grid first; Predict goes on once it is shown
+            self.status_label.setText(cutting)
             return
         self._show_busy(0, "%v / %m patches")
         self.status_label.setText(f"predicting {state.slide.name} with {run_dir}…")
@@ -269,7 +296,7 @@ class ModelPanel(QWidget):
             if not manifest or not Path(manifest).is_file():
                 raise PatchwiseError("cohort manifest not found", path=manifest or "(none)")
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         from ..data import PatchSettings
 

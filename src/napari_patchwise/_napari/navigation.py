@@ -14,6 +14,7 @@ import numpy as np
 from ..groups import group_ids, group_names
 from ..metrics import CORRECTNESS_NAMES, correctness
 from .state import SlideState
+from .words import fmt, um_text
 
 
 def viewer_camera(viewer):
@@ -85,12 +86,20 @@ def patch_status(state: SlideState | None, world_position) -> str | None:
     tumor = float(table["tumor_ratio"].iat[pos])
     tumor_tissue = float(table["tumor_tissue_ratio"].iat[pos])
     text = (
-        f"patch ({row}, {col}) at y={int(table['y'].iat[pos])} x={int(table['x'].iat[pos])}: "
-        f"{group} · tissue {ratio:.3f} · tumor {tumor:.3f} · "
-        f"tumor/tissue {'—' if math.isnan(tumor_tissue) else f'{tumor_tissue:.3f}'}"
+        f"patch ({row}, {col}) at {_position(state, pos)}: "
+        f"{group} · tissue {fmt(ratio)} · tumor {fmt(tumor)} · tumor/tissue {fmt(tumor_tissue)}"
     )
     if d.prob is not None and not math.isnan(d.prob[pos]):
         code = correctness([label], [d.prob[pos] >= s.threshold])[0]
         outcome = CORRECTNESS_NAMES[int(code)]
-        text += f" · prob {d.prob[pos]:.3f} ({outcome})"
+        text += f" · prob {fmt(d.prob[pos])} ({outcome})"
     return text
+
+
+def _position(state, pos: int) -> str:
+    """``y=120 x=64 px (60.0, 32.0 µm)``: a patch's corner in level-0 px and µm."""
+    table = state.data.table
+    y, x = int(table["y"].iat[pos]), int(table["x"].iat[pos])
+    size = state.slide.pixel_size
+    um = "" if size is None else f" ({um_text(y, size[0])[:-3]}, {um_text(x, size[1])})"
+    return f"y={y} x={x} px{um}"

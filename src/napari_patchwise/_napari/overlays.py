@@ -37,6 +37,7 @@ from vispy.color.colormap import LUT_len as LUT_LEN
 from ..groups import GROUP_NAMES, group_index
 from ..metrics import CORRECTNESS_NAMES
 from ..palette import CORRECTNESS_COLORS, GROUP_COLORS, LABEL_COLORS
+from .words import fmt
 
 __all__ = ["CORRECTNESS_COLORS", "GROUP_COLORS", "LABEL_COLORS"]  # re-exported
 
@@ -229,13 +230,13 @@ def status_words(kind: str, value, *, tau: float, threshold: float) -> str:
     if kind == "highlight":
         return "in the histogram selection" if v else "not selected"
     if kind == "probability":
-        return f"prob {v:.3f}"
+        return f"prob {fmt(v)}"
     label = int(v >= CLASS_OFFSET - 0.5)
     x = v - CLASS_OFFSET * label
     if kind == "groups":
         return GROUP_NAMES[int(group_index(label, x >= tau - DISPLAY_TOLERANCE))]
     outcome = CORRECTNESS_NAMES[int(group_index(label, x >= threshold - DISPLAY_TOLERANCE))]
-    return f"{outcome} · prob {x:.3f}"
+    return f"{outcome} · prob {fmt(x)}"
 
 
 def speak_status(layer, words) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QFormLayout, QGroupBox, QPushButton
 
 from ..errors import PatchwiseError
@@ -11,7 +12,12 @@ from .train_form import line_edit_with_button
 
 
 class PredictBox(QGroupBox):
-    """A run folder (or one of its checkpoints) and the Predict button."""
+    """A run folder (or one of its checkpoints) and the Predict button.
+
+    ``run_chosen`` carries the path when the user picks or types a run.
+    """
+
+    run_chosen = Signal(object)
 
     def __init__(self, parent=None) -> None:
         super().__init__("Predict the current slide", parent)
@@ -20,6 +26,11 @@ class PredictBox(QGroupBox):
             "run folder or its best*.pt / last.pt (default: the last run)", self._ask_run
         )
         self.predict_button = QPushButton("Predict")
+        self.predict_button.setToolTip(
+            "Give every patch of the open slide a tumor probability with the run's model "
+            "(the grid is cut with the run's patch size)"
+        )
+        self.run_edit.editingFinished.connect(self._on_edited)
         form.addRow("run", run_row)
         form.addRow(self.predict_button)
 
@@ -44,3 +55,9 @@ class PredictBox(QGroupBox):
         path = QFileDialog.getExistingDirectory(self, "Trained run")
         if path:
             self.run_edit.setText(path)
+            self.run_chosen.emit(Path(path))
+
+    def _on_edited(self) -> None:
+        text = self.run_edit.text().strip()
+        if text:
+            self.run_chosen.emit(Path(text))

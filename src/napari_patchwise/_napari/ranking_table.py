@@ -115,7 +115,7 @@ class RankingTable(QWidget):
         try:
             job = ranking_job(self.dock)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self.label.setText("ranking…")
         self.job.start(job, returned=self.show_ranks, description="Ranking attributes")

@@ -120,6 +120,10 @@ class RetrainBox(QGroupBox):
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHOD_NAMES)
         self.method_combo.setCurrentText(DEFAULT_METHOD)
+        self.method_combo.setToolTip(
+            "How the head is retrained on the features: dfr fits it on group-balanced "
+            "validation patches, the others train it as in the Model tab"
+        )
         self.steps = QSpinBox()
         self.steps.setRange(1, 100_000)
         self.steps.setValue(DEFAULT_STEPS)
@@ -139,6 +143,7 @@ class RetrainBox(QGroupBox):
             "then predict this slide with it"
         )
         self.cancel_button = QPushButton("Cancel retraining")
+        self.cancel_button.setToolTip("Stop retraining the head (or predicting with it)")
         self.cancel_button.setEnabled(False)
         self.retrain_button.clicked.connect(self.retrain)
         self.cancel_button.clicked.connect(self.cancel)
@@ -228,7 +233,7 @@ class RetrainBox(QGroupBox):
             config = self.config()
             _check_grid(state, config.features)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         from .train_worker import run_training, stop_event
 

@@ -62,9 +62,10 @@ class SlicesBox(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         buttons = QHBoxLayout()
         self.load_button = QPushButton("Load slices…")
-        self.load_button.setToolTip("the --out of patchwise discover (slices.parquet)")
+        self.load_button.setToolTip("The slices.parquet file that 'patchwise discover' wrote")
         self.load_button.clicked.connect(self._ask)
         self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Forget the loaded slices and their marks")
         self.clear_button.clicked.connect(self.clear)
         buttons.addWidget(self.load_button)
         buttons.addWidget(self.clear_button)
@@ -86,7 +87,7 @@ class SlicesBox(QWidget):
         try:
             self.per_patch, summary = read_slices(path)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self.slices = list(summary["slices"])
         counts = self._on_this_slide()

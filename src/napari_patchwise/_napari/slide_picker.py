@@ -96,6 +96,10 @@ class SlidePicker(QGroupBox):
         form = QFormLayout(self)
         self.image_combo = SlideCombo()
         self.mask_combo = QComboBox()
+        self.image_combo.setToolTip("The slide the dock counts and shows (an image layer)")
+        self.mask_combo.setToolTip(
+            "The labels layer that marks tumor and healthy tissue on the slide (its mask)"
+        )
         self.mask_map_field = MaskMapField()
         form.addRow("slide", self.image_combo)
         form.addRow("mask", self.mask_combo)

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 from ..groups import GROUP_NAMES, N_ATTRIBUTES, group_names
 from ..metrics import Evaluation, group_size_warnings
 from .overlays import LEGENDS
+from .words import fmt
 
 COLUMNS = ("group", "n", "share of class", "accuracy")
 
@@ -45,12 +46,9 @@ def legend(kind: str, title: str) -> QWidget:
     return box
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return (
-        "—"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else f"{value:.{digits}f}"
-    )
+def _fmt(value: float | None) -> str:
+    """An accuracy as the dock writes metrics (:func:`.words.fmt`, a percentage)."""
+    return fmt(value, "percent")
 
 
 class StatsPanel(QWidget):
@@ -133,7 +131,7 @@ class StatsPanel(QWidget):
             n = int(ev.group_counts[g])
             n_class = int(class_counts[g // N_ATTRIBUTES])
             row[1].setText(f"{n:,}")
-            row[2].setText(_fmt(n / n_class if n_class else math.nan))
+            row[2].setText(fmt(n / n_class if n_class else math.nan))  # a ratio
             row[3].setText(_fmt(float(ev.per_group_accuracy[g])))
         self._show_group_warnings(ev)
         if not ev.has_predictions:
@@ -145,7 +143,8 @@ class StatsPanel(QWidget):
         self.metrics.setText(
             f"accuracy <b>{_fmt(ev.accuracy)}</b> · BCA <b>{_fmt(ev.bca)}</b> · "
             f"WGA <b>{_fmt(ev.wga)}</b> ({ev.worst_group or '—'})<br>"
-            f"TN {tn:,} · FP {fp:,} · FN {fn:,} · TP {tp:,}"
+            f"TN {fmt(tn, 'count')} · FP {fmt(fp, 'count')} · FN {fmt(fn, 'count')} · "
+            f"TP {fmt(tp, 'count')}"
         )
 
     def _show_group_warnings(self, ev: Evaluation) -> None:

@@ -61,6 +61,11 @@ class TableFiles(QWidget):
         self.load_button = QPushButton("Load predictions…")
         self.save_table_button = QPushButton("Save table…")
         self.save_geojson_button = QPushButton("Save GeoJSON…")
+        self.load_button.setToolTip(
+            "Load a run's tumor probabilities for this slide (predictions .parquet or .csv)"
+        )
+        self.save_table_button.setToolTip("Save every patch's numbers as a table (.parquet, .csv)")
+        self.save_geojson_button.setToolTip("Save the patches as QuPath objects (.geojson)")
         self.export_job = BackgroundJob("Patchwise: export cancelled, no file written", parent=self)
         self.export_job.busy_changed.connect(
             lambda busy: self.save_geojson_button.setEnabled(not busy)

@@ -40,7 +40,12 @@ from .encoder_choice import (
     encoder_tooltip,
     weights_note,
 )
+from .run_folder import RunFolderChoice
+from .words import flag_words, size_text
 
+#: The methods the Model tab trains: those with SGD steps. DFR (``sgd = False``) fits a
+#: head on a feature store: the Debias tab offers it, where there is one.
+GUI_METHODS = tuple(name for name in METHOD_NAMES if get_method(name).sgd)
 #: The model choices, smallest first: smallcnn trains on a CPU in seconds.
 GUI_MODELS = tuple(reversed(MODEL_NAMES))
 NO_BOUND = "check the cohort to see it"
@@ -57,6 +62,7 @@ def line_edit_with_button(
     """
     edit = QLineEdit()
     edit.setPlaceholderText(placeholder)
+    edit.setToolTip(f"{what or placeholder}: type a path, or click … to choose one")
     button = QPushButton("…")
     button.setFixedWidth(30)
     button.setToolTip(f"choose {what or placeholder}")  # the "…" buttons' context, said
@@ -87,10 +93,16 @@ def _double(low: float, high: float, value: float, *, decimals: int, step: float
 
 
 class TrainForm(QGroupBox):
-    """Manifest, method, model, steps, optimiser and GERNE fields; Check, Train, Cancel."""
+    """Manifest, method, model, steps, optimiser and GERNE fields; Check, Train, Cancel.
 
-    def __init__(self, parent=None) -> None:
+    ``grid`` is the dock's :class:`.form.SettingsForm`: its patch-size field is the one
+    the form trains with (``patch_size``; the form shows it in px and µm). Without one
+    (the form alone) the form has its own field.
+    """
+
+    def __init__(self, parent=None, *, grid=None) -> None:
         super().__init__("Train", parent)
+        self.grid = grid
         self.form = QFormLayout(self)
         self._add_data_fields()
         self._add_method_fields()
@@ -106,11 +118,15 @@ class TrainForm(QGroupBox):
         self.preset_combo = QComboBox()
         self.preset_combo.addItems([NO_PRESET, *PRESET_NAMES])
         self.preset_combo.setToolTip(
-            "\n".join(f"{name}: {get_preset(name).summary}" for name in PRESET_NAMES)
+            "\n".join(flag_words(f"{name}: {get_preset(name).summary}") for name in PRESET_NAMES)
             + "\n(see docs/presets.md; fields changed afterwards win)"
         )
         self.method_combo = QComboBox()
-        self.method_combo.addItems(METHOD_NAMES)
+        self.method_combo.addItems(GUI_METHODS)
+        self.method_combo.setToolTip(
+            "How training treats the groups: erm ignores them, gerne, groupdro, resample "
+            "and reweight use them, jtt and gerne-inferred find them (docs/methods.md)"
+        )
         # the built-in models, then the encoders (a typed timm:NAME works too)
         self.model_combo = editable_combo([*GUI_MODELS, *encoder_items()], encoder_tooltip())
         self.weights_edit, weights_row = line_edit_with_button(
@@ -123,12 +139,27 @@ class TrainForm(QGroupBox):
         self.weights_note = weights_note(self.model_combo, self.weights_edit)
         self.freeze_bn = QCheckBox("frozen BatchNorm statistics")
         self.freeze_bn.setToolTip("keep the running statistics of the weights file (needs one)")
-        self.patch_size = _spin(2, 8192, 64)
-        self.patch_size.setToolTip("patch side in level-0 pixels (predict needs the same grid)")
+        if self.grid is not None:  # the window's one patch-size field, shown here
+            self.patch_size = self.grid.patch_size
+            patch_field = self.patch_size_label = QLabel()
+            patch_field.setToolTip(
+                "Training cuts the cohort's slides into patches of this size: the patch "
+                "size of the 'Patch grid and tissue' box above"
+            )
+            self.grid.units_changed.connect(self._show_patch_size)
+            self.patch_size.valueChanged.connect(self._show_patch_size)
+            self._show_patch_size()
+        else:
+            patch_field = self.patch_size = _spin(2, 8192, 64)
+            self.patch_size.setToolTip("Side of the square patches in full-resolution pixels")
         self.steps = _spin(1, 10_000_000, 500)
+        self.steps.setToolTip("How many batches training takes (Resume run can go on further)")
         self.eval_every = _spin(1, 10_000_000, 50)
+        self.eval_every.setToolTip("Check the model on the validation slides every this many steps")
         self.batch_size = _spin(2, 4096, 32)
+        self.batch_size.setToolTip("Patches per training step")
         self.lr = _double(1e-6, 10.0, 0.01, decimals=5, step=0.001)
+        self.lr.setToolTip("Learning rate: how large each training step is")
         for label, field in (
             ("manifest", manifest_row),
             ("preset", self.preset_combo),
@@ -137,7 +168,7 @@ class TrainForm(QGroupBox):
             ("weights", weights_row),
             ("", self.weights_note),
             ("", self.freeze_bn),
-            ("patch size", self.patch_size),
+            ("patch size", patch_field),
             ("steps", self.steps),
             ("eval every", self.eval_every),
             ("batch size", self.batch_size),
@@ -163,6 +194,10 @@ class TrainForm(QGroupBox):
         beta_row.addWidget(self.check_button)
         self.select_combo = QComboBox()
         self.select_combo.addItems(SELECT_METRICS)
+        self.select_combo.setToolTip(
+            "Which validation score picks the saved model (best.pt): worst-group accuracy "
+            "(val_wga) or balanced accuracy (val_bca)"
+        )
         self.out_edit, out_row = line_edit_with_button(
             "run folder (default: runs/ beside the manifest)", self._ask_out
         )
@@ -176,13 +211,27 @@ class TrainForm(QGroupBox):
     def _add_buttons(self) -> None:
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
+        self.train_button.setToolTip(
+            "Train a model on the cohort's training slides with these settings and the "
+            "dock's tau (in the background; the curves below follow it)"
+        )
         self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.setToolTip(
+            "Stop after the current step; the run folder keeps the last step (Resume run)"
+        )
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
         self.form.addRow(buttons)
+        self.folder_choice = RunFolderChoice()  # a taken run folder: Resume or a new one
+        self.form.addRow(self.folder_choice)
+        self.out_edit.textEdited.connect(lambda _text: self.folder_choice.setVisible(False))
 
     # -- showing --------------------------------------------------------------------------
+    def _show_patch_size(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
+        size = size_text(self.patch_size.value(), self.grid.pixel_size)
+        self.patch_size_label.setText(f"{size} (the patch grid's)")
+
     def _on_method(self, method: str | None = None) -> None:
         # GERNE and GERNE with inferred groups (docs/shortcuts.md) read beta and c
         name = method or self.method_combo.currentText()

@@ -102,12 +102,13 @@ class _Failed:
 def _train_in_child(config_json: str, events, stop) -> None:
     """The training process: run ``train.train``; report the run directory or the error."""
     from ..train import train
+    from .words import dock_line
 
     try:
         out = train(TrainConfig.from_json(config_json), QueueCallbacks(events, stop))
         events.put(_Finished(str(out)))
     except PatchwiseError as exc:
-        events.put(_Failed(str(exc), patchwise=True))
+        events.put(_Failed(dock_line(exc), patchwise=True))  # the dock's hint
     except BaseException as exc:  # noqa: BLE001 - the parent shows it as one line
         text = " ".join(str(exc).split()) or type(exc).__name__
         events.put(_Failed(f"Patchwise: training failed: {type(exc).__name__}: {text}", False))

@@ -14,6 +14,13 @@ from superqt import QLabeledDoubleSlider
 from ..groups import DEFAULT_ATTRIBUTE
 from .state import SlideSettings, SlideState
 from .stats_panel import StatsPanel
+from .words import explain
+
+#: The tau slider's tooltip (tissue-size groups).
+TAU_TIP = (
+    "tau: a patch counts as 'large tissue' when tissue covers at least this share of it "
+    "(the groups: tumor or not x small or large tissue)"
+)
 
 
 def _slider(value: float) -> QLabeledDoubleSlider:
@@ -39,11 +46,15 @@ class TuningBox(QGroupBox):
         self.attribute_combo.addItem(DEFAULT_ATTRIBUTE)
         layout.addRow("attribute", self.attribute_combo)
         self.tau_slider = _slider(SlideSettings.tau)
-        self.tau_slider.setToolTip("tau: a patch has large tissue when tissue_ratio >= tau")
+        explain(self.tau_slider, TAU_TIP)
         self.threshold_slider = _slider(SlideSettings.threshold)
-        self.threshold_slider.setToolTip("a patch is predicted tumor when prob >= threshold")
+        explain(
+            self.threshold_slider,
+            "Decision threshold: a patch is called tumor when the model's probability is at "
+            "least this",
+        )
         layout.addRow("tau", self.tau_slider)
-        layout.addRow("threshold", self.threshold_slider)
+        layout.addRow("decision threshold", self.threshold_slider)
         self.stats = StatsPanel()
         layout.addRow(self.stats)
 
@@ -91,9 +102,15 @@ class TuningBox(QGroupBox):
         self.tau_slider.setRange(lo, hi)
         self.tau_slider.setSingleStep(10.0**-decimals)
         self.tau_slider.blockSignals(False)
-        label = "tau" if settings.attribute == DEFAULT_ATTRIBUTE else "threshold (>=)"
+        default = settings.attribute == DEFAULT_ATTRIBUTE
+        label = "tau" if default else "attribute threshold (>=)"
         self.layout_.labelForField(self.tau_slider).setText(label)
-        self.tau_slider.setToolTip(f"a patch is in a high group when {settings.attribute} >= this")
+        explain(
+            self.tau_slider,
+            TAU_TIP
+            if default
+            else f"A patch is in a 'high' group when its {settings.attribute} is at least this",
+        )
 
     def read(self, settings: SlideSettings) -> None:
         """Copy the sliders' values into ``settings``."""

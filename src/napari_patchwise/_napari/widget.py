@@ -239,6 +239,7 @@ class PatchwiseWidget(QWidget):
         self.current = state
         s = state.settings
         self.form.show_settings(s)
+        self.form.set_pixel_size(state.slide.pixel_size)  # µm beside the px fields
         self.picker.follow_mask(s.mask_layer)  # this slide's mask, never the previous one's
         self.picker.align_mask()
         self.tuning.show_settings(s, state)
