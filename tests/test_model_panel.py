@@ -199,7 +199,7 @@ def test_predict_from_the_panel_loads_prob_into_the_dock(dock, qtbot, manifest, 
     s = widget.current.settings
     tn, fp, fn, tp = data.evaluator.evaluate(s.tau, s.threshold).confusion
     assert tn + fp + fn + tp == n
-    assert widget.errors_label.text().endswith("click one to go there")
+    assert widget.errors_label.text().startswith("0 misclassified patches; click one to go there")
 
 
 def expected_beta_max(manifest, tau: float, c: float) -> float:

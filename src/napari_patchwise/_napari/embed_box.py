@@ -122,6 +122,7 @@ class EmbedBox(QGroupBox):
         self.embed_button = QPushButton("Embed")
         self.embed_button.setToolTip("one feature vector per patch of the dock's grid")
         self.cancel_button = QPushButton("Cancel embedding")
+        self.cancel_button.setToolTip("stop the embedding; nothing half-written is kept")
         self.cancel_button.setEnabled(False)
         self.embed_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
@@ -204,7 +205,7 @@ class EmbedBox(QGroupBox):
         try:
             target, out, source, settings = self.request()
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         note = random_init_note(source.backbone, source.weights or "")
         if note:

@@ -61,7 +61,7 @@ class ErrorsExport(QPushButton):
             if state is None or state.data is None or state.data.prob is None:
                 raise PatchwiseError("no errors to export — load predictions first")
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         s, d = state.settings, state.data
         options = {

@@ -88,7 +88,7 @@ class SessionBox(QWidget):
         try:
             written = write_session(self.session(), path)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return None
         except OSError as exc:
             notify.error(f"{path}: {exc.strerror or exc} — choose another folder")
@@ -112,7 +112,7 @@ class SessionBox(QWidget):
         try:
             session = read_session(path)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         self._path = Path(path)
         self._steps = self._plan(session)
@@ -162,7 +162,7 @@ class SessionBox(QWidget):
         try:
             ok = step()
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             ok = False
         if ok is False:  # the step said why (one notification); the rest would not fit
             self._steps = []
