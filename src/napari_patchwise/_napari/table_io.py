@@ -97,7 +97,7 @@ class TableFiles(QWidget):
         try:
             table = read_table(path, required=("row", "col", "prob"))
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         return self.set_predictions(table, source=path)
 
@@ -109,7 +109,7 @@ class TableFiles(QWidget):
         try:
             table = read_table(path, required=TABLE_COLUMNS)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         return self.show_table(table, source=path)
 
@@ -124,7 +124,7 @@ class TableFiles(QWidget):
                 table, state.slide.name, state.slide.shape[1:], source=source
             )
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         # the form shows the table's grid
         state.settings.patch_size = int(table["height"].max())
@@ -143,7 +143,7 @@ class TableFiles(QWidget):
             state = self.dock.require_state()
             merged, origin, stride = predictions_for(state, predictions, source)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return False
         if state.data is None:  # a complete table with predictions: nothing else to reopen
             state.computed, state.table_source = False, None
@@ -170,7 +170,7 @@ class TableFiles(QWidget):
         try:
             write_table(self.current_table(), path)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
 
     def save_geojson(
         self, path: str | Path, *, scheme: str | None = None, errors_only: bool | None = None
@@ -199,7 +199,7 @@ class TableFiles(QWidget):
                     " — load predictions first, or save label or group classes"
                 )
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         s = state.settings
         options = {

@@ -221,7 +221,7 @@ class PatchwiseWidget(QWidget):
         try:
             slide = self.picker.slide_of(layer)
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         key = slide_key(slide)
         state = self.states.get(key)
@@ -273,7 +273,7 @@ class PatchwiseWidget(QWidget):
         try:
             mask_map = self.mask_map_field.mask_map()
         except PatchwiseError as exc:
-            notify.error(str(exc))
+            notify.error(exc)
             return
         self.picker.align_mask()
         settings = state.settings
