@@ -36,6 +36,10 @@ from .errors import PatchwiseError
 from .presets import PRESET_NAMES, get_preset, resolve
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
+#: selection on the worst accuracy over the slices ``patchwise discover`` found on the
+#: validation split (``--slices``): for cohorts without known groups (docs/shortcuts.md)
+WORST_SLICE = "val_worst_slice"
+SELECT_CHOICES: tuple[str, ...] = (*SELECT_METRICS, WORST_SLICE)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 # Samplers seed numpy with seed * 1000 + rank and torch with seed: keep both in range.
@@ -99,6 +103,7 @@ class TrainConfig:
     gerne_train_bn: bool = False
     eval_every: int = 100
     select: str = "val_wga"
+    slices: str | None = None
     threshold: float = 0.5
     seed: int = 0
     device: str = "auto"
@@ -166,6 +171,12 @@ class TrainConfig:
         if unknown:
             raise PatchwiseError(f"unknown training option(s) {', '.join(unknown)} in config")
         return cls.from_options(data)
+
+    @property
+    def selection_metrics(self) -> tuple[str, ...]:
+        """The validation metrics each evaluation records and keeps a best checkpoint of:
+        val WGA and BCA, and the worst slice's accuracy when ``slices`` is given."""
+        return (*SELECT_METRICS, WORST_SLICE) if self.slices is not None else SELECT_METRICS
 
     @property
     def group_threshold(self) -> float:
@@ -240,7 +251,14 @@ class TrainConfig:
                 "--channels and --input-size go with a timm encoder --model",
                 "give --model timm:NAME or an encoder preset, or drop them",
             ),
-            one_of("select", SELECT_METRICS, "selection metric", "val_wga or val_bca"),
+            one_of(
+                "select", SELECT_CHOICES, "selection metric", "val_wga, val_bca or val_worst_slice"
+            ),
+            (
+                self.select != WORST_SLICE or self.slices is not None,
+                "--select val_worst_slice needs --slices",
+                "give the --out of patchwise discover run on the validation split",
+            ),
             one_of("device", DEVICES, "device", "auto, cpu or cuda"),
             one_of("precision", PRECISIONS, "precision"),
         ]
