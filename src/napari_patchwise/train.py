@@ -71,6 +71,7 @@ from .train_config import (
     SELECT_METRICS,
     WORST_SLICE,
     TrainConfig,
+    selection_metrics,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -683,7 +684,7 @@ def _train(
     meta = _checkpoint_meta(config, data)
     run = _Run(config, out, dist, data, opt, meta, inputs, strict)
     state = (
-        _resumed_state(run) if config.resume else RunState(best=_no_best(config.selection_metrics))
+        _resumed_state(run) if config.resume else RunState(best=_no_best(selection_metrics(config)))
     )
     if dist.main:  # every check has passed: the run directory now holds a run
         from .runs import write_inputs
@@ -1198,7 +1199,7 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
     if test_set is None or len(test_set) == 0:
         log.warning("no test slides: metrics.json holds no test metrics")
         test_set = None
-    for metric in config.selection_metrics:
+    for metric in selection_metrics(config):
         entry = {"step": best[metric]["step"], "val_value": best[metric]["value"], "test": None}
         if test_set is not None:
             prob = _test_probabilities(run, metric)

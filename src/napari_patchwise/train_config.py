@@ -63,8 +63,7 @@ class TrainConfig:
     keys of :meth:`from_options` / :meth:`to_options`. Build a config from such flat
     options with :meth:`from_options`.
 
-    See the module docstring for why ``lr`` and ``weight_decay`` differ from the GERNE
-    paper's (App. F).
+    See the module docstring for why ``lr`` and ``weight_decay`` differ from GERNE's (App. F).
     ``preset`` names the recipe whose values :meth:`from_options` filled in beneath the
     options given (:mod:`.presets`); the fields hold the resolved values.
     ``batch_size`` is the size of each batch; GERNE draws two such batches per step
@@ -173,12 +172,6 @@ class TrainConfig:
         return cls.from_options(data)
 
     @property
-    def selection_metrics(self) -> tuple[str, ...]:
-        """The validation metrics each evaluation records and keeps a best checkpoint of:
-        val WGA and BCA, and the worst slice's accuracy when ``slices`` is given."""
-        return (*SELECT_METRICS, WORST_SLICE) if self.slices is not None else SELECT_METRICS
-
-    @property
     def group_threshold(self) -> float:
         """The attribute's threshold of the groups: tau for ``tissue_ratio``, else
         ``attribute_threshold`` (:func:`groups.attribute_threshold`; checked there)."""
@@ -251,14 +244,7 @@ class TrainConfig:
                 "--channels and --input-size go with a timm encoder --model",
                 "give --model timm:NAME or an encoder preset, or drop them",
             ),
-            one_of(
-                "select", SELECT_CHOICES, "selection metric", "val_wga, val_bca or val_worst_slice"
-            ),
-            (
-                self.select != WORST_SLICE or self.slices is not None,
-                "--select val_worst_slice needs --slices",
-                "give the --out of patchwise discover run on the validation split",
-            ),
+            *_selection_checks(self),
             one_of("device", DEVICES, "device", "auto, cpu or cuda"),
             one_of("precision", PRECISIONS, "precision"),
         ]
@@ -368,6 +354,28 @@ class TrainConfig:
                 "e.g. --seed 0",
             ),
         ]
+
+
+def selection_metrics(config: TrainConfig) -> tuple[str, ...]:
+    """The validation metrics each evaluation records and keeps a best checkpoint of:
+    val WGA and BCA, and the worst slice's accuracy when ``config.slices`` is given."""
+    return (*SELECT_METRICS, WORST_SLICE) if config.slices is not None else SELECT_METRICS
+
+
+def _selection_checks(config: TrainConfig) -> list[tuple[bool, str, str]]:
+    """``(ok, message, hint)`` of ``--select`` and ``--slices``."""
+    return [
+        (
+            config.select in SELECT_CHOICES,
+            f"unknown selection metric {config.select!r}",
+            ", ".join(SELECT_CHOICES),
+        ),
+        (
+            config.select != WORST_SLICE or config.slices is not None,
+            "--select val_worst_slice needs --slices",
+            "give the --out of patchwise discover run on the validation split",
+        ),
+    ]
 
 
 def _unknown_options(names: Mapping[str, Any]) -> list[str]:
