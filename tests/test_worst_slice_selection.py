@@ -89,3 +89,27 @@ def test_slices_that_are_not_discovers_output_are_refused_before_training(cohort
     err = capsys.readouterr().err
     assert code != 0 and "bad.parquet" in err and "patchwise discover" in err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_sweep_selects_the_grid_point_with_the_best_mean_worst_slice(tmp_path):
+    from napari_patchwise.sweep import SweepRun, select_point, sweep_table
+    from napari_patchwise.train_config import TrainConfig
+
+    values = {(1, 0): 0.5, (1, 1): 0.7, (5, 0): 0.8, (5, 1): 0.6}  # (jtt_up, seed): worst slice
+    runs = []
+    for (up, seed), value in values.items():
+        out = tmp_path / f"up{up}_seed{seed}"
+        out.mkdir()
+        entry = {"step": 4, "val_value": value, "test": {"wga": 0.1 * up, "bca": 0.9}}
+        other = {"step": 2, "val_value": 0.99, "test": {"wga": 0.0, "bca": 0.9}}
+        by_selection = {"val_wga": other, "val_bca": other, "val_worst_slice": entry}
+        (out / "metrics.json").write_text(json.dumps({"by_selection": by_selection}))
+        (out / "predictions.parquet").write_bytes(b"")
+        config = TrainConfig(manifest="m.csv", out=str(out), method="jtt", jtt_up=up, seed=seed)
+        runs.append(SweepRun(out.name, (("jtt_up", up),), seed, config))
+    outcomes = {r.name: ("run", "") for r in runs}
+    table = sweep_table(runs, outcomes, "val_worst_slice")
+    assert table["val_worst_slice"].tolist() == [0.5, 0.7, 0.8, 0.6]
+    chosen = select_point(table, ["jtt_up"], "val_worst_slice")
+    # means: up 1 -> 0.6, up 5 -> 0.7 (val WGA is 0.99 everywhere: it would not decide)
+    assert chosen["point"] == {"jtt_up": 5} and chosen["val_mean"] == pytest.approx(0.7)
