@@ -44,6 +44,7 @@ screenshots: install sysdeps
 	$(XVFB) $(PY) docs/make_screenshots.py
 	$(XVFB) $(PY) docs/make_geojson_screenshot.py
 	$(XVFB) $(PY) docs/make_wsi_screenshot.py
+	$(XVFB) $(PY) docs/make_slices_screenshot.py
 
 # Every benchmark's quick mode (small inputs, same-run baselines, the same tables), one at a
 # time; each one's output is printed and kept in benchmarks/_results/<name>.txt, and the

@@ -15,14 +15,21 @@ about the artefact, and reports:
   known-group methods GERNE and GroupDRO, which are given the groups the project knows
   (tissue size at tau), not the artefact; and each run's known-group (tissue) test WGA.
 
-The numbers are reported, not judged (exit status 0 when every step ran).
+Each seed ``s`` of ``--seeds`` (0 1 2) is a cohort of its own (the slides' synth seeds
+plus ``100 * s``, so the artefact falls on other patches) and the training seed ``s`` of
+every method: the intervals cover both. Per method: the mean test WGA (artefact groups and
+tissue groups) with its 95 % t interval over the seeds (``planted_bias.fmt_ci``); per seed
+the discovery figures. The numbers are reported, not judged (exit status 0 when every
+step ran). A full run writes ``runs.csv`` (one row per seed and method), ``discovery.csv``
+(one row per seed), ``tables.md`` and ``meta.json`` (command line, commit, load) into
+``docs/results/hidden_shortcut/`` (``benchmarks/_results_io.py``; ``--results`` elsewhere).
 
     .venv/bin/python benchmarks/hidden_shortcut.py [--out DIR] [--artefact pen=0.9]
-        [--size 1536] [--steps 200] [--seed 0]
+        [--size 1536] [--steps 200] [--seeds 0 1 2] [--results DIR]
 
-``--quick`` (what ``make bench`` runs): 512 px slides, 12 steps, 4 permutations, in a
-temporary folder. 12 steps cannot separate the methods: the quick mode checks that the
-whole chain runs.
+``--quick`` (what ``make bench`` runs): 512 px slides, 12 steps, 4 permutations, one seed,
+in a temporary folder, tables in ``benchmarks/_results/hidden_shortcut_quick/``. 12 steps
+cannot separate the methods: the quick mode checks that the whole chain runs.
 """
 
 from __future__ import annotations
@@ -58,11 +65,12 @@ def cli(*args: str) -> None:
         raise SystemExit(f"patchwise {' '.join(map(str, args))} failed with exit code {code}")
 
 
-def make_cohort(folder: Path, size: int, artefact: str) -> Path:
-    """The slides (each with its artefact table) and their manifest."""
+def make_cohort(folder: Path, size: int, artefact: str, offset: int = 0) -> Path:
+    """The slides (each with its artefact table) and their manifest; ``offset`` is added
+    to every slide's synth seed (one cohort per benchmark seed)."""
     lines = ["image,mask,split"]
     for split, seeds in LAYOUT.items():
-        for seed in seeds:
+        for seed in (s + offset for s in seeds):
             slide = folder / f"s{seed}.ome.tif"
             if not slide.exists():
                 cli(
@@ -158,47 +166,101 @@ def train_all(folder: Path, settings: dict, seed: int, truth) -> dict:
     return results
 
 
+def one_seed(folder: Path, settings: dict, artefact: str, seed: int) -> tuple[dict, dict]:
+    """Cohort ``seed`` in ``folder``: every method's test figures and the discovery."""
+    folder.mkdir(parents=True, exist_ok=True)
+    make_cohort(folder, settings["size"], artefact, offset=100 * seed)
+    truth = artefact_table(folder, artefact.split("=")[0])
+    results = train_all(folder, settings, seed, truth)
+    found = discovery(folder, folder / "runs" / "erm", truth, settings["permutations"])
+    return results, found
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small slides, few steps")
+    p.add_argument("--quick", action="store_true", help="small slides, few steps, one seed")
     p.add_argument("--out", type=Path, default=None, help="working folder (kept)")
+    p.add_argument("--results", default=None, help="where the tables go (see _results_io)")
     p.add_argument("--artefact", default="pen=0.9", help="KIND=STRENGTH (pen=0.9)")
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="(0 1 2; quick: 0)")
     args = p.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
     settings.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v})
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.out or Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+        root = args.out or Path(tmp)
         t0 = time.perf_counter()
-        make_cohort(folder, settings["size"], args.artefact)
-        truth = artefact_table(folder, args.artefact.split("=")[0])
-        results = train_all(folder, settings, args.seed, truth)
-        found = discovery(folder, folder / "runs" / "erm", truth, settings["permutations"])
-        report(args, settings, results, found, time.perf_counter() - t0)
+        rows, found = [], []
+        for seed in seeds:
+            results, discovered = one_seed(root / f"seed{seed}", settings, args.artefact, seed)
+            rows += [{"seed": seed, "method": name, **r} for name, r in results.items()]
+            found.append({"seed": seed, **discovered})
+        report(args, settings, seeds, rows, found, time.perf_counter() - t0)
     return 0
 
 
-def report(args, settings, results, found, seconds) -> None:
-    print(f"hidden shortcut: {args.artefact}, {settings['size']} px slides, "
-          f"{settings['steps']} steps, seed {args.seed}")  # fmt: skip
-    print(f"{'method':<26} {'test WGA (label x artefact)':>28} {'tissue WGA':>11} {'acc':>6}")
-    for name, r in results.items():
-        print(
-            f"{name:<26} {100 * r['artefact_wga']:>27.1f}% {100 * r['tissue_wga']:>10.1f}% "
-            f"{100 * r['accuracy']:>5.1f}%"
+def tables(args, settings: dict, seeds: list[int], rows, found) -> tuple[str, object, object]:
+    """``tables.md`` text, and the per-run and per-seed discovery frames (the CSVs)."""
+    import pandas as pd
+
+    from planted_bias import fmt_ci
+
+    runs = pd.DataFrame(rows)
+    lines = [
+        "| method | test WGA, label x artefact (%) | test WGA, tissue groups (%) "
+        "| test accuracy (%) | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for name in METHODS:
+        part = runs[runs.method == name]
+        lines.append(
+            f"| {name} | {fmt_ci(100 * part.artefact_wga)} | {fmt_ci(100 * part.tissue_wga)} "
+            f"| {fmt_ci(100 * part.accuracy)} | {len(part)} |"
         )
-    best = found["best_of_top3"]
-    print(
-        f"discovery (ERM, test split, {found['n']} patches, {found['artefact_patches']} "
-        f"with the artefact): best of the top 3 slices = rank {best['rank']}, IoU "
-        f"{best['iou']:.2f}, precision {best['precision']:.2f}, recall {best['recall']:.2f}, "
-        f"slice accuracy {best['accuracy']:.2f}, above the noise floor "
-        f"({found['noise_floor']:.4f}): {best['above_noise']}"
-    )
+    disc = pd.DataFrame(
+        [{"seed": f["seed"], **f["best_of_top3"], "noise_floor": f["noise_floor"],
+          "patches": f["n"], "artefact_patches": f["artefact_patches"]} for f in found]
+    )  # fmt: skip
+    dlines = [
+        "| seed | patches (with the artefact) | best of top 3: rank | IoU | precision | recall "
+        "| slice accuracy | score above the noise floor | noise floor |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, d in disc.iterrows():
+        dlines.append(
+            f"| {d.seed} | {d.patches} ({d.artefact_patches}) | {d['rank']} | {d.iou:.2f} "
+            f"| {d.precision:.2f} | {d.recall:.2f} | {d.accuracy:.2f} "
+            f"| {'yes' if d.above_noise else 'no'} | {d.noise_floor:.4f} |"
+        )
+    text = "\n\n".join([
+        "# Hidden shortcut (`benchmarks/hidden_shortcut.py`)",
+        f"Artefact {args.artefact} (never given to any method), tissue size not spurious "
+        f"(`--spurious 0`); {settings['size']} px slides, {settings['steps']} steps, small "
+        f"CNN, {PATCH} px patches; seeds {' '.join(map(str, seeds))} (each its own cohort "
+        "and training seed). Test split, %; mean [95 % t interval over seeds].",
+        "## Test WGA\n\n" + "\n".join(lines),
+        "## Discovery (ERM run, test split, its own features), per seed\n\n"
+        + "\n".join(dlines),
+    ]) + "\n"  # fmt: skip
+    return text, runs, disc
+
+
+def report(args, settings, seeds, rows, found, seconds) -> None:
+    """Print the tables and write them with their meta.json (``_results_io``)."""
+    from _results_io import results_dir, write_results
+
+    text, runs, disc = tables(args, settings, seeds, rows, found)
+    print(text)
     print(f"total {seconds:.0f} s")
+    folder = results_dir("hidden_shortcut", quick=args.quick, given=args.results)
+    meta = {"settings": {**settings, "seeds": seeds, "artefact": args.artefact},
+            "seconds": round(seconds)}  # fmt: skip
+    files = {"runs.csv": runs.to_csv(index=False), "discovery.csv": disc.to_csv(index=False),
+             "tables.md": text}  # fmt: skip
+    write_results(folder, files, meta)
+    print(f"written: {folder}/runs.csv, discovery.csv, tables.md, meta.json")
     sys.stdout.flush()
 
 

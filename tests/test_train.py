@@ -337,6 +337,7 @@ OLD_CONFIG_JSON = {
     "gerne_train_bn": False,
     "eval_every": 10,
     "select": "val_bca",
+    "slices": None,
     "threshold": 0.4,
     "seed": 3,
     "device": "cpu",
@@ -374,7 +375,7 @@ def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identi
     assert config.to_options() == OLD_CONFIG_JSON
     new_keys = ("preset", "gerne_train_bn", "features", "attribute", "attribute_threshold")
     new_keys += ("channels", "input_size")
-    new_keys += ("jtt_fraction", "jtt_up", "infer_fraction")
+    new_keys += ("jtt_fraction", "jtt_up", "infer_fraction", "slices")
     before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k not in new_keys}
     assert TrainConfig.from_options(before_presets) == config
     assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()

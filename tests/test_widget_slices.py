@@ -86,8 +86,13 @@ def test_a_slice_row_outlines_its_patches_on_the_slide(dock, tmp_path):
     expected[raster.rows[chosen], raster.cols[chosen]] = 1
     np.testing.assert_array_equal(np.asarray(layer.data), expected)
     assert layer.visible
+    legend = widget.overlay_choice.legend
+    assert [name for name, _ in legend.entries] == [
+        "slice 4 (rank 0): 3 patches here, accuracy 0.0%"
+    ]  # the canvas legend names the outlined slice
     box.clear()
     assert not layer.visible
+    assert "slice 4" not in " ".join(name for name, _ in legend.entries)
     assert notes["error"] == []
 
 

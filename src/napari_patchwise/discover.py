@@ -274,3 +274,46 @@ def slice_positions(table: pd.DataFrame, per_patch: pd.DataFrame, slice_id: int)
     left["_position"] = np.arange(len(left))
     hits = left.merge(members.drop_duplicates(), on=keys, how="inner")
     return np.sort(hits["_position"].to_numpy(dtype=np.int64))
+
+
+# -- selection on discovered slices (patchwise train --select val_worst_slice) -------------
+def read_slice_table(path: Any) -> pd.DataFrame:
+    """``patchwise discover``'s per-patch table (``slide, row, col, slice``) at ``path``.
+
+    Raises
+    ------
+    PatchwiseError
+        Not a readable parquet with these columns.
+    """
+    try:
+        table = pd.read_parquet(path, columns=["slide", "row", "col", "slice"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PatchwiseError(
+            f"not the output of patchwise discover ({type(exc).__name__})",
+            path=path,
+            hint="give the --out of patchwise discover run on the validation split",
+        ) from None
+    table["slide"] = table["slide"].astype(str)
+    return table.drop_duplicates(["slide", "row", "col"])
+
+
+def slice_of_patches(keys: pd.DataFrame, slices: pd.DataFrame) -> np.ndarray:
+    """Each patch of ``keys`` (``slide, row, col``, in order): its slice id, -1 for none."""
+    left = keys[["slide", "row", "col"]].copy()
+    left["slide"] = left["slide"].astype(str)
+    joined = left.merge(slices, on=["slide", "row", "col"], how="left")
+    return joined["slice"].fillna(-1).to_numpy(dtype=np.int64)
+
+
+def worst_slice_accuracy(slice_ids: np.ndarray, correct: np.ndarray) -> float:
+    """The lowest accuracy over the slices (ids >= 0) of the patches; NaN when none is in one.
+
+    The selection metric for cohorts without known groups: like the worst-group accuracy,
+    with the slices ``patchwise discover`` found on the validation split as the groups.
+    """
+    slice_ids = np.asarray(slice_ids)
+    correct = np.asarray(correct, dtype=float)
+    ids = np.unique(slice_ids[slice_ids >= 0])
+    if ids.size == 0:
+        return float("nan")
+    return float(min(correct[slice_ids == i].mean() for i in ids))

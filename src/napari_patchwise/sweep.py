@@ -762,6 +762,7 @@ def _metric_cells(run: SweepRun, status: str, select: str) -> dict[str, float]:
         entry = metrics["by_selection"].get(metric) or {}
         cells[metric] = _float(entry.get("val_value"))
     chosen = metrics["by_selection"][select]
+    cells[select] = _float(chosen.get("val_value"))  # val_worst_slice: only when selected
     test = chosen.get("test") or {}
     cells.update(step=_float(chosen.get("step")))
     cells.update(test_wga=_float(test.get("wga")), test_bca=_float(test.get("bca")))

@@ -64,7 +64,15 @@ from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES
 from .runs import CONFIG, HISTORY, LAST, METRICS, PREDICTIONS, best_checkpoint_path
-from .train_config import DEVICES, MAX_SEED, PRECISIONS, SELECT_METRICS, TrainConfig
+from .train_config import (
+    DEVICES,
+    MAX_SEED,
+    PRECISIONS,
+    SELECT_METRICS,
+    WORST_SLICE,
+    TrainConfig,
+    selection_metrics,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -169,6 +177,10 @@ def check_inputs(config: TrainConfig, *, device: bool = True) -> None:
     from .models import check_weights_file
 
     read_manifest(config.manifest)
+    if config.slices is not None:  # read once here: a refusal before any training
+        from .discover import read_slice_table
+
+        read_slice_table(config.slices)
     if config.weights is not None:
         check_weights_file(config.weights, config.model)
     if device:
@@ -401,8 +413,8 @@ def _history_row(step: int, evaluation, train_logs: dict[str, float], seconds: f
 
 
 # -- what survives a resume ------------------------------------------------------------------
-def _no_best() -> dict[str, dict[str, float]]:
-    return {m: {"value": -math.inf, "step": -1} for m in SELECT_METRICS}
+def _no_best(metrics: tuple[str, ...] = SELECT_METRICS) -> dict[str, dict[str, float]]:
+    return {m: {"value": -math.inf, "step": -1} for m in metrics}
 
 
 @dataclass
@@ -447,8 +459,8 @@ class RunState:
     def select(self, row: Mapping[str, Any]) -> list[str]:
         """Record an evaluation row; the metrics whose best checkpoint it now is."""
         improved = []
-        for metric in SELECT_METRICS:
-            value = row[metric]
+        for metric in self.best:  # the config's selection_metrics
+            value = row.get(metric)
             value = -math.inf if value is None or not math.isfinite(value) else float(value)
             if value > self.best[metric]["value"] or self.best[metric]["step"] < 0:
                 self.best[metric] = {"value": value, "step": self.step}
@@ -541,6 +553,7 @@ class _Run:
     meta: dict[str, Any]
     inputs: dict[str, Any] = field(default_factory=dict)  # runs.run_inputs: inputs.json
     strict: bool = True  # the folder records its data: its last.pt must carry its identity
+    inputs_cache: dict[str, Any] = field(default_factory=dict)  # e.g. the val patches' slices
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -670,7 +683,9 @@ def _train(
     opt = _set_up_optimisation(config, data, device, dist)
     meta = _checkpoint_meta(config, data)
     run = _Run(config, out, dist, data, opt, meta, inputs, strict)
-    state = _resumed_state(run) if config.resume else RunState()
+    state = (
+        _resumed_state(run) if config.resume else RunState(best=_no_best(selection_metrics(config)))
+    )
     if dist.main:  # every check has passed: the run directory now holds a run
         from .runs import write_inputs
 
@@ -1123,6 +1138,8 @@ def _evaluate_and_select(run: _Run, state: RunState, seconds: float) -> dict[str
     )
     evaluation = evaluate_split(val_set, prob, config.group_threshold, config.threshold)
     row = _history_row(state.step, evaluation, state.take_train_logs(), seconds)
+    if config.slices is not None:
+        row[WORST_SLICE] = _worst_slice(run, prob)
     state.history.append(row)
     for metric in state.select(row):
         run.save_best(metric, state)
@@ -1130,6 +1147,18 @@ def _evaluate_and_select(run: _Run, state: RunState, seconds: float) -> dict[str
     if run.dist.main:
         _write_history(state.history, run.out / HISTORY)
     return row
+
+
+def _worst_slice(run: _Run, prob: np.ndarray) -> float:
+    """The validation split's worst accuracy over the slices of ``config.slices``."""
+    from .discover import read_slice_table, slice_of_patches, worst_slice_accuracy
+
+    if "val_slice_ids" not in run.inputs_cache:  # joined once per run
+        keys = _split_table(run.data.val_set)
+        slices = read_slice_table(run.config.slices)
+        run.inputs_cache["val_slice_ids"] = slice_of_patches(keys, slices)
+    correct = (prob >= run.config.threshold).astype(int) == np.asarray(run.data.val_set.labels)
+    return worst_slice_accuracy(run.inputs_cache["val_slice_ids"], correct)
 
 
 def _write_history(history: list[dict], path: Path) -> None:
@@ -1173,7 +1202,7 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
     if test_set is None or len(test_set) == 0:
         log.warning("no test slides: metrics.json holds no test metrics")
         test_set = None
-    for metric in SELECT_METRICS:
+    for metric in selection_metrics(config):
         entry = {"step": best[metric]["step"], "val_value": best[metric]["value"], "test": None}
         if test_set is not None:
             prob = _test_probabilities(run, metric)
@@ -1218,18 +1247,23 @@ def _test_probabilities(run: _Run, metric: str) -> np.ndarray:
 
 def _test_table(config: TrainConfig, test_set: PatchDataset, prob: np.ndarray) -> Any:
     """The test split's patch tables with ``prob`` and ``pred`` appended."""
-    import pandas as pd
 
-    if getattr(test_set, "table", None) is not None:  # a head run's FeatureDataset
-        table = test_set.table.copy()
-    else:
-        tables = [pd.read_parquet(Path(c).with_suffix(".parquet")) for c in test_set.caches]
-        table = pd.concat(tables, ignore_index=True)
+    table = _split_table(test_set)
     if test_set.attribute not in table:  # an extra attribute (docs/attributes.md)
         table[test_set.attribute] = test_set.attribute_values
     table["prob"] = prob.astype(np.float32)
     table["pred"] = (prob >= config.threshold).astype(np.int8)
     return table
+
+
+def _split_table(dataset) -> Any:
+    """A split's patch tables (``slide, row, col``, ...), in the dataset's order."""
+    import pandas as pd
+
+    if getattr(dataset, "table", None) is not None:  # a head run's FeatureDataset
+        return dataset.table.copy()
+    tables = [pd.read_parquet(Path(c).with_suffix(".parquet")) for c in dataset.caches]
+    return pd.concat(tables, ignore_index=True)
 
 
 def _write_table(table, path: Path) -> None:

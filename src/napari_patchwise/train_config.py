@@ -36,6 +36,10 @@ from .errors import PatchwiseError
 from .presets import PRESET_NAMES, get_preset, resolve
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
+#: selection on the worst accuracy over the slices ``patchwise discover`` found on the
+#: validation split (``--slices``): for cohorts without known groups (docs/shortcuts.md)
+WORST_SLICE = "val_worst_slice"
+SELECT_CHOICES: tuple[str, ...] = (*SELECT_METRICS, WORST_SLICE)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 # Samplers seed numpy with seed * 1000 + rank and torch with seed: keep both in range.
@@ -59,8 +63,7 @@ class TrainConfig:
     keys of :meth:`from_options` / :meth:`to_options`. Build a config from such flat
     options with :meth:`from_options`.
 
-    See the module docstring for why ``lr`` and ``weight_decay`` differ from the GERNE
-    paper's (App. F).
+    See the module docstring for why ``lr`` and ``weight_decay`` differ from GERNE's (App. F).
     ``preset`` names the recipe whose values :meth:`from_options` filled in beneath the
     options given (:mod:`.presets`); the fields hold the resolved values.
     ``batch_size`` is the size of each batch; GERNE draws two such batches per step
@@ -99,6 +102,7 @@ class TrainConfig:
     gerne_train_bn: bool = False
     eval_every: int = 100
     select: str = "val_wga"
+    slices: str | None = None
     threshold: float = 0.5
     seed: int = 0
     device: str = "auto"
@@ -240,7 +244,7 @@ class TrainConfig:
                 "--channels and --input-size go with a timm encoder --model",
                 "give --model timm:NAME or an encoder preset, or drop them",
             ),
-            one_of("select", SELECT_METRICS, "selection metric", "val_wga or val_bca"),
+            *_selection_checks(self),
             one_of("device", DEVICES, "device", "auto, cpu or cuda"),
             one_of("precision", PRECISIONS, "precision"),
         ]
@@ -350,6 +354,28 @@ class TrainConfig:
                 "e.g. --seed 0",
             ),
         ]
+
+
+def selection_metrics(config: TrainConfig) -> tuple[str, ...]:
+    """The validation metrics each evaluation records and keeps a best checkpoint of:
+    val WGA and BCA, and the worst slice's accuracy when ``config.slices`` is given."""
+    return (*SELECT_METRICS, WORST_SLICE) if config.slices is not None else SELECT_METRICS
+
+
+def _selection_checks(config: TrainConfig) -> list[tuple[bool, str, str]]:
+    """``(ok, message, hint)`` of ``--select`` and ``--slices``."""
+    return [
+        (
+            config.select in SELECT_CHOICES,
+            f"unknown selection metric {config.select!r}",
+            ", ".join(SELECT_CHOICES),
+        ),
+        (
+            config.select != WORST_SLICE or config.slices is not None,
+            "--select val_worst_slice needs --slices",
+            "give the --out of patchwise discover run on the validation split",
+        ),
+    ]
 
 
 def _unknown_options(names: Mapping[str, Any]) -> list[str]:

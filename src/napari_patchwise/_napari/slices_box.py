@@ -4,7 +4,8 @@
 two outputs, docs/shortcuts.md) and lists the slices, best first: size, accuracy, score,
 whether it beats the noise floor, and the attribute it correlates with most. Clicking a
 row outlines that slice's patches of the current slide in the highlight layer (matched on
-slide, row and col); "Clear" removes the outline.
+slide, row and col) and names the slice in the canvas legend; "Clear" removes the outline
+and brings back the legend of the overlay shown.
 """
 
 from __future__ import annotations
@@ -138,7 +139,18 @@ class SlicesBox(QWidget):
         if members.size == 0:
             notify.info("Patchwise: this slice has no patch on the current slide")
         highlight(state, members)
+        self._legend(self.slices[row], members.size)
         return members
+
+    def _legend(self, s: dict, here: int) -> None:
+        """The canvas legend names the outlined slice (the overlay choice's comes back on Clear)."""
+        from .overlays import HIGHLIGHT_COLOR
+
+        choice = getattr(self.dock, "overlay_choice", None)
+        if choice is not None:
+            text = (f"slice {s['id']} (rank {s['rank']}): {here} patches here, "
+                    f"accuracy {100 * s['accuracy']:.1f}%")  # fmt: skip
+            choice.legend.show([(text, HIGHLIGHT_COLOR)])
 
     def clear(self) -> None:
         from .navigation import highlight
@@ -146,3 +158,6 @@ class SlicesBox(QWidget):
         state = self.dock.current
         if state is not None and state.data is not None and state.overlays is not None:
             highlight(state, None)
+        choice = getattr(self.dock, "overlay_choice", None)
+        if choice is not None:
+            choice.apply()  # the legend of the overlay shown again

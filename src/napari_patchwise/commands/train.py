@@ -70,7 +70,10 @@ HELP = {
     "gerne_train_bn": "let GERNE with beta > 0 train a ResNet's BatchNorm on batch statistics "
     '(refused otherwise: docs/methods.md, "BatchNorm")',
     "eval_every": "validate every N steps",
-    "select": "validation metric that selects the best checkpoint",
+    "select": "validation metric that selects the best checkpoint (val_worst_slice: the "
+    "worst accuracy over the slices of --slices, for cohorts without known groups)",
+    "slices": "patchwise discover's --out on the validation split: adds the worst slice's "
+    "accuracy (val_worst_slice) to every evaluation (docs/shortcuts.md)",
     "threshold": "decision threshold on the tumor probability",
     "seed": "random seed",
     "device": "auto: CUDA when available",
@@ -87,6 +90,7 @@ HELP = {
 }
 CHOICES = {"tissue": TISSUE_MODES, "background": BACKGROUNDS}
 OPTIONAL_TYPES = {
+    "slices": str,
     "stride": int,
     "tissue_threshold": float,
     "mask_map": str,
@@ -142,13 +146,14 @@ ARG_TYPES = {
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..methods import METHOD_LABELS, METHOD_NAMES
     from ..presets import PRESET_NAMES
-    from ..train import DEVICES, PRECISIONS, SELECT_METRICS, TrainConfig
+    from ..train import DEVICES, PRECISIONS, TrainConfig
+    from ..train_config import SELECT_CHOICES
 
     choices = dict(
         CHOICES,
         preset=PRESET_NAMES,
         method=METHOD_NAMES,
-        select=SELECT_METRICS,
+        select=SELECT_CHOICES,
         device=DEVICES,
         precision=PRECISIONS,
     )
