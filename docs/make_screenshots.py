@@ -56,7 +56,7 @@ def main() -> None:
     box = widget.compare_box
     box.filter_combo.setCurrentIndex(0)
     viewer.reset_view()
-    shots.window("compare", tab=box, scroll_to_bottom=True)
+    shots.window("compare", tab=box, scroll_to_bottom=True, roomy=True)
 
     widget.set_predictions(read_table(story.predictions["erm"]), source="ERM")
     shots.settle()
@@ -70,7 +70,7 @@ def main() -> None:
     widget.highlight_bin(-1, -1)
     widget.tabs.refresh_errors()
     widget.errors.selectRow(0)  # the most confident error, centred in the view
-    shots.overlay("correctness", tab=widget.tabs.widget(1), scroll_to_bottom=True, name="errors")
+    shots.overlay("correctness", tab=widget.tabs.widget(1), name="errors", roomy=True)
     # groups by another attribute (docs/attributes.md): the border fraction, computed on demand
     widget.attribute_choice.choose("border_fraction")
     shots.settle()
@@ -106,9 +106,13 @@ class Shots:
             toast.close()
         QApplication.processEvents()
 
-    def window(self, name: str, *, tab=None, scroll_to_bottom: bool = False) -> None:
+    def window(
+        self, name: str, *, tab=None, scroll_to_bottom: bool = False, roomy: bool = False
+    ) -> None:
+        """Screenshot of the window; ``roomy``: the tabs get the slide pane's height."""
         if tab is not None:
             self.widget.tabs.setCurrentWidget(tab)
+        tabs_room(self.widget, roomy)
         bar = self.widget.scroll.verticalScrollBar()
         self.settle()
         bar.setValue(bar.maximum() if scroll_to_bottom else 0)
@@ -118,14 +122,44 @@ class Shots:
         print(path)
 
     def overlay(self, kind: str, *, also=(), name: str | None = None, **window) -> None:
-        """Only the ``kind`` overlay (and ``also``) of the slide shown, the mask hidden."""
-        for key, layer in self.widget.current.overlays.layers.items():
-            layer.visible = key == kind or key in also
-        for layer in self.viewer.layers:
-            if layer.metadata.get("patchwise_mask"):
-                layer.visible = False
+        """The ``kind`` overlay chosen in "overlay shown" (its legend on the canvas), ``also``
+        layers shown beside it, the mask hidden."""
+        show_overlay(self.widget, kind, also)
         window.setdefault("tab", self.widget.tabs.widget(0))
         self.window(name or kind, **window)
+
+
+#: Overlay layer key -> the dock's "overlay shown" choice.
+CHOICE = {"correctness": "outcome", "groups": "groups", "labels": "labels",
+          "probability": "probability", "comparison": "comparison"}  # fmt: skip
+
+
+def show_overlay(widget, kind: str, also=()) -> None:
+    """Choose ``kind`` as a user would (one overlay, its legend), then ``also``; the mask
+    hidden and the overlay the active layer (its controls in the layer panel)."""
+    widget.overlay_choice.choose(CHOICE[kind])
+    layers = widget.current.overlays.layers
+    for key in also:
+        layers[key].visible = True
+    for layer in widget.viewer.layers:
+        if layer.metadata.get("patchwise_mask"):
+            layer.visible = False
+    if kind in layers:
+        widget.viewer.layers.selection.active = layers[kind]
+
+
+def tabs_room(widget, roomy: bool) -> None:
+    """Splitter sizes: by default as the dock opens; ``roomy`` folds the slide settings
+    pane away (a user drags its handle) so a tab's table shows whole."""
+    splitter = widget.splitter
+    if not hasattr(splitter, "opening_sizes"):
+        splitter.opening_sizes = splitter.sizes()
+    sizes = list(splitter.opening_sizes)
+    if roomy:
+        setup = splitter.indexOf(widget.setup_scroll)
+        sizes[-1] += sizes[setup]
+        sizes[setup] = 0
+    splitter.setSizes(sizes)
 
 
 def retrain_screenshot(widget, shots: Shots, story, data: Path) -> None:
@@ -170,13 +204,10 @@ def retrain_screenshot(widget, shots: Shots, story, data: Path) -> None:
     debias.ranking.rank()
     settle()
     # the new head's outcome per patch (the comparison with ERM is in the Compare tab)
-    for key, layer in widget.current.overlays.layers.items():
-        layer.visible = key == "correctness"
-    for layer in widget.viewer.layers:
-        if layer.metadata.get("patchwise_mask") or layer is widget.compare_box.layer:
-            layer.visible = False
+    show_overlay(widget, "correctness")
     widget.viewer.reset_view()
     widget.tabs.setCurrentWidget(debias)
+    tabs_room(widget, True)
     shots.settle()
     bar = widget.scroll.verticalScrollBar()
     bar.setValue(min(bar.maximum(), widget.tabs.y()))  # the tab from its top
@@ -205,7 +236,7 @@ def training_screenshot(widget, shots: Shots, story, out: Path) -> None:
     while panel.busy():
         QApplication.processEvents()
     widget.viewer.reset_view()
-    shots.window("training", tab=panel, scroll_to_bottom=True)
+    shots.window("training", tab=panel, scroll_to_bottom=True, roomy=True)
 
 
 def cohort_screenshot(out: Path, story) -> None:
@@ -236,6 +267,7 @@ def cohort_screenshot(out: Path, story) -> None:
     browser.open_slide(images.index(story.test_image.resolve()))
     settle()
     widget.tabs.setCurrentWidget(browser)
+    tabs_room(widget, True)
     bar = widget.scroll.verticalScrollBar()
     bar.setValue(min(bar.maximum(), widget.tabs.y()))  # the tab from its top
     viewer.reset_view()
