@@ -67,6 +67,7 @@ def main() -> None:
 
     import napari
     import tifffile
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
     from qtpy.QtWidgets import QApplication
 
     from napari_patchwise._napari.demo_view import wait_until_idle
@@ -88,15 +89,18 @@ def main() -> None:
     widget.form.patch_size.setValue(32)
     widget.compute()
     wait_until_idle(widget)
-    for kind, layer in widget.current.overlays.layers.items():
-        layer.visible = kind == "labels"  # the patch labels the annotations gave
-        layer.opacity = 0.45
+    widget.overlay_choice.choose("labels")  # the patch labels the annotations gave
+    widget.current.overlays.layers["labels"].opacity = 0.45
     viewer.layers.move(viewer.layers.index(annotations), len(viewer.layers))  # on top
     annotations.opacity = 0.6
     annotations.contour = 4  # outlines, as drawn in QuPath
     viewer.reset_view()
     for _ in range(30):
         QApplication.processEvents()
+    # toasts (the reader's offer) would cover the canvas
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+    QApplication.processEvents()
     path = args.out / "geojson_mask.png"
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     print(path)
