@@ -37,6 +37,9 @@ COMPARE_COLORS: tuple[str, ...] = (GREY, YELLOW, VERMILLION, BLUE)
 #: Histograms (dock and report): correct, incorrect, all patches (no predictions yet).
 CORRECT_COLOR = BLUISH_GREEN
 INCORRECT_COLOR = REDDISH_PURPLE
+#: The incorrect share of a stacked bar is hatched too: told apart from the correct share
+#: without its hue (a monochrome print, a viewer who cannot tell the two colours apart).
+INCORRECT_HATCH = "///"
 ALL_COLOR = DARK_GREY
 
 

@@ -214,7 +214,7 @@ def draw_figure1(axes: Sequence, data: Figure1Data) -> None:
                    edgecolor="white", linewidth=0.5, label="correct")  # fmt: skip
             ax.bar(left, panel.fraction_incorrect, width, bottom=panel.fraction_correct,
                    align="edge", color=INCORRECT_COLOR, edgecolor="white", linewidth=0.5,
-                   label="incorrect")  # fmt: skip
+                   hatch=palette.INCORRECT_HATCH, label="incorrect")  # fmt: skip
         else:
             ax.bar(left, panel.fraction_correct, width, align="edge", color=ALL_COLOR,
                    edgecolor="white", linewidth=0.5, label="patches")  # fmt: skip

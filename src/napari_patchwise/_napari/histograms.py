@@ -20,6 +20,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, Signal
 
+from ..palette import INCORRECT_HATCH
 from ..report import ALL_COLOR, CORRECT_COLOR, FIGURE1_PANELS, INCORRECT_COLOR, bin_indices
 
 # Panels, binning and colours are the report's (report.figure1_data), so the dock shows
@@ -152,7 +153,7 @@ class Figure1Canvas(FigureCanvasQTAgg):
             correct = ax.bar(edges[:-1], share, widths, align="edge", color=base_color)
             wrong = ax.bar(
                 edges[:-1], np.zeros_like(share), widths, bottom=share, align="edge",
-                color=INCORRECT_COLOR,
+                color=INCORRECT_COLOR, hatch=INCORRECT_HATCH, edgecolor="white",
             )  # fmt: skip
             for rect in (*correct, *wrong):
                 rect.set_animated(True)
@@ -168,7 +169,10 @@ class Figure1Canvas(FigureCanvasQTAgg):
             from matplotlib.patches import Patch
 
             self.axes[0].legend(
-                handles=[Patch(color=CORRECT_COLOR), Patch(color=INCORRECT_COLOR)],
+                handles=[
+                    Patch(color=CORRECT_COLOR),
+                    Patch(facecolor=INCORRECT_COLOR, hatch=INCORRECT_HATCH, edgecolor="white"),
+                ],
                 labels=["correct", "incorrect"],
                 fontsize=7,
                 loc="upper right",

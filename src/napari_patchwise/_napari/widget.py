@@ -49,6 +49,7 @@ from .minimap import MiniMapPane
 from .model_panel import ModelPanel
 from .overlay_choice import OverlayChoice
 from .overlays import SlideOverlays, overlay_transform
+from .refit import RefitOnFirstShow
 from .session_box import SessionBox
 from .slide_picker import SlidePicker
 from .state import SlideState, slide_key
@@ -148,6 +149,7 @@ class PatchwiseWidget(QWidget):
         self._build_ui()
         self._connect()
         self.picker.refresh()
+        RefitOnFirstShow(self, napari_viewer)  # the dock took part of the canvas: fit again
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
