@@ -13,6 +13,7 @@ one window screenshot per view:
 * with ERM's predictions: ``viewer_labels``, ``viewer_groups``, ``viewer_correctness``,
   ``viewer_probability``, ``viewer_histograms`` (a bin selected) and ``viewer_errors``
   (the most confident error chosen);
+* ``viewer_inspector.png`` — at 1366 x 768: the pinned error in the inspector, outlined;
 * ``viewer_attribute.png`` — the groups by another attribute (the border fraction);
 * ``viewer_training.png`` — the Model tab after a short cpu-quick training on the cohort;
 * ``viewer_retrain.png`` — the Debias tab: the ERM run's features (embedded once, cached
@@ -71,6 +72,12 @@ def main() -> None:
     widget.tabs.refresh_errors()
     widget.errors.selectRow(0)  # the most confident error, centred in the view
     shots.overlay("correctness", tab=widget.tabs.widget(1), name="errors", roomy=True)
+    # a laptop screen: the whole slide, the pinned error outlined, the inspector, the legend
+    viewer.window._qt_window.resize(1366, 768)
+    shots.settle()
+    viewer.reset_view()
+    shots.overlay("correctness", tab=widget.tabs.widget(1), name="inspector")
+    viewer.window._qt_window.resize(1560, 980)
     # groups by another attribute (docs/attributes.md): the border fraction, computed on demand
     widget.attribute_choice.choose("border_fraction")
     shots.settle()
