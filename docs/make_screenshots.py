@@ -57,7 +57,7 @@ def main() -> None:
     box = widget.compare_box
     box.filter_combo.setCurrentIndex(0)
     viewer.reset_view()
-    shots.window("compare", tab=box, scroll_to_bottom=True, roomy=True)
+    shots.window("compare", tab=box, roomy=True)
 
     widget.set_predictions(read_table(story.predictions["erm"]), source="ERM")
     shots.settle()

@@ -65,8 +65,9 @@ def docked(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     return viewer, widget, errors, tmp_path
 
 
-def expected_classes(table, path_a, path_b, threshold):
-    """Comparison class per (row, col) straight from the two files, with numpy."""
+def expected_classes(table, path_a, path_b, threshold, *, drawn=True):
+    """Comparison class per (row, col) straight from the two files, with numpy (``drawn``:
+    as the layer draws them, empty glass -1)."""
     a = pd.read_parquet(path_a).set_index(["row", "col"])["prob"]
     b = pd.read_csv(path_b).set_index(["row", "col"])["prob"]
     keys = pd.MultiIndex.from_frame(table[["row", "col"]])
@@ -76,6 +77,9 @@ def expected_classes(table, path_a, path_b, threshold):
     classes = np.select(
         [right_a & right_b, ~right_a & ~right_b, right_a & ~right_b], [0, 1, 2], default=3
     )
+    # empty glass (tissue ratio 0) is drawn transparent, as on every overlay
+    if drawn:
+        classes = np.where(table["tissue_ratio"].to_numpy() > 0, classes, -1)
     grid = np.full((N, N), -1)
     grid[table["row"], table["col"]] = classes
     return grid
@@ -102,7 +106,10 @@ def test_comparison_layer_matches_the_tables_at_two_thresholds(docked, qtbot):
         expected = expected_classes(table, tmp / "erm.parquet", tmp / "gerne.csv", threshold)
         shown = np.asarray(layer.data).astype(int) - 1
         np.testing.assert_array_equal(shown, expected)
-        counts = [int((expected == k).sum()) for k in range(4)]
+        every = expected_classes(
+            table, tmp / "erm.parquet", tmp / "gerne.csv", threshold, drawn=False
+        )
+        counts = [int((every == k).sum()) for k in range(4)]  # glass counted
         assert min(counts) > 0, counts  # every class is on the slide
         assert f"only ERM right {counts[2]:,}" in box.summary.text()
         assert f"only GERNE right {counts[3]:,}" in box.summary.text()
@@ -251,7 +258,9 @@ def test_last_two_trainings_use_their_test_predictions_or_predict_the_slide(
     np.testing.assert_allclose(box.data.prob_a, direct["prob"], rtol=1e-5)
     shown = np.asarray(box.layer.data)
     assert box.layer.name == "s1 run comparison"
-    assert int((shown > 0).sum()) == len(table)  # every patch has both predictions
+    # every patch with tissue has both predictions (empty glass is drawn transparent)
+    assert int((shown > 0).sum()) == int((table["tissue_ratio"] > 0).sum())
+    assert int(box.data.grid.counts.sum()) == len(table)  # and every patch is counted
 
 
 def test_a_threshold_move_repaints_the_layer(docked, qtbot):

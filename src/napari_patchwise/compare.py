@@ -343,10 +343,18 @@ class ClassGrid:
     label, prob_a, prob_b : ndarray, shape (n_rows, n_cols)
         Label (anything but 0/1: no patch) and both runs' probabilities (NaN: none).
     threshold : float
+    shown : ndarray of bool, shape (n_rows, n_cols), optional
+        Cells drawn in ``values`` (default all). Hidden cells (empty glass) still count in
+        ``counts``, like in every metric; they read 0 in ``values``, transparent.
     """
 
     def __init__(
-        self, label: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, threshold: float = 0.5
+        self,
+        label: np.ndarray,
+        prob_a: np.ndarray,
+        prob_b: np.ndarray,
+        threshold: float = 0.5,
+        shown: np.ndarray | None = None,
     ) -> None:
         self._label = np.asarray(label).reshape(-1)
         self._pa = np.asarray(prob_a, dtype=np.float64).reshape(-1)
@@ -360,6 +368,8 @@ class ClassGrid:
             order = valid[np.argsort(prob[valid], kind="stable")]
             self._orders.append((order, prob[order]))
         self.values = np.zeros(self.shape, dtype=np.uint8)
+        self._codes = np.zeros(self._label.size, dtype=np.uint8)  # every cell's class + 1
+        self._shown = None if shown is None else np.asarray(shown, bool).reshape(-1)
         self.threshold = float(threshold)
         self._recompute_all()
 
@@ -368,10 +378,17 @@ class ClassGrid:
         codes += 1
         return codes.view(np.uint8)
 
-    def _recompute_all(self) -> None:
+    def _draw(self, cells) -> None:
+        """``values`` of ``cells`` from their classes (0 where hidden)."""
         flat = self.values.reshape(-1)
-        flat[:] = self._classes_at(slice(None), self.threshold)
-        self.counts = np.bincount(flat, minlength=len(COMPARISON_NAMES) + 1)[1:].astype(np.int64)
+        codes = self._codes[cells]
+        flat[cells] = codes if self._shown is None else np.where(self._shown[cells], codes, 0)
+
+    def _recompute_all(self) -> None:
+        self._codes[:] = self._classes_at(slice(None), self.threshold)
+        self._draw(slice(None))
+        n = len(COMPARISON_NAMES) + 1
+        self.counts = np.bincount(self._codes, minlength=n)[1:].astype(np.int64)
 
     def move_to(self, threshold: float) -> int:
         """Classes at ``threshold``; returns how many cells were recomputed."""
@@ -392,11 +409,11 @@ class ClassGrid:
         # a cell in both parts once (np.unique's hashing took 380 ms for 10^6 cells)
         cells.sort()
         cells = cells[np.concatenate(([True], cells[1:] != cells[:-1]))]
-        flat = self.values.reshape(-1)
         n = len(COMPARISON_NAMES) + 1
-        self.counts -= np.bincount(flat[cells], minlength=n)[1:]
-        flat[cells] = self._classes_at(cells, threshold)
-        self.counts += np.bincount(flat[cells], minlength=n)[1:]
+        self.counts -= np.bincount(self._codes[cells], minlength=n)[1:]
+        self._codes[cells] = self._classes_at(cells, threshold)
+        self.counts += np.bincount(self._codes[cells], minlength=n)[1:]
+        self._draw(cells)
         return int(cells.size)
 
 

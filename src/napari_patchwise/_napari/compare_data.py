@@ -180,6 +180,8 @@ def prepare_comparison(
             raster.paint(prob_a, dtype=np.float64),
             raster.paint(prob_b, dtype=np.float64),
             threshold,
+            # empty glass transparent, as on every overlay (still counted)
+            shown=raster.paint(ratio > 0, fill=False, dtype=bool),
         ),
         pair=PairEvaluator(label, ratio, prob_a, prob_b),
         geometry=geometry,
