@@ -167,3 +167,38 @@ def lazy_view(view, block_yx: tuple[int, int]) -> da.Array:
     c, h, w = view.shape
     cy, cx = yx_chunks(block_yx, (h, w), itemsize(view.dtype) * c)
     return da.from_array(view, chunks=(c, cy, cx), lock=False, asarray=True, name=False)
+
+
+class YXCView:
+    """Read-only ``(Y, X, C)`` view of a ``(C, Y, X)`` dask level (an RGB layer's data).
+
+    ``level.transpose(1, 2, 0)`` would read whole dask chunks: dask does not push a
+    later slice through the transpose, so a 100 px view region decoded 64 tiles. Here
+    the slice is applied to the ``(C, Y, X)`` level first (fused into its file reader:
+    only the tiles under the region are decoded) and the result is transposed.
+    """
+
+    def __init__(self, level: da.Array):
+        c, h, w = (int(n) for n in level.shape)
+        self._level = level
+        self.shape = (h, w, c)
+        self.dtype = np.dtype(level.dtype)
+        self.ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key_y, key_x, key_c = key + (slice(None),) * (3 - len(key))
+        # synchronous: this runs inside a task of the outer (threaded) dask compute
+        out = np.asarray(self._level[key_c, key_y, key_x].compute(scheduler="sync"))
+        return np.moveaxis(out, 0, -1) if out.ndim == 3 else out
+
+
+def yxc_level(level: da.Array) -> da.Array:
+    """``(Y, X, C)`` dask array over a ``(C, Y, X)`` ``level``, chunked as the level.
+
+    The level's chunks hold whole file tiles and all channels (:func:`lazy_view`), so
+    the RGB array's chunks do too, and a viewed region decodes only its own tiles.
+    """
+    _, cy, cx = level.chunks
+    chunks = (cy, cx, (int(level.shape[0]),))
+    return da.from_array(YXCView(level), chunks=chunks, lock=False, asarray=True, name=False)

@@ -1,0 +1,128 @@
+"""Brightfield RGB slides in napari: one ``rgb=True`` pyramid layer, not three channels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("openslide")
+
+import _wsi
+
+from napari_patchwise._napari.reader import layers_for_path
+from napari_patchwise.io import _tiles
+
+MPP = 0.25
+
+
+@pytest.fixture(scope="module")
+def svs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rgb")
+    path = folder / "slide.svs"
+    levels = _wsi.write_svs(path, _wsi.brightfield(512, 768, seed=5), mpp=MPP, tile=128)
+    return path, levels
+
+
+def test_an_svs_is_one_rgb_layer_with_openslide_pixels_and_its_scale(svs):
+    import openslide
+
+    path, levels = svs
+    (data, kwargs, kind), *rest = layers_for_path(path)
+    assert not rest and kind == "image"
+    assert kwargs["rgb"] and kwargs["multiscale"] and kwargs["name"] == "slide"
+    assert tuple(kwargs["scale"]) == (MPP, MPP) and tuple(kwargs["units"]) == ("µm", "µm")
+    assert [d.shape for d in data] == [(512, 768, 3), (256, 384, 3), (128, 192, 3)]
+    # chunks hold whole 128 px tiles and all three samples
+    assert all(c % 128 == 0 for c in data[0].chunks[0][:-1]) and data[0].chunks[2] == (3,)
+    with openslide.OpenSlide(str(path)) as ref:
+        for level, (y, x, h, w) in ((0, (100, 200, 150, 250)), (1, (40, 90, 60, 70))):
+            f = 2**level
+            want = np.asarray(ref.read_region((x * f, y * f), level, (w, h)))[..., :3]
+            got = np.asarray(data[level][y : y + h, x : x + w])
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.asarray(data[2]), levels[2])
+
+
+def test_a_view_region_decodes_only_its_tiles_once(svs, monkeypatch):
+    from napari_patchwise.io._tile_cache import TILES
+
+    path, _ = svs
+    (data, _kwargs, _kind), *_ = layers_for_path(path)
+    decoded: list[int] = []
+    decode = _tiles.TiffLevelView._decode
+
+    def counting(self, page, index):
+        decoded.append(index)
+        return decode(self, page, index)
+
+    monkeypatch.setattr(_tiles.TiffLevelView, "_decode", counting)
+    TILES.clear()
+    np.asarray(data[0][130:250, 300:400].compute(scheduler="threads"))  # rows 1, cols 2-3
+    assert sorted(decoded) == [8, 9]  # 6 tiles a row: (1, 2) and (1, 3), each once
+    np.asarray(data[0][130:250, 300:400].compute(scheduler="threads"))
+    assert sorted(decoded) == [8, 9]  # shown again: from the decoded-tile cache
+
+
+def test_multimodal_and_16_bit_slides_stay_channel_layers(tmp_path):
+    image = np.zeros((3, 64, 64), np.uint8)
+    tifffile.imwrite(tmp_path / "m.ome.tif", image, metadata={"axes": "CYX"})
+    names = [kwargs["name"] for _d, kwargs, _k in layers_for_path(tmp_path / "m.ome.tif")]
+    assert len(names) == 3
+    rgb16 = np.zeros((64, 64, 3), np.uint16)
+    tifffile.imwrite(tmp_path / "r16.tif", rgb16, photometric="rgb")
+    names = [kwargs["name"] for _d, kwargs, _k in layers_for_path(tmp_path / "r16.tif")]
+    assert names == ["R", "G", "B"]
+
+
+@pytest.mark.gui
+def test_overlays_and_a_half_resolution_mask_align_with_the_rgb_layer(
+    make_napari_viewer, qtbot, monkeypatch, svs
+):
+    from test_world_alignment import assert_same_world
+
+    from napari_patchwise._napari import notify
+    from napari_patchwise._napari.widget import PatchwiseWidget
+
+    errors: list[str] = []
+    monkeypatch.setattr(notify, "show_error", errors.append)
+    path, _ = svs
+    mask = np.zeros((256, 384), np.uint8)
+    mask[64:192, 96:288] = 1
+    mask[100:150, 150:250] = 2
+    mask_path = path.with_name("slide_mask.tif")
+    tifffile.imwrite(mask_path, mask)
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(path), plugin="napari-patchwise")
+    (labels,) = viewer.open(str(mask_path), plugin="napari-patchwise")
+    assert image.rgb and tuple(image.scale) == (MPP, MPP)
+    assert tuple(labels.scale) == (2 * MPP, 2 * MPP)
+
+    widget = PatchwiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Patchwise")
+    assert widget.current is None or widget.current.slide.path == path
+    widget.image_combo.setCurrentText("slide")
+    widget.mask_combo.setCurrentText(labels.name)
+    widget.form.patch_size.setValue(64)
+    widget.compute()
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
+    assert not errors, errors
+    state = widget.current
+    assert state.slide.path == path and state.slide.channel_names == ("R", "G", "B")
+    assert int(state.data.table["n_tumor"].sum()) == 4 * 50 * 100  # level-0 tumor pixels
+    kinds = {layer.metadata.get("patchwise_overlay") for layer in viewer.layers}
+    assert {"labels", "groups"} <= kinds
+    for layer in viewer.layers:
+        assert_same_world(layer, image)
+    # the slide draws in its colours where it is (glass white, tissue coloured)
+    from test_world_alignment import _screen_rgb
+
+    viewer.reset_view()
+    for layer in viewer.layers:
+        layer.visible = layer is image
+    qtbot.wait(200)
+    glass = np.array([20.0, 20.0]) * MPP
+    tissue = [np.array([256.0 + d, 384.0 + d]) * MPP for d in range(0, 40, 4)]
+    colours = _screen_rgb(viewer, [glass, *tissue])
+    assert (colours[0] >= 245).all(), colours[0]
+    assert (colours[1:].max(axis=1) < 200).all() and (np.ptp(colours[1:], axis=1) > 10).any()
