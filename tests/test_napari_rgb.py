@@ -124,3 +124,17 @@ def test_overlays_and_a_half_resolution_mask_align_with_the_rgb_layer(
     colours = _screen_rgb(viewer, [glass, *tissue])
     assert (colours[0] >= 245).all(), colours[0]
     assert (colours[1:].max(axis=1) < 200).all() and (np.ptp(colours[1:], axis=1) > 10).any()
+
+
+def test_a_cohort_rgb_slide_is_one_layer_named_by_its_cohort_id(svs):
+    from napari_patchwise._napari.cohort_slides import open_cohort_slide
+    from napari_patchwise.cohort import CohortEntry
+
+    path, _ = svs
+    mask_path = path.with_name("cohort_mask.tif")
+    tifffile.imwrite(mask_path, np.ones((256, 384), np.uint8))
+    entry = CohortEntry(image=path, mask=mask_path, split="train", slide="case7", line=2)
+    slide, layers = open_cohort_slide(entry, "", cancel=None, progress=None)
+    images = [kwargs for _d, kwargs, kind in layers if kind == "image"]
+    assert slide.name == "case7" and [k["name"] for k in images] == ["case7"]
+    assert images[0]["rgb"]
