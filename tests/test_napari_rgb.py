@@ -138,3 +138,52 @@ def test_a_cohort_rgb_slide_is_one_layer_named_by_its_cohort_id(svs):
     images = [kwargs for _d, kwargs, kind in layers if kind == "image"]
     assert slide.name == "case7" and [k["name"] for k in images] == ["case7"]
     assert images[0]["rgb"]
+
+
+def _sparse_svs(path):
+    """One 256 x 512 level, its right tile left empty (OpenSlide's glass: 255)."""
+    import imagecodecs
+
+    image = np.full((256, 512, 3), 100, np.uint8)
+    image[:, :256, 1] = 7
+    tiles = [imagecodecs.zlib_encode(np.ascontiguousarray(image[:, :256])), b""]
+    desc = f"{_wsi.APERIO}\n512x256 [0,0 512x256] (256x256) RAW/RGB|AppMag = 20|MPP = 0.5"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(
+            iter(tiles),
+            **dict(shape=(256, 512, 3), dtype=np.uint8, tile=(256, 256), photometric="rgb"),
+            **dict(compression="zlib", description=desc, metadata=None),
+        )
+
+
+@pytest.mark.parametrize("source", ["svs", "sparse", "memory"])
+def test_the_rgb_level_is_the_channel_level_transposed_for_every_key(svs, tmp_path, source):
+    import dask.array as da
+
+    from napari_patchwise.io import _layout, open_slide
+
+    if source == "memory":  # not a TIFF reader: sliced, then transposed
+        rng = np.random.default_rng(1)
+        level = da.from_array(rng.integers(0, 255, (3, 300, 500), dtype=np.uint8), (3, 128, 128))
+    else:
+        path = svs[0] if source == "svs" else tmp_path / "sparse.svs"
+        if source == "sparse":
+            _sparse_svs(path)
+        level = open_slide(path, pyramid_cache=False).levels[0]
+    rgb = _layout.yxc_level(level)
+    direct = _layout._channels_last_reader(level) is not None
+    assert direct == (source != "memory")
+    want = np.moveaxis(np.asarray(level), 0, -1)
+    h, w = want.shape[:2]
+    keys = [
+        (slice(None), slice(None)),
+        (slice(37, h - 5), slice(250, w - 1)),  # partial tiles, across the empty one
+        (slice(10, 200, 3), slice(None, None, -2)),
+        (slice(0, 90), slice(240, 300), [2, 0]),
+        (slice(0, 90), slice(240, 300), 1),
+        (5, slice(None)),
+    ]
+    for key in keys:
+        np.testing.assert_array_equal(np.asarray(rgb[key]), want[key], err_msg=str(key))
+    if source == "sparse":
+        assert (want[:, 256:] == 255).all() and (want[:, :256, 1] == 7).all()
