@@ -151,8 +151,8 @@ class TiffLevelView:
         transparent missing tiles onto white).
 
     Decoded tiles go through the process's shared, byte-bounded tile cache
-    (:mod:`._tile_cache`), so the three channel layers of an RGB slide in napari decode
-    each tile once.
+    (:mod:`._tile_cache`), so a tile shown in napari and then counted by the dock (or
+    shown by several channel layers) is decoded once.
 
     Raises
     ------
