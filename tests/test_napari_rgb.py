@@ -44,8 +44,9 @@ def test_an_svs_is_one_rgb_layer_with_openslide_pixels_and_its_scale(svs):
 
 
 def test_a_view_region_decodes_only_its_tiles_once(svs, monkeypatch):
-    from napari_patchwise.io._tile_cache import TILES
+    from napari_patchwise.io._tile_cache import PREFETCH, TILES
 
+    monkeypatch.setattr(PREFETCH, "enabled", False)  # only the reads napari asks for
     path, _ = svs
     (data, _kwargs, _kind), *_ = layers_for_path(path)
     decoded: list[int] = []
