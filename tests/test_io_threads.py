@@ -28,10 +28,16 @@ THREADS = 8
 
 @pytest.fixture
 def cache():
-    """The shared tile cache, emptied, with its bound restored afterwards."""
-    bound = _tile_cache.TILES.max_bytes
+    """The shared tile cache, emptied, with its bound restored afterwards.
+
+    Prefetching is off meanwhile: an earlier test that opened a slide in napari turned it
+    on for the process, and its background decodes would count as reads here.
+    """
+    bound, prefetch = _tile_cache.TILES.max_bytes, _tile_cache.PREFETCH.enabled
+    _tile_cache.PREFETCH.enable(False)
     _tile_cache.TILES.clear()
     yield _tile_cache.TILES
+    _tile_cache.PREFETCH.enable(prefetch)
     _tile_cache.TILES.resize(bound)
     _tile_cache.TILES.clear()
 

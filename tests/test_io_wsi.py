@@ -226,5 +226,5 @@ def test_napari_reader_takes_vendor_files_and_dicom_folders(files, tmp_path):
     (tmp_path / "plain" / "notes.txt").write_text("not a slide")
     assert napari_get_reader(str(tmp_path / "plain")) is None
     layers = reader_module.read_layers(str(files["svs"][0]))
-    assert [kw["name"] for _, kw, _ in layers] == ["R", "G", "B"]
-    assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue"]
+    assert [kw["name"] for _, kw, _ in layers] == ["a"]  # brightfield: one RGB layer
+    assert [kw["rgb"] for _, kw, _ in layers] == [True]

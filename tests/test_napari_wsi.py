@@ -41,24 +41,20 @@ def test_file_open_reads_an_svs_as_rgb_pyramid_layers(make_napari_viewer, qtbot,
     viewer.layers.clear()
     viewer.window._qt_viewer._qt_open([str(path)], stack=False)
     layers = list(viewer.layers)
-    assert [layer.name for layer in layers] == ["R", "G", "B"]
-    assert [layer.colormap.name for layer in layers] == ["red", "green", "blue"]
-    for c, layer in enumerate(layers):
-        assert layer.multiscale and [d.shape for d in layer.data] == [
-            (600, 1000),
-            (300, 500),
-            (150, 250),
-        ]
-        assert tuple(layer.scale) == (0.25, 0.25)
-        assert list(layer.contrast_limits) == [0.0, 255.0]
-        np.testing.assert_array_equal(np.asarray(layer.data[2]), levels[2][..., c])
+    assert [layer.name for layer in layers] == ["slide"]  # brightfield: one RGB layer
+    (layer,) = layers
+    assert layer.rgb and layer.multiscale
+    assert [d.shape for d in layer.data] == [(600, 1000, 3), (300, 500, 3), (150, 250, 3)]
+    assert tuple(layer.scale) == (0.25, 0.25)
+    assert list(layer.contrast_limits) == [0.0, 255.0]
+    np.testing.assert_array_equal(np.asarray(layer.data[2]), levels[2])
     slide = layers[0].metadata["patchwise_slide"]
     assert slide.vendor == "aperio" and slide.objective_power == 40.0
 
     viewer.reset_view()
     qtbot.wait(200)  # let napari load the visible tiles
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
-    white = (shot >= 245).all(axis=-1).mean()  # glass, drawn white by additive R+G+B
+    white = (shot >= 245).all(axis=-1).mean()  # glass, drawn white
     assert 0.2 < white < 0.9, white
 
     # The dock starts brightfield slides on the bright background.
@@ -72,7 +68,7 @@ def test_file_open_reads_a_dicom_wsi_folder(make_napari_viewer, files):
     folder, levels = files["dicom"]
     viewer = make_napari_viewer()
     viewer.open(str(folder), plugin="napari-patchwise")
-    assert [layer.name for layer in viewer.layers] == ["R", "G", "B"]
+    assert [layer.name for layer in viewer.layers] == ["case"] and viewer.layers[0].rgb
     viewer.layers.clear()
     # Once the user accepted the offer to be the reader for these files (napari would
     # otherwise ask which reader to use), File > Open on one instance of the slide
@@ -82,9 +78,9 @@ def test_file_open_reads_a_dicom_wsi_folder(make_napari_viewer, files):
     claim_reader_preferences()
     instance = sorted(folder.glob("*.dcm"))[0]
     viewer.window._qt_viewer._qt_open([str(instance)], stack=False)
-    assert [layer.name for layer in viewer.layers] == ["R", "G", "B"]
-    layer = viewer.layers["G"]
-    assert [d.shape for d in layer.data] == [(600, 1000), (300, 500)]
+    assert [layer.name for layer in viewer.layers] == ["case"]
+    layer = viewer.layers["case"]
+    assert [d.shape for d in layer.data] == [(600, 1000, 3), (300, 500, 3)]
     assert tuple(layer.scale) == pytest.approx((0.5, 0.5))
-    np.testing.assert_array_equal(np.asarray(layer.data[1]), levels[1][..., 1])
+    np.testing.assert_array_equal(np.asarray(layer.data[1]), levels[1])
     assert viewer.layers[0].metadata["patchwise_slide"].name == "case"

@@ -50,7 +50,9 @@ def open_cohort_slide(
     slide = replace(slide, name=entry.slide)
     layers = []
     for data, kwargs, kind in slide_layers(slide):
-        if kind == "image":  # channel layers carry the slide's name, as its mask does
+        # channel layers carry the slide's name, as its mask does (an RGB layer is named
+        # after the slide already)
+        if kind == "image" and not kwargs.get("rgb"):
             kwargs = {**kwargs, "name": f"{slide.name} {kwargs['name']}"}
         layers.append((data, kwargs, kind))
     return slide, layers

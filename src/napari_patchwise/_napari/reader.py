@@ -1,4 +1,5 @@
-"""npe2 reader: each modality of a slide as its own pyramid image layer; masks as Labels.
+"""npe2 reader: each modality of a slide as its own pyramid image layer (a brightfield RGB
+slide as one RGB layer); masks as Labels.
 
 napari calls :func:`napari_get_reader` with a path; for a supported path it returns
 :func:`read_layers`, which hands napari layer-data tuples. Image layers carry their
@@ -73,7 +74,7 @@ def is_supported(path: Path) -> bool:
 
 
 def read_layers(path: str | list[str]) -> list:
-    """Layer data for ``path``: image layers per channel, or one Labels layer for a mask."""
+    """Layer data for ``path``: the slide's image layer(s), or one Labels layer for a mask."""
     if isinstance(path, list | tuple):
         path = path[0]
     size_dask_cache()
@@ -289,15 +290,19 @@ def _named_after(mask_name: str, slide_name: str) -> bool:
 def slide_layers(slide: Slide) -> list[LayerData]:
     """One multiscale image layer per channel (+ a Labels layer if the slide has a mask).
 
+    A brightfield RGB slide is one RGB layer instead (:func:`rgb_slide_layer`).
     Layers are named by channel, blend additively with distinct colormaps, and get
     explicit contrast limits (from metadata or the smallest level) so napari does not
     guess them from the first tile it reads.
     """
     from .layer_slide import slide_units
 
-    limits = slide.display_contrast_limits()
     scale = slide.pixel_size or (1.0, 1.0)
     units = slide_units(slide.pixel_size)  # the scale bar reads µm (None: pixels)
+    if is_brightfield_rgb(slide):
+        layers = [rgb_slide_layer(slide)]
+        return layers + ([slide_mask_layer(slide)] if slide.mask is not None else [])
+    limits = slide.display_contrast_limits()
     layers: list[LayerData] = []
     for c, name in enumerate(slide.channel_names):
         kwargs = {
@@ -318,6 +323,38 @@ def slide_layers(slide: Slide) -> list[LayerData]:
     if slide.mask is not None:
         layers.append(slide_mask_layer(slide))
     return layers
+
+
+def is_brightfield_rgb(slide: Slide) -> bool:
+    """An 8-bit ``R, G, B`` slide (scanner formats, RGB TIFF): shown as one RGB layer."""
+    return tuple(slide.channel_names) == ("R", "G", "B") and slide.dtype == np.uint8
+
+
+def rgb_slide_layer(slide: Slide) -> LayerData:
+    """A brightfield slide as one ``rgb=True`` multiscale image layer named after it.
+
+    One RGB layer draws the slide as the scanner's viewer does, and pans 2-3x faster
+    than three additive channel layers (one texture and one read per view instead of
+    three). Levels are ``(Y, X, 3)`` over the ``(C, Y, X)`` levels, chunked as they are
+    (whole file tiles), so a view decodes only the tiles under it.
+    """
+    from ..io._layout import yxc_level
+    from .layer_slide import slide_units
+
+    units = slide_units(slide.pixel_size)
+    kwargs = {
+        "name": slide.name,
+        "multiscale": True,
+        "rgb": True,
+        "contrast_limits": [0.0, 255.0],
+        "scale": tuple(float(s) for s in slide.pixel_size or (1.0, 1.0)),
+        **({} if units is None else {"units": units}),
+        "metadata": {
+            "patchwise_slide": slide,
+            "patchwise_path": None if slide.path is None else str(slide.path),
+        },
+    }
+    return [yxc_level(level) for level in slide.levels], kwargs, "image"
 
 
 def channel_colormap(names: tuple[str, ...], index: int) -> str:

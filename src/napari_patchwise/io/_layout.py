@@ -167,3 +167,68 @@ def lazy_view(view, block_yx: tuple[int, int]) -> da.Array:
     c, h, w = view.shape
     cy, cx = yx_chunks(block_yx, (h, w), itemsize(view.dtype) * c)
     return da.from_array(view, chunks=(c, cy, cx), lock=False, asarray=True, name=False)
+
+
+class YXCView:
+    """Read-only ``(Y, X, C)`` view of a ``(C, Y, X)`` dask level (an RGB layer's data).
+
+    ``level.transpose(1, 2, 0)`` would read whole dask chunks: dask does not push a
+    later slice through the transpose, so a 100 px view region decoded 64 tiles. Here
+    the slice reaches the file reader directly: a level straight over a reader that fills
+    ``(Y, X, C)`` itself (``channels_last_reads``, :class:`._tiles.TiffLevelView`) is read
+    through it (the tiles' interleaved samples copied as stored); any other level is
+    sliced first (fused into its reader: only the tiles under the region are decoded)
+    and the result transposed.
+    """
+
+    def __init__(self, level: da.Array):
+        c, h, w = (int(n) for n in level.shape)
+        self._level = level
+        self._reader = _channels_last_reader(level)
+        self.shape = (h, w, c)
+        self.dtype = np.dtype(level.dtype)
+        self.ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key_y, key_x, key_c = key + (slice(None),) * (3 - len(key))
+        channels = np.arange(self.shape[2])[key_c]
+        if self._reader is not None and np.ndim(channels) == 1:
+            ys, xs = _unit_range(key_y, self.shape[0]), _unit_range(key_x, self.shape[1])
+            if ys is not None and xs is not None:
+                return self._reader.read_region(channels, ys, xs, channels_last=True)
+        # synchronous: this runs inside a task of the outer (threaded) dask compute
+        out = np.asarray(self._level[key_c, key_y, key_x].compute(scheduler="sync"))
+        return out if np.ndim(channels) == 0 else np.moveaxis(out, 0, -1)  # C first: last
+
+
+def _channels_last_reader(level: da.Array):
+    """The reader a level was made from by :func:`lazy_view`, if it fills ``(Y, X, C)``.
+
+    ``da.from_array`` keeps the wrapped object under ``"original-" + name`` in the graph;
+    any later operation on the level gives it another name, so a found reader is the
+    level's own pixels. None otherwise (the level is sliced and transposed instead).
+    """
+    reader = dict(level.__dask_graph__()).get(f"original-{level.name}")
+    if not getattr(reader, "channels_last_reads", False):
+        return None
+    return reader if tuple(reader.shape) == tuple(level.shape) else None
+
+
+def _unit_range(key, n: int) -> tuple[int, int] | None:
+    """``(start, stop)`` of a step-1 slice on an axis of length ``n`` (None: another key)."""
+    if not isinstance(key, slice):
+        return None
+    start, stop, step = key.indices(n)
+    return (start, max(start, stop)) if step == 1 else None
+
+
+def yxc_level(level: da.Array) -> da.Array:
+    """``(Y, X, C)`` dask array over a ``(C, Y, X)`` ``level``, chunked as the level.
+
+    The level's chunks hold whole file tiles and all channels (:func:`lazy_view`), so
+    the RGB array's chunks do too, and a viewed region decodes only its own tiles.
+    """
+    _, cy, cx = level.chunks
+    chunks = (cy, cx, (int(level.shape[0]),))
+    return da.from_array(YXCView(level), chunks=chunks, lock=False, asarray=True, name=False)

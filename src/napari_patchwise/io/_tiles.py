@@ -151,8 +151,8 @@ class TiffLevelView:
         transparent missing tiles onto white).
 
     Decoded tiles go through the process's shared, byte-bounded tile cache
-    (:mod:`._tile_cache`), so the three channel layers of an RGB slide in napari decode
-    each tile once.
+    (:mod:`._tile_cache`), so a tile shown in napari and then counted by the dock (or
+    shown by several channel layers) is decoded once.
 
     Raises
     ------
@@ -271,12 +271,27 @@ class TiffLevelView:
         region = region[..., post_y, :]
         return region[..., post_x]
 
+    #: :meth:`read_region` can fill a ``(Y, X, C)`` array (an RGB layer's, see
+    #: :func:`._layout.yxc_level`) straight from the decoded interleaved tiles.
+    channels_last_reads = True
+
     def read_region(
-        self, channels: np.ndarray, ys: tuple[int, int], xs: tuple[int, int]
+        self,
+        channels: np.ndarray,
+        ys: tuple[int, int],
+        xs: tuple[int, int],
+        *,
+        channels_last: bool = False,
     ) -> np.ndarray:
-        """Channels ``channels`` (a 1-D sequence) of rows ``[y0, y1)`` and columns ``[x0, x1)``."""
+        """Channels ``channels`` (a 1-D sequence) of rows ``[y0, y1)`` and columns ``[x0, x1)``.
+
+        ``(C, Y, X)``, or ``(Y, X, C)`` with ``channels_last`` (contiguous tiles' samples
+        are then copied as they are stored, without a transposing copy).
+        """
         (y0, y1), (x0, x1) = ys, xs
-        out = np.empty((len(channels), max(0, y1 - y0), max(0, x1 - x0)), self.dtype)
+        h_out, w_out = max(0, y1 - y0), max(0, x1 - x0)
+        shape = (h_out, w_out, len(channels)) if channels_last else (len(channels), h_out, w_out)
+        out = np.empty(shape, self.dtype)
         if out.size == 0:
             return out
         grid = self._grid
@@ -303,6 +318,8 @@ class TiffLevelView:
                     ay0, ay1 = max(y0, sy0), min(y1, sy0 + by, h)
                     ax0, ax1 = max(x0, sx0), min(x1, sx0 + bx, w)
                     target = (outs, slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))
+                    if channels_last:  # (Y, X, C): the channel index goes last
+                        target = (target[1], target[2], outs)
                     if segment is None:  # empty segment: tifffile's fill value
                         out[target] = self._nodata
                         continue
@@ -312,7 +329,13 @@ class TiffLevelView:
                             f"{self._path}: segment {index} decodes to {segment.shape[1:3]}, "
                             f"expected {(min(by, h - sy0), min(bx, w - sx0))}"
                         )
-                    if len(samples) == 1:
+                    if channels_last:
+                        dst = out[target[0], target[1]]  # a view: writes land in ``out``
+                        if samples == every and outs == list(range(out.shape[2])):
+                            dst[...] = part  # the tile's interleaved samples as stored
+                        else:
+                            dst[..., outs] = part[..., samples]
+                    elif len(samples) == 1:
                         out[outs[0], target[1], target[2]] = part[..., samples[0]]
                     elif samples == every:  # all samples in order: no gathering copy
                         out[target] = np.moveaxis(part, -1, 0)
