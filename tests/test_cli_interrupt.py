@@ -32,6 +32,9 @@ def test_ctrl_c_early_in_a_command_is_one_line_and_exit_130(tmp_path, delay):
         text=True,
         env=env,
         cwd=tmp_path,
+        # a terminal's Ctrl-C reaches a command with SIGINT's default disposition; a test
+        # run started as a background job inherits SIG_IGN, which Python would keep
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(delay)
     assert proc.poll() is None, "the command finished before the interrupt: make it longer"

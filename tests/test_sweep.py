@@ -234,7 +234,12 @@ def test_ctrl_c_stops_every_run_cleanly(tmp_path):
     argv += ["--method", "erm", "--grid", "lr=0.01,0.05", "--model", "smallcnn"]
     argv += ["--patch-size", "16", "--batch-size", "16", "--steps", "4000", "--eval-every", "1000"]
     argv += ["--quiet", "--out", str(out)]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Ctrl-C's default disposition in the child even when this run inherited SIG_IGN (a
+    # background job of a non-interactive shell): Python then never raises KeyboardInterrupt
+    proc = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     first = out / "lr=0.01_seed=0"
     deadline = time.monotonic() + 120
     while not (first / "config.json").is_file() and time.monotonic() < deadline:
@@ -326,7 +331,12 @@ def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
     argv += ["--method", "erm", "--grid", "lr=0.01,0.05", "--model", "smallcnn"]
     argv += ["--patch-size", "16", "--batch-size", "16", "--steps", "400", "--eval-every", "20"]
     argv += ["--num-threads", "1", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Ctrl-C's default disposition in the child even when this run inherited SIG_IGN (a
+    # background job of a non-interactive shell): Python then never raises KeyboardInterrupt
+    proc = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     first, second = out / "lr=0.01_seed=0", out / "lr=0.05_seed=0"
     deadline = time.monotonic() + 240
     while not (second / "history.csv").is_file() and time.monotonic() < deadline:
