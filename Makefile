@@ -12,7 +12,7 @@ SYSDEPS := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-c
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo-output
 
-.PHONY: install sysdeps test test-fast demo screenshots lint format bench clean
+.PHONY: install sysdeps test test-all test-fast demo screenshots lint format bench clean
 
 $(STAMP): pyproject.toml requirements/constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,15 @@ sysdeps:
 	@bash .ci/sysdeps.sh $(SYSDEPS)
 
 test: install sysdeps
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The whole suite, the slow walk-throughs included (tests marked slow).
+test-all: install sysdeps
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the GUI tests (no Xvfb needed).
 test-fast: install
-	$(PY) -m pytest -m "not gui" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not gui and not slow" $(PYTEST_ARGS)
 
 demo: install sysdeps
 	@if [ -n "$$DISPLAY" ]; then \

@@ -134,7 +134,58 @@ def _runnable_pages() -> list[Path]:
     return [p for p in PAGES if any(b.lang in RUNNABLE and not b.covered_by for b in blocks_of(p))]
 
 
-@pytest.mark.parametrize("page", _runnable_pages(), ids=lambda p: p.name)
+def test_bash_blocks_use_existing_commands_and_flags():
+    """Every ``patchwise`` command in a page's bash blocks, continuation lines included,
+    names a command and flags the parser has (checked without running anything: the
+    researchers' guide walk-through itself is slow)."""
+    from napari_patchwise.cli import build_parser
+
+    parser = build_parser()
+    commands = next(
+        a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"
+    ).choices
+    wrong, seen = [], 0
+    for page in PAGES:
+        for block in (b for b in blocks_of(page) if b.lang in RUNNABLE):
+            command, continued = None, False
+            for raw in block.code.splitlines():
+                line = raw.split(" #")[0].strip()
+                words = line.split()
+                if not continued:  # a new shell command: patchwise or something else
+                    command = None
+                    if "patchwise" in words[:3] and words.index("patchwise") + 1 < len(words):
+                        command = words[words.index("patchwise") + 1]
+                        seen += 1
+                        if command.startswith("-"):  # patchwise --help / --version
+                            command = None
+                        elif command not in commands:
+                            wrong.append(f"{block.where()}: no command {command!r}")
+                            command = None
+                continued = line.endswith("\\")
+                if command is None:
+                    continue
+                options = commands[command]._option_string_actions
+                for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", line):
+                    if flag not in options:
+                        wrong.append(f"{block.where()}: {command} has no {flag}")
+    assert seen > 20  # the check saw the guides' commands
+    assert not wrong, wrong
+
+
+#: Walk-throughs too long for every CI run (``make test-all`` runs them): the researchers'
+#: guide's ~20 commands take ~95 s. Each of its commands is covered by its own CLI test,
+#: and every flag it uses by ``test_documented_commands_use_existing_flags`` above.
+SLOW_PAGES = {"guide-researchers.md"}
+
+
+def _page_params() -> list:
+    return [
+        pytest.param(page, marks=pytest.mark.slow) if page.name in SLOW_PAGES else page
+        for page in _runnable_pages()
+    ]
+
+
+@pytest.mark.parametrize("page", _page_params(), ids=lambda p: p.name)
 def test_page_runs_as_written(page, tmp_path):
     env = {
         **os.environ,
