@@ -63,7 +63,9 @@ def test_choosing_an_attribute_regroups_overlay_counts_and_histograms(setup, qtb
     std = patch_std()
     np.testing.assert_allclose(state.data.table[column].to_numpy().reshape(N, N), std, atol=1e-12)
     # the threshold slider now speaks the attribute's units and starts at its median
-    assert widget.tuning.layout_.labelForField(widget.tau_slider).text() == "attribute threshold (>=)"
+    assert (
+        widget.tuning.layout_.labelForField(widget.tau_slider).text() == "attribute threshold (>=)"
+    )
     assert state.settings.tau == pytest.approx(np.median(std), abs=1e-3)
     for t in (0.3, 0.45):
         widget.tau_slider.setValue(t)
