@@ -87,7 +87,7 @@ def show_story(viewer, story, *, mask_layer, images) -> dict:
     box.layer.visible = True
     widget.tabs.setCurrentWidget(box)
     bar = widget.scroll.verticalScrollBar()
-    bar.setValue(bar.maximum())  # the Compare tab's side-by-side table in view
+    bar.setValue(min(bar.maximum(), widget.tabs.y()))  # the Compare tab from its top
     return widget, shots
 
 

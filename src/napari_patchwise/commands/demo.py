@@ -176,6 +176,13 @@ def save_screenshot(viewer, path: Path) -> Path:
     # Let napari load the visible tiles and lay the window out before grabbing it.
     for _ in range(10):
         QApplication.processEvents()
+    # a saved picture has no one to answer a toast (the reader's offer): it would cover
+    # the canvas
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+    QApplication.processEvents()
     path.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     return path
