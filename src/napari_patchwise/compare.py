@@ -35,8 +35,9 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
-from .groups import GROUP_NAMES
+from .groups import DEFAULT_TAU, GROUP_NAMES
 from .metrics import Evaluation, evaluate
+from .schema import DEFAULT_THRESHOLD
 from .slider_eval import SliderEvaluator
 
 BOTH_RIGHT, BOTH_WRONG, ONLY_A, ONLY_B = 0, 1, 2, 3
@@ -55,7 +56,7 @@ def comparison_classes(
     label: ArrayLike,
     prob_a: ArrayLike,
     prob_b: ArrayLike,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     threshold_b: float | None = None,
 ) -> np.ndarray:
     """Comparison class of every patch (see the module table), any array shape.
@@ -281,8 +282,8 @@ def compare_predictions(
     prob_a: ArrayLike,
     prob_b: ArrayLike,
     *,
-    tau: float = 0.1,
-    threshold: float = 0.5,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
     threshold_b: float | None = None,
     names: tuple[str, str] = ("A", "B"),
 ) -> Comparison:
@@ -353,7 +354,7 @@ class ClassGrid:
         label: np.ndarray,
         prob_a: np.ndarray,
         prob_b: np.ndarray,
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         shown: np.ndarray | None = None,
     ) -> None:
         self._label = np.asarray(label).reshape(-1)

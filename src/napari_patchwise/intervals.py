@@ -45,6 +45,7 @@ from numpy.typing import ArrayLike
 from .errors import PatchwiseError
 from .groups import (
     DEFAULT_ATTRIBUTE,
+    DEFAULT_TAU,
     N_ATTRIBUTES,
     N_CLASSES,
     N_GROUPS,
@@ -53,6 +54,7 @@ from .groups import (
     attribute_values,
     group_ids,
 )
+from .schema import DEFAULT_THRESHOLD
 
 #: Draws of every interval unless told otherwise.
 DEFAULT_N_BOOT = 2000
@@ -108,10 +110,10 @@ def slide_counts(
     label: ArrayLike,
     values: ArrayLike,
     *,
-    tau: float = 0.1,
+    tau: float = DEFAULT_TAU,
     prob: ArrayLike | None = None,
     pred: ArrayLike | None = None,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> SlideCounts:
     """Count every slide's patches and correct predictions per group.
 
@@ -157,8 +159,8 @@ def table_slide_counts(
     table: Any,
     *,
     attribute: str = DEFAULT_ATTRIBUTE,
-    tau: float = 0.1,
-    threshold: float = 0.5,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
     path: Any = None,
 ) -> SlideCounts:
     """:func:`slide_counts` of a patch table with ``slide``, ``label``, the attribute and

@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike
 from .errors import PatchwiseError
 from .groups import (
     DEFAULT_ATTRIBUTE,
+    DEFAULT_TAU,
     N_ATTRIBUTES,
     N_CLASSES,
     N_GROUPS,
@@ -44,6 +45,7 @@ from .groups import (
     counts_from_totals,
     group_names,
 )
+from .schema import DEFAULT_THRESHOLD
 
 ECE_BINS = 10
 CLASS_NAMES: tuple[str, str] = ("non-tumor", "tumor")
@@ -181,13 +183,15 @@ class Evaluator:
     def has_predictions(self) -> bool:
         return self.prob is not None or self.pred is not None
 
-    def predicted(self, threshold: float = 0.5) -> np.ndarray | None:
+    def predicted(self, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray | None:
         """Predicted labels (bool) at ``threshold``, or ``None`` without predictions."""
         if self.prob is not None:
             return self.prob >= threshold
         return self.pred
 
-    def evaluate(self, tau: float = 0.1, threshold: float = 0.5) -> Evaluation:
+    def evaluate(
+        self, tau: float = DEFAULT_TAU, threshold: float = DEFAULT_THRESHOLD
+    ) -> Evaluation:
         """All metrics at this ``tau`` (attribute threshold) and decision ``threshold``."""
         _check_threshold_value(tau)
         _check_threshold(threshold)
@@ -229,8 +233,8 @@ def evaluate(
     *,
     prob: ArrayLike | None = None,
     pred: ArrayLike | None = None,
-    tau: float = 0.1,
-    threshold: float = 0.5,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
     attribute: str = DEFAULT_ATTRIBUTE,
 ) -> Evaluation:
     """Metrics of one split: per-group/class accuracy, WGA, BCA, confusion, ECE.
@@ -269,7 +273,7 @@ def evaluate(
     return evaluator.evaluate(tau, threshold)
 
 
-def predict(prob: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+def predict(prob: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """Predicted labels ``prob >= threshold`` as int8 0/1."""
     _check_threshold(threshold)
     return (_as_prob(prob) >= threshold).view(np.int8)

@@ -16,7 +16,8 @@ import pandas as pd
 
 from . import palette
 from .errors import PatchwiseError
-from .groups import GROUP_NAMES, group_ids
+from .groups import DEFAULT_TAU, GROUP_NAMES, group_ids
+from .schema import DEFAULT_THRESHOLD
 
 # (column, class the panel conditions on, x-axis label) of Figure 1's three panels.
 FIGURE1_PANELS: tuple[tuple[str, int, str], ...] = (
@@ -83,7 +84,7 @@ def bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
     return index
 
 
-def correct_mask(table: pd.DataFrame, threshold: float = 0.5) -> np.ndarray | None:
+def correct_mask(table: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray | None:
     """Per-patch ``prediction == label`` (``prob >= threshold`` if ``prob`` exists, else
     ``pred``); ``None`` when the table has no predictions."""
     label = table["label"].to_numpy() != 0
@@ -95,7 +96,11 @@ def correct_mask(table: pd.DataFrame, threshold: float = 0.5) -> np.ndarray | No
 
 
 def figure1_data(
-    table: pd.DataFrame, *, tau: float = 0.1, threshold: float = 0.5, bins: int = 20
+    table: pd.DataFrame,
+    *,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
+    bins: int = 20,
 ) -> Figure1Data:
     """Bin edges and per-bin correct / incorrect counts of Figure 1's three panels.
 
@@ -143,7 +148,7 @@ def figure1_data(
 
 def figure1_rows(
     table: pd.DataFrame, panel: int, bin_index: int, *, bins: int = 20, which: str = "all",
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> np.ndarray:  # fmt: skip
     """Positions (0-based row numbers) of the patches in bin ``bin_index`` of ``panel``.
 
@@ -175,8 +180,8 @@ def figure1_rows(
 def figure1(
     table: pd.DataFrame,
     *,
-    tau: float = 0.1,
-    threshold: float = 0.5,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
     bins: int = 20,
     title: str | None = None,
     figsize: tuple[float, float] = (13.0, 3.8),
@@ -233,7 +238,7 @@ def draw_figure1(axes: Sequence, data: Figure1Data) -> None:
 
 
 def group_count_table(
-    table: pd.DataFrame, tau: float = 0.1, *, by: str | None = "split"
+    table: pd.DataFrame, tau: float = DEFAULT_TAU, *, by: str | None = "split"
 ) -> pd.DataFrame:
     """Patches per tissue-size group, one row per value of ``by`` plus a ``total`` row.
 

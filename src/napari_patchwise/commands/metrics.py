@@ -16,6 +16,8 @@ import json
 import math
 
 from ..errors import PatchwiseError
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from ..schema import DEFAULT_THRESHOLD
 from ._args import finite_float, int_range, non_negative_int, positive_int, probability, seed
 
 
@@ -29,14 +31,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("table", metavar="TABLE", help=".parquet, .csv or .csv.gz patch table")
     p.add_argument(
-        "--tau", type=probability, default=None, help="tissue-ratio threshold in [0, 1] (0.1)"
+        "--tau",
+        type=probability,
+        default=None,
+        help=f"tissue-ratio threshold in [0, 1] ({DEFAULT_TAU})",
     )
     p.add_argument(
-        "--threshold", type=probability, default=0.5, help="decision threshold on prob (0.5)"
+        "--threshold",
+        type=probability,
+        default=DEFAULT_THRESHOLD,
+        help=f"decision threshold on prob ({DEFAULT_THRESHOLD})",
     )
     p.add_argument(
         "--attribute",
-        default="tissue_ratio",
+        default=DEFAULT_ATTRIBUTE,
         metavar="COLUMN",
         help="numeric per-patch column that splits each class into low/high groups "
         "(default: tissue_ratio, split at --tau)",

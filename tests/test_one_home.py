@@ -1,0 +1,185 @@
+"""One home per fact, checked on the source (docs/architecture.md, "One home for each fact").
+
+* No module reaches into another's private names: a name that another module imports is
+  public (no leading underscore) and lives where it belongs. ``from .train import _x``,
+  ``from . import train; train._x`` and ``import napari_patchwise.train as t; t._x`` all
+  count, at module level or inside functions. Private *modules* (``_atomic``, ``_napari``,
+  ``commands/_args``) are package-internal homes and may be imported; their names are public.
+* tau's default is :data:`napari_patchwise.groups.DEFAULT_TAU`, never its value repeated as a
+  literal: a parameter named ``tau`` (or a dataclass field ``tau``) and ``--tau``-like
+  argparse options must name the constant.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from napari_patchwise.groups import DEFAULT_TAU
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
+
+
+def _module_names() -> set[str]:
+    out = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out.add(".".join(["napari_patchwise", *parts]))
+    return out
+
+
+MODULES = _module_names()
+
+
+def _module_of(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(["napari_patchwise", *parts])
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module that ``node`` imports from."""
+    if not node.level:
+        return node.module or ""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def private_cross_imports(source: str, module: str, path: Path) -> Iterator[str]:
+    """Every private name of another project module that ``source`` imports or reads."""
+    tree = ast.parse(source)
+    aliases: dict[str, str] = {}  # local name -> project module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            target = _resolve(module, path, node)
+            if not target.startswith("napari_patchwise"):
+                continue
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                if full in MODULES:  # `from . import train`: a module, bound to a name
+                    aliases[alias.asname or alias.name] = full
+                elif _private(alias.name) and target != module:
+                    yield f"{node.lineno}: from {target} import {alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and _private(node.attr)
+            and f"{aliases[node.value.id]}.{node.attr}" not in MODULES
+        ):
+            yield f"{node.lineno}: {aliases[node.value.id]}.{node.attr}"
+
+
+def _all_private_cross_imports() -> list[str]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_of(path)
+        for hit in private_cross_imports(path.read_text(encoding="utf-8"), module, path):
+            found.append(f"{path.relative_to(PACKAGE)}:{hit}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = _all_private_cross_imports()
+    assert not found, "private names used across modules (make them public where they "
+    "belong):\n" + "\n".join(found)
+
+
+def test_the_private_import_check_catches_what_it_claims():
+    path = PACKAGE / "predict.py"
+    module = "napari_patchwise.predict"
+    code = (
+        "from .train import _autocast\n"
+        "from napari_patchwise.commands.stats import _cluster\n"
+        "from . import train\n"
+        "import napari_patchwise.embed as e\n"
+        "def f():\n"
+        "    return train._step, e._x\n"
+    )
+    hits = list(private_cross_imports(code, module, path))
+    assert [h.split(": ", 1)[1] for h in hits] == [
+        "from napari_patchwise.train import _autocast",
+        "from napari_patchwise.commands.stats import _cluster",
+        "napari_patchwise.train._step",
+        "napari_patchwise.embed._x",
+    ]
+    # Private modules are homes, not secrets; dunders are public.
+    fine = "from . import _atomic\nfrom ._atomic import atomic_path\nfrom . import __version__\n"
+    assert list(private_cross_imports(fine, module, path)) == []
+
+
+def _is_tau_literal(node: ast.AST | None) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+        and node.value == DEFAULT_TAU
+    )
+
+
+def tau_literals(source: str) -> Iterator[str]:
+    """Places where tau's default value is written as a literal instead of DEFAULT_TAU."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            args = node.args
+            positional = [*args.posonlyargs, *args.args]
+            pairs = list(
+                zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+            )
+            pairs += [
+                (a, d)
+                for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+                if d is not None
+            ]
+            for arg, default in pairs:
+                if "tau" in arg.arg and _is_tau_literal(default):
+                    yield f"{node.lineno}: {arg.arg}={default.value!r}"
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            # dataclass fields: `tau: float = 0.1`
+            if "tau" in node.target.id and _is_tau_literal(node.value):
+                yield f"{node.lineno}: {node.target.id} = {node.value.value!r}"
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            flags = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            dest = [k.value.value for k in node.keywords if k.arg == "dest"]
+            if any("tau" in str(f) for f in (*flags, *dest)):
+                for k in node.keywords:
+                    if k.arg == "default" and _is_tau_literal(k.value):
+                        yield f"{node.lineno}: add_argument({flags[0]!r}, default={k.value.value!r})"
+
+
+def test_tau_default_is_the_named_constant_everywhere():
+    found = [
+        f"{path.relative_to(PACKAGE)}:{hit}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for hit in tau_literals(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, "tau's default written as a literal (use groups.DEFAULT_TAU):\n" + (
+        "\n".join(found)
+    )
+
+
+def test_the_tau_check_catches_what_it_claims():
+    code = (
+        "def a(x, tau: float = 0.1): ...\n"
+        "def b(*, tau=0.1): ...\n"
+        "class C:\n"
+        "    tau: float = 0.1\n"
+        "p.add_argument('--tau', type=float, default=0.1)\n"
+        "def ok(x, tau=DEFAULT_TAU, threshold=0.1): ...\n"
+        "p.add_argument('--lr', default=0.1)\n"
+    )
+    assert [h.split(":")[0] for h in tau_literals(code)] == ["1", "2", "4", "5"]
