@@ -20,6 +20,16 @@ from napari_patchwise.groups import DEFAULT_TAU
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 
+#: Private names still shared inside the dock (``_napari/``), whose rework is under way
+#: separately: remove each entry as its name becomes public. Nothing may be added.
+KNOWN_IN_DOCK: frozenset[str] = frozenset(
+    {
+        "_napari/compare_views.py: from napari_patchwise._napari.errors_list import _NumberItem",
+        "_napari/debias_tab.py: from napari_patchwise._napari.inspect_tabs import _single_shot",
+        "_napari/ranking_table.py: from napari_patchwise._napari.attribute_choice import _table_grid",
+    }
+)
+
 
 def _module_names() -> set[str]:
     out = set()
@@ -93,8 +103,13 @@ def _all_private_cross_imports() -> list[str]:
     return found
 
 
+def _without_line(hit: str) -> str:
+    where, line_and_what = hit.split(":", 1)
+    return f"{where}: {line_and_what.split(': ', 1)[1]}"
+
+
 def test_no_module_imports_another_modules_private_names():
-    found = _all_private_cross_imports()
+    found = [h for h in _all_private_cross_imports() if _without_line(h) not in KNOWN_IN_DOCK]
     assert not found, "private names used across modules (make them public where they "
     "belong):\n" + "\n".join(found)
 

@@ -171,32 +171,19 @@ class _Embedder:
     """Raw patches -> float16 penultimate vectors (normalised, batched, AMP on CUDA)."""
 
     def __init__(self, store: Path, device: str, batch_size: int):
-        import torch
+        from .inference import Forward
+        from .train import resolve_device
 
-        from .train import _autocast, resolve_device
-
-        self.torch = torch
         self.device = resolve_device(device)
-        self.backbone, meta = load_backbone(store / MODEL_FILE, self.device)
+        backbone, meta = load_backbone(store / MODEL_FILE, self.device)
         self.batch_size = int(batch_size)
-        self.mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device)
-        self.autocast, _ = _autocast(self.device, "auto")
-        if self.device.type == "cuda":
-            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self.forward = Forward(backbone, self.device, mean=meta["mean"], std=meta["std"])
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:
-        torch = self.torch
         out = []
         for b in range(0, len(patches), self.batch_size):
-            x = torch.from_numpy(np.asarray(patches[b : b + self.batch_size], np.float32))
-            x = x.to(self.device, non_blocking=True)
-            x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), self.autocast():
-                vectors = self.backbone(x)
-            out.append(vectors.float().cpu().numpy().astype(np.float16))
+            vectors = self.forward(np.asarray(patches[b : b + self.batch_size], np.float32))
+            out.append(vectors.cpu().numpy().astype(np.float16))
         return np.concatenate(out)
 
 

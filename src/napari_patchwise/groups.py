@@ -68,7 +68,7 @@ def is_large(values: ArrayLike, threshold: float) -> np.ndarray:
 
     NaN values (a patch without tissue has no border fraction) count as below.
     """
-    _check_threshold_value(threshold)
+    check_threshold_value(threshold)
     return np.asarray(values) >= threshold
 
 
@@ -90,9 +90,9 @@ def group_ids(label: ArrayLike, values: ArrayLike, threshold: float) -> np.ndarr
     ids : ndarray of int8, shape (N,)
         Values in ``0..3``; see :data:`GROUP_NAMES` and :func:`group_names`.
     """
-    label = _as_label(label)
+    label = as_label(label)
     large = is_large(values, threshold)
-    _check_same_length(label, large)
+    check_same_length(label, large)
     return group_index(label.view(np.int8), large)
 
 
@@ -198,7 +198,7 @@ def attribute_threshold(attribute: str, threshold: float | None, tau: float | No
             hint="patches with the attribute >= T form the high groups; "
             "'patchwise metrics TABLE --rank-attributes' suggests thresholds",
         )
-    _check_threshold_value(threshold)
+    check_threshold_value(threshold)
     return float(threshold)
 
 
@@ -315,7 +315,7 @@ def group_name(group_id: int) -> str:
 
 
 # -- validation ------------------------------------------------------------------------
-def _as_label(label: ArrayLike) -> np.ndarray:
+def as_label(label: ArrayLike) -> np.ndarray:
     """Labels as a bool array, rejecting anything but 0/1 (cheap: one min/max pass)."""
     label = np.asarray(label)
     if label.ndim != 1:
@@ -338,13 +338,13 @@ def _check_tau(tau: float) -> None:
         raise PatchwiseError(f"tau={tau} is outside [0, 1]", hint="tau is a tissue-ratio threshold")
 
 
-def _check_threshold_value(threshold: float) -> None:
+def check_threshold_value(threshold: float) -> None:
     """Any finite number (tau's [0, 1] range is checked where tau is given)."""
     if not np.isfinite(float(threshold)):
         raise PatchwiseError(f"attribute threshold {threshold} is not a finite number")
 
 
-def _check_same_length(*arrays: np.ndarray) -> None:
+def check_same_length(*arrays: np.ndarray) -> None:
     sizes = {a.shape[0] for a in arrays}
     if len(sizes) > 1:
         raise PatchwiseError(f"per-patch arrays have different lengths {sorted(sizes)}")

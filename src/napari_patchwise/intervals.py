@@ -49,9 +49,9 @@ from .groups import (
     N_ATTRIBUTES,
     N_CLASSES,
     N_GROUPS,
-    _as_label,
-    _check_same_length,
+    as_label,
     attribute_values,
+    check_same_length,
     group_ids,
 )
 from .schema import DEFAULT_THRESHOLD
@@ -136,16 +136,16 @@ def slide_counts(
     -------
     SlideCounts
     """
-    y = _as_label(label)
+    y = as_label(label)
     groups = group_ids(y, values, tau).astype(np.intp)
     if prob is not None:
         decided = np.asarray(prob, dtype=np.float64).reshape(-1) >= threshold
     elif pred is not None:
-        decided = _as_label(pred)
+        decided = as_label(pred)
     else:
         raise PatchwiseError("an interval needs predictions", hint="give prob or pred")
     slide_arr = np.asarray(slides).reshape(-1)
-    _check_same_length(y, groups, decided, slide_arr)
+    check_same_length(y, groups, decided, slide_arr)
     # factorize hashes (np.unique on a million strings sorts them: ~10x slower)
     slide_ids, names = pd.factorize(slide_arr, sort=True)
     cell = slide_ids.astype(np.intp) * N_GROUPS + groups

@@ -39,9 +39,9 @@ from .groups import (
     N_ATTRIBUTES,
     N_CLASSES,
     N_GROUPS,
-    _as_label,
-    _check_same_length,
-    _check_threshold_value,
+    as_label,
+    check_same_length,
+    check_threshold_value,
     counts_from_totals,
     group_names,
 )
@@ -166,13 +166,13 @@ class Evaluator:
         attribute: str = DEFAULT_ATTRIBUTE,
     ) -> None:
         self.attribute = str(attribute)
-        self.label = _as_label(label)
+        self.label = as_label(label)
         self.tissue_ratio = np.asarray(tissue_ratio, dtype=np.float64).reshape(-1)
         self.prob = None if prob is None else _as_prob(prob)
-        self.pred = None if (pred is None or prob is not None) else _as_label(pred)
+        self.pred = None if (pred is None or prob is not None) else as_label(pred)
         arrays = [self.label, self.tissue_ratio]
         arrays += [a for a in (self.prob, self.pred) if a is not None]
-        _check_same_length(*arrays)
+        check_same_length(*arrays)
         self.n = int(self.label.shape[0])
         self.n_tumor = int(np.count_nonzero(self.label))
         self.ece = (
@@ -193,7 +193,7 @@ class Evaluator:
         self, tau: float = DEFAULT_TAU, threshold: float = DEFAULT_THRESHOLD
     ) -> Evaluation:
         """All metrics at this ``tau`` (attribute threshold) and decision ``threshold``."""
-        _check_threshold_value(tau)
+        check_threshold_value(tau)
         _check_threshold(threshold)
         y = self.label
         large = self.tissue_ratio >= tau
@@ -286,9 +286,9 @@ def correctness(label: ArrayLike, pred: ArrayLike) -> np.ndarray:
     -------
     codes : ndarray of int8, shape (N,)
     """
-    y = _as_label(label)
-    p = _as_label(pred)
-    _check_same_length(y, p)
+    y = as_label(label)
+    p = as_label(pred)
+    check_same_length(y, p)
     codes = y.view(np.int8) * np.int8(2)
     codes += p
     return codes
@@ -300,9 +300,9 @@ def expected_calibration_error(label: ArrayLike, prob: ArrayLike, n_bins: int = 
     ``sum_b n_b / N * |mean(label in b) - mean(prob in b)|`` with bin ``b`` holding
     ``b / n_bins <= prob < (b + 1) / n_bins`` (``prob == 1`` in the last bin). NaN for N = 0.
     """
-    y = _as_label(label)
+    y = as_label(label)
     p = _as_prob(prob)
-    _check_same_length(y, p)
+    check_same_length(y, p)
     if p.size == 0:
         return math.nan
     bins = (p * n_bins).astype(np.intp)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._atomic import OutputKind, exclusive_lock, held_by_another
-from .errors import PatchwiseError
+from .errors import PatchwiseError, first_line
 
 if TYPE_CHECKING:
     from .data import PatchSettings
@@ -151,7 +151,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler and the zip reader raise many kinds
         raise PatchwiseError(
-            f"not a readable PyTorch checkpoint ({_first_line(exc)})",
+            f"not a readable PyTorch checkpoint ({first_line(exc)})",
             path=path,
             hint=CHECKPOINT_HINT,
         ) from None
@@ -190,7 +190,7 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[
     except (RuntimeError, KeyError, TypeError) as exc:
         raise PatchwiseError(
             f"the weights do not fit a {meta['model_name']} with {meta['in_channels']} "
-            f"channels ({_first_line(exc)})",
+            f"channels ({first_line(exc)})",
             path=path,
             hint=CHECKPOINT_HINT,
         ) from None
@@ -241,7 +241,7 @@ def read_run_config(path: str | os.PathLike, *, required: bool = True) -> TrainC
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PatchwiseError(
-            f"unreadable run configuration ({_first_line(exc)})",
+            f"unreadable run configuration ({first_line(exc)})",
             path=file,
             hint="the run folder is damaged; train again",
         ) from None
@@ -373,7 +373,7 @@ def read_inputs(out: str | os.PathLike) -> dict[str, Any] | None:
             raise ValueError("not an object with slides")
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise PatchwiseError(
-            f"unreadable record of the run's data ({_first_line(exc)})",
+            f"unreadable record of the run's data ({first_line(exc)})",
             path=file,
             hint="the run folder is damaged; train again",
         ) from None
@@ -720,12 +720,3 @@ def _finite_list(values: Any, n: int) -> bool:
 def _same(a: Any, b: Any) -> bool:
     # validate() refuses NaN, so plain equality is exact here (1 == 1.0 after a JSON trip)
     return a == b
-
-
-def _first_line(exc: BaseException) -> str:
-    """``Type: first sentence`` of an exception, short enough for a one-line error."""
-    text = str(exc).strip().splitlines()
-    line = text[0].split(". ")[0].rstrip(".") if text else ""
-    name = type(exc).__name__
-    line = f"{name}: {line}" if line else name
-    return line if len(line) <= 100 else line[:97] + "..."

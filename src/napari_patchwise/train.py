@@ -63,6 +63,7 @@ from ._atomic import atomic_path
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES
+from .inference import Forward, autocast_context
 from .runs import CONFIG, HISTORY, LAST, METRICS, PREDICTIONS, best_checkpoint_path
 from .train_config import (
     DEVICES,
@@ -185,18 +186,6 @@ def check_inputs(config: TrainConfig, *, device: bool = True) -> None:
         check_weights_file(config.weights, config.model)
     if device:
         resolve_device(config.device)
-
-
-def _autocast(device, precision: str):
-    """Mixed precision on CUDA only: bf16 where supported, else fp16 (with a grad scaler)."""
-    import torch
-
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext, None
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is None:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
 
 
 # -- CPU threads ------------------------------------------------------------------------------
@@ -348,10 +337,20 @@ class _Requests:
 
 # -- evaluation ------------------------------------------------------------------------------
 def dataset_probabilities(
-    model, dataset, device, *, batch_size: int, num_workers: int = 0, autocast=None
+    model,
+    dataset,
+    device,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    autocast=None,
+    channels_last: bool | None = None,
 ):
-    """Tumor probability of every patch of ``dataset`` (no augmentation), in order."""
-    import torch
+    """Tumor probability of every patch of ``dataset`` (no augmentation), in order.
+
+    ``channels_last``: the run's memory format (default: on CUDA), see
+    :class:`.inference.Forward`.
+    """
     from torch.utils.data import DataLoader
 
     from .data import identity_collate, sequential_requests
@@ -364,18 +363,12 @@ def dataset_probabilities(
         num_workers=num_workers,
         collate_fn=identity_collate,
     )
-    autocast = autocast or contextlib.nullcontext
     was_training = model.training
     model.eval()
-    out = []
-    with torch.no_grad():
-        for x, _y, _g in loader:
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda" and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                logits = model(x)
-            out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
+    forward = Forward(
+        model, device, autocast=autocast or contextlib.nullcontext, channels_last=channels_last
+    )
+    out = [forward.probabilities(x) for x, _y, _g in loader]
     model.train(was_training)
     return np.concatenate(out)
 
@@ -762,6 +755,7 @@ class FirstStage:
             batch_size=config.eval_batch_size,
             num_workers=config.num_workers,
             autocast=self.run.opt.autocast,
+            channels_last=self.run.opt.channels_last,
         )
 
     def log(self, message: str) -> None:
@@ -905,7 +899,7 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    autocast, amp_dtype = _autocast(device, config.precision)
+    autocast, amp_dtype = autocast_context(device, config.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     # BatchNorm layers kept in eval mode when frozen (running statistics fixed, affine
     # parameters still trained): SubpopBench's default for a pretrained backbone (neither
@@ -945,7 +939,8 @@ def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
 
 def _resumed_state(run: _Run) -> RunState:
     """The state of ``last.pt``, loaded into the run's model, optimiser and method."""
-    from .runs import _first_line, check_last_identity, load_checkpoint
+    from .errors import first_line
+    from .runs import check_last_identity, load_checkpoint
 
     last = run.out / LAST
     ckpt, _ = load_checkpoint(last)
@@ -956,7 +951,7 @@ def _resumed_state(run: _Run) -> RunState:
         state = RunState.restore(ckpt, run.opt)
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
         raise PatchwiseError(
-            f"cannot resume from this checkpoint ({_first_line(exc)})",
+            f"cannot resume from this checkpoint ({first_line(exc)})",
             path=last,
             hint="the file is damaged or not a last.pt of this run; start a new run",
         ) from None
@@ -1135,6 +1130,7 @@ def _evaluate_and_select(run: _Run, state: RunState, seconds: float) -> dict[str
         batch_size=config.eval_batch_size,
         num_workers=config.num_workers,
         autocast=opt.autocast,
+        channels_last=opt.channels_last,
     )
     evaluation = evaluate_split(val_set, prob, config.group_threshold, config.threshold)
     row = _history_row(state.step, evaluation, state.take_train_logs(), seconds)
@@ -1242,6 +1238,7 @@ def _test_probabilities(run: _Run, metric: str) -> np.ndarray:
         run.opt.device,
         batch_size=run.config.eval_batch_size,
         autocast=run.opt.autocast,
+        channels_last=run.opt.channels_last,
     )
 
 

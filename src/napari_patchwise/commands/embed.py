@@ -208,12 +208,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace, source, settings):
+    from .._compute import dask_client
     from .._progress import tqdm_progress
     from ..embed import embed
-    from .stats import _cluster
 
     with (
-        _cluster(args.scheduler, None) as client,
+        dask_client(args.scheduler, None) as client,
         tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare,
         tqdm_progress("embedding", unit="chunk", disable=args.quiet) as progress,
     ):
