@@ -46,7 +46,6 @@ rank 0 write files. Every rank evaluates (so all take the same selection decisio
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -59,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, write_json
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES
@@ -252,11 +251,6 @@ def default_num_threads(torch_threads: int, cores: int | None = None) -> int:
     """
     cores = usable_cores() if cores is None else cores
     return max(1, min(int(torch_threads), int(cores)))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -1211,7 +1205,7 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
                 result["warnings"] += entry["test"]["warnings"]
                 _write_table(_test_table(config, test_set, prob), run.out / PREDICTIONS)
         result["by_selection"][metric] = entry
-    _write_json(run.out / METRICS, _json_clean(result))
+    write_json(run.out / METRICS, _json_clean(result))
 
 
 def _group_warnings(split: str, dataset) -> list[str]:
