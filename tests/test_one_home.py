@@ -286,3 +286,26 @@ def test_run_folders_are_read_by_runs_only():
     )
     assert users == ["train.py"]
     assert report_run.load_run is runs.load_run
+
+
+def _string_sequences(tree: ast.AST) -> Iterator[tuple[int, tuple[str, ...]]]:
+    for node in ast.walk(tree):
+        strings = isinstance(node, ast.Tuple | ast.List) and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts
+        )
+        if strings and node.elts:
+            yield node.lineno, tuple(e.value for e in node.elts)
+
+
+def test_prediction_columns_are_declared_in_schema_only():
+    from napari_patchwise.schema import PREDICTED_PATCH_COLUMNS, PREDICTION_COLUMNS
+
+    declared = {PREDICTION_COLUMNS, PREDICTED_PATCH_COLUMNS}
+    found = [
+        f"{name}:{line} {values}"
+        for name, tree in _module_sources()
+        if name != "schema.py"
+        for line, values in _string_sequences(tree)
+        if values in declared
+    ]
+    assert not found, "prediction columns spelt out again (use schema's):\n" + "\n".join(found)

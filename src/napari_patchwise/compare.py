@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike
 from .errors import PatchwiseError
 from .groups import DEFAULT_TAU, GROUP_NAMES
 from .metrics import Evaluation, evaluate
-from .schema import DEFAULT_THRESHOLD
+from .schema import DEFAULT_THRESHOLD, PREDICTION_COLUMNS
 from .slider_eval import SliderEvaluator
 
 BOTH_RIGHT, BOTH_WRONG, ONLY_A, ONLY_B = 0, 1, 2, 3
@@ -204,7 +204,7 @@ def paired_predictions(
         )
     for pred, keys_p, source in ((pred_a, keys_a, sources[0]), (pred_b, keys_b, sources[1])):
         _check_same_place(base, pred, keys.get_indexer(keys_p), source)
-    out = base.drop(columns=[c for c in ("prob", "pred") if c in base]).reset_index(drop=True)
+    out = base.drop(columns=[c for c in PREDICTION_COLUMNS if c in base]).reset_index(drop=True)
     for name, pred, keys_p in (("prob_a", pred_a, keys_a), ("prob_b", pred_b, keys_b)):
         prob = np.full(len(out), np.nan)
         prob[keys.get_indexer(keys_p)] = pred["prob"].to_numpy(dtype=np.float64)

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
+from .schema import PREDICTION_COLUMNS
 
 GROUP_NAMES: tuple[str, ...] = (
     "non-tumor/small",
@@ -145,7 +146,7 @@ def _check_attribute_name(attribute: str) -> None:
         return
     if attribute in ("label", "tumor_ratio", "tumor_tissue_ratio", "n_tumor", "n_healthy"):
         why = "it is the label (or what the label is made of): each group would be one class"
-    elif attribute in ("prob", "pred"):
+    elif attribute in PREDICTION_COLUMNS:
         why = "it is the model's prediction: grouping by it says nothing about the patches"
     else:
         why = "it is a patch position or pixel count, not a property of the patch's content"
