@@ -576,15 +576,25 @@ def embed(
         if partial_path(out).exists():
             check_partial(partial_path(out))
         ckpt, meta, source_spec, settings, jobs = _model_and_jobs(
-            target, source, mask=mask, settings=settings, cache_dir=cache_dir,
+            target,
+            source,
+            mask=mask,
+            settings=settings,
+            cache_dir=cache_dir,
             progress=prepare_progress,
-        )  # fmt: skip
+        )
         dim = int(ckpt["model"][head_prefix(meta["model_name"]) + "weight"].shape[1])
         inputs = {"target": str(Path(target).resolve()), "mask": mask and str(Path(mask).resolve())}
         spec = build_spec(
-            source_spec, meta, settings, jobs, inputs, dim, layer=source.layer,
+            source_spec,
+            meta,
+            settings,
+            jobs,
+            inputs,
+            dim,
+            layer=source.layer,
             chunk_rows=chunk_rows,
-        )  # fmt: skip
+        )
         partial = prepare_store(out, spec, jobs, ckpt, overwrite=overwrite)
         run_jobs(
             partial, jobs, device=device, batch_size=batch_size, client=client, progress=progress

@@ -147,9 +147,14 @@ def figure1_data(
 
 
 def figure1_rows(
-    table: pd.DataFrame, panel: int, bin_index: int, *, bins: int = 20, which: str = "all",
+    table: pd.DataFrame,
+    panel: int,
+    bin_index: int,
+    *,
+    bins: int = 20,
+    which: str = "all",
     threshold: float = DEFAULT_THRESHOLD,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Positions (0-based row numbers) of the patches in bin ``bin_index`` of ``panel``.
 
     Parameters
@@ -215,26 +220,60 @@ def draw_figure1(axes: Sequence, data: Figure1Data) -> None:
         left = panel.edges[:-1]
         width = np.diff(panel.edges)
         if data.has_predictions:
-            ax.bar(left, panel.fraction_correct, width, align="edge", color=CORRECT_COLOR,
-                   edgecolor="white", linewidth=0.5, label="correct")  # fmt: skip
-            ax.bar(left, panel.fraction_incorrect, width, bottom=panel.fraction_correct,
-                   align="edge", color=INCORRECT_COLOR, edgecolor="white", linewidth=0.5,
-                   hatch=palette.INCORRECT_HATCH, label="incorrect")  # fmt: skip
+            ax.bar(
+                left,
+                panel.fraction_correct,
+                width,
+                align="edge",
+                color=CORRECT_COLOR,
+                edgecolor="white",
+                linewidth=0.5,
+                label="correct",
+            )
+            ax.bar(
+                left,
+                panel.fraction_incorrect,
+                width,
+                bottom=panel.fraction_correct,
+                align="edge",
+                color=INCORRECT_COLOR,
+                edgecolor="white",
+                linewidth=0.5,
+                hatch=palette.INCORRECT_HATCH,
+                label="incorrect",
+            )
         else:
-            ax.bar(left, panel.fraction_correct, width, align="edge", color=ALL_COLOR,
-                   edgecolor="white", linewidth=0.5, label="patches")  # fmt: skip
+            ax.bar(
+                left,
+                panel.fraction_correct,
+                width,
+                align="edge",
+                color=ALL_COLOR,
+                edgecolor="white",
+                linewidth=0.5,
+                label="patches",
+            )
         if panel.column == "tissue_ratio" and np.isfinite(data.tau):  # NaN: other groups
             ax.axvline(data.tau, color="black", linestyle="--", linewidth=1.2)
-            ax.annotate(f"tau = {data.tau:g}", (data.tau, 0.97), xycoords=("data", "axes fraction"),
-                        xytext=(4, 0), textcoords="offset points", va="top")  # fmt: skip
+            ax.annotate(
+                f"tau = {data.tau:g}",
+                (data.tau, 0.97),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="top",
+            )
         ax.set_xlim(0, 1)
         top = float((panel.fraction_correct + panel.fraction_incorrect).max(initial=0.0))
         ax.set_ylim(0, max(top * 1.1, 0.05))  # headroom for the legend and tau label
         ax.set_xlabel(panel.title)
         ax.set_ylabel("share of patches")
         ax.set_title(f"n = {panel.n}", fontsize="small")
-        ax.legend(loc="upper right" if panel.column != "tissue_ratio" else "center right",
-                  fontsize="small", frameon=False)  # fmt: skip
+        ax.legend(
+            loc="upper right" if panel.column != "tissue_ratio" else "center right",
+            fontsize="small",
+            frameon=False,
+        )
 
 
 def group_count_table(

@@ -273,8 +273,17 @@ def table1_html(frame: pd.DataFrame, intervals: dict, splits: dict | None = None
     ``(method, config) -> attribute`` of the groups (default tissue_ratio: ``tau=``)."""
     if frame.empty:
         return "<p>(no finished runs with test metrics)</p>"
-    head = ["method", "configuration", "selected by", "groups", "seeds", "WGA",
-            "WGA 95% CI (slides)", "BCA", "min_group_n"]  # fmt: skip
+    head = [
+        "method",
+        "configuration",
+        "selected by",
+        "groups",
+        "seeds",
+        "WGA",
+        "WGA 95% CI (slides)",
+        "BCA",
+        "min_group_n",
+    ]
     lines = ["<table class='table1'><thead><tr>"]
     lines += [f"<th>{html.escape(h)}</th>" for h in head] + ["</tr></thead><tbody>"]
     notes: list[str] = []
@@ -295,8 +304,13 @@ def table1_html(frame: pd.DataFrame, intervals: dict, splits: dict | None = None
             )
         attribute = (splits or {}).get((r["method"], r["config"]), DEFAULT_ATTRIBUTE)
         split = "tau=" if attribute == DEFAULT_ATTRIBUTE else f"{attribute} >= "
-        cells = [r["method"], r["config"], SELECT_LABELS.get(r["select"], r["select"]),
-                 f"{split}{r['tau']:g}", f"{r['n_seeds']}"]  # fmt: skip
+        cells = [
+            r["method"],
+            r["config"],
+            SELECT_LABELS.get(r["select"], r["select"]),
+            f"{split}{r['tau']:g}",
+            f"{r['n_seeds']}",
+        ]
         row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
         mark = f" class='warn' title='a test group holds fewer than {MIN_GROUP_N} patches'"
         row += f"<td{mark if warn else ''}>{html.escape(wga)}{' ⚠' if warn else ''}</td>"

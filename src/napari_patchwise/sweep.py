@@ -699,8 +699,12 @@ def _take_over_from_orphan(out: Path) -> None:
     while lock_held(lock) and time.monotonic() < deadline:
         time.sleep(0.1)
     if lock_held(lock) and pid_alive(words[0]):
-        log.warning("patchwise: warning: ending pid %d, an orphan of sweep pid %d in %s",
-                    words[0], words[1], out)  # fmt: skip
+        log.warning(
+            "patchwise: warning: ending pid %d, an orphan of sweep pid %d in %s",
+            words[0],
+            words[1],
+            out,
+        )
         with contextlib.suppress(OSError):
             os.kill(words[0], getattr(signal, "SIGKILL", signal.SIGTERM))
         deadline = time.monotonic() + ORPHAN_WAIT_S
@@ -980,6 +984,12 @@ def run_sweep(
     """
     runs = prepare_sweep(axes, seeds, sweep_dir, make_config, progress=progress, merge=merge)
     return complete_sweep(
-        runs, axes, sweep_dir, workers=workers, client=client, on_result=on_result,
-        seeds=seeds, merge=merge,
-    )  # fmt: skip
+        runs,
+        axes,
+        sweep_dir,
+        workers=workers,
+        client=client,
+        on_result=on_result,
+        seeds=seeds,
+        merge=merge,
+    )

@@ -1019,9 +1019,13 @@ def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     t0 = time.perf_counter()
     fit_on = FIT_ON[config.method]
     result = fit_dfr(
-        split("train"), split("val"), evaluate,
-        fit_on=fit_on, select=SELECT_METRICS, seed=config.seed,
-    )  # fmt: skip
+        split("train"),
+        split("val"),
+        evaluate,
+        fit_on=fit_on,
+        select=SELECT_METRICS,
+        seed=config.seed,
+    )
     for step, (c, evaluation) in enumerate(result.rows, start=1):
         row = {**_history_row(step, evaluation, {}, time.perf_counter() - t0), "C": c}
         if fit_on == "train":  # what selected C: the held-out half of the training split

@@ -187,9 +187,14 @@ def run(args: argparse.Namespace) -> int:
     )
     fit_scale = args.patch_size is None and get_encoder_preset(args.backbone or "") is not None
     source = EmbedSource(
-        args.checkpoint, args.backbone, args.weights, args.layer, args.channels,
-        args.input_size, fit_scale,
-    )  # fmt: skip
+        args.checkpoint,
+        args.backbone,
+        args.weights,
+        args.layer,
+        args.channels,
+        args.input_size,
+        fit_scale,
+    )
     try:
         out = _embed(args, source, settings)
     except KeyboardInterrupt:
@@ -218,9 +223,18 @@ def _embed(args: argparse.Namespace, source, settings):
         tqdm_progress("embedding", unit="chunk", disable=args.quiet) as progress,
     ):
         out = embed(
-            args.target, args.out, source, mask=args.mask, settings=settings,
-            cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
-            chunk_rows=args.chunk_rows, client=client, overwrite=args.overwrite,
-            progress=progress, prepare_progress=prepare,
-        )  # fmt: skip
+            args.target,
+            args.out,
+            source,
+            mask=args.mask,
+            settings=settings,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            batch_size=args.batch_size,
+            chunk_rows=args.chunk_rows,
+            client=client,
+            overwrite=args.overwrite,
+            progress=progress,
+            prepare_progress=prepare,
+        )
     return out

@@ -355,13 +355,21 @@ def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: 
     values = attribute_values(paired, args.attribute)
     common = {"tau": group_threshold}
     counts_a = slide_counts(
-        paired["slide"], paired["label"], values, prob=paired["prob_a"],
-        threshold=a.threshold, **common,
-    )  # fmt: skip
+        paired["slide"],
+        paired["label"],
+        values,
+        prob=paired["prob_a"],
+        threshold=a.threshold,
+        **common,
+    )
     counts_b = slide_counts(
-        paired["slide"], paired["label"], values, prob=paired["prob_b"],
-        threshold=b.threshold, **common,
-    )  # fmt: skip
+        paired["slide"],
+        paired["label"],
+        values,
+        prob=paired["prob_b"],
+        threshold=b.threshold,
+        **common,
+    )
     return paired_wga_difference_ci(counts_a, counts_b, path=args.table, **_boot_options(args))
 
 
@@ -413,9 +421,14 @@ def _rank(args: argparse.Namespace) -> int:
         check_values(train, path=args.train_table, missing_ok=False)
     permutations = DEFAULT_PERMUTATIONS if args.permutations is None else args.permutations
     ranks = rank_attributes(
-        table, threshold=args.threshold, min_share=min_share, permutations=permutations,
-        seed=args.permutation_seed, train=train, path=args.table,
-    )  # fmt: skip
+        table,
+        threshold=args.threshold,
+        min_share=min_share,
+        permutations=permutations,
+        seed=args.permutation_seed,
+        train=train,
+        path=args.table,
+    )
     if args.json:
         result = {
             "threshold": args.threshold,
