@@ -137,17 +137,18 @@ def test_the_private_import_check_catches_what_it_claims():
     assert list(private_cross_imports(fine, module, path)) == []
 
 
-def _is_tau_literal(node: ast.AST | None) -> bool:
+def _is_literal(node: ast.AST | None, value: float) -> bool:
     return (
         isinstance(node, ast.Constant)
         and isinstance(node.value, int | float)
         and not isinstance(node.value, bool)
-        and node.value == DEFAULT_TAU
+        and node.value == value
     )
 
 
-def tau_literals(source: str) -> Iterator[str]:
-    """Places where tau's default value is written as a literal instead of DEFAULT_TAU."""
+def tau_literals(source: str, word: str = "tau", value: float = DEFAULT_TAU) -> Iterator[str]:
+    """Places where tau's default value is written as a literal instead of DEFAULT_TAU
+    (parameters, fields and flags whose name holds ``word``)."""
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             args = node.args
@@ -161,18 +162,18 @@ def tau_literals(source: str) -> Iterator[str]:
                 if d is not None
             ]
             for arg, default in pairs:
-                if "tau" in arg.arg and _is_tau_literal(default):
+                if word in arg.arg and _is_literal(default, value):
                     yield f"{node.lineno}: {arg.arg}={default.value!r}"
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             # dataclass fields: `tau: float = 0.1`
-            if "tau" in node.target.id and _is_tau_literal(node.value):
+            if word in node.target.id and _is_literal(node.value, value):
                 yield f"{node.lineno}: {node.target.id} = {node.value.value!r}"
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
             flags = [a.value for a in node.args if isinstance(a, ast.Constant)]
             dest = [k.value.value for k in node.keywords if k.arg == "dest"]
-            if any("tau" in str(f) for f in (*flags, *dest)):
+            if any(word in str(f) for f in (*flags, *dest)):
                 for k in node.keywords:
-                    if k.arg == "default" and _is_tau_literal(k.value):
+                    if k.arg == "default" and _is_literal(k.value, value):
                         yield f"{node.lineno}: add_argument({flags[0]!r}, default={k.value.value!r})"
 
 
@@ -185,6 +186,18 @@ def test_tau_default_is_the_named_constant_everywhere():
     assert not found, "tau's default written as a literal (use groups.DEFAULT_TAU):\n" + (
         "\n".join(found)
     )
+
+
+def test_decision_threshold_default_is_the_named_constant_everywhere():
+    from napari_patchwise.schema import DEFAULT_THRESHOLD
+
+    found = [
+        f"{path.relative_to(PACKAGE)}:{hit}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for hit in tau_literals(path.read_text(encoding="utf-8"), "threshold", DEFAULT_THRESHOLD)
+    ]
+    assert not found, "the decision threshold's default written as a literal (use "
+    "schema.DEFAULT_THRESHOLD):\n" + "\n".join(found)
 
 
 def test_the_tau_check_catches_what_it_claims():

@@ -68,7 +68,7 @@ def patch_measurements(
     table: pd.DataFrame,
     *,
     tau: float = DEFAULT_TAU,
-    threshold: float | None = 0.5,
+    threshold: float | None = DEFAULT_THRESHOLD,
     attribute: str = DEFAULT_ATTRIBUTE,
     pixel_size: PixelSize | Mapping[str, PixelSize] = None,
 ) -> pd.DataFrame:
@@ -164,7 +164,7 @@ def write_patches(
     scheme: str = DEFAULT_SCHEME,
     errors_only: bool = False,
     tau: float = DEFAULT_TAU,
-    threshold: float | None = 0.5,
+    threshold: float | None = DEFAULT_THRESHOLD,
     attribute: str = DEFAULT_ATTRIBUTE,
     pixel_size: PixelSize | Mapping[str, PixelSize] = None,
     progress: Callable[[int, int], None] | None = None,
