@@ -16,6 +16,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from napari_patchwise.groups import DEFAULT_TAU
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
@@ -188,16 +190,29 @@ def test_tau_default_is_the_named_constant_everywhere():
     )
 
 
-def test_decision_threshold_default_is_the_named_constant_everywhere():
+def _named_defaults() -> list[tuple[str, float, str]]:
+    from napari_patchwise.inference import DEFAULT_BATCH_SIZE
+    from napari_patchwise.report import FIGURE1_BINS
     from napari_patchwise.schema import DEFAULT_THRESHOLD
 
+    return [
+        ("threshold", DEFAULT_THRESHOLD, "schema.DEFAULT_THRESHOLD"),
+        ("batch_size", DEFAULT_BATCH_SIZE, "inference.DEFAULT_BATCH_SIZE"),
+        ("bins", FIGURE1_BINS, "report.FIGURE1_BINS"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_other_repeated_defaults_are_named_constants(index):
+    word, value, constant = _named_defaults()[index]
     found = [
         f"{path.relative_to(PACKAGE)}:{hit}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        for hit in tau_literals(path.read_text(encoding="utf-8"), "threshold", DEFAULT_THRESHOLD)
+        for hit in tau_literals(path.read_text(encoding="utf-8"), word, value)
     ]
-    assert not found, "the decision threshold's default written as a literal (use "
-    "schema.DEFAULT_THRESHOLD):\n" + "\n".join(found)
+    assert not found, f"{word}'s default written as a literal (use {constant}):\n" + (
+        "\n".join(found)
+    )
 
 
 def test_the_tau_check_catches_what_it_claims():

@@ -42,6 +42,7 @@ from .features import (
     split_head,
     write_chunk,
 )
+from .inference import DEFAULT_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def embed_slide(
     job: SlideJob,
     *,
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
     embedder: _Embedder | None = None,
 ) -> int:
@@ -534,7 +535,7 @@ def embed(
     settings=None,
     cache_dir: str | os.PathLike | None = None,
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_rows: int | None = None,
     client=None,
     overwrite: bool = False,

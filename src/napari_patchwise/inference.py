@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+#: Patches per forward pass when predicting or embedding (``--batch-size``).
+DEFAULT_BATCH_SIZE = 256
+
 #: A context-manager factory: ``with autocast(): ...`` (``contextlib.nullcontext`` for fp32).
 Autocast = Callable[[], contextlib.AbstractContextManager]
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
+from .inference import DEFAULT_BATCH_SIZE
 from .slide import Slide
 
 
@@ -71,7 +72,7 @@ def predict_table(
     table: pd.DataFrame,
     run_dir: str | os.PathLike,
     *,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     threshold: float | None = None,
     progress: ProgressCallback | None = None,
@@ -136,7 +137,7 @@ def predict_slide(
     stride: int | None = None,
     tissue: str | None = None,
     background: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     threshold: float | None = None,
     attributes: Sequence[str] = (),

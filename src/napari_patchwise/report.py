@@ -20,6 +20,9 @@ from .groups import DEFAULT_TAU, GROUP_NAMES, group_ids
 from .schema import DEFAULT_THRESHOLD
 
 # (column, class the panel conditions on, x-axis label) of Figure 1's three panels.
+#: Histogram bins of each Figure-1 panel (the report and the dock's histograms).
+FIGURE1_BINS = 20
+
 FIGURE1_PANELS: tuple[tuple[str, int, str], ...] = (
     ("tumor_ratio", 1, "tumor ratio | y = 1 (tumor)"),
     ("tumor_tissue_ratio", 1, "tumor-to-tissue ratio | y = 1 (tumor)"),
@@ -100,7 +103,7 @@ def figure1_data(
     *,
     tau: float = DEFAULT_TAU,
     threshold: float = DEFAULT_THRESHOLD,
-    bins: int = 20,
+    bins: int = FIGURE1_BINS,
 ) -> Figure1Data:
     """Bin edges and per-bin correct / incorrect counts of Figure 1's three panels.
 
@@ -151,7 +154,7 @@ def figure1_rows(
     panel: int,
     bin_index: int,
     *,
-    bins: int = 20,
+    bins: int = FIGURE1_BINS,
     which: str = "all",
     threshold: float = DEFAULT_THRESHOLD,
 ) -> np.ndarray:
@@ -187,7 +190,7 @@ def figure1(
     *,
     tau: float = DEFAULT_TAU,
     threshold: float = DEFAULT_THRESHOLD,
-    bins: int = 20,
+    bins: int = FIGURE1_BINS,
     title: str | None = None,
     figsize: tuple[float, float] = (13.0, 3.8),
 ):

@@ -38,6 +38,7 @@ import pandas as pd
 from ._atomic import atomic_paths
 from .errors import PatchwiseError
 from .groups import DEFAULT_ATTRIBUTE, GROUP_NAMES, group_names
+from .report import FIGURE1_BINS
 from .runs import PREDICTIONS, Run, has_test, load_run, read_predictions, run_attribute
 from .table1 import (
     MIN_GROUP_N,
@@ -382,7 +383,7 @@ def _img(fig, alt: str) -> str:
 def render_html(
     runs: Sequence[Run],
     *,
-    bins: int = 20,
+    bins: int = FIGURE1_BINS,
     intro: Sequence[str] = (),
     images: Sequence[tuple[str, str | os.PathLike]] = (),
     attribute: str | None = None,

@@ -34,6 +34,7 @@ from typing import Any
 from .data import PatchSettings
 from .errors import PatchwiseError
 from .groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from .inference import DEFAULT_BATCH_SIZE
 from .presets import PRESET_NAMES, get_preset, resolve
 from .schema import DEFAULT_THRESHOLD
 
@@ -112,7 +113,7 @@ class TrainConfig:
     channels_last: bool = True
     num_workers: int = 0
     num_threads: int | None = None
-    eval_batch_size: int = 256
+    eval_batch_size: int = DEFAULT_BATCH_SIZE
     cache_dir: str | None = None
     features: str | None = None
     resume: bool = False

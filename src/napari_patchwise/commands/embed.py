@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..inference import DEFAULT_BATCH_SIZE
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import pixels, positive_int, scheduler_address
 
@@ -68,7 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--mask-map", metavar="SPEC", help="with --backbone, e.g. binary")
     p.add_argument("--cache-dir", metavar="DIR", help="patch cache (default: beside the input)")
-    p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="B")
     p.add_argument(
         "--chunk-rows", type=positive_int, default=None, metavar="N",
         help="patches per stored chunk (default: about 4 MiB of vectors)",
