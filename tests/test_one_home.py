@@ -173,7 +173,7 @@ def tau_literals(source: str, word: str = "tau", value: float = DEFAULT_TAU) -> 
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
             flags = [a.value for a in node.args if isinstance(a, ast.Constant)]
             dest = [k.value.value for k in node.keywords if k.arg == "dest"]
-            if any(word in str(f) for f in (*flags, *dest)):
+            if any(word in str(f).replace("-", "_") for f in (*flags, *dest)):
                 for k in node.keywords:
                     if k.arg == "default" and _is_literal(k.value, value):
                         yield f"{node.lineno}: add_argument({flags[0]!r}, default={k.value.value!r})"
