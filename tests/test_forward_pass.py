@@ -94,3 +94,13 @@ def test_embedder_is_the_shared_pass(tiny, monkeypatch):
     with torch.no_grad():
         expected = backbone((x - mean) / std).float().numpy().astype(np.float16)
     np.testing.assert_array_equal(embedder(patches), expected)
+
+
+def test_channels_last_branch_gives_the_same_outputs(tiny):
+    # The CUDA path's memory format, exercised on the CPU (autocast stays CUDA-only).
+    model, patches = tiny
+    expected = _reference_logits(model, patches)
+    forward = Forward(model, torch.device("cpu"), mean=MEAN, std=STD, channels_last=True)
+    weight = next(p for p in forward.model.parameters() if p.dim() == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(forward(patches), expected, rtol=1e-5, atol=1e-5)
