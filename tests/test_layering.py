@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 TRAINING = (
     "samplers", "models", "methods", "data", "presets", "train_config", "runs", "train",
     "predict", "sweep", "report_run", "demo_story", "features", "head", "embed", "table1",
-    "encoder_presets", "encoders",
+    "encoder_presets", "encoders", "inference",
 )  # fmt: skip
 ANALYSIS = (
     "grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "attributes",

@@ -176,8 +176,8 @@ def test_bad_checkpoints_are_one_line_errors_naming_the_file(run, tmp_path, caps
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"manifest": "c.csv", "out": ', "unreadable run configuration"),
-        ("[1, 2]", "not a JSON object"),
+        ('{"manifest": "c.csv", "out": ', "cannot read the run configuration"),
+        ("[1, 2]", "holds a JSON list, not an object"),
         ('{"manifest": "c.csv", "out": "r", "colour": 1}', "unknown training option"),
         ('{"manifest": "c.csv", "out": "r", "lr": "fast"}', "invalid run configuration"),
         ('{"manifest": "c.csv", "out": "r", "lr": -1}', "learning rate must be positive"),

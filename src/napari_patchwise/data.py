@@ -374,9 +374,13 @@ def slide_patches(
         raise _cache_error(FileExistsError(17, "File exists", str(cache_dir)), cache_dir)
     try:
         return _slide_patches(
-            entry, settings, cache_dir, progress=progress, attribute=attribute,
+            entry,
+            settings,
+            cache_dir,
+            progress=progress,
+            attribute=attribute,
             slide_index=slide_index,
-        )  # fmt: skip
+        )
     except OSError as exc:
         raise _cache_error(exc, cache_dir) from exc
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
+from .inference import DEFAULT_BATCH_SIZE
 from .slide import Slide
 
 
@@ -71,7 +72,7 @@ def predict_table(
     table: pd.DataFrame,
     run_dir: str | os.PathLike,
     *,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     threshold: float | None = None,
     progress: ProgressCallback | None = None,
@@ -136,7 +137,7 @@ def predict_slide(
     stride: int | None = None,
     tissue: str | None = None,
     background: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     threshold: float | None = None,
     attributes: Sequence[str] = (),
@@ -299,28 +300,13 @@ class _Classifier:
     """A checkpoint's model as ``patches (N, C, p, p) -> tumor probability (N,)``.
 
     Normalises with the training statistics, and on CUDA runs channels-last under
-    autocast (the training loop's settings).
+    autocast (:class:`.inference.Forward`, as validation and embedding do).
     """
 
     def __init__(self, model, meta: dict, device) -> None:
-        import torch
+        from .inference import Forward
 
-        from .train import _autocast
-
-        self.torch = torch
-        self.device = device
-        self.mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)[:, None, None]
-        self.std = torch.tensor(meta["std"], dtype=torch.float32, device=device)[:, None, None]
-        self.autocast, _ = _autocast(device, "auto")
-        self.channels_last = device.type == "cuda"
-        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.forward = Forward(model, device, mean=meta["mean"], std=meta["std"])
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        x = torch.from_numpy(patches.astype(np.float32)).to(self.device)
-        x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), self.autocast():
-            logits = self.model(x)
-        return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        return self.forward.probabilities(patches)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import PatchwiseError
-from .schema import TABLE_COLUMNS
+from .schema import PREDICTION_COLUMNS, TABLE_COLUMNS
 
 #: How many misclassified patches :func:`top_errors` returns by default.
 TOP_ERRORS = 500
@@ -157,7 +157,7 @@ def merge_predictions(
             path=source,
             hint="compute the grid with the settings the predictions were made with",
         )
-    merged = table.drop(columns=[c for c in ("prob", "pred") if c in table]).copy()
+    merged = table.drop(columns=[c for c in PREDICTION_COLUMNS if c in table]).copy()
     prob = np.full(len(merged), np.nan)
     prob[positions] = predictions["prob"].to_numpy(dtype=np.float64)
     merged["prob"] = prob

@@ -33,7 +33,10 @@ from typing import Any
 
 from .data import PatchSettings
 from .errors import PatchwiseError
+from .groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from .inference import DEFAULT_BATCH_SIZE
 from .presets import PRESET_NAMES, get_preset, resolve
+from .schema import DEFAULT_THRESHOLD
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
 #: selection on the worst accuracy over the slices ``patchwise discover`` found on the
@@ -77,8 +80,8 @@ class TrainConfig:
     out: str
     preset: str | None = None
     method: str = "erm"
-    tau: float = 0.1
-    attribute: str = "tissue_ratio"
+    tau: float = DEFAULT_TAU
+    attribute: str = DEFAULT_ATTRIBUTE
     attribute_threshold: float | None = None
     patch: PatchSettings = field(default_factory=PatchSettings)
     model: str = "resnet50"
@@ -103,14 +106,14 @@ class TrainConfig:
     eval_every: int = 100
     select: str = "val_wga"
     slices: str | None = None
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
     num_workers: int = 0
     num_threads: int | None = None
-    eval_batch_size: int = 256
+    eval_batch_size: int = DEFAULT_BATCH_SIZE
     cache_dir: str | None = None
     features: str | None = None
     resume: bool = False

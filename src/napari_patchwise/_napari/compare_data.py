@@ -26,6 +26,7 @@ from napari.utils.colormaps.standardize_color import transform_color
 from .. import palette
 from ..compare import ClassGrid, PairEvaluator, comparison_classes, paired_predictions
 from ..errors import PatchwiseError
+from ..schema import PREDICTED_PATCH_COLUMNS
 from ..slide import Slide
 from ..slide_table import full_table, slide_predictions
 from .overlays import PatchRaster
@@ -137,7 +138,7 @@ def read_source(path: str | Path, grid: SlideGrid, *, cancel, progress) -> pd.Da
     from .train_worker import predict_job
 
     predicted = predict_job(grid.slide, grid.table, path)(cancel=cancel, progress=progress)
-    return predicted[[c for c in ("slide", "row", "col", "y", "x", "prob") if c in predicted]]
+    return predicted[[c for c in PREDICTED_PATCH_COLUMNS if c in predicted]]
 
 
 def prepare_comparison(

@@ -30,6 +30,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
+from ..schema import PREDICTED_PATCH_COLUMNS
 from . import notify
 from .attribute_choice import group_options, threshold_text
 from .curves import TrainingCurves
@@ -50,7 +51,7 @@ from .train_worker import (
 )
 
 #: What a prediction hands to the dock: where each patch is, and its probability.
-HANDED_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
+HANDED_COLUMNS = PREDICTED_PATCH_COLUMNS
 TRAIN_CANCELLED = (
     "Patchwise: training cancelled (last.pt holds the last step; Train, then Resume run, "
     "goes on from it)"

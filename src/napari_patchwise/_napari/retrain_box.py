@@ -35,13 +35,14 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PatchwiseError
+from ..schema import PREDICTED_PATCH_COLUMNS
 from . import notify
 from .attribute_choice import group_options
 from .jobs import BackgroundJob
 from .train_form import line_edit_with_button
 
 #: What a prediction hands to the dock (as the Model tab's Predict).
-HANDED_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
+HANDED_COLUMNS = PREDICTED_PATCH_COLUMNS
 DEFAULT_METHOD = "gerne"
 DEFAULT_STEPS = 300
 

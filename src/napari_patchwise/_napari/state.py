@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..groups import DEFAULT_ATTRIBUTE, attribute_values
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_values
+from ..schema import DEFAULT_THRESHOLD
 from ..slide import Slide
 from ..slider_eval import SliderEvaluator
 from .layer_slide import slide_key
@@ -32,9 +33,9 @@ class SlideSettings:
     tissue: str = "auto"  # auto | mask | intensity
     tissue_threshold: float = 0.0  # 0: automatic (Otsu on the smallest level)
     background: str = "dark"  # dark | bright
-    attribute: str = "tissue_ratio"  # the groups' attribute (docs/attributes.md)
-    tau: float = 0.1  # the attribute's threshold: tau for tissue_ratio, else in its units
-    threshold: float = 0.5
+    attribute: str = DEFAULT_ATTRIBUTE  # the groups' attribute (docs/attributes.md)
+    tau: float = DEFAULT_TAU  # the attribute's threshold: tau for tissue_ratio, else in its units
+    threshold: float = DEFAULT_THRESHOLD
     mask_layer: str = ""  # name of the chosen mask layer, "" for the slide's own mask
 
     #: What a slide opened next starts with (the grid and tissue form); tau, the decision

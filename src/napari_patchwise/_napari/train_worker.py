@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import PatchwiseError
+from ..inference import DEFAULT_BATCH_SIZE
 from ..slide import Slide
 from ..train import TrainCallbacks, TrainConfig
 from .background import TrainingFailed, poll
@@ -196,7 +197,7 @@ def checkpoint_patch_size(run_dir: str | Path) -> int:
 
 
 def predict_job(
-    slide: Slide, table: pd.DataFrame, run_dir: str | Path, *, batch_size: int = 256
+    slide: Slide, table: pd.DataFrame, run_dir: str | Path, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Callable[..., pd.DataFrame]:
     """A ``job(cancel=, progress=)`` for :func:`.background.run_in_thread` predicting ``table``.
 

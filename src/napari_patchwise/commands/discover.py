@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..schema import DEFAULT_THRESHOLD
 from ._args import non_negative_float, non_negative_int, positive_int, probability, seed
 
 KEYS = ["slide", "row", "col"]
@@ -33,7 +34,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--split", default=None, help="only the rows of TABLE whose split column is this"
     )
     p.add_argument(
-        "--threshold", type=probability, default=0.5, help="decision threshold on prob (0.5)"
+        "--threshold",
+        type=probability,
+        default=DEFAULT_THRESHOLD,
+        help=f"decision threshold on prob ({DEFAULT_THRESHOLD})",
     )
     p.add_argument("--slices", type=positive_int, default=8, help="mixture components (8)")
     p.add_argument("--components", type=positive_int, default=32, help="PCA components kept (32)")

@@ -11,12 +11,11 @@ attributes (``docs/attributes.md``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._compute import dask_client
 from ..errors import PatchwiseError
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import (
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     }
     extra = {"kinds": args.attributes, "border_margin": args.border_margin}
     tables, pixel_sizes = [], {}
-    with _cluster(args.scheduler, args.workers) as client:
+    with dask_client(args.scheduler, args.workers) as client:
         pending = []  # (position, future) of slides counted whole on a worker
         for i, (image, mask, _split, name) in enumerate(jobs, start=1):
             slide = open_headless(image, mask, mask_map, name)
@@ -327,48 +326,3 @@ def _check_unique_names(jobs) -> None:
                 hint="rename one, or list them in a manifest with distinct 'slide' ids",
             )
         seen[name] = Path(image)
-
-
-@contextlib.contextmanager
-def _cluster(address: str | None, workers: int | None) -> Iterator[Any]:
-    """Make a distributed Client current for the block; yields it (or ``None``)."""
-    if address is None and workers is None:
-        yield None
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise PatchwiseError(
-            "dask.distributed is not installed",
-            hint="pip install 'napari-patchwise[distributed]'",
-        ) from exc
-    from .._compute import WORKER_PRELOAD, quiet_distributed_shutdown, sigint_blocked
-
-    quiet_distributed_shutdown()  # no AllExit tracebacks when the run is interrupted
-    if address is not None:
-        try:
-            client = Client(address, timeout=10)
-        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
-            raise PatchwiseError(
-                f"cannot reach the dask scheduler at {address} ({exc})",
-                hint="check the address (tcp://host:8786) and that the scheduler runs",
-            ) from exc
-        with client:
-            yield client
-        return
-    # Workers ignore Ctrl-C (this process closes them): no traceback from each of them.
-    # One pressed while they start arrives when the block ends: the finally closes them.
-    cluster = None
-    try:
-        with sigint_blocked():
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                dashboard_address=None,
-                preload=[WORKER_PRELOAD],
-            )
-        with Client(cluster) as client:
-            yield client
-    finally:
-        if cluster is not None:
-            cluster.close()

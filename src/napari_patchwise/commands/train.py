@@ -309,14 +309,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_group_warnings(run_dir) -> None:
     """The run's empty/tiny validation and test groups (metrics.json "warnings"), on stderr."""
-    import json
     import sys
 
-    from ..runs import METRICS
+    from ..errors import PatchwiseError
+    from ..runs import read_metrics
 
     try:
-        warnings = json.loads((run_dir / METRICS).read_text(encoding="utf-8")).get("warnings")
-    except (OSError, ValueError):  # a data-parallel worker rank writes no metrics.json
+        warnings = read_metrics(run_dir).get("warnings")
+    except PatchwiseError:  # a data-parallel worker rank writes no metrics.json
         return
     for line in warnings or []:
         print(f"patchwise train: warning: {line}", file=sys.stderr)

@@ -12,6 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..groups import DEFAULT_TAU
+from ..schema import DEFAULT_THRESHOLD
 from ._args import pixels, probability
 
 
@@ -48,8 +50,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--table", type=Path, help="patch table (parquet/CSV) of the slide")
     p.add_argument("--patch-size", type=pixels, default=64, help="patch size to compute (64)")
-    p.add_argument("--tau", type=probability, default=0.1, help="tissue-size threshold (0.1)")
-    p.add_argument("--threshold", type=probability, default=0.5, help="decision threshold (0.5)")
+    p.add_argument(
+        "--tau",
+        type=probability,
+        default=DEFAULT_TAU,
+        help=f"tissue-size threshold ({DEFAULT_TAU})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=DEFAULT_THRESHOLD,
+        help=f"decision threshold ({DEFAULT_THRESHOLD})",
+    )
     p.add_argument(
         "--overlay",
         choices=("groups", "outcome", "probability", "labels", "comparison", "none"),

@@ -277,8 +277,14 @@ def write_geojson(
         first = True
         for start in range(0, len(df), chunk_rows):
             part = df.iloc[start : start + chunk_rows]
-            lines = _features(part, names[start : start + chunk_rows], measure_cols,
-                              pixel_size, object_type, colors)  # fmt: skip
+            lines = _features(
+                part,
+                names[start : start + chunk_rows],
+                measure_cols,
+                pixel_size,
+                object_type,
+                colors,
+            )
             for i, line in enumerate(lines):
                 fh.write(line if first else ",\n" + line)
                 first = False
