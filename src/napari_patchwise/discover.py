@@ -187,9 +187,10 @@ def held_out_scores(
     Two folds (half of each class): the mixture is fitted on one fold; each slice of
     ``assignment`` (the fit on all patches) is matched to the fold mixture's component
     that overlaps it most (IoU, on the fitting fold), and that component's excess errors
-    on the *other* fold are counted. The sum over both folds, over all patches, is on the
-    scale of :func:`slice_scores`: a slice where errors really gather keeps its score, a
-    slice that only fits the noise of these errors loses it.
+    on the *other* fold are counted, weighted by that IoU (a slice the fold's fit does not
+    re-find gets little). The sum over both folds, over all patches, is on the scale of
+    :func:`slice_scores`: a slice where errors really gather keeps its score, a slice
+    that only fits the noise of these errors loses it.
     """
     k = int(assignment.max()) + 1
     n = max(len(errors), 1)
@@ -210,8 +211,10 @@ def held_out_scores(
             comps = np.arange(gmm.n_components)
             inter = np.array([(members & (on_fit == c)).sum() for c in comps])
             union = np.array([(members | (on_fit == c)).sum() for c in comps])
-            match = on_held == int(np.argmax(inter / np.maximum(union, 1)))
-            out[sid] += (errors[held][match].sum() - match.sum() * rate) / n
+            iou = inter / np.maximum(union, 1)
+            match = on_held == int(np.argmax(iou))
+            # weighted by the overlap: a slice the fold's fit does not re-find gets little
+            out[sid] += iou.max() * (errors[held][match].sum() - match.sum() * rate) / n
     return out
 
 

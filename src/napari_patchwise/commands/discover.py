@@ -159,10 +159,15 @@ def _plain(value):
 
 def _print_summary(found, stream) -> None:
     floor = found.noise_floor
+    floor_text = (
+        "no noise floor (--permutations 0)"
+        if floor != floor  # NaN
+        else f"noise floor {floor:.4f} (cross-fitted: held-out scores, errors permuted "
+        "within each class)"
+    )
     print(
         f"patchwise discover: {len(found.assignment)} patches, accuracy "
-        f"{found.overall_accuracy:.3f}, noise floor {floor:.4f} (cross-fitted: held-out "
-        "scores, errors permuted within each class)",
+        f"{found.overall_accuracy:.3f}, {floor_text}",
         file=stream,
     )
     for s in found.slices[:5]:
