@@ -2,18 +2,21 @@
 
 Builds train / val / test synthetic slides with ``patchwise synth --spurious 0
 --artefact KIND=STRENGTH`` (tissue size is not spurious; the artefact, on whole patches
-of the training patch grid, goes with the label at STRENGTH), never tells any method
-about the artefact, and reports:
+of the training patch grid, goes with the label at STRENGTH on the training slides) and
+the validation and test slides at ``--artefact-eval`` strength (0 by default: the
+artefact on 10 % of either label, the shortcut broken there, as Waterbirds' evaluation
+splits are), never tells any method about the artefact, and reports:
 
 * **discovery** — ``patchwise discover`` on the ERM run's test predictions and the
   features of its own model (``patchwise embed --checkpoint``): of the top three slices,
   the one closest to the artefact's patches (IoU), its precision and recall against the
-  ground-truth side table (``<slide>.artefacts.parquet``), whether it beats the noise
-  floor, and the floor;
+  ground-truth side table (``<slide>.artefacts.parquet``), its held-out score, the
+  cross-fitted noise floor and whether it beats it;
 * **debiasing** — test WGA over the four (label x artefact) groups, the groups the
   shortcut makes, of ERM, JTT and GERNE with inferred groups (no groups read), and of the
   known-group methods GERNE and GroupDRO, which are given the groups the project knows
-  (tissue size at tau), not the artefact; and each run's known-group (tissue) test WGA.
+  (tissue size at tau), not the artefact; and each run's known-group (tissue) test WGA;
+  the test patches in each (label x artefact) group.
 
 Each seed ``s`` of ``--seeds`` (0 1 2) is a cohort of its own (the slides' synth seeds
 plus ``100 * s``, so the artefact falls on other patches) and the training seed ``s`` of
@@ -25,7 +28,7 @@ step ran). A full run writes ``runs.csv`` (one row per seed and method), ``disco
 ``docs/results/hidden_shortcut/`` (``benchmarks/_results_io.py``; ``--results`` elsewhere).
 
     .venv/bin/python benchmarks/hidden_shortcut.py [--out DIR] [--artefact pen=0.9]
-        [--size 1536] [--steps 200] [--seeds 0 1 2] [--results DIR]
+        [--artefact-eval 0] [--size 1536] [--steps 200] [--seeds 0 1 2] [--results DIR]
 
 ``--quick`` (what ``make bench`` runs): 512 px slides, 12 steps, 4 permutations, one seed,
 in a temporary folder, tables in ``benchmarks/_results/hidden_shortcut_quick/``. 12 steps
@@ -143,6 +146,7 @@ def discovery(folder: Path, run: Path, truth, permutations: int) -> dict:
             "precision": hit / max(int(members.sum()), 1),
             "recall": hit / max(int(pen.sum()), 1),
             "above_noise": s["above_noise"],
+            "held_out_score": s.get("held_out_score", float("nan")),
             "accuracy": s["accuracy"],
         }
         if best is None or iou > best["iou"]:
@@ -251,14 +255,14 @@ def tables(args, settings: dict, seeds: list[int], rows, found) -> tuple[str, ob
     )  # fmt: skip
     dlines = [
         "| seed | patches (with the artefact) | best of top 3: rank | IoU | precision | recall "
-        "| slice accuracy | score above the noise floor | noise floor |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| slice accuracy | held-out score | noise floor (cross-fitted) | above it |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, d in disc.iterrows():
         dlines.append(
             f"| {d.seed} | {d.patches} ({d.artefact_patches}) | {d['rank']} | {d.iou:.2f} "
             f"| {d.precision:.2f} | {d.recall:.2f} | {d.accuracy:.2f} "
-            f"| {'yes' if d.above_noise else 'no'} | {d.noise_floor:.4f} |"
+            f"| {d.held_out_score:.4f} | {d.noise_floor:.4f} | {'yes' if d.above_noise else 'no'} |"
         )
     glines = [
         "| seed | non-tumor without | non-tumor with | tumor without | tumor with |",
