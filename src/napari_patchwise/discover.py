@@ -123,8 +123,11 @@ def reduce_features(features: np.ndarray, n_components: int, seed: int) -> np.nd
     return z / (scale if scale > 0 else 1.0)
 
 
-def fit_mixture(z: np.ndarray, labels: np.ndarray, errors: np.ndarray, settings: DiscoverSettings):
-    """The error-aware mixture fitted on ``[z, lambda * label, lambda * error]``."""
+def fit_mixture(
+    z: np.ndarray, labels: np.ndarray, errors: np.ndarray, settings: DiscoverSettings
+) -> Any:
+    """The error-aware mixture (a fitted ``sklearn`` ``GaussianMixture``) on
+    ``[z, lambda * label, lambda * error]``."""
     from sklearn.mixture import GaussianMixture
 
     lam = settings.weight
@@ -138,7 +141,7 @@ def fit_mixture(z: np.ndarray, labels: np.ndarray, errors: np.ndarray, settings:
     ).fit(x)
 
 
-def assign_by_features(gmm, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assign_by_features(gmm: Any, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(assignment, responsibility)`` of ``z`` from the feature dimensions alone."""
     d = z.shape[1]
     # The marginal over the feature dimensions: a slice is a region of feature space.
