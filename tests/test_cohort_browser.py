@@ -27,7 +27,8 @@ from napari_patchwise.cohort_tables import (
     predictions_by_slide,
     read_predictions,
 )
-from napari_patchwise.data import PatchSettings, load_cohort
+from napari_patchwise.data import load_cohort
+from napari_patchwise.settings import PatchSettings
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.groups import GROUP_NAMES
 from napari_patchwise.metrics import evaluate

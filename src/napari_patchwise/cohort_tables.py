@@ -32,7 +32,8 @@ import pandas as pd
 
 from ._progress import ProgressCallback
 from .cohort import CohortEntry
-from .data import PatchSettings, slide_table
+from .data import slide_table
+from .settings import PatchSettings
 from .errors import PatchwiseError
 from .groups import N_GROUPS
 from .intervals import MIN_SLIDES, BootstrapResult, SlideCounts, slide_bootstrap_ci

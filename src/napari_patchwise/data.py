@@ -54,6 +54,7 @@ from .samplers import (  # noqa: F401  (re-exported: the samplers are part of th
     GroupWeightedSampler,
     UniformSampler,
 )
+from .settings import PatchSettings
 from .slide import Slide
 
 log = logging.getLogger(__name__)
@@ -63,35 +64,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 2
 # Widest region (level-0 pixels) read at once when copying a band of patches.
 BAND_MAX_WIDTH = 8192
-
-
-@dataclass(frozen=True)
-class PatchSettings:
-    """How slides are cut into patches and where tissue comes from (cache-key inputs).
-
-    The one declaration of these options: :class:`~napari_patchwise.train.TrainConfig`
-    holds one (``config.patch``) and exposes its fields as its own flags and
-    ``config.json`` keys (``--patch-size``, ``"patch_size"``...).
-    """
-
-    patch_size: int = 64
-    stride: int | None = None
-    tissue: str = "auto"
-    tissue_threshold: float | None = None
-    background: str | None = None  # None: each slide's own (bright for brightfield WSI)
-    mask_map: str | None = None
-
-    def validate(self) -> None:
-        """Refuse a patch size or stride below one (one-line :class:`PatchwiseError`)."""
-        if not self.patch_size > 0:
-            raise PatchwiseError(
-                f"patch size must be positive, got {self.patch_size}", hint="e.g. 64"
-            )
-        if self.stride is not None and not self.stride > 0:
-            raise PatchwiseError(
-                f"stride must be positive, got {self.stride}",
-                hint="e.g. --stride 64, or leave it out",
-            )
 
 
 @dataclass

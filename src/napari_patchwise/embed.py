@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ._progress import ProgressCallback
+from .settings import DEFAULT_PATCH_SIZE
 from .errors import PatchwiseError
 from .features import (
     FEATURE_STORE,
@@ -68,7 +69,7 @@ class SlideJob:
     cache: str | None = None  # the .npy patch cache, or None: read lazily from the image
     image: str | None = None
     mask_map: str | None = None
-    patch_size: int = 64
+    patch_size: int = DEFAULT_PATCH_SIZE
     extra: dict[str, Any] = field(default_factory=dict)
 
     def spec(self) -> dict[str, Any]:
@@ -503,7 +504,7 @@ def encoder_setup(target, source: EmbedSource, settings):
 
 def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, progress):
     """``(store checkpoint, meta, source spec, patch settings, slide jobs)`` of an embed."""
-    from .data import PatchSettings
+    from .settings import PatchSettings
     from .runs import run_patch_settings
 
     if source.checkpoint is not None:

@@ -121,7 +121,7 @@ def with_store_settings(config):
     A head run's ``config.json`` then says what its checkpoints are (a ``smallcnn``
     cut at 16 px...) and ``patchwise predict`` cuts slides as the store did.
     """
-    from .data import PatchSettings
+    from .settings import PatchSettings
     from .features import read_spec
 
     spec = read_spec(config.features)

@@ -51,7 +51,7 @@ from ..cohort_tables import (
     read_predictions,
     slide_evaluations,
 )
-from ..data import PatchSettings
+from ..settings import PatchSettings
 from ..errors import PatchwiseError
 from . import notify
 from .cohort_slides import CohortSlideViewer, show_table, slide_settings

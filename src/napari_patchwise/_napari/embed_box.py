@@ -153,7 +153,7 @@ class EmbedBox(QGroupBox):
 
     def request(self):
         """``(target, out, EmbedSource, PatchSettings)`` of the fields (one-line errors)."""
-        from ..data import PatchSettings
+        from ..settings import PatchSettings
         from ..embed import EmbedSource
         from ..encoders import encoder_names_help, is_encoder_name
 

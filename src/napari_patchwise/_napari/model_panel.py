@@ -298,7 +298,7 @@ class ModelPanel(QWidget):
         except PatchwiseError as exc:
             notify.error(exc)
             return
-        from ..data import PatchSettings
+        from ..settings import PatchSettings
 
         self._show_busy(0, "preparing the cohort")
         self.status_label.setText(f"preparing the training slides of {Path(manifest).name}…")

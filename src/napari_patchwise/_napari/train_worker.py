@@ -226,7 +226,7 @@ def train_groups_job(manifest: str | Path, settings) -> Callable[..., tuple]:
     """A ``job(cancel=, progress=)`` returning the training split's ``(label, tissue_ratio)``.
 
     It prepares the cohort exactly as training does (``data.load_cohort`` with
-    ``settings``, a :class:`~napari_patchwise.data.PatchSettings`), so the patch caches
+    ``settings``, a :class:`~napari_patchwise.settings.PatchSettings`), so the patch caches
     it builds are reused by the next run; GERNE's ``beta_max`` follows from these arrays
     for any tau and c without reading the slides again.
     """

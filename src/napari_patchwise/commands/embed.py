@@ -173,7 +173,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..data import PatchSettings
+    from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
     from ..embed import EmbedSource
     from ..train import passive_openmp_waits
 
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     from ..encoder_presets import get_encoder_preset
 
-    patch_size = 64 if args.patch_size is None else args.patch_size
+    patch_size = DEFAULT_PATCH_SIZE if args.patch_size is None else args.patch_size
     settings = PatchSettings(
         patch_size, args.stride, args.tissue, None, args.background, args.mask_map
     )

@@ -12,6 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..settings import DEFAULT_PATCH_SIZE
 from ._args import pixels, probability
 
 
@@ -47,7 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "names: Tumor=tumor,Stroma=healthy",
     )
     p.add_argument("--table", type=Path, help="patch table (parquet/CSV) of the slide")
-    p.add_argument("--patch-size", type=pixels, default=64, help="patch size to compute (64)")
+    p.add_argument("--patch-size", type=pixels, default=DEFAULT_PATCH_SIZE,
+        help=f"patch size to compute ({DEFAULT_PATCH_SIZE})",
+    )
     p.add_argument("--tau", type=probability, default=0.1, help="tissue-size threshold (0.1)")
     p.add_argument("--threshold", type=probability, default=0.5, help="decision threshold (0.5)")
     p.add_argument(
