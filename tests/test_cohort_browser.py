@@ -28,10 +28,10 @@ from napari_patchwise.cohort_tables import (
     read_predictions,
 )
 from napari_patchwise.data import load_cohort
-from napari_patchwise.settings import PatchSettings
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.groups import GROUP_NAMES
 from napari_patchwise.metrics import evaluate
+from napari_patchwise.settings import PatchSettings
 
 P, CELLS = 16, 8
 SPLITS = ("train", "val", "test")

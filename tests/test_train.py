@@ -353,8 +353,8 @@ OLD_CONFIG_JSON = {
 
 
 def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identically(tmp_path):
-    from napari_patchwise.settings import PatchSettings
     from napari_patchwise.runs import read_run_config, run_patch_settings
+    from napari_patchwise.settings import PatchSettings
 
     text = json.dumps(OLD_CONFIG_JSON, indent=2)
     (tmp_path / "config.json").write_text(text)

@@ -33,12 +33,12 @@ import pandas as pd
 from ._progress import ProgressCallback
 from .cohort import CohortEntry
 from .data import slide_table
-from .settings import PatchSettings
 from .errors import PatchwiseError
 from .groups import N_GROUPS
 from .intervals import MIN_SLIDES, BootstrapResult, SlideCounts, slide_bootstrap_ci
 from .metrics import Evaluation, evaluation_from_counts
 from .runs import PREDICTIONS
+from .settings import PatchSettings
 from .slide_table import merge_predictions, slide_predictions
 from .slider_eval import SliderEvaluator
 

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from ._progress import ProgressCallback
-from .settings import DEFAULT_PATCH_SIZE
 from .errors import PatchwiseError
 from .features import (
     FEATURE_STORE,
@@ -43,6 +42,7 @@ from .features import (
     split_head,
     write_chunk,
 )
+from .settings import DEFAULT_PATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -504,8 +504,8 @@ def encoder_setup(target, source: EmbedSource, settings):
 
 def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, progress):
     """``(store checkpoint, meta, source spec, patch settings, slide jobs)`` of an embed."""
-    from .settings import PatchSettings
     from .runs import run_patch_settings
+    from .settings import PatchSettings
 
     if source.checkpoint is not None:
         ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import PatchSettings
 from .errors import PatchwiseError
 from .presets import PRESET_NAMES, get_preset, resolve
+from .settings import PatchSettings
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
 #: selection on the worst accuracy over the slices ``patchwise discover`` found on the

@@ -51,8 +51,8 @@ from ..cohort_tables import (
     read_predictions,
     slide_evaluations,
 )
-from ..settings import PatchSettings
 from ..errors import PatchwiseError
+from ..settings import PatchSettings
 from . import notify
 from .cohort_slides import CohortSlideViewer, show_table, slide_settings
 from .cohort_summary import CohortSummary, SlideList

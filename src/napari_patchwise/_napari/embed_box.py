@@ -153,9 +153,9 @@ class EmbedBox(QGroupBox):
 
     def request(self):
         """``(target, out, EmbedSource, PatchSettings)`` of the fields (one-line errors)."""
-        from ..settings import PatchSettings
         from ..embed import EmbedSource
         from ..encoders import encoder_names_help, is_encoder_name
+        from ..settings import PatchSettings
 
         state = self.dock.require_state()
         if state.data is None:

@@ -173,8 +173,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
     from ..embed import EmbedSource
+    from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
     from ..train import passive_openmp_waits
 
     passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
