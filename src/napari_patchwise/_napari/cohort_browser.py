@@ -24,7 +24,6 @@ from __future__ import annotations
 import queue
 from pathlib import Path
 
-import pandas as pd
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -52,6 +51,7 @@ from ..cohort_tables import (
     slide_evaluations,
 )
 from ..errors import PatchwiseError
+from ..patch_table import PatchTable
 from ..settings import PatchSettings
 from . import notify
 from .cohort_slides import CohortSlideViewer, show_table, slide_settings
@@ -93,7 +93,10 @@ def count_slides(
         except (PatchwiseError, OSError) as exc:
             results.put((i, None, notify.one_line(exc)))
         else:
-            results.put((i, SlideSummary.from_table(entry.slide, entry.split, table, source), None))
+            summary = SlideSummary.from_table(
+                entry.slide, entry.split, table.frame, source, table.grid
+            )
+            results.put((i, summary, None))
         progress((i + 1) * scale, total)
     return len(entries)
 
@@ -114,7 +117,7 @@ def attach_all(
     for k, (i, s) in enumerate(summaries.items()):
         if s.slide in by_slide:
             table = attach_predictions(s.table, by_slide[s.slide], slide=s.slide, source=source)
-            out[i] = SlideSummary.from_table(s.slide, s.split, table, s.source)
+            out[i] = SlideSummary.from_table(s.slide, s.split, table, s.source, s.grid)
         progress(k + 1, len(summaries))
     return out
 
@@ -320,7 +323,7 @@ class CohortBrowser(QWidget):
         state = self.dock.current
         is_shown = state is not None and state.key == self.slide_viewer.key
         if shown in attached and is_shown and not self.dock.grid_job.busy():
-            show_table(self.dock, state, attached[shown].table)
+            show_table(self.dock, state, attached[shown].patch_table())
         self.refresh_metrics()
         self.predicted.emit()
 
@@ -338,9 +341,9 @@ class CohortBrowser(QWidget):
             return False
         settings = slide_settings(self.dock, self.template)
 
-        def table_of(i: int = index) -> pd.DataFrame | None:
+        def table_of(i: int = index) -> PatchTable | None:
             summary = self.summaries.get(i)
-            return None if summary is None else summary.table
+            return None if summary is None else summary.patch_table()
 
         self.slides.selectRow(index)
         return self.slide_viewer.open(index, self.entries[index], mask_map, settings, table_of)

@@ -157,8 +157,8 @@ def prepare_comparison(
         preds.append(slide_predictions(pred, name, source=source))
     base, geometry, shape = grid.table, grid.geometry, grid.shape
     if base is None:  # no computed grid: A must be a complete patch table
-        base, origin, stride = full_table(preds[0], name, grid.slide.shape[1:], source=sources[0])
-        geometry, shape = (origin, stride), None
+        base, table_grid = full_table(preds[0], name, grid.slide.shape[1:], source=sources[0])
+        geometry, shape = (table_grid.origin, table_grid.step), None
     paired = paired_predictions(base, preds[0], preds[1], sources=sources)
     raster = PatchRaster.from_table(paired, shape)
     label = paired["label"].to_numpy(dtype=np.int8)

@@ -35,7 +35,8 @@ def predictions_for(
     name = state.slide.name
     predictions = slide_predictions(predictions, name, source=source)
     if state.data is None:
-        return full_table(predictions, name, state.slide.shape[1:], source=source)
+        rows, grid = full_table(predictions, name, state.slide.shape[1:], source=source)
+        return rows, grid.origin, grid.step
     merged = merge_predictions(
         state.data.table, state.data.raster.index, predictions, slide=name, source=source
     )
@@ -104,31 +105,36 @@ class TableFiles(QWidget):
     def load_table(self, path: str | Path) -> bool:
         """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
         from ..io.tables import read_table
+        from ..patch_table import read_table_metadata
         from ..schema import TABLE_COLUMNS
 
         try:
             table = read_table(path, required=TABLE_COLUMNS)
+            recorded = read_table_metadata(path)
         except PatchwiseError as exc:
             notify.error(exc)
             return False
-        return self.show_table(table, source=path)
+        return self.show_table(table, source=path, grid=None if recorded is None else recorded[0])
 
-    def show_table(self, table: pd.DataFrame, *, source="table") -> bool:
-        """Show a complete patch table (with or without ``prob``) instead of computing one."""
+    def show_table(self, table: pd.DataFrame, *, source="table", grid=None) -> bool:
+        """Show a complete patch table (with or without ``prob``) instead of computing one.
+
+        ``grid``: the one the table file records (else guessed from its rows)."""
         if self.dock.grid_job.busy():
             notify.info(WAIT)
             return False
         try:
             state = self.dock.require_state()
-            table, origin, stride = full_table(
-                table, state.slide.name, state.slide.shape[1:], source=source
+            table, grid = full_table(
+                table, state.slide.name, state.slide.shape[1:], source=source, grid=grid
             )
         except PatchwiseError as exc:
             notify.error(exc)
             return False
         # the form shows the table's grid
-        state.settings.patch_size = int(table["height"].max())
-        state.settings.stride = 0 if stride == state.settings.patch_size else stride
+        origin, stride = grid.origin, grid.step
+        state.settings.patch_size = grid.patch_size
+        state.settings.stride = 0 if stride == grid.patch_size else stride
         state.computed, state.predictions_source = False, None
         state.table_source = file_source(source)
         self.dock.prepare_table(state, table, origin, stride, f"Patch table of {state.slide.name}")
