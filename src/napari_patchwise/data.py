@@ -326,8 +326,7 @@ def slide_table(
         return slide, table, False
     table = build_patch_table(slide, settings, progress=progress)
     try:
-        with atomic_path(table_path) as tmp:
-            write_patch_table(table, tmp)
+        write_patch_table(table, table_path)  # atomically
     except OSError as exc:
         if not store_optional:
             raise

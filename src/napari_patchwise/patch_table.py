@@ -253,14 +253,10 @@ def parse_metadata(
 
 
 def write_patch_table(table: PatchTable, path: str | os.PathLike) -> Path:
-    """Write ``table`` as parquet with its grid and settings in the file's metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Write ``table`` atomically (parquet: with its grid and settings in the metadata)."""
+    from .io.tables import write_table
 
-    arrow = pa.Table.from_pandas(table.frame, preserve_index=False)
-    metadata = {**(arrow.schema.metadata or {}), **table_metadata(table.grid, table.settings)}
-    pq.write_table(arrow.replace_schema_metadata(metadata), path)
-    return Path(path)
+    return write_table(table.frame, path, metadata=table_metadata(table.grid, table.settings))
 
 
 def read_table_metadata(path: str | os.PathLike) -> tuple[PatchGrid, PatchSettings | None] | None:
