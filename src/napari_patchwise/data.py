@@ -76,7 +76,6 @@ class SlidePatches:
     cache: Path
     channels: int
     dtype: str
-    key: str = ""  # the cache key of the slide's entries (resolved settings)
 
 
 @dataclass
@@ -422,7 +421,7 @@ def _slide_patches(
         build_patch_cache(
             slide, table, patches_path, patch_size=settings.patch_size, progress=progress
         )
-    return SlidePatches(entry, table, patches_path, slide.n_channels, str(dtype), key)
+    return SlidePatches(entry, table, patches_path, slide.n_channels, str(dtype))
 
 
 def _with_attribute(table, slide, attribute, slide_index, table_path) -> pd.DataFrame:

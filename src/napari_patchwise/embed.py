@@ -387,7 +387,7 @@ def cohort_jobs(
                 progress(_i * 1000 + (1000 * done) // n, 1000 * len(entries))
 
         patches = slide_patches(entry, settings, folder, progress=slide_progress)
-        key = cache_key(entry, settings)
+        key = cache_key(entry, settings)  # as check_matches_cohort computes it
         jobs.append(
             SlideJob(entry.slide, entry.split, key, patches.table, cache=str(patches.cache))
         )
@@ -411,14 +411,15 @@ def image_jobs(image: str | os.PathLike, mask, settings, *, cache_dir=None) -> l
         from .data import cache_key, slide_patches
 
         patches = slide_patches(entry, settings, folder)
-        key = cache_key(entry, settings)
+        key = cache_key(entry, settings)  # as check_matches_cohort computes it
         return [SlideJob(name, "", key, patches.table, cache=str(patches.cache))]
-    from .io import open_slide
-    from .predict import geometry_table
+    from dataclasses import replace
 
-    slide = open_slide(image, pyramid=False)
-    table = geometry_table(slide, settings.patch_size, settings.stride)
-    table["slide"] = name
+    from .io import open_slide
+    from .patch_table import build_patch_table
+
+    slide = replace(open_slide(image, pyramid=False), name=name)
+    table = build_patch_table(slide, settings, labels=False).frame
     payload = [str(image.resolve()), fingerprint(image), asdict(settings)]
     key = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     job = SlideJob(name, "", key, table, image=str(image), patch_size=settings.patch_size)
