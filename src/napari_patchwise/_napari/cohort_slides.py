@@ -132,7 +132,7 @@ class CohortSlideViewer:
         if state is not None:
             if state.overlays is not None:
                 state.overlays.remove()
-            state.overlays = state.data = state.panels = state.geometry = None
+            state.overlays = state.data = state.panels = state.grid = None
         for layer in self.layers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -154,7 +154,4 @@ def show_table(dock, state: SlideState, table: PatchTable | None) -> None:
     if table is None:
         dock.compute()
         return
-    grid = table.grid
-    dock.prepare_table(
-        state, table.frame, grid.origin, grid.step, f"Patch table of {state.slide.name}"
-    )
+    dock.prepare_table(state, table.frame, table.grid, f"Patch table of {state.slide.name}")

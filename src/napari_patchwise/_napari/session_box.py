@@ -216,15 +216,15 @@ class SessionBox(QWidget):
     def _load_predictions(self, path: Path) -> bool:
         """A prediction table as "Load predictions…"; a run folder or checkpoint in a worker
         (its predictions.parquet, or predicted again as the Model tab did)."""
-        from .compare_data import TABLE_SUFFIXES, SlideGrid, read_source
+        from .compare_data import TABLE_SUFFIXES, read_source
 
         if path.is_file() and path.name.endswith(TABLE_SUFFIXES):
             return self.dock.load_predictions(path)
         state = self.dock.require_state()
-        grid = SlideGrid.of(state)
+        slide, table = state.slide, state.patch_table()
 
         def job(*, cancel, progress):
-            return read_source(path, grid, cancel=cancel, progress=progress)
+            return read_source(path, slide, table, cancel=cancel, progress=progress)
 
         self.job.start(
             job,

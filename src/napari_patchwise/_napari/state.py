@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..grid import PatchGrid
 from ..groups import DEFAULT_ATTRIBUTE, attribute_values
+from ..patch_table import PatchTable
+from ..settings import PatchSettings
 from ..slide import Slide
 from ..slider_eval import SliderEvaluator
 from .layer_slide import slide_key
@@ -40,6 +43,18 @@ class SlideSettings:
     #: What a slide opened next starts with (the grid and tissue form); tau, the decision
     #: threshold, the attribute and the mask stay the slide's own.
     CARRIED = ("patch_size", "stride", "keep_edges", "tissue", "tissue_threshold")
+
+    def patch_settings(self, mask_map: str | None = None) -> PatchSettings:
+        """The core :class:`~napari_patchwise.settings.PatchSettings` of this form."""
+        return PatchSettings(
+            patch_size=int(self.patch_size),
+            stride=int(self.stride) or None,
+            tissue=self.tissue,
+            tissue_threshold=self.tissue_threshold or None,
+            background=self.background,
+            mask_map=mask_map,
+            keep_edges=bool(self.keep_edges),
+        )
 
     def carried(self) -> SlideSettings:
         """Fresh settings for another slide, with this one's grid and tissue settings."""
@@ -117,7 +132,7 @@ class SlideState:
     data: PatchData | None = None
     overlays: SlideOverlays | None = None
     panels: list | None = None  # histograms.BinnedScores of ``data``
-    geometry: tuple[tuple[int, int], int] | None = None  # (origin, stride) of ``data``
+    grid: PatchGrid | None = None  # the grid ``data``'s table lies on
     # where the shown table came from, what a saved session reopens (.session_box)
     computed: bool = False  # the grid was computed from ``settings``
     table_source: Path | None = None  # a complete patch table file shown instead
@@ -130,6 +145,12 @@ class SlideState:
         # A brightfield slide (vendor WSI: bright background) starts on "bright".
         if self.slide.background == "bright":
             self.settings.background = "bright"
+
+    def patch_table(self) -> PatchTable | None:
+        """The shown table with its grid (None before a table is shown)."""
+        if self.data is None or self.grid is None:
+            return None
+        return PatchTable(self.data.table, self.grid, None, self.slide.name)
 
     @classmethod
     def after(cls, previous: SlideState | None, *, key: str, slide: Slide) -> SlideState:

@@ -13,6 +13,7 @@ import pandas as pd
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QGridLayout, QPushButton, QWidget
 
 from ..errors import PatchwiseError
+from ..grid import PatchGrid
 from ..qupath import CLASS_SCHEMES, DEFAULT_SCHEME
 from ..slide_table import full_table, merge_predictions, slide_predictions, with_pred
 from . import notify
@@ -26,8 +27,8 @@ WAIT = "Patchwise: wait for the running computation (or cancel it)"
 
 def predictions_for(
     state: SlideState, predictions: pd.DataFrame, source
-) -> tuple[pd.DataFrame, tuple[int, int], int]:
-    """``state``'s patch table with ``prob`` from ``predictions``, its origin and stride.
+) -> tuple[pd.DataFrame, PatchGrid]:
+    """``state``'s patch table with ``prob`` from ``predictions``, and its grid.
 
     Without a computed grid, a complete patch table (all statistics columns) is used as
     it is (:func:`~napari_patchwise.slide_table.full_table`).
@@ -35,13 +36,11 @@ def predictions_for(
     name = state.slide.name
     predictions = slide_predictions(predictions, name, source=source)
     if state.data is None:
-        rows, grid = full_table(predictions, name, state.slide.shape[1:], source=source)
-        return rows, grid.origin, grid.step
+        return full_table(predictions, name, state.slide.shape[1:], source=source)
     merged = merge_predictions(
         state.data.table, state.data.raster.index, predictions, slide=name, source=source
     )
-    origin, stride = state.geometry
-    return merged, origin, stride
+    return merged, state.grid
 
 
 def file_source(source) -> Path | None:
@@ -132,12 +131,11 @@ class TableFiles(QWidget):
             notify.error(exc)
             return False
         # the form shows the table's grid
-        origin, stride = grid.origin, grid.step
         state.settings.patch_size = grid.patch_size
-        state.settings.stride = 0 if stride == grid.patch_size else stride
+        state.settings.stride = 0 if grid.step == grid.patch_size else grid.step
         state.computed, state.predictions_source = False, None
         state.table_source = file_source(source)
-        self.dock.prepare_table(state, table, origin, stride, f"Patch table of {state.slide.name}")
+        self.dock.prepare_table(state, table, grid, f"Patch table of {state.slide.name}")
         return True
 
     def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
@@ -147,16 +145,14 @@ class TableFiles(QWidget):
             return False
         try:
             state = self.dock.require_state()
-            merged, origin, stride = predictions_for(state, predictions, source)
+            merged, grid = predictions_for(state, predictions, source)
         except PatchwiseError as exc:
             notify.error(exc)
             return False
         if state.data is None:  # a complete table with predictions: nothing else to reopen
             state.computed, state.table_source = False, None
         state.predictions_source = file_source(source)
-        self.dock.prepare_table(
-            state, merged, origin, stride, f"Predictions for {state.slide.name}"
-        )
+        self.dock.prepare_table(state, merged, grid, f"Predictions for {state.slide.name}")
         return True
 
     # -- writing --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import PatchwiseError
+from ..patch_table import PatchTable
 from ..slide import Slide
 from ..train import TrainCallbacks, TrainConfig
 from .background import TrainingFailed, poll
@@ -196,9 +197,10 @@ def checkpoint_patch_size(run_dir: str | Path) -> int:
 
 
 def predict_job(
-    slide: Slide, table: pd.DataFrame, run_dir: str | Path, *, batch_size: int = 256
+    slide: Slide, table: PatchTable, run_dir: str | Path, *, batch_size: int = 256
 ) -> Callable[..., pd.DataFrame]:
-    """A ``job(cancel=, progress=)`` for :func:`.background.run_in_thread` predicting ``table``.
+    """A ``job(cancel=, progress=)`` for :func:`.background.run_in_thread` predicting ``table``
+    (the frame returned with ``prob`` and ``pred``).
 
     Refuses a grid cut with another patch size than the model's (the overlays would
     not match the patches the model saw).
@@ -208,7 +210,7 @@ def predict_job(
         from ..predict import predict_table
 
         patch_size = checkpoint_patch_size(run_dir)
-        grid_size = int(table["height"].max()) if len(table) else patch_size
+        grid_size = table.grid.patch_size
         if grid_size != patch_size:
             raise PatchwiseError(
                 f"the patch grid of '{slide.name}' uses {grid_size} px patches but the model "
@@ -217,7 +219,9 @@ def predict_job(
                 hint=f"compute the patch grid with patch size {patch_size}, then predict",
             )
         # run_in_thread's progress raises Cancelled at the next batch once Cancel is pressed
-        return predict_table(slide, table, run_dir, batch_size=batch_size, progress=progress)
+        return predict_table(
+            slide, table.frame, run_dir, batch_size=batch_size, progress=progress
+        )
 
     return job
 

@@ -35,6 +35,7 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
+from ..grid import PatchGrid
 from . import navigation, notify
 from .attribute_choice import AttributeChoice
 from .cohort_browser import CohortBrowser
@@ -291,12 +292,13 @@ class PatchwiseWidget(QWidget):
         self._start(job, state, f"Patch grid of {base.name}")
 
     def prepare_table(
-        self, state: SlideState, table: pd.DataFrame, origin, stride, description: str
+        self, state: SlideState, table: pd.DataFrame, grid: PatchGrid, description: str
     ) -> None:
-        """Show a complete ``table`` for ``state`` (bins and rasters prepared in a worker)."""
+        """Show a complete ``table`` lying on ``grid`` for ``state`` (bins and rasters
+        prepared in a worker)."""
 
         def job(*, cancel, progress) -> ComputeResult:  # noqa: ARG001 - O(N log N) only
-            return prepare(table, origin, stride, state.settings.attribute)
+            return prepare(table, grid, state.settings.attribute)
 
         self._start(job, state, description)
 
@@ -328,11 +330,11 @@ class PatchwiseWidget(QWidget):
         if self.grid_job.cancelled():
             return
         state.data, state.panels = result.data, result.panels
-        state.geometry = (result.origin, result.stride)
+        state.grid = result.grid
         layer = self.picker.layer_showing(state.key)
         scale, translate = overlay_transform(
-            result.origin,
-            result.stride,
+            result.grid.origin,
+            result.grid.step,
             image_scale=tuple(layer.scale[-2:]) if layer is not None else (1.0, 1.0),
             image_translate=tuple(layer.translate[-2:]) if layer is not None else (0.0, 0.0),
         )
