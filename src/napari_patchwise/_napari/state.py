@@ -16,7 +16,7 @@ import pandas as pd
 from ..grid import PatchGrid
 from ..groups import DEFAULT_ATTRIBUTE, attribute_values
 from ..patch_table import PatchTable
-from ..settings import PatchSettings
+from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
 from ..slide import Slide
 from ..slider_eval import SliderEvaluator
 from .layer_slide import slide_key
@@ -29,7 +29,7 @@ __all__ = ["PatchData", "SlideSettings", "SlideState", "slide_key"]
 class SlideSettings:
     """What the user chose for one slide (the widget's form)."""
 
-    patch_size: int = 64
+    patch_size: int = DEFAULT_PATCH_SIZE
     stride: int = 0  # 0: same as the patch size (tiling)
     keep_edges: bool = False
     tissue: str = "auto"  # auto | mask | intensity
