@@ -39,12 +39,17 @@ def _offences(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Call):
             f = node.func
-            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
             if name in ("patch_stats", "PatchGrid"):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {name}(")
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.endswith("grid"):
-            if any(a.name == "patch_stats" for a in node.names):
-                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} imports patch_stats")
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").endswith("grid")
+            and any(a.name == "patch_stats" for a in node.names)
+        ):
+            found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} imports patch_stats")
     return found
 
 
@@ -63,12 +68,21 @@ def test_no_literal_default_patch_size_in_signatures():
     literal = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                if node.target.id == "patch_size" and isinstance(node.value, ast.Constant):
-                    literal.append(f"{path.name}:{node.lineno}")
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == "patch_size"
+                and isinstance(node.value, ast.Constant)
+            ):
+                literal.append(f"{path.name}:{node.lineno}")
             if isinstance(node, ast.arguments):
-                names = [a.arg for a in (*node.posonlyargs, *node.args)][-len(node.defaults) :]
-                pairs = [*zip(names, node.defaults), *zip([a.arg for a in node.kwonlyargs], node.kw_defaults)]
+                positional = [a.arg for a in (*node.posonlyargs, *node.args)]
+                names = positional[len(positional) - len(node.defaults) :]
+                kwonly = [a.arg for a in node.kwonlyargs]
+                pairs = [
+                    *zip(names, node.defaults, strict=True),
+                    *zip(kwonly, node.kw_defaults, strict=True),
+                ]
                 for name, default in pairs:
                     if name == "patch_size" and isinstance(default, ast.Constant) and default.value:
                         literal.append(f"{path.name}:{default.lineno}")
