@@ -358,7 +358,7 @@ def test_a_slide_not_counted_yet_is_computed_by_the_dock(browser, cohort, qtbot)
     label, ratio = truths["s0"]
     groups = viewer.layers["s0 tissue groups"].data
     np.testing.assert_allclose(groups, overlay_cells(label, ratio, ratio), atol=1e-6)
-    assert widget.current.settings.patch_size == P
+    assert widget.current.settings.patch.patch_size == P
     np.testing.assert_array_equal(widget.current.data.label, label)
 
 

@@ -171,14 +171,8 @@ def predict_slide(
         pyramid=False,
         check_mask_values=False,
     )
-    patch = replace(
-        settings,
-        patch_size=patch_size,
-        stride=stride,
-        keep_edges=False,
-        tissue=tissue or settings.tissue,
-        background=background or settings.background,
-    )
+    patch = replace(settings, patch_size=patch_size, stride=stride, keep_edges=False)
+    patch = replace(patch, tissue=tissue or patch.tissue, background=background or patch.background)
     settings_grid(patch).check_fits(*slide.shape[1:], path=image)  # never an empty table
     table = build_patch_table(
         slide,

@@ -117,7 +117,7 @@ class AttributeChoice(QObject):
         from .workers import prepare, with_attribute
 
         table, base = state.patch_table(), state.slide
-        settings = state.settings.patch_settings()
+        settings = state.settings.patch
         mask_layer = self.dock.picker.mask_layer()
         mask_map = self.dock.mask_map_field.mask_map()  # read on the main thread
 
@@ -143,4 +143,3 @@ class AttributeChoice(QObject):
             state.settings.tau = float(np.median(finite)) if finite.size else 0.0
         self.dock._apply_result(state, result)
         self.dock.model_panel.form.tau_label.setText(threshold_text(self.dock))
-

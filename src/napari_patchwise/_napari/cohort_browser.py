@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import queue
+from dataclasses import replace
 from pathlib import Path
 
 from qtpy.QtCore import QTimer, Signal
@@ -238,8 +239,10 @@ class CohortBrowser(QWidget):
         self.summaries, self.errors = {}, {}
         self.manifest_edit.setText(str(path))
         self.template = SlideSettings()
-        self.dock.form.read(self.template)
-        self.template.keep_edges = False  # counted as training cuts slides: whole patches
+        current = self.dock.current
+        self.dock.form.read(self.template, None if current is None else current.slide.background)
+        # counted as training cuts slides: whole patches
+        self.template.patch = replace(self.template.patch, keep_edges=False)
         self.slides.fill(entries)
         self._start_count(self._patch_settings(mask_map))
         return True
@@ -249,15 +252,7 @@ class CohortBrowser(QWidget):
         return self.manifest is not None and self.open_manifest(self.manifest)
 
     def _patch_settings(self, mask_map: str) -> PatchSettings:
-        t = self.template
-        return PatchSettings(
-            patch_size=int(t.patch_size),
-            stride=int(t.stride) or None,
-            tissue=t.tissue,
-            tissue_threshold=t.tissue_threshold or None,
-            background=t.background,
-            mask_map=mask_map,
-        )
+        return replace(self.template.patch, mask_map=mask_map)
 
     def _start_count(self, settings: PatchSettings) -> None:
         # a queue per count: results a cancelled count still delivers are never read

@@ -180,7 +180,7 @@ class EmbedBox(QGroupBox):
             channels=self.channels_edit.text().strip() or None,
             input_size=self.input_size.value() or None,
         )
-        settings = PatchSettings(state.settings.patch_size, state.settings.stride or None)
+        settings = PatchSettings(state.settings.patch.patch_size, state.settings.patch.stride)
         return target, out, source, settings
 
     def _target(self, state) -> str:

@@ -51,9 +51,7 @@ def ranking_job(dock):
         )
     base = state.slide
     # the shown table's grid, counted with the form's tissue settings
-    patch = replace(
-        state.patch_table(), settings=resolved_settings(state.settings.patch_settings(), base)
-    )
+    patch = replace(state.patch_table(), settings=resolved_settings(state.settings.patch, base))
     mask_layer, mask_map = dock.picker.mask_layer(), dock.mask_map_field.mask_map()
     threshold = state.settings.threshold
 

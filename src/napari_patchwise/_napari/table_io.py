@@ -7,6 +7,7 @@ one, in the dock's background job; bad files are one notification line.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -131,8 +132,11 @@ class TableFiles(QWidget):
             notify.error(exc)
             return False
         # the form shows the table's grid
-        state.settings.patch_size = grid.patch_size
-        state.settings.stride = 0 if grid.step == grid.patch_size else grid.step
+        state.settings.patch = replace(
+            state.settings.patch,
+            patch_size=grid.patch_size,
+            stride=None if grid.step == grid.patch_size else grid.step,
+        )
         state.computed, state.predictions_source = False, None
         state.table_source = file_source(source)
         self.dock.prepare_table(state, table, grid, f"Patch table of {state.slide.name}")

@@ -233,7 +233,7 @@ class PatchwiseWidget(QWidget):
         self._activate(state)
 
     def _remember_form(self, state: SlideState) -> None:
-        self.form.read(state.settings)
+        self.form.read(state.settings, state.slide.background)
         self.tuning.read(state.settings)
         state.settings.mask_layer = self.mask_combo.currentText()
 
@@ -241,7 +241,7 @@ class PatchwiseWidget(QWidget):
         """Show ``state``'s settings and results."""
         self.current = state
         s = state.settings
-        self.form.show_settings(s)
+        self.form.show_settings(s.patch, state.slide.background)
         self.form.set_pixel_size(state.slide.pixel_size)  # µm beside the px fields
         self.picker.follow_mask(s.mask_layer)  # this slide's mask, never the previous one's
         self.picker.align_mask()

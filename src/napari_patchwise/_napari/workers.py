@@ -65,13 +65,13 @@ def compute_table(
     """
     from ..patch_table import build_patch_table
 
-    table = build_patch_table(slide, settings.patch_settings(), progress=progress)
+    table = build_patch_table(slide, settings.patch, progress=progress)
     table = with_attribute(table, slide, settings.attribute, progress)
     if cancel.is_set():
         raise Cancelled
     if table.frame.empty:
         raise PatchwiseError(
-            f"no patch of {settings.patch_size} px fits on slide '{slide.name}' "
+            f"no patch of {settings.patch.patch_size} px fits on slide '{slide.name}' "
             f"({slide.shape[1]} x {slide.shape[2]} px)",
             hint="choose a smaller patch size or keep edge patches",
         )
@@ -87,4 +87,6 @@ def with_attribute(table: PatchTable, slide: Slide, attribute: str, progress=Non
 
     if attribute in table.frame:
         return table
-    return with_attributes(table, slide, [column_kind(attribute, slide.channel_names)], progress=progress)
+    return with_attributes(
+        table, slide, [column_kind(attribute, slide.channel_names)], progress=progress
+    )

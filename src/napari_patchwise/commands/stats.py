@@ -110,11 +110,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .._atomic import check_output
     from .._progress import tqdm_progress
-    from ..io.mask import MaskMap, as_mask_map
     from ..io.tables import table_format, write_table
     from ..patch_table import settings_grid, table_metadata
     from ..qupath import write_patches
-    from ..settings import PatchSettings
 
     # Fail on a bad output name before any work; never overwrite an input or a folder.
     table_format(args.out)
@@ -133,17 +131,8 @@ def run(args: argparse.Namespace) -> int:
         raise PatchwiseError(f"--workers must be at least 1, got {args.workers}")
     jobs = _jobs(args.images, args.mask)
     _check_unique_names(jobs)
-    # One map for the whole cohort, decided by the user (never guessed per slide).
-    mask_map = str(as_mask_map(args.mask_map) or MaskMap.default())
-    settings = PatchSettings(
-        patch_size=args.patch_size,
-        stride=args.stride,
-        tissue=args.tissue,
-        tissue_threshold=args.tissue_threshold,
-        background=args.background,
-        mask_map=mask_map,
-        keep_edges=args.keep_edges,
-    )
+    settings = _settings(args)
+    mask_map = settings.mask_map
     grid = settings_grid(settings, args.origin)  # checks the geometry before any work
     options = {"origin": tuple(args.origin), "channels": args.channels}
     extra = {"kinds": args.attributes, "border_margin": args.border_margin}
@@ -187,6 +176,23 @@ def run(args: argparse.Namespace) -> int:
     n_slides = len(jobs)
     print(f"{len(out)} patches from {n_slides} slide{'s' * (n_slides != 1)} -> {args.out}")
     return 0
+
+
+def _settings(args: argparse.Namespace):
+    """The command's :class:`~napari_patchwise.settings.PatchSettings`."""
+    from ..io.mask import MaskMap, as_mask_map
+    from ..settings import PatchSettings
+
+    return PatchSettings(
+        patch_size=args.patch_size,
+        stride=args.stride,
+        tissue=args.tissue,
+        tissue_threshold=args.tissue_threshold,
+        background=args.background,
+        # One map for the whole cohort, decided by the user (never guessed per slide).
+        mask_map=str(as_mask_map(args.mask_map) or MaskMap.default()),
+        keep_edges=args.keep_edges,
+    )
 
 
 def slide_table(image, mask, name, settings, options, attributes=None) -> pd.DataFrame:
