@@ -205,7 +205,7 @@ def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
     assert flags == [
         "--out", "--preset", "--method", "--tau", "--attribute", "--attribute-threshold",
         "--patch-size", "--stride", "--tissue",
-        "--tissue-threshold", "--background", "--mask-map", "--model", "--weights",
+        "--tissue-threshold", "--background", "--mask-map", "--keep-edges", "--model", "--weights",
         "--channels", "--input-size", "--steps",
         "--batch-size", "--lr", "--weight-decay", "--momentum", "--beta", "--c", "--eta",
         "--jtt-fraction", "--jtt-up", "--infer-fraction",
