@@ -219,9 +219,7 @@ def predict_job(
                 hint=f"compute the patch grid with patch size {patch_size}, then predict",
             )
         # run_in_thread's progress raises Cancelled at the next batch once Cancel is pressed
-        return predict_table(
-            slide, table.frame, run_dir, batch_size=batch_size, progress=progress
-        )
+        return predict_table(slide, table.frame, run_dir, batch_size=batch_size, progress=progress)
 
     return job
 

@@ -48,7 +48,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "names: Tumor=tumor,Stroma=healthy",
     )
     p.add_argument("--table", type=Path, help="patch table (parquet/CSV) of the slide")
-    p.add_argument("--patch-size", type=pixels, default=DEFAULT_PATCH_SIZE,
+    p.add_argument(
+        "--patch-size",
+        type=pixels,
+        default=DEFAULT_PATCH_SIZE,
         help=f"patch size to compute ({DEFAULT_PATCH_SIZE})",
     )
     p.add_argument("--tau", type=probability, default=0.1, help="tissue-size threshold (0.1)")
