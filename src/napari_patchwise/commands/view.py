@@ -80,14 +80,16 @@ def run(args: argparse.Namespace) -> int:
     from ..io.mask import as_mask_map
 
     mask_map = as_mask_map(args.mask_map)  # a bad spec: one line, exit 2, before Qt loads
-    table = None
+    table = grid = None
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
         from ..io.tables import read_table
+        from ..patch_table import read_table_metadata
         from ..schema import TABLE_COLUMNS
         from ..slide_table import slide_rows
 
         table = read_table(args.table, required=TABLE_COLUMNS)
+        grid = (read_table_metadata(args.table) or (None,))[0]  # the grid the file records
         slide_rows(
             table, slide_name(args.image), source=args.table, hint="pass the table of this image"
         )
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     widget.tau_slider.setValue(args.tau)
     widget.threshold_slider.setValue(args.threshold)
     if table is not None:
-        widget.show_table(table, source=args.table)
+        widget.show_table(table, source=args.table, grid=grid)
     else:
         widget.compute()
     if args.overlay is not None:
