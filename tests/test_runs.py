@@ -99,15 +99,20 @@ def test_the_run_directory_means_best_pt(run):
 
 def test_the_dock_predicts_with_last_pt(run):
     from napari_patchwise._napari.train_worker import checkpoint_patch_size, predict_job
+    from napari_patchwise.patch_table import build_patch_table
+    from napari_patchwise.settings import PatchSettings
+
+    def grid_of(slide, size):  # the dock's shown table, with its grid
+        return build_patch_table(slide, PatchSettings(size), labels=False)
 
     folder, out = run
     assert [checkpoint_patch_size(out / n) for n in ("", *CHECKPOINTS)] == [16] * 4
     slide = open_slide(folder / "s3.ome.tif", pyramid_cache=False)
-    job = predict_job(slide, geometry_table(slide, 16), out / "last.pt")
+    job = predict_job(slide, grid_of(slide, 16), out / "last.pt")
     result = job(cancel=threading.Event(), progress=lambda done, total: None)
     assert len(result) == 64 and result["prob"].notna().all()
     with pytest.raises(PatchwiseError, match="uses 32 px patches but the model was trained on 16"):
-        predict_job(slide, geometry_table(slide, 32), out / "last.pt")(
+        predict_job(slide, grid_of(slide, 32), out / "last.pt")(
             cancel=threading.Event(), progress=lambda done, total: None
         )
 

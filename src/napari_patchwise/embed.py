@@ -43,6 +43,7 @@ from .features import (
     write_chunk,
 )
 from .inference import DEFAULT_BATCH_SIZE
+from .settings import DEFAULT_PATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class SlideJob:
     cache: str | None = None  # the .npy patch cache, or None: read lazily from the image
     image: str | None = None
     mask_map: str | None = None
-    patch_size: int = 64
+    patch_size: int = DEFAULT_PATCH_SIZE
     extra: dict[str, Any] = field(default_factory=dict)
 
     def spec(self) -> dict[str, Any]:
@@ -374,7 +375,7 @@ def cohort_jobs(
                 progress(_i * 1000 + (1000 * done) // n, 1000 * len(entries))
 
         patches = slide_patches(entry, settings, folder, progress=slide_progress)
-        key = cache_key(entry, settings)
+        key = cache_key(entry, settings)  # as check_matches_cohort computes it
         jobs.append(
             SlideJob(entry.slide, entry.split, key, patches.table, cache=str(patches.cache))
         )
@@ -398,14 +399,15 @@ def image_jobs(image: str | os.PathLike, mask, settings, *, cache_dir=None) -> l
         from .data import cache_key, slide_patches
 
         patches = slide_patches(entry, settings, folder)
-        key = cache_key(entry, settings)
+        key = cache_key(entry, settings)  # as check_matches_cohort computes it
         return [SlideJob(name, "", key, patches.table, cache=str(patches.cache))]
-    from .io import open_slide
-    from .predict import geometry_table
+    from dataclasses import replace
 
-    slide = open_slide(image, pyramid=False)
-    table = geometry_table(slide, settings.patch_size, settings.stride)
-    table["slide"] = name
+    from .io import open_slide
+    from .patch_table import build_patch_table
+
+    slide = replace(open_slide(image, pyramid=False), name=name)
+    table = build_patch_table(slide, settings, labels=False).frame
     payload = [str(image.resolve()), fingerprint(image), asdict(settings)]
     key = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     job = SlideJob(name, "", key, table, image=str(image), patch_size=settings.patch_size)
@@ -491,8 +493,8 @@ def encoder_setup(target, source: EmbedSource, settings):
 
 def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, progress):
     """``(store checkpoint, meta, source spec, patch settings, slide jobs)`` of an embed."""
-    from .data import PatchSettings
     from .runs import run_patch_settings
+    from .settings import PatchSettings
 
     if source.checkpoint is not None:
         ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)

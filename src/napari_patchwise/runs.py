@@ -41,7 +41,7 @@ from .groups import DEFAULT_ATTRIBUTE, group_names
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .data import PatchSettings
+    from .settings import PatchSettings
     from .train_config import TrainConfig
 
 BEST = "best.pt"
@@ -260,11 +260,11 @@ def run_patch_settings(path: str | os.PathLike) -> PatchSettings:
     """How the run of a run directory or checkpoint cut its slides into patches.
 
     A checkpoint copied out of its run has no ``config.json``: the defaults of
-    :class:`~napari_patchwise.data.PatchSettings` apply then (the patch size itself is
+    :class:`~napari_patchwise.settings.PatchSettings` apply then (the patch size itself is
     in every checkpoint's meta). A damaged ``config.json`` is an error (see
     :func:`read_run_config`).
     """
-    from .data import PatchSettings
+    from .settings import PatchSettings
 
     config = read_run_config(path, required=False)
     return PatchSettings() if config is None else config.patch

@@ -79,7 +79,7 @@ class Axis:
 
 def numeric_options() -> dict[str, type]:
     """Every numeric :class:`TrainConfig` option (flag order) and its kind, int or float."""
-    from .data import PatchSettings
+    from .settings import PatchSettings
 
     hints = {**typing.get_type_hints(PatchSettings), **typing.get_type_hints(TrainConfig)}
     kinds: dict[str, type] = {}

@@ -4,7 +4,7 @@ Kept apart from the loop (:mod:`.train`) so that what reads a run's settings —
 directory (:mod:`.runs`), the dock's training form — needs neither torch nor the loop.
 A config is flat on disk and on the command line (``"patch_size"``, ``--patch-size``)
 and composed in memory: how slides are cut into patches is one
-:class:`~napari_patchwise.data.PatchSettings`, ``config.patch``.
+:class:`~napari_patchwise.settings.PatchSettings`, ``config.patch``.
 
 Defaults
 --------
@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import PatchSettings
 from .errors import PatchwiseError
 from .groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
 from .inference import DEFAULT_BATCH_SIZE
 from .presets import PRESET_NAMES, get_preset, resolve
 from .schema import DEFAULT_THRESHOLD
+from .settings import PatchSettings
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
 #: selection on the worst accuracy over the slices ``patchwise discover`` found on the
@@ -60,7 +60,7 @@ HEAD_UNUSED: tuple[str, ...] = (
 class TrainConfig:
     """Everything a training run depends on (the CLI flags and ``config.json``).
 
-    How slides are cut into patches is a :class:`~napari_patchwise.data.PatchSettings`
+    How slides are cut into patches is a :class:`~napari_patchwise.settings.PatchSettings`
     (``patch``), declared once there; its fields are options of the run like any other:
     flags (``--patch-size``), ``config.json`` keys (``"patch_size"``, a flat file) and
     keys of :meth:`from_options` / :meth:`to_options`. Build a config from such flat

@@ -17,11 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-import pandas as pd
-
 from ..cohort import CohortEntry
+from ..patch_table import PatchTable
 from ..slide import Slide
-from ..slide_table import grid_geometry
 from . import notify
 from .jobs import BackgroundJob
 from .slide_picker import OWN_MASK
@@ -80,7 +78,7 @@ class CohortSlideViewer:
         entry: CohortEntry,
         mask_map: str,
         settings: SlideSettings,
-        table_of: Callable[[], pd.DataFrame | None],
+        table_of: Callable[[], PatchTable | None],
     ) -> bool:
         """Start opening ``entry`` with the dock's grid ``settings``.
 
@@ -134,7 +132,7 @@ class CohortSlideViewer:
         if state is not None:
             if state.overlays is not None:
                 state.overlays.remove()
-            state.overlays = state.data = state.panels = state.geometry = None
+            state.overlays = state.data = state.panels = state.grid = None
         for layer in self.layers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -151,10 +149,9 @@ def slide_settings(dock, template: SlideSettings) -> SlideSettings:
     )
 
 
-def show_table(dock, state: SlideState, table) -> None:
+def show_table(dock, state: SlideState, table: PatchTable | None) -> None:
     """Hand a counted table (``prob`` included when predicted) to the dock, or compute."""
     if table is None:
         dock.compute()
         return
-    origin, stride = grid_geometry(table)
-    dock.prepare_table(state, table, origin, stride, f"Patch table of {state.slide.name}")
+    dock.prepare_table(state, table.frame, table.grid, f"Patch table of {state.slide.name}")

@@ -264,7 +264,7 @@ class ModelPanel(QWidget):
         self._show_busy(0, "%v / %m patches")
         self.status_label.setText(f"predicting {state.slide.name} with {run_dir}…")
         self.job.start(
-            predict_job(state.slide, state.data.table, run_dir),
+            predict_job(state.slide, state.patch_table(), run_dir),
             returned=lambda table, st=state, run=run_dir: self._on_predicted(st, table, run),
             progress=self._on_job_progress,
         )
@@ -299,7 +299,7 @@ class ModelPanel(QWidget):
         except PatchwiseError as exc:
             notify.error(exc)
             return
-        from ..data import PatchSettings
+        from ..settings import PatchSettings
 
         self._show_busy(0, "preparing the cohort")
         self.status_label.setText(f"preparing the training slides of {Path(manifest).name}…")

@@ -272,7 +272,7 @@ class RetrainBox(QGroupBox):
         QTimer.singleShot(
             0,
             lambda: self.predict_job.start(
-                predict_job(state.slide, state.data.table, outcome.out),
+                predict_job(state.slide, state.patch_table(), outcome.out),
                 returned=lambda table: self._on_predicted(state, table, outcome.out),
                 progress=self._on_progress,
                 description=f"Predicting {state.slide.name} with the new head",

@@ -35,6 +35,7 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
+from ..grid import PatchGrid
 from . import navigation, notify
 from .attribute_choice import AttributeChoice
 from .cohort_browser import CohortBrowser
@@ -232,7 +233,7 @@ class PatchwiseWidget(QWidget):
         self._activate(state)
 
     def _remember_form(self, state: SlideState) -> None:
-        self.form.read(state.settings)
+        self.form.read(state.settings, state.slide.background)
         self.tuning.read(state.settings)
         state.settings.mask_layer = self.mask_combo.currentText()
 
@@ -240,7 +241,7 @@ class PatchwiseWidget(QWidget):
         """Show ``state``'s settings and results."""
         self.current = state
         s = state.settings
-        self.form.show_settings(s)
+        self.form.show_settings(s.patch, state.slide.background)
         self.form.set_pixel_size(state.slide.pixel_size)  # µm beside the px fields
         self.picker.follow_mask(s.mask_layer)  # this slide's mask, never the previous one's
         self.picker.align_mask()
@@ -291,12 +292,13 @@ class PatchwiseWidget(QWidget):
         self._start(job, state, f"Patch grid of {base.name}")
 
     def prepare_table(
-        self, state: SlideState, table: pd.DataFrame, origin, stride, description: str
+        self, state: SlideState, table: pd.DataFrame, grid: PatchGrid, description: str
     ) -> None:
-        """Show a complete ``table`` for ``state`` (bins and rasters prepared in a worker)."""
+        """Show a complete ``table`` lying on ``grid`` for ``state`` (bins and rasters
+        prepared in a worker)."""
 
         def job(*, cancel, progress) -> ComputeResult:  # noqa: ARG001 - O(N log N) only
-            return prepare(table, origin, stride, state.settings.attribute)
+            return prepare(table, grid, state.settings.attribute)
 
         self._start(job, state, description)
 
@@ -328,11 +330,11 @@ class PatchwiseWidget(QWidget):
         if self.grid_job.cancelled():
             return
         state.data, state.panels = result.data, result.panels
-        state.geometry = (result.origin, result.stride)
+        state.grid = result.grid
         layer = self.picker.layer_showing(state.key)
         scale, translate = overlay_transform(
-            result.origin,
-            result.stride,
+            result.grid.origin,
+            result.grid.step,
             image_scale=tuple(layer.scale[-2:]) if layer is not None else (1.0, 1.0),
             image_translate=tuple(layer.translate[-2:]) if layer is not None else (0.0, 0.0),
         )
@@ -393,9 +395,10 @@ class PatchwiseWidget(QWidget):
         """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
         return self.table_files.load_table(path)
 
-    def show_table(self, table: pd.DataFrame, *, source="table") -> bool:
-        """Show a complete patch table (with or without ``prob``) instead of computing one."""
-        return self.table_files.show_table(table, source=source)
+    def show_table(self, table: pd.DataFrame, *, source="table", grid=None) -> bool:
+        """Show a complete patch table (with or without ``prob``) instead of computing one
+        (``grid``: the one its file records; else worked out from its rows)."""
+        return self.table_files.show_table(table, source=source, grid=grid)
 
     def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
         """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""

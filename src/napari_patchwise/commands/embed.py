@@ -174,15 +174,15 @@ def _check_inputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..data import PatchSettings
     from ..embed import EmbedSource
+    from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
     from ..train import passive_openmp_waits
 
     passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
     _check_args(args)
     from ..encoder_presets import get_encoder_preset
 
-    patch_size = 64 if args.patch_size is None else args.patch_size
+    patch_size = DEFAULT_PATCH_SIZE if args.patch_size is None else args.patch_size
     settings = PatchSettings(
         patch_size, args.stride, args.tissue, None, args.background, args.mask_map
     )

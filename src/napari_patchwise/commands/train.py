@@ -42,6 +42,8 @@ HELP = {
     "tissue_threshold": "brightness threshold for intensity tissue (default: Otsu)",
     "background": "dark (fluorescence, nonlinear microscopy) or bright (brightfield); "
     "default: each slide's own (bright for brightfield whole-slide images, else dark)",
+    "keep_edges": "also keep the patches that run past the image's bottom or right edge "
+    "(the part inside the image is read, the rest zero-padded)",
     "mask_map": "mask values (or GeoJSON class names) -> classes, e.g. "
     '"0=background,1=healthy,2=tumor" or "Tumor=tumor,Stroma=healthy"',
     "model": "backbone: resnet50, resnet18, smallcnn, timm:NAME (any timm model) or an "
