@@ -105,8 +105,8 @@ def cases(
         sync()
         start = time.perf_counter()
         for _ in range(rounds):
-            with torch.inference_mode(), embedder.autocast():
-                embedder.backbone(x).float().cpu()
+            with torch.inference_mode(), embedder.forward.autocast():
+                embedder.forward.model(x).float().cpu()
         sync()
         return {"seconds": (time.perf_counter() - start) * n / (rounds * len(x))}
 

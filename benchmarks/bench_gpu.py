@@ -112,12 +112,12 @@ def floor_rates(device, channels: int, args, batch: int) -> tuple[float, float]:
     import torch
 
     from napari_patchwise.models import build_architecture
-    from napari_patchwise.train import _autocast
+    from napari_patchwise.inference import autocast_context
 
     torch.manual_seed(0)
     model = build_architecture("resnet50", channels).to(device)
     model = model.to(memory_format=torch.channels_last)
-    autocast, dtype = _autocast(device, "auto")
+    autocast, dtype = autocast_context(device, "auto")
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(batch, channels, args.patch, args.patch, device=device)
