@@ -1,0 +1,79 @@
+"""The dock's evented model: what the Patchwise dock shows, as data with events.
+
+:class:`DockModel` holds the per-slide states (:class:`.state.SlideState`), the current
+slide, the window-wide settings (:class:`DockSettings`: the one patch size, tau, the
+decision threshold, the mask map, the mask layer, the overlay shown) and the one
+:class:`.job_runner.JobRunner`. Widgets are bound to its fields both ways (a field's
+event updates the widget, the widget's change sets the field); scripts, ``patchwise
+view``, the demo and tests set the fields through the dock's ``configure(...)`` and read
+them back here, never through nested Qt controls.
+
+No layer is drawn here: the model knows no viewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psygnal import Signal, evented
+
+from .form import MASK_MAP_PRESETS
+from .job_runner import JobRunner
+from .state import SlideSettings, SlideState
+
+#: The mask-layer value that means "the slide's own mask" (no mask layer chosen).
+OWN_MASK = ""
+
+
+@evented
+@dataclass
+class DockSettings:
+    """The window's settings; each field has an event (``settings.events.<field>``).
+
+    ``patch_size`` is the window's one patch size: the grid box's field and the Model
+    tab's training both follow it. ``tau`` and ``threshold`` are the current slide's
+    sliders (each slide keeps its own in its :class:`.state.SlideSettings`); ``mask_map``
+    is the mask-map field's text (one map for every slide); ``mask_layer`` the chosen mask
+    layer's name (``""``: the slide's own mask); ``overlay`` the overlay shown (``""``:
+    the default one, outcome with predictions, else groups).
+    """
+
+    patch_size: int = SlideSettings.patch_size
+    tau: float = SlideSettings.tau
+    threshold: float = SlideSettings.threshold
+    mask_map: str = MASK_MAP_PRESETS[0]
+    mask_layer: str = OWN_MASK
+    overlay: str = ""
+
+
+class DockModel:
+    """The dock's state: slides, the current one, settings, the job runner.
+
+    ``current_changed(state)`` is emitted when another slide (or None) becomes current;
+    ``applied()`` once a computed or loaded table is fully shown.
+    """
+
+    current_changed = Signal(object)
+    applied = Signal()
+
+    def __init__(self) -> None:
+        self.settings = DockSettings()
+        self.states: dict[str, SlideState] = {}
+        self._current: SlideState | None = None
+        self.jobs = JobRunner()
+
+    @property
+    def current(self) -> SlideState | None:
+        """The slide shown in the dock (None: no image layer)."""
+        return self._current
+
+    @current.setter
+    def current(self, state: SlideState | None) -> None:
+        if state is self._current:
+            return
+        self._current = state
+        self.current_changed.emit(state)
+
+    def state_for(self, key: str) -> SlideState | None:
+        """The remembered state of the slide ``key`` (None: never shown)."""
+        return self.states.get(key)
