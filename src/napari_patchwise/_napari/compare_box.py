@@ -48,7 +48,6 @@ from .compare_data import (
     source_name,
 )
 from .compare_views import ChangedPatches, SideBySide, class_legend, class_name
-from .jobs import BackgroundJob
 from .layer_slide import layer_units
 from .overlays import overlay_transform
 from .train_form import line_edit_with_button
@@ -76,7 +75,7 @@ class CompareBox(QWidget):
         self.data: CompareData | None = None
         self.layer = None
         self.trainings: list[Path] = []  # runs the Model tab finished, oldest first
-        self.job = BackgroundJob("Patchwise: comparison cancelled", parent=self)
+        self.job = dock.jobs.job("the comparison", "Patchwise: comparison cancelled", parent=self)
         self._build_ui()
         self._connect()
 
@@ -191,8 +190,7 @@ class CompareBox(QWidget):
 
     def compare(self) -> bool:
         """Read (or predict) the chosen sources in a worker, then show the comparison."""
-        if self.job.busy() or self.dock.busy():
-            notify.info("Patchwise: wait for the running computation (or cancel it)")
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
             grid, sources, names = self._request()
@@ -224,7 +222,7 @@ class CompareBox(QWidget):
         return grid, sources, names
 
     def busy(self) -> bool:
-        return self.job.busy()
+        return self.job.running
 
     def wait(self) -> None:
         """Turn the Qt event loop until the running comparison is shown (scripts)."""

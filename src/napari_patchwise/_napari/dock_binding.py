@@ -122,7 +122,9 @@ def configure(
         settings.threshold = float(threshold)
     if overlay is not None:
         settings.overlay = overlay
-        if not model.jobs.idle():  # a table is on its way: show the overlay after it
+        if model.jobs.idle():
+            dock.overlay_choice.choose(overlay)  # shown again even when chosen already
+        else:  # a table is on its way: show the overlay after it
 
             def once() -> None:
                 model.applied.disconnect(once)

@@ -45,7 +45,6 @@ from .encoder_choice import (
     random_init_note,
     weights_note,
 )
-from .jobs import BackgroundJob
 from .train_form import line_edit_with_button
 
 
@@ -79,7 +78,7 @@ class EmbedBox(QGroupBox):
         super().__init__("Embed with an encoder")
         self.dock = dock
         self.options: dict = {}
-        self.job = BackgroundJob("Patchwise: embedding cancelled", parent=self)
+        self.job = dock.jobs.job("the embedding", "Patchwise: embedding cancelled", parent=self)
         self.job.busy_changed.connect(self._on_busy)
         self.job.on_error = lambda text: self.status_label.setText("failed: " + text)
         self._build_ui()
@@ -149,7 +148,7 @@ class EmbedBox(QGroupBox):
 
     # -- embedding ------------------------------------------------------------------------
     def busy(self) -> bool:
-        return self.job.busy()
+        return self.job.running
 
     def request(self):
         """``(target, out, EmbedSource, PatchSettings)`` of the fields (one-line errors)."""
@@ -199,8 +198,7 @@ class EmbedBox(QGroupBox):
 
     def start(self) -> bool:
         """Start the embed (False after a notification when it cannot start)."""
-        if self.busy():
-            notify.info("Patchwise: an embed is already running (or cancel it)")
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
             target, out, source, settings = self.request()
@@ -243,7 +241,7 @@ class EmbedBox(QGroupBox):
         self.status_label.setText("stopping…")
 
     def _on_busy(self, _busy: bool) -> None:
-        busy = self.busy()
+        busy = self.job.running
         if not busy and self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
         self.embed_button.setEnabled(not busy)

@@ -149,7 +149,7 @@ class BackgroundJob(QObject):
 
         worker = create_worker(body, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.yielded.connect(yielded)
-        worker.returned.connect(returned)
+        worker.returned.connect(lambda result: self._on_returned(returned, result))
         worker.errored.connect(self._on_error)
         # Cancel ends either at the generator's next yield (aborted) or as Cancelled raised
         # from the job (errored), whichever comes first; both say the same.
@@ -185,6 +185,13 @@ class BackgroundJob(QObject):
             self._stop.set()
         if self._worker is not None and self._quit_on_cancel:
             self._worker.quit()
+
+    def _on_returned(self, returned: Callable[[object], None], result: object) -> None:
+        """The result on the main thread; the runner hears first that this job is done,
+        in the same call, so ``returned`` may start the next job (a handover)."""
+        if self.runner is not None:
+            self.runner.finished(self)
+        returned(result)
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):

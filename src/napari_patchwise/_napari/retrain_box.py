@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
 from ..errors import PatchwiseError
 from . import notify
 from .attribute_choice import group_options
-from .jobs import BackgroundJob
 from .train_form import line_edit_with_button
 
 #: What a prediction hands to the dock (as the Model tab's Predict).
@@ -101,8 +100,13 @@ class RetrainBox(QGroupBox):
         self.dock = dock
         self.extra_options: dict = {}
         self.last_head: Path | None = None  # the previous head's slide predictions file
-        self.train_job = BackgroundJob("Patchwise: head training cancelled", parent=self)
-        self.predict_job = BackgroundJob("Patchwise: prediction cancelled", parent=self)
+        jobs = dock.jobs
+        self.train_job = jobs.job(
+            "head training", "Patchwise: head training cancelled", parent=self
+        )
+        self.predict_job = jobs.job(
+            "the new head's prediction", "Patchwise: prediction cancelled", parent=self
+        )
         self._build_ui()
         for job in (self.train_job, self.predict_job):
             job.busy_changed.connect(self._on_busy)
@@ -187,7 +191,7 @@ class RetrainBox(QGroupBox):
 
     # -- retraining -----------------------------------------------------------------------
     def busy(self) -> bool:
-        return self.train_job.busy() or self.predict_job.busy()
+        return self.train_job.running or self.predict_job.running
 
     def config(self):
         """The head run's checked :class:`~napari_patchwise.train.TrainConfig`."""
@@ -220,8 +224,7 @@ class RetrainBox(QGroupBox):
 
     def retrain(self) -> bool:
         """Start training the head (False after a notification when it cannot start)."""
-        if self.busy() or self.dock.busy() or self.dock.model_panel.busy():
-            notify.info("Patchwise: wait for the running computation (or cancel it)")
+        if not self.dock.jobs.admit(self.train_job):  # the runner said what runs
             return False
         try:
             state = self.dock.require_state()
@@ -310,12 +313,10 @@ class RetrainBox(QGroupBox):
         self.dock.applied.connect(shown)
 
     def _compare_when_idle(self, a: Path, b: Path) -> None:
-        """Compare the earlier head (or source run) with the new one once the dock is idle."""
-        if self.dock.busy() or self.dock.compare_box.busy():
-            QTimer.singleShot(50, lambda: self._compare_when_idle(a, b))
-            return
+        """Compare the earlier head (or source run) with the new one once the dock is idle
+        (the job runner queues it: no polling)."""
         names = (_head_name(a), _head_name(b))
-        self.dock.compare_box.load_tables(a, b, names)
+        self.dock.jobs.when_idle(lambda: self.dock.compare_box.load_tables(a, b, names))
 
     def cancel(self) -> None:
         self.train_job.cancel()
@@ -326,7 +327,7 @@ class RetrainBox(QGroupBox):
         self.status_label.setText("failed: " + text)
 
     def _on_busy(self, _busy: bool) -> None:
-        busy = self.busy()
+        busy = self.train_job.running or self.predict_job.running
         if not busy and self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
         self.retrain_button.setEnabled(not busy)

@@ -67,12 +67,10 @@ class RunGrid(QObject):
         patch, stride = run_grid_settings(run_dir)
         if grid_patch_size(state) == patch:
             return None
-        form = self.dock.form
-        form.patch_size.setValue(patch)
-        form.stride.setValue(stride)
+        self.dock.model.settings.patch_size = patch  # the window's one patch size
+        self.dock.form.stride.setValue(stride)
         self._pending = (state, patch, then)
-        self.dock.compute()
-        if not self.dock.grid_job.busy():  # refused (a notification said why)
+        if not self.dock.compute():  # refused (a notification said why)
             self._pending = None
             return "the patch grid could not be cut"
         size = size_text(patch, state.slide.pixel_size)

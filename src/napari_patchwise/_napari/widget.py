@@ -281,25 +281,29 @@ class PatchwiseWidget(DockActions, QWidget):
         return self.current
 
     # -- computing and showing tables -----------------------------------------------------
-    def compute(self) -> None:
-        """Compute the current slide's patch table in a background worker."""
+    def compute(self) -> bool:
+        """Compute the current slide's patch table in a background worker.
+
+        False (after one notification) when it cannot start: another job runs, no slide,
+        a mask of another slide, a bad mask map.
+        """
         if not self.jobs.admit(self.grid_job):  # the runner said what runs
-            return
+            return False
         state = self.current
         if state is None:
             notify.error(f"Patchwise: {notify.OPEN_AN_IMAGE}")
-            return
+            return False
         self._remember_form(state)
         mask_layer, base = self.picker.mask_layer(), state.slide
         problem = self.picker.mask_problem(base, state.key)  # none, or another slide's
         if problem is not None:
             notify.error(problem)
-            return
+            return False
         try:
             mask_map = self.mask_map_field.mask_map()
         except PatchwiseError as exc:
             notify.error(exc)
-            return
+            return False
         self.picker.align_mask()
         settings = state.settings
         state.computed, state.table_source, state.predictions_source = True, None, None
@@ -311,20 +315,21 @@ class PatchwiseWidget(DockActions, QWidget):
                 slide = with_mask_layer(base, mask_layer, mask_map=mask_map)
             return compute_table(slide, settings, cancel=cancel, progress=progress)
 
-        self._start(job, state, f"Patch grid of {base.name}")
+        return self._start(job, state, f"Patch grid of {base.name}")
 
     def prepare_table(
         self, state: SlideState, table: pd.DataFrame, origin, stride, description: str
-    ) -> None:
-        """Show a complete ``table`` for ``state`` (bins and rasters prepared in a worker)."""
+    ) -> bool:
+        """Show a complete ``table`` for ``state`` (bins and rasters prepared in a worker);
+        False after the runner's notice when another job runs."""
 
         def job(*, cancel, progress) -> ComputeResult:  # noqa: ARG001 - O(N log N) only
             return prepare(table, origin, stride, state.settings.attribute)
 
-        self._start(job, state, description)
+        return self._start(job, state, description)
 
-    def _start(self, job, state: SlideState, description: str) -> None:
-        self.grid_job.start(
+    def _start(self, job, state: SlideState, description: str) -> bool:
+        return self.grid_job.start(
             job,
             returned=lambda result, st=state: self._apply_result(st, result),
             description=description,
@@ -382,9 +387,9 @@ class PatchwiseWidget(DockActions, QWidget):
         if self._pending_steps:
             QTimer.singleShot(0, self._run_next_step)
         else:
+            self.jobs.release("showing the patch grid")  # what follows may start a job
             self.applied.emit()
             self.model.applied.emit()
-            self.jobs.release("showing the patch grid")
 
     # -- sliders --------------------------------------------------------------------------
     def _on_tau(self, value: float) -> None:
