@@ -167,7 +167,7 @@ class BackgroundJob(QObject):
         For callers that must block on the main thread (napari calls sample-data
         commands there): the viewer keeps repainting and the progress bar moves.
         """
-        if not self.busy():
+        if not self.running:
             return
         from qtpy.QtCore import QEventLoop
 
