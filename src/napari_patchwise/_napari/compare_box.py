@@ -72,12 +72,28 @@ class CompareBox(QWidget):
     def __init__(self, dock) -> None:
         super().__init__()
         self.dock = dock
-        self.data: CompareData | None = None
-        self.layer = None
         self.trainings: list[Path] = []  # runs the Model tab finished, oldest first
         self.job = dock.jobs.job("the comparison", "Patchwise: comparison cancelled", parent=self)
         self._build_ui()
         self._connect()
+
+    # the comparison and its layer live in the dock's model (the inspector and the
+    # overlay choice read them there)
+    @property
+    def data(self) -> CompareData | None:
+        return self.dock.model.comparison
+
+    @data.setter
+    def data(self, data: CompareData | None) -> None:
+        self.dock.model.comparison = data
+
+    @property
+    def layer(self):
+        return self.dock.model.comparison_layer
+
+    @layer.setter
+    def layer(self, layer) -> None:
+        self.dock.model.comparison_layer = layer
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -242,6 +258,7 @@ class CompareBox(QWidget):
         self._put_layer(data)
         self.refresh()
         self.compared.emit()
+        self.dock.model.compared.emit()
 
     def _put_layer(self, data: CompareData) -> None:
         state = self.dock.states.get(data.key)

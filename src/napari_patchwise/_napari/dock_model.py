@@ -13,12 +13,15 @@ No layer is drawn here: the model knows no viewer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from psygnal import Signal, evented
 
+from ..errors import PatchwiseError
 from .form import MASK_MAP_PRESETS
 from .job_runner import JobRunner
+from .notify import OPEN_AN_IMAGE
 from .state import SlideSettings, SlideState
 
 #: The mask-layer value that means "the slide's own mask" (no mask layer chosen).
@@ -49,18 +52,32 @@ class DockSettings:
 class DockModel:
     """The dock's state: slides, the current one, settings, the job runner.
 
-    ``current_changed(state)`` is emitted when another slide (or None) becomes current;
-    ``applied()`` once a computed or loaded table is fully shown.
+    Events: ``current_changed(state)`` when another slide (or None) becomes current;
+    ``applied()`` once a computed or loaded table is fully shown; ``slide_layers_changed
+    (layers)`` when the chosen slide's image layers change (another slide, layers added
+    or removed); ``compared()`` once a comparison of two runs is shown.
+
+    Besides the events: ``comparison`` (the Compare tab's
+    :class:`.compare_data.CompareData`, None before one) and ``comparison_layer`` (its
+    overlay layer); ``slide_layers`` (the chosen slide's image layers); and
+    ``layer_showing(key)``, the image layer that shows the slide ``key`` (None: not
+    open), which the dock provides (its slide picker knows the layers' slides).
     """
 
     current_changed = Signal(object)
     applied = Signal()
+    slide_layers_changed = Signal(tuple)
+    compared = Signal()
 
     def __init__(self) -> None:
         self.settings = DockSettings()
         self.states: dict[str, SlideState] = {}
         self._current: SlideState | None = None
         self.jobs = JobRunner()
+        self.comparison = None
+        self.comparison_layer = None
+        self.slide_layers: tuple = ()
+        self.layer_showing: Callable[[str], object | None] = lambda _key: None
 
     @property
     def current(self) -> SlideState | None:
@@ -77,3 +94,16 @@ class DockModel:
     def state_for(self, key: str) -> SlideState | None:
         """The remembered state of the slide ``key`` (None: never shown)."""
         return self.states.get(key)
+
+    def require_state(self) -> SlideState:
+        """The current slide's state (raises :class:`PatchwiseError` without a slide)."""
+        if self._current is None:
+            raise PatchwiseError(OPEN_AN_IMAGE)
+        return self._current
+
+    def show_slide_layers(self, layers) -> None:
+        """The chosen slide's image layers are ``layers`` now (event when they changed)."""
+        layers = tuple(layers)
+        if layers != self.slide_layers:
+            self.slide_layers = layers
+            self.slide_layers_changed.emit(layers)

@@ -181,9 +181,13 @@ class PatchwiseWidget(DockActions, QWidget):
         self.debias = DebiasTab(self)  # retrain a head, the threshold curve, the ranking
         self.tabs.addTab(self.debias, "Debias")
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
-        self.overlay_choice = OverlayChoice(self)  # one overlay shown, legend on the canvas
-        self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
-        self.overview = MiniMapPane(self)  # the slide's thumbnail, the view on it, click to go
+        self.overlay_choice = OverlayChoice(
+            self.model, self.viewer
+        )  # one overlay shown, legend on the canvas
+        self.inspector = PatchInspector(self.model, self.viewer)  # hovered / pinned patch, outlined
+        self.overview = MiniMapPane(
+            self.model, self.viewer
+        )  # the slide's thumbnail, the view on it, click to go
         self.minimap = self.overview.minimap
         self.session_box = SessionBox(self)  # Save session… / Open session…
         self.splitter = _layout_panes(self)
@@ -203,6 +207,9 @@ class PatchwiseWidget(DockActions, QWidget):
         self.load_button = self.table_files.load_button
 
     def _connect(self) -> None:
+        self.model.layer_showing = self.picker.layer_showing
+        for chosen in (self.picker.layers_changed, self.picker.image_chosen):
+            chosen.connect(lambda *_: self.model.show_slide_layers(self.image_combo.layers()))
         self.picker.layers_changed.connect(self._on_layers_changed)
         self.picker.image_chosen.connect(self._on_image_chosen)
         self.compute_button.clicked.connect(self.compute)
