@@ -76,6 +76,7 @@ class CompareBox(QWidget):
         self.job = dock.jobs.job("the comparison", "Patchwise: comparison cancelled", parent=self)
         self._build_ui()
         self._connect()
+        dock.model.compare_requested.connect(self.load_tables)
 
     # the comparison and its layer live in the dock's model (the inspector and the
     # overlay choice read them there)

@@ -22,7 +22,7 @@ from .slide_picker import OWN_MASK as OWN_MASK_TEXT
 def _binding(dock) -> dict[str, tuple[object, Callable[[], object], Callable[[object], None]]]:
     """Per settings field: (the widget's change signal, read the widget, show a value)."""
     picker, tuning, choice = dock.picker, dock.tuning, dock.overlay_choice
-    mask = picker.mask_combo
+    mask, manifest = picker.mask_combo, dock.model_panel.form.manifest_edit
 
     def mask_text() -> str:
         text = mask.currentText()
@@ -59,6 +59,7 @@ def _binding(dock) -> dict[str, tuple[object, Callable[[], object], Callable[[ob
             lambda value: mask.setCurrentText(value or OWN_MASK_TEXT),
         ),
         "overlay": (choice.combo.currentTextChanged, choice.choice, choose_overlay),
+        "manifest": (manifest.textChanged, manifest.text, manifest.setText),
     }
 
 

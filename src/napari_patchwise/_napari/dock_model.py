@@ -38,7 +38,8 @@ class DockSettings:
     sliders (each slide keeps its own in its :class:`.state.SlideSettings`); ``mask_map``
     is the mask-map field's text (one map for every slide); ``mask_layer`` the chosen mask
     layer's name (``""``: the slide's own mask); ``overlay`` the overlay shown (``""``:
-    the default one, outcome with predictions, else groups).
+    the default one, outcome with predictions, else groups); ``manifest`` the Model tab's
+    cohort manifest (what the Debias tab's head training and embedding fall back on).
     """
 
     patch_size: int = SlideSettings.patch_size
@@ -47,6 +48,7 @@ class DockSettings:
     mask_map: str = MASK_MAP_PRESETS[0]
     mask_layer: str = OWN_MASK
     overlay: str = ""
+    manifest: str = ""
 
 
 class DockModel:
@@ -55,7 +57,8 @@ class DockModel:
     Events: ``current_changed(state)`` when another slide (or None) becomes current;
     ``applied()`` once a computed or loaded table is fully shown; ``slide_layers_changed
     (layers)`` when the chosen slide's image layers change (another slide, layers added
-    or removed); ``compared()`` once a comparison of two runs is shown.
+    or removed); ``compared()`` once a comparison of two runs is shown;
+    ``compare_requested(a, b, names)`` asks the Compare tab to compare two runs.
 
     Besides the events: ``comparison`` (the Compare tab's
     :class:`.compare_data.CompareData`, None before one) and ``comparison_layer`` (its
@@ -68,6 +71,7 @@ class DockModel:
     applied = Signal()
     slide_layers_changed = Signal(tuple)
     compared = Signal()
+    compare_requested = Signal(object, object, tuple)
 
     def __init__(self) -> None:
         self.settings = DockSettings()

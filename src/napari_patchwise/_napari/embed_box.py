@@ -185,7 +185,7 @@ class EmbedBox(QGroupBox):
     def _target(self, state) -> str:
         if self.cohort_check.isChecked():
             manifest = self.dock.debias.retrain.manifest_edit.text().strip()
-            manifest = manifest or self.dock.model_panel.form.manifest_edit.text().strip()
+            manifest = manifest or self.dock.model.settings.manifest.strip()
             if not manifest or not Path(manifest).is_file():
                 raise PatchwiseError("cohort manifest not found", path=manifest or "(none)")
             return manifest

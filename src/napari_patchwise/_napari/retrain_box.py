@@ -186,7 +186,7 @@ class RetrainBox(QGroupBox):
             manifest = store_manifest(self.features_edit.text().strip())
         except PatchwiseError:
             manifest = None
-        manifest = manifest or self.dock.model_panel.form.manifest_edit.text().strip()
+        manifest = manifest or self.dock.model.settings.manifest.strip()
         self.manifest_edit.setText(manifest or "")
 
     # -- retraining -----------------------------------------------------------------------
@@ -297,7 +297,7 @@ class RetrainBox(QGroupBox):
         saved = write_table(predictions, run / f"slide-{state.slide.name}.parquet")
         previous = self.last_head or store_source_run(self.features_edit.text().strip())
         compare = previous is not None and (
-            self.last_head is not None or self.dock.compare_box.data is not None
+            self.last_head is not None or self.dock.model.comparison is not None
         )
         self.last_head = saved
         if not self.dock.set_predictions(predictions, source=run):
@@ -316,7 +316,8 @@ class RetrainBox(QGroupBox):
         """Compare the earlier head (or source run) with the new one once the dock is idle
         (the job runner queues it: no polling)."""
         names = (_head_name(a), _head_name(b))
-        self.dock.jobs.when_idle(lambda: self.dock.compare_box.load_tables(a, b, names))
+        request = self.dock.model.compare_requested
+        self.dock.jobs.when_idle(lambda: request.emit(a, b, names))
 
     def cancel(self) -> None:
         self.train_job.cancel()
