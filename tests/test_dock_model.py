@@ -35,7 +35,6 @@ STILL_HOLDING_THE_DOCK = {
     "retrain_box.py",
     "run_grid.py",
     "session_box.py",
-    "slices_box.py",
     "table_io.py",
 }
 
@@ -82,6 +81,19 @@ def test_no_polling_timer_waits_for_the_dock():
     for name in ("session_box.py", "retrain_box.py"):
         text = (NAPARI / name).read_text(encoding="utf-8")
         assert "setInterval" not in text and "singleShot(50" not in text, name
+
+
+#: Nested controls of the dock that scripts used to set (``configure`` does it now).
+NESTED = ("form.", "_slider.", "_combo.", "mask_map_field.", "overlay_choice.choose")
+
+
+@pytest.mark.parametrize("path", ["commands/view.py", "_napari/demo_view.py"])
+def test_view_and_the_demo_set_the_dock_through_configure(path):
+    text = (NAPARI.parent / path).read_text(encoding="utf-8")
+    pokes = [f"{path}:{i}" for i, line in enumerate(text.splitlines(), 1)
+             if "widget." in line and any(n in line for n in NESTED)]  # fmt: skip
+    assert pokes == []
+    assert "widget.configure(" in text
 
 
 # -- on a real viewer -----------------------------------------------------------------------
@@ -166,6 +178,15 @@ def test_model_events_update_the_widgets_and_the_widgets_the_model(dock, qtbot):
     s.patch_size = 40
     assert dock.form.patch_size.value() == 40
     assert seen == [pytest.approx(0.4)]
+    dock.model_panel.form.manifest_edit.setText("cohort.csv")  # the Model tab's field
+    assert dock.model.settings.manifest == "cohort.csv"  # what the Debias tab reads
+    dock.model.compare_requested.emit("a.parquet", "b.parquet", ("A", "B"))  # the Compare tab
+    box = dock.compare_box
+    assert (box.edit_a.text(), box.edit_b.text(), box.name_b.text()) == (
+        "a.parquet",
+        "b.parquet",
+        "B",
+    )
     changed = []
     dock.model.current_changed.connect(changed.append)
     dock.current = None

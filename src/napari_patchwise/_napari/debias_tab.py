@@ -64,7 +64,7 @@ class DebiasTab(QWidget):
         QVBoxLayout(ranking_box).addWidget(self.ranking)
         root.addWidget(ranking_box, stretch=1)
         slices_box = QGroupBox("Discovered slices")
-        self.slices = SlicesBox(dock)
+        self.slices = SlicesBox(dock.model)
         QVBoxLayout(slices_box).addWidget(self.slices)
         root.addWidget(slices_box, stretch=1)
         self.marker_timer = _single_shot(self, MARKER_THROTTLE_MS, self._move_marker)

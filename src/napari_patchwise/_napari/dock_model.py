@@ -58,7 +58,9 @@ class DockModel:
     ``applied()`` once a computed or loaded table is fully shown; ``slide_layers_changed
     (layers)`` when the chosen slide's image layers change (another slide, layers added
     or removed); ``compared()`` once a comparison of two runs is shown;
-    ``compare_requested(a, b, names)`` asks the Compare tab to compare two runs.
+    ``compare_requested(a, b, names)`` asks the Compare tab to compare two runs;
+    ``legend_requested(entries)`` asks for a canvas legend of ``(name, colour)`` entries
+    (empty: the shown overlay's own legend again).
 
     Besides the events: ``comparison`` (the Compare tab's
     :class:`.compare_data.CompareData`, None before one) and ``comparison_layer`` (its
@@ -72,6 +74,7 @@ class DockModel:
     slide_layers_changed = Signal(tuple)
     compared = Signal()
     compare_requested = Signal(object, object, tuple)
+    legend_requested = Signal(tuple)
 
     def __init__(self) -> None:
         self.settings = DockSettings()

@@ -99,6 +99,9 @@ class OverlayChoice(QWidget):
         self.combo.currentTextChanged.connect(lambda _text: self.apply())
         model.applied.connect(self.follow_table)  # a new table: outcome or groups
         model.compared.connect(lambda: self.choose("comparison"))
+        model.legend_requested.connect(
+            lambda entries: self.legend.show(entries) if entries else self.apply()
+        )
 
     def choice(self) -> str:
         return self.combo.currentText()
