@@ -29,7 +29,6 @@ STILL_HOLDING_THE_DOCK = {
     "cohort_slides.py",
     "compare_box.py",
     "debias_tab.py",
-    "embed_box.py",
     "model_panel.py",
     "ranking_table.py",
     "retrain_box.py",

@@ -50,9 +50,9 @@ class DebiasTab(QWidget):
         self._pending = False
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
-        self.embed = EmbedBox(dock)
+        self.embed = EmbedBox(dock.model)
         root.addWidget(self.embed)
-        self.retrain = RetrainBox(dock)
+        self.retrain = self.embed.retrain = RetrainBox(dock)
         root.addWidget(self.retrain)
         box = QGroupBox("Accuracy against the attribute threshold")
         self.curve = ThresholdCurveCanvas()
