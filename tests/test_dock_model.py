@@ -32,7 +32,6 @@ STILL_HOLDING_THE_DOCK = {
     "model_panel.py",
     "ranking_table.py",
     "retrain_box.py",
-    "run_grid.py",
     "session_box.py",
     "table_io.py",
 }

@@ -38,6 +38,11 @@ def _binding(dock) -> dict[str, tuple[object, Callable[[], object], Callable[[ob
             dock.form.patch_size.value,
             dock.form.patch_size.setValue,
         ),
+        "stride": (
+            dock.form.stride.valueChanged,
+            dock.form.stride.value,
+            dock.form.stride.setValue,
+        ),
         "tau": (
             tuning.tau_slider.valueChanged,
             tuning.tau_slider.value,

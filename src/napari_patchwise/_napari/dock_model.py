@@ -34,7 +34,7 @@ class DockSettings:
     """The window's settings; each field has an event (``settings.events.<field>``).
 
     ``patch_size`` is the window's one patch size: the grid box's field and the Model
-    tab's training both follow it. ``tau`` and ``threshold`` are the current slide's
+    tab's training both follow it (``stride``: the grid's step, 0 = the patch size). ``tau`` and ``threshold`` are the current slide's
     sliders (each slide keeps its own in its :class:`.state.SlideSettings`); ``mask_map``
     is the mask-map field's text (one map for every slide); ``mask_layer`` the chosen mask
     layer's name (``""``: the slide's own mask); ``overlay`` the overlay shown (``""``:
@@ -43,6 +43,7 @@ class DockSettings:
     """
 
     patch_size: int = SlideSettings.patch_size
+    stride: int = SlideSettings.stride
     tau: float = SlideSettings.tau
     threshold: float = SlideSettings.threshold
     mask_map: str = MASK_MAP_PRESETS[0]
@@ -66,7 +67,8 @@ class DockModel:
     :class:`.compare_data.CompareData`, None before one) and ``comparison_layer`` (its
     overlay layer); ``slide_layers`` (the chosen slide's image layers); and
     ``layer_showing(key)``, the image layer that shows the slide ``key`` (None: not
-    open), which the dock provides (its slide picker knows the layers' slides).
+    open), and ``compute()``, which cuts the current slide's grid with the settings
+    (False after a notice when it cannot start): both provided by the dock.
     """
 
     current_changed = Signal(object)
@@ -85,6 +87,7 @@ class DockModel:
         self.comparison_layer = None
         self.slide_layers: tuple = ()
         self.layer_showing: Callable[[str], object | None] = lambda _key: None
+        self.compute: Callable[[], bool] = lambda: False
 
     @property
     def current(self) -> SlideState | None:

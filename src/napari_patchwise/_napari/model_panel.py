@@ -80,7 +80,7 @@ class ModelPanel(QWidget):
         self.job = dock.jobs.job(
             "the Model tab's job", JOB_CANCELLED, on_error=self._on_error, parent=self
         )
-        self.run_grid = RunGrid(dock, parent=self)  # predictions on the run's own patch size
+        self.run_grid = RunGrid(dock.model, parent=self)  # predictions on the run's own patch size
         self._build_ui()
         self._connect()
         self._show_tau()

@@ -208,6 +208,7 @@ class PatchwiseWidget(DockActions, QWidget):
 
     def _connect(self) -> None:
         self.model.layer_showing = self.picker.layer_showing
+        self.model.compute = self.compute
         for chosen in (self.picker.layers_changed, self.picker.image_chosen):
             chosen.connect(lambda *_: self.model.show_slide_layers(self.image_combo.layers()))
         self.picker.layers_changed.connect(self._on_layers_changed)
