@@ -408,7 +408,8 @@ def test_an_empty_export_is_a_slide_without_annotations(tmp_path):
 
 
 def test_a_training_cohort_reads_geojson_masks_and_keys_its_cache_by_the_map(tmp_path):
-    from napari_patchwise.data import PatchSettings, load_cohort
+    from napari_patchwise.data import load_cohort
+    from napari_patchwise.settings import PatchSettings
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

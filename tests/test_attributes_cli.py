@@ -330,7 +330,8 @@ def test_train_attribute_errors(manifest, tmp_path, capsys, flags, message):
 
 def test_tissue_ratio_training_groups_equal_the_tau_groups(manifest):
     """The training datasets' groups with the default attribute are the tau groups."""
-    from napari_patchwise.data import PatchSettings, load_cohort, make_dataset
+    from napari_patchwise.data import load_cohort, make_dataset
+    from napari_patchwise.settings import PatchSettings
 
     cohort = load_cohort(manifest, PatchSettings(patch_size=16))
     table = cohort.table("train")

@@ -20,8 +20,9 @@ import tifffile
 
 from _cohort import make_cohort, write_slide
 from napari_patchwise import data as data_module
-from napari_patchwise.data import PatchSettings, cache_stem, load_cohort
+from napari_patchwise.data import cache_stem, load_cohort
 from napari_patchwise.io.fingerprint import fingerprint
+from napari_patchwise.settings import PatchSettings
 
 SETTINGS = PatchSettings(patch_size=8)
 

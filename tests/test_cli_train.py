@@ -198,14 +198,14 @@ def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
     import argparse
 
     from napari_patchwise.commands.train import add_parser, config_from_args
-    from napari_patchwise.data import PatchSettings
+    from napari_patchwise.settings import PatchSettings
 
     parser = add_parser(argparse.ArgumentParser().add_subparsers())
     flags = [a.option_strings[0] for a in parser._actions if a.option_strings][1:]  # no -h
     assert flags == [
         "--out", "--preset", "--method", "--tau", "--attribute", "--attribute-threshold",
         "--patch-size", "--stride", "--tissue",
-        "--tissue-threshold", "--background", "--mask-map", "--model", "--weights",
+        "--tissue-threshold", "--background", "--mask-map", "--keep-edges", "--model", "--weights",
         "--channels", "--input-size", "--steps",
         "--batch-size", "--lr", "--weight-decay", "--momentum", "--beta", "--c", "--eta",
         "--jtt-fraction", "--jtt-up", "--infer-fraction",

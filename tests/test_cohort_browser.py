@@ -27,10 +27,11 @@ from napari_patchwise.cohort_tables import (
     predictions_by_slide,
     read_predictions,
 )
-from napari_patchwise.data import PatchSettings, load_cohort
+from napari_patchwise.data import load_cohort
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.groups import GROUP_NAMES
 from napari_patchwise.metrics import evaluate
+from napari_patchwise.settings import PatchSettings
 
 P, CELLS = 16, 8
 SPLITS = ("train", "val", "test")
@@ -84,8 +85,8 @@ def test_tables_shared_with_the_training_cache(cohort, tmp_path):
     table, source = cohort_slide_table(entries[0], settings, cache_dir=cache)
     assert source == COMPUTED
     label, ratio = truths[entries[0].slide]
-    np.testing.assert_array_equal(table["label"], label)
-    np.testing.assert_allclose(table["tissue_ratio"], ratio)
+    np.testing.assert_array_equal(table.frame["label"], label)
+    np.testing.assert_allclose(table.frame["tissue_ratio"], ratio)
     # the browser's table is the one training reuses, and training's the browser's
     stored = sorted(cache.glob("*.parquet"))
     assert len(stored) == 1
@@ -94,7 +95,7 @@ def test_tables_shared_with_the_training_cache(cohort, tmp_path):
     for entry in entries:
         again, source = cohort_slide_table(entry, settings, cache_dir=cache)
         assert source == FROM_CACHE
-        np.testing.assert_array_equal(again["label"], truths[entry.slide][0])
+        np.testing.assert_array_equal(again.frame["label"], truths[entry.slide][0])
     # other settings: another cache entry, computed
     _, source = cohort_slide_table(entries[0], PatchSettings(patch_size=8), cache_dir=cache)
     assert source == COMPUTED
@@ -103,7 +104,7 @@ def test_tables_shared_with_the_training_cache(cohort, tmp_path):
     blocked.write_text("not a folder")
     table, source = cohort_slide_table(entries[1], settings, cache_dir=blocked)
     assert source == COMPUTED
-    np.testing.assert_array_equal(table["label"], truths[entries[1].slide][0])
+    np.testing.assert_array_equal(table.frame["label"], truths[entries[1].slide][0])
 
 
 def test_cohort_sums_equal_evaluate_on_the_concatenation(cohort):
@@ -116,6 +117,7 @@ def test_cohort_sums_equal_evaluate_on_the_concatenation(cohort):
     summaries = []
     for e in entries:
         table, source = cohort_slide_table(e, settings, cache_dir=cache)
+        table = table.frame
         if e.slide in by_slide:
             table = attach_predictions(table, by_slide[e.slide], slide=e.slide, source="p.csv")
         summaries.append(SlideSummary.from_table(e.slide, e.split, table, source))
@@ -146,6 +148,7 @@ def test_prediction_errors_name_the_file(cohort, tmp_path):
     with pytest.raises(PatchwiseError, match=r"run.*no predictions\.parquet"):
         read_predictions(run)
     table, _ = cohort_slide_table(entries[0], PatchSettings(patch_size=P), cache_dir=tmp_path)
+    table = table.frame
     shifted = prediction_table(entries, truths, {"s0"}).assign(row=lambda d: d["row"] + CELLS)
     with pytest.raises(PatchwiseError, match="not patches of the computed grid of 's0'"):
         attach_predictions(table, shifted, slide="s0", source="p.csv")
@@ -355,7 +358,7 @@ def test_a_slide_not_counted_yet_is_computed_by_the_dock(browser, cohort, qtbot)
     label, ratio = truths["s0"]
     groups = viewer.layers["s0 tissue groups"].data
     np.testing.assert_allclose(groups, overlay_cells(label, ratio, ratio), atol=1e-6)
-    assert widget.current.settings.patch_size == P
+    assert widget.current.settings.patch.patch_size == P
     np.testing.assert_array_equal(widget.current.data.label, label)
 
 

@@ -16,12 +16,12 @@ from napari_patchwise import PatchwiseError  # noqa: E402
 from napari_patchwise.cohort import read_manifest  # noqa: E402
 from napari_patchwise.data import (  # noqa: E402
     PatchDataset,
-    PatchSettings,
     augment,
     channel_stats,
     load_cohort,
     make_dataset,
 )
+from napari_patchwise.settings import PatchSettings  # noqa: E402
 
 
 @pytest.fixture

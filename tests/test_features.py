@@ -304,7 +304,8 @@ def test_dfr_head_on_raw_vectors_equals_the_regression_on_standardised_ones():
 def test_a_head_groups_by_an_attribute_the_store_lacks(cohort, tmp_path):
     """border_fraction is not in the store's tables: it is computed from the cohort's
     slides (as full training does) and the head's groups follow it."""
-    from napari_patchwise.data import PatchSettings, load_cohort
+    from napari_patchwise.data import load_cohort
+    from napari_patchwise.settings import PatchSettings
 
     manifest, _, store = cohort
     run = tmp_path / "head"

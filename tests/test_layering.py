@@ -19,10 +19,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 TRAINING = (
     "samplers", "models", "methods", "data", "presets", "train_config", "runs", "train",
     "predict", "sweep", "report_run", "demo_story", "features", "head", "embed", "table1",
-    "encoder_presets", "encoders",
+    "encoder_presets", "encoders", "inference",
 )  # fmt: skip
 ANALYSIS = (
-    "grid", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "attributes",
+    "grid", "patch_table", "metrics", "report", "synth", "cohort", "slider_eval", "slide_table", "attributes",
     "attribute_rank",
     "threshold_curve",
     "cohort_split",
@@ -35,7 +35,7 @@ ANALYSIS = (
 #: Lowest first. A module belongs to the first entry that equals it or is its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "_atomic", "_progress", "_compute")),
-    ("definitions", ("napari_patchwise", "slide", "schema", "groups", "palette")),
+    ("definitions", ("napari_patchwise", "slide", "schema", "groups", "palette", "settings")),
     ("io", ("io",)),
     ("analysis", (*ANALYSIS, "compare")),
     ("training", (*TRAINING, "cohort_tables")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -257,7 +258,7 @@ def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
 
     from napari_patchwise.commands import train as train_command
     from napari_patchwise.methods import METHOD_LABELS, get_method
-    from napari_patchwise.report_run import METHOD_LABELS as REPORT_LABELS
+    from napari_patchwise.runs import Run
 
     assert METHOD_LABELS == {
         "erm": "ERM",
@@ -270,7 +271,12 @@ def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
         "jtt": "JTT",
         "gerne-inferred": "GERNE (inferred groups)",
     }
-    assert tuple(METHOD_LABELS) == METHOD_NAMES and REPORT_LABELS is METHOD_LABELS
+    assert tuple(METHOD_LABELS) == METHOD_NAMES
+    # the report labels a run through runs.Run (its folder read by runs.load_run)
+    labels = {
+        name: Run(Path("r"), {"method": name}, {}, None).method_label for name in METHOD_NAMES
+    }
+    assert labels == METHOD_LABELS
     assert all(get_method(name).name == name for name in METHOD_NAMES)
     sub = argparse.ArgumentParser().add_subparsers()
     parser = train_command.add_parser(sub)

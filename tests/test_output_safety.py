@@ -172,8 +172,8 @@ def test_embed_overwrite_clears_a_stale_partial_store(cohort, tmp_path, capsys):
         if done:
             raise Stop
 
-    from napari_patchwise.data import PatchSettings
     from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.settings import PatchSettings
 
     source = EmbedSource(backbone="resnet18")
     with pytest.raises(Stop):  # an interrupted embed of other settings

@@ -99,15 +99,20 @@ def test_the_run_directory_means_best_pt(run):
 
 def test_the_dock_predicts_with_last_pt(run):
     from napari_patchwise._napari.train_worker import checkpoint_patch_size, predict_job
+    from napari_patchwise.patch_table import build_patch_table
+    from napari_patchwise.settings import PatchSettings
+
+    def grid_of(slide, size):  # the dock's shown table, with its grid
+        return build_patch_table(slide, PatchSettings(size), labels=False)
 
     folder, out = run
     assert [checkpoint_patch_size(out / n) for n in ("", *CHECKPOINTS)] == [16] * 4
     slide = open_slide(folder / "s3.ome.tif", pyramid_cache=False)
-    job = predict_job(slide, geometry_table(slide, 16), out / "last.pt")
+    job = predict_job(slide, grid_of(slide, 16), out / "last.pt")
     result = job(cancel=threading.Event(), progress=lambda done, total: None)
     assert len(result) == 64 and result["prob"].notna().all()
     with pytest.raises(PatchwiseError, match="uses 32 px patches but the model was trained on 16"):
-        predict_job(slide, geometry_table(slide, 32), out / "last.pt")(
+        predict_job(slide, grid_of(slide, 32), out / "last.pt")(
             cancel=threading.Event(), progress=lambda done, total: None
         )
 
@@ -176,8 +181,8 @@ def test_bad_checkpoints_are_one_line_errors_naming_the_file(run, tmp_path, caps
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"manifest": "c.csv", "out": ', "unreadable run configuration"),
-        ("[1, 2]", "not a JSON object"),
+        ('{"manifest": "c.csv", "out": ', "cannot read the run configuration"),
+        ("[1, 2]", "holds a JSON list, not an object"),
         ('{"manifest": "c.csv", "out": "r", "colour": 1}', "unknown training option"),
         ('{"manifest": "c.csv", "out": "r", "lr": "fast"}', "invalid run configuration"),
         ('{"manifest": "c.csv", "out": "r", "lr": -1}', "learning rate must be positive"),

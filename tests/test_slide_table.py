@@ -14,9 +14,9 @@ import pytest
 from napari_patchwise import Slide
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.grid import PatchGrid, patch_stats
+from napari_patchwise.patch_table import guess_grid
 from napari_patchwise.slide_table import (
     full_table,
-    grid_geometry,
     merge_predictions,
     slide_predictions,
     slide_rows,
@@ -46,10 +46,10 @@ def index_of(table: pd.DataFrame) -> np.ndarray:
 
 def test_geometry_and_full_table_of_a_real_grid(table):
     assert len(table) == 20
-    assert grid_geometry(table) == (ORIGIN, STRIDE)
+    assert (guess_grid(table).origin, guess_grid(table).step) == (ORIGIN, STRIDE)
     both = pd.concat([table.assign(slide="other"), table])
-    rows, origin, stride = full_table(both, "s", (36, 46), source="t.csv")
-    assert (origin, stride) == (ORIGIN, STRIDE)
+    rows, grid = full_table(both, "s", (36, 46), source="t.csv")
+    assert (grid.origin, grid.step) == (ORIGIN, STRIDE)
     assert rows.index.tolist() == list(range(20)) and (rows["slide"] == "s").all()
     pd.testing.assert_frame_equal(rows, table)
 

@@ -121,8 +121,9 @@ def _history_best(run_dir: Path, metric: str) -> float:
 
 @pytest.mark.torch
 def test_grid_runs_skips_out_of_bound_beta(swept):
-    from napari_patchwise.data import PatchSettings, load_cohort
+    from napari_patchwise.data import load_cohort
     from napari_patchwise.groups import alphas
+    from napari_patchwise.settings import PatchSettings
 
     out, manifest, _ = swept
     table = pd.read_csv(out / TABLE, keep_default_na=False, na_values=[""])

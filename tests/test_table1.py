@@ -79,7 +79,8 @@ def test_runs_that_differ_only_in_beta_are_three_rows(tmp_path, capsys):
     assert wga.loc["beta=3", "wga_mean"] == pytest.approx(8.0)
     assert "<td>beta=1</td>" in text and "54.00 ± 40.45" not in text
     # the wide form (markdown, the benchmarks' table1) keys rows the same way
-    from napari_patchwise.report_run import load_run, result_rows, table1_markdown
+    from napari_patchwise.report_run import result_rows, table1_markdown
+    from napari_patchwise.runs import load_run
 
     markdown = table1_markdown(result_rows([load_run(r) for r in runs]))
     assert "| GERNE beta=1 | val WGA | 84.00 |" in markdown

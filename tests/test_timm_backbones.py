@@ -206,8 +206,8 @@ def test_channel_mix_rgb_grey_composites_and_defaults():
 def test_patches_cover_the_presets_field_of_view_at_the_slides_pixel_size(tmp_path):
     import tifffile
 
-    from napari_patchwise.data import PatchSettings
     from napari_patchwise.embed import EmbedSource, encoder_setup
+    from napari_patchwise.settings import PatchSettings
 
     image = tmp_path / "rgb.ome.tif"
     pixels = np.zeros((3, 64, 64), np.uint8)

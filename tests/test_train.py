@@ -316,6 +316,7 @@ OLD_CONFIG_JSON = {
     "tissue_threshold": 12.5,
     "background": "bright",
     "mask_map": "0=background,1=tumor",
+    "keep_edges": False,
     "model": "smallcnn",
     "weights": None,
     "channels": None,
@@ -353,8 +354,8 @@ OLD_CONFIG_JSON = {
 
 
 def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identically(tmp_path):
-    from napari_patchwise.data import PatchSettings
     from napari_patchwise.runs import read_run_config, run_patch_settings
+    from napari_patchwise.settings import PatchSettings
 
     text = json.dumps(OLD_CONFIG_JSON, indent=2)
     (tmp_path / "config.json").write_text(text)
@@ -375,7 +376,7 @@ def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identi
     assert config.to_options() == OLD_CONFIG_JSON
     new_keys = ("preset", "gerne_train_bn", "features", "attribute", "attribute_threshold")
     new_keys += ("channels", "input_size")
-    new_keys += ("jtt_fraction", "jtt_up", "infer_fraction", "slices")
+    new_keys += ("jtt_fraction", "jtt_up", "infer_fraction", "slices", "keep_edges")
     before_presets = {k: v for k, v in OLD_CONFIG_JSON.items() if k not in new_keys}
     assert TrainConfig.from_options(before_presets) == config
     assert run_patch_settings(tmp_path / "elsewhere" / "lone.pt") == PatchSettings()

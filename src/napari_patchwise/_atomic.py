@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import PatchwiseError
 
@@ -597,6 +598,50 @@ def _pid_lock(lock: Path, busy, content: bytes) -> Iterator[None]:  # pragma: no
 
 
 # -- errors of the file system ---------------------------------------------------------------
+
+
+# -- JSON files --------------------------------------------------------------------------------
+def write_json(
+    path: str | os.PathLike, data: Any, *, indent: int = 2, allow_nan: bool = False
+) -> None:
+    """``data`` as JSON in ``path``, atomically (a reader never sees half a file).
+
+    NaN and infinities are refused by default (``allow_nan=False``): they are not JSON,
+    and other tools reading the file would fail on them.
+    """
+    with atomic_path(path) as tmp:
+        text = json.dumps(data, indent=indent, allow_nan=allow_nan)
+        tmp.write_text(text + "\n", encoding="utf-8")
+
+
+def read_json_object(
+    path: str | os.PathLike, *, what: str = "the JSON", hint: str | None = None
+) -> dict:
+    """The JSON object in ``path``, or one line naming the file (``cannot read WHAT (...)``).
+
+    Parameters
+    ----------
+    path : path-like
+        The file; missing, unreadable, not UTF-8, not JSON or not an object all raise.
+    what : str
+        What the file is, in the error (``"the run configuration"``).
+    hint : str, optional
+        What to do, in the error.
+    """
+    from .errors import first_line
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PatchwiseError(
+            f"cannot read {what} ({first_line(exc)})", path=path, hint=hint
+        ) from None
+    if not isinstance(data, dict):
+        raise PatchwiseError(
+            f"holds a JSON {type(data).__name__}, not an object", path=path, hint=hint
+        )
+    return data
 
 
 def user_os_error(exc: OSError, targets: Sequence[str | os.PathLike]) -> OSError:

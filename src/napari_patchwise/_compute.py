@@ -6,6 +6,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .errors import PatchwiseError
 
 
 @contextlib.contextmanager
@@ -108,3 +111,51 @@ def dask_setup(worker) -> None:  # noqa: ARG001 - the preload interface
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+
+
+@contextlib.contextmanager
+def dask_client(address: str | None, workers: int | None) -> Iterator[Any]:
+    """Make a distributed Client current for the block; yields it (or ``None``).
+
+    ``address``: a running scheduler's (``tcp://host:8786``); ``workers``: start a local
+    cluster of that many single-threaded worker processes; neither: no client (dask's
+    threads). What ``--scheduler`` / ``--workers`` of the commands mean.
+    """
+    if address is None and workers is None:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise PatchwiseError(
+            "dask.distributed is not installed",
+            hint="pip install 'napari-patchwise[distributed]'",
+        ) from exc
+    quiet_distributed_shutdown()  # no AllExit tracebacks when the run is interrupted
+    if address is not None:
+        try:
+            client = Client(address, timeout=10)
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
+            raise PatchwiseError(
+                f"cannot reach the dask scheduler at {address} ({exc})",
+                hint="check the address (tcp://host:8786) and that the scheduler runs",
+            ) from exc
+        with client:
+            yield client
+        return
+    # Workers ignore Ctrl-C (this process closes them): no traceback from each of them.
+    # One pressed while they start arrives when the block ends: the finally closes them.
+    cluster = None
+    try:
+        with sigint_blocked():
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                dashboard_address=None,
+                preload=[WORKER_PRELOAD],
+            )
+        with Client(cluster) as client:
+            yield client
+    finally:
+        if cluster is not None:
+            cluster.close()

@@ -58,6 +58,7 @@ from .groups import (
     numeric_attribute_columns,
 )
 from .metrics import Evaluator
+from .schema import DEFAULT_THRESHOLD
 
 #: Each group must hold at least this share of its class at a searched threshold.
 DEFAULT_MIN_SHARE = 0.02
@@ -125,7 +126,7 @@ def rank_attributes(
     table: pd.DataFrame,
     attributes: list[str] | None = None,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     min_share: float = DEFAULT_MIN_SHARE,
     permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,

@@ -255,14 +255,14 @@ def _zero_padded(values: da.Array, rows: int, cols: int) -> da.Array:
 
 
 def _tiled_sums(region, p, n_rows, n_cols, squares, progress) -> np.ndarray:
-    from .grid import _aligned_chunks
+    from .grid import aligned_chunks
 
     k = region.shape[0]
     region = region.rechunk(
         (
             (k,),
-            _aligned_chunks(region.chunks[1], n_rows * p, p),
-            _aligned_chunks(region.chunks[2], n_cols * p, p),
+            aligned_chunks(region.chunks[1], n_rows * p, p),
+            aligned_chunks(region.chunks[2], n_cols * p, p),
         )
     )
     sums = da.map_blocks(

@@ -32,12 +32,15 @@ import pandas as pd
 
 from ._progress import ProgressCallback
 from .cohort import CohortEntry
-from .data import PatchSettings, slide_table
+from .data import slide_table
 from .errors import PatchwiseError
+from .grid import PatchGrid
 from .groups import N_GROUPS
 from .intervals import MIN_SLIDES, BootstrapResult, SlideCounts, slide_bootstrap_ci
 from .metrics import Evaluation, evaluation_from_counts
+from .patch_table import PatchTable, frame_table
 from .runs import PREDICTIONS
+from .settings import PatchSettings
 from .slide_table import merge_predictions, slide_predictions
 from .slider_eval import SliderEvaluator
 
@@ -57,11 +60,12 @@ def cohort_slide_table(
     *,
     cache_dir: str | os.PathLike,
     progress: ProgressCallback | None = None,
-) -> tuple[pd.DataFrame, str]:
+) -> tuple[PatchTable, str]:
     """One cohort slide's patch table and where it came from (:data:`FROM_CACHE`, :data:`COMPUTED`).
 
     The table is the one ``patchwise train`` caches for these settings (same key: the
-    image and mask fingerprints, the slide id, every patch setting); a computed table is
+    image and mask fingerprints, the slide id, every patch setting with the background
+    resolved to the slide's own); a computed table is
     stored in ``cache_dir`` for training to reuse (when ``cache_dir`` cannot be written,
     e.g. a read-only share, the table is only returned).
 
@@ -92,9 +96,17 @@ class SlideSummary:
     source: str
     counts: SliderEvaluator
     scored: SliderEvaluator | None
+    grid: PatchGrid | None = None  # the grid the table was cut with (None: unknown)
 
     @classmethod
-    def from_table(cls, slide: str, split: str, table: pd.DataFrame, source: str) -> SlideSummary:
+    def from_table(
+        cls,
+        slide: str,
+        split: str,
+        table: pd.DataFrame,
+        source: str,
+        grid: PatchGrid | None = None,
+    ) -> SlideSummary:
         """Prepare ``table`` (O(N log N): run it off the GUI thread)."""
         label = table["label"].to_numpy(dtype=np.int8)
         ratio = table["tissue_ratio"].to_numpy(dtype=np.float64)
@@ -104,7 +116,11 @@ class SlideSummary:
             has = ~np.isnan(prob)
             if has.any():
                 scored = SliderEvaluator(label[has], ratio[has], prob[has])
-        return cls(slide, split, table, source, SliderEvaluator(label, ratio), scored)
+        return cls(slide, split, table, source, SliderEvaluator(label, ratio), scored, grid)
+
+    def patch_table(self) -> PatchTable:
+        """The slide's table with its grid (guessed from the rows when not recorded)."""
+        return frame_table(self.table, self.slide, None if self.grid is None else (self.grid, None))
 
     @property
     def n_patches(self) -> int:

@@ -35,8 +35,9 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
-from .groups import GROUP_NAMES
+from .groups import DEFAULT_TAU, GROUP_NAMES
 from .metrics import Evaluation, evaluate
+from .schema import DEFAULT_THRESHOLD, PREDICTION_COLUMNS
 from .slider_eval import SliderEvaluator
 
 BOTH_RIGHT, BOTH_WRONG, ONLY_A, ONLY_B = 0, 1, 2, 3
@@ -55,7 +56,7 @@ def comparison_classes(
     label: ArrayLike,
     prob_a: ArrayLike,
     prob_b: ArrayLike,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     threshold_b: float | None = None,
 ) -> np.ndarray:
     """Comparison class of every patch (see the module table), any array shape.
@@ -203,7 +204,7 @@ def paired_predictions(
         )
     for pred, keys_p, source in ((pred_a, keys_a, sources[0]), (pred_b, keys_b, sources[1])):
         _check_same_place(base, pred, keys.get_indexer(keys_p), source)
-    out = base.drop(columns=[c for c in ("prob", "pred") if c in base]).reset_index(drop=True)
+    out = base.drop(columns=[c for c in PREDICTION_COLUMNS if c in base]).reset_index(drop=True)
     for name, pred, keys_p in (("prob_a", pred_a, keys_a), ("prob_b", pred_b, keys_b)):
         prob = np.full(len(out), np.nan)
         prob[keys.get_indexer(keys_p)] = pred["prob"].to_numpy(dtype=np.float64)
@@ -281,8 +282,8 @@ def compare_predictions(
     prob_a: ArrayLike,
     prob_b: ArrayLike,
     *,
-    tau: float = 0.1,
-    threshold: float = 0.5,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
     threshold_b: float | None = None,
     names: tuple[str, str] = ("A", "B"),
 ) -> Comparison:
@@ -353,7 +354,7 @@ class ClassGrid:
         label: np.ndarray,
         prob_a: np.ndarray,
         prob_b: np.ndarray,
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         shown: np.ndarray | None = None,
     ) -> None:
         self._label = np.asarray(label).reshape(-1)

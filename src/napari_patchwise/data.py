@@ -47,6 +47,7 @@ from ._progress import ProgressCallback
 from .cohort import CohortEntry, read_manifest
 from .errors import PatchwiseError
 from .groups import DEFAULT_ATTRIBUTE, attribute_values, group_ids
+from .patch_table import PatchTable, write_patch_table
 from .samplers import (  # noqa: F401  (re-exported: the samplers are part of the data API)
     BatchSampler,
     ClassBalancedSampler,
@@ -54,44 +55,16 @@ from .samplers import (  # noqa: F401  (re-exported: the samplers are part of th
     GroupWeightedSampler,
     UniformSampler,
 )
+from .settings import PatchSettings
 from .slide import Slide
 
 log = logging.getLogger(__name__)
 
 # Bump whenever the meaning of a cached table or patch changes (reader, mask semantics,
 # patch statistics): every entry of an older version is then rebuilt.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 # Widest region (level-0 pixels) read at once when copying a band of patches.
 BAND_MAX_WIDTH = 8192
-
-
-@dataclass(frozen=True)
-class PatchSettings:
-    """How slides are cut into patches and where tissue comes from (cache-key inputs).
-
-    The one declaration of these options: :class:`~napari_patchwise.train.TrainConfig`
-    holds one (``config.patch``) and exposes its fields as its own flags and
-    ``config.json`` keys (``--patch-size``, ``"patch_size"``...).
-    """
-
-    patch_size: int = 64
-    stride: int | None = None
-    tissue: str = "auto"
-    tissue_threshold: float | None = None
-    background: str | None = None  # None: each slide's own (bright for brightfield WSI)
-    mask_map: str | None = None
-
-    def validate(self) -> None:
-        """Refuse a patch size or stride below one (one-line :class:`PatchwiseError`)."""
-        if not self.patch_size > 0:
-            raise PatchwiseError(
-                f"patch size must be positive, got {self.patch_size}", hint="e.g. 64"
-            )
-        if self.stride is not None and not self.stride > 0:
-            raise PatchwiseError(
-                f"stride must be positive, got {self.stride}",
-                hint="e.g. --stride 64, or leave it out",
-            )
 
 
 @dataclass
@@ -258,21 +231,28 @@ def cache_stem(slide: str, key: str) -> str:
     return f"{safe}-{key}"
 
 
-def _cached_table(path: Path, n_patches: int) -> pd.DataFrame | None:
-    """The patch table stored at ``path``, or None if it is missing or not a whole table."""
+def _cached_table(path: Path, n_patches: int, slide: str) -> PatchTable | None:
+    """The patch table stored at ``path`` with its recorded grid and settings, or None if
+    it is missing, not a whole table or records none (then it is rebuilt)."""
+    from .patch_table import read_table_metadata
     from .schema import TABLE_COLUMNS
 
     if not path.is_file():
         return None
     try:
-        table = pd.read_parquet(path)
+        frame, recorded = pd.read_parquet(path), read_table_metadata(path)
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         log.warning("rebuilding the unreadable patch table %s (%s)", path, exc)
         return None
-    if len(table) != n_patches or not set(TABLE_COLUMNS) <= set(table.columns):
+    if (
+        len(frame) != n_patches
+        or not set(TABLE_COLUMNS) <= set(frame.columns)
+        or recorded is None
+        or recorded[1] is None
+    ):
         log.warning("rebuilding the patch table %s: it does not match the slide", path)
         return None
-    return table
+    return PatchTable(frame, recorded[0], recorded[1], slide)
 
 
 def _cached_patches_ok(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -298,30 +278,33 @@ def slide_table(
     *,
     progress: ProgressCallback | None = None,
     store_optional: bool = False,
-) -> tuple[Slide, pd.DataFrame, bool]:
+) -> tuple[Slide, PatchTable, bool]:
     """One slide's (tau-independent) patch table, from the cache or computed and cached.
 
     The table part of :func:`slide_patches`, shared with the viewer's cohort browser, so
-    a table counted there is the one training reuses and vice versa. ``progress`` follows
-    :func:`~napari_patchwise.grid.patch_stats` when the table is computed. With
-    ``store_optional`` a cache folder that cannot be written (a read-only share) is
+    a table counted there is the one training reuses and vice versa: the key is made of
+    the settings with ``background=None`` resolved to the slide's own
+    (:func:`~napari_patchwise.patch_table.resolved_settings`), so an explicit background
+    equal to the slide's and ``None`` share one entry. ``progress`` follows
+    :func:`~napari_patchwise.patch_table.build_patch_table` when the table is computed.
+    With ``store_optional`` a cache folder that cannot be written (a read-only share) is
     logged and the computed table returned; training needs the cache and raises.
 
     Returns
     -------
     slide : Slide
         Level 0 only (no display pyramid), named by the slide id.
-    table : DataFrame
-        Its patch table, as read back from the cache file.
+    table : PatchTable
+        Its patch table, as read back from the cache file, with its grid and (resolved)
+        settings.
     fresh : bool
         Whether the table was computed now (not reused).
     """
     from dataclasses import replace
 
-    from .grid import PatchGrid, patch_stats
     from .io import open_slide
+    from .patch_table import build_patch_table, resolved_settings, settings_grid
 
-    table_path = Path(cache_dir) / f"{cache_stem(entry.slide, cache_key(entry, settings))}.parquet"
     # Level 0 only (no display pyramid is built or written); the mask's values are
     # checked in the pass that counts them.
     slide = open_slide(
@@ -332,29 +315,24 @@ def slide_table(
         check_mask_values=False,
     )
     slide = replace(slide, name=entry.slide)
-    grid = PatchGrid(settings.patch_size, settings.stride)
+    settings = resolved_settings(settings, slide)
+    table_path = Path(cache_dir) / f"{cache_stem(entry.slide, cache_key(entry, settings))}.parquet"
+    grid = settings_grid(settings)
     # A slide with no patch (smaller than one) is refused, not silently left out.
     n_rows, n_cols = grid.check_fits(*slide.levels[0].shape[-2:], path=entry.image)
-    table = _cached_table(table_path, n_rows * n_cols)
+    table = _cached_table(table_path, n_rows * n_cols, slide.name)
     if table is not None:
         return slide, table, False
-    table = patch_stats(
-        slide,
-        grid,
-        tissue=settings.tissue,
-        tissue_threshold=settings.tissue_threshold,
-        background=settings.background,
-        progress=progress,
-    )
+    table = build_patch_table(slide, settings, progress=progress)
     try:
-        with atomic_path(table_path) as tmp:
-            table.to_parquet(tmp, index=False)
+        write_patch_table(table, table_path)  # atomically
     except OSError as exc:
         if not store_optional:
             raise
         log.warning("patch table of %s not cached in %s (%s)", entry.slide, cache_dir, exc)
         return slide, table, True
-    return slide, pd.read_parquet(table_path), True  # the same dtypes as when it is reused
+    # the same dtypes as when it is reused
+    return slide, _cached_table(table_path, n_rows * n_cols, slide.name), True
 
 
 def slide_patches(
@@ -374,9 +352,13 @@ def slide_patches(
         raise _cache_error(FileExistsError(17, "File exists", str(cache_dir)), cache_dir)
     try:
         return _slide_patches(
-            entry, settings, cache_dir, progress=progress, attribute=attribute,
+            entry,
+            settings,
+            cache_dir,
+            progress=progress,
+            attribute=attribute,
             slide_index=slide_index,
-        )  # fmt: skip
+        )
     except OSError as exc:
         raise _cache_error(exc, cache_dir) from exc
 
@@ -429,15 +411,13 @@ def _slide_patches(
     ``attribute`` that ``patch_stats`` does not write is added to the table
     (:func:`_with_attribute`); ``slide_index`` is the slide's position in the manifest.
     """
-    from .grid import PatchGrid
-
     cache_dir = Path(cache_dir)
-    slide, table, fresh_table = slide_table(entry, settings, cache_dir)
-    stem = cache_stem(entry.slide, cache_key(entry, settings))
+    slide, patch_table, fresh_table = slide_table(entry, settings, cache_dir)
+    key = cache_key(entry, patch_table.settings)
+    stem = cache_stem(entry.slide, key)
     patches_path = cache_dir / f"{stem}.npy"
-    grid = PatchGrid(settings.patch_size, settings.stride)
     table_path = cache_dir / f"{stem}.parquet"
-    table = _with_attribute(table, slide, grid, settings, attribute, slide_index, table_path)
+    table = _with_attribute(patch_table, slide, attribute, slide_index, table_path)
     dtype = _cache_dtype(slide.dtype)
     shape = (len(table), slide.n_channels, settings.patch_size, settings.patch_size)
     # A new table means the old patches (if any) were not cut from it: rebuild them too.
@@ -448,27 +428,30 @@ def _slide_patches(
     return SlidePatches(entry, table, patches_path, slide.n_channels, str(dtype))
 
 
-def _with_attribute(table, slide, grid, settings, attribute, slide_index, table_path):
-    """``table`` with the extra ``attribute`` column (docs/attributes.md), cached per kind.
+def _with_attribute(table, slide, attribute, slide_index, table_path) -> pd.DataFrame:
+    """``table``'s frame with the extra ``attribute`` column (docs/attributes.md), cached
+    per kind.
 
     Intensity and border attributes cost a pass over level 0, so they are written once
     beside the slide's cached table (same key) as ``<stem>.<kind>.parquet``; training
-    uses the default border margin.
+    uses the default border margin. They lie on the table's own grid, with its settings.
     """
     from .attributes import attribute_columns, column_kind, patch_attributes
 
+    frame = table.frame
     kind = column_kind(attribute, slide.channel_names)
     if kind is None:
-        return table
+        return frame
     if kind == "slide":
-        attrs = patch_attributes(slide, grid, [kind], slide_index=slide_index)
+        attrs = patch_attributes(slide, table.grid, [kind], slide_index=slide_index)
     else:
         path = table_path.with_name(table_path.name.replace(".parquet", f".{kind}.parquet"))
-        attrs = _cached_attributes(path, attribute_columns([kind], slide.channel_names), len(table))
+        attrs = _cached_attributes(path, attribute_columns([kind], slide.channel_names), len(frame))
         if attrs is None:
+            settings = table.settings
             attrs = patch_attributes(
                 slide,
-                grid,
+                table.grid,
                 [kind],
                 tissue=settings.tissue,
                 tissue_threshold=settings.tissue_threshold,
@@ -476,7 +459,7 @@ def _with_attribute(table, slide, grid, settings, attribute, slide_index, table_
             )
             with atomic_path(path) as tmp:
                 attrs.to_parquet(tmp, index=False)
-    return pd.concat([table.reset_index(drop=True), attrs.reset_index(drop=True)], axis=1)
+    return pd.concat([frame.reset_index(drop=True), attrs.reset_index(drop=True)], axis=1)
 
 
 def _cached_attributes(path: Path, columns, n_patches: int) -> pd.DataFrame | None:

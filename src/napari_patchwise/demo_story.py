@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._progress import ProgressCallback
+from .groups import DEFAULT_TAU
 
 #: split -> synthesis seeds of its slides (one slide per seed)
 LAYOUT: dict[str, tuple[int, ...]] = {"train": (11, 12, 13), "val": (21,), "test": (31, 32)}
@@ -40,7 +41,7 @@ class StorySettings:
 
     size: int = 2048
     spurious: float = 0.7
-    tau: float = 0.1
+    tau: float = DEFAULT_TAU
     seed: int = 0
     steps: int = 200
     eval_every: int = 40

@@ -42,6 +42,8 @@ from .features import (
     split_head,
     write_chunk,
 )
+from .inference import DEFAULT_BATCH_SIZE
+from .settings import DEFAULT_PATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class SlideJob:
     cache: str | None = None  # the .npy patch cache, or None: read lazily from the image
     image: str | None = None
     mask_map: str | None = None
-    patch_size: int = 64
+    patch_size: int = DEFAULT_PATCH_SIZE
     extra: dict[str, Any] = field(default_factory=dict)
 
     def spec(self) -> dict[str, Any]:
@@ -171,32 +173,19 @@ class _Embedder:
     """Raw patches -> float16 penultimate vectors (normalised, batched, AMP on CUDA)."""
 
     def __init__(self, store: Path, device: str, batch_size: int):
-        import torch
+        from .inference import Forward
+        from .train import resolve_device
 
-        from .train import _autocast, resolve_device
-
-        self.torch = torch
         self.device = resolve_device(device)
-        self.backbone, meta = load_backbone(store / MODEL_FILE, self.device)
+        backbone, meta = load_backbone(store / MODEL_FILE, self.device)
         self.batch_size = int(batch_size)
-        self.mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device)
-        self.autocast, _ = _autocast(self.device, "auto")
-        if self.device.type == "cuda":
-            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self.forward = Forward(backbone, self.device, mean=meta["mean"], std=meta["std"])
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:
-        torch = self.torch
         out = []
         for b in range(0, len(patches), self.batch_size):
-            x = torch.from_numpy(np.asarray(patches[b : b + self.batch_size], np.float32))
-            x = x.to(self.device, non_blocking=True)
-            x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), self.autocast():
-                vectors = self.backbone(x)
-            out.append(vectors.float().cpu().numpy().astype(np.float16))
+            vectors = self.forward(np.asarray(patches[b : b + self.batch_size], np.float32))
+            out.append(vectors.cpu().numpy().astype(np.float16))
         return np.concatenate(out)
 
 
@@ -206,7 +195,7 @@ def embed_slide(
     job: SlideJob,
     *,
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
     embedder: _Embedder | None = None,
 ) -> int:
@@ -386,7 +375,7 @@ def cohort_jobs(
                 progress(_i * 1000 + (1000 * done) // n, 1000 * len(entries))
 
         patches = slide_patches(entry, settings, folder, progress=slide_progress)
-        key = cache_key(entry, settings)
+        key = cache_key(entry, settings)  # as check_matches_cohort computes it
         jobs.append(
             SlideJob(entry.slide, entry.split, key, patches.table, cache=str(patches.cache))
         )
@@ -410,14 +399,15 @@ def image_jobs(image: str | os.PathLike, mask, settings, *, cache_dir=None) -> l
         from .data import cache_key, slide_patches
 
         patches = slide_patches(entry, settings, folder)
-        key = cache_key(entry, settings)
+        key = cache_key(entry, settings)  # as check_matches_cohort computes it
         return [SlideJob(name, "", key, patches.table, cache=str(patches.cache))]
-    from .io import open_slide
-    from .predict import geometry_table
+    from dataclasses import replace
 
-    slide = open_slide(image, pyramid=False)
-    table = geometry_table(slide, settings.patch_size, settings.stride)
-    table["slide"] = name
+    from .io import open_slide
+    from .patch_table import build_patch_table
+
+    slide = replace(open_slide(image, pyramid=False), name=name)
+    table = build_patch_table(slide, settings, labels=False).frame
     payload = [str(image.resolve()), fingerprint(image), asdict(settings)]
     key = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     job = SlideJob(name, "", key, table, image=str(image), patch_size=settings.patch_size)
@@ -503,8 +493,8 @@ def encoder_setup(target, source: EmbedSource, settings):
 
 def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, progress):
     """``(store checkpoint, meta, source spec, patch settings, slide jobs)`` of an embed."""
-    from .data import PatchSettings
     from .runs import run_patch_settings
+    from .settings import PatchSettings
 
     if source.checkpoint is not None:
         ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)
@@ -547,7 +537,7 @@ def embed(
     settings=None,
     cache_dir: str | os.PathLike | None = None,
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_rows: int | None = None,
     client=None,
     overwrite: bool = False,
@@ -589,15 +579,25 @@ def embed(
         if partial_path(out).exists():
             check_partial(partial_path(out))
         ckpt, meta, source_spec, settings, jobs = _model_and_jobs(
-            target, source, mask=mask, settings=settings, cache_dir=cache_dir,
+            target,
+            source,
+            mask=mask,
+            settings=settings,
+            cache_dir=cache_dir,
             progress=prepare_progress,
-        )  # fmt: skip
+        )
         dim = int(ckpt["model"][head_prefix(meta["model_name"]) + "weight"].shape[1])
         inputs = {"target": str(Path(target).resolve()), "mask": mask and str(Path(mask).resolve())}
         spec = build_spec(
-            source_spec, meta, settings, jobs, inputs, dim, layer=source.layer,
+            source_spec,
+            meta,
+            settings,
+            jobs,
+            inputs,
+            dim,
+            layer=source.layer,
             chunk_rows=chunk_rows,
-        )  # fmt: skip
+        )
         partial = prepare_store(out, spec, jobs, ckpt, overwrite=overwrite)
         run_jobs(
             partial, jobs, device=device, batch_size=batch_size, client=client, progress=progress

@@ -36,3 +36,12 @@ class PatchwiseError(ValueError):
         if hint:
             text += f" — {hint.rstrip('.')}"
         super().__init__(" ".join(text.split()) + ".")
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first sentence`` of an exception, short enough for a one-line error."""
+    text = str(exc).strip().splitlines()
+    line = text[0].split(". ")[0].rstrip(".") if text else ""
+    name = type(exc).__name__
+    line = f"{name}: {line}" if line else name
+    return line if len(line) <= 100 else line[:97] + "..."

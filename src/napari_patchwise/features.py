@@ -257,9 +257,13 @@ def create_store(path: Path, spec: dict[str, Any], tables: list[pd.DataFrame], m
         )
         n_chunks = -(-n // rows)
         group.create_array(
-            f"done/{i}", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
+            f"done/{i}",
+            shape=(n_chunks,),
+            chunks=(1,),
+            dtype="uint8",
+            fill_value=0,
             compressors=None,
-        )  # fmt: skip
+        )
     (path / "tables").mkdir()
     for i, table in enumerate(tables):
         with atomic_path(path / "tables" / f"{i}.parquet") as tmp:

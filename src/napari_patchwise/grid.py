@@ -508,7 +508,7 @@ def _padded_region(code: da.Array, rows: int, cols: int) -> da.Array:
     return region
 
 
-def _aligned_chunks(chunks: tuple[int, ...], extent: int, p: int) -> tuple[int, ...]:
+def aligned_chunks(chunks: tuple[int, ...], extent: int, p: int) -> tuple[int, ...]:
     """Chunk sizes, each a multiple of ``p``, near the array's own (at least TARGET_CHUNK)."""
     size = p * max(1, round(max(max(chunks), TARGET_CHUNK) / p))
     full, rest = divmod(extent, size)
@@ -521,8 +521,8 @@ def _tiled_counts(
     region = _padded_region(code, n_rows * p, n_cols * p)
     region = region.rechunk(
         (
-            _aligned_chunks(region.chunks[0], n_rows * p, p),
-            _aligned_chunks(region.chunks[1], n_cols * p, p),
+            aligned_chunks(region.chunks[0], n_rows * p, p),
+            aligned_chunks(region.chunks[1], n_cols * p, p),
         )
     )
     counts = da.map_blocks(

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
+from .schema import PREDICTION_COLUMNS
 
 GROUP_NAMES: tuple[str, ...] = (
     "non-tumor/small",
@@ -68,7 +69,7 @@ def is_large(values: ArrayLike, threshold: float) -> np.ndarray:
 
     NaN values (a patch without tissue has no border fraction) count as below.
     """
-    _check_threshold_value(threshold)
+    check_threshold_value(threshold)
     return np.asarray(values) >= threshold
 
 
@@ -90,9 +91,9 @@ def group_ids(label: ArrayLike, values: ArrayLike, threshold: float) -> np.ndarr
     ids : ndarray of int8, shape (N,)
         Values in ``0..3``; see :data:`GROUP_NAMES` and :func:`group_names`.
     """
-    label = _as_label(label)
+    label = as_label(label)
     large = is_large(values, threshold)
-    _check_same_length(label, large)
+    check_same_length(label, large)
     return group_index(label.view(np.int8), large)
 
 
@@ -145,7 +146,7 @@ def _check_attribute_name(attribute: str) -> None:
         return
     if attribute in ("label", "tumor_ratio", "tumor_tissue_ratio", "n_tumor", "n_healthy"):
         why = "it is the label (or what the label is made of): each group would be one class"
-    elif attribute in ("prob", "pred"):
+    elif attribute in PREDICTION_COLUMNS:
         why = "it is the model's prediction: grouping by it says nothing about the patches"
     else:
         why = "it is a patch position or pixel count, not a property of the patch's content"
@@ -198,7 +199,7 @@ def attribute_threshold(attribute: str, threshold: float | None, tau: float | No
             hint="patches with the attribute >= T form the high groups; "
             "'patchwise metrics TABLE --rank-attributes' suggests thresholds",
         )
-    _check_threshold_value(threshold)
+    check_threshold_value(threshold)
     return float(threshold)
 
 
@@ -315,7 +316,7 @@ def group_name(group_id: int) -> str:
 
 
 # -- validation ------------------------------------------------------------------------
-def _as_label(label: ArrayLike) -> np.ndarray:
+def as_label(label: ArrayLike) -> np.ndarray:
     """Labels as a bool array, rejecting anything but 0/1 (cheap: one min/max pass)."""
     label = np.asarray(label)
     if label.ndim != 1:
@@ -338,13 +339,13 @@ def _check_tau(tau: float) -> None:
         raise PatchwiseError(f"tau={tau} is outside [0, 1]", hint="tau is a tissue-ratio threshold")
 
 
-def _check_threshold_value(threshold: float) -> None:
+def check_threshold_value(threshold: float) -> None:
     """Any finite number (tau's [0, 1] range is checked where tau is given)."""
     if not np.isfinite(float(threshold)):
         raise PatchwiseError(f"attribute threshold {threshold} is not a finite number")
 
 
-def _check_same_length(*arrays: np.ndarray) -> None:
+def check_same_length(*arrays: np.ndarray) -> None:
     sizes = {a.shape[0] for a in arrays}
     if len(sizes) > 1:
         raise PatchwiseError(f"per-patch arrays have different lengths {sorted(sizes)}")

@@ -121,8 +121,8 @@ def with_store_settings(config):
     A head run's ``config.json`` then says what its checkpoints are (a ``smallcnn``
     cut at 16 px...) and ``patchwise predict`` cuts slides as the store did.
     """
-    from .data import PatchSettings
     from .features import read_spec
+    from .settings import PatchSettings
 
     spec = read_spec(config.features)
     patch = PatchSettings(**spec["patch"])

@@ -45,14 +45,16 @@ from numpy.typing import ArrayLike
 from .errors import PatchwiseError
 from .groups import (
     DEFAULT_ATTRIBUTE,
+    DEFAULT_TAU,
     N_ATTRIBUTES,
     N_CLASSES,
     N_GROUPS,
-    _as_label,
-    _check_same_length,
+    as_label,
     attribute_values,
+    check_same_length,
     group_ids,
 )
+from .schema import DEFAULT_THRESHOLD
 
 #: Draws of every interval unless told otherwise.
 DEFAULT_N_BOOT = 2000
@@ -108,10 +110,10 @@ def slide_counts(
     label: ArrayLike,
     values: ArrayLike,
     *,
-    tau: float = 0.1,
+    tau: float = DEFAULT_TAU,
     prob: ArrayLike | None = None,
     pred: ArrayLike | None = None,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> SlideCounts:
     """Count every slide's patches and correct predictions per group.
 
@@ -134,16 +136,16 @@ def slide_counts(
     -------
     SlideCounts
     """
-    y = _as_label(label)
+    y = as_label(label)
     groups = group_ids(y, values, tau).astype(np.intp)
     if prob is not None:
         decided = np.asarray(prob, dtype=np.float64).reshape(-1) >= threshold
     elif pred is not None:
-        decided = _as_label(pred)
+        decided = as_label(pred)
     else:
         raise PatchwiseError("an interval needs predictions", hint="give prob or pred")
     slide_arr = np.asarray(slides).reshape(-1)
-    _check_same_length(y, groups, decided, slide_arr)
+    check_same_length(y, groups, decided, slide_arr)
     # factorize hashes (np.unique on a million strings sorts them: ~10x slower)
     slide_ids, names = pd.factorize(slide_arr, sort=True)
     cell = slide_ids.astype(np.intp) * N_GROUPS + groups
@@ -157,8 +159,8 @@ def table_slide_counts(
     table: Any,
     *,
     attribute: str = DEFAULT_ATTRIBUTE,
-    tau: float = 0.1,
-    threshold: float = 0.5,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
     path: Any = None,
 ) -> SlideCounts:
     """:func:`slide_counts` of a patch table with ``slide``, ``label``, the attribute and

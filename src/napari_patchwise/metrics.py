@@ -35,15 +35,17 @@ from numpy.typing import ArrayLike
 from .errors import PatchwiseError
 from .groups import (
     DEFAULT_ATTRIBUTE,
+    DEFAULT_TAU,
     N_ATTRIBUTES,
     N_CLASSES,
     N_GROUPS,
-    _as_label,
-    _check_same_length,
-    _check_threshold_value,
+    as_label,
+    check_same_length,
+    check_threshold_value,
     counts_from_totals,
     group_names,
 )
+from .schema import DEFAULT_THRESHOLD
 
 ECE_BINS = 10
 CLASS_NAMES: tuple[str, str] = ("non-tumor", "tumor")
@@ -164,13 +166,13 @@ class Evaluator:
         attribute: str = DEFAULT_ATTRIBUTE,
     ) -> None:
         self.attribute = str(attribute)
-        self.label = _as_label(label)
+        self.label = as_label(label)
         self.tissue_ratio = np.asarray(tissue_ratio, dtype=np.float64).reshape(-1)
         self.prob = None if prob is None else _as_prob(prob)
-        self.pred = None if (pred is None or prob is not None) else _as_label(pred)
+        self.pred = None if (pred is None or prob is not None) else as_label(pred)
         arrays = [self.label, self.tissue_ratio]
         arrays += [a for a in (self.prob, self.pred) if a is not None]
-        _check_same_length(*arrays)
+        check_same_length(*arrays)
         self.n = int(self.label.shape[0])
         self.n_tumor = int(np.count_nonzero(self.label))
         self.ece = (
@@ -181,15 +183,17 @@ class Evaluator:
     def has_predictions(self) -> bool:
         return self.prob is not None or self.pred is not None
 
-    def predicted(self, threshold: float = 0.5) -> np.ndarray | None:
+    def predicted(self, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray | None:
         """Predicted labels (bool) at ``threshold``, or ``None`` without predictions."""
         if self.prob is not None:
             return self.prob >= threshold
         return self.pred
 
-    def evaluate(self, tau: float = 0.1, threshold: float = 0.5) -> Evaluation:
+    def evaluate(
+        self, tau: float = DEFAULT_TAU, threshold: float = DEFAULT_THRESHOLD
+    ) -> Evaluation:
         """All metrics at this ``tau`` (attribute threshold) and decision ``threshold``."""
-        _check_threshold_value(tau)
+        check_threshold_value(tau)
         _check_threshold(threshold)
         y = self.label
         large = self.tissue_ratio >= tau
@@ -229,8 +233,8 @@ def evaluate(
     *,
     prob: ArrayLike | None = None,
     pred: ArrayLike | None = None,
-    tau: float = 0.1,
-    threshold: float = 0.5,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
     attribute: str = DEFAULT_ATTRIBUTE,
 ) -> Evaluation:
     """Metrics of one split: per-group/class accuracy, WGA, BCA, confusion, ECE.
@@ -269,7 +273,7 @@ def evaluate(
     return evaluator.evaluate(tau, threshold)
 
 
-def predict(prob: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+def predict(prob: ArrayLike, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """Predicted labels ``prob >= threshold`` as int8 0/1."""
     _check_threshold(threshold)
     return (_as_prob(prob) >= threshold).view(np.int8)
@@ -282,9 +286,9 @@ def correctness(label: ArrayLike, pred: ArrayLike) -> np.ndarray:
     -------
     codes : ndarray of int8, shape (N,)
     """
-    y = _as_label(label)
-    p = _as_label(pred)
-    _check_same_length(y, p)
+    y = as_label(label)
+    p = as_label(pred)
+    check_same_length(y, p)
     codes = y.view(np.int8) * np.int8(2)
     codes += p
     return codes
@@ -296,9 +300,9 @@ def expected_calibration_error(label: ArrayLike, prob: ArrayLike, n_bins: int = 
     ``sum_b n_b / N * |mean(label in b) - mean(prob in b)|`` with bin ``b`` holding
     ``b / n_bins <= prob < (b + 1) / n_bins`` (``prob == 1`` in the last bin). NaN for N = 0.
     """
-    y = _as_label(label)
+    y = as_label(label)
     p = _as_prob(prob)
-    _check_same_length(y, p)
+    check_same_length(y, p)
     if p.size == 0:
         return math.nan
     bins = (p * n_bins).astype(np.intp)

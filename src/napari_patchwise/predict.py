@@ -17,6 +17,7 @@ import pandas as pd
 
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
+from .inference import DEFAULT_BATCH_SIZE
 from .slide import Slide
 
 
@@ -44,26 +45,10 @@ def check_options(batch_size: int, threshold: float | None) -> None:
 
 def geometry_table(slide: Slide, patch_size: int, stride: int | None = None) -> pd.DataFrame:
     """Patch positions of a slide without a mask (no labels): the geometry columns only."""
-    from .grid import PatchGrid
+    from .patch_table import build_patch_table
+    from .settings import PatchSettings
 
-    grid = PatchGrid(patch_size, stride)
-    _, height, width = slide.shape
-    ys, xs = grid.positions(height, width)
-    hs, ws = grid.extents(height, width)
-    rows, cols = np.meshgrid(np.arange(len(ys)), np.arange(len(xs)), indexing="ij")
-    rows, cols = rows.ravel(), cols.ravel()
-    return pd.DataFrame(
-        {
-            "slide": slide.name,
-            "row": rows.astype(np.int64),
-            "col": cols.astype(np.int64),
-            "y": ys[rows],
-            "x": xs[cols],
-            "height": hs[rows],
-            "width": ws[cols],
-            "n_pixels": (hs[rows] * ws[cols]).astype(np.int64),
-        }
-    )
+    return build_patch_table(slide, PatchSettings(patch_size, stride), labels=False).frame
 
 
 def predict_table(
@@ -71,7 +56,7 @@ def predict_table(
     table: pd.DataFrame,
     run_dir: str | os.PathLike,
     *,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     threshold: float | None = None,
     progress: ProgressCallback | None = None,
@@ -136,7 +121,7 @@ def predict_slide(
     stride: int | None = None,
     tissue: str | None = None,
     background: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "auto",
     threshold: float | None = None,
     attributes: Sequence[str] = (),
@@ -171,8 +156,10 @@ def predict_slide(
     -------
     DataFrame
     """
-    from .grid import PatchGrid
+    from dataclasses import replace
+
     from .io import open_slide
+    from .patch_table import build_patch_table, settings_grid
     from .runs import checkpoint_meta, resolve_checkpoint, run_patch_settings
 
     ckpt = resolve_checkpoint(checkpoint)
@@ -185,19 +172,17 @@ def predict_slide(
         pyramid=False,
         check_mask_values=False,
     )
-    grid = PatchGrid(patch_size, stride)
-    grid.check_fits(*slide.shape[1:], path=image)  # never an empty table
-    table = _patch_table(
+    patch = replace(settings, patch_size=patch_size, stride=stride, keep_edges=False)
+    patch = replace(patch, tissue=tissue or patch.tissue, background=background or patch.background)
+    settings_grid(patch).check_fits(*slide.shape[1:], path=image)  # never an empty table
+    table = build_patch_table(
         slide,
-        grid,
-        labelled=mask is not None,
-        tissue=tissue or settings.tissue,
-        tissue_threshold=settings.tissue_threshold,
-        background=background or settings.background,
+        patch,
         attributes=attributes,
         border_margin=border_margin,
+        labels=mask is not None,
         progress=stats_progress,
-    )
+    ).frame
     return predict_table(
         slide,
         table,
@@ -207,50 +192,6 @@ def predict_slide(
         threshold=threshold,
         progress=progress,
     )
-
-
-def _patch_table(
-    slide: Slide,
-    grid,
-    *,
-    labelled: bool,
-    tissue: str,
-    tissue_threshold: float | None,
-    background: str,
-    attributes: Sequence[str],
-    border_margin: int | None,
-    progress: ProgressCallback | None,
-) -> pd.DataFrame:
-    """:func:`predict_slide`'s table before prediction: the patch statistics (with a
-    mask) or the geometry, plus the extra ``attributes``."""
-    from .grid import patch_stats
-
-    if labelled:
-        table = patch_stats(
-            slide,
-            grid,
-            tissue=tissue,
-            tissue_threshold=tissue_threshold,
-            background=background,
-            progress=progress,
-        )
-    else:
-        table = geometry_table(slide, grid.patch_size, grid.stride)
-    if not attributes:
-        return table
-    from .attributes import DEFAULT_BORDER_MARGIN, patch_attributes
-
-    extra = patch_attributes(
-        slide,
-        grid,
-        list(attributes),
-        tissue=tissue,
-        tissue_threshold=tissue_threshold,
-        background=background,
-        border_margin=DEFAULT_BORDER_MARGIN if border_margin is None else border_margin,
-        progress=progress,
-    )
-    return pd.concat([table.reset_index(drop=True), extra], axis=1)
 
 
 def _check_compatible(slide: Slide, table: pd.DataFrame, meta: dict) -> None:
@@ -299,28 +240,13 @@ class _Classifier:
     """A checkpoint's model as ``patches (N, C, p, p) -> tumor probability (N,)``.
 
     Normalises with the training statistics, and on CUDA runs channels-last under
-    autocast (the training loop's settings).
+    autocast (:class:`.inference.Forward`, as validation and embedding do).
     """
 
     def __init__(self, model, meta: dict, device) -> None:
-        import torch
+        from .inference import Forward
 
-        from .train import _autocast
-
-        self.torch = torch
-        self.device = device
-        self.mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device)[:, None, None]
-        self.std = torch.tensor(meta["std"], dtype=torch.float32, device=device)[:, None, None]
-        self.autocast, _ = _autocast(device, "auto")
-        self.channels_last = device.type == "cuda"
-        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.forward = Forward(model, device, mean=meta["mean"], std=meta["std"])
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        x = torch.from_numpy(patches.astype(np.float32)).to(self.device)
-        x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), self.autocast():
-            logits = self.model(x)
-        return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        return self.forward.probabilities(patches)

@@ -31,6 +31,7 @@ from .errors import PatchwiseError
 from .groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, group_ids, group_names
 from .metrics import CORRECTNESS_NAMES
 from .palette import CORRECTNESS_COLORS, GROUP_COLORS, NON_TUMOR, TUMOR, rgb255
+from .schema import DEFAULT_THRESHOLD
 
 #: What a patch's QuPath class can mean (``--geojson-classes``).
 CLASS_SCHEMES: tuple[str, ...] = ("label", "group", "outcome")
@@ -67,7 +68,7 @@ def patch_measurements(
     table: pd.DataFrame,
     *,
     tau: float = DEFAULT_TAU,
-    threshold: float | None = 0.5,
+    threshold: float | None = DEFAULT_THRESHOLD,
     attribute: str = DEFAULT_ATTRIBUTE,
     pixel_size: PixelSize | Mapping[str, PixelSize] = None,
 ) -> pd.DataFrame:
@@ -163,7 +164,7 @@ def write_patches(
     scheme: str = DEFAULT_SCHEME,
     errors_only: bool = False,
     tau: float = DEFAULT_TAU,
-    threshold: float | None = 0.5,
+    threshold: float | None = DEFAULT_THRESHOLD,
     attribute: str = DEFAULT_ATTRIBUTE,
     pixel_size: PixelSize | Mapping[str, PixelSize] = None,
     progress: Callable[[int, int], None] | None = None,
@@ -218,7 +219,7 @@ def error_table(
     table: pd.DataFrame,
     *,
     tau: float = DEFAULT_TAU,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     attribute: str = DEFAULT_ATTRIBUTE,
     pixel_size: PixelSize = None,
     reviewed: set[tuple[int, int]] | frozenset = frozenset(),

@@ -16,9 +16,13 @@ import pandas as pd
 
 from . import palette
 from .errors import PatchwiseError
-from .groups import GROUP_NAMES, group_ids
+from .groups import DEFAULT_TAU, GROUP_NAMES, group_ids
+from .schema import DEFAULT_THRESHOLD
 
 # (column, class the panel conditions on, x-axis label) of Figure 1's three panels.
+#: Histogram bins of each Figure-1 panel (the report and the dock's histograms).
+FIGURE1_BINS = 20
+
 FIGURE1_PANELS: tuple[tuple[str, int, str], ...] = (
     ("tumor_ratio", 1, "tumor ratio | y = 1 (tumor)"),
     ("tumor_tissue_ratio", 1, "tumor-to-tissue ratio | y = 1 (tumor)"),
@@ -83,7 +87,7 @@ def bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
     return index
 
 
-def correct_mask(table: pd.DataFrame, threshold: float = 0.5) -> np.ndarray | None:
+def correct_mask(table: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray | None:
     """Per-patch ``prediction == label`` (``prob >= threshold`` if ``prob`` exists, else
     ``pred``); ``None`` when the table has no predictions."""
     label = table["label"].to_numpy() != 0
@@ -95,7 +99,11 @@ def correct_mask(table: pd.DataFrame, threshold: float = 0.5) -> np.ndarray | No
 
 
 def figure1_data(
-    table: pd.DataFrame, *, tau: float = 0.1, threshold: float = 0.5, bins: int = 20
+    table: pd.DataFrame,
+    *,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
+    bins: int = FIGURE1_BINS,
 ) -> Figure1Data:
     """Bin edges and per-bin correct / incorrect counts of Figure 1's three panels.
 
@@ -142,9 +150,14 @@ def figure1_data(
 
 
 def figure1_rows(
-    table: pd.DataFrame, panel: int, bin_index: int, *, bins: int = 20, which: str = "all",
-    threshold: float = 0.5,
-) -> np.ndarray:  # fmt: skip
+    table: pd.DataFrame,
+    panel: int,
+    bin_index: int,
+    *,
+    bins: int = FIGURE1_BINS,
+    which: str = "all",
+    threshold: float = DEFAULT_THRESHOLD,
+) -> np.ndarray:
     """Positions (0-based row numbers) of the patches in bin ``bin_index`` of ``panel``.
 
     Parameters
@@ -175,9 +188,9 @@ def figure1_rows(
 def figure1(
     table: pd.DataFrame,
     *,
-    tau: float = 0.1,
-    threshold: float = 0.5,
-    bins: int = 20,
+    tau: float = DEFAULT_TAU,
+    threshold: float = DEFAULT_THRESHOLD,
+    bins: int = FIGURE1_BINS,
     title: str | None = None,
     figsize: tuple[float, float] = (13.0, 3.8),
 ):
@@ -210,30 +223,64 @@ def draw_figure1(axes: Sequence, data: Figure1Data) -> None:
         left = panel.edges[:-1]
         width = np.diff(panel.edges)
         if data.has_predictions:
-            ax.bar(left, panel.fraction_correct, width, align="edge", color=CORRECT_COLOR,
-                   edgecolor="white", linewidth=0.5, label="correct")  # fmt: skip
-            ax.bar(left, panel.fraction_incorrect, width, bottom=panel.fraction_correct,
-                   align="edge", color=INCORRECT_COLOR, edgecolor="white", linewidth=0.5,
-                   hatch=palette.INCORRECT_HATCH, label="incorrect")  # fmt: skip
+            ax.bar(
+                left,
+                panel.fraction_correct,
+                width,
+                align="edge",
+                color=CORRECT_COLOR,
+                edgecolor="white",
+                linewidth=0.5,
+                label="correct",
+            )
+            ax.bar(
+                left,
+                panel.fraction_incorrect,
+                width,
+                bottom=panel.fraction_correct,
+                align="edge",
+                color=INCORRECT_COLOR,
+                edgecolor="white",
+                linewidth=0.5,
+                hatch=palette.INCORRECT_HATCH,
+                label="incorrect",
+            )
         else:
-            ax.bar(left, panel.fraction_correct, width, align="edge", color=ALL_COLOR,
-                   edgecolor="white", linewidth=0.5, label="patches")  # fmt: skip
+            ax.bar(
+                left,
+                panel.fraction_correct,
+                width,
+                align="edge",
+                color=ALL_COLOR,
+                edgecolor="white",
+                linewidth=0.5,
+                label="patches",
+            )
         if panel.column == "tissue_ratio" and np.isfinite(data.tau):  # NaN: other groups
             ax.axvline(data.tau, color="black", linestyle="--", linewidth=1.2)
-            ax.annotate(f"tau = {data.tau:g}", (data.tau, 0.97), xycoords=("data", "axes fraction"),
-                        xytext=(4, 0), textcoords="offset points", va="top")  # fmt: skip
+            ax.annotate(
+                f"tau = {data.tau:g}",
+                (data.tau, 0.97),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="top",
+            )
         ax.set_xlim(0, 1)
         top = float((panel.fraction_correct + panel.fraction_incorrect).max(initial=0.0))
         ax.set_ylim(0, max(top * 1.1, 0.05))  # headroom for the legend and tau label
         ax.set_xlabel(panel.title)
         ax.set_ylabel("share of patches")
         ax.set_title(f"n = {panel.n}", fontsize="small")
-        ax.legend(loc="upper right" if panel.column != "tissue_ratio" else "center right",
-                  fontsize="small", frameon=False)  # fmt: skip
+        ax.legend(
+            loc="upper right" if panel.column != "tissue_ratio" else "center right",
+            fontsize="small",
+            frameon=False,
+        )
 
 
 def group_count_table(
-    table: pd.DataFrame, tau: float = 0.1, *, by: str | None = "split"
+    table: pd.DataFrame, tau: float = DEFAULT_TAU, *, by: str | None = "split"
 ) -> pd.DataFrame:
     """Patches per tissue-size group, one row per value of ``by`` plus a ``total`` row.
 

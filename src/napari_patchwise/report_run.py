@@ -28,10 +28,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +38,8 @@ import pandas as pd
 from ._atomic import atomic_paths
 from .errors import PatchwiseError
 from .groups import DEFAULT_ATTRIBUTE, GROUP_NAMES, group_names
-from .methods import METHOD_LABELS
-from .runs import CONFIG, HISTORY, METRICS, PREDICTIONS
+from .report import FIGURE1_BINS
+from .runs import PREDICTIONS, Run, has_test, load_run, read_predictions, run_attribute
 from .table1 import (
     MIN_GROUP_N,
     config_key,
@@ -69,153 +67,6 @@ __all__ = ["table1"]  # re-exported: Table 1 lives in .table1
 SELECT_LABELS = {"val_wga": "val WGA", "val_bca": "val BCA"}
 
 
-@dataclass
-class Run:
-    """One run directory's results."""
-
-    path: Path
-    config: dict
-    metrics: dict
-    history: pd.DataFrame
-
-    @property
-    def method_label(self) -> str:
-        label = METHOD_LABELS.get(self.config["method"], self.config["method"])
-        if self.config["method"] == "erm" and self.config.get("class_balanced"):
-            label += " (class-balanced)"
-        return label
-
-
-def load_run(path: str | os.PathLike) -> Run:
-    """Read a finished run directory.
-
-    Raises
-    ------
-    PatchwiseError
-        One line naming the file, if the directory is not a finished run or one of its
-        files is unreadable or lacks what the report needs.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise PatchwiseError(
-            "not a run directory", path=path, hint="give directories written by `patchwise train`"
-        )
-    for name in (CONFIG, METRICS, HISTORY):
-        if not (path / name).is_file():
-            raise PatchwiseError(
-                f"not a finished run directory (no {name})",
-                path=path,
-                hint="give directories written by `patchwise train` that ran to the end",
-            )
-    config = _read_json(path / CONFIG)
-    _require(config, ("method", "tau", "seed"), path / CONFIG)
-    _check_config(config, path / CONFIG)
-    metrics = _read_json(path / METRICS)
-    _require(metrics, ("selected_by", "by_selection"), path / METRICS)
-    _check_metrics(metrics, path / METRICS, run_attribute(config))
-    history = _read_history(path / HISTORY)
-    if _has_test(metrics) and not (path / PREDICTIONS).is_file():
-        raise PatchwiseError(
-            "run has test metrics but no predictions.parquet",
-            path=path,
-            hint="the run folder is incomplete; rerun `patchwise train` or leave it out",
-        )
-    return Run(path, config, metrics, history)
-
-
-def _bad_file(path: Path, what: str) -> PatchwiseError:
-    return PatchwiseError(
-        what, path=path, hint="the run folder is damaged; rerun `patchwise train` or leave it out"
-    )
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise _bad_file(path, f"cannot read the JSON ({first})") from exc
-    if not isinstance(data, dict):
-        raise _bad_file(path, f"holds a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _require(data: dict, keys: Sequence[str], path: Path) -> None:
-    missing = [k for k in keys if k not in data]
-    if missing:
-        raise _bad_file(path, f"lacks {', '.join(missing)}")
-
-
-def _check_config(config: dict, path: Path) -> None:
-    if not isinstance(config["method"], str):
-        raise _bad_file(path, f"'method' is {config['method']!r}, not a name")
-    for key in ("tau", "seed", "threshold"):
-        value = config.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _bad_file(path, f"{key!r} is {value!r}, not a number")
-        if not np.isfinite(value):
-            raise _bad_file(path, f"{key!r} is {value!r}, not a finite number")
-
-
-def _check_metrics(metrics: dict, path: Path, attribute: str = DEFAULT_ATTRIBUTE) -> None:
-    """The structure :func:`result_rows` and the figures read, checked up front."""
-    by_selection = metrics["by_selection"]
-    if not isinstance(by_selection, dict):
-        raise _bad_file(path, "'by_selection' is not an object")
-    for select, entry in by_selection.items():
-        test = entry.get("test") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or "step" not in entry:
-            raise _bad_file(path, f"'by_selection.{select}' lacks 'step'")
-        if test is None:
-            continue
-        try:
-            for key in ("wga", "bca", "accuracy"):
-                _number_or_none(test[key])
-            for name in group_names(attribute):
-                _number_or_none(test["groups"][name]["accuracy"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _bad_file(
-                path, f"'by_selection.{select}.test' is incomplete or not numeric ({exc!s})"
-            ) from exc
-
-
-def _number_or_none(value) -> None:
-    if value is not None and not isinstance(value, int | float):
-        raise ValueError(f"{value!r} is not a number")
-
-
-def _has_test(metrics: dict) -> bool:
-    entry = metrics["by_selection"].get(metrics["selected_by"])
-    return isinstance(entry, dict) and entry.get("test") is not None
-
-
-def _read_history(path: Path) -> pd.DataFrame:
-    try:
-        history = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise _bad_file(path, f"cannot read the CSV ({first})") from exc
-    missing = [c for c in ("step", "val_wga", "val_bca") if c not in history]
-    if missing:
-        raise _bad_file(path, f"lacks column(s) {', '.join(missing)}")
-    for column in ("step", "val_wga", "val_bca", "loss"):
-        if column in history and not pd.api.types.is_numeric_dtype(history[column]):
-            raise _bad_file(path, f"column {column!r} is not numeric")
-    return history
-
-
-def _read_predictions(path: Path) -> pd.DataFrame:
-    from .io.tables import read_table
-
-    # read_table names the file in every error (unreadable, missing columns, bad values).
-    return read_table(path, required=("label", "tumor_ratio", "tumor_tissue_ratio", "tissue_ratio"))
-
-
-def run_attribute(config: dict) -> str:
-    """The attribute a run's groups were formed by (older runs: tissue_ratio)."""
-    return str(config.get("attribute") or DEFAULT_ATTRIBUTE)
-
-
 def result_rows(
     runs: Sequence[Run], *, attribute: str | None = None, attribute_threshold: float | None = None
 ) -> pd.DataFrame:
@@ -238,7 +89,7 @@ def result_rows(
             select = run.metrics["selected_by"]
             test = (
                 regrouped_test(run, attribute, attribute_threshold)
-                if _has_test(run.metrics)
+                if has_test(run.metrics)
                 else None
             )
             entries = [(select, run.metrics["by_selection"][select]["step"], test)]
@@ -303,7 +154,7 @@ def regrouped_test(run: Run, attribute: str, threshold: float) -> dict:
     from .metrics import evaluate
 
     path = run.path / PREDICTIONS
-    table = _read_predictions(path)
+    table = read_predictions(path)
     ev = evaluate(
         table["label"].to_numpy(),
         _prediction_attribute(table, attribute, path),
@@ -401,7 +252,7 @@ def table1_intervals(
                 or counts.setdefault(
                     str(r.path),
                     table_slide_counts(
-                        _read_predictions(r.path / PREDICTIONS),
+                        read_predictions(r.path / PREDICTIONS),
                         attribute=attribute or run_attribute(r.config),
                         tau=float(key[3]),
                         threshold=float(r.config.get("threshold", 0.5)),
@@ -423,8 +274,17 @@ def table1_html(frame: pd.DataFrame, intervals: dict, splits: dict | None = None
     ``(method, config) -> attribute`` of the groups (default tissue_ratio: ``tau=``)."""
     if frame.empty:
         return "<p>(no finished runs with test metrics)</p>"
-    head = ["method", "configuration", "selected by", "groups", "seeds", "WGA",
-            "WGA 95% CI (slides)", "BCA", "min_group_n"]  # fmt: skip
+    head = [
+        "method",
+        "configuration",
+        "selected by",
+        "groups",
+        "seeds",
+        "WGA",
+        "WGA 95% CI (slides)",
+        "BCA",
+        "min_group_n",
+    ]
     lines = ["<table class='table1'><thead><tr>"]
     lines += [f"<th>{html.escape(h)}</th>" for h in head] + ["</tr></thead><tbody>"]
     notes: list[str] = []
@@ -445,8 +305,13 @@ def table1_html(frame: pd.DataFrame, intervals: dict, splits: dict | None = None
             )
         attribute = (splits or {}).get((r["method"], r["config"]), DEFAULT_ATTRIBUTE)
         split = "tau=" if attribute == DEFAULT_ATTRIBUTE else f"{attribute} >= "
-        cells = [r["method"], r["config"], SELECT_LABELS.get(r["select"], r["select"]),
-                 f"{split}{r['tau']:g}", f"{r['n_seeds']}"]  # fmt: skip
+        cells = [
+            r["method"],
+            r["config"],
+            SELECT_LABELS.get(r["select"], r["select"]),
+            f"{split}{r['tau']:g}",
+            f"{r['n_seeds']}",
+        ]
         row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
         mark = f" class='warn' title='a test group holds fewer than {MIN_GROUP_N} patches'"
         row += f"<td{mark if warn else ''}>{html.escape(wga)}{' ⚠' if warn else ''}</td>"
@@ -518,7 +383,7 @@ def _img(fig, alt: str) -> str:
 def render_html(
     runs: Sequence[Run],
     *,
-    bins: int = 20,
+    bins: int = FIGURE1_BINS,
     intro: Sequence[str] = (),
     images: Sequence[tuple[str, str | os.PathLike]] = (),
     attribute: str | None = None,
@@ -593,7 +458,7 @@ def _figure1_parts(runs: Sequence[Run], bins: int, attribute: str | None) -> lis
         pred_path = run.path / PREDICTIONS
         if not pred_path.is_file():
             continue
-        table = _read_predictions(pred_path)
+        table = read_predictions(pred_path)
         tau = float(run.config["tau"])
         groups = attribute or run_attribute(run.config)
         split = f"tau={tau:g}" if groups == DEFAULT_ATTRIBUTE else f"groups by {groups}"

@@ -29,15 +29,19 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._atomic import OutputKind, exclusive_lock, held_by_another
-from .errors import PatchwiseError
+from ._atomic import OutputKind, exclusive_lock, held_by_another, read_json_object, write_json
+from .errors import PatchwiseError, first_line
+from .groups import DEFAULT_ATTRIBUTE, group_names
 
 if TYPE_CHECKING:
-    from .data import PatchSettings
+    import pandas as pd
+
+    from .settings import PatchSettings
     from .train_config import TrainConfig
 
 BEST = "best.pt"
@@ -151,7 +155,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler and the zip reader raise many kinds
         raise PatchwiseError(
-            f"not a readable PyTorch checkpoint ({_first_line(exc)})",
+            f"not a readable PyTorch checkpoint ({first_line(exc)})",
             path=path,
             hint=CHECKPOINT_HINT,
         ) from None
@@ -190,7 +194,7 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[
     except (RuntimeError, KeyError, TypeError) as exc:
         raise PatchwiseError(
             f"the weights do not fit a {meta['model_name']} with {meta['in_channels']} "
-            f"channels ({_first_line(exc)})",
+            f"channels ({first_line(exc)})",
             path=path,
             hint=CHECKPOINT_HINT,
         ) from None
@@ -237,20 +241,9 @@ def read_run_config(path: str | os.PathLike, *, required: bool = True) -> TrainC
         raise PatchwiseError(
             "no config.json: not a run directory", path=file.parent, hint=CHECKPOINT_HINT
         )
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PatchwiseError(
-            f"unreadable run configuration ({_first_line(exc)})",
-            path=file,
-            hint="the run folder is damaged; train again",
-        ) from None
-    if not isinstance(data, dict):
-        raise PatchwiseError(
-            "run configuration is not a JSON object",
-            path=file,
-            hint="the run folder is damaged; train again",
-        )
+    data = read_json_object(
+        file, what="the run configuration", hint="the run folder is damaged; train again"
+    )
     try:
         config = TrainConfig.from_json(json.dumps(data))
         config.validate()
@@ -267,11 +260,11 @@ def run_patch_settings(path: str | os.PathLike) -> PatchSettings:
     """How the run of a run directory or checkpoint cut its slides into patches.
 
     A checkpoint copied out of its run has no ``config.json``: the defaults of
-    :class:`~napari_patchwise.data.PatchSettings` apply then (the patch size itself is
+    :class:`~napari_patchwise.settings.PatchSettings` apply then (the patch size itself is
     in every checkpoint's meta). A damaged ``config.json`` is an error (see
     :func:`read_run_config`).
     """
-    from .data import PatchSettings
+    from .settings import PatchSettings
 
     config = read_run_config(path, required=False)
     return PatchSettings() if config is None else config.patch
@@ -367,25 +360,16 @@ def read_inputs(out: str | os.PathLike) -> dict[str, Any] | None:
     file = Path(out) / INPUTS
     if not file.is_file():
         return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or not isinstance(data.get("slides"), list):
-            raise ValueError("not an object with slides")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PatchwiseError(
-            f"unreadable record of the run's data ({_first_line(exc)})",
-            path=file,
-            hint="the run folder is damaged; train again",
-        ) from None
+    hint = "the run folder is damaged; train again"
+    data = read_json_object(file, what="the record of the run's data", hint=hint)
+    if not isinstance(data.get("slides"), list):
+        raise PatchwiseError("the record of the run's data lists no slides", path=file, hint=hint)
     return data
 
 
 def write_inputs(out: str | os.PathLike, inputs: dict[str, Any]) -> None:
     """Write ``inputs.json`` atomically."""
-    from ._atomic import atomic_path
-
-    with atomic_path(Path(out) / INPUTS) as tmp:
-        tmp.write_text(json.dumps(inputs, indent=1) + "\n", encoding="utf-8")
+    write_json(Path(out) / INPUTS, inputs, indent=1, allow_nan=True)
 
 
 def inputs_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -648,6 +632,155 @@ def check_output_dir(out: str | os.PathLike) -> None:
             return
 
 
+# -- finished runs (what reports read) -------------------------------------------------
+@dataclass
+class Run:
+    """A finished run directory's results: config, metrics and validation history."""
+
+    path: Path
+    config: dict
+    metrics: dict
+    history: pd.DataFrame
+
+    @property
+    def method_label(self) -> str:
+        """The method's display name (``ERM (class-balanced)``)."""
+        from .methods import METHOD_LABELS
+
+        label = METHOD_LABELS.get(self.config["method"], self.config["method"])
+        if self.config["method"] == "erm" and self.config.get("class_balanced"):
+            label += " (class-balanced)"
+        return label
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read a finished run directory.
+
+    Raises
+    ------
+    PatchwiseError
+        One line naming the file, if the directory is not a finished run or one of its
+        files is unreadable or lacks what the report needs.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise PatchwiseError(
+            "not a run directory", path=path, hint="give directories written by `patchwise train`"
+        )
+    for name in (CONFIG, METRICS, HISTORY):
+        if not (path / name).is_file():
+            raise PatchwiseError(
+                f"not a finished run directory (no {name})",
+                path=path,
+                hint="give directories written by `patchwise train` that ran to the end",
+            )
+    config = read_json_object(path / CONFIG, hint=DAMAGED_RUN)
+    _require(config, ("method", "tau", "seed"), path / CONFIG)
+    _check_config(config, path / CONFIG)
+    metrics = read_json_object(path / METRICS, hint=DAMAGED_RUN)
+    _require(metrics, ("selected_by", "by_selection"), path / METRICS)
+    _check_metrics(metrics, path / METRICS, run_attribute(config))
+    history = _read_history(path / HISTORY)
+    if has_test(metrics) and not (path / PREDICTIONS).is_file():
+        raise PatchwiseError(
+            "run has test metrics but no predictions.parquet",
+            path=path,
+            hint="the run folder is incomplete; rerun `patchwise train` or leave it out",
+        )
+    return Run(path, config, metrics, history)
+
+
+#: What to do about a damaged file of a finished run (a report can leave the run out).
+DAMAGED_RUN = "the run folder is damaged; rerun `patchwise train` or leave it out"
+
+
+def _bad_file(path: Path, what: str) -> PatchwiseError:
+    return PatchwiseError(what, path=path, hint=DAMAGED_RUN)
+
+
+def _require(data: dict, keys: Sequence[str], path: Path) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise _bad_file(path, f"lacks {', '.join(missing)}")
+
+
+def _check_config(config: dict, path: Path) -> None:
+    if not isinstance(config["method"], str):
+        raise _bad_file(path, f"'method' is {config['method']!r}, not a name")
+    for key in ("tau", "seed", "threshold"):
+        value = config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad_file(path, f"{key!r} is {value!r}, not a number")
+        if not math.isfinite(value):
+            raise _bad_file(path, f"{key!r} is {value!r}, not a finite number")
+
+
+def _check_metrics(metrics: dict, path: Path, attribute: str = DEFAULT_ATTRIBUTE) -> None:
+    """The structure :func:`result_rows` and the figures read, checked up front."""
+    by_selection = metrics["by_selection"]
+    if not isinstance(by_selection, dict):
+        raise _bad_file(path, "'by_selection' is not an object")
+    for select, entry in by_selection.items():
+        test = entry.get("test") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or "step" not in entry:
+            raise _bad_file(path, f"'by_selection.{select}' lacks 'step'")
+        if test is None:
+            continue
+        try:
+            for key in ("wga", "bca", "accuracy"):
+                _number_or_none(test[key])
+            for name in group_names(attribute):
+                _number_or_none(test["groups"][name]["accuracy"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _bad_file(
+                path, f"'by_selection.{select}.test' is incomplete or not numeric ({exc!s})"
+            ) from exc
+
+
+def _number_or_none(value) -> None:
+    if value is not None and not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+
+
+def read_metrics(out: str | os.PathLike) -> dict:
+    """``metrics.json`` of the run in ``out`` (one-line error when missing or damaged)."""
+    return read_json_object(Path(out) / METRICS, hint=DAMAGED_RUN)
+
+
+def has_test(metrics: dict) -> bool:
+    entry = metrics["by_selection"].get(metrics["selected_by"])
+    return isinstance(entry, dict) and entry.get("test") is not None
+
+
+def _read_history(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        history = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _bad_file(path, f"cannot read the CSV ({first})") from exc
+    missing = [c for c in ("step", "val_wga", "val_bca") if c not in history]
+    if missing:
+        raise _bad_file(path, f"lacks column(s) {', '.join(missing)}")
+    for column in ("step", "val_wga", "val_bca", "loss"):
+        if column in history and not pd.api.types.is_numeric_dtype(history[column]):
+            raise _bad_file(path, f"column {column!r} is not numeric")
+    return history
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    from .io.tables import read_table
+
+    # read_table names the file in every error (unreadable, missing columns, bad values).
+    return read_table(path, required=("label", "tumor_ratio", "tumor_tissue_ratio", "tissue_ratio"))
+
+
+def run_attribute(config: dict) -> str:
+    """The attribute a run's groups were formed by (older runs: tissue_ratio)."""
+    return str(config.get("attribute") or DEFAULT_ATTRIBUTE)
+
+
 # -- locking ---------------------------------------------------------------------------------
 @contextlib.contextmanager
 def run_lock(out: str | os.PathLike) -> Iterator[None]:
@@ -720,12 +853,3 @@ def _finite_list(values: Any, n: int) -> bool:
 def _same(a: Any, b: Any) -> bool:
     # validate() refuses NaN, so plain equality is exact here (1 == 1.0 after a JSON trip)
     return a == b
-
-
-def _first_line(exc: BaseException) -> str:
-    """``Type: first sentence`` of an exception, short enough for a one-line error."""
-    text = str(exc).strip().splitlines()
-    line = text[0].split(". ")[0].rstrip(".") if text else ""
-    name = type(exc).__name__
-    line = f"{name}: {line}" if line else name
-    return line if len(line) <= 100 else line[:97] + "..."

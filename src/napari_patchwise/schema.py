@@ -26,6 +26,14 @@ TABLE_COLUMNS: tuple[str, ...] = (
 #: What a model adds: the tumor probability and the decision at the run's threshold.
 PREDICTION_COLUMNS: tuple[str, ...] = ("prob", "pred")
 
+#: The default decision threshold: ``pred = prob >= DEFAULT_THRESHOLD`` (every
+#: ``--threshold`` and ``threshold=`` parameter starts from it).
+DEFAULT_THRESHOLD = 0.5
+
+#: What a slide's prediction hands on (to the dock, to a comparison): where each patch
+#: is, and its tumor probability.
+PREDICTED_PATCH_COLUMNS: tuple[str, ...] = ("slide", "row", "col", "y", "x", "prob")
+
 #: The columns group metrics need (label and the spurious attribute).
 METRIC_COLUMNS: tuple[str, ...] = ("label", "tissue_ratio")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._atomic import atomic_path
+from ._atomic import write_json
 from .errors import PatchwiseError
 
 __all__ = [
@@ -188,9 +188,7 @@ def write_session(session: Session, path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.name.endswith(".json"):
         path = path.with_name(path.name + SESSION_SUFFIX)
-    text = json.dumps(session_dict(session, path.parent), indent=2) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_json(path, session_dict(session, path.parent), allow_nan=True)
     return path
 
 

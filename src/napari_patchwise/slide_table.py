@@ -10,12 +10,16 @@ napari starts).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .errors import PatchwiseError
-from .schema import TABLE_COLUMNS
+from .schema import PREDICTION_COLUMNS, TABLE_COLUMNS
+
+if TYPE_CHECKING:
+    from .grid import PatchGrid
 
 #: How many misclassified patches :func:`top_errors` returns by default.
 TOP_ERRORS = 500
@@ -46,9 +50,14 @@ def slide_rows(
 
 
 def full_table(
-    table: pd.DataFrame, slide: str, slide_yx: tuple[int, int], *, source: Source
-) -> tuple[pd.DataFrame, tuple[int, int], int]:
-    """A complete patch table's rows for ``slide``, with the grid origin and stride.
+    table: pd.DataFrame,
+    slide: str,
+    slide_yx: tuple[int, int],
+    *,
+    source: Source,
+    grid: PatchGrid | None = None,
+) -> tuple[pd.DataFrame, PatchGrid]:
+    """A complete patch table's rows for ``slide``, with the grid they lie on.
 
     Parameters
     ----------
@@ -60,12 +69,17 @@ def full_table(
         The slide's level-0 size; no patch may reach beyond it.
     source : str or path
         Where the table came from (named in errors).
+    grid : PatchGrid, optional
+        The grid the table file records (:func:`.patch_table.read_table_metadata`);
+        default: guessed from the rows (:func:`.patch_table.guess_grid`, older files).
 
     Raises
     ------
     PatchwiseError
         Columns missing, no rows for ``slide``, or patches outside the slide.
     """
+    from .patch_table import guess_grid
+
     missing = [c for c in TABLE_COLUMNS if c not in table]
     if missing:
         raise PatchwiseError(
@@ -79,21 +93,7 @@ def full_table(
         raise PatchwiseError(
             f"table's patches reach beyond the {height} x {width} slide '{slide}'", path=source
         )
-    origin, stride = grid_geometry(table)
-    return table, origin, stride
-
-
-def grid_geometry(table: pd.DataFrame) -> tuple[tuple[int, int], int]:
-    """Grid origin and stride of a patch table (from its ``row, col, y, x`` columns)."""
-    strides = []
-    for pos, index in (("y", "row"), ("x", "col")):
-        values = table[[index, pos]].drop_duplicates(index).sort_values(index).to_numpy()
-        if len(values) > 1:
-            strides.append(int((values[1, 1] - values[0, 1]) // (values[1, 0] - values[0, 0])))
-    stride = strides[0] if strides else int(table["height"].max())
-    first = table.iloc[0]
-    origin = (int(first["y"] - first["row"] * stride), int(first["x"] - first["col"] * stride))
-    return origin, stride
+    return table, guess_grid(table) if grid is None else grid
 
 
 def slide_predictions(predictions: pd.DataFrame, slide: str, *, source: Source) -> pd.DataFrame:
@@ -157,7 +157,7 @@ def merge_predictions(
             path=source,
             hint="compute the grid with the settings the predictions were made with",
         )
-    merged = table.drop(columns=[c for c in ("prob", "pred") if c in table]).copy()
+    merged = table.drop(columns=[c for c in PREDICTION_COLUMNS if c in table]).copy()
     prob = np.full(len(merged), np.nan)
     prob[positions] = predictions["prob"].to_numpy(dtype=np.float64)
     merged["prob"] = prob

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .groups import DEFAULT_ATTRIBUTE, counts_from_totals
+from .groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, counts_from_totals
 from .metrics import Evaluation, evaluation_from_counts, expected_calibration_error
+from .schema import DEFAULT_THRESHOLD
 
 
 def _cumsum0(values: np.ndarray) -> np.ndarray:
@@ -79,7 +80,9 @@ class SliderEvaluator:
         self._prob_cache: tuple[float, np.ndarray, np.ndarray] | None = None  # tau
         self._last: tuple[float, float] | None = None
 
-    def evaluate(self, tau: float = 0.1, threshold: float = 0.5) -> Evaluation:
+    def evaluate(
+        self, tau: float = DEFAULT_TAU, threshold: float = DEFAULT_THRESHOLD
+    ) -> Evaluation:
         """Same result as ``metrics.evaluate(label, tissue_ratio, prob=..., tau, threshold)``."""
         tau, threshold = float(tau), float(threshold)
         n, n_y = self.n, self.n_y

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -43,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, read_json_object, write_json
 from .errors import PatchwiseError
-from .runs import CONFIG, INPUTS, LAST, LOCK, METRICS, PREDICTIONS, is_run_file
+from .runs import CONFIG, INPUTS, LAST, LOCK, PREDICTIONS, is_run_file, read_metrics
 from .train import TrainCallbacks, train
 from .train_config import SELECT_METRICS, TrainConfig, check_used
 
@@ -80,7 +79,7 @@ class Axis:
 
 def numeric_options() -> dict[str, type]:
     """Every numeric :class:`TrainConfig` option (flag order) and its kind, int or float."""
-    from .data import PatchSettings
+    from .settings import PatchSettings
 
     hints = {**typing.get_type_hints(PatchSettings), **typing.get_type_hints(TrainConfig)}
     kinds: dict[str, type] = {}
@@ -291,7 +290,7 @@ def folder_grids(
     path = Path(sweep_dir) / SPEC
     if not path.is_file():
         return [dict(grid)]
-    spec = _read_json(path)
+    spec = read_json_object(path)
     for key in SPEC_KEYS:
         if str(spec.get(key)) != str(fixed[key]):
             raise PatchwiseError(
@@ -458,10 +457,10 @@ def run_is_finished(config: TrainConfig) -> bool:
 def _run_metrics(out: Path, select: str) -> dict | None:
     """``metrics.json`` of a finished run (None when it is missing or incomplete)."""
     try:
-        metrics = json.loads((out / METRICS).read_text(encoding="utf-8"))
+        metrics = read_metrics(out)
         entry = metrics["by_selection"][select]
         float(entry["val_value"] if entry["val_value"] is not None else math.nan)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (PatchwiseError, ValueError, KeyError, TypeError):
         return None
     if entry.get("test") is not None and not (out / PREDICTIONS).is_file():
         return None
@@ -700,8 +699,12 @@ def _take_over_from_orphan(out: Path) -> None:
     while lock_held(lock) and time.monotonic() < deadline:
         time.sleep(0.1)
     if lock_held(lock) and pid_alive(words[0]):
-        log.warning("patchwise: warning: ending pid %d, an orphan of sweep pid %d in %s",
-                    words[0], words[1], out)  # fmt: skip
+        log.warning(
+            "patchwise: warning: ending pid %d, an orphan of sweep pid %d in %s",
+            words[0],
+            words[1],
+            out,
+        )
         with contextlib.suppress(OSError):
             os.kill(words[0], getattr(signal, "SIGKILL", signal.SIGTERM))
         deadline = time.monotonic() + ORPHAN_WAIT_S
@@ -826,12 +829,7 @@ def write_results(
     sweep_dir = Path(sweep_dir)
     with atomic_path(sweep_dir / TABLE) as tmp:
         table.to_csv(tmp, index=False)
-    _write_json(sweep_dir / SELECTED, dict(selected))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_json(sweep_dir / SELECTED, dict(selected))
 
 
 # -- reading a sweep folder back ------------------------------------------------------------------
@@ -859,7 +857,7 @@ def read_sweep(sweep_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame, dict]:
             path=sweep_dir,
             hint="rerun the same `patchwise sweep` to finish it",
         )
-    spec, selected = _read_json(sweep_dir / SPEC), _read_json(sweep_dir / SELECTED)
+    spec, selected = read_json_object(sweep_dir / SPEC), read_json_object(sweep_dir / SELECTED)
     try:
         table = pd.read_csv(sweep_dir / TABLE, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -873,16 +871,6 @@ def read_sweep(sweep_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame, dict]:
             hint="rerun the same `patchwise sweep` to rewrite it",
         )
     return spec, table, selected
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PatchwiseError(f"cannot read the JSON ({exc})", path=path) from None
-    if not isinstance(data, dict):
-        raise PatchwiseError("not a JSON object", path=path)
-    return data
 
 
 # -- the whole sweep -----------------------------------------------------------------------------
@@ -916,7 +904,7 @@ def write_spec(
         "grids": list(grids) if grids else [grid_spec(axes, [r.seed for r in runs])],
         "runs": [r.name for r in runs],
     }
-    _write_json(sweep_dir / SPEC, spec)
+    write_json(sweep_dir / SPEC, spec)
 
 
 def prepare_sweep(
@@ -996,6 +984,12 @@ def run_sweep(
     """
     runs = prepare_sweep(axes, seeds, sweep_dir, make_config, progress=progress, merge=merge)
     return complete_sweep(
-        runs, axes, sweep_dir, workers=workers, client=client, on_result=on_result,
-        seeds=seeds, merge=merge,
-    )  # fmt: skip
+        runs,
+        axes,
+        sweep_dir,
+        workers=workers,
+        client=client,
+        on_result=on_result,
+        seeds=seeds,
+        merge=merge,
+    )

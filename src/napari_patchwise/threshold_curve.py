@@ -22,6 +22,7 @@ import numpy as np
 
 from .attribute_rank import split_counts
 from .groups import DEFAULT_ATTRIBUTE, N_GROUPS
+from .schema import DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ThresholdCurve:
         self.attribute = str(attribute)
         self._order = np.argsort(np.where(np.isnan(self.values), -np.inf, self.values))
 
-    def points(self, decision_threshold: float = 0.5) -> CurvePoints:
+    def points(self, decision_threshold: float = DEFAULT_THRESHOLD) -> CurvePoints:
         """Every threshold's WGA and group-balanced accuracy at ``decision_threshold``."""
         t = float(decision_threshold)
         right = (self.prob >= t) == self.label

@@ -46,7 +46,6 @@ rank 0 write files. Every rank evaluates (so all take the same selection decisio
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -59,10 +58,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, write_json
 from ._progress import ProgressCallback
 from .errors import PatchwiseError
 from .groups import GROUP_NAMES
+from .inference import Forward, autocast_context
 from .runs import CONFIG, HISTORY, LAST, METRICS, PREDICTIONS, best_checkpoint_path
 from .train_config import (
     DEVICES,
@@ -187,18 +187,6 @@ def check_inputs(config: TrainConfig, *, device: bool = True) -> None:
         resolve_device(config.device)
 
 
-def _autocast(device, precision: str):
-    """Mixed precision on CUDA only: bf16 where supported, else fp16 (with a grad scaler)."""
-    import torch
-
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext, None
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is None:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
-
-
 # -- CPU threads ------------------------------------------------------------------------------
 # Measured on the 2-core machine (docs/benchmarks.md, "Training speed"): torch's OpenMP
 # threads spin at the end of every parallel region; when another process holds one of the
@@ -263,11 +251,6 @@ def default_num_threads(torch_threads: int, cores: int | None = None) -> int:
     """
     cores = usable_cores() if cores is None else cores
     return max(1, min(int(torch_threads), int(cores)))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -348,10 +331,20 @@ class _Requests:
 
 # -- evaluation ------------------------------------------------------------------------------
 def dataset_probabilities(
-    model, dataset, device, *, batch_size: int, num_workers: int = 0, autocast=None
+    model,
+    dataset,
+    device,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    autocast=None,
+    channels_last: bool | None = None,
 ):
-    """Tumor probability of every patch of ``dataset`` (no augmentation), in order."""
-    import torch
+    """Tumor probability of every patch of ``dataset`` (no augmentation), in order.
+
+    ``channels_last``: the run's memory format (default: on CUDA), see
+    :class:`.inference.Forward`.
+    """
     from torch.utils.data import DataLoader
 
     from .data import identity_collate, sequential_requests
@@ -364,18 +357,12 @@ def dataset_probabilities(
         num_workers=num_workers,
         collate_fn=identity_collate,
     )
-    autocast = autocast or contextlib.nullcontext
     was_training = model.training
     model.eval()
-    out = []
-    with torch.no_grad():
-        for x, _y, _g in loader:
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda" and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                logits = model(x)
-            out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
+    forward = Forward(
+        model, device, autocast=autocast or contextlib.nullcontext, channels_last=channels_last
+    )
+    out = [forward.probabilities(x) for x, _y, _g in loader]
     model.train(was_training)
     return np.concatenate(out)
 
@@ -762,6 +749,7 @@ class FirstStage:
             batch_size=config.eval_batch_size,
             num_workers=config.num_workers,
             autocast=self.run.opt.autocast,
+            channels_last=self.run.opt.channels_last,
         )
 
     def log(self, message: str) -> None:
@@ -905,7 +893,7 @@ def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) 
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    autocast, amp_dtype = _autocast(device, config.precision)
+    autocast, amp_dtype = autocast_context(device, config.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     # BatchNorm layers kept in eval mode when frozen (running statistics fixed, affine
     # parameters still trained): SubpopBench's default for a pretrained backbone (neither
@@ -945,7 +933,8 @@ def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
 
 def _resumed_state(run: _Run) -> RunState:
     """The state of ``last.pt``, loaded into the run's model, optimiser and method."""
-    from .runs import _first_line, check_last_identity, load_checkpoint
+    from .errors import first_line
+    from .runs import check_last_identity, load_checkpoint
 
     last = run.out / LAST
     ckpt, _ = load_checkpoint(last)
@@ -956,7 +945,7 @@ def _resumed_state(run: _Run) -> RunState:
         state = RunState.restore(ckpt, run.opt)
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
         raise PatchwiseError(
-            f"cannot resume from this checkpoint ({_first_line(exc)})",
+            f"cannot resume from this checkpoint ({first_line(exc)})",
             path=last,
             hint="the file is damaged or not a last.pt of this run; start a new run",
         ) from None
@@ -1030,9 +1019,13 @@ def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     t0 = time.perf_counter()
     fit_on = FIT_ON[config.method]
     result = fit_dfr(
-        split("train"), split("val"), evaluate,
-        fit_on=fit_on, select=SELECT_METRICS, seed=config.seed,
-    )  # fmt: skip
+        split("train"),
+        split("val"),
+        evaluate,
+        fit_on=fit_on,
+        select=SELECT_METRICS,
+        seed=config.seed,
+    )
     for step, (c, evaluation) in enumerate(result.rows, start=1):
         row = {**_history_row(step, evaluation, {}, time.perf_counter() - t0), "C": c}
         if fit_on == "train":  # what selected C: the held-out half of the training split
@@ -1135,6 +1128,7 @@ def _evaluate_and_select(run: _Run, state: RunState, seconds: float) -> dict[str
         batch_size=config.eval_batch_size,
         num_workers=config.num_workers,
         autocast=opt.autocast,
+        channels_last=opt.channels_last,
     )
     evaluation = evaluate_split(val_set, prob, config.group_threshold, config.threshold)
     row = _history_row(state.step, evaluation, state.take_train_logs(), seconds)
@@ -1215,7 +1209,7 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
                 result["warnings"] += entry["test"]["warnings"]
                 _write_table(_test_table(config, test_set, prob), run.out / PREDICTIONS)
         result["by_selection"][metric] = entry
-    _write_json(run.out / METRICS, _json_clean(result))
+    write_json(run.out / METRICS, _json_clean(result))
 
 
 def _group_warnings(split: str, dataset) -> list[str]:
@@ -1242,6 +1236,7 @@ def _test_probabilities(run: _Run, metric: str) -> np.ndarray:
         run.opt.device,
         batch_size=run.config.eval_batch_size,
         autocast=run.opt.autocast,
+        channels_last=run.opt.channels_last,
     )
 
 

@@ -4,7 +4,7 @@ Kept apart from the loop (:mod:`.train`) so that what reads a run's settings —
 directory (:mod:`.runs`), the dock's training form — needs neither torch nor the loop.
 A config is flat on disk and on the command line (``"patch_size"``, ``--patch-size``)
 and composed in memory: how slides are cut into patches is one
-:class:`~napari_patchwise.data.PatchSettings`, ``config.patch``.
+:class:`~napari_patchwise.settings.PatchSettings`, ``config.patch``.
 
 Defaults
 --------
@@ -31,9 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import PatchSettings
 from .errors import PatchwiseError
+from .groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from .inference import DEFAULT_BATCH_SIZE
 from .presets import PRESET_NAMES, get_preset, resolve
+from .schema import DEFAULT_THRESHOLD
+from .settings import PatchSettings
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
 #: selection on the worst accuracy over the slices ``patchwise discover`` found on the
@@ -57,7 +60,7 @@ HEAD_UNUSED: tuple[str, ...] = (
 class TrainConfig:
     """Everything a training run depends on (the CLI flags and ``config.json``).
 
-    How slides are cut into patches is a :class:`~napari_patchwise.data.PatchSettings`
+    How slides are cut into patches is a :class:`~napari_patchwise.settings.PatchSettings`
     (``patch``), declared once there; its fields are options of the run like any other:
     flags (``--patch-size``), ``config.json`` keys (``"patch_size"``, a flat file) and
     keys of :meth:`from_options` / :meth:`to_options`. Build a config from such flat
@@ -77,8 +80,8 @@ class TrainConfig:
     out: str
     preset: str | None = None
     method: str = "erm"
-    tau: float = 0.1
-    attribute: str = "tissue_ratio"
+    tau: float = DEFAULT_TAU
+    attribute: str = DEFAULT_ATTRIBUTE
     attribute_threshold: float | None = None
     patch: PatchSettings = field(default_factory=PatchSettings)
     model: str = "resnet50"
@@ -103,14 +106,14 @@ class TrainConfig:
     eval_every: int = 100
     select: str = "val_wga"
     slices: str | None = None
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
     num_workers: int = 0
     num_threads: int | None = None
-    eval_batch_size: int = 256
+    eval_batch_size: int = DEFAULT_BATCH_SIZE
     cache_dir: str | None = None
     features: str | None = None
     resume: bool = False

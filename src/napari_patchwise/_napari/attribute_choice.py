@@ -110,28 +110,29 @@ class AttributeChoice(QObject):
         )
 
     def _job(self, state: SlideState, attribute: str):
+        from dataclasses import replace
+
+        from ..patch_table import resolved_settings
         from .layer_slide import with_mask_layer, with_own_mask
         from .workers import prepare, with_attribute
 
-        table, (origin, stride) = state.data.table, state.geometry
-        settings, base = state.settings, state.slide
+        table, base = state.patch_table(), state.slide
+        settings = state.settings.patch
         mask_layer = self.dock.picker.mask_layer()
         mask_map = self.dock.mask_map_field.mask_map()  # read on the main thread
 
+        # the table's grid, counted with the form's tissue settings
+        table = replace(table, settings=resolved_settings(settings, base))
+
         def job(*, cancel, progress):  # noqa: ARG001 - dask stops at Cancel through progress
-            if attribute not in table:
+            if attribute not in table.frame:
                 if mask_layer is None:
                     slide = with_own_mask(base, mask_map)
                 else:
                     slide = with_mask_layer(base, mask_layer, mask_map=mask_map)
-                grid = _table_grid(table, origin, stride)
-                return prepare(
-                    with_attribute(table, slide, grid, settings, progress),
-                    origin,
-                    stride,
-                    attribute,
-                )
-            return prepare(table, origin, stride, attribute)
+                full = with_attribute(table, slide, attribute, progress)
+                return prepare(full.frame, full.grid, attribute)
+            return prepare(table.frame, table.grid, attribute)
 
         return job
 
@@ -142,15 +143,3 @@ class AttributeChoice(QObject):
             state.settings.tau = float(np.median(finite)) if finite.size else 0.0
         self.dock._apply_result(state, result)
         self.dock.model_panel.form.tau_label.setText(threshold_text(self.dock))
-
-
-def _table_grid(table, origin, stride):
-    """The grid a table was cut with (patch size: its tallest patch; edge patches kept
-    when some are partial)."""
-    from ..grid import PatchGrid
-
-    p = int(max(table["height"].max(), table["width"].max()))
-    partial = bool((table["height"] < p).any() or (table["width"] < p).any())
-    return PatchGrid(
-        p, stride=int(stride), origin=tuple(int(o) for o in origin), keep_edges=partial
-    )

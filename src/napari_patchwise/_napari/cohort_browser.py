@@ -22,9 +22,9 @@
 from __future__ import annotations
 
 import queue
+from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -51,8 +51,9 @@ from ..cohort_tables import (
     read_predictions,
     slide_evaluations,
 )
-from ..data import PatchSettings
 from ..errors import PatchwiseError
+from ..patch_table import PatchTable
+from ..settings import PatchSettings
 from . import notify
 from .cohort_slides import CohortSlideViewer, show_table, slide_settings
 from .cohort_summary import CohortSummary, SlideList
@@ -92,7 +93,10 @@ def count_slides(
         except (PatchwiseError, OSError) as exc:
             results.put((i, None, notify.one_line(exc)))
         else:
-            results.put((i, SlideSummary.from_table(entry.slide, entry.split, table, source), None))
+            summary = SlideSummary.from_table(
+                entry.slide, entry.split, table.frame, source, table.grid
+            )
+            results.put((i, summary, None))
         progress((i + 1) * scale, total)
     return len(entries)
 
@@ -113,7 +117,7 @@ def attach_all(
     for k, (i, s) in enumerate(summaries.items()):
         if s.slide in by_slide:
             table = attach_predictions(s.table, by_slide[s.slide], slide=s.slide, source=source)
-            out[i] = SlideSummary.from_table(s.slide, s.split, table, s.source)
+            out[i] = SlideSummary.from_table(s.slide, s.split, table, s.source, s.grid)
         progress(k + 1, len(summaries))
     return out
 
@@ -235,8 +239,10 @@ class CohortBrowser(QWidget):
         self.summaries, self.errors = {}, {}
         self.manifest_edit.setText(str(path))
         self.template = SlideSettings()
-        self.dock.form.read(self.template)
-        self.template.keep_edges = False  # counted as training cuts slides: whole patches
+        current = self.dock.current
+        self.dock.form.read(self.template, None if current is None else current.slide.background)
+        # counted as training cuts slides: whole patches
+        self.template.patch = replace(self.template.patch, keep_edges=False)
         self.slides.fill(entries)
         self._start_count(self._patch_settings(mask_map))
         return True
@@ -246,15 +252,7 @@ class CohortBrowser(QWidget):
         return self.manifest is not None and self.open_manifest(self.manifest)
 
     def _patch_settings(self, mask_map: str) -> PatchSettings:
-        t = self.template
-        return PatchSettings(
-            patch_size=int(t.patch_size),
-            stride=int(t.stride) or None,
-            tissue=t.tissue,
-            tissue_threshold=t.tissue_threshold or None,
-            background=t.background,
-            mask_map=mask_map,
-        )
+        return replace(self.template.patch, mask_map=mask_map)
 
     def _start_count(self, settings: PatchSettings) -> None:
         # a queue per count: results a cancelled count still delivers are never read
@@ -319,7 +317,7 @@ class CohortBrowser(QWidget):
         state = self.dock.current
         is_shown = state is not None and state.key == self.slide_viewer.key
         if shown in attached and is_shown and self.dock.jobs.idle():
-            show_table(self.dock, state, attached[shown].table)
+            show_table(self.dock, state, attached[shown].patch_table())
         self.refresh_metrics()
         self.predicted.emit()
 
@@ -337,9 +335,9 @@ class CohortBrowser(QWidget):
             return False
         settings = slide_settings(self.dock, self.template)
 
-        def table_of(i: int = index) -> pd.DataFrame | None:
+        def table_of(i: int = index) -> PatchTable | None:
             summary = self.summaries.get(i)
-            return None if summary is None else summary.table
+            return None if summary is None else summary.patch_table()
 
         self.slides.selectRow(index)
         return self.slide_viewer.open(index, self.entries[index], mask_map, settings, table_of)

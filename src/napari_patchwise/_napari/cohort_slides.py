@@ -17,16 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-import pandas as pd
-
 from ..cohort import CohortEntry
+from ..patch_table import PatchTable
 from ..slide import Slide
-from ..slide_table import grid_geometry
 from .slide_picker import OWN_MASK
 from .state import SlideSettings, SlideState, slide_key
 
 OPEN_CANCELLED = "Patchwise: opening the slide cancelled"
-DOCK_BUSY = "Patchwise: wait for the running computation (or cancel it), then choose the slide"
 
 
 def open_cohort_slide(
@@ -78,7 +75,7 @@ class CohortSlideViewer:
         entry: CohortEntry,
         mask_map: str,
         settings: SlideSettings,
-        table_of: Callable[[], pd.DataFrame | None],
+        table_of: Callable[[], PatchTable | None],
     ) -> bool:
         """Start opening ``entry`` with the dock's grid ``settings``.
 
@@ -130,7 +127,7 @@ class CohortSlideViewer:
         if state is not None:
             if state.overlays is not None:
                 state.overlays.remove()
-            state.overlays = state.data = state.panels = state.geometry = None
+            state.overlays = state.data = state.panels = state.grid = None
         for layer in self.layers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -147,10 +144,9 @@ def slide_settings(dock, template: SlideSettings) -> SlideSettings:
     )
 
 
-def show_table(dock, state: SlideState, table) -> None:
+def show_table(dock, state: SlideState, table: PatchTable | None) -> None:
     """Hand a counted table (``prob`` included when predicted) to the dock, or compute."""
     if table is None:
         dock.compute()
         return
-    origin, stride = grid_geometry(table)
-    dock.prepare_table(state, table, origin, stride, f"Patch table of {state.slide.name}")
+    dock.prepare_table(state, table.frame, table.grid, f"Patch table of {state.slide.name}")

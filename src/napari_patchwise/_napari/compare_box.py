@@ -42,9 +42,9 @@ from . import navigation, notify
 from .compare_data import (
     COMPARE_LIMITS,
     CompareData,
-    SlideGrid,
     compare_colormap,
     prepare_comparison,
+    shown_table,
     source_name,
 )
 from .compare_views import ChangedPatches, SideBySide, class_legend, class_name
@@ -210,33 +210,34 @@ class CompareBox(QWidget):
         if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
-            grid, sources, names = self._request()
+            shown, sources, names = self._request()
         except PatchwiseError as exc:
             notify.error(exc)
             return False
-        self.summary.setText(f"comparing {names[0]} and {names[1]} on {grid.slide.name}…")
+        name = shown[1].name
+        self.summary.setText(f"comparing {names[0]} and {names[1]} on {name}…")
 
         threshold = self.threshold()
 
         def job(*, cancel, progress) -> CompareData:
             return prepare_comparison(
-                grid, sources, names, threshold=threshold, cancel=cancel, progress=progress
+                shown, sources, names, threshold=threshold, cancel=cancel, progress=progress
             )
 
-        self.job.start(job, returned=self._show, description=f"Comparing runs on {grid.slide.name}")
+        self.job.start(job, returned=self._show, description=f"Comparing runs on {name}")
         return True
 
-    def _request(self) -> tuple[SlideGrid, tuple[str, str], tuple[str, str]]:
+    def _request(self) -> tuple[tuple, tuple[str, str], tuple[str, str]]:
         sources = (self.edit_a.text().strip(), self.edit_b.text().strip())
         if not all(sources):
             raise PatchwiseError("choose the predictions of run A and run B first")
-        grid = SlideGrid.of(self.dock.require_state())
+        shown = shown_table(self.dock.require_state())
         names = [self.name_a.text().strip(), self.name_b.text().strip()]
         defaults = [source_name(s) for s in sources]
         if defaults[0] == defaults[1]:  # two runs of one method: their folders or files
             defaults = [Path(s).name or s for s in sources]
         names = tuple(n or d for n, d in zip(names, defaults, strict=True))
-        return grid, sources, names
+        return shown, sources, names
 
     def busy(self) -> bool:
         return self.job.running
@@ -265,10 +266,9 @@ class CompareBox(QWidget):
         state = self.dock.states.get(data.key)
         prefix = state.slide.name if state is not None else data.key
         image = self.dock.picker.layer_showing(data.key)
-        origin, stride = data.geometry
         scale, translate = overlay_transform(
-            origin,
-            stride,
+            data.patch_grid.origin,
+            data.patch_grid.step,
             image_scale=tuple(image.scale[-2:]) if image is not None else (1.0, 1.0),
             image_translate=tuple(image.translate[-2:]) if image is not None else (0.0, 0.0),
         )

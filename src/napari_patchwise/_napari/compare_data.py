@@ -26,6 +26,9 @@ from napari.utils.colormaps.standardize_color import transform_color
 from .. import palette
 from ..compare import ClassGrid, PairEvaluator, comparison_classes, paired_predictions
 from ..errors import PatchwiseError
+from ..grid import PatchGrid
+from ..patch_table import PatchTable
+from ..schema import PREDICTED_PATCH_COLUMNS
 from ..slide import Slide
 from ..slide_table import full_table, slide_predictions
 from .overlays import PatchRaster
@@ -52,27 +55,12 @@ def compare_colormap() -> Colormap:
     )
 
 
-@dataclass
-class SlideGrid:
-    """What the worker needs of the dock's slide (read on the main thread)."""
-
-    key: str
-    slide: Slide
-    table: pd.DataFrame | None  # the computed patch table, None before the grid
-    shape: tuple[int, int] | None
-    geometry: tuple[tuple[int, int], int] | None
-
-    @classmethod
-    def of(cls, state) -> SlideGrid:
-        """The grid of a dock's :class:`.state.SlideState` (its table, when computed)."""
-        data = state.data
-        return cls(
-            key=state.key,
-            slide=state.slide,
-            table=None if data is None else data.table,
-            shape=None if data is None else data.raster.shape,
-            geometry=state.geometry,
-        )
+def shown_table(state) -> tuple[str, Slide, PatchTable | None, tuple[int, int] | None]:
+    """What the worker needs of a dock's :class:`.state.SlideState` (read on the main
+    thread): its key, slide, shown table with its grid (None before the grid) and the
+    table's raster shape."""
+    data = state.data
+    return state.key, state.slide, state.patch_table(), None if data is None else data.raster.shape
 
 
 @dataclass
@@ -89,7 +77,7 @@ class CompareData:
     prob_b: np.ndarray
     grid: ClassGrid  # the layer's data (class + 1 per cell), follows the threshold
     pair: PairEvaluator
-    geometry: tuple[tuple[int, int], int]
+    patch_grid: PatchGrid  # the grid the patches lie on
 
     def classes(self, threshold: float) -> np.ndarray:
         """Comparison class per patch (table order)."""
@@ -114,8 +102,11 @@ def source_name(path: str | Path) -> str:
     return path.name.split(".")[0]
 
 
-def read_source(path: str | Path, grid: SlideGrid, *, cancel, progress) -> pd.DataFrame:
-    """The open slide's predictions from a table, a run folder or a checkpoint."""
+def read_source(
+    path: str | Path, slide: Slide, table: PatchTable | None, *, cancel, progress
+) -> pd.DataFrame:
+    """The open slide's predictions from a table, a run folder or a checkpoint (predicted
+    on ``table``, the slide's shown grid, when the run did not predict the slide)."""
     from ..io.tables import read_table
     from ..runs import PREDICTIONS
 
@@ -125,23 +116,23 @@ def read_source(path: str | Path, grid: SlideGrid, *, cancel, progress) -> pd.Da
     if path.is_file() and path.name.endswith(TABLE_SUFFIXES):
         return read_table(path, required=("row", "col", "prob"))
     if path.is_dir() and (path / PREDICTIONS).is_file():
-        table = read_table(path / PREDICTIONS, required=("row", "col", "prob"))
-        if "slide" not in table or (table["slide"].astype(str) == grid.slide.name).any():
-            return table
-    if grid.table is None:
+        predictions = read_table(path / PREDICTIONS, required=("row", "col", "prob"))
+        if "slide" not in predictions or (predictions["slide"].astype(str) == slide.name).any():
+            return predictions
+    if table is None:
         raise PatchwiseError(
-            f"the run did not predict '{grid.slide.name}' and the slide has no patch grid",
+            f"the run did not predict '{slide.name}' and the slide has no patch grid",
             path=path,
             hint="compute the patch grid with the model's patch size, then compare",
         )
     from .train_worker import predict_job
 
-    predicted = predict_job(grid.slide, grid.table, path)(cancel=cancel, progress=progress)
-    return predicted[[c for c in ("slide", "row", "col", "y", "x", "prob") if c in predicted]]
+    predicted = predict_job(slide, table, path)(cancel=cancel, progress=progress)
+    return predicted[[c for c in PREDICTED_PATCH_COLUMNS if c in predicted]]
 
 
 def prepare_comparison(
-    grid: SlideGrid,
+    shown: tuple[str, Slide, PatchTable | None, tuple[int, int] | None],
     sources: tuple[str | Path, str | Path],
     names: tuple[str, str],
     *,
@@ -149,16 +140,20 @@ def prepare_comparison(
     cancel,
     progress,
 ) -> CompareData:
-    """Read (or predict) both sources and prepare everything a slider move needs."""
-    name = grid.slide.name
+    """Read (or predict) both sources and prepare everything a slider move needs.
+
+    ``shown``: :func:`shown_table` of the dock's slide."""
+    key, slide, table, shape = shown
+    name = slide.name
     preds = []
     for source in sources:
-        pred = read_source(source, grid, cancel=cancel, progress=progress)
+        pred = read_source(source, slide, table, cancel=cancel, progress=progress)
         preds.append(slide_predictions(pred, name, source=source))
-    base, geometry, shape = grid.table, grid.geometry, grid.shape
-    if base is None:  # no computed grid: A must be a complete patch table
-        base, origin, stride = full_table(preds[0], name, grid.slide.shape[1:], source=sources[0])
-        geometry, shape = (origin, stride), None
+    if table is None:  # no computed grid: A must be a complete patch table
+        base, patch_grid = full_table(preds[0], name, slide.shape[1:], source=sources[0])
+        shape = None
+    else:
+        base, patch_grid = table.frame, table.grid
     paired = paired_predictions(base, preds[0], preds[1], sources=sources)
     raster = PatchRaster.from_table(paired, shape)
     label = paired["label"].to_numpy(dtype=np.int8)
@@ -167,7 +162,7 @@ def prepare_comparison(
     prob_b = paired["prob_b"].to_numpy(dtype=np.float64)
     return CompareData(
         names=names,
-        key=grid.key,
+        key=key,
         table=paired,
         raster=raster,
         label=label,
@@ -184,5 +179,5 @@ def prepare_comparison(
             shown=raster.paint(ratio > 0, fill=False, dtype=bool),
         ),
         pair=PairEvaluator(label, ratio, prob_a, prob_b),
-        geometry=geometry,
+        patch_grid=patch_grid,
     )

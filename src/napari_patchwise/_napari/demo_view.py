@@ -7,6 +7,8 @@ The predictions are those of the demo's two trained runs (ERM and GERNE,
 
 from __future__ import annotations
 
+from ..groups import DEFAULT_TAU
+
 
 def wait_until_idle(widget, timeout_s: float = 300.0) -> None:
     """Process Qt events until the widget's background work is applied (scripts only)."""
@@ -21,7 +23,7 @@ def wait_until_idle(widget, timeout_s: float = 300.0) -> None:
 
 
 def open_patchwise_dock(
-    viewer, *, image_layer=None, mask_layer=None, patch_size: int, tau: float = 0.1
+    viewer, *, image_layer=None, mask_layer=None, patch_size: int, tau: float = DEFAULT_TAU
 ):
     """Dock the Patchwise widget on the chosen layers and compute the patch grid.
 

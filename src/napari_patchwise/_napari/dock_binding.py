@@ -194,9 +194,10 @@ class DockActions:
         """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
         return self.table_files.load_table(path)
 
-    def show_table(self, table: pd.DataFrame, *, source="table") -> bool:
-        """Show a complete patch table (with or without ``prob``) instead of computing one."""
-        return self.table_files.show_table(table, source=source)
+    def show_table(self, table: pd.DataFrame, *, source="table", grid=None) -> bool:
+        """Show a complete patch table (with or without ``prob``) instead of computing one
+        (``grid``: the one its file records; else worked out from its rows)."""
+        return self.table_files.show_table(table, source=source, grid=grid)
 
     def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
         """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""

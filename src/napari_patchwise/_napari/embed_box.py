@@ -155,9 +155,9 @@ class EmbedBox(QGroupBox):
 
     def request(self):
         """``(target, out, EmbedSource, PatchSettings)`` of the fields (one-line errors)."""
-        from ..data import PatchSettings
         from ..embed import EmbedSource
         from ..encoders import encoder_names_help, is_encoder_name
+        from ..settings import PatchSettings
 
         state = self.model.require_state()
         if state.data is None:
@@ -182,7 +182,7 @@ class EmbedBox(QGroupBox):
             channels=self.channels_edit.text().strip() or None,
             input_size=self.input_size.value() or None,
         )
-        settings = PatchSettings(state.settings.patch_size, state.settings.stride or None)
+        settings = PatchSettings(state.settings.patch.patch_size, state.settings.patch.stride)
         return target, out, source, settings
 
     def _target(self, state) -> str:

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 from ..errors import PatchwiseError
 from ..io.mask import MaskMap
 from ..schema import BACKGROUNDS, TISSUE_MODES
+from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
 from .state import SlideSettings
 from .words import um_text
 
@@ -52,7 +53,7 @@ class SettingsForm(QWidget):
         self.pixel_size = None  # the current slide's µm per pixel (y, x), None: unknown
         self.patch_size = QSpinBox()
         self.patch_size.setRange(2, 8192)
-        self.patch_size.setValue(SlideSettings.patch_size)
+        self.patch_size.setValue(DEFAULT_PATCH_SIZE)
         self.patch_size.setSuffix(" px")
         self.patch_size.setToolTip(
             "Side of the square patches in full-resolution pixels (the µm beside it when "
@@ -103,23 +104,39 @@ class SettingsForm(QWidget):
         self.stride_um.setText(um_text(stride, self.pixel_size))
         self.units_changed.emit()
 
-    def read(self, settings: SlideSettings) -> None:
-        """Copy the form's values into ``settings``."""
-        settings.patch_size = self.patch_size.value()
-        settings.stride = self.stride.value()
-        settings.keep_edges = self.keep_edges.isChecked()
-        settings.tissue = self.tissue.currentText()
-        settings.tissue_threshold = self.tissue_threshold.value()
-        settings.background = self.background.currentText()
+    def patch_settings(
+        self, own_background: str | None = None, mask_map: str | None = None
+    ) -> PatchSettings:
+        """The form's :class:`~napari_patchwise.settings.PatchSettings`.
 
-    def show_settings(self, settings: SlideSettings) -> None:
-        """Fill the form from ``settings``."""
-        self.patch_size.setValue(settings.patch_size)
-        self.stride.setValue(settings.stride)
-        self.keep_edges.setChecked(settings.keep_edges)
-        self.tissue.setCurrentText(settings.tissue)
-        self.tissue_threshold.setValue(settings.tissue_threshold)
-        self.background.setCurrentText(settings.background)
+        The spin boxes' special values are the core's automatic ``None``: stride
+        "= patch size", tissue threshold "auto (Otsu)"; a background equal to
+        ``own_background`` (the slide's own) is left automatic too.
+        """
+        background = self.background.currentText()
+        return PatchSettings(
+            patch_size=self.patch_size.value(),
+            stride=self.stride.value() or None,
+            tissue=self.tissue.currentText(),
+            tissue_threshold=self.tissue_threshold.value() or None,
+            background=None if background == own_background else background,
+            mask_map=mask_map,
+            keep_edges=self.keep_edges.isChecked(),
+        )
+
+    def read(self, settings: SlideSettings, own_background: str | None = None) -> None:
+        """Copy the form's values into ``settings.patch`` (see :meth:`patch_settings`)."""
+        settings.patch = self.patch_settings(own_background, settings.patch.mask_map)
+
+    def show_settings(self, patch: PatchSettings, own_background: str = "dark") -> None:
+        """Fill the form from ``patch`` (automatic values as the spin boxes' special
+        values; an automatic background as ``own_background``, the slide's own)."""
+        self.patch_size.setValue(patch.patch_size)
+        self.stride.setValue(patch.stride or 0)
+        self.keep_edges.setChecked(patch.keep_edges)
+        self.tissue.setCurrentText(patch.tissue)
+        self.tissue_threshold.setValue(patch.tissue_threshold or 0.0)
+        self.background.setCurrentText(patch.background or own_background)
 
 
 class GridBox(QGroupBox):

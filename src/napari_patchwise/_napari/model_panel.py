@@ -30,6 +30,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
+from ..schema import PREDICTED_PATCH_COLUMNS
 from . import notify
 from .attribute_choice import group_options, threshold_text
 from .curves import TrainingCurves
@@ -49,7 +50,7 @@ from .train_worker import (
 )
 
 #: What a prediction hands to the dock: where each patch is, and its probability.
-HANDED_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
+HANDED_COLUMNS = PREDICTED_PATCH_COLUMNS
 TRAIN_CANCELLED = (
     "Patchwise: training cancelled (last.pt holds the last step; Train, then Resume run, "
     "goes on from it)"
@@ -264,7 +265,7 @@ class ModelPanel(QWidget):
         self._show_busy(0, "%v / %m patches")
         self.status_label.setText(f"predicting {state.slide.name} with {run_dir}…")
         self.job.start(
-            predict_job(state.slide, state.data.table, run_dir),
+            predict_job(state.slide, state.patch_table(), run_dir),
             returned=lambda table, st=state, run=run_dir: self._on_predicted(st, table, run),
             progress=self._on_job_progress,
         )
@@ -299,7 +300,7 @@ class ModelPanel(QWidget):
         except PatchwiseError as exc:
             notify.error(exc)
             return
-        from ..data import PatchSettings
+        from ..settings import PatchSettings
 
         self._show_busy(0, "preparing the cohort")
         self.status_label.setText(f"preparing the training slides of {Path(manifest).name}…")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QLabel,
@@ -37,7 +36,9 @@ COLUMNS = ("attribute", "threshold", "gap", "noise floor", "above noise", "WGA",
 def ranking_job(dock):
     """A ``job(cancel=, progress=)`` ranking the current slide's attributes (read the
     dock's state on the main thread, compute in the worker)."""
-    from .attribute_choice import _table_grid
+    from dataclasses import replace
+
+    from ..patch_table import resolved_settings
     from .layer_slide import with_mask_layer, with_own_mask
 
     state = dock.require_state()
@@ -47,29 +48,27 @@ def ranking_job(dock):
             f"{state.slide.name}: no predictions to rank attributes by — predict the slide "
             "(Model tab) or retrain a head first"
         )
-    table, (origin, stride), settings = data.table, state.geometry, state.settings
+    base = state.slide
+    # the shown table's grid, counted with the form's tissue settings
+    patch = replace(state.patch_table(), settings=resolved_settings(state.settings.patch, base))
     mask_layer, mask_map = dock.picker.mask_layer(), dock.mask_map_field.mask_map()
-    threshold, base = settings.threshold, state.slide
+    threshold = state.settings.threshold
 
     def job(*, cancel, progress):  # noqa: ARG001 - dask stops at Cancel through progress
         from ..attribute_rank import rank_attributes
-        from ..attributes import attribute_columns, patch_attributes
+        from ..attributes import attribute_columns
+        from ..patch_table import with_attributes
 
         kinds = [k for k in ("intensity", "border")
-                 if not set(attribute_columns([k], base.channel_names)) <= set(table)]  # fmt: skip
-        full = table
+                 if not set(attribute_columns([k], base.channel_names)) <= set(patch.frame)]  # fmt: skip
+        full = patch.frame
         if kinds:
             slide = (
                 with_own_mask(base, mask_map)
                 if mask_layer is None
                 else with_mask_layer(base, mask_layer, mask_map=mask_map)
             )
-            grid = _table_grid(table, origin, stride)
-            extra = patch_attributes(
-                slide, grid, kinds, tissue=settings.tissue, background=settings.background,
-                tissue_threshold=settings.tissue_threshold or None, progress=progress,
-            )  # fmt: skip
-            full = pd.concat([table, extra.drop(columns=table.columns, errors="ignore")], axis=1)
+            full = with_attributes(patch, slide, kinds, progress=progress).frame
         scored = full[np.isfinite(full["prob"].to_numpy(np.float64))]
         return rank_attributes(scored, threshold=threshold)
 

@@ -35,12 +35,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PatchwiseError
+from ..schema import PREDICTED_PATCH_COLUMNS
 from . import notify
 from .attribute_choice import group_options
 from .train_form import line_edit_with_button
 
 #: What a prediction hands to the dock (as the Model tab's Predict).
-HANDED_COLUMNS = ("slide", "row", "col", "y", "x", "prob")
+HANDED_COLUMNS = PREDICTED_PATCH_COLUMNS
 DEFAULT_METHOD = "gerne"
 DEFAULT_STEPS = 300
 
@@ -274,7 +275,7 @@ class RetrainBox(QGroupBox):
         QTimer.singleShot(
             0,
             lambda: self.predict_job.start(
-                predict_job(state.slide, state.data.table, outcome.out),
+                predict_job(state.slide, state.patch_table(), outcome.out),
                 returned=lambda table: self._on_predicted(state, table, outcome.out),
                 progress=self._on_progress,
                 description=f"Predicting {state.slide.name} with the new head",

@@ -16,7 +16,6 @@ step that fails stops the replay with its one-line notification.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from qtpy.QtCore import Signal
@@ -25,7 +24,6 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 from ..errors import PatchwiseError
 from ..session import (
     SESSION_SUFFIX,
-    SETTING_TYPES,
     Comparison,
     LayerView,
     Session,
@@ -200,8 +198,7 @@ class SessionBox(QWidget):
         state = self.dock.current
         if state is None:
             return False
-        for key, value in slide.settings.items():
-            setattr(state.settings, key, value)
+        apply_session_settings(state.settings, slide.settings, state.slide.background)
         if mask_name is not None:
             state.settings.mask_layer = mask_name
         self.dock._activate(state)  # the form, the mask choice and the sliders show them
@@ -216,15 +213,15 @@ class SessionBox(QWidget):
     def _load_predictions(self, path: Path) -> bool:
         """A prediction table as "Load predictions…"; a run folder or checkpoint in a worker
         (its predictions.parquet, or predicted again as the Model tab did)."""
-        from .compare_data import TABLE_SUFFIXES, SlideGrid, read_source
+        from .compare_data import TABLE_SUFFIXES, read_source
 
         if path.is_file() and path.name.endswith(TABLE_SUFFIXES):
             return self.dock.load_predictions(path)
         state = self.dock.require_state()
-        grid = SlideGrid.of(state)
+        slide, table = state.slide, state.patch_table()
 
         def job(*, cancel, progress):
-            return read_source(path, grid, cancel=cancel, progress=progress)
+            return read_source(path, slide, table, cancel=cancel, progress=progress)
 
         self.job.start(
             job,
@@ -326,7 +323,7 @@ def _session_slide(dock, state: SlideState) -> SessionSlide:
                 f"mask layer '{layer.name}' of slide '{name}' is not a file",
                 hint="save it (File > Save Selected Layers), open that file and pick it",
             )
-    settings = {k: v for k, v in asdict(state.settings).items() if k in SETTING_TYPES}
+    settings = session_settings(state.settings, state.slide.background)
     reviewed = getattr(state, "reviewed", None)  # the errors list's flags, if it keeps them
     return SessionSlide(
         image=Path(state.slide.path).absolute(),
@@ -361,3 +358,42 @@ def _is_own_mask(layer, state: SlideState) -> bool:
     if own is None:
         return False
     return own is state.slide or getattr(own, "path", None) == state.slide.path
+
+
+# -- the session file's flat settings ----------------------------------------------------
+# A session file keeps one flat dict per slide (session.SETTING_TYPES) in which the
+# automatic values are written as the form shows them: stride 0 ("= patch size"), tissue
+# threshold 0.0 ("auto (Otsu)"), the background by name. These two functions are the one
+# place that converts between that file format and SlideSettings.
+_VIEW_KEYS = ("attribute", "tau", "threshold")
+
+
+def session_settings(settings, own_background: str) -> dict:
+    """``settings`` as a session file stores them (keys of ``session.SETTING_TYPES``)."""
+    p = settings.patch
+    return {
+        "patch_size": int(p.patch_size),
+        "stride": int(p.stride or 0),
+        "keep_edges": bool(p.keep_edges),
+        "tissue": p.tissue,
+        "tissue_threshold": float(p.tissue_threshold or 0.0),
+        "background": p.background or own_background,
+        **{k: getattr(settings, k) for k in _VIEW_KEYS},
+    }
+
+
+def apply_session_settings(settings, values: dict, own_background: str) -> None:
+    """Set ``settings`` from a session file's flat ``values`` (absent keys kept)."""
+    from dataclasses import replace
+
+    patch = {k: v for k, v in values.items() if k not in _VIEW_KEYS}
+    if "stride" in patch:
+        patch["stride"] = patch["stride"] or None
+    if "tissue_threshold" in patch:
+        patch["tissue_threshold"] = patch["tissue_threshold"] or None
+    if patch.get("background") == own_background:
+        patch["background"] = None
+    settings.patch = replace(settings.patch, **patch)
+    for key in _VIEW_KEYS:
+        if key in values:
+            setattr(settings, key, values[key])

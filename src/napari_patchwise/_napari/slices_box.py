@@ -1,8 +1,9 @@
 """The Debias tab's discovered slices: ``patchwise discover``'s output on the slide.
 
 "Load slices…" reads a ``slices.parquet`` and the ``slices.json`` beside it (the CLI's
-two outputs, docs/shortcuts.md) and lists the slices, best first: size, accuracy, score,
-whether it beats the noise floor, and the attribute it correlates with most. Clicking a
+two outputs, docs/shortcuts.md) and lists the slices, best first: size, accuracy,
+held-out score (older outputs: score), whether it beats the (cross-fitted) noise floor,
+and the attribute it correlates with most. Clicking a
 row outlines that slice's patches of the current slide in the highlight layer (matched on
 slide, row and col) and names the slice in the canvas legend; "Clear" removes the outline
 and brings back the legend of the overlay shown.
@@ -29,7 +30,7 @@ from ..errors import PatchwiseError
 from . import notify
 from .row_table import row_table
 
-COLUMNS = ("rank", "slice", "patches", "on this slide", "accuracy", "score", "above noise",
+COLUMNS = ("rank", "slice", "patches", "on this slide", "accuracy", "held-out score", "above noise",
            "attribute")  # fmt: skip
 
 
@@ -102,7 +103,7 @@ class SlicesBox(QWidget):
             attribute = f"{top[0]['column']} ({top[0]['correlation']:+.2f})" if top else "-"
             cells = (
                 str(s["rank"]), str(s["id"]), str(s["size"]), str(counts.get(s["id"], 0)),
-                f"{100 * s['accuracy']:.1f}%", f"{s['score']:.4f}",
+                f"{100 * s['accuracy']:.1f}%", f"{s.get('held_out_score', s['score']):.4f}",
                 "yes" if s["above_noise"] else "no", attribute,
             )  # fmt: skip
             for j, text in enumerate(cells):
@@ -111,7 +112,7 @@ class SlicesBox(QWidget):
         above = sum(bool(s["above_noise"]) for s in self.slices)
         self.label.setText(
             f"{len(self.slices)} slices, {above} above the noise floor"
-            + (f" ({floor:.4f})" if isinstance(floor, float) else "")
+            + (f" ({floor:.4f}, cross-fitted)" if isinstance(floor, float) else "")
             + "; click one to outline its patches on this slide"
         )
         return True

@@ -7,13 +7,17 @@ tissue settings, tau, the decision threshold and the computed table with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..groups import DEFAULT_ATTRIBUTE, attribute_values
+from ..grid import PatchGrid
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_values
+from ..patch_table import PatchTable
+from ..schema import DEFAULT_THRESHOLD
+from ..settings import PatchSettings
 from ..slide import Slide
 from ..slider_eval import SliderEvaluator
 from .layer_slide import slide_key
@@ -24,26 +28,26 @@ __all__ = ["PatchData", "SlideSettings", "SlideState", "slide_key"]
 
 @dataclass
 class SlideSettings:
-    """What the user chose for one slide (the widget's form)."""
+    """What the user chose for one slide: the core patch settings and the view's own.
 
-    patch_size: int = 64
-    stride: int = 0  # 0: same as the patch size (tiling)
-    keep_edges: bool = False
-    tissue: str = "auto"  # auto | mask | intensity
-    tissue_threshold: float = 0.0  # 0: automatic (Otsu on the smallest level)
-    background: str = "dark"  # dark | bright
-    attribute: str = "tissue_ratio"  # the groups' attribute (docs/attributes.md)
-    tau: float = 0.1  # the attribute's threshold: tau for tissue_ratio, else in its units
-    threshold: float = 0.5
+    ``patch`` is the core :class:`~napari_patchwise.settings.PatchSettings` (the grid and
+    tissue form; ``None`` fields automatic: the stride tiles, Otsu's tissue threshold,
+    the slide's own background); the rest are the dock's view of the table.
+    """
+
+    patch: PatchSettings = field(default_factory=PatchSettings)
+    attribute: str = DEFAULT_ATTRIBUTE  # the groups' attribute (docs/attributes.md)
+    tau: float = DEFAULT_TAU  # the attribute's threshold: tau for tissue_ratio, else in its units
+    threshold: float = DEFAULT_THRESHOLD
     mask_layer: str = ""  # name of the chosen mask layer, "" for the slide's own mask
 
-    #: What a slide opened next starts with (the grid and tissue form); tau, the decision
-    #: threshold, the attribute and the mask stay the slide's own.
-    CARRIED = ("patch_size", "stride", "keep_edges", "tissue", "tissue_threshold")
-
     def carried(self) -> SlideSettings:
-        """Fresh settings for another slide, with this one's grid and tissue settings."""
-        return SlideSettings(**{name: getattr(self, name) for name in self.CARRIED})
+        """Fresh settings for another slide, with this one's grid and tissue settings.
+
+        Tau, the decision threshold, the attribute and the mask stay the slide's own; so
+        does its background (``None``: the slide's own, e.g. bright for brightfield).
+        """
+        return SlideSettings(patch=replace(self.patch, background=None))
 
 
 @dataclass
@@ -117,7 +121,7 @@ class SlideState:
     data: PatchData | None = None
     overlays: SlideOverlays | None = None
     panels: list | None = None  # histograms.BinnedScores of ``data``
-    geometry: tuple[tuple[int, int], int] | None = None  # (origin, stride) of ``data``
+    grid: PatchGrid | None = None  # the grid ``data``'s table lies on
     # where the shown table came from, what a saved session reopens (.session_box)
     computed: bool = False  # the grid was computed from ``settings``
     table_source: Path | None = None  # a complete patch table file shown instead
@@ -126,17 +130,16 @@ class SlideState:
     # (kept across slider moves and new predictions; a plain set a session file can save)
     reviewed: set[tuple[int, int]] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
-        # A brightfield slide (vendor WSI: bright background) starts on "bright".
-        if self.slide.background == "bright":
-            self.settings.background = "bright"
+    def patch_table(self) -> PatchTable | None:
+        """The shown table with its grid (None before a table is shown)."""
+        if self.data is None or self.grid is None:
+            return None
+        return PatchTable(self.data.table, self.grid, None, self.slide.name)
 
     @classmethod
     def after(cls, previous: SlideState | None, *, key: str, slide: Slide) -> SlideState:
         """A new slide's state, starting with ``previous``'s grid and tissue settings."""
         state = cls(key=key, slide=slide)
         if previous is not None:
-            settings = previous.settings.carried()
-            settings.background = state.settings.background  # the slide's own (bright WSI)
-            state.settings = settings
+            state.settings = previous.settings.carried()
         return state

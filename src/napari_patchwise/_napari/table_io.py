@@ -7,12 +7,14 @@ one, in the dock's background job; bad files are one notification line.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QGridLayout, QPushButton, QWidget
 
 from ..errors import PatchwiseError
+from ..grid import PatchGrid
 from ..qupath import CLASS_SCHEMES, DEFAULT_SCHEME
 from ..slide_table import full_table, merge_predictions, slide_predictions, with_pred
 from . import notify
@@ -25,8 +27,8 @@ WAIT = "Patchwise: wait for the running computation (or cancel it)"
 
 def predictions_for(
     state: SlideState, predictions: pd.DataFrame, source
-) -> tuple[pd.DataFrame, tuple[int, int], int]:
-    """``state``'s patch table with ``prob`` from ``predictions``, its origin and stride.
+) -> tuple[pd.DataFrame, PatchGrid]:
+    """``state``'s patch table with ``prob`` from ``predictions``, and its grid.
 
     Without a computed grid, a complete patch table (all statistics columns) is used as
     it is (:func:`~napari_patchwise.slide_table.full_table`).
@@ -38,8 +40,7 @@ def predictions_for(
     merged = merge_predictions(
         state.data.table, state.data.raster.index, predictions, slide=name, source=source
     )
-    origin, stride = state.geometry
-    return merged, origin, stride
+    return merged, state.grid
 
 
 def file_source(source) -> Path | None:
@@ -108,33 +109,40 @@ class TableFiles(QWidget):
     def load_table(self, path: str | Path) -> bool:
         """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
         from ..io.tables import read_table
+        from ..patch_table import read_table_metadata
         from ..schema import TABLE_COLUMNS
 
         try:
             table = read_table(path, required=TABLE_COLUMNS)
+            recorded = read_table_metadata(path)
         except PatchwiseError as exc:
             notify.error(exc)
             return False
-        return self.show_table(table, source=path)
+        return self.show_table(table, source=path, grid=None if recorded is None else recorded[0])
 
-    def show_table(self, table: pd.DataFrame, *, source="table") -> bool:
-        """Show a complete patch table (with or without ``prob``) instead of computing one."""
+    def show_table(self, table: pd.DataFrame, *, source="table", grid=None) -> bool:
+        """Show a complete patch table (with or without ``prob``) instead of computing one.
+
+        ``grid``: the one the table file records (else guessed from its rows)."""
         if not self.dock.jobs.admit(self.dock.grid_job):  # the runner said what runs
             return False
         try:
             state = self.dock.require_state()
-            table, origin, stride = full_table(
-                table, state.slide.name, state.slide.shape[1:], source=source
+            table, grid = full_table(
+                table, state.slide.name, state.slide.shape[1:], source=source, grid=grid
             )
         except PatchwiseError as exc:
             notify.error(exc)
             return False
         # the form shows the table's grid
-        state.settings.patch_size = int(table["height"].max())
-        state.settings.stride = 0 if stride == state.settings.patch_size else stride
+        state.settings.patch = replace(
+            state.settings.patch,
+            patch_size=grid.patch_size,
+            stride=None if grid.step == grid.patch_size else grid.step,
+        )
         state.computed, state.predictions_source = False, None
         state.table_source = file_source(source)
-        self.dock.prepare_table(state, table, origin, stride, f"Patch table of {state.slide.name}")
+        self.dock.prepare_table(state, table, grid, f"Patch table of {state.slide.name}")
         return True
 
     def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
@@ -143,16 +151,14 @@ class TableFiles(QWidget):
             return False
         try:
             state = self.dock.require_state()
-            merged, origin, stride = predictions_for(state, predictions, source)
+            merged, grid = predictions_for(state, predictions, source)
         except PatchwiseError as exc:
             notify.error(exc)
             return False
         if state.data is None:  # a complete table with predictions: nothing else to reopen
             state.computed, state.table_source = False, None
         state.predictions_source = file_source(source)
-        self.dock.prepare_table(
-            state, merged, origin, stride, f"Predictions for {state.slide.name}"
-        )
+        self.dock.prepare_table(state, merged, grid, f"Predictions for {state.slide.name}")
         return True
 
     # -- writing --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from ..errors import PatchwiseError
 from ..methods import METHOD_NAMES, get_method
 from ..models import MODEL_NAMES
 from ..presets import PRESET_NAMES, get_preset
+from ..settings import DEFAULT_PATCH_SIZE
 from ..train_config import SELECT_METRICS, TrainConfig
 from .encoder_choice import (
     WEIGHTS_FILTER,
@@ -150,7 +151,7 @@ class TrainForm(QGroupBox):
             self.patch_size.valueChanged.connect(self._show_patch_size)
             self._show_patch_size()
         else:
-            patch_field = self.patch_size = _spin(2, 8192, 64)
+            patch_field = self.patch_size = _spin(2, 8192, DEFAULT_PATCH_SIZE)
             self.patch_size.setToolTip("Side of the square patches in full-resolution pixels")
         self.steps = _spin(1, 10_000_000, 500)
         self.steps.setToolTip("How many batches training takes (Resume run can go on further)")

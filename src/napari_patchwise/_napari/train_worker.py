@@ -27,6 +27,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import PatchwiseError
+from ..inference import DEFAULT_BATCH_SIZE
+from ..patch_table import PatchTable
 from ..slide import Slide
 from ..train import TrainCallbacks, TrainConfig
 from .background import TrainingFailed, poll
@@ -196,9 +198,10 @@ def checkpoint_patch_size(run_dir: str | Path) -> int:
 
 
 def predict_job(
-    slide: Slide, table: pd.DataFrame, run_dir: str | Path, *, batch_size: int = 256
+    slide: Slide, table: PatchTable, run_dir: str | Path, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Callable[..., pd.DataFrame]:
-    """A ``job(cancel=, progress=)`` for :func:`.background.run_in_thread` predicting ``table``.
+    """A ``job(cancel=, progress=)`` for :func:`.background.run_in_thread` predicting ``table``
+    (the frame returned with ``prob`` and ``pred``).
 
     Refuses a grid cut with another patch size than the model's (the overlays would
     not match the patches the model saw).
@@ -208,7 +211,7 @@ def predict_job(
         from ..predict import predict_table
 
         patch_size = checkpoint_patch_size(run_dir)
-        grid_size = int(table["height"].max()) if len(table) else patch_size
+        grid_size = table.grid.patch_size
         if grid_size != patch_size:
             raise PatchwiseError(
                 f"the patch grid of '{slide.name}' uses {grid_size} px patches but the model "
@@ -217,7 +220,7 @@ def predict_job(
                 hint=f"compute the patch grid with patch size {patch_size}, then predict",
             )
         # run_in_thread's progress raises Cancelled at the next batch once Cancel is pressed
-        return predict_table(slide, table, run_dir, batch_size=batch_size, progress=progress)
+        return predict_table(slide, table.frame, run_dir, batch_size=batch_size, progress=progress)
 
     return job
 
@@ -226,7 +229,7 @@ def train_groups_job(manifest: str | Path, settings) -> Callable[..., tuple]:
     """A ``job(cancel=, progress=)`` returning the training split's ``(label, tissue_ratio)``.
 
     It prepares the cohort exactly as training does (``data.load_cohort`` with
-    ``settings``, a :class:`~napari_patchwise.data.PatchSettings`), so the patch caches
+    ``settings``, a :class:`~napari_patchwise.settings.PatchSettings`), so the patch caches
     it builds are reused by the next run; GERNE's ``beta_max`` follows from these arrays
     for any tau and c without reading the slides again.
     """

@@ -38,6 +38,7 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
+from ..grid import PatchGrid
 from . import notify
 from .attribute_choice import AttributeChoice
 from .cohort_browser import CohortBrowser
@@ -262,7 +263,7 @@ class PatchwiseWidget(DockActions, QWidget):
         self._activate(state)
 
     def _remember_form(self, state: SlideState) -> None:
-        self.form.read(state.settings)
+        self.form.read(state.settings, state.slide.background)
         self.tuning.read(state.settings)
         state.settings.mask_layer = self.mask_combo.currentText()
 
@@ -270,7 +271,7 @@ class PatchwiseWidget(DockActions, QWidget):
         """Show ``state``'s settings and results."""
         self.current = state
         s = state.settings
-        self.form.show_settings(s)
+        self.form.show_settings(s.patch, state.slide.background)
         self.form.set_pixel_size(state.slide.pixel_size)  # µm beside the px fields
         self.picker.follow_mask(s.mask_layer)  # this slide's mask, never the previous one's
         self.picker.align_mask()
@@ -326,13 +327,13 @@ class PatchwiseWidget(DockActions, QWidget):
         return self._start(job, state, f"Patch grid of {base.name}")
 
     def prepare_table(
-        self, state: SlideState, table: pd.DataFrame, origin, stride, description: str
+        self, state: SlideState, table: pd.DataFrame, grid: PatchGrid, description: str
     ) -> bool:
-        """Show a complete ``table`` for ``state`` (bins and rasters prepared in a worker);
-        False after the runner's notice when another job runs."""
+        """Show a complete ``table`` lying on ``grid`` for ``state`` (bins and rasters
+        prepared in a worker); False after the runner's notice when another job runs."""
 
         def job(*, cancel, progress) -> ComputeResult:  # noqa: ARG001 - O(N log N) only
-            return prepare(table, origin, stride, state.settings.attribute)
+            return prepare(table, grid, state.settings.attribute)
 
         return self._start(job, state, description)
 
@@ -365,11 +366,11 @@ class PatchwiseWidget(DockActions, QWidget):
         if self.grid_job.cancelled():
             return
         state.data, state.panels = result.data, result.panels
-        state.geometry = (result.origin, result.stride)
+        state.grid = result.grid
         layer = self.picker.layer_showing(state.key)
         scale, translate = overlay_transform(
-            result.origin,
-            result.stride,
+            result.grid.origin,
+            result.grid.step,
             image_scale=tuple(layer.scale[-2:]) if layer is not None else (1.0, 1.0),
             image_translate=tuple(layer.translate[-2:]) if layer is not None else (0.0, 0.0),
         )

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..errors import PatchwiseError
+from ..grid import PatchGrid
 from ..groups import DEFAULT_ATTRIBUTE
+from ..patch_table import PatchTable
 from ..slide import Slide
 from .background import Cancelled
 from .histograms import BinnedScores, build_panels
@@ -28,12 +30,11 @@ class ComputeResult:
     data: PatchData
     rasters: OverlayRasters
     panels: list[BinnedScores]
-    origin: tuple[int, int]
-    stride: int
+    grid: PatchGrid  # the grid the table lies on
 
 
 def prepare(
-    table: pd.DataFrame, origin: tuple[int, int], stride: int, attribute: str = DEFAULT_ATTRIBUTE
+    table: pd.DataFrame, grid: PatchGrid, attribute: str = DEFAULT_ATTRIBUTE
 ) -> ComputeResult:
     """Everything O(N) the viewer needs from a patch table (run it off the main thread).
 
@@ -46,7 +47,7 @@ def prepare(
     glass = table["tissue_ratio"].to_numpy() == 0 if "tissue_ratio" in table else None
     rasters = overlay_rasters(data.raster, data.label, data.overlay_values(), data.prob, glass)
     panels = build_panels(table, data.prob)
-    return ComputeResult(data=data, rasters=rasters, panels=panels, origin=origin, stride=stride)
+    return ComputeResult(data=data, rasters=rasters, panels=panels, grid=grid)
 
 
 def compute_table(
@@ -56,53 +57,36 @@ def compute_table(
     cancel: threading.Event,
     progress: Callable[[int, int], None] | None = None,
 ) -> ComputeResult:
-    """Run ``grid.patch_stats`` with the widget's settings; raises :class:`Cancelled`.
+    """The slide's patch table with the widget's settings
+    (:func:`~napari_patchwise.patch_table.build_patch_table`); raises :class:`Cancelled`.
 
     ``progress`` is :func:`.background.run_in_thread`'s (it raises :class:`Cancelled` once ``cancel``
     is set); a result that arrives after Cancel is dropped here too.
     """
-    from ..grid import PatchGrid, patch_stats
+    from ..patch_table import build_patch_table
 
-    grid = PatchGrid(
-        patch_size=int(settings.patch_size),
-        stride=int(settings.stride) or None,
-        keep_edges=bool(settings.keep_edges),
-    )
-    table = patch_stats(
-        slide,
-        grid,
-        tissue=settings.tissue,
-        tissue_threshold=settings.tissue_threshold or None,
-        background=settings.background,
-        progress=progress,
-    )
-    table = with_attribute(table, slide, grid, settings, progress)
+    table = build_patch_table(slide, settings.patch, progress=progress)
+    table = with_attribute(table, slide, settings.attribute, progress)
     if cancel.is_set():
         raise Cancelled
-    if table.empty:
+    if table.frame.empty:
         raise PatchwiseError(
-            f"no patch of {settings.patch_size} px fits on slide '{slide.name}' "
+            f"no patch of {settings.patch.patch_size} px fits on slide '{slide.name}' "
             f"({slide.shape[1]} x {slide.shape[2]} px)",
             hint="choose a smaller patch size or keep edge patches",
         )
-    return prepare(table, grid.origin, grid.step, settings.attribute)
+    return prepare(table.frame, table.grid, settings.attribute)
 
 
-def with_attribute(table, slide: Slide, grid, settings: SlideSettings, progress=None):
-    """``table`` with ``settings.attribute``'s column computed when ``patch_stats`` has none
-    (mean/std intensity, border fraction: :mod:`napari_patchwise.attributes`)."""
-    from ..attributes import column_kind, patch_attributes
+def with_attribute(table: PatchTable, slide: Slide, attribute: str, progress=None) -> PatchTable:
+    """``table`` with ``attribute``'s column computed when ``patch_stats`` has none
+    (mean/std intensity, border fraction: :mod:`napari_patchwise.attributes`), on the
+    table's own grid and with its settings."""
+    from ..attributes import column_kind
+    from ..patch_table import with_attributes
 
-    if settings.attribute in table:
+    if attribute in table.frame:
         return table
-    kind = column_kind(settings.attribute, slide.channel_names)
-    attrs = patch_attributes(
-        slide,
-        grid,
-        [kind],
-        tissue=settings.tissue,
-        tissue_threshold=settings.tissue_threshold or None,
-        background=settings.background,
-        progress=progress,
+    return with_attributes(
+        table, slide, [column_kind(attribute, slide.channel_names)], progress=progress
     )
-    return pd.concat([table, attrs], axis=1)

@@ -92,14 +92,12 @@ def prepare_story(out_dir: Path, args: argparse.Namespace):
 
 def write_story_report(story, images: dict[str, Path]) -> Path:
     """``report.html`` of the demo's two runs, with the viewer's overlays of both."""
-    import json
-
     from ..report_run import write_report
-    from ..runs import METRICS
+    from ..runs import read_metrics
 
     wga = {}
     for name, run in story.runs.items():
-        test = json.loads((run / METRICS).read_text())["by_selection"]["val_wga"]["test"]
+        test = read_metrics(run)["by_selection"]["val_wga"]["test"]
         wga[name] = 100 * test["wga"]
     intro = [
         "The patchwise demo: six synthetic slides in which large dense tissue goes with "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..schema import DEFAULT_THRESHOLD
 from ._args import non_negative_float, non_negative_int, positive_int, probability, seed
 
 KEYS = ["slide", "row", "col"]
@@ -23,8 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="find slices of patches where a model errs, in feature space (no groups needed)",
         description="Join a prediction table to a feature store (patchwise embed), fit an "
         "error-aware Gaussian mixture on the PCA-reduced features with label and error, "
-        "and rank the slices by their excess errors beside a permutation noise floor "
-        "(docs/shortcuts.md).",
+        "and rank the slices by their excess errors on held-out patches (cross-fitted) "
+        "beside a permutation noise floor of the same (docs/shortcuts.md).",
     )
     p.add_argument("table", metavar="TABLE", help="predictions: slide, row, col, label, prob")
     p.add_argument("--features", required=True, metavar="FEATURES.zarr", help="feature store")
@@ -33,7 +34,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--split", default=None, help="only the rows of TABLE whose split column is this"
     )
     p.add_argument(
-        "--threshold", type=probability, default=0.5, help="decision threshold on prob (0.5)"
+        "--threshold",
+        type=probability,
+        default=DEFAULT_THRESHOLD,
+        help=f"decision threshold on prob ({DEFAULT_THRESHOLD})",
     )
     p.add_argument("--slices", type=positive_int, default=8, help="mixture components (8)")
     p.add_argument("--components", type=positive_int, default=32, help="PCA components kept (32)")
@@ -159,9 +163,15 @@ def _plain(value):
 
 def _print_summary(found, stream) -> None:
     floor = found.noise_floor
+    floor_text = (
+        "no noise floor (--permutations 0)"
+        if floor != floor  # NaN
+        else f"noise floor {floor:.4f} (cross-fitted: held-out scores, errors permuted "
+        "within each class)"
+    )
     print(
         f"patchwise discover: {len(found.assignment)} patches, accuracy "
-        f"{found.overall_accuracy:.3f}, noise floor {floor:.4f}",
+        f"{found.overall_accuracy:.3f}, {floor_text}",
         file=stream,
     )
     for s in found.slices[:5]:
@@ -169,6 +179,7 @@ def _print_summary(found, stream) -> None:
         attrs = ", ".join(f"{a['column']} {a['correlation']:+.2f}" for a in s.attributes)
         print(
             f"  slice {s.id}: {s.size} patches, accuracy {s.accuracy:.3f}, "
-            f"score {s.score:.4f}{mark}" + (f" ({attrs})" if attrs else ""),
+            f"held-out score {s.held_out_score:.4f}{mark} (in-sample {s.score:.4f})"
+            + (f" ({attrs})" if attrs else ""),
             file=stream,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..inference import DEFAULT_BATCH_SIZE
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import pixels, positive_int, scheduler_address
 
@@ -68,7 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--mask-map", metavar="SPEC", help="with --backbone, e.g. binary")
     p.add_argument("--cache-dir", metavar="DIR", help="patch cache (default: beside the input)")
-    p.add_argument("--batch-size", type=positive_int, default=256, metavar="B")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="B")
     p.add_argument(
         "--chunk-rows", type=positive_int, default=None, metavar="N",
         help="patches per stored chunk (default: about 4 MiB of vectors)",
@@ -173,23 +174,28 @@ def _check_inputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..data import PatchSettings
     from ..embed import EmbedSource
+    from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
     from ..train import passive_openmp_waits
 
     passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
     _check_args(args)
     from ..encoder_presets import get_encoder_preset
 
-    patch_size = 64 if args.patch_size is None else args.patch_size
+    patch_size = DEFAULT_PATCH_SIZE if args.patch_size is None else args.patch_size
     settings = PatchSettings(
         patch_size, args.stride, args.tissue, None, args.background, args.mask_map
     )
     fit_scale = args.patch_size is None and get_encoder_preset(args.backbone or "") is not None
     source = EmbedSource(
-        args.checkpoint, args.backbone, args.weights, args.layer, args.channels,
-        args.input_size, fit_scale,
-    )  # fmt: skip
+        args.checkpoint,
+        args.backbone,
+        args.weights,
+        args.layer,
+        args.channels,
+        args.input_size,
+        fit_scale,
+    )
     try:
         out = _embed(args, source, settings)
     except KeyboardInterrupt:
@@ -208,19 +214,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace, source, settings):
+    from .._compute import dask_client
     from .._progress import tqdm_progress
     from ..embed import embed
-    from .stats import _cluster
 
     with (
-        _cluster(args.scheduler, None) as client,
+        dask_client(args.scheduler, None) as client,
         tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare,
         tqdm_progress("embedding", unit="chunk", disable=args.quiet) as progress,
     ):
         out = embed(
-            args.target, args.out, source, mask=args.mask, settings=settings,
-            cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
-            chunk_rows=args.chunk_rows, client=client, overwrite=args.overwrite,
-            progress=progress, prepare_progress=prepare,
-        )  # fmt: skip
+            args.target,
+            args.out,
+            source,
+            mask=args.mask,
+            settings=settings,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            batch_size=args.batch_size,
+            chunk_rows=args.chunk_rows,
+            client=client,
+            overwrite=args.overwrite,
+            progress=progress,
+            prepare_progress=prepare,
+        )
     return out

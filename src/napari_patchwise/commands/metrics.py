@@ -16,6 +16,8 @@ import json
 import math
 
 from ..errors import PatchwiseError
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from ..schema import DEFAULT_THRESHOLD
 from ._args import finite_float, int_range, non_negative_int, positive_int, probability, seed
 
 
@@ -29,14 +31,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("table", metavar="TABLE", help=".parquet, .csv or .csv.gz patch table")
     p.add_argument(
-        "--tau", type=probability, default=None, help="tissue-ratio threshold in [0, 1] (0.1)"
+        "--tau",
+        type=probability,
+        default=None,
+        help=f"tissue-ratio threshold in [0, 1] ({DEFAULT_TAU})",
     )
     p.add_argument(
-        "--threshold", type=probability, default=0.5, help="decision threshold on prob (0.5)"
+        "--threshold",
+        type=probability,
+        default=DEFAULT_THRESHOLD,
+        help=f"decision threshold on prob ({DEFAULT_THRESHOLD})",
     )
     p.add_argument(
         "--attribute",
-        default="tissue_ratio",
+        default=DEFAULT_ATTRIBUTE,
         metavar="COLUMN",
         help="numeric per-patch column that splits each class into low/high groups "
         "(default: tissue_ratio, split at --tau)",
@@ -347,13 +355,21 @@ def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: 
     values = attribute_values(paired, args.attribute)
     common = {"tau": group_threshold}
     counts_a = slide_counts(
-        paired["slide"], paired["label"], values, prob=paired["prob_a"],
-        threshold=a.threshold, **common,
-    )  # fmt: skip
+        paired["slide"],
+        paired["label"],
+        values,
+        prob=paired["prob_a"],
+        threshold=a.threshold,
+        **common,
+    )
     counts_b = slide_counts(
-        paired["slide"], paired["label"], values, prob=paired["prob_b"],
-        threshold=b.threshold, **common,
-    )  # fmt: skip
+        paired["slide"],
+        paired["label"],
+        values,
+        prob=paired["prob_b"],
+        threshold=b.threshold,
+        **common,
+    )
     return paired_wga_difference_ci(counts_a, counts_b, path=args.table, **_boot_options(args))
 
 
@@ -405,9 +421,14 @@ def _rank(args: argparse.Namespace) -> int:
         check_values(train, path=args.train_table, missing_ok=False)
     permutations = DEFAULT_PERMUTATIONS if args.permutations is None else args.permutations
     ranks = rank_attributes(
-        table, threshold=args.threshold, min_share=min_share, permutations=permutations,
-        seed=args.permutation_seed, train=train, path=args.table,
-    )  # fmt: skip
+        table,
+        threshold=args.threshold,
+        min_share=min_share,
+        permutations=permutations,
+        seed=args.permutation_seed,
+        train=train,
+        path=args.table,
+    )
     if args.json:
         result = {
             "threshold": args.threshold,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import PatchwiseError
+from ..inference import DEFAULT_BATCH_SIZE
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import (
     add_attribute_arguments,
@@ -66,7 +67,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="decision threshold in [0, 1] (default: the run's)",
     )
     p.add_argument(
-        "--batch-size", type=positive_int, default=256, metavar="B", help="patches per forward pass"
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="B",
+        help=f"patches per forward pass ({DEFAULT_BATCH_SIZE})",
     )
     add_attribute_arguments(
         p, "also write extra per-patch attributes (e.g. for 'patchwise metrics --rank-attributes')"

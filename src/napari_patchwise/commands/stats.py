@@ -11,12 +11,11 @@ attributes (``docs/attributes.md``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._compute import dask_client
 from ..errors import PatchwiseError
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ._args import (
@@ -110,9 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .._atomic import check_output
     from .._progress import tqdm_progress
-    from ..grid import PatchGrid
-    from ..io.mask import MaskMap, as_mask_map
     from ..io.tables import table_format, write_table
+    from ..patch_table import settings_grid, table_metadata
     from ..qupath import write_patches
 
     # Fail on a bad output name before any work; never overwrite an input or a folder.
@@ -128,24 +126,17 @@ def run(args: argparse.Namespace) -> int:
             "table has none of",
             hint="use 'patchwise predict --geojson', or label or group classes",
         )
-    grid = PatchGrid(
-        args.patch_size, stride=args.stride, origin=tuple(args.origin), keep_edges=args.keep_edges
-    )
     if args.workers is not None and args.workers < 1:
         raise PatchwiseError(f"--workers must be at least 1, got {args.workers}")
     jobs = _jobs(args.images, args.mask)
     _check_unique_names(jobs)
-    # One map for the whole cohort, decided by the user (never guessed per slide).
-    mask_map = str(as_mask_map(args.mask_map) or MaskMap.default())
-    options = {
-        "tissue": args.tissue,
-        "tissue_threshold": args.tissue_threshold,
-        "background": args.background,
-        "channels": args.channels,
-    }
+    settings = _settings(args)
+    mask_map = settings.mask_map
+    grid = settings_grid(settings, args.origin)  # checks the geometry before any work
+    options = {"origin": tuple(args.origin), "channels": args.channels}
     extra = {"kinds": args.attributes, "border_margin": args.border_margin}
     tables, pixel_sizes = [], {}
-    with _cluster(args.scheduler, args.workers) as client:
+    with dask_client(args.scheduler, args.workers) as client:
         pending = []  # (position, future) of slides counted whole on a worker
         for i, (image, mask, _split, name) in enumerate(jobs, start=1):
             slide = open_headless(image, mask, mask_map, name)
@@ -155,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 # This reader's arrays hold open files and cannot be shipped chunk by
                 # chunk: open and count the whole slide on one worker instead.
                 future = client.submit(
-                    slide_table, image, mask, mask_map, name, grid, options, (extra, i - 1),
+                    slide_table, image, mask, name, settings, options, (extra, i - 1),
                     pure=False,
                 )  # fmt: skip
                 pending.append((len(tables), future))
@@ -165,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
                 # dask's local callbacks do not see a distributed cluster's tasks.
                 with tqdm_progress(desc, unit="task", disable=args.quiet) as bar:
                     bar = None if client is not None else bar
-                    table = count_slide(slide, grid, options, extra, i - 1, progress=bar)
+                    table = count_slide(slide, settings, options, extra, i - 1, progress=bar)
                 tables.append(table)
         for position, future in pending:
             tables[position] = future.result()
@@ -175,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
             table["split"] = split
     out = pd.concat(tables, ignore_index=True)
     _warn_if_no_tumor(out, mask_map)
-    write_table(out, args.out)
+    # the grid and settings travel with the table (parquet metadata, docs/numbers.md)
+    write_table(out, args.out, metadata=table_metadata(grid, settings))
     if args.geojson:
         write_patches(
             out, args.geojson, scheme=args.geojson_classes, tau=args.tau, pixel_size=pixel_sizes
@@ -185,7 +177,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def slide_table(image, mask, mask_map, name, grid, options, attributes=None) -> pd.DataFrame:
+def _settings(args: argparse.Namespace):
+    """The command's :class:`~napari_patchwise.settings.PatchSettings`."""
+    from ..io.mask import MaskMap, as_mask_map
+    from ..settings import PatchSettings
+
+    return PatchSettings(
+        patch_size=args.patch_size,
+        stride=args.stride,
+        tissue=args.tissue,
+        tissue_threshold=args.tissue_threshold,
+        background=args.background,
+        # One map for the whole cohort, decided by the user (never guessed per slide).
+        mask_map=str(as_mask_map(args.mask_map) or MaskMap.default()),
+        keep_edges=args.keep_edges,
+    )
+
+
+def slide_table(image, mask, name, settings, options, attributes=None) -> pd.DataFrame:
     """Open one slide and count its patches with the local threaded scheduler.
 
     Runs as a task on a distributed worker, so it must be a picklable top-level function.
@@ -194,38 +203,25 @@ def slide_table(image, mask, mask_map, name, grid, options, attributes=None) -> 
     import dask
 
     extra, index = attributes or ({"kinds": ()}, 0)
-    slide = open_headless(image, mask, mask_map, name)
+    slide = open_headless(image, mask, settings.mask_map, name)
     with dask.config.set(scheduler="threads"):
-        return count_slide(slide, grid, options, extra, index)
+        return count_slide(slide, settings, options, extra, index)
 
 
-def count_slide(slide, grid, options, extra, index, progress=None) -> pd.DataFrame:
-    """``patch_stats`` of one slide, with the extra attributes ``extra["kinds"]`` joined."""
-    import pandas as pd
+def count_slide(slide, settings, options, extra, index, progress=None) -> pd.DataFrame:
+    """The patch table of one slide (:func:`~napari_patchwise.patch_table.build_patch_table`),
+    with the extra attributes ``extra["kinds"]`` joined; ``options``: origin and channels."""
+    from ..patch_table import build_patch_table
 
-    from ..attributes import patch_attributes
-    from ..grid import patch_stats
-
-    table = patch_stats(slide, grid, progress=progress, **options)
-    if not extra["kinds"]:
-        return table
-    attrs = patch_attributes(
+    return build_patch_table(
         slide,
-        grid,
-        extra["kinds"],
-        border_margin=extra["border_margin"],
+        settings,
+        attributes=extra["kinds"],
+        border_margin=extra.get("border_margin"),
         slide_index=index,
         progress=progress,
         **options,
-    )
-    clash = [c for c in attrs.columns if c in table.columns]
-    if clash:
-        raise PatchwiseError(
-            f"attribute column(s) {', '.join(clash)} would replace the table's own",
-            path=slide.path,
-            hint="rename the channels (--channel-names when converting) or drop intensity",
-        )
-    return pd.concat([table, attrs], axis=1)
+    ).frame
 
 
 def _check_same_channels(tables, jobs, kinds) -> None:
@@ -327,48 +323,3 @@ def _check_unique_names(jobs) -> None:
                 hint="rename one, or list them in a manifest with distinct 'slide' ids",
             )
         seen[name] = Path(image)
-
-
-@contextlib.contextmanager
-def _cluster(address: str | None, workers: int | None) -> Iterator[Any]:
-    """Make a distributed Client current for the block; yields it (or ``None``)."""
-    if address is None and workers is None:
-        yield None
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise PatchwiseError(
-            "dask.distributed is not installed",
-            hint="pip install 'napari-patchwise[distributed]'",
-        ) from exc
-    from .._compute import WORKER_PRELOAD, quiet_distributed_shutdown, sigint_blocked
-
-    quiet_distributed_shutdown()  # no AllExit tracebacks when the run is interrupted
-    if address is not None:
-        try:
-            client = Client(address, timeout=10)
-        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
-            raise PatchwiseError(
-                f"cannot reach the dask scheduler at {address} ({exc})",
-                hint="check the address (tcp://host:8786) and that the scheduler runs",
-            ) from exc
-        with client:
-            yield client
-        return
-    # Workers ignore Ctrl-C (this process closes them): no traceback from each of them.
-    # One pressed while they start arrives when the block ends: the finally closes them.
-    cluster = None
-    try:
-        with sigint_blocked():
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                dashboard_address=None,
-                preload=[WORKER_PRELOAD],
-            )
-        with Client(cluster) as client:
-            yield client
-    finally:
-        if cluster is not None:
-            cluster.close()

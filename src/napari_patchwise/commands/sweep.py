@@ -190,10 +190,10 @@ def check_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._compute import dask_client
     from .._progress import tqdm_progress
     from ..sweep import TABLE, complete_sweep, prepare_sweep
     from ..train import passive_openmp_waits
-    from .stats import _cluster
 
     passive_openmp_waits()  # before the checks load torch (train.py, "CPU threads")
     seeds, make_config = check_args(args)
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             runs = prepare_sweep(
                 args.grid, seeds, args.out, make_config, progress=prepare, merge=args.merge
             )
-        with _cluster(args.scheduler, None) as client:
+        with dask_client(args.scheduler, None) as client:
             table, selected = complete_sweep(
                 runs,
                 args.grid,

@@ -42,6 +42,8 @@ HELP = {
     "tissue_threshold": "brightness threshold for intensity tissue (default: Otsu)",
     "background": "dark (fluorescence, nonlinear microscopy) or bright (brightfield); "
     "default: each slide's own (bright for brightfield whole-slide images, else dark)",
+    "keep_edges": "also keep the patches that run past the image's bottom or right edge "
+    "(the part inside the image is read, the rest zero-padded)",
     "mask_map": "mask values (or GeoJSON class names) -> classes, e.g. "
     '"0=background,1=healthy,2=tumor" or "Tumor=tumor,Stroma=healthy"',
     "model": "backbone: resnet50, resnet18, smallcnn, timm:NAME (any timm model) or an "
@@ -309,14 +311,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_group_warnings(run_dir) -> None:
     """The run's empty/tiny validation and test groups (metrics.json "warnings"), on stderr."""
-    import json
     import sys
 
-    from ..runs import METRICS
+    from ..errors import PatchwiseError
+    from ..runs import read_metrics
 
     try:
-        warnings = json.loads((run_dir / METRICS).read_text(encoding="utf-8")).get("warnings")
-    except (OSError, ValueError):  # a data-parallel worker rank writes no metrics.json
+        warnings = read_metrics(run_dir).get("warnings")
+    except PatchwiseError:  # a data-parallel worker rank writes no metrics.json
         return
     for line in warnings or []:
         print(f"patchwise train: warning: {line}", file=sys.stderr)

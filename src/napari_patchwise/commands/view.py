@@ -12,6 +12,9 @@ import argparse
 import os
 from pathlib import Path
 
+from ..groups import DEFAULT_TAU
+from ..schema import DEFAULT_THRESHOLD
+from ..settings import DEFAULT_PATCH_SIZE
 from ._args import pixels, probability
 
 
@@ -47,9 +50,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "names: Tumor=tumor,Stroma=healthy",
     )
     p.add_argument("--table", type=Path, help="patch table (parquet/CSV) of the slide")
-    p.add_argument("--patch-size", type=pixels, default=64, help="patch size to compute (64)")
-    p.add_argument("--tau", type=probability, default=0.1, help="tissue-size threshold (0.1)")
-    p.add_argument("--threshold", type=probability, default=0.5, help="decision threshold (0.5)")
+    p.add_argument(
+        "--patch-size",
+        type=pixels,
+        default=DEFAULT_PATCH_SIZE,
+        help=f"patch size to compute ({DEFAULT_PATCH_SIZE})",
+    )
+    p.add_argument(
+        "--tau",
+        type=probability,
+        default=DEFAULT_TAU,
+        help=f"tissue-size threshold ({DEFAULT_TAU})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=DEFAULT_THRESHOLD,
+        help=f"decision threshold ({DEFAULT_THRESHOLD})",
+    )
     p.add_argument(
         "--overlay",
         choices=("groups", "outcome", "probability", "labels", "comparison", "none"),
@@ -74,14 +92,16 @@ def run(args: argparse.Namespace) -> int:
     from ..io.mask import as_mask_map
 
     mask_map = as_mask_map(args.mask_map)  # a bad spec: one line, exit 2, before Qt loads
-    table = None
+    table = grid = None
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
         from ..io.tables import read_table
+        from ..patch_table import read_table_metadata
         from ..schema import TABLE_COLUMNS
         from ..slide_table import slide_rows
 
         table = read_table(args.table, required=TABLE_COLUMNS)
+        grid = (read_table_metadata(args.table) or (None,))[0]  # the grid the file records
         slide_rows(
             table, slide_name(args.image), source=args.table, hint="pass the table of this image"
         )
@@ -115,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
     )
     if table is not None:
-        widget.show_table(table, source=args.table)
+        widget.show_table(table, source=args.table, grid=grid)
     else:
         widget.compute()
     widget.configure(overlay=args.overlay)  # shown once the table is

@@ -263,8 +263,8 @@ class TiffLevelView:
             raise IndexError(f"too many indices for a 3-D view: {key!r}")
         key_c, key_y, key_x = key + (slice(None),) * (3 - len(key))
         channels = np.arange(self.shape[0])[key_c]
-        y0, y1, post_y = _bounds(key_y, self.shape[1])
-        x0, x1, post_x = _bounds(key_x, self.shape[2])
+        y0, y1, post_y = key_bounds(key_y, self.shape[1])
+        x0, x1, post_x = key_bounds(key_x, self.shape[2])
         region = self.read_region(np.atleast_1d(channels), (y0, y1), (x0, x1))
         if np.ndim(channels) == 0:
             region = region[0]
@@ -403,7 +403,7 @@ class TiffLevelView:
         return data
 
 
-def _bounds(key, n: int) -> tuple[int, int, Any]:
+def key_bounds(key, n: int) -> tuple[int, int, Any]:
     """Bounding range ``[start, stop)`` of ``key`` on an axis of length ``n``, and the
     index that picks ``key``'s elements out of that range."""
     if isinstance(key, int | np.integer):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._tile_cache import TILES, new_owner
-from ._tiles import _bounds
+from ._tiles import key_bounds
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
@@ -69,7 +69,7 @@ class DirectChunks:
     def __getitem__(self, key: tuple) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (len(self.shape) - len(key))
-        bounds = [_bounds(k, n) for k, n in zip(key, self.shape, strict=True)]
+        bounds = [key_bounds(k, n) for k, n in zip(key, self.shape, strict=True)]
         spans = [(lo, hi) for lo, hi, _ in bounds]
         out = self.read(spans)
         for axis in reversed(range(len(bounds))):  # last axis first: ints drop axes

@@ -35,8 +35,15 @@ import numpy as np
 from ._layout import lazy_view
 from ._loaded import LoadedImage
 from ._tiles import TiffLevelView, UnsupportedLayout
-from .tiff import _check_structure, _tifffile_log
-from .wsi import ASSOCIATED_NAMES, BRIGHTFIELD_LIMITS, RGB, _pair, _positive, read_openslide
+from .tiff import check_structure, tifffile_log
+from .wsi import (
+    ASSOCIATED_NAMES,
+    BRIGHTFIELD_LIMITS,
+    RGB,
+    positive_number,
+    positive_pair,
+    read_openslide,
+)
 
 #: Environment variable choosing the SVS reader: ``openslide`` forces OpenSlide for every
 #: SVS; anything else (or unset) takes the tifffile path where it is exact.
@@ -93,13 +100,13 @@ def read_svs(path: str | Path) -> LoadedImage:
     import tifffile
 
     path = Path(path)
-    with _tifffile_log() as records:  # damaged structure: OpenSlide decides, nothing on stderr
+    with tifffile_log() as records:  # damaged structure: OpenSlide decides, nothing on stderr
         tif = tifffile.TiffFile(path)
     try:
-        with _tifffile_log() as more:
+        with tifffile_log() as more:
             meta = _description(tif.pages[0])
             levels = _level_pages(tif)
-        _check_structure(records + more)
+        check_structure(records + more)
         views = [TiffLevelView(path, i, tif=tif, fill=GLASS) for i in range(len(levels))]
         associated = _associated(tif)
     except BaseException:
@@ -108,10 +115,10 @@ def read_svs(path: str | Path) -> LoadedImage:
     return LoadedImage(
         levels=[lazy_view(v, v.block) for v in views],
         channel_names=list(RGB),
-        pixel_size=_pair(meta.get("MPP"), meta.get("MPP")),
+        pixel_size=positive_pair(meta.get("MPP"), meta.get("MPP")),
         contrast_limits=BRIGHTFIELD_LIMITS,
         background="bright",
-        objective_power=_positive(meta.get("AppMag")),
+        objective_power=positive_number(meta.get("AppMag")),
         associated=associated,
         vendor="aperio",
     )

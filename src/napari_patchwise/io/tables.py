@@ -94,12 +94,26 @@ def read_table(
     return normalize_dtypes(df, path=path)
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` as parquet or CSV (by extension) atomically; returns the path."""
+def write_table(
+    df: pd.DataFrame, path: str | os.PathLike, *, metadata: dict[bytes, bytes] | None = None
+) -> Path:
+    """Write ``df`` as parquet or CSV (by extension) atomically; returns the path.
+
+    ``metadata``: key-value pairs added to a parquet file's schema metadata (a CSV has
+    no place for them: they are left out).
+    """
     fmt = table_format(path)
     path = Path(path)
     with atomic_path(path) as tmp:
-        if fmt == "parquet":
+        if fmt == "parquet" and metadata:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            arrow = pa.Table.from_pandas(df, preserve_index=False)
+            pq.write_table(
+                arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata}), tmp
+            )
+        elif fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
             # The temporary name keeps ".csv.gz", so pandas infers the compression.
@@ -277,8 +291,14 @@ def write_geojson(
         first = True
         for start in range(0, len(df), chunk_rows):
             part = df.iloc[start : start + chunk_rows]
-            lines = _features(part, names[start : start + chunk_rows], measure_cols,
-                              pixel_size, object_type, colors)  # fmt: skip
+            lines = _features(
+                part,
+                names[start : start + chunk_rows],
+                measure_cols,
+                pixel_size,
+                object_type,
+                colors,
+            )
             for i, line in enumerate(lines):
                 fh.write(line if first else ",\n" + line)
                 first = False

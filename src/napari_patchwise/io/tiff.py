@@ -53,10 +53,10 @@ def read_tiff(path: str | Path) -> LoadedImage:
     path = Path(path)
     tif = None
     try:
-        with _tifffile_log() as records:
+        with tifffile_log() as records:
             tif = tifffile.TiffFile(path)
             series = tif.series[0]
-        _check_structure(records)
+        check_structure(records)
         _check_complete(tif, series)
         _check_decodable(series, path)
         levels = [_level_array(tif, series, i) for i in range(len(series.levels))]
@@ -90,7 +90,7 @@ _collectors_lock = threading.Lock()
 
 
 class _Collect(logging.Filter):
-    """Hand tifffile's records to the open :func:`_tifffile_log` blocks instead of stderr."""
+    """Hand tifffile's records to the open :func:`tifffile_log` blocks instead of stderr."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         with _collectors_lock:
@@ -100,7 +100,7 @@ class _Collect(logging.Filter):
 
 
 @contextlib.contextmanager
-def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
+def tifffile_log() -> Iterator[list[logging.LogRecord]]:
     """Collect (and keep off stderr) what tifffile logs while the block opens a file.
 
     Its lines would otherwise appear before, and say less than, our one-line error.
@@ -118,7 +118,7 @@ def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
             _collectors.remove(records)
 
 
-def _check_structure(records: list[logging.LogRecord]) -> None:
+def check_structure(records: list[logging.LogRecord]) -> None:
     """Raise on the first collected record that says the file's structure is damaged."""
     for record in records:
         message = record.getMessage()

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import PatchwiseError
 from ._layout import lazy_view
 from ._loaded import LoadedImage
-from ._tiles import _bounds as axis_bounds
+from ._tiles import key_bounds as axis_bounds
 from ._tiles import undecodable
 
 EXTRA_HINT = "install the 'wsi' extra: pip install 'napari-patchwise[wsi]'"
@@ -110,10 +110,10 @@ def read_openslide(path: str | Path) -> LoadedImage:
     return LoadedImage(
         levels=levels,
         channel_names=list(RGB),
-        pixel_size=_pair(props.get("openslide.mpp-y"), props.get("openslide.mpp-x")),
+        pixel_size=positive_pair(props.get("openslide.mpp-y"), props.get("openslide.mpp-x")),
         contrast_limits=BRIGHTFIELD_LIMITS,
         background="bright",
-        objective_power=_positive(props.get("openslide.objective-power")),
+        objective_power=positive_number(props.get("openslide.objective-power")),
         associated=associated,
         vendor=props.get("openslide.vendor"),
     )
@@ -292,7 +292,7 @@ def read_dicom(path: str | Path) -> LoadedImage:
     return LoadedImage(
         levels=levels,
         channel_names=list(RGB) if n == 3 else None,
-        pixel_size=_pair(levels_meta[0].mpp.height, levels_meta[0].mpp.width),
+        pixel_size=positive_pair(levels_meta[0].mpp.height, levels_meta[0].mpp.width),
         contrast_limits=BRIGHTFIELD_LIMITS if n == 3 else None,
         background="bright" if n == 3 else None,
         objective_power=_dicom_objective(wsi),
@@ -406,13 +406,14 @@ def _dicom_objective(wsi: Any) -> float | None:
     """Objective lens power from the optical path metadata, if recorded."""
     try:
         paths = wsi.metadata.pyramid.optical_paths
-        return _positive(paths[0].objective.objective_power)
+        return positive_number(paths[0].objective.objective_power)
     except (AttributeError, IndexError, TypeError):
         return None
 
 
 # -- metadata helpers -----------------------------------------------------------------------
-def _positive(value: Any) -> float | None:
+def positive_number(value: Any) -> float | None:
+    """``value`` as a float if it is a positive finite number, else ``None`` (metadata)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -420,8 +421,9 @@ def _positive(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def _pair(y: Any, x: Any) -> tuple[float, float] | None:
-    sy, sx = _positive(y), _positive(x)
+def positive_pair(y: Any, x: Any) -> tuple[float, float] | None:
+    """``(y, x)`` as floats if both are positive numbers, else ``None`` (a pixel size)."""
+    sy, sx = positive_number(y), positive_number(x)
     return (sy, sx) if sy is not None and sx is not None else None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import PatchwiseError
 from ._layout import lazy_cyx, stored_yx
 from ._loaded import UNIT_TO_UM, LoadedImage
-from ._tiles import _bounds, undecodable
+from ._tiles import key_bounds, undecodable
 from ._zarr_direct import DirectChunks
 
 _HINT = (
@@ -315,7 +315,7 @@ class CheckedChunks:
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (self.ndim - len(key))
-        spans = [_bounds(k, n)[:2] for k, n in zip(key, self.shape, strict=True)]
+        spans = [key_bounds(k, n)[:2] for k, n in zip(key, self.shape, strict=True)]
         coords = list(self._chunk_coords(spans))
         if self._absent != "fill":
             for chunk in coords:
