@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from psygnal import Signal, evented
 
 from ..errors import PatchwiseError
+from ..groups import DEFAULT_TAU
+from ..schema import DEFAULT_THRESHOLD
+from ..settings import DEFAULT_PATCH_SIZE
 from .form import MASK_MAP_PRESETS
 from .job_runner import JobRunner
 from .notify import OPEN_AN_IMAGE
-from .state import SlideSettings, SlideState
+from .state import SlideState
 
 #: The mask-layer value that means "the slide's own mask" (no mask layer chosen).
 OWN_MASK = ""
@@ -42,10 +45,10 @@ class DockSettings:
     cohort manifest (what the Debias tab's head training and embedding fall back on).
     """
 
-    patch_size: int = SlideSettings.patch_size
-    stride: int = SlideSettings.stride
-    tau: float = SlideSettings.tau
-    threshold: float = SlideSettings.threshold
+    patch_size: int = DEFAULT_PATCH_SIZE
+    stride: int = 0  # the form's "= patch size"
+    tau: float = DEFAULT_TAU
+    threshold: float = DEFAULT_THRESHOLD
     mask_map: str = MASK_MAP_PRESETS[0]
     mask_layer: str = OWN_MASK
     overlay: str = ""
