@@ -81,11 +81,11 @@ def main() -> None:
     # groups by another attribute (docs/attributes.md): the border fraction, computed on demand
     widget.attribute_choice.choose("border_fraction")
     shots.settle()
-    widget.tau_slider.setValue(0.5)
+    widget.configure(tau=0.5)
     viewer.reset_view()
     shots.overlay("groups", name="attribute")
     widget.attribute_choice.choose("tissue_ratio")
-    widget.tau_slider.setValue(0.1)
+    widget.configure(tau=0.1)
     shots.settle()  # the regrouping done: the dock refuses new work while it is busy
     retrain_screenshot(widget, shots, story, args.data)
     training_screenshot(widget, shots, story, args.data / "dock_run")
@@ -144,7 +144,7 @@ CHOICE = {"correctness": "outcome", "groups": "groups", "labels": "labels",
 def show_overlay(widget, kind: str, also=()) -> None:
     """Choose ``kind`` as a user would (one overlay, its legend), then ``also``; the mask
     hidden and the overlay the active layer (its controls in the layer panel)."""
-    widget.overlay_choice.choose(CHOICE[kind])
+    widget.configure(overlay=CHOICE[kind])
     layers = widget.current.overlays.layers
     for key in also:
         layers[key].visible = True
@@ -257,7 +257,7 @@ def cohort_screenshot(out: Path, story) -> None:
     viewer.window._qt_window.resize(1560, 980)
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise", area="right")
-    widget.form.patch_size.setValue(32)
+    widget.configure(patch_size=32)
     browser = widget.cohort_browser
 
     def settle() -> None:

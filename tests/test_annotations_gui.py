@@ -78,10 +78,10 @@ def test_open_a_geojson_over_its_slide_and_use_it_as_the_dock_mask(
 
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
-    widget.image_combo.setCurrentText("A")
-    widget.mask_combo.setCurrentText(layer.name)
-    widget.mask_map_field.setCurrentText(QUPATH_MAP)
-    widget.form.patch_size.setValue(10 * SCALE)
+    widget.configure(image="A")
+    widget.configure(mask=layer.name)
+    widget.configure(mask_map=QUPATH_MAP)
+    widget.configure(patch_size=10 * SCALE)
     widget.compute()
     qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
     assert not errors, errors
@@ -89,7 +89,7 @@ def test_open_a_geojson_over_its_slide_and_use_it_as_the_dock_mask(
     assert int(table["n_tumor"].sum()) == 800 * SCALE**2
     assert int(table["n_tissue"].sum()) == 1500 * SCALE**2
 
-    widget.mask_map_field.setCurrentText("Tumor=tumor")  # Stroma, Other... unmapped
+    widget.configure(mask_map="Tumor=tumor")  # Stroma, Other... unmapped
     widget.compute()
     qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
     assert len(errors) == 1 and "classes Other (1), Stroma (1), unclassified (1)" in errors[0]

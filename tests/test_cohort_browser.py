@@ -170,7 +170,7 @@ def browser(make_napari_viewer, qtbot, monkeypatch):
     viewer.window._qt_window.resize(1500, 950)
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
-    widget.form.patch_size.setValue(P)
+    widget.configure(patch_size=P)
     return viewer, widget, widget.cohort_browser, errors
 
 

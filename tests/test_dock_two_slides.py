@@ -107,7 +107,7 @@ def test_the_second_slide_is_counted_with_its_own_mask(two_slides, qtbot):
     _viewer, widget, paths, errors, warnings = two_slides
     choose(widget, "a")
     assert widget.mask_combo.currentText() == "a_mask"
-    widget.form.patch_size.setValue(PATCH)
+    widget.configure(patch_size=PATCH)
     compute(qtbot, widget)
     assert not errors, errors
     np.testing.assert_array_equal(dock_counts(widget), core_counts(*paths["a"]))
@@ -132,7 +132,7 @@ def test_the_second_slide_is_counted_with_its_own_mask(two_slides, qtbot):
 def test_a_mask_of_another_slide_is_refused_or_warned(two_slides, qtbot):
     _viewer, widget, _paths, errors, warnings = two_slides
     choose(widget, "b")
-    widget.mask_combo.setCurrentText("a_mask")  # a script (or a stale choice) picks a's mask
+    widget.configure(mask="a_mask")  # a script (or a stale choice) picks a's mask
     compute(qtbot, widget)
     assert len(errors) == 1, errors
     assert "'a_mask' belongs to slide 'a'" in errors[0] and errors[0].startswith("b:")

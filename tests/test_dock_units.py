@@ -53,7 +53,7 @@ def add_slide(viewer, widget, scale=(UM, UM)) -> None:
     units = ("µm", "µm") if scale != (1, 1) else None
     viewer.add_image(image, name="slide", scale=scale, units=units)
     viewer.add_labels(mask, name="slide mask", scale=scale, units=units)
-    widget.mask_combo.setCurrentText("slide mask")
+    widget.configure(mask="slide mask")
 
 
 def test_words_fmt_and_sizes_by_hand():
@@ -79,7 +79,7 @@ def test_pixel_fields_show_um_when_the_slide_has_a_pixel_size(dock):
     # a slide without a pixel size: pixels only
     image, _ = make_slide()
     viewer.add_image(image, name="plain")
-    widget.image_combo.setCurrentText("plain")
+    widget.configure(image="plain")
     assert form.patch_um.text() == "" and train.patch_size_label.text().startswith(f"{P} px (")
     assert "µm" not in train.patch_size_label.text()
     assert errors == []
@@ -100,7 +100,7 @@ def test_one_patch_size_field_in_the_window(dock, tmp_path):
     assert spins == [widget.form.patch_size]  # the Model tab's row shows it, has no field
     panel = widget.model_panel
     assert panel.form.patch_size is widget.form.patch_size
-    widget.form.patch_size.setValue(24)
+    widget.configure(patch_size=24)
     panel.form.manifest_edit.setText(str(make_cohort(tmp_path / "cohort")))
     assert panel.form.config(0.1).patch.patch_size == 24
 
@@ -145,7 +145,7 @@ def test_button_labels_are_unique(dock):
 def test_the_metrics_use_the_one_number_format(dock, qtbot, tmp_path):
     viewer, widget, errors = dock
     add_slide(viewer, widget)
-    widget.form.patch_size.setValue(P)
+    widget.configure(patch_size=P)
     widget.compute_button.click()
     wait_idle(qtbot, widget)
     load_predictions(qtbot, widget, tmp_path)
@@ -177,7 +177,7 @@ def cohort(tmp_path_factory):
 def open_cohort_slide(viewer, widget, folder) -> None:
     viewer.open(str(folder / "s3.ome.tif"), plugin="napari-patchwise")
     viewer.add_labels(tifffile.imread(folder / "s3_mask.tif"), name="s3_mask")
-    widget.mask_combo.setCurrentText("s3_mask")
+    widget.configure(mask="s3_mask")
 
 
 def test_predict_cuts_the_runs_own_grid(dock, qtbot, cohort, tmp_path):
@@ -187,7 +187,7 @@ def test_predict_cuts_the_runs_own_grid(dock, qtbot, cohort, tmp_path):
     run.mkdir()
     best = smallcnn_checkpoint(run / "best.pt", channels=2, patch=16)
     open_cohort_slide(viewer, widget, cohort.parent)
-    widget.form.patch_size.setValue(32)
+    widget.configure(patch_size=32)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
         widget.compute_button.click()
     assert len(widget.current.data.table) == 16
@@ -212,7 +212,7 @@ def test_predict_cuts_the_runs_own_grid(dock, qtbot, cohort, tmp_path):
 def test_a_chosen_run_sets_the_patch_size_while_no_grid_is_shown(dock, cohort, tmp_path):
     viewer, widget, errors = dock
     open_cohort_slide(viewer, widget, cohort.parent)
-    widget.form.patch_size.setValue(64)
+    widget.configure(patch_size=64)
     best = smallcnn_checkpoint(tmp_path / "best.pt", channels=2, patch=16)
     widget.model_panel.predict_box.run_edit.setText(str(best))
     widget.model_panel.predict_box.run_edit.editingFinished.emit()

@@ -180,8 +180,8 @@ def test_predict_from_the_panel_loads_prob_into_the_dock(dock, qtbot, manifest, 
     folder = manifest.parent
     viewer.open(str(folder / "s3.ome.tif"), plugin="napari-patchwise")
     viewer.add_labels(tifffile.imread(folder / "s3_mask.tif"), name="s3_mask")
-    widget.mask_combo.setCurrentText("s3_mask")
-    widget.form.patch_size.setValue(P)
+    widget.configure(mask="s3_mask")
+    widget.configure(patch_size=P)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
         widget.compute_button.click()
     assert widget.current.data.prob is None
@@ -242,7 +242,7 @@ def test_the_dock_mask_map_is_the_cohort_map_for_training(dock, monkeypatch, man
     _, widget, panel, notes = dock
     fill(panel, manifest, tmp_path / "run")
     spec = "0=background,1=healthy,2=tumor,3=tumor"
-    widget.mask_map_field.setCurrentText(spec)
+    widget.configure(mask_map=spec)
     started = []
     monkeypatch.setattr(
         panel.job, "start_generator", lambda _fn, config, *a, **k: started.append(config)
@@ -251,7 +251,7 @@ def test_the_dock_mask_map_is_the_cohort_map_for_training(dock, monkeypatch, man
     assert notes["error"] == []
     assert [c.patch.mask_map for c in started] == [spec]
     assert panel._groups_key()[2] == spec  # Check cohort's groups use it too
-    widget.mask_map_field.setCurrentText("0=bg,1=bone")
+    widget.configure(mask_map="0=bg,1=bone")
     panel.form.train_button.click()
     assert len(started) == 1 and "mask map" in notes["error"][-1]
     assert panel.beta_max() is None

@@ -100,9 +100,9 @@ def test_overlays_and_a_half_resolution_mask_align_with_the_rgb_layer(
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
     assert widget.current is None or widget.current.slide.path == path
-    widget.image_combo.setCurrentText("slide")
-    widget.mask_combo.setCurrentText(labels.name)
-    widget.form.patch_size.setValue(64)
+    widget.configure(image="slide")
+    widget.configure(mask=labels.name)
+    widget.configure(patch_size=64)
     widget.compute()
     qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
     assert not errors, errors

@@ -164,7 +164,7 @@ def test_the_dock_writes_the_same_features_as_the_cli(
         viewer.open(str(path), plugin="napari-patchwise")
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
-    widget.form.patch_size.setValue(P)
+    widget.configure(patch_size=P)
     widget.compute()
     qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
     assert not errors, errors

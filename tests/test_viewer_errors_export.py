@@ -40,7 +40,7 @@ def dock(slide_files, make_napari_viewer, qtbot, monkeypatch):  # noqa: F811
         viewer.open(str(path), plugin="napari-patchwise")
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
-    widget.form.patch_size.setValue(P)
+    widget.configure(patch_size=P)
     widget.compute()
     qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
     rows, cols = np.indices((N, N))

@@ -65,8 +65,8 @@ def setup(make_napari_viewer, qtbot, monkeypatch):
     viewer.add_labels(mask, name="slide mask")
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
-    widget.form.patch_size.setValue(P)
-    widget.mask_combo.setCurrentText("slide mask")
+    widget.configure(patch_size=P)
+    widget.configure(mask="slide mask")
     widget.compute_button.click()
     wait_idle(qtbot, widget)
     assert not errors, errors
@@ -251,7 +251,7 @@ def test_mask_of_another_size_gives_a_notification(make_napari_viewer, qtbot, mo
     # opened as a user would: the npe2 widget contribution (Plugins > Patchwise)
     _, widget = viewer.window.add_plugin_dock_widget("napari-patchwise", "Patchwise")
     assert isinstance(widget, PatchwiseWidget)
-    widget.mask_combo.setCurrentText("other mask")
+    widget.configure(mask="other mask")
     widget.compute()
     wait_idle(qtbot, widget)
     assert len(errors) == 1 and "300 x 500" in errors[0] and "512 x 512" in errors[0]
@@ -289,15 +289,15 @@ def test_settings_are_remembered_per_slide(setup, qtbot):
     widget.tau_slider.setValue(0.3)
     image, _ = make_slide()
     viewer.add_image(image[:256, :256], name="second")
-    widget.image_combo.setCurrentText("second")
+    widget.configure(image="second")
     assert widget.current.slide.name == "second"
     assert widget.tau_slider.value() == pytest.approx(0.1)
-    widget.form.patch_size.setValue(32)
-    widget.image_combo.setCurrentText("slide")
+    widget.configure(patch_size=32)
+    widget.configure(image="slide")
     assert widget.tau_slider.value() == pytest.approx(0.3)
     assert widget.form.patch_size.value() == P
     assert widget.current.data is not None
-    widget.image_combo.setCurrentText("second")
+    widget.configure(image="second")
     assert widget.form.patch_size.value() == 32
 
 
@@ -312,8 +312,8 @@ def test_event_loop_keeps_beating_while_the_grid_is_computed(make_napari_viewer,
     viewer.add_image(np.zeros((size, size), np.uint8), name="big", multiscale=False)
     viewer.add_labels(mask, name="big mask")
     widget = PatchwiseWidget(viewer)
-    widget.mask_combo.setCurrentText("big mask")
-    widget.form.patch_size.setValue(16)
+    widget.configure(mask="big mask")
+    widget.configure(patch_size=16)
     qtbot.wait(50)
     returned_at: list[float] = []
     apply = widget._apply_result
@@ -362,8 +362,8 @@ def test_cancel_stops_the_computation_with_a_notice(make_napari_viewer, qtbot, m
     viewer.add_image(np.zeros((size, size), np.uint8), name="big")
     viewer.add_labels(mask, name="big mask")
     widget = PatchwiseWidget(viewer)
-    widget.mask_combo.setCurrentText("big mask")
-    widget.form.patch_size.setValue(8)
+    widget.configure(mask="big mask")
+    widget.configure(patch_size=8)
     widget.compute()
     assert widget.cancel_button.isEnabled()
     widget.cancel_button.click()

@@ -49,8 +49,8 @@ def docked(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     viewer.add_labels(mask, name="slide mask", scale=(0.5, 0.5))
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
-    widget.form.patch_size.setValue(P)
-    widget.mask_combo.setCurrentText("slide mask")
+    widget.configure(patch_size=P)
+    widget.configure(mask="slide mask")
     widget.compute_button.click()
     qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
     table = widget.current.data.table
@@ -213,8 +213,8 @@ def open_cohort_slide(viewer, widget, qtbot, folder, name):
 
     viewer.open(str(folder / f"{name}.ome.tif"), plugin="napari-patchwise")
     viewer.add_labels(tifffile.imread(folder / f"{name}_mask.tif"), name=f"{name}_mask")
-    widget.mask_combo.setCurrentText(f"{name}_mask")
-    widget.form.patch_size.setValue(16)
+    widget.configure(mask=f"{name}_mask")
+    widget.configure(patch_size=16)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
         widget.compute_button.click()
 
@@ -317,7 +317,7 @@ def test_without_a_computed_grid_a_complete_table_gives_the_grid(docked, qtbot):
     table = widget.current.data.table.assign(slide="copy")
     image, _mask = make_slide()
     viewer.add_image(image, name="copy", scale=(0.5, 0.5))
-    widget.image_combo.setCurrentText("copy")
+    widget.configure(image="copy")
     assert widget.current.slide.name == "copy" and widget.current.data is None
     a = pd.read_parquet(tmp / "erm.parquet").assign(slide="copy")
     b = pd.read_csv(tmp / "gerne.csv").assign(slide="copy")

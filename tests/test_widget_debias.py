@@ -59,8 +59,8 @@ def dock(make_napari_viewer, qtbot, monkeypatch, cohort):
     folder = cohort[0].parent
     viewer.open(str(folder / "s3.ome.tif"), plugin="napari-patchwise")
     viewer.add_labels(tifffile.imread(folder / "s3_mask.tif"), name="s3_mask")
-    widget.mask_combo.setCurrentText("s3_mask")
-    widget.form.patch_size.setValue(P)
+    widget.configure(mask="s3_mask")
+    widget.configure(patch_size=P)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
         widget.compute_button.click()
     return viewer, widget, notes
@@ -244,7 +244,7 @@ def test_bad_retrain_inputs_are_one_notification_line(dock, qtbot, cohort, tmp_p
     assert not box.retrain()
     assert "cohort manifest not found" in notes["error"][-1]
     box.manifest_edit.setText("")  # filled in from the store again
-    widget.form.patch_size.setValue(8)
+    widget.configure(patch_size=8)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
         widget.compute_button.click()
     assert not box.retrain()

@@ -57,8 +57,8 @@ def dock(make_napari_viewer, qtbot, monkeypatch, setup, tmp_path):
     folder = setup[0].parent
     viewer.open(str(folder / "s3.ome.tif"), plugin="napari-patchwise")
     viewer.add_labels(tifffile.imread(folder / "s3_mask.tif"), name="s3_mask")
-    widget.mask_combo.setCurrentText("s3_mask")
-    widget.form.patch_size.setValue(P)
+    widget.configure(mask="s3_mask")
+    widget.configure(patch_size=P)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
         widget.compute_button.click()
     box = widget.debias.embed

@@ -50,8 +50,8 @@ def dock(make_napari_viewer, qtbot, monkeypatch, tmp_path):
     viewer.window.add_dock_widget(widget, name="Patchwise")
     viewer.open(str(folder / "s0.ome.tif"), plugin="napari-patchwise")
     viewer.add_labels(tifffile.imread(folder / "s0_mask.tif"), name="s0_mask")
-    widget.mask_combo.setCurrentText("s0_mask")
-    widget.form.patch_size.setValue(P)
+    widget.configure(mask="s0_mask")
+    widget.configure(patch_size=P)
     with qtbot.waitSignal(widget.applied, timeout=30_000):
         widget.compute_button.click()
     return viewer, widget, notes

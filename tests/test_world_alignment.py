@@ -248,9 +248,9 @@ def test_every_layer_of_a_slide_shares_the_image_world_extent(
 
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
-    widget.image_combo.setCurrentText("A")
-    widget.mask_combo.setCurrentText(mask.name)
-    widget.form.patch_size.setValue(P)
+    widget.configure(image="A")
+    widget.configure(mask=mask.name)
+    widget.configure(patch_size=P)
     widget.compute()
     qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
     assert not errors, errors
@@ -328,8 +328,8 @@ def test_dock_mask_map_field_decides_the_classes(make_napari_viewer, qtbot, monk
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise")
     assert widget.mask_map_field.currentText() == MASK_MAP_PRESETS[0]  # the default
-    widget.mask_combo.setCurrentText("tumor-free mask")
-    widget.form.patch_size.setValue(P)
+    widget.configure(mask="tumor-free mask")
+    widget.configure(patch_size=P)
 
     def compute() -> pd.DataFrame:
         widget.compute()
@@ -339,11 +339,11 @@ def test_dock_mask_map_field_decides_the_classes(make_napari_viewer, qtbot, monk
     table = compute()
     assert not errors and int(table["label"].sum()) == 0 and int(table["n_tumor"].sum()) == 0
 
-    widget.mask_map_field.setCurrentText(MASK_MAP_PRESETS[1])
+    widget.configure(mask_map=MASK_MAP_PRESETS[1])
     table = compute()
     np.testing.assert_array_equal(table["label"].to_numpy(), (table["x"] >= 128).astype(int))
 
-    widget.mask_map_field.setCurrentText("0=background,1=sick")
+    widget.configure(mask_map="0=background,1=sick")
     widget.compute()  # a bad spec: one notification, nothing started, the table kept
     assert not widget.busy()
     assert errors == [

@@ -94,7 +94,7 @@ class AttributeChoice(QObject):
         default = SlideSettings.tau if attribute == DEFAULT_ATTRIBUTE else math.nan
         s.tau = self.thresholds.get((state.key, attribute), default)
         dock.model_panel.form.tau_label.setText(threshold_text(dock))
-        if state.data is None or dock.busy():  # the next computed table is grouped so
+        if state.data is None or not dock.jobs.idle():  # the next computed table is grouped so
             s.tau = s.tau if math.isfinite(s.tau) else SlideSettings.tau
             dock.tuning.show_settings(s, state)
             return

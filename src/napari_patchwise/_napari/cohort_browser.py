@@ -57,7 +57,6 @@ from ..settings import PatchSettings
 from . import notify
 from .cohort_slides import CohortSlideViewer, show_table, slide_settings
 from .cohort_summary import CohortSummary, SlideList
-from .jobs import BackgroundJob
 from .state import SlideSettings
 
 ALL_SPLITS = "all splits"
@@ -156,7 +155,8 @@ class CohortBrowser(QWidget):
         self.errors: dict[int, str] = {}
         self.template = SlideSettings()
         self._results: queue.SimpleQueue = queue.SimpleQueue()
-        self.job = BackgroundJob(COUNT_CANCELLED, on_error=self._on_error, parent=self)
+        self.job = dock.jobs.job("counting", COUNT_CANCELLED, exclusive=False, parent=self)
+        self.job.on_error = self._on_error
         self.slide_viewer = CohortSlideViewer(dock, self.slide_opened.emit)
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setSingleShot(True)
@@ -225,7 +225,7 @@ class CohortBrowser(QWidget):
         Uses the dock's grid and tissue settings and mask map. False (after a
         notification naming the file) for a manifest that cannot be read.
         """
-        if self.busy():  # a slide being opened belongs to the manifest open now
+        if self.working:  # a slide being opened belongs to the manifest open now
             notify.info(BUSY)
             return False
         try:
@@ -298,8 +298,7 @@ class CohortBrowser(QWidget):
     # -- predictions ----------------------------------------------------------------------
     def load_predictions(self, path: str | Path) -> bool:
         """Attach a prediction table (or a run folder's) to the counted slides it names."""
-        if self.job.busy():
-            notify.info(BUSY)
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return False
         if not self.summaries:
             notify.error("Patchwise: open a cohort manifest (and let it count) first")
@@ -317,7 +316,7 @@ class CohortBrowser(QWidget):
         shown = self.slide_viewer.index
         state = self.dock.current
         is_shown = state is not None and state.key == self.slide_viewer.key
-        if shown in attached and is_shown and not self.dock.grid_job.busy():
+        if shown in attached and is_shown and self.dock.jobs.idle():
             show_table(self.dock, state, attached[shown].patch_table())
         self.refresh_metrics()
         self.predicted.emit()
@@ -343,9 +342,10 @@ class CohortBrowser(QWidget):
         self.slides.selectRow(index)
         return self.slide_viewer.open(index, self.entries[index], mask_map, settings, table_of)
 
-    def busy(self) -> bool:
-        """Counting, attaching or opening runs (the dock's own jobs not included)."""
-        return self.job.busy() or self.slide_viewer.job.busy()
+    def busy(self) -> bool:  # counting, attaching or opening (not the dock's own jobs)
+        return self.working
+
+    working = property(lambda self: self.job.running or self.slide_viewer.job.running)
 
     # -- showing --------------------------------------------------------------------------
     def _schedule_refresh(self, _value=None) -> None:
@@ -401,7 +401,7 @@ class CohortBrowser(QWidget):
         self.slide_viewer.job.cancel()
 
     def _enable_cancel(self) -> None:
-        self.cancel_button.setEnabled(self.busy())
+        self.cancel_button.setEnabled(self.working)
 
     def _set_busy(self, busy: bool) -> None:
         self._enable_cancel()

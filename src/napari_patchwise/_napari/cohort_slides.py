@@ -20,13 +20,10 @@ from dataclasses import replace
 from ..cohort import CohortEntry
 from ..patch_table import PatchTable
 from ..slide import Slide
-from . import notify
-from .jobs import BackgroundJob
 from .slide_picker import OWN_MASK
 from .state import SlideSettings, SlideState, slide_key
 
 OPEN_CANCELLED = "Patchwise: opening the slide cancelled"
-DOCK_BUSY = "Patchwise: wait for the running computation (or cancel it), then choose the slide"
 
 
 def open_cohort_slide(
@@ -67,7 +64,7 @@ class CohortSlideViewer:
         self.dock = dock
         self.viewer = dock.viewer
         self.opened = opened
-        self.job = BackgroundJob(OPEN_CANCELLED, parent=dock)
+        self.job = dock.jobs.job("opening a cohort slide", OPEN_CANCELLED, parent=dock)
         self.index: int | None = None  # the cohort slide shown
         self.key: str | None = None  # its dock state key
         self.layers: list = []  # the layers this browser added for it
@@ -86,8 +83,7 @@ class CohortSlideViewer:
         None) goes to the dock. Returns False (after a notice) while the dock's grid job
         or another opening runs.
         """
-        if self.dock.grid_job.busy() or self.job.busy():
-            notify.info(DOCK_BUSY)
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return False
 
         def job(*, cancel, progress):
@@ -101,8 +97,7 @@ class CohortSlideViewer:
 
     def _show(self, index: int, slide: Slide, layer_data: list, settings, table_of) -> None:
         """Main thread: swap the previous slide's layers for ``slide``'s; show its table."""
-        if self.dock.grid_job.busy():
-            notify.info(DOCK_BUSY)
+        if not self.dock.jobs.admit():  # another job started meanwhile
             return
         self.close()
         key = slide_key(slide)

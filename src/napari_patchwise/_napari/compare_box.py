@@ -48,7 +48,6 @@ from .compare_data import (
     source_name,
 )
 from .compare_views import ChangedPatches, SideBySide, class_legend, class_name
-from .jobs import BackgroundJob
 from .layer_slide import layer_units
 from .overlays import overlay_transform
 from .train_form import line_edit_with_button
@@ -73,12 +72,29 @@ class CompareBox(QWidget):
     def __init__(self, dock) -> None:
         super().__init__()
         self.dock = dock
-        self.data: CompareData | None = None
-        self.layer = None
         self.trainings: list[Path] = []  # runs the Model tab finished, oldest first
-        self.job = BackgroundJob("Patchwise: comparison cancelled", parent=self)
+        self.job = dock.jobs.job("the comparison", "Patchwise: comparison cancelled", parent=self)
         self._build_ui()
         self._connect()
+        dock.model.compare_requested.connect(self.load_tables)
+
+    # the comparison and its layer live in the dock's model (the inspector and the
+    # overlay choice read them there)
+    @property
+    def data(self) -> CompareData | None:
+        return self.dock.model.comparison
+
+    @data.setter
+    def data(self, data: CompareData | None) -> None:
+        self.dock.model.comparison = data
+
+    @property
+    def layer(self):
+        return self.dock.model.comparison_layer
+
+    @layer.setter
+    def layer(self, layer) -> None:
+        self.dock.model.comparison_layer = layer
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -191,8 +207,7 @@ class CompareBox(QWidget):
 
     def compare(self) -> bool:
         """Read (or predict) the chosen sources in a worker, then show the comparison."""
-        if self.job.busy() or self.dock.busy():
-            notify.info("Patchwise: wait for the running computation (or cancel it)")
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
             shown, sources, names = self._request()
@@ -225,7 +240,7 @@ class CompareBox(QWidget):
         return shown, sources, names
 
     def busy(self) -> bool:
-        return self.job.busy()
+        return self.job.running
 
     def wait(self) -> None:
         """Turn the Qt event loop until the running comparison is shown (scripts)."""
@@ -245,6 +260,7 @@ class CompareBox(QWidget):
         self._put_layer(data)
         self.refresh()
         self.compared.emit()
+        self.dock.model.compared.emit()
 
     def _put_layer(self, data: CompareData) -> None:
         state = self.dock.states.get(data.key)

@@ -28,7 +28,6 @@ from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 from . import notify
 from .embed_box import EmbedBox
 from .inspect_tabs import _single_shot
-from .jobs import BackgroundJob
 from .ranking_table import RankingTable
 from .retrain_box import RetrainBox
 from .slices_box import SlicesBox
@@ -44,14 +43,16 @@ class DebiasTab(QWidget):
     def __init__(self, dock) -> None:
         super().__init__()
         self.dock = dock
-        self.curve_job = BackgroundJob("Patchwise: curve cancelled", parent=self)
+        self.curve_job = dock.jobs.job(
+            "the threshold curve", "Patchwise: curve cancelled", exclusive=False, parent=self
+        )
         self._curve = None  # (PatchData, ThresholdCurve) of the table last sorted
         self._pending = False
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
-        self.embed = EmbedBox(dock)
+        self.embed = EmbedBox(dock.model)
         root.addWidget(self.embed)
-        self.retrain = RetrainBox(dock)
+        self.retrain = self.embed.retrain = RetrainBox(dock)
         root.addWidget(self.retrain)
         box = QGroupBox("Accuracy against the attribute threshold")
         self.curve = ThresholdCurveCanvas()
@@ -63,7 +64,7 @@ class DebiasTab(QWidget):
         QVBoxLayout(ranking_box).addWidget(self.ranking)
         root.addWidget(ranking_box, stretch=1)
         slices_box = QGroupBox("Discovered slices")
-        self.slices = SlicesBox(dock)
+        self.slices = SlicesBox(dock.model)
         QVBoxLayout(slices_box).addWidget(self.slices)
         root.addWidget(slices_box, stretch=1)
         self.marker_timer = _single_shot(self, MARKER_THROTTLE_MS, self._move_marker)
@@ -79,7 +80,7 @@ class DebiasTab(QWidget):
     # -- the curve ------------------------------------------------------------------------
     def refresh_curve(self, *_args) -> None:
         """Compute the current slide's curve at its decision threshold (in the job)."""
-        if self.curve_job.busy():
+        if self.curve_job.running:
             self._pending = True
             return
         state = self.dock.current
@@ -136,8 +137,9 @@ class DebiasTab(QWidget):
         choice.choose(rank.attribute)
 
     def busy(self) -> bool:
-        parts = (self.embed, self.retrain, self.ranking, self.curve_job)
-        return any(part.busy() for part in parts)
+        retrain = self.retrain
+        jobs = (self.embed.job, retrain.train_job, retrain.predict_job, self.ranking.job)
+        return any(job.running for job in (*jobs, self.curve_job))
 
 
 def _curve_of(data):

@@ -17,7 +17,7 @@ def wait_until_idle(widget, timeout_s: float = 300.0) -> None:
     from qtpy.QtWidgets import QApplication
 
     deadline = time.monotonic() + timeout_s
-    while widget.busy() and time.monotonic() < deadline:
+    while widget.model.jobs.any_running() and time.monotonic() < deadline:
         QApplication.processEvents()
         time.sleep(0.01)
 
@@ -37,12 +37,7 @@ def open_patchwise_dock(
 
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise", area="right")
-    if image_layer is not None:
-        widget.image_combo.setCurrentText(image_layer.name)
-    if mask_layer is not None:
-        widget.mask_combo.setCurrentText(mask_layer.name)
-    widget.form.patch_size.setValue(patch_size)
-    widget.tau_slider.setValue(tau)
+    widget.configure(image=image_layer, mask=mask_layer, patch_size=patch_size, tau=tau)
     widget.compute()
     wait_until_idle(widget)
     viewer.reset_view()  # the dock took part of the window: fit the slide again
@@ -106,7 +101,7 @@ def _overlay_shot(viewer, widget, kind: str | None, path):
     from ..report import overlay_with_legend
     from .overlay_choice import LEGEND_PREFIX
 
-    widget.overlay_choice.choose("outcome" if kind == "correctness" else "comparison")
+    widget.configure(overlay="outcome" if kind == "correctness" else "comparison")
     entries = widget.overlay_choice.legend.entries
     for _ in range(10):
         QApplication.processEvents()

@@ -45,7 +45,6 @@ from .encoder_choice import (
     random_init_note,
     weights_note,
 )
-from .jobs import BackgroundJob
 from .train_form import line_edit_with_button
 
 
@@ -70,16 +69,19 @@ class EmbedBox(QGroupBox):
     ``channels_edit``, ``cohort_check``, ``out_edit``, ``embed_button``,
     ``cancel_button``, ``progress_bar``, ``status_label``. ``embedded`` carries the
     store's path once it is complete. ``options`` are further :func:`embed` keywords
-    (tests: ``chunk_rows``, ``batch_size``, ``device``).
+    (tests: ``chunk_rows``, ``batch_size``, ``device``). ``model``: the dock's
+    :class:`.dock_model.DockModel`; ``retrain``: the Debias tab's head box, which gets
+    the finished store (set by the tab).
     """
 
     embedded = Signal(object)
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model) -> None:
         super().__init__("Embed with an encoder")
-        self.dock = dock
+        self.model = model
+        self.retrain = None  # the Debias tab's RetrainBox
         self.options: dict = {}
-        self.job = BackgroundJob("Patchwise: embedding cancelled", parent=self)
+        self.job = model.jobs.job("the embedding", "Patchwise: embedding cancelled", parent=self)
         self.job.busy_changed.connect(self._on_busy)
         self.job.on_error = lambda text: self.status_label.setText("failed: " + text)
         self._build_ui()
@@ -149,7 +151,7 @@ class EmbedBox(QGroupBox):
 
     # -- embedding ------------------------------------------------------------------------
     def busy(self) -> bool:
-        return self.job.busy()
+        return self.job.running
 
     def request(self):
         """``(target, out, EmbedSource, PatchSettings)`` of the fields (one-line errors)."""
@@ -157,7 +159,7 @@ class EmbedBox(QGroupBox):
         from ..encoders import encoder_names_help, is_encoder_name
         from ..settings import PatchSettings
 
-        state = self.dock.require_state()
+        state = self.model.require_state()
         if state.data is None:
             raise PatchwiseError(
                 f"{state.slide.name}: no patch grid yet — compute it first (the features "
@@ -185,8 +187,8 @@ class EmbedBox(QGroupBox):
 
     def _target(self, state) -> str:
         if self.cohort_check.isChecked():
-            manifest = self.dock.debias.retrain.manifest_edit.text().strip()
-            manifest = manifest or self.dock.model_panel.form.manifest_edit.text().strip()
+            manifest = self.retrain.manifest_edit.text().strip() if self.retrain else ""
+            manifest = manifest or self.model.settings.manifest.strip()
             if not manifest or not Path(manifest).is_file():
                 raise PatchwiseError("cohort manifest not found", path=manifest or "(none)")
             return manifest
@@ -199,8 +201,7 @@ class EmbedBox(QGroupBox):
 
     def start(self) -> bool:
         """Start the embed (False after a notification when it cannot start)."""
-        if self.busy():
-            notify.info("Patchwise: an embed is already running (or cancel it)")
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
             target, out, source, settings = self.request()
@@ -227,7 +228,7 @@ class EmbedBox(QGroupBox):
     def _on_embedded(self, out: Path) -> None:
         if self.job.cancelled():
             return
-        retrain = self.dock.debias.retrain
+        retrain = self.retrain
         retrain.features_edit.setText(str(out))
         if self.cohort_check.isChecked():
             retrain._fill_manifest()
@@ -243,7 +244,7 @@ class EmbedBox(QGroupBox):
         self.status_label.setText("stopping…")
 
     def _on_busy(self, _busy: bool) -> None:
-        busy = self.busy()
+        busy = self.job.running
         if not busy and self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
         self.embed_button.setEnabled(not busy)

@@ -50,7 +50,7 @@ class ErrorsExport(QPushButton):
         """Write the current slide's errors to ``path`` (``.geojson``: QuPath, else CSV)."""
         from ..qupath import error_table, write_patches
 
-        if self.job.busy():
+        if self.job.running:
             notify.info("Patchwise: an export is already running")
             return
         state, path = self._state(), Path(path)

@@ -106,13 +106,15 @@ class PatchInspector(QGroupBox):
 
     Parameters
     ----------
-    dock : PatchwiseWidget
-        Gives the viewer, the current slide's state and the Compare tab's data.
+    model : DockModel
+        The current slide's state, the image layer showing it, the comparison.
+    viewer : napari.Viewer
+        Where the cursor moves and the outline is drawn.
     """
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model, viewer) -> None:
         super().__init__(HOVER_TITLE)
-        self.dock = dock
+        self.model, self.viewer = model, viewer
         self.pinned: tuple[str, int] | None = None  # (slide key, table position)
         self.facts: dict[str, str] = {}
         self.outline = None  # the Shapes layer
@@ -123,13 +125,13 @@ class PatchInspector(QGroupBox):
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.text.setWordWrap(True)
         layout.addWidget(self.text)
-        dock.viewer.mouse_drag_callbacks.append(self._on_mouse)
-        dock.viewer.cursor.events.position.connect(self._on_cursor)
+        viewer.mouse_drag_callbacks.append(self._on_mouse)
+        viewer.cursor.events.position.connect(self._on_cursor)
 
     # -- what is under a world position ---------------------------------------------------
     def position_at(self, world) -> int | None:
         """Table position of the current slide's patch under ``world`` (None: none)."""
-        state = self.dock.current
+        state = self.model.current
         if state is None or state.data is None or state.overlays is None:
             return None
         row, col = state.overlays.world_to_cell(world)
@@ -155,7 +157,7 @@ class PatchInspector(QGroupBox):
     def pin(self, pos: int) -> None:
         """Pin the current slide's patch at table position ``pos`` and outline it (the
         Errors list pins the error it goes to)."""
-        self.pinned = (self.dock.current.key, pos)
+        self.pinned = (self.model.current.key, pos)
         self.setTitle(PINNED_TITLE)
         self._show(pos)
         self._draw_outline(pos)
@@ -168,7 +170,7 @@ class PatchInspector(QGroupBox):
 
     def refresh(self) -> None:
         """Follow the sliders (group, outcome) or a new slide."""
-        state = self.dock.current
+        state = self.model.current
         if self.pinned is None:
             return
         if state is None or state.data is None or self.pinned[0] != state.key:
@@ -178,16 +180,16 @@ class PatchInspector(QGroupBox):
 
     def _on_cursor(self, _event=None) -> None:
         """The patch under the cursor: in the panel, and as the status-bar text."""
-        position = self.dock.viewer.cursor.position
+        position = self.viewer.cursor.position
         self.hover(position)
-        text = navigation.patch_status(self.dock.current, position)
+        text = navigation.patch_status(self.model.current, position)
         if text is not None:  # after napari's own status (connected after napari's)
-            self.dock.viewer.status = text
+            self.viewer.status = text
 
     # -- helpers --------------------------------------------------------------------------
     def _show(self, pos: int) -> None:
-        compare = getattr(getattr(self.dock, "compare_box", None), "data", None)
-        self.facts = patch_facts(self.dock.current, pos, compare)
+        compare = self.model.comparison
+        self.facts = patch_facts(self.model.current, pos, compare)
         self.text.setText(facts_html(self.facts))
 
     def _on_mouse(self, _viewer, event):
@@ -204,21 +206,21 @@ class PatchInspector(QGroupBox):
             self.pin_at(start)
 
     def _outline_alive(self) -> bool:
-        return self.outline is not None and self.outline in self.dock.viewer.layers
+        return self.outline is not None and self.outline in self.viewer.layers
 
     def _draw_outline(self, pos: int) -> None:
         """One rectangle around the pinned patch, in the slide's world coordinates."""
-        state = self.dock.current
+        state = self.model.current
         table = state.data.table
         y, x, h, w = (float(table[c].iat[pos]) for c in ("y", "x", "height", "width"))
-        layer = self.dock.picker.layer_showing(state.key)
+        layer = self.model.layer_showing(state.key)
         p = np.asarray(layer.scale[-2:] if layer is not None else (1.0, 1.0), dtype=float)
         t = np.asarray(layer.translate[-2:] if layer is not None else (0.0, 0.0), dtype=float)
         top_left = t + p * (np.array([y, x]) - 0.5)  # pixel y covers [y - 1/2, y + 1/2)
         bottom_right = t + p * (np.array([y + h, x + w]) - 0.5)
         rect = np.array([top_left, bottom_right])
         width = float(max(h * p[0], w * p[1]) / 16)
-        viewer = self.dock.viewer
+        viewer = self.viewer
         if not self._outline_alive():
             active = viewer.layers.selection.active
             self.outline = viewer.add_shapes(

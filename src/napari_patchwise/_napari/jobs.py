@@ -34,6 +34,15 @@ class BackgroundJob(QObject):
         Called with the one-line text of an error (after the notification), e.g. to show
         it in a status label.
     parent : QObject, optional
+    runner : JobRunner, optional
+        The dock's :class:`.job_runner.JobRunner`: it decides whether the job may start
+        (one exclusive job at a time, refusals with a message) and hears when it ends.
+        Made by :meth:`.job_runner.JobRunner.job`; without one the job is on its own.
+    name : str
+        What the runner's refusal calls the job ("the patch grid", "training", ...).
+    exclusive : bool
+        Whether the job excludes every other exclusive job of the runner (False: only a
+        second run of itself is refused, e.g. a file export).
 
     ``busy_changed(bool)`` is emitted when a job starts (True) and when it has finished
     (False), after its result or error was handled.
@@ -47,8 +56,12 @@ class BackgroundJob(QObject):
         *,
         on_error: Callable[[str], None] | None = None,
         parent: QObject | None = None,
+        runner=None,
+        name: str = "the running job",
+        exclusive: bool = True,
     ) -> None:
         super().__init__(parent)
+        self.runner, self.name, self.exclusive = runner, name, exclusive
         self.cancelled_message = cancelled_message
         self.on_error = on_error
         self._worker = None
@@ -59,6 +72,11 @@ class BackgroundJob(QObject):
     # -- state ----------------------------------------------------------------------------
     def busy(self) -> bool:
         """A worker runs (or has not yet reported that it finished)."""
+        return self._worker is not None
+
+    @property
+    def running(self) -> bool:
+        """The same as :meth:`busy`, as a property (what the dock's parts read)."""
         return self._worker is not None
 
     def cancelled(self) -> bool:
@@ -73,14 +91,17 @@ class BackgroundJob(QObject):
         returned: Callable[[object], None],
         progress: Callable[[int, int], None] | None = None,
         description: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Run ``job(cancel=, progress=)`` in a thread (see :mod:`.background`).
 
         ``returned`` gets the result on the main thread; ``progress`` gets ``(done,
         total)`` there whenever a total is known. With ``description`` a napari progress
         bar shows the job in the activity dock until it ends. Cancel stops the job at its
         next progress report or at the worker's next yield, whichever comes first.
+        False (after the runner's one-line notice) when the runner refuses it.
         """
+        if self.runner is not None and not self.runner.admit(self):
+            return False
         stop = threading.Event()
         bar = NapariProgress(description, show_now=True) if description else None
         reports = [f for f in (progress, bar) if f is not None]
@@ -101,6 +122,7 @@ class BackgroundJob(QObject):
             yielded=on_progress,
             returned=returned,
         )
+        return True
 
     def start_generator(
         self,
@@ -109,28 +131,33 @@ class BackgroundJob(QObject):
         stop,
         yielded: Callable[[object], None],
         returned: Callable[[object], None],
-    ) -> None:
+    ) -> bool:
         """Run the generator ``body(*args)`` in a worker; Cancel only sets ``stop``.
 
         For bodies that end themselves cleanly when ``stop`` is set (training writes
-        ``last.pt`` first and still returns its outcome).
+        ``last.pt`` first and still returns its outcome). False when the runner refuses.
         """
+        if self.runner is not None and not self.runner.admit(self):
+            return False
         self._launch(
             body, *args, stop=stop, quit_on_cancel=False, yielded=yielded, returned=returned
         )
+        return True
 
     def _launch(self, body, *args, stop, quit_on_cancel, yielded, returned, **kwargs) -> None:
         from napari.qt.threading import create_worker
 
         worker = create_worker(body, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         worker.yielded.connect(yielded)
-        worker.returned.connect(returned)
+        worker.returned.connect(lambda result: self._on_returned(returned, result))
         worker.errored.connect(self._on_error)
         # Cancel ends either at the generator's next yield (aborted) or as Cancelled raised
         # from the job (errored), whichever comes first; both say the same.
         worker.aborted.connect(lambda: notify.info(self.cancelled_message))
         worker.finished.connect(self._on_finished)
         self._worker, self._stop, self._quit_on_cancel = worker, stop, quit_on_cancel
+        if self.runner is not None:
+            self.runner.started(self)
         self.busy_changed.emit(True)
         worker.start()
 
@@ -140,7 +167,7 @@ class BackgroundJob(QObject):
         For callers that must block on the main thread (napari calls sample-data
         commands there): the viewer keeps repainting and the progress bar moves.
         """
-        if not self.busy():
+        if not self.running:
             return
         from qtpy.QtCore import QEventLoop
 
@@ -159,6 +186,13 @@ class BackgroundJob(QObject):
         if self._worker is not None and self._quit_on_cancel:
             self._worker.quit()
 
+    def _on_returned(self, returned: Callable[[object], None], result: object) -> None:
+        """The result on the main thread; the runner hears first that this job is done,
+        in the same call, so ``returned`` may start the next job (a handover)."""
+        if self.runner is not None:
+            self.runner.finished(self)
+        returned(result)
+
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
             notify.info(self.cancelled_message)
@@ -174,3 +208,5 @@ class BackgroundJob(QObject):
         self._bar = None
         self._worker = None
         self.busy_changed.emit(False)
+        if self.runner is not None:  # after the job's own listeners: queued work may start
+            self.runner.finished(self)

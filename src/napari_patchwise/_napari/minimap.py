@@ -64,17 +64,17 @@ def thumbnail(layers) -> np.ndarray | None:
 
 
 class MiniMap(QWidget):
-    """The overview of the dock's chosen slide (``dock``: the ``PatchwiseWidget``).
+    """The overview of the chosen slide (``model.slide_layers``) in ``viewer``.
 
     ``image`` is the thumbnail (RGB, [0, 1]); ``extent`` the world rectangle it covers
     (``(y0, x0, y1, x1)``); :meth:`visible_world` the canvas's world rectangle;
     :meth:`world_at` / :meth:`widget_at` convert between widget pixels and world.
     """
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model, viewer) -> None:
         super().__init__()
-        self.dock = dock
-        self.viewer = dock.viewer
+        self.model = model
+        self.viewer = viewer
         self.image: np.ndarray | None = None
         self.extent: tuple[float, float, float, float] | None = None
         self._qimage: QImage | None = None
@@ -86,8 +86,7 @@ class MiniMap(QWidget):
         camera = viewer_camera(self.viewer)
         for event in (camera.events.center, camera.events.zoom, self.viewer.canvas.events.size):
             event.connect(self._on_view)
-        dock.picker.layers_changed.connect(lambda *_: self.refresh())
-        dock.picker.image_chosen.connect(self.refresh)
+        model.slide_layers_changed.connect(lambda _layers: self.refresh())
 
     def _on_view(self, event=None) -> None:  # noqa: ARG002 - napari event callback
         self.update()  # repaint: the rectangle follows the camera
@@ -98,7 +97,7 @@ class MiniMap(QWidget):
     # -- the thumbnail --------------------------------------------------------------------
     def refresh(self) -> None:
         """Read the chosen slide's thumbnail again when the slide changed."""
-        layers = tuple(self.dock.picker.image_combo.layers())
+        layers = tuple(self.model.slide_layers)
         if layers == self._layers and self.image is not None:
             self.update()
             return
@@ -218,18 +217,18 @@ def world_extent(layer) -> tuple[float, float, float, float]:
 class MiniMapPane(QWidget):
     """The minimap with one line under it: the visible region, in µm when it has a unit."""
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model, viewer) -> None:
         super().__init__()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 2, 4, 2)
-        self.minimap = MiniMap(dock)
+        self.minimap = MiniMap(model, viewer)
         self.label = QLabel("")
         layout.addWidget(self.minimap)
         layout.addWidget(self.label)
         # the dock must still fit a 1366 x 768 screen: this pane may be squeezed to nothing
         self.setMinimumHeight(1)
-        camera = viewer_camera(dock.viewer)
-        for event in (camera.events.center, camera.events.zoom, dock.viewer.canvas.events.size):
+        camera = viewer_camera(viewer)
+        for event in (camera.events.center, camera.events.zoom, viewer.canvas.events.size):
             event.connect(self.show_region)
 
     def show_region(self, event=None) -> None:  # noqa: ARG002 - napari event callback

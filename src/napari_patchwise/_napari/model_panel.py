@@ -34,7 +34,6 @@ from ..schema import PREDICTED_PATCH_COLUMNS
 from . import notify
 from .attribute_choice import group_options, threshold_text
 from .curves import TrainingCurves
-from .jobs import BackgroundJob
 from .predict_box import PredictBox
 from .run_folder import taken_folder
 from .run_grid import RunGrid
@@ -79,8 +78,10 @@ class ModelPanel(QWidget):
         self.last_run: Path | None = None
         # (manifest, patch size) -> the training split's label and tissue_ratio arrays
         self._train_groups: tuple[tuple[str, int], np.ndarray, np.ndarray] | None = None
-        self.job = BackgroundJob(JOB_CANCELLED, on_error=self._on_error, parent=self)
-        self.run_grid = RunGrid(dock, parent=self)  # predictions on the run's own patch size
+        self.job = dock.jobs.job(
+            "the Model tab's job", JOB_CANCELLED, on_error=self._on_error, parent=self
+        )
+        self.run_grid = RunGrid(dock.model, parent=self)  # predictions on the run's own patch size
         self._build_ui()
         self._connect()
         self._show_tau()
@@ -158,7 +159,7 @@ class ModelPanel(QWidget):
     # -- training -------------------------------------------------------------------------
     def busy(self) -> bool:
         """Training, prediction or a cohort check is running."""
-        return self.job.busy()
+        return self.job.running
 
     def start_training(self, *, resume: bool = False) -> None:
         """Train with the fields' settings in a background worker.
@@ -166,9 +167,9 @@ class ModelPanel(QWidget):
         A run folder that already holds a run is not refused as on the command line: the
         form offers Resume run (``resume``: go on from its ``last.pt``) and New run folder.
         """
-        if self.busy():
-            notify.info(BUSY)
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return
+        self.job.name = "training"
         self.form.folder_choice.setVisible(False)
         try:
             options = {"mask_map": self._mask_map(), **group_options(self.dock)}
@@ -248,9 +249,9 @@ class ModelPanel(QWidget):
     def start_predict(self) -> None:
         """Predict the dock's current slide with the run's ``best.pt`` (or the chosen
         ``best_val_*.pt`` / ``last.pt``) in a worker."""
-        if self.busy() or self.dock.busy():
-            notify.info("Patchwise: wait for the running computation (or cancel it)")
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return
+        self.job.name = "the prediction"
         try:
             run_dir = self.run_dir()
             state = self.dock.require_state()
@@ -289,9 +290,9 @@ class ModelPanel(QWidget):
     # -- GERNE's bound -------------------------------------------------------------------
     def start_check(self) -> None:
         """Prepare the training split in a worker to show ``beta_max`` (see the tooltip)."""
-        if self.busy():
-            notify.info(BUSY)
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return
+        self.job.name = "the training split's check"
         try:
             manifest, patch_size, mask_map = key = self._groups_key()
             if not manifest or not Path(manifest).is_file():

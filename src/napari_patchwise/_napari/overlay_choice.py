@@ -86,10 +86,10 @@ class CanvasLegend:
 class OverlayChoice(QWidget):
     """The "overlay" selector of the dock; :meth:`apply` after any overlay change."""
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model, viewer) -> None:
         super().__init__()
-        self.dock = dock
-        self.legend = CanvasLegend(dock.viewer)
+        self.model, self.viewer = model, viewer
+        self.legend = CanvasLegend(viewer)
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.combo = QComboBox()
@@ -97,8 +97,11 @@ class OverlayChoice(QWidget):
         self.combo.setToolTip("the one patch overlay shown, with its legend on the canvas")
         layout.addRow("overlay shown", self.combo)
         self.combo.currentTextChanged.connect(lambda _text: self.apply())
-        dock.applied.connect(self.follow_table)  # a new table: outcome or groups
-        dock.compare_box.compared.connect(lambda: self.choose("comparison"))
+        model.applied.connect(self.follow_table)  # a new table: outcome or groups
+        model.compared.connect(lambda: self.choose("comparison"))
+        model.legend_requested.connect(
+            lambda entries: self.legend.show(entries) if entries else self.apply()
+        )
 
     def choice(self) -> str:
         return self.combo.currentText()
@@ -112,16 +115,16 @@ class OverlayChoice(QWidget):
 
     def layers(self) -> dict[str, object]:
         """The current slide's overlay layers by kind (the comparison layer included)."""
-        state = self.dock.current
+        state = self.model.current
         layers: dict[str, object] = {}
         if state is not None and state.overlays is not None:
             for kind in ("labels", "groups", "correctness", "probability"):
                 layer = state.overlays._alive(kind)
                 if layer is not None:
                     layers[kind] = layer
-        compare = getattr(self.dock, "compare_box", None)
-        if compare is not None and compare.layer in self.dock.viewer.layers:
-            layers["comparison"] = compare.layer
+        compare = self.model.comparison_layer
+        if compare is not None and compare in self.viewer.layers:
+            layers["comparison"] = compare
         return layers
 
     def apply(self) -> None:
@@ -129,20 +132,20 @@ class OverlayChoice(QWidget):
         choice = self.choice()
         kind = CHOICES[choice]
         ours = self.layers()
-        for layer in self.dock.viewer.layers:
+        for layer in self.viewer.layers:
             other = layer.metadata.get("patchwise_overlay")
             if other in ("labels", "groups", "correctness", "probability", "comparison"):
                 layer.visible = layer is ours.get(kind)
         shown = kind in ours
-        compare = getattr(self.dock, "compare_box", None)
-        names = None if compare is None or compare.data is None else compare.data.names
-        state = self.dock.current
+        compare = self.model.comparison
+        names = None if compare is None else compare.names
+        state = self.model.current
         attribute = None if state is None or state.data is None else state.data.attribute
         self.legend.show(legend_entries(choice, names, attribute) if shown else ())
 
     def follow_table(self) -> None:
         """After a table is shown: outcome once there are predictions, else groups."""
-        state = self.dock.current
+        state = self.model.current
         has_prob = state is not None and state.data is not None and state.data.prob is not None
         if self.choice() == "outcome" and not has_prob:
             self.choose("groups")

@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
 
 from ..errors import PatchwiseError
 from . import notify
-from .jobs import BackgroundJob
 from .row_table import row_table
 
 COLUMNS = ("attribute", "threshold", "gap", "noise floor", "above noise", "WGA", "worst group")
@@ -85,7 +84,7 @@ class RankingTable(QWidget):
         super().__init__()
         self.dock = dock
         self.ranks: list = []
-        self.job = BackgroundJob("Patchwise: ranking cancelled", parent=self)
+        self.job = dock.jobs.job("the ranking", "Patchwise: ranking cancelled", parent=self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.rank_button = QPushButton("Rank attributes")
@@ -104,12 +103,11 @@ class RankingTable(QWidget):
             layout.addWidget(widget)
 
     def busy(self) -> bool:
-        return self.job.busy()
+        return self.job.running
 
     def rank(self) -> bool:
         """Rank the current slide's attributes in a worker (False after a notification)."""
-        if self.busy() or self.dock.busy():
-            notify.info("Patchwise: wait for the running computation (or cancel it)")
+        if not self.dock.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
             job = ranking_job(self.dock)

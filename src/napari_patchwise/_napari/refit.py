@@ -11,12 +11,12 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 
 
 class RefitOnFirstShow(QObject):
-    """An event filter on the dock: its first Show event re-fits the viewer's view."""
+    """An event filter on ``widget`` (the dock): its first Show event re-fits the view."""
 
-    def __init__(self, dock, viewer) -> None:
-        super().__init__(dock)
+    def __init__(self, widget, viewer) -> None:
+        super().__init__(widget)
         self.viewer = viewer
-        dock.installEventFilter(self)
+        widget.installEventFilter(self)
 
     def eventFilter(self, watched, event) -> bool:
         if event.type() == QEvent.Type.Show:

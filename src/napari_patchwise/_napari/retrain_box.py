@@ -38,7 +38,6 @@ from ..errors import PatchwiseError
 from ..schema import PREDICTED_PATCH_COLUMNS
 from . import notify
 from .attribute_choice import group_options
-from .jobs import BackgroundJob
 from .train_form import line_edit_with_button
 
 #: What a prediction hands to the dock (as the Model tab's Predict).
@@ -102,8 +101,13 @@ class RetrainBox(QGroupBox):
         self.dock = dock
         self.extra_options: dict = {}
         self.last_head: Path | None = None  # the previous head's slide predictions file
-        self.train_job = BackgroundJob("Patchwise: head training cancelled", parent=self)
-        self.predict_job = BackgroundJob("Patchwise: prediction cancelled", parent=self)
+        jobs = dock.jobs
+        self.train_job = jobs.job(
+            "head training", "Patchwise: head training cancelled", parent=self
+        )
+        self.predict_job = jobs.job(
+            "the new head's prediction", "Patchwise: prediction cancelled", parent=self
+        )
         self._build_ui()
         for job in (self.train_job, self.predict_job):
             job.busy_changed.connect(self._on_busy)
@@ -183,12 +187,12 @@ class RetrainBox(QGroupBox):
             manifest = store_manifest(self.features_edit.text().strip())
         except PatchwiseError:
             manifest = None
-        manifest = manifest or self.dock.model_panel.form.manifest_edit.text().strip()
+        manifest = manifest or self.dock.model.settings.manifest.strip()
         self.manifest_edit.setText(manifest or "")
 
     # -- retraining -----------------------------------------------------------------------
     def busy(self) -> bool:
-        return self.train_job.busy() or self.predict_job.busy()
+        return self.train_job.running or self.predict_job.running
 
     def config(self):
         """The head run's checked :class:`~napari_patchwise.train.TrainConfig`."""
@@ -221,8 +225,7 @@ class RetrainBox(QGroupBox):
 
     def retrain(self) -> bool:
         """Start training the head (False after a notification when it cannot start)."""
-        if self.busy() or self.dock.busy() or self.dock.model_panel.busy():
-            notify.info("Patchwise: wait for the running computation (or cancel it)")
+        if not self.dock.jobs.admit(self.train_job):  # the runner said what runs
             return False
         try:
             state = self.dock.require_state()
@@ -295,7 +298,7 @@ class RetrainBox(QGroupBox):
         saved = write_table(predictions, run / f"slide-{state.slide.name}.parquet")
         previous = self.last_head or store_source_run(self.features_edit.text().strip())
         compare = previous is not None and (
-            self.last_head is not None or self.dock.compare_box.data is not None
+            self.last_head is not None or self.dock.model.comparison is not None
         )
         self.last_head = saved
         if not self.dock.set_predictions(predictions, source=run):
@@ -311,12 +314,11 @@ class RetrainBox(QGroupBox):
         self.dock.applied.connect(shown)
 
     def _compare_when_idle(self, a: Path, b: Path) -> None:
-        """Compare the earlier head (or source run) with the new one once the dock is idle."""
-        if self.dock.busy() or self.dock.compare_box.busy():
-            QTimer.singleShot(50, lambda: self._compare_when_idle(a, b))
-            return
+        """Compare the earlier head (or source run) with the new one once the dock is idle
+        (the job runner queues it: no polling)."""
         names = (_head_name(a), _head_name(b))
-        self.dock.compare_box.load_tables(a, b, names)
+        request = self.dock.model.compare_requested
+        self.dock.jobs.when_idle(lambda: request.emit(a, b, names))
 
     def cancel(self) -> None:
         self.train_job.cancel()
@@ -327,7 +329,7 @@ class RetrainBox(QGroupBox):
         self.status_label.setText("failed: " + text)
 
     def _on_busy(self, _busy: bool) -> None:
-        busy = self.busy()
+        busy = self.train_job.running or self.predict_job.running
         if not busy and self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
         self.retrain_button.setEnabled(not busy)

@@ -41,25 +41,24 @@ def grid_patch_size(state) -> int | None:
 
 
 class RunGrid(QObject):
-    """Keeps the dock's patch grid on the run's patch size (``dock``: the Patchwise dock)."""
+    """Keeps the dock's patch grid on the run's patch size (``model``: the dock's model)."""
 
-    def __init__(self, dock, parent=None) -> None:
+    def __init__(self, model, parent=None) -> None:
         super().__init__(parent)
-        self.dock = dock
+        self.model = model
         self._pending: tuple[object, int, Callable[[], None]] | None = None
-        dock.applied.connect(self._on_applied)
+        model.applied.connect(self._on_applied)
 
     def follow(self, run_dir: str | Path) -> None:
         """A run was chosen: the patch-size field takes its size while there is no grid
         to keep (no error when the run cannot be read yet: Predict will say)."""
-        if grid_patch_size(self.dock.current) is not None:
+        if grid_patch_size(self.model.current) is not None:
             return
         try:
             patch, stride = run_grid_settings(run_dir)
         except (PatchwiseError, OSError):
             return
-        self.dock.form.patch_size.setValue(patch)
-        self.dock.form.stride.setValue(stride)
+        self.model.settings.patch_size, self.model.settings.stride = patch, stride
 
     def ready(self, state, run_dir: str | Path, then: Callable[[], None]) -> str | None:
         """None when ``state``'s grid has the run's patch size; else start cutting it
@@ -67,12 +66,10 @@ class RunGrid(QObject):
         patch, stride = run_grid_settings(run_dir)
         if grid_patch_size(state) == patch:
             return None
-        form = self.dock.form
-        form.patch_size.setValue(patch)
-        form.stride.setValue(stride)
+        self.model.settings.patch_size = patch  # the window's one patch size
+        self.model.settings.stride = stride
         self._pending = (state, patch, then)
-        self.dock.compute()
-        if not self.dock.grid_job.busy():  # refused (a notification said why)
+        if not self.model.compute():  # refused (a notification said why)
             self._pending = None
             return "the patch grid could not be cut"
         size = size_text(patch, state.slide.pixel_size)
@@ -83,5 +80,5 @@ class RunGrid(QObject):
         if pending is None:
             return
         state, patch, then = pending
-        if state is self.dock.current and grid_patch_size(state) == patch:
+        if state is self.model.current and grid_patch_size(state) == patch:
             then()

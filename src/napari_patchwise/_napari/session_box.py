@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from ..errors import PatchwiseError
@@ -32,14 +32,12 @@ from ..session import (
     write_session,
 )
 from . import notify
-from .jobs import BackgroundJob
 from .layer_slide import align_mask_layer, layer_slide_key
 from .navigation import viewer_camera
 from .state import SlideState
 
 SESSION_FILTER = f"Patchwise sessions (*{SESSION_SUFFIX} *.json)"
 OVERLAY_KINDS = ("labels", "groups", "correctness", "probability", "comparison")
-POLL_MS = 30
 
 
 def _same_file(a, b) -> bool:
@@ -58,7 +56,10 @@ class SessionBox(QWidget):
         super().__init__()
         self.dock = dock
         self._steps: list = []
-        self.job = BackgroundJob("Patchwise: opening the session cancelled", parent=self)
+        self.job = dock.jobs.job(
+            "opening the session", "Patchwise: opening the session cancelled", parent=self
+        )
+        self._restoring = False
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.save_button = QPushButton("Save session…")
@@ -72,9 +73,6 @@ class SessionBox(QWidget):
         self.open_button.clicked.connect(self._ask_open)
         layout.addWidget(self.save_button)
         layout.addWidget(self.open_button)
-        self._timer = QTimer(self)
-        self._timer.setInterval(POLL_MS)
-        self._timer.timeout.connect(self._next_step)
 
     # -- saving ---------------------------------------------------------------------------
     def session(self) -> Session:
@@ -97,15 +95,17 @@ class SessionBox(QWidget):
     # -- opening --------------------------------------------------------------------------
     def restoring(self) -> bool:
         """A session is being reopened (its steps still run)."""
-        return bool(self._steps) or self._timer.isActive()
+        return self._restoring
 
     def open_session(self, path: str | Path) -> bool:
         """Reopen a session file; ``restored`` is emitted once everything is shown.
 
         False (after a notification) when the file is bad or the dock is busy.
         """
-        if self.restoring() or self.dock.busy() or self.dock.compare_box.busy():
-            notify.info("Patchwise: wait for the running computation (or cancel it)")
+        if self.restoring():
+            notify.info("Patchwise: a session is being opened — wait for it")
+            return False
+        if not self.dock.jobs.admit():  # the runner said what runs
             return False
         try:
             session = read_session(path)
@@ -114,7 +114,8 @@ class SessionBox(QWidget):
             return False
         self._path = Path(path)
         self._steps = self._plan(session)
-        self._timer.start()
+        self._restoring = True
+        self.dock.jobs.when_idle(self._next_step)
         return True
 
     def _plan(self, session: Session) -> list:
@@ -149,12 +150,9 @@ class SessionBox(QWidget):
         return steps
 
     def _next_step(self) -> None:
-        """Run the next step once the previous one's background work is done."""
-        dock = self.dock
-        if dock.busy() or dock.compare_box.busy() or self.job.busy():
-            return
+        """Run the next step (the runner calls it once the previous one's work is done)."""
         if not self._steps:
-            self._timer.stop()
+            self._restoring = False
             return
         step = self._steps.pop(0)
         try:
@@ -164,7 +162,9 @@ class SessionBox(QWidget):
             ok = False
         if ok is False:  # the step said why (one notification); the rest would not fit
             self._steps = []
-            self._timer.stop()
+            self._restoring = False
+            return
+        self.dock.jobs.when_idle(self._next_step)
 
     # -- the steps ------------------------------------------------------------------------
     def _layers_of(self, path: Path) -> list:

@@ -53,11 +53,15 @@ def read_slices(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 
 class SlicesBox(QWidget):
-    """Load discovered slices, list them, outline one on the current slide."""
+    """Load discovered slices, list them, outline one on the current slide.
 
-    def __init__(self, dock) -> None:
+    ``model``: the dock's :class:`.dock_model.DockModel` (the current slide; the canvas
+    legend through its ``legend_requested`` event).
+    """
+
+    def __init__(self, model) -> None:
         super().__init__()
-        self.dock = dock
+        self.model = model
         self.per_patch: pd.DataFrame | None = None
         self.slices: list[dict] = []
         layout = QVBoxLayout(self)
@@ -114,7 +118,7 @@ class SlicesBox(QWidget):
         return True
 
     def _on_this_slide(self) -> dict[int, int]:
-        state = self.dock.current
+        state = self.model.current
         if self.per_patch is None or state is None or state.data is None:
             return {}
         from ..discover import slice_positions
@@ -130,7 +134,7 @@ class SlicesBox(QWidget):
         from ..discover import slice_positions
         from .navigation import highlight
 
-        state = self.dock.current
+        state = self.model.current
         if not (0 <= row < len(self.slices)) or self.per_patch is None:
             return None
         if state is None or state.data is None or state.overlays is None:
@@ -147,18 +151,14 @@ class SlicesBox(QWidget):
         """The canvas legend names the outlined slice (the overlay choice's comes back on Clear)."""
         from .overlays import HIGHLIGHT_COLOR
 
-        choice = getattr(self.dock, "overlay_choice", None)
-        if choice is not None:
-            text = (f"slice {s['id']} (rank {s['rank']}): {here} patches here, "
-                    f"accuracy {100 * s['accuracy']:.1f}%")  # fmt: skip
-            choice.legend.show([(text, HIGHLIGHT_COLOR)])
+        text = (f"slice {s['id']} (rank {s['rank']}): {here} patches here, "
+                f"accuracy {100 * s['accuracy']:.1f}%")  # fmt: skip
+        self.model.legend_requested.emit(((text, HIGHLIGHT_COLOR),))
 
     def clear(self) -> None:
         from .navigation import highlight
 
-        state = self.dock.current
+        state = self.model.current
         if state is not None and state.data is not None and state.overlays is not None:
             highlight(state, None)
-        choice = getattr(self.dock, "overlay_choice", None)
-        if choice is not None:
-            choice.apply()  # the legend of the overlay shown again
+        self.model.legend_requested.emit(())  # the legend of the overlay shown again

@@ -19,7 +19,6 @@ from ..qupath import CLASS_SCHEMES, DEFAULT_SCHEME
 from ..slide_table import full_table, merge_predictions, slide_predictions, with_pred
 from . import notify
 from .errors_export import default_path
-from .jobs import BackgroundJob
 from .state import SlideState
 
 TABLE_FILTER = "Patch tables (*.parquet *.csv)"
@@ -67,7 +66,12 @@ class TableFiles(QWidget):
         )
         self.save_table_button.setToolTip("Save every patch's numbers as a table (.parquet, .csv)")
         self.save_geojson_button.setToolTip("Save the patches as QuPath objects (.geojson)")
-        self.export_job = BackgroundJob("Patchwise: export cancelled, no file written", parent=self)
+        self.export_job = dock.jobs.job(
+            "the export",
+            "Patchwise: export cancelled, no file written",
+            exclusive=False,
+            parent=self,
+        )
         self.export_job.busy_changed.connect(
             lambda busy: self.save_geojson_button.setEnabled(not busy)
         )
@@ -120,8 +124,7 @@ class TableFiles(QWidget):
         """Show a complete patch table (with or without ``prob``) instead of computing one.
 
         ``grid``: the one the table file records (else guessed from its rows)."""
-        if self.dock.grid_job.busy():
-            notify.info(WAIT)
+        if not self.dock.jobs.admit(self.dock.grid_job):  # the runner said what runs
             return False
         try:
             state = self.dock.require_state()
@@ -144,8 +147,7 @@ class TableFiles(QWidget):
 
     def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
         """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""
-        if self.dock.grid_job.busy():
-            notify.info(WAIT)
+        if not self.dock.jobs.admit(self.dock.grid_job):  # the runner said what runs
             return False
         try:
             state = self.dock.require_state()
@@ -191,8 +193,7 @@ class TableFiles(QWidget):
         """
         from ..qupath import write_patches
 
-        if self.export_job.busy():
-            notify.info("Patchwise: an export is already running")
+        if not self.dock.jobs.admit(self.export_job):  # one export at a time
             return
         scheme = self.geojson_classes.currentText() if scheme is None else scheme
         errors_only = self.errors_only.isChecked() if errors_only is None else errors_only

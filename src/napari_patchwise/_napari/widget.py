@@ -24,11 +24,14 @@ states and hands results to the layers.
 
 **Several slides**: settings and results live in a :class:`SlideState` per slide,
 swapped when another image layer is chosen (or selected in the layer list).
+
+**The model**: the states, the current slide, the window's settings and the one job
+runner live in :attr:`PatchwiseWidget.model` (:class:`.dock_model.DockModel`); the
+settings' widgets are bound to it (:mod:`.dock_binding`) and
+:meth:`PatchwiseWidget.configure` sets it (``patchwise view``, the demo, tests).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 from qtpy.QtCore import Qt, QTimer, Signal
@@ -36,15 +39,16 @@ from qtpy.QtWidgets import QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ..errors import PatchwiseError
 from ..grid import PatchGrid
-from . import navigation, notify
+from . import notify
 from .attribute_choice import AttributeChoice
 from .cohort_browser import CohortBrowser
 from .compare_box import CompareBox
 from .debias_tab import DebiasTab
+from .dock_binding import DockActions, bind_settings
+from .dock_model import DockModel
 from .form import GridBox
 from .inspect_tabs import InspectTabs
 from .inspector import PatchInspector
-from .jobs import BackgroundJob
 from .layer_slide import layer_units, with_mask_layer, with_own_mask
 from .minimap import MiniMapPane
 from .model_panel import ModelPanel
@@ -128,13 +132,14 @@ def freeze_startup_heap() -> None:
         freeze_startup_heap.done = True
 
 
-class PatchwiseWidget(QWidget):
+class PatchwiseWidget(DockActions, QWidget):
     """Dock widget over the core library (npe2 widget contribution).
 
-    ``applied`` is emitted once a computed or loaded table is fully shown. The parts'
-    widgets are attributes too (``image_combo``, ``mask_combo``, ``mask_map_field``,
-    ``form``, ``compute_button``, ``tau_slider``, ``threshold_slider``, ``stats``,
-    ``histograms``, ``errors``, ``model_panel``, ...): scripts and tests drive them.
+    ``applied`` is emitted once a computed or loaded table is fully shown (so is
+    ``model.applied``). Scripts set what the dock shows with :meth:`configure` and read
+    it from :attr:`model`; the parts' widgets are attributes too (``image_combo``,
+    ``compute_button``, ``tau_slider``, ``histograms``, ``errors``, ``model_panel``, ...)
+    for tests that click them as a user would.
     """
 
     applied = Signal()
@@ -143,12 +148,13 @@ class PatchwiseWidget(QWidget):
         freeze_startup_heap()
         super().__init__()
         self.viewer = napari_viewer
-        self.states: dict[str, SlideState] = {}
-        self.current: SlideState | None = None
+        self.model = DockModel()
+        self.jobs = self.model.jobs  # the one job runner of every tab
         self._pending_steps: list = []
-        self.grid_job = BackgroundJob(CANCELLED, parent=self)
+        self.grid_job = self.jobs.job("the patch grid", CANCELLED, parent=self)
         self._build_ui()
         self._connect()
+        self._pull_settings = bind_settings(self, self.model)
         self.picker.refresh()
         RefitOnFirstShow(self, napari_viewer)  # the dock took part of the canvas: fit again
 
@@ -176,9 +182,13 @@ class PatchwiseWidget(QWidget):
         self.debias = DebiasTab(self)  # retrain a head, the threshold curve, the ranking
         self.tabs.addTab(self.debias, "Debias")
         self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
-        self.overlay_choice = OverlayChoice(self)  # one overlay shown, legend on the canvas
-        self.inspector = PatchInspector(self)  # hovered / pinned patch, outlined
-        self.overview = MiniMapPane(self)  # the slide's thumbnail, the view on it, click to go
+        self.overlay_choice = OverlayChoice(
+            self.model, self.viewer
+        )  # one overlay shown, legend on the canvas
+        self.inspector = PatchInspector(self.model, self.viewer)  # hovered / pinned patch, outlined
+        self.overview = MiniMapPane(
+            self.model, self.viewer
+        )  # the slide's thumbnail, the view on it, click to go
         self.minimap = self.overview.minimap
         self.session_box = SessionBox(self)  # Save session… / Open session…
         self.splitter = _layout_panes(self)
@@ -198,16 +208,36 @@ class PatchwiseWidget(QWidget):
         self.load_button = self.table_files.load_button
 
     def _connect(self) -> None:
+        self.model.layer_showing = self.picker.layer_showing
+        self.model.compute = self.compute
+        for chosen in (self.picker.layers_changed, self.picker.image_chosen):
+            chosen.connect(lambda *_: self.model.show_slide_layers(self.image_combo.layers()))
         self.picker.layers_changed.connect(self._on_layers_changed)
         self.picker.image_chosen.connect(self._on_image_chosen)
         self.compute_button.clicked.connect(self.compute)
         self.cancel_button.clicked.connect(self.cancel)
-        self.grid_job.busy_changed.connect(self._on_busy)
+        self.jobs.busy_changed.connect(self._on_busy)
+        self.grid_job.busy_changed.connect(self.cancel_button.setEnabled)
         self.tau_slider.valueChanged.connect(self._on_tau)
         self.threshold_slider.valueChanged.connect(self._on_threshold)
         self.histograms.bin_clicked.connect(self.highlight_bin)
         self.tabs.errors_page.patch_chosen.connect(self.go_to_patch)
         self.tabs.errors_page.attach(self.viewer, self.inspector)  # outline, Alt+Right/Left
+
+    # -- the model ------------------------------------------------------------------------
+    @property
+    def states(self) -> dict[str, SlideState]:
+        """The slides' states by key (``model.states``)."""
+        return self.model.states
+
+    @property
+    def current(self) -> SlideState | None:
+        """The current slide's state (``model.current``)."""
+        return self.model.current
+
+    @current.setter
+    def current(self, state: SlideState | None) -> None:
+        self.model.current = state
 
     # -- slide states ---------------------------------------------------------------------
     def _on_layers_changed(self, image_changed: bool) -> None:
@@ -250,6 +280,8 @@ class PatchwiseWidget(QWidget):
         self.tuning.show_evaluation(state)
         self.inspector.refresh()
         self.overlay_choice.apply()
+        if hasattr(self, "_pull_settings"):  # the widgets were filled with signals blocked
+            self._pull_settings()
 
     def require_state(self) -> SlideState:
         """The current slide's state (raises :class:`PatchwiseError` without a slide)."""
@@ -258,26 +290,29 @@ class PatchwiseWidget(QWidget):
         return self.current
 
     # -- computing and showing tables -----------------------------------------------------
-    def compute(self) -> None:
-        """Compute the current slide's patch table in a background worker."""
-        if self.grid_job.busy():
-            notify.info("Patchwise: a computation is already running")
-            return
+    def compute(self) -> bool:
+        """Compute the current slide's patch table in a background worker.
+
+        False (after one notification) when it cannot start: another job runs, no slide,
+        a mask of another slide, a bad mask map.
+        """
+        if not self.jobs.admit(self.grid_job):  # the runner said what runs
+            return False
         state = self.current
         if state is None:
             notify.error(f"Patchwise: {notify.OPEN_AN_IMAGE}")
-            return
+            return False
         self._remember_form(state)
         mask_layer, base = self.picker.mask_layer(), state.slide
         problem = self.picker.mask_problem(base, state.key)  # none, or another slide's
         if problem is not None:
             notify.error(problem)
-            return
+            return False
         try:
             mask_map = self.mask_map_field.mask_map()
         except PatchwiseError as exc:
             notify.error(exc)
-            return
+            return False
         self.picker.align_mask()
         settings = state.settings
         state.computed, state.table_source, state.predictions_source = True, None, None
@@ -289,21 +324,21 @@ class PatchwiseWidget(QWidget):
                 slide = with_mask_layer(base, mask_layer, mask_map=mask_map)
             return compute_table(slide, settings, cancel=cancel, progress=progress)
 
-        self._start(job, state, f"Patch grid of {base.name}")
+        return self._start(job, state, f"Patch grid of {base.name}")
 
     def prepare_table(
         self, state: SlideState, table: pd.DataFrame, grid: PatchGrid, description: str
-    ) -> None:
+    ) -> bool:
         """Show a complete ``table`` lying on ``grid`` for ``state`` (bins and rasters
-        prepared in a worker)."""
+        prepared in a worker); False after the runner's notice when another job runs."""
 
         def job(*, cancel, progress) -> ComputeResult:  # noqa: ARG001 - O(N log N) only
             return prepare(table, grid, state.settings.attribute)
 
-        self._start(job, state, description)
+        return self._start(job, state, description)
 
-    def _start(self, job, state: SlideState, description: str) -> None:
-        self.grid_job.start(
+    def _start(self, job, state: SlideState, description: str) -> bool:
+        return self.grid_job.start(
             job,
             returned=lambda result, st=state: self._apply_result(st, result),
             description=description,
@@ -314,11 +349,12 @@ class PatchwiseWidget(QWidget):
         self.grid_job.cancel()
 
     def busy(self) -> bool:
-        """A computation runs or its result is still being handed to the layers."""
-        return self.grid_job.busy() or bool(self._pending_steps)
+        """A job of any tab runs, or a result is still being handed to the layers."""
+        return self.jobs.any_running()
 
     def _on_busy(self, busy: bool) -> None:
-        self.grid_box.set_busy(busy)
+        """Exclusive work started or ended (any tab's): Compute and Load follow."""
+        self.compute_button.setEnabled(not busy)
         self.load_button.setEnabled(not busy)
 
     def _apply_result(self, state: SlideState, result: ComputeResult) -> None:
@@ -351,16 +387,18 @@ class PatchwiseWidget(QWidget):
         if state is self.current:
             steps.append(lambda: self._activate(state))
         self._pending_steps = steps
+        self.jobs.hold("showing the patch grid")
         self._run_next_step()
 
     def _run_next_step(self) -> None:
-        if not self._pending_steps:
-            return
-        self._pending_steps.pop(0)()
+        if self._pending_steps:
+            self._pending_steps.pop(0)()
         if self._pending_steps:
             QTimer.singleShot(0, self._run_next_step)
         else:
+            self.jobs.release("showing the patch grid")  # what follows may start a job
             self.applied.emit()
+            self.model.applied.emit()
 
     # -- sliders --------------------------------------------------------------------------
     def _on_tau(self, value: float) -> None:
@@ -385,44 +423,3 @@ class PatchwiseWidget(QWidget):
         self.tuning.show_evaluation(state)
         self.tabs.follow_sliders()
         self.inspector.refresh()
-
-    # -- the parts' actions, as the dock's API --------------------------------------------
-    def load_predictions(self, path: str | Path) -> bool:
-        """Attach a prediction table file; False (after a notification) if it does not fit."""
-        return self.table_files.load_predictions(path)
-
-    def load_table(self, path: str | Path) -> bool:
-        """Show a complete patch table file (``patchwise stats``/``predict``) for the slide."""
-        return self.table_files.load_table(path)
-
-    def show_table(self, table: pd.DataFrame, *, source="table", grid=None) -> bool:
-        """Show a complete patch table (with or without ``prob``) instead of computing one
-        (``grid``: the one its file records; else worked out from its rows)."""
-        return self.table_files.show_table(table, source=source, grid=grid)
-
-    def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
-        """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""
-        return self.table_files.set_predictions(predictions, source=source)
-
-    def save_table(self, path: str | Path) -> None:
-        """Write the current table (parquet or CSV)."""
-        self.table_files.save_table(path)
-
-    def save_geojson(self, path: str | Path) -> None:
-        """Write the current table as QuPath GeoJSON."""
-        self.table_files.save_geojson(path)
-
-    def go_to_patch(self, position: int) -> None:
-        """Centre and zoom the view on the patch at table position ``position``."""
-        state = self.current
-        if state is not None and state.data is not None:
-            layer = self.picker.layer_showing(state.key)
-            navigation.go_to_patch(self.viewer, state, position, layer)
-
-    def highlight_bin(self, panel: int, b: int) -> None:
-        """Mark the patches of histogram ``panel``'s bin ``b`` in the viewer (-1 clears)."""
-        navigation.highlight_bin(self.current, self.histograms, panel, b)
-
-    def patch_status(self, world_position) -> str | None:
-        """Status-bar text for the patch under ``world_position`` (None: no patch there)."""
-        return navigation.patch_status(self.current, world_position)

@@ -127,19 +127,18 @@ def run(args: argparse.Namespace) -> int:
             align_mask_layer(mask_layer, image_layers[0])
     widget = PatchwiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Patchwise", area="right")
-    if mask_layer is not None:
-        widget.mask_combo.setCurrentText(mask_layer.name)
-    if mask_map is not None:
-        widget.mask_map_field.set_mask_map(mask_map)
-    widget.form.patch_size.setValue(args.patch_size)
-    widget.tau_slider.setValue(args.tau)
-    widget.threshold_slider.setValue(args.threshold)
+    widget.configure(
+        mask=mask_layer,
+        mask_map=mask_map,
+        patch_size=args.patch_size,
+        tau=args.tau,
+        threshold=args.threshold,
+    )
     if table is not None:
         widget.show_table(table, source=args.table, grid=grid)
     else:
         widget.compute()
-    if args.overlay is not None:
-        widget.applied.connect(lambda: widget.overlay_choice.choose(args.overlay))
+    widget.configure(overlay=args.overlay)  # shown once the table is
     if args.screenshot is None:
         napari.run()
         return 0
