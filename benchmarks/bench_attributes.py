@@ -40,10 +40,10 @@ def _time(fn, repeats=1):
 
 
 def bench_stats(side: int, patch: int) -> None:
-    from napari_patchwise.attributes import patch_attributes
-    from napari_patchwise.grid import PatchGrid, patch_stats
     from napari_patchwise.io import open_slide
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.patches.attributes import patch_attributes
+    from napari_patchwise.patches.grid import PatchGrid, patch_stats
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
 
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "slide.ome.tif"
@@ -71,8 +71,8 @@ def bench_stats(side: int, patch: int) -> None:
 def bench_ranking(n: int) -> None:
     import pandas as pd
 
-    from napari_patchwise.attribute_rank import rank_attributes
-    from napari_patchwise.metrics import Evaluator
+    from napari_patchwise.analysis.attribute_ranking import rank_attributes
+    from napari_patchwise.analysis.metrics import Evaluator
 
     rng = np.random.default_rng(0)
     label = (rng.random(n) < 0.3).astype(np.int8)

@@ -33,7 +33,7 @@ import pandas as pd
 
 def fake_summaries(n_slides: int, n_patches: int, seed: int = 0) -> list:
     """Slides with a planted tissue-size shortcut and predictions on half of them."""
-    from napari_patchwise.cohort_tables import SlideSummary
+    from napari_patchwise.training.cohort_summary import SlideSummary
 
     rng = np.random.default_rng(seed)
     out = []
@@ -58,7 +58,7 @@ def moves(repeats: int) -> list[tuple[float, float]]:
 
 def browser_refresh(summaries, tau, threshold):
     """What ``CohortBrowser.refresh_metrics`` computes (the Qt cell updates left out)."""
-    from napari_patchwise.cohort_tables import pooled, slide_evaluations
+    from napari_patchwise.training.cohort_summary import pooled, slide_evaluations
 
     evaluations = slide_evaluations(summaries, tau, threshold)
     rows = [metrics for _, metrics in evaluations]
@@ -67,7 +67,7 @@ def browser_refresh(summaries, tau, threshold):
 
 def baseline(summaries):
     """Evaluators over each slide's and the whole cohort's predicted patches, prepared once."""
-    from napari_patchwise.metrics import Evaluator
+    from napari_patchwise.analysis.metrics import Evaluator
 
     def prepared(parts):
         label = np.concatenate([p.table["label"].to_numpy() for p in parts])
@@ -116,10 +116,10 @@ def bench_sliders(n_slides: int, n_patches: int, repeats: int) -> None:
 
 
 def bench_counting(n_slides: int, side: int) -> None:
-    from napari_patchwise.cohort import read_manifest
-    from napari_patchwise.cohort_tables import cohort_slide_table
-    from napari_patchwise.data import PatchSettings
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.cohort.manifest import read_manifest
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
+    from napari_patchwise.training.cohort_summary import cohort_slide_table
+    from napari_patchwise.training.data import PatchSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -7,7 +7,7 @@ for ``a``, plus Gaussian noise. Groups ``2 * y + a`` as everywhere in ``patchwis
 Per seed, test worst-group accuracy (WGA) of:
 
 * **ERM head**: an L2 logistic regression on all training vectors (the baseline);
-* **DFR (val labels)**: :func:`napari_patchwise.methods.dfr.fit_dfr` with ``fit_on="val"``;
+* **DFR (val labels)**: :func:`napari_patchwise.training.methods.dfr.fit_dfr` with ``fit_on="val"``;
 * **DFR (train)**: the same with ``fit_on="train"`` (no validation label);
 * **DFR (val labels), float16**: the vectors rounded to float16 first, as a feature store
   holds them.
@@ -63,7 +63,7 @@ def one_seed(seed: int, n_train: int, n_val: int, bias: float) -> dict[str, tupl
     """Test WGA and fitting seconds of each variant for one seed."""
     from sklearn.linear_model import LogisticRegression
 
-    from napari_patchwise.methods.dfr import Split, fit_dfr
+    from napari_patchwise.training.methods.dfr import Split, fit_dfr
 
     rng = np.random.default_rng(seed)
     directions = [v / np.linalg.norm(v) for v in rng.normal(size=(2, DIM))]
@@ -107,8 +107,8 @@ def checkpoint_part(args, out: Path) -> None:
     import json
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from napari_patchwise.embed import EmbedSource, embed
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.embed import EmbedSource, embed
+    from napari_patchwise.training.loop import TrainConfig, train
     from planted_bias import QUICK_SLIDES, make_slides, run_one
 
     size, steps, seeds = (1024, 20, [0]) if args.quick else (2048, 200, [0, 1, 2])

@@ -45,7 +45,7 @@ HEADER = "| model | patches | embed patches/s (best / median) | forward only | e
 
 
 def make_cohort(folder: Path, size: int, n_slides: int) -> Path:
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
 
     lines = ["image,mask,split"]
     for i in range(n_slides):
@@ -69,8 +69,14 @@ def cases(
     import torch
     import zarr
 
-    from napari_patchwise.data import PatchSettings
-    from napari_patchwise.embed import EmbedSource, _Embedder, cohort_jobs, embed, embed_slide
+    from napari_patchwise.training.data import PatchSettings
+    from napari_patchwise.training.embed import (
+        EmbedSource,
+        _Embedder,
+        cohort_jobs,
+        embed,
+        embed_slide,
+    )
 
     settings = PatchSettings(patch_size=64)
     store = folder / f"{name.replace(':', '_')}.zarr"

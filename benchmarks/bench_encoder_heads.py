@@ -58,8 +58,8 @@ def embed_store(manifest: Path, store: Path, source: dict) -> float:
     """Embed the cohort into ``store`` (skipped when it exists); seconds taken."""
     import warnings
 
-    from napari_patchwise.data import PatchSettings
-    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.training.data import PatchSettings
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     if store.exists():
         return 0.0
@@ -75,7 +75,7 @@ def head_rows(manifest: Path, store: Path, encoder: str, seeds, out: Path) -> li
     """One row per head and seed: test WGA and BCA (%) of a head run on ``store``."""
     import json
 
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
 
     common = dict(manifest=str(manifest), patch_size=32, lr=0.01, weight_decay=1e-4,
                   num_threads=1, eval_batch_size=512, tau=TAU, select="val_wga",

@@ -52,7 +52,7 @@ def device_or_exit(name: str):
 
 def make_slides(folder: Path, size: int, predict_size: int) -> tuple[Path, Path]:
     """A train/val/test cohort of synthetic slides and one larger slide to predict."""
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
 
     lines = ["image,mask,split"]
     for name, seed in (("train1", 11), ("train2", 12), ("val", 21), ("test", 31)):
@@ -71,7 +71,7 @@ class StepTimes:
     the loop reads the loss as a float)."""
 
     def __init__(self):
-        from napari_patchwise.train import TrainCallbacks
+        from napari_patchwise.training.loop import TrainCallbacks
 
         times = self.times = []
 
@@ -88,7 +88,7 @@ class StepTimes:
 
 def train_rate(manifest: Path, out: Path, args, batch: int, workers: int) -> float:
     """Patches/s of the training loop after the warm-up steps."""
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
 
     config = TrainConfig.from_options(
         manifest=str(manifest),
@@ -111,8 +111,8 @@ def floor_rates(device, channels: int, args, batch: int) -> tuple[float, float]:
     """Patches/s of the training step and of the forward pass on a batch on the GPU."""
     import torch
 
-    from napari_patchwise.models import build_architecture
-    from napari_patchwise.inference import autocast_context
+    from napari_patchwise.training.inference import autocast_context
+    from napari_patchwise.training.models import build_architecture
 
     torch.manual_seed(0)
     model = build_architecture("resnet50", channels).to(device)
@@ -154,7 +154,7 @@ def floor_rates(device, channels: int, args, batch: int) -> tuple[float, float]:
 def predict_rate(slide_path: Path, run: Path, args, batch: int) -> float:
     """Patches/s of ``predict_table`` over the slide's grid (second of two passes)."""
     from napari_patchwise.io import open_slide
-    from napari_patchwise.predict import geometry_table, predict_table
+    from napari_patchwise.training.predict import geometry_table, predict_table
 
     slide = open_slide(slide_path, pyramid=False)
     table = geometry_table(slide, args.patch)

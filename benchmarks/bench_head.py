@@ -46,11 +46,11 @@ def synthetic_store(folder: Path, n: int, dim: int = 512, seed: int = 0) -> tupl
     import pandas as pd
     import tifffile
 
-    from napari_patchwise.cohort import read_manifest
-    from napari_patchwise.data import PatchSettings, cache_key
-    from napari_patchwise.embed import build_spec
-    from napari_patchwise.features import create_store, finish_store, write_chunk
-    from napari_patchwise.models import build_architecture
+    from napari_patchwise.cohort.manifest import read_manifest
+    from napari_patchwise.io.feature_store import create_store, finish_store, write_chunk
+    from napari_patchwise.training.data import PatchSettings, cache_key
+    from napari_patchwise.training.embed import build_spec
+    from napari_patchwise.training.models import build_architecture
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["image,mask,split"]
@@ -94,7 +94,7 @@ def synthetic_store(folder: Path, n: int, dim: int = 512, seed: int = 0) -> tupl
 
 def head_times(folder: Path, n: int, protocol) -> dict[str, list[dict]]:
     """Whole ``train --features`` runs, GERNE and DFR interleaved (``_protocol.py``)."""
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
 
     manifest, store = synthetic_store(folder / "store", n)
     calls = {"gerne": 0, "dfr": 0}
@@ -123,8 +123,8 @@ def embed_rate(manifest: Path, folder: Path, patch_size: int, protocol, batch: i
     """
     import torch
 
-    from napari_patchwise.data import PatchSettings
-    from napari_patchwise.embed import EmbedSource, cohort_jobs, embed, load_backbone
+    from napari_patchwise.training.data import PatchSettings
+    from napari_patchwise.training.embed import EmbedSource, cohort_jobs, embed, load_backbone
 
     torch.set_num_threads(1)
     settings = PatchSettings(patch_size=patch_size)
@@ -164,8 +164,8 @@ def planted(args, out: Path) -> list[dict]:
     """Full ERM / GERNE vs GERNE and DFR heads on the ERM run's features."""
     import json
 
-    from napari_patchwise.embed import EmbedSource, embed
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.embed import EmbedSource, embed
+    from napari_patchwise.training.loop import TrainConfig, train
     from planted_bias import QUICK_SLIDES, make_slides, run_one
 
     slides = QUICK_SLIDES if args.quick else out / "slides"

@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _cohort import make_cohort
-from napari_patchwise._napari.train_worker import Step, run_training
-from napari_patchwise.train import TrainCallbacks, TrainConfig, train
+from napari_patchwise._napari.jobs.training_work import Step, run_training
+from napari_patchwise.training.loop import TrainCallbacks, TrainConfig, train
 
 
 class FirstStep(TrainCallbacks):

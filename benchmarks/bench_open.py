@@ -70,7 +70,7 @@ QUICK_DATA = DATA / "quick"  # small inputs of --quick, apart from the full-size
 def ensure_slide(size: int, data: Path = DATA) -> tuple[Path, float | None]:
     """The synthetic slide of side ``size`` (written if missing) and its write time."""
     from napari_patchwise._progress import tqdm_progress
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
 
     path = data / f"synth{size}.ome.tif"
     if path.is_file():
@@ -97,7 +97,7 @@ def ensure_mosaic(size: int, tile_side: int = 4096, data: Path = DATA) -> tuple[
     from napari_patchwise._progress import tqdm_progress
     from napari_patchwise.io.pyramid import build_pyramid
     from napari_patchwise.io.write import write_ome_tiff
-    from napari_patchwise.synth import CHANNEL_NAMES
+    from napari_patchwise.synthetic.slides import CHANNEL_NAMES
 
     path = data / f"mosaic{size}.ome.tif"
     if path.is_file():
@@ -194,7 +194,7 @@ def measure(path: Path, plugin: str, grid: int) -> dict:
         viewer.add_image(np.zeros((64, 64), np.uint8), colormap=colormap, blending="additive")
     draw()
     viewer.layers.clear()
-    import napari_patchwise._napari.reader  # noqa: F401
+    import napari_patchwise._napari.reader.layers  # noqa: F401
 
     memory: dict = {}
     if plugin == IN_MEMORY_RGB:  # the baseline's pixels are in memory before the clock

@@ -276,9 +276,9 @@ def searchsorted_map_values(labels, keys, classes):
 
 def bench_stats(image: Path, mask: Path, repeats: int, patch: int = 256) -> dict:
     """``patch_stats`` from disk through the previous and the current read path."""
-    from napari_patchwise.grid import PatchGrid, patch_stats
     from napari_patchwise.io import mask as mask_module
     from napari_patchwise.io import open_slide
+    from napari_patchwise.patches.grid import PatchGrid, patch_stats
 
     grid = PatchGrid(patch)
     labels = tifffile.imread(mask)

@@ -46,7 +46,7 @@ def main() -> None:
     import pandas as pd
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
 
-    from napari_patchwise.metrics import Evaluator, evaluate
+    from napari_patchwise.analysis.metrics import Evaluator, evaluate
 
     rng = np.random.default_rng(0)
     n = args.n

@@ -114,7 +114,7 @@ def table(records: dict, floor: str, title: str) -> str:
 
 
 def ensure_slide(size: int, data: Path = DATA) -> tuple[Path, Path]:
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
 
     image = data / f"bench_{size}.ome.tif"
     mask = data / f"bench_{size}_mask.tif"
@@ -188,7 +188,7 @@ def headless(patch: int, before: bool, protocol, quick: bool = False) -> None:
 
     import tifffile
 
-    from napari_patchwise.cli import main as cli_main
+    from napari_patchwise.cli.main import main as cli_main
     from napari_patchwise.io.tables import read_table
 
     data = QUICK_DATA if quick else DATA
@@ -212,8 +212,8 @@ def headless(patch: int, before: bool, protocol, quick: bool = False) -> None:
         return out
 
     def old():
-        from napari_patchwise.grid import PatchGrid, patch_stats
         from napari_patchwise.io import open_slide
+        from napari_patchwise.patches.grid import PatchGrid, patch_stats
 
         calls["before"] += 1  # a fresh cache folder each call: the pyramid is rebuilt
         os.environ["PATCHWISE_CACHE_DIR"] = str(work / f"before-cache{calls['before']}")
@@ -274,8 +274,8 @@ def main() -> None:
     import dask.array as da
     import tifffile
 
-    from napari_patchwise.grid import PatchGrid, patch_stats
     from napari_patchwise.io import open_slide
+    from napari_patchwise.patches.grid import PatchGrid, patch_stats
 
     image_path, mask_path = ensure_slide(args.size, QUICK_DATA if args.quick else DATA)
     p = args.patch

@@ -58,7 +58,7 @@ FULL = {"size": 1024, "steps": 200, "threads": None, "n": 8192, "batches": 150}
 # -- the cohort ------------------------------------------------------------------------------
 def make_cohort(size: int) -> Path:
     """Synthetic train (2), val and test slides (kept in benchmarks/_data) and their manifest."""
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
 
     folder = SLIDES / str(size)
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def make_cohort(size: int) -> Path:
 # -- the command and the floor, each in a fresh process ---------------------------------------
 def command_rate(manifest: Path, out: Path, args, threads: int | None) -> float:
     """Steps/s of ``patchwise train``'s loop (``history.csv``'s ``seconds``)."""
-    argv = [sys.executable, "-m", "napari_patchwise.cli", "train", str(manifest)]
+    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "train", str(manifest)]
     argv += ["--out", str(out), "--model", args.model, "--device", "cpu", "--seed", "0"]
     argv += ["--steps", str(args.steps), "--eval-every", str(args.steps)]
     argv += ["--batch-size", str(args.batch_size), "--patch-size", str(args.patch)]
@@ -109,16 +109,21 @@ def floor_rate(manifest: Path, args, threads: int | None) -> tuple[float, int]:
 
 def run_floor(spec: dict) -> None:
     """The floor itself (``--floor-spec``): prints ``{"steps_per_s", "threads"}``."""
-    from napari_patchwise.train import default_num_threads, passive_openmp_waits
+    from napari_patchwise.training.loop import default_num_threads, passive_openmp_waits
 
     passive_openmp_waits()  # as `patchwise train` does, before torch loads
     import warnings
 
     import torch
 
-    from napari_patchwise.data import PatchSettings, channel_stats, load_cohort, make_dataset
-    from napari_patchwise.models import build_model
-    from napari_patchwise.train_config import TrainConfig
+    from napari_patchwise.training.config import TrainConfig
+    from napari_patchwise.training.data import (
+        PatchSettings,
+        channel_stats,
+        load_cohort,
+        make_dataset,
+    )
+    from napari_patchwise.training.models import build_model
 
     threads = spec["threads"] or default_num_threads(torch.get_num_threads())
     torch.set_num_threads(threads)
@@ -180,8 +185,8 @@ def loader_rate(dataset, batch_size: int, batches: int, workers: int) -> float:
     """Patches/s of random augmented training batches through a DataLoader."""
     from torch.utils.data import DataLoader
 
-    from napari_patchwise.data import identity_collate
-    from napari_patchwise.samplers import UniformSampler
+    from napari_patchwise.training.data import identity_collate
+    from napari_patchwise.training.samplers import UniformSampler
 
     sampler = UniformSampler(dataset.labels, dataset.groups, batch_size, seed=0)
 
@@ -227,7 +232,7 @@ def slide_read_rate(folder: Path, patch: int, n: int, side: int) -> float:
 
 def data_rates(args, protocol) -> dict[str, list[float]]:
     """Loader throughput (0 and 2 workers) and uncached slide reads, patches/s, interleaved."""
-    from napari_patchwise.data import PatchDataset
+    from napari_patchwise.training.data import PatchDataset
 
     with tempfile.TemporaryDirectory(prefix="bench_train_data_") as tmp:
         folder = Path(tmp)
@@ -320,8 +325,12 @@ def main(argv=None) -> int:
     if args.floor_spec:
         run_floor(json.loads(args.floor_spec))
         return 0
-    from napari_patchwise.data import PatchSettings, load_cohort
-    from napari_patchwise.train import default_num_threads, passive_openmp_waits, usable_cores
+    from napari_patchwise.training.data import PatchSettings, load_cohort
+    from napari_patchwise.training.loop import (
+        default_num_threads,
+        passive_openmp_waits,
+        usable_cores,
+    )
 
     passive_openmp_waits()  # this process's loader and torch wait as the command's do
     import torch

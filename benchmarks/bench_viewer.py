@@ -97,8 +97,8 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchwise._napari.widget import PatchwiseWidget
-    from napari_patchwise._napari.workers import prepare
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
+    from napari_patchwise._napari.jobs.grid_work import prepare
 
     patch = 64
     viewer = napari.Viewer(show=True)

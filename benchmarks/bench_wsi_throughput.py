@@ -96,7 +96,7 @@ def write_random_checkpoint(path: Path) -> None:
     """A ``best.pt`` that ``patchwise predict`` accepts: smallcnn, 3 channels, random init."""
     import torch
 
-    from napari_patchwise.models import build_architecture
+    from napari_patchwise.training.models import build_architecture
 
     torch.manual_seed(0)
     model = build_architecture("smallcnn", 3)
@@ -132,7 +132,7 @@ def run_cli(argv: list[str], out: Path) -> dict:
     """``patchwise ARGV`` in this process (imports already paid); its table's row count."""
     import pandas as pd
 
-    from napari_patchwise import cli
+    from napari_patchwise.cli import main as cli
 
     out.unlink(missing_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -147,7 +147,7 @@ def forward_case(checkpoint: Path, n_patches: int):
     import numpy as np
     import torch
 
-    from napari_patchwise.runs import load_model
+    from napari_patchwise.training.runs import load_model
 
     model, meta = load_model(checkpoint, "cpu")
     rng = np.random.default_rng(0)
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     svs, geojson, checkpoint, written = ensure_inputs(size, data)
     import torch
 
-    import napari_patchwise.cli  # noqa: F401 - imports paid before any clock starts
+    import napari_patchwise.cli.main  # noqa: F401 - imports paid before any clock starts
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PATCHWISE_CACHE_DIR"] = str(Path(tmp) / "cache")  # nothing reused

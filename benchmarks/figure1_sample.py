@@ -34,11 +34,11 @@ def main() -> None:
     if args.size is None:
         args.size = 1536 if args.quick else 6144
 
-    from napari_patchwise.grid import PatchGrid, patch_stats
-    from napari_patchwise.metrics import evaluate
-    from napari_patchwise.report import figure1, group_count_table
+    from napari_patchwise.analysis.metrics import evaluate
+    from napari_patchwise.patches.grid import PatchGrid, patch_stats
+    from napari_patchwise.reporting.figures import figure1, group_count_table
     from napari_patchwise.slide import Slide
-    from napari_patchwise.synth import SynthConfig, synth_slide
+    from napari_patchwise.synthetic.slides import SynthConfig, synth_slide
 
     config = SynthConfig(size=(args.size, args.size), seed=7, chunk=2048)
     image, mask = synth_slide(config)

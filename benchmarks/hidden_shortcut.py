@@ -61,7 +61,7 @@ METHODS = {
 
 
 def cli(*args: str) -> None:
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     code = main([str(a) for a in args])
     if code != 0:

@@ -1,7 +1,7 @@
 """Planted-bias benchmark: the paper's Table 1 on synthetic slides, with controls, on a CPU.
 
 Builds train / val / test slides (4 / 3 / 3) with ``patchwise synth`` (the library function
-behind it, :func:`napari_patchwise.synth.write_synthetic_slide`) in which tissue size and
+behind it, :func:`napari_patchwise.synthetic.slides.write_synthetic_slide`) in which tissue size and
 label go together (``--spurious``), then for each strength, tau and seed trains
 ``smallcnn`` with every method at an **equal tuning budget**: each method has the same
 number of configurations (``--lrs`` for ERM, class-balanced ERM, ReSample and ReWeight;
@@ -149,7 +149,7 @@ def make_slides(folder: Path, *, size: int, spurious: float) -> Path:
     The folder is named after the size and the strength, so slides made with other
     settings are never reused by mistake.
     """
-    from napari_patchwise.synth import SynthConfig, write_synthetic_slide
+    from napari_patchwise.synthetic.slides import SynthConfig, write_synthetic_slide
 
     folder = folder / f"size{size}_spurious{spurious:g}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def make_slides(folder: Path, *, size: int, spurious: float) -> Path:
 
 def training_alpha(cohort, tau: float):
     """``(group counts, alpha)`` of the training split at tau, as GERNE computes them."""
-    from napari_patchwise.methods import TrainingGroups
+    from napari_patchwise.training.methods import TrainingGroups
 
     table = cohort.table("train")
     data = TrainingGroups.from_table(table["label"], table["tissue_ratio"], tau)
@@ -196,7 +196,7 @@ def plan_level(args, manifest: Path, cohort, spurious: float, out: Path) -> Plan
     Tau by tau, then seed by seed: what finishes first is every method and configuration
     of the first tau's first seeds, so an interrupted run still compares like with like.
     """
-    from napari_patchwise.methods.gerne import beta_max
+    from napari_patchwise.training.methods.gerne import beta_max
 
     common = dict(
         manifest=str(manifest),
@@ -249,7 +249,7 @@ def run_one(options: dict) -> str | None:
     A failed run is reported and left out (the tables say which runs are missing); it does
     not stop the others.
     """
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
 
     config = TrainConfig.from_options(options)
     out = Path(config.out)
@@ -295,8 +295,8 @@ def dfr_runs(args, plan: Plan, rows, out: Path) -> list[dict]:
     labels (half of it to choose its regularisation), which the other rows use only to
     select. Returns the result rows of the finished heads.
     """
-    from napari_patchwise.embed import EmbedSource, embed
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.embed import EmbedSource, embed
+    from napari_patchwise.training.loop import TrainConfig, train
 
     erm = rows[(rows["name"] == "erm") & rows["selected"] & (rows["select"] == "val_wga")]
     new = []
@@ -669,8 +669,8 @@ def parse_args(argv):
 
 def prepare(args, out: Path) -> Plan:
     """Slides, patch caches, group counts and the plan of every spurious strength."""
-    from napari_patchwise.data import PatchSettings, load_cohort
     from napari_patchwise.groups import group_counts
+    from napari_patchwise.training.data import PatchSettings, load_cohort
 
     plan = Plan()
     for spurious in args.spurious:

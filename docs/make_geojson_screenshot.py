@@ -4,7 +4,7 @@ Run under Xvfb (``make screenshots`` runs it)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_geojson_screenshot.py
 
-Takes the demo's first test slide (:mod:`napari_patchwise.demo_story`, cached in
+Takes the demo's first test slide (:mod:`napari_patchwise.training.demo_story`, cached in
 ``--data``), outlines its tumor and healthy regions as a pathologist would in QuPath
 (polygons traced at 1/16 resolution: ``Tumor`` and ``Stroma`` annotations, holes kept),
 writes them as a QuPath GeoJSON export, opens the slide and the export through the
@@ -70,9 +70,9 @@ def main() -> None:
     from napari._qt.dialogs.qt_notification import NapariQtNotification
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchwise._napari.demo_view import wait_until_idle
-    from napari_patchwise._napari.widget import PatchwiseWidget
-    from napari_patchwise.demo_story import run_story
+    from napari_patchwise._napari.dock.demo_view import wait_until_idle
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
+    from napari_patchwise.training.demo_story import run_story
 
     story = run_story(args.data / "story")
     geojson = args.data / "test_annotations.geojson"

@@ -4,7 +4,7 @@ Run under Xvfb (``make screenshots``)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
 
-Runs the demo's story (:mod:`napari_patchwise.demo_story`: a planted-bias cohort, ERM and
+Runs the demo's story (:mod:`napari_patchwise.training.demo_story`: a planted-bias cohort, ERM and
 GERNE trained with the cpu-quick recipe; cached in ``--data``, so a second call only
 takes the screenshots), opens the first test slide as ``patchwise demo`` does and saves
 one window screenshot per view:
@@ -42,10 +42,10 @@ def main() -> None:
 
     import napari
 
-    from napari_patchwise._napari.demo_view import show_story
-    from napari_patchwise.commands.demo import build_demo_viewer
-    from napari_patchwise.demo_story import run_story
+    from napari_patchwise._napari.dock.demo_view import show_story
+    from napari_patchwise.cli.demo import build_demo_viewer
     from napari_patchwise.io.tables import read_table
+    from napari_patchwise.training.demo_story import run_story
 
     story = run_story(args.data / "story")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ class Shots:
         from napari._qt.dialogs.qt_notification import NapariQtNotification
         from qtpy.QtWidgets import QApplication
 
-        from napari_patchwise._napari.demo_view import wait_until_idle
+        from napari_patchwise._napari.dock.demo_view import wait_until_idle
 
         for _ in range(30):
             QApplication.processEvents()
@@ -176,9 +176,9 @@ def retrain_screenshot(widget, shots: Shots, story, data: Path) -> None:
 
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchwise.embed import EmbedSource, embed
-    from napari_patchwise.features import read_spec
-    from napari_patchwise.runs import resolve_checkpoint
+    from napari_patchwise.io.feature_store import read_spec
+    from napari_patchwise.training.embed import EmbedSource, embed
+    from napari_patchwise.training.runs import resolve_checkpoint
 
     store = data / "erm_features.zarr"
     erm = resolve_checkpoint(story.runs["erm"]).resolve()
@@ -251,7 +251,7 @@ def cohort_screenshot(out: Path, story) -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     viewer = napari.Viewer(title="napari-patchwise")
     viewer.window._qt_window.resize(1560, 980)

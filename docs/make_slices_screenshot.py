@@ -27,7 +27,7 @@ LAYOUT = {"train": ([1, 2, 3], "pen=0.9"), "val": ([4], "pen=0.9"), "test": ([5]
 
 
 def cli(*args) -> None:
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     if main([str(a) for a in args]) != 0:
         raise SystemExit(f"patchwise {' '.join(map(str, args))} failed")
@@ -74,8 +74,8 @@ def main() -> None:
     from napari._qt.dialogs.qt_notification import NapariQtNotification
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchwise._napari.demo_view import wait_until_idle
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock.demo_view import wait_until_idle
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     viewer = napari.Viewer(title="napari-patchwise")
     viewer.window._qt_window.resize(1560, 980)

@@ -74,7 +74,7 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     path = Path(tempfile.mkdtemp()) / "CMU-like.svs"
     write_svs(path, brightfield_slide())

@@ -180,7 +180,7 @@ def smallcnn_checkpoint(path: Path, channels: int = 3, patch: int = 16) -> Path:
     """A ``best.pt``-style checkpoint of an untrained small CNN (enough for ``predict``)."""
     import torch
 
-    from napari_patchwise.models import build_architecture
+    from napari_patchwise.training.models import build_architecture
 
     torch.manual_seed(0)
     model = build_architecture("smallcnn", channels)

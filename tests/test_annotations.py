@@ -17,7 +17,7 @@ import pytest
 import tifffile
 from skimage.draw import polygon2mask
 
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.io import open_slide, read_mask
 from napari_patchwise.io.annotations import (
@@ -408,8 +408,8 @@ def test_an_empty_export_is_a_slide_without_annotations(tmp_path):
 
 
 def test_a_training_cohort_reads_geojson_masks_and_keys_its_cache_by_the_map(tmp_path):
-    from napari_patchwise.data import load_cohort
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.data import load_cohort
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

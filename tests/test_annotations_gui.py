@@ -60,8 +60,8 @@ def name_raster() -> np.ndarray:
 def test_open_a_geojson_over_its_slide_and_use_it_as_the_dock_mask(
     make_napari_viewer, qtbot, monkeypatch, tmp_path
 ):
-    from napari_patchwise._napari import notify
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock import notify
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     errors: list[str] = []
     monkeypatch.setattr(notify, "show_error", errors.append)
@@ -160,8 +160,8 @@ def test_view_command_takes_a_geojson_mask_and_its_class_map(
     """``patchwise view SLIDE --mask annotations.geojson --mask-map NAMES --patch-size N``."""
     import napari
 
-    from napari_patchwise.cli import main
-    from napari_patchwise.commands import demo
+    from napari_patchwise.cli import demo
+    from napari_patchwise.cli.main import main
 
     # the fixture's viewer: with this command building its own, the next test that did
     # (test_world_alignment's view test) failed in napari.Viewer() with "Command
@@ -186,7 +186,7 @@ def test_view_command_takes_a_geojson_mask_and_its_class_map(
 
 
 def test_a_slide_opened_with_a_geojson_shows_the_pyramid_filled_from_its_polygons(tmp_path):
-    from napari_patchwise._napari.reader import slide_mask_layer
+    from napari_patchwise._napari.reader.layers import slide_mask_layer
     from napari_patchwise.io import open_slide
     from napari_patchwise.io.annotations import mask_pyramid
 

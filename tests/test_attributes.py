@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise.attributes import (
+from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.groups import attribute_values, group_ids, table_group_ids
+from napari_patchwise.patches.attributes import (
     attribute_columns,
     border_codes,
     parse_kinds,
     patch_attributes,
 )
-from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.grid import PatchGrid, patch_stats
-from napari_patchwise.groups import attribute_values, group_ids, table_group_ids
+from napari_patchwise.patches.grid import PatchGrid, patch_stats
 from napari_patchwise.slide import Slide
 
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_patchwise.attribute_rank import rank_attributes, split_counts
-from napari_patchwise.cli import main
+from napari_patchwise.analysis.attribute_ranking import rank_attributes, split_counts
+from napari_patchwise.analysis.metrics import evaluate
+from napari_patchwise.cli.main import main
 from napari_patchwise.groups import group_ids, table_group_ids
 from napari_patchwise.io.tables import read_table, write_table
-from napari_patchwise.metrics import evaluate
 
 CELL = 16
 
@@ -226,9 +226,9 @@ def manifest(tmp_path_factory):
 
 @pytest.mark.torch
 def test_train_metrics_report_with_an_attribute(manifest, tmp_path, capsys):
-    from napari_patchwise.attributes import patch_attributes
-    from napari_patchwise.grid import PatchGrid, patch_stats
     from napari_patchwise.io import open_slide
+    from napari_patchwise.patches.attributes import patch_attributes
+    from napari_patchwise.patches.grid import PatchGrid, patch_stats
 
     out = tmp_path / "run"
     attribute = ["--attribute", "mean_channel_0", "--attribute-threshold", "50"]
@@ -330,8 +330,8 @@ def test_train_attribute_errors(manifest, tmp_path, capsys, flags, message):
 
 def test_tissue_ratio_training_groups_equal_the_tau_groups(manifest):
     """The training datasets' groups with the default attribute are the tau groups."""
-    from napari_patchwise.data import load_cohort, make_dataset
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.data import load_cohort, make_dataset
 
     cohort = load_cohort(manifest, PatchSettings(patch_size=16))
     table = cohort.table("train")

@@ -41,7 +41,7 @@ def test_report_hatches_only_the_incorrect_share(table):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from napari_patchwise.report import draw_figure1, figure1_data
+    from napari_patchwise.reporting.figures import draw_figure1, figure1_data
 
     fig, axes = plt.subplots(3, 1)
     draw_figure1(axes, figure1_data(table))
@@ -58,7 +58,7 @@ def test_report_hatches_only_the_incorrect_share(table):
 
 
 def test_dock_histograms_hatch_the_incorrect_share(qtbot, table):
-    from napari_patchwise._napari.histograms import Figure1Canvas, build_panels
+    from napari_patchwise._napari.inspect.histograms import Figure1Canvas, build_panels
 
     canvas = Figure1Canvas()
     qtbot.addWidget(canvas)

@@ -19,10 +19,10 @@ import pytest
 import tifffile
 
 from _cohort import make_cohort, write_slide
-from napari_patchwise import data as data_module
-from napari_patchwise.data import cache_stem, load_cohort
 from napari_patchwise.io.fingerprint import fingerprint
 from napari_patchwise.settings import PatchSettings
+from napari_patchwise.training import data as data_module
+from napari_patchwise.training.data import cache_stem, load_cohort
 
 SETTINGS = PatchSettings(patch_size=8)
 
@@ -251,7 +251,7 @@ def test_ctrl_c_during_patch_cache_preparation_stops_train_at_once(tmp_path, mon
     """The first Ctrl-C used to be recorded for "stop after this step" and ignored until
     every slide's cache was built (then one step trained and last.pt written)."""
     pytest.importorskip("torch")
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     manifest = make_cohort(tmp_path, splits=("train", "train", "val"), cells=4, patch=8)
     bands = []

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 
 SIDE = 64  # the slides are 64 x 64 pixels
 

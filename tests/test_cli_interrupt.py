@@ -18,7 +18,7 @@ import pytest
 
 def _patchwise() -> list[str]:
     script = Path(sys.executable).with_name("patchwise")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "napari_patchwise.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "napari_patchwise.cli.main"]
 
 
 @pytest.mark.parametrize("delay", [0.4, 0.8, 1.2])
@@ -49,7 +49,7 @@ def test_ctrl_c_early_in_a_command_is_one_line_and_exit_130(tmp_path, delay):
 def test_warnings_are_one_line_naming_the_command():
     code = (
         "import warnings\n"
-        "from napari_patchwise.cli import one_line_warnings\n"
+        "from napari_patchwise.cli.main import one_line_warnings\n"
         "with one_line_warnings('embed'):\n"
         "    warnings.warn('resnet18: no weights given;\\n  randomly initialised', UserWarning)\n"
         "warnings.warn('outside', UserWarning)\n"

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 
-from napari_patchwise.cli import COMMANDS, main
+from napari_patchwise.cli.main import COMMANDS, main
 
-PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli"]
+PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli.main"]
 
 
 def test_help_lists_every_command(capsys):

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_patchwise.cli import main
-from napari_patchwise.grid import TABLE_COLUMNS
+from napari_patchwise.cli.main import main
 from napari_patchwise.io.tables import read_table, write_table
+from napari_patchwise.patches.grid import TABLE_COLUMNS
 
 
 def _write_pair(folder, name, seed):

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 
 pytestmark = pytest.mark.torch
 
@@ -155,7 +155,7 @@ def test_bad_train_values_are_one_line_errors_that_create_nothing(
 
 
 def test_train_out_naming_a_file_and_a_busy_run_are_one_line(manifest, tmp_path, capsys):
-    from napari_patchwise.runs import run_lock
+    from napari_patchwise.training.runs import run_lock
 
     notes = tmp_path / "notes.txt"
     notes.write_text("keep")
@@ -197,7 +197,7 @@ def test_bad_predict_values_are_one_line_errors(manifest, tmp_path, capsys, flag
 def test_train_flags_are_the_flat_options_and_make_the_same_config(tmp_path):
     import argparse
 
-    from napari_patchwise.commands.train import add_parser, config_from_args
+    from napari_patchwise.cli.train import add_parser, config_from_args
     from napari_patchwise.settings import PatchSettings
 
     parser = add_parser(argparse.ArgumentParser().add_subparsers())

@@ -15,7 +15,7 @@ pytest.importorskip("openslide")
 pytest.importorskip("wsidicom")
 
 import _wsi
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 
 CELLS, PATCH = 8, 16
 GLASS, HEALTHY, TUMOR = (255, 255, 255), (225, 150, 200), (90, 40, 130)

@@ -15,8 +15,12 @@ import pytest
 import tifffile
 
 from _cohort import make_cohort
-from napari_patchwise.cohort import read_manifest
-from napari_patchwise.cohort_tables import (
+from napari_patchwise.analysis.metrics import evaluate
+from napari_patchwise.cohort.manifest import read_manifest
+from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.groups import GROUP_NAMES
+from napari_patchwise.settings import PatchSettings
+from napari_patchwise.training.cohort_summary import (
     COMPUTED,
     FROM_CACHE,
     SlideSummary,
@@ -27,11 +31,7 @@ from napari_patchwise.cohort_tables import (
     predictions_by_slide,
     read_predictions,
 )
-from napari_patchwise.data import load_cohort
-from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.groups import GROUP_NAMES
-from napari_patchwise.metrics import evaluate
-from napari_patchwise.settings import PatchSettings
+from napari_patchwise.training.data import load_cohort
 
 P, CELLS = 16, 8
 SPLITS = ("train", "val", "test")
@@ -161,8 +161,8 @@ def test_prediction_errors_name_the_file(cohort, tmp_path):
 @pytest.fixture
 def browser(make_napari_viewer, qtbot, monkeypatch):
     """A viewer with the Patchwise dock (16 px patches); notifications recorded."""
-    from napari_patchwise._napari import notify
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock import notify
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     errors: list[str] = []
     monkeypatch.setattr(notify, "show_error", errors.append)
@@ -179,7 +179,7 @@ def wait(qtbot, widget) -> None:
 
 
 def column(summary, c: int) -> dict[str, str]:
-    from napari_patchwise._napari.cohort_summary import ROWS
+    from napari_patchwise._napari.cohort_tab.summary import ROWS
 
     return {row: summary.text(row, c) for row in ROWS}
 
@@ -206,7 +206,7 @@ def expected_column(label, ratio, prob, tau, threshold, slides=None) -> dict[str
         "WGA": f"{100 * ev.wga:.1f}%",
     }
     if slides is not None and np.unique(slides[scored]).size >= 2:
-        from napari_patchwise.intervals import slide_bootstrap_ci, slide_counts
+        from napari_patchwise.analysis.intervals import slide_bootstrap_ci, slide_counts
 
         counts = slide_counts(
             slides[scored], label[scored], ratio[scored], tau=tau, prob=prob[scored],
@@ -364,7 +364,7 @@ def test_a_slide_not_counted_yet_is_computed_by_the_dock(browser, cohort, qtbot)
 
 @pytest.mark.gui
 def test_cancel_keeps_the_browser_usable(browser, cohort, qtbot, monkeypatch):
-    from napari_patchwise._napari import notify
+    from napari_patchwise._napari.dock import notify
 
     _, widget, cb, errors = browser
     manifest, _, _ = cohort

@@ -1,4 +1,4 @@
-"""Comparing two runs (napari_patchwise.compare) and ``patchwise metrics --compare``.
+"""Comparing two runs (napari_patchwise.analysis.compare) and ``patchwise metrics --compare``.
 
 Hand-built arrays with every outcome spelled out; per-group accuracy against
 scikit-learn's ``accuracy_score`` on each group's patches.
@@ -16,8 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from napari_patchwise.cli import main
-from napari_patchwise.compare import (
+from napari_patchwise.analysis.compare import (
     BOTH_RIGHT,
     BOTH_WRONG,
     NONE,
@@ -31,6 +30,7 @@ from napari_patchwise.compare import (
     comparison_classes,
     paired_predictions,
 )
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.groups import group_ids
 

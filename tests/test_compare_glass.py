@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_patchwise.compare import ClassGrid
+from napari_patchwise.analysis.compare import ClassGrid
 
 
 def test_hidden_cells_read_zero_and_still_count_through_threshold_moves():

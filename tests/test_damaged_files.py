@@ -24,7 +24,7 @@ import pytest
 import tifffile
 
 import _damaged as D
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 
 SIDE = 256  # the vendor slides and the OME-Zarr image are 256 x 256 pixels
@@ -188,7 +188,7 @@ def store(tmp_path_factory):
     """A tiny cohort and its feature store (2 patch ranges of 2 rows per slide)."""
     pytest.importorskip("torch")
     from _cohort import make_cohort
-    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     folder = tmp_path_factory.mktemp("features")
     manifest = make_cohort(folder)
@@ -230,7 +230,7 @@ def test_a_damaged_feature_store_is_one_line(store, tmp_path, damage, text, caps
 @pytest.mark.torch
 def test_an_all_zero_patch_range_is_written(store, tmp_path):
     """A range whose vectors are all 0 is a chunk file too (else it would read as lost)."""
-    from napari_patchwise.features import read_features, write_chunk
+    from napari_patchwise.io.feature_store import read_features, write_chunk
 
     _, features = store
     copy = D.copy_store(features, tmp_path / "zeros.zarr")
@@ -259,7 +259,7 @@ def test_ctrl_c_of_stats_on_a_local_cluster_is_one_line(tmp_path):
             "--out", "out.csv"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_patchwise.cli", *argv],
+        [sys.executable, "-m", "napari_patchwise.cli.main", *argv],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

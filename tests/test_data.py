@@ -13,15 +13,15 @@ pytestmark = pytest.mark.torch
 
 from _cohort import make_cohort  # noqa: E402
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.cohort import read_manifest  # noqa: E402
-from napari_patchwise.data import (  # noqa: E402
+from napari_patchwise.cohort.manifest import read_manifest  # noqa: E402
+from napari_patchwise.settings import PatchSettings  # noqa: E402
+from napari_patchwise.training.data import (  # noqa: E402
     PatchDataset,
     augment,
     channel_stats,
     load_cohort,
     make_dataset,
 )
-from napari_patchwise.settings import PatchSettings  # noqa: E402
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    from napari_patchwise.train import TrainCallbacks, TrainConfig, train
+    from napari_patchwise.training.loop import TrainCallbacks, TrainConfig, train
 
     class Log(TrainCallbacks):
         def __init__(self):

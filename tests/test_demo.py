@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from skimage.io import imread
 
-from napari_patchwise.cli import main
-from napari_patchwise.commands import demo
+from napari_patchwise.cli import demo
+from napari_patchwise.cli.main import main
 
 
 def _lit_fraction(rgb: np.ndarray) -> float:
@@ -24,7 +24,7 @@ def _lit_fraction(rgb: np.ndarray) -> float:
 def test_demo_no_gui_trains_both_runs_and_writes_screenshot_and_report(tmp_path):
     """The real command, as `make demo` runs it under Xvfb (small slides, few steps)."""
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "napari_patchwise.cli", "demo", "--out", str(out)]
+    cmd = [sys.executable, "-m", "napari_patchwise.cli.main", "demo", "--out", str(out)]
     cmd += ["--no-gui", "--size", "512", "--steps", "6"]
     env = {**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -70,8 +70,8 @@ def test_demo_no_gui_trains_both_runs_and_writes_screenshot_and_report(tmp_path)
 def test_build_demo_viewer_opens_channels_and_mask(make_napari_viewer, qtbot, tmp_path):
     from napari.layers import Image, Labels
 
-    from napari_patchwise._napari.sample import ensure_sample_slide
-    from napari_patchwise.synth import SynthConfig
+    from napari_patchwise._napari.reader.sample import ensure_sample_slide
+    from napari_patchwise.synthetic.slides import SynthConfig
 
     image, mask = ensure_sample_slide(tmp_path, SynthConfig(size=(512, 512), seed=1))
     viewer = make_napari_viewer(show=True)

@@ -16,8 +16,8 @@ import json
 import pandas as pd
 import pytest
 
-from napari_patchwise.demo_story import StorySettings, run_config, write_cohort
-from napari_patchwise.runs import METRICS
+from napari_patchwise.training.demo_story import StorySettings, run_config, write_cohort
+from napari_patchwise.training.runs import METRICS
 
 torch = pytest.importorskip("torch")
 
@@ -26,7 +26,7 @@ SETTINGS = StorySettings(size=512, steps=6, eval_every=3)
 
 def train_demo_stage(folder, manifest, torch_threads: int) -> tuple[float, pd.DataFrame, dict]:
     """Train the demo's GERNE run with torch's default at ``torch_threads`` threads."""
-    from napari_patchwise.train import train
+    from napari_patchwise.training.loop import train
 
     before = torch.get_num_threads()
     torch.set_num_threads(torch_threads)  # what torch finds on a machine with that many cores

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from napari_patchwise.demo_story import LAYOUT, StorySettings, run_story
 from napari_patchwise.io.tables import read_table
+from napari_patchwise.training.demo_story import LAYOUT, StorySettings, run_story
 
 pytestmark = pytest.mark.torch
 

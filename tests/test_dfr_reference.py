@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise.methods import dfr
-from napari_patchwise.methods.dfr import C_GRID, Split, fit_dfr
+from napari_patchwise.training.methods import dfr
+from napari_patchwise.training.methods.dfr import C_GRID, Split, fit_dfr
 
 
 def _split(rng, counts, dim=5, shift=0.0):
@@ -200,9 +200,9 @@ def test_dfr_train_reads_no_validation_label(monkeypatch):
 def test_runs_say_which_labels_dfr_was_fitted_on(tmp_path):
     pytest.importorskip("torch")
     from _cohort import make_cohort
-    from napari_patchwise.cli import main
-    from napari_patchwise.embed import EmbedSource, embed
-    from napari_patchwise.methods import METHOD_LABELS
+    from napari_patchwise.cli.main import main
+    from napari_patchwise.training.embed import EmbedSource, embed
+    from napari_patchwise.training.methods import METHOD_LABELS
 
     manifest = make_cohort(tmp_path / "cohort")
     fast = ["--num-threads", "1", "--quiet"]

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise.cli import main
-from napari_patchwise.discover import (
+from napari_patchwise.analysis.discover import (
     DiscoverSettings,
     correlated_attributes,
     discover_slices,
@@ -20,6 +19,7 @@ from napari_patchwise.discover import (
     reduce_features,
     slice_scores,
 )
+from napari_patchwise.cli.main import main
 
 SETTINGS = DiscoverSettings(permutations=8, seed=0)
 
@@ -133,7 +133,7 @@ def test_attributes_correlated_with_a_slice_are_pearson_r():
 
 
 def _store(path, vectors: np.ndarray, tables: list[pd.DataFrame]) -> None:
-    from napari_patchwise.features import create_store, finish_store, write_chunk
+    from napari_patchwise.io.feature_store import create_store, finish_store, write_chunk
 
     spec = {
         "format": "patchwise-features",

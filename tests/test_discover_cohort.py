@@ -34,7 +34,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 
 PATCH = 32
 SIZE = 384

@@ -12,7 +12,7 @@ def _visible_width(viewer) -> float:
 
 
 def test_the_dock_refits_the_slide_when_it_opens(make_napari_viewer, qtbot):
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1366, 768)

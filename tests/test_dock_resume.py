@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from _cohort import make_cohort
-from napari_patchwise._napari import notify, train_worker
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise._napari.jobs import training_work as train_worker
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.runs import next_run_dir
+from napari_patchwise.training.runs import next_run_dir
 
 pytestmark = pytest.mark.gui
 
@@ -116,8 +117,8 @@ def test_a_taken_run_folder_offers_resume_and_a_new_folder(dock, qtbot, manifest
 def test_a_resume_refused_by_the_training_process_is_worded_for_the_dock(manifest, tmp_path):
     """What the training process reports (a run whose slides changed after the dock's
     folder check) names no flag: the core's dock hint, in words."""
-    from napari_patchwise.train import TrainCallbacks, train
-    from napari_patchwise.train_config import TrainConfig
+    from napari_patchwise.training.config import TrainConfig
+    from napari_patchwise.training.loop import TrainCallbacks, train
 
     options = dict(
         manifest=str(manifest), out=str(tmp_path / "run"), model="smallcnn", patch_size=P,
@@ -136,7 +137,7 @@ def test_a_resume_refused_by_the_training_process_is_worded_for_the_dock(manifes
     assert "train in a new run folder" in failed.message
     assert not FLAG.search(failed.message), failed.message
     # the command line's own line still names its flag
-    from napari_patchwise.runs import check_resume
+    from napari_patchwise.training.runs import check_resume
 
     with pytest.raises(PatchwiseError, match="another --out"):
         check_resume(run, resumed)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.widget import PatchwiseWidget
-from napari_patchwise.grid import PatchGrid, patch_stats
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from napari_patchwise.groups import group_counts
 from napari_patchwise.io import open_slide
-from napari_patchwise.synth import SynthConfig, synth_slide
+from napari_patchwise.patches.grid import PatchGrid, patch_stats
+from napari_patchwise.synthetic.slides import SynthConfig, synth_slide
 
 pytestmark = pytest.mark.gui
 

@@ -3,7 +3,7 @@
 The slide of tests/test_widget.py at 0.5 µm per pixel: every pixel length in the dock
 has its µm beside it; one patch-size field in the window (the Model tab reads the grid
 box's); every control has a tooltip in words; no two buttons say the same; one number
-format (:func:`napari_patchwise._napari.words.fmt`) in the metrics; and a run's own patch
+format (:func:`napari_patchwise._napari.dock.words.fmt`) in the metrics; and a run's own patch
 size is the one the dock cuts to predict with it.
 """
 
@@ -29,9 +29,9 @@ from qtpy.QtWidgets import (
 
 from _cohort import make_cohort
 from _damaged import smallcnn_checkpoint
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.widget import PatchwiseWidget
-from napari_patchwise._napari.words import fmt, size_text
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise._napari.dock.words import fmt, size_text
 from test_widget import PROB, P, load_predictions, make_slide, wait_idle
 
 pytestmark = pytest.mark.gui

@@ -3,7 +3,7 @@
 
 Errors raised by the core carry the command's hint; the dock shows the core's
 ``dock_hint`` where there is one and names any other flag by the dock's field
-(:func:`napari_patchwise._napari.words.dock_line`). A real napari viewer under Xvfb.
+(:func:`napari_patchwise._napari.dock.words.dock_line`). A real napari viewer under Xvfb.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 from qtpy.QtWidgets import QAbstractButton, QLabel, QLineEdit, QWidget
 
 from _cohort import make_cohort
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.widget import PatchwiseWidget
-from napari_patchwise._napari.words import dock_line
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise._napari.dock.words import dock_line
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.runs import check_new_run_dir, check_output_dir, resolve_checkpoint
-from napari_patchwise.train_config import TrainConfig
+from napari_patchwise.training.config import TrainConfig
+from napari_patchwise.training.runs import check_new_run_dir, check_output_dir, resolve_checkpoint
 
 pytestmark = pytest.mark.gui
 FLAG = re.compile(r"--[a-z]")

@@ -102,7 +102,7 @@ def test_every_covered_block_names_existing_tests():
 
 
 def test_synopsis_commands_and_flags_exist():
-    from napari_patchwise.cli import build_parser
+    from napari_patchwise.cli.main import build_parser
 
     parser = build_parser()
     commands = next(
@@ -138,7 +138,7 @@ def test_bash_blocks_use_existing_commands_and_flags():
     """Every ``patchwise`` command in a page's bash blocks, continuation lines included,
     names a command and flags the parser has (checked without running anything: the
     researchers' guide walk-through itself is slow)."""
-    from napari_patchwise.cli import build_parser
+    from napari_patchwise.cli.main import build_parser
 
     parser = build_parser()
     commands = next(

@@ -31,7 +31,7 @@ MODULES = _modules_with_examples()
 
 
 def test_examples_are_found():
-    assert {"napari_patchwise.groups", "napari_patchwise.metrics"} <= set(MODULES)
+    assert {"napari_patchwise.groups", "napari_patchwise.analysis.metrics"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -3,7 +3,7 @@
 Each row is a command line that cannot work (or a flag that would have no effect) and
 the text its error must contain. For every row: a non-zero exit, exactly one line on
 stderr, no traceback, and no patch cache built: the cache builder
-(:func:`napari_patchwise.data.slide_patches`) is replaced by one that fails the test,
+(:func:`napari_patchwise.training.data.slide_patches`) is replaced by one that fails the test,
 and the cohort's cache folder must not exist afterwards. On real cohorts the caches take
 hours; these refusals must take seconds.
 """
@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise import data
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
+from napari_patchwise.training import data
 
 COMMON = ["--model", "smallcnn", "--patch-size", "16", "--steps", "2", "--quiet"]
 

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from napari_patchwise.encoder_presets import PRESET_NAMES, PRESETS
+from napari_patchwise.training.encoder_presets import PRESET_NAMES, PRESETS
 
 pytestmark = pytest.mark.torch
 
@@ -30,7 +30,12 @@ def test_every_preset_is_checked():
 def test_a_preset_builds_its_model_with_the_stated_width_and_input(name):
     import torch
 
-    from napari_patchwise.encoders import create_encoder, encoder_spec, feature_dim, with_head
+    from napari_patchwise.training.encoders import (
+        create_encoder,
+        encoder_spec,
+        feature_dim,
+        with_head,
+    )
 
     preset = PRESETS[name]
     width, depth, prefix = EXPECTED[name]
@@ -50,8 +55,8 @@ def test_a_preset_builds_its_model_with_the_stated_width_and_input(name):
 
 
 def test_field_of_view_and_physical_patch_size():
-    from napari_patchwise.encoders import encoder_spec, physical_patch_size
     from napari_patchwise.errors import PatchwiseError
+    from napari_patchwise.training.encoders import encoder_spec, physical_patch_size
 
     assert PRESETS["uni2-h"].field_of_view_um == pytest.approx(112.0)
     spec = encoder_spec("h-optimus-0", channel_names=["R", "G", "B"])

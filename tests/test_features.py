@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise.cli import main
-from napari_patchwise.embed import EmbedSource, embed
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.features import partial_path, read_features
+from napari_patchwise.io.feature_store import partial_path, read_features
+from napari_patchwise.training.embed import EmbedSource, embed
 
 pytestmark = pytest.mark.torch
 
@@ -65,8 +65,8 @@ def test_resumed_embed_equals_an_uninterrupted_one_bit_for_bit(cohort, tmp_path)
 def test_vectors_are_the_models_penultimate_features_row_by_row(cohort):
     import torch
 
-    from napari_patchwise.features import split_head
-    from napari_patchwise.runs import load_model
+    from napari_patchwise.io.feature_store import split_head
+    from napari_patchwise.training.runs import load_model
 
     manifest, run, store = cohort
     features = read_features(store)
@@ -124,7 +124,7 @@ def test_embed_on_a_distributed_cluster_equals_the_local_embed(cohort, tmp_path)
 def test_head_erm_equals_an_l2_logistic_regression(cohort, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
 
     manifest, _, store = cohort
     features = read_features(store)
@@ -152,7 +152,7 @@ def test_head_erm_equals_an_l2_logistic_regression(cohort, tmp_path):
 
 
 def test_dfr_balanced_subsets_have_exact_counts():
-    from napari_patchwise.methods.dfr import balanced_subset
+    from napari_patchwise.training.methods.dfr import balanced_subset
 
     groups = np.repeat([0, 1, 2, 3], [5, 3, 7, 9])
     rng = np.random.default_rng(0)
@@ -210,8 +210,8 @@ def test_bad_feature_inputs_are_one_line_errors(cohort, tmp_path, capsys, case, 
 def test_a_resumed_head_run_equals_an_uninterrupted_one(cohort, tmp_path):
     import torch
 
-    from napari_patchwise.runs import load_model
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
+    from napari_patchwise.training.runs import load_model
 
     manifest, _, store = cohort
 
@@ -282,7 +282,7 @@ def test_dfr_head_on_raw_vectors_equals_the_regression_on_standardised_ones():
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from napari_patchwise.methods.dfr import _as_head, _column_stats
+    from napari_patchwise.training.methods.dfr import _as_head, _column_stats
 
     rng = np.random.default_rng(1)
     x = rng.normal(3, 2, size=(400, 6)).astype(np.float16)
@@ -304,8 +304,8 @@ def test_dfr_head_on_raw_vectors_equals_the_regression_on_standardised_ones():
 def test_a_head_groups_by_an_attribute_the_store_lacks(cohort, tmp_path):
     """border_fraction is not in the store's tables: it is computed from the cohort's
     slides (as full training does) and the head's groups follow it."""
-    from napari_patchwise.data import load_cohort
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.data import load_cohort
 
     manifest, _, store = cohort
     run = tmp_path / "head"

@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_patchwise.inference import Forward, autocast_context  # noqa: E402
-from napari_patchwise.models import build_model  # noqa: E402
+from napari_patchwise.training.inference import Forward, autocast_context  # noqa: E402
+from napari_patchwise.training.models import build_model  # noqa: E402
 
 MEAN, STD = [10.0, 20.0, 30.0], [2.0, 4.0, 8.0]
 
@@ -47,7 +47,7 @@ def test_forward_normalises_like_the_copies_it_replaces(tiny):
 
 
 def test_predict_classifier_is_the_shared_pass(tiny):
-    from napari_patchwise.predict import _Classifier
+    from napari_patchwise.training.predict import _Classifier
 
     model, patches = tiny
     expected = torch.softmax(_reference_logits(model, patches), dim=1)[:, 1].numpy()
@@ -56,7 +56,7 @@ def test_predict_classifier_is_the_shared_pass(tiny):
 
 
 def test_validation_probabilities_are_the_shared_pass(tiny):
-    from napari_patchwise.train import dataset_probabilities
+    from napari_patchwise.training.loop import dataset_probabilities
 
     model, patches = tiny
     normalised = (patches - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[
@@ -80,7 +80,7 @@ def test_validation_probabilities_are_the_shared_pass(tiny):
 
 
 def test_embedder_is_the_shared_pass(tiny, monkeypatch):
-    from napari_patchwise import embed
+    from napari_patchwise.training import embed
 
     model, patches = tiny
     backbone = torch.nn.Sequential(*list(model.children())[:-1]).eval()

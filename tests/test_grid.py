@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.grid import TABLE_COLUMNS, PatchGrid, block_class_counts, patch_stats
+from napari_patchwise.patches.grid import TABLE_COLUMNS, PatchGrid, block_class_counts, patch_stats
 from napari_patchwise.slide import Slide
 
 # 0 background, 1 healthy, 2 tumor.

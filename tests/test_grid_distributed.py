@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise.attributes import patch_attributes
-from napari_patchwise.grid import PatchGrid, patch_stats
+from napari_patchwise.patches.attributes import patch_attributes
+from napari_patchwise.patches.grid import PatchGrid, patch_stats
 from napari_patchwise.slide import Slide
 
 distributed = pytest.importorskip("distributed")

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_patchwise.grid import PatchGrid, patch_stats
+from napari_patchwise.patches.grid import PatchGrid, patch_stats
 from napari_patchwise.slide import Slide
 
 

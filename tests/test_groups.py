@@ -91,8 +91,8 @@ def test_counts_from_totals_and_counts_of_groups_agree_with_group_counts():
 def test_alpha_has_one_definition_nan_for_an_empty_class():
     # groups.alphas said NaN for a class without patches and TrainingGroups.alpha said 0:
     # both are now alpha_from_counts (NaN: "no patches", as metrics' empty accuracies)
-    from napari_patchwise.methods import TrainingGroups
-    from napari_patchwise.methods.gerne import beta_max
+    from napari_patchwise.training.methods import TrainingGroups
+    from napari_patchwise.training.methods.gerne import beta_max
 
     label, ratio = np.array([0, 0, 0, 0]), np.array([0.0, 0.5, 0.6, 0.7])
     alpha = alpha_from_counts([1, 3, 0, 0])

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from napari_patchwise import intervals
+from napari_patchwise.analysis import intervals
+from napari_patchwise.analysis.metrics import evaluate, evaluation_from_counts
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.metrics import evaluate, evaluation_from_counts
 
 
 def _table(n_slides: int = 5, per_slide: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -165,7 +165,7 @@ def test_two_thousand_draws_over_a_hundred_slides_are_fast():
 
 # -- the command ---------------------------------------------------------------------------
 def _run_cli(argv, capsys):
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -226,7 +226,7 @@ def test_metrics_compare_ci_gives_the_paired_wga_difference(tmp_path, capsys):
 
 # -- empty and tiny groups -----------------------------------------------------------------
 def test_group_size_warnings_name_empty_and_tiny_groups():
-    from napari_patchwise.metrics import group_size_warnings
+    from napari_patchwise.analysis.metrics import group_size_warnings
 
     lines = group_size_warnings([1, 2, 0, 30], min_size=20)
     assert lines == [

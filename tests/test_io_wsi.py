@@ -19,10 +19,10 @@ pytest.importorskip("wsidicom")
 
 import _wsi  # noqa: E402
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.grid import PatchGrid, patch_stats  # noqa: E402
 from napari_patchwise.io import open_slide  # noqa: E402
 from napari_patchwise.io.formats import image_format  # noqa: E402
 from napari_patchwise.io.wsi import _flatten_rgba  # noqa: E402
+from napari_patchwise.patches.grid import PatchGrid, patch_stats  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +212,8 @@ def test_unreadable_vendor_files_are_one_line_errors(tmp_path):
 def test_napari_reader_takes_vendor_files_and_dicom_folders(files, tmp_path):
     from npe2 import PluginManifest
 
-    from napari_patchwise._napari import reader as reader_module
-    from napari_patchwise._napari.reader import napari_get_reader
+    from napari_patchwise._napari.reader import layers as reader_module
+    from napari_patchwise._napari.reader.layers import napari_get_reader
 
     manifest = PluginManifest.from_distribution("napari-patchwise")
     patterns = {p for r in manifest.contributions.readers for p in r.filename_patterns}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.jobs import BackgroundJob
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.jobs.job import BackgroundJob
 from napari_patchwise.errors import PatchwiseError
 
 pytestmark = pytest.mark.gui
@@ -152,8 +152,8 @@ def test_wait_keeps_the_event_loop_turning(qtbot, notes):
 def test_a_failed_sample_write_is_one_notification_and_no_layers(
     qtbot, notes, monkeypatch, tmp_path
 ):
-    from napari_patchwise._napari import sample
-    from napari_patchwise._napari.reader import NO_LAYERS
+    from napari_patchwise._napari.reader import sample
+    from napari_patchwise._napari.reader.layers import NO_LAYERS
 
     def full_disk(**kwargs):
         raise PatchwiseError("no space left", path=tmp_path / "s.ome.tif")
@@ -200,7 +200,7 @@ def test_the_training_child_imports_neither_qt_nor_napari():
     # The training process (spawn) imports train_worker; Qt or napari there would bring
     # the GUI libraries into a process that must load triton first.
     code = (
-        "import sys, napari_patchwise._napari.train_worker;"
+        "import sys, napari_patchwise._napari.jobs.training_work;"
         "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6', 'torch') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

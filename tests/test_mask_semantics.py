@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.io._tiles import TiffLevelView
 from napari_patchwise.io.tables import read_table
 
@@ -150,8 +150,8 @@ def _cohort_with_splits(folder, masks: dict[str, tuple[np.ndarray, str]]):
 
 def test_training_data_use_the_cohort_map_and_refuse_a_tumor_free_training_split(tmp_path):
     from napari_patchwise import PatchwiseError
-    from napari_patchwise.data import load_cohort
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.data import load_cohort
 
     tumor = np.zeros((128, 128), np.uint8)
     tumor[40:70, 40:90] = 1  # binary tumor masks

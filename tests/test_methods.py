@@ -14,11 +14,11 @@ pytestmark = pytest.mark.torch
 F = torch.nn.functional
 
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.methods import METHOD_NAMES, TrainingGroups, make_method  # noqa: E402
-from napari_patchwise.methods.gerne import beta_max, extrapolated_shares  # noqa: E402
-from napari_patchwise.methods.reweight import reweight_weights  # noqa: E402
-from napari_patchwise.models import build_model  # noqa: E402
-from napari_patchwise.samplers import (  # noqa: E402
+from napari_patchwise.training.methods import METHOD_NAMES, TrainingGroups, make_method  # noqa: E402
+from napari_patchwise.training.methods.gerne import beta_max, extrapolated_shares  # noqa: E402
+from napari_patchwise.training.methods.reweight import reweight_weights  # noqa: E402
+from napari_patchwise.training.models import build_model  # noqa: E402
+from napari_patchwise.training.samplers import (  # noqa: E402
     ClassBalancedSampler,
     GerneSampler,
     GroupWeightedSampler,
@@ -256,9 +256,9 @@ def test_registry_lists_every_method_and_rejects_unknown():
 def test_the_registry_is_the_one_method_list_of_the_cli_and_the_report():
     import argparse
 
-    from napari_patchwise.commands import train as train_command
-    from napari_patchwise.methods import METHOD_LABELS, get_method
-    from napari_patchwise.runs import Run
+    from napari_patchwise.cli import train as train_command
+    from napari_patchwise.training.methods import METHOD_LABELS, get_method
+    from napari_patchwise.training.runs import Run
 
     assert METHOD_LABELS == {
         "erm": "ERM",

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
 
-from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.groups import GROUP_NAMES, group_ids
-from napari_patchwise.metrics import (
+from napari_patchwise.analysis.metrics import (
     FN,
     FP,
     TN,
@@ -22,6 +20,8 @@ from napari_patchwise.metrics import (
     expected_calibration_error,
     predict,
 )
+from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.groups import GROUP_NAMES, group_ids
 
 
 def _random_split(rng, n=5000):

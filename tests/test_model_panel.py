@@ -13,9 +13,9 @@ import tifffile
 import torch
 
 from _cohort import make_cohort
-from napari_patchwise._napari import model_panel as panel_module
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise._napari.model_tab import panel as panel_module
 
 pytestmark = pytest.mark.gui
 

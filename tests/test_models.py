@@ -11,7 +11,7 @@ pytestmark = pytest.mark.torch
 torchvision = pytest.importorskip("torchvision")
 
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.models import RANDOM_INIT_MESSAGE, adapt_first_conv, build_model  # noqa: E402
+from napari_patchwise.training.models import RANDOM_INIT_MESSAGE, adapt_first_conv, build_model  # noqa: E402
 
 
 @pytest.mark.parametrize(("name", "channels", "size"), [("smallcnn", 5, 20), ("resnet18", 2, 32)])

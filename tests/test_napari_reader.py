@@ -8,8 +8,8 @@ import tifffile
 import zarr
 
 from napari_patchwise import Slide
-from napari_patchwise._napari import reader as reader_module
-from napari_patchwise._napari.reader import napari_get_reader
+from napari_patchwise._napari.reader import layers as reader_module
+from napari_patchwise._napari.reader.layers import napari_get_reader
 
 
 def _write_slide(path, rng, shape=(3, 512, 384)):

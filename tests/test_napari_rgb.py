@@ -9,7 +9,7 @@ import tifffile
 pytest.importorskip("openslide")
 
 import _wsi
-from napari_patchwise._napari.reader import layers_for_path
+from napari_patchwise._napari.reader.layers import layers_for_path
 from napari_patchwise.io import _tiles
 
 MPP = 0.25
@@ -79,8 +79,8 @@ def test_multimodal_and_16_bit_slides_stay_channel_layers(tmp_path):
 def test_overlays_and_a_half_resolution_mask_align_with_the_rgb_layer(
     make_napari_viewer, qtbot, monkeypatch, svs
 ):
-    from napari_patchwise._napari import notify
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock import notify
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
     from test_world_alignment import assert_same_world
 
     errors: list[str] = []
@@ -128,8 +128,8 @@ def test_overlays_and_a_half_resolution_mask_align_with_the_rgb_layer(
 
 
 def test_a_cohort_rgb_slide_is_one_layer_named_by_its_cohort_id(svs):
-    from napari_patchwise._napari.cohort_slides import open_cohort_slide
-    from napari_patchwise.cohort import CohortEntry
+    from napari_patchwise._napari.cohort_tab.slides import open_cohort_slide
+    from napari_patchwise.cohort.manifest import CohortEntry
 
     path, _ = svs
     mask_path = path.with_name("cohort_mask.tif")

@@ -26,14 +26,14 @@ def files(tmp_path_factory):
 def test_file_open_reads_an_svs_as_rgb_pyramid_layers(make_napari_viewer, qtbot, files):
     from napari.settings import get_settings
 
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     path, levels = files["svs"]
     viewer = make_napari_viewer(show=True)
     viewer.open(str(path), plugin="napari-patchwise")
     # Accepting the offer makes Patchwise napari's choice for vendor slides (napari's
     # builtin reader also offers itself for *.svs), so File > Open does not ask.
-    from napari_patchwise._napari.reader import claim_reader_preferences
+    from napari_patchwise._napari.reader.layers import claim_reader_preferences
 
     assert "*.svs" not in get_settings().plugins.extension2reader
     claim_reader_preferences()
@@ -73,7 +73,7 @@ def test_file_open_reads_a_dicom_wsi_folder(make_napari_viewer, files):
     # Once the user accepted the offer to be the reader for these files (napari would
     # otherwise ask which reader to use), File > Open on one instance of the slide
     # opens the whole DICOM WSI folder.
-    from napari_patchwise._napari.reader import claim_reader_preferences
+    from napari_patchwise._napari.reader.layers import claim_reader_preferences
 
     claim_reader_preferences()
     instance = sorted(folder.glob("*.dcm"))[0]

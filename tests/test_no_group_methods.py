@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise.cli import main
-from napari_patchwise.methods.base import TrainingGroups
-from napari_patchwise.methods.gerne_inferred import inferred_groups, own_class_probability
-from napari_patchwise.methods.jtt import UpsampledSampler, error_set, upsampled_index
+from napari_patchwise.cli.main import main
+from napari_patchwise.training.methods.base import TrainingGroups
+from napari_patchwise.training.methods.gerne_inferred import inferred_groups, own_class_probability
+from napari_patchwise.training.methods.jtt import UpsampledSampler, error_set, upsampled_index
 
 pytestmark = pytest.mark.torch
 
@@ -62,7 +62,7 @@ class _NoGroups(TrainingGroups):
 @pytest.fixture
 def no_groups(monkeypatch):
     """The method of the run gets no groups; its ERM first stage gets meaningless ones."""
-    import napari_patchwise.methods as methods
+    import napari_patchwise.training.methods as methods
 
     made, real = [], methods.make_method
 
@@ -84,7 +84,7 @@ def manifest(tmp_path_factory):
 
 
 def _train_probabilities_recorder(monkeypatch):
-    from napari_patchwise import train
+    from napari_patchwise.training import loop as train
 
     seen = []
     real = train.FirstStage.train_probabilities
@@ -102,9 +102,9 @@ def _independent_probabilities(checkpoint, dataset, head: bool = False):
     """A checkpoint's probabilities of ``dataset`` (a head run's: of its vectors)."""
     import torch
 
-    from napari_patchwise.features import split_head
-    from napari_patchwise.runs import load_model
-    from napari_patchwise.train import dataset_probabilities
+    from napari_patchwise.io.feature_store import split_head
+    from napari_patchwise.training.loop import dataset_probabilities
+    from napari_patchwise.training.runs import load_model
 
     model, meta = load_model(checkpoint)
     if head:
@@ -191,7 +191,7 @@ def test_bad_options_are_one_line_errors(manifest, tmp_path, capsys, flags, mess
 def test_head_only_runs_train_both_stages_on_the_feature_store(
     manifest, tmp_path, monkeypatch, no_groups, method
 ):
-    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     run = tmp_path / "run"
     assert main(["train", str(manifest), *FAST, "--out", str(run)]) == 0

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
 pytestmark = pytest.mark.gui
 

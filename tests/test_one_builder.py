@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from napari_patchwise import Slide
-from napari_patchwise.grid import PatchGrid
-from napari_patchwise.patch_table import (
+from napari_patchwise.patches.grid import PatchGrid
+from napari_patchwise.patches.table import (
     build_patch_table,
     guess_grid,
     read_patch_table,
@@ -31,7 +31,7 @@ from napari_patchwise.patch_table import (
 from napari_patchwise.settings import DEFAULT_PATCH_SIZE, PatchSettings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
-BUILDERS = {"patch_table.py", "grid.py"}
+BUILDERS = {"patches/table.py", "patches/grid.py"}
 
 
 def _offences(path: Path) -> list[str]:
@@ -163,7 +163,7 @@ def test_the_fallback_without_edge_patches(slide):
 def test_stats_writes_the_grid_into_its_table(tmp_path):
     import tifffile
 
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     mask = np.zeros((20, 28), np.uint8)
     mask[2:10, 4:12] = 2

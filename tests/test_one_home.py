@@ -2,7 +2,7 @@
 
 * No module reaches into another's private names: a name that another module imports is
   public (no leading underscore) and lives where it belongs. ``from .train import _x``,
-  ``from . import train; train._x`` and ``import napari_patchwise.train as t; t._x`` all
+  ``from . import train; train._x`` and ``import napari_patchwise.training.loop as t; t._x`` all
   count, at module level or inside functions. Private *modules* (``_atomic``, ``_napari``,
   ``commands/_args``) are package-internal homes and may be imported; their names are public.
 * tau's default is :data:`napari_patchwise.groups.DEFAULT_TAU`, never its value repeated as a
@@ -24,13 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
 
 #: Private names still shared inside the dock (``_napari/``), whose rework is under way
 #: separately: remove each entry as its name becomes public. Nothing may be added.
-KNOWN_IN_DOCK: frozenset[str] = frozenset(
-    {
-        "_napari/compare_views.py: from napari_patchwise._napari.errors_list import _NumberItem",
-        "_napari/debias_tab.py: from napari_patchwise._napari.inspect_tabs import _single_shot",
-        "_napari/ranking_table.py: from napari_patchwise._napari.attribute_choice import _table_grid",
-    }
-)
+KNOWN_IN_DOCK: frozenset[str] = frozenset()
 
 
 def _module_names() -> set[str]:
@@ -118,24 +112,24 @@ def test_no_module_imports_another_modules_private_names():
 
 def test_the_private_import_check_catches_what_it_claims():
     path = PACKAGE / "predict.py"
-    module = "napari_patchwise.predict"
+    module = "napari_patchwise.training.predict"
     code = (
-        "from .train import _autocast\n"
-        "from napari_patchwise.commands.stats import _cluster\n"
-        "from . import train\n"
-        "import napari_patchwise.embed as e\n"
+        "from .loop import _autocast\n"
+        "from napari_patchwise.cli.stats import _cluster\n"
+        "from . import loop\n"
+        "import napari_patchwise.training.embed as e\n"
         "def f():\n"
-        "    return train._step, e._x\n"
+        "    return loop._step, e._x\n"
     )
     hits = list(private_cross_imports(code, module, path))
     assert [h.split(": ", 1)[1] for h in hits] == [
-        "from napari_patchwise.train import _autocast",
-        "from napari_patchwise.commands.stats import _cluster",
-        "napari_patchwise.train._step",
-        "napari_patchwise.embed._x",
+        "from napari_patchwise.training.loop import _autocast",
+        "from napari_patchwise.cli.stats import _cluster",
+        "napari_patchwise.training.loop._step",
+        "napari_patchwise.training.embed._x",
     ]
     # Private modules are homes, not secrets; dunders are public.
-    fine = "from . import _atomic\nfrom ._atomic import atomic_path\nfrom . import __version__\n"
+    fine = "from .. import _atomic\nfrom .._atomic import atomic_path\nfrom .. import __version__\n"
     assert list(private_cross_imports(fine, module, path)) == []
 
 
@@ -191,9 +185,9 @@ def test_tau_default_is_the_named_constant_everywhere():
 
 
 def _named_defaults() -> list[tuple[str, float, str]]:
-    from napari_patchwise.inference import DEFAULT_BATCH_SIZE
-    from napari_patchwise.report import FIGURE1_BINS
+    from napari_patchwise.reporting.figures import FIGURE1_BINS
     from napari_patchwise.schema import DEFAULT_THRESHOLD
+    from napari_patchwise.training.inference import DEFAULT_BATCH_SIZE
 
     return [
         ("threshold", DEFAULT_THRESHOLD, "schema.DEFAULT_THRESHOLD"),
@@ -274,9 +268,9 @@ def json_file_access(tree: ast.AST) -> list[int]:
 #: JSON files with a format of their own: a session's read names the line of a syntax
 #: error; GeoJSON is read by the annotation reader (depth limits) and written compact;
 #: discover writes its summary and table as one atomic pair.
-#: (``_napari/slices_box.py`` reads discover's summary: left to the dock's rework.)
+#: (``_napari/debias_tab/slices_box.py`` reads discover's summary: left to the dock's rework.)
 OWN_JSON_FORMATS = frozenset(
-    {"session.py", "io/annotations.py", "commands/discover.py", "_napari/slices_box.py"}
+    {"io/session.py", "io/annotations.py", "cli/discover.py", "_napari/debias_tab/slices_box.py"}
 )
 
 
@@ -302,7 +296,8 @@ def test_json_files_go_through_the_one_helper():
 
 def test_run_folders_are_read_by_runs_only():
     """A run's metrics and history are read in runs.py only (train.py writes them)."""
-    from napari_patchwise import report_run, runs
+    from napari_patchwise.reporting import html as report_run
+    from napari_patchwise.training import runs
 
     users = sorted(
         name
@@ -312,7 +307,7 @@ def test_run_folders_are_read_by_runs_only():
         and (node.module or "").endswith("runs")
         and {"METRICS", "HISTORY"} & {a.name for a in node.names}
     )
-    assert users == ["train.py"]
+    assert users == ["training/loop.py"]
     assert report_run.load_run is runs.load_run
 
 

@@ -25,9 +25,9 @@ from _cohort import make_cohort
 from _runs import make_run
 from napari_patchwise import _atomic
 from napari_patchwise._atomic import atomic_path, check_output
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.features import FEATURE_STORE
+from napari_patchwise.io.feature_store import FEATURE_STORE
 from napari_patchwise.io.write import OME_ZARR
 
 TRAIN_FAST = [
@@ -172,8 +172,8 @@ def test_embed_overwrite_clears_a_stale_partial_store(cohort, tmp_path, capsys):
         if done:
             raise Stop
 
-    from napari_patchwise.embed import EmbedSource, embed
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     source = EmbedSource(backbone="resnet18")
     with pytest.raises(Stop):  # an interrupted embed of other settings

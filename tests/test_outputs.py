@@ -16,11 +16,11 @@ import tifffile
 
 from _runs import make_run
 from napari_patchwise._atomic import atomic_path, check_output, clean_stale
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.io.write import OME_ZARR
 
-PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli"]
+PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli.main"]
 SYNTH = ["synth", "--size", "64", "64", "--tile", "32", "--quiet"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from napari.layers import Image
 from napari.utils.colormaps.colormap_utils import _napari_cmap_to_vispy
 
-from napari_patchwise._napari.overlays import (
+from napari_patchwise._napari.canvas.overlays import (
     CORRECTNESS_COLORS,
     GROUP_COLORS,
     PatchRaster,

@@ -80,9 +80,11 @@ def test_every_categorical_set_stays_distinguishable(name, vision):
 
 
 def test_tumor_and_non_tumor_keep_their_hues_everywhere():
-    from napari_patchwise import report
-    from napari_patchwise._napari import compare_data, overlays, reader
+    from napari_patchwise._napari.canvas import overlays
+    from napari_patchwise._napari.compare_tab import data as compare_data
+    from napari_patchwise._napari.reader import layers as reader
     from napari_patchwise.io import tables
+    from napari_patchwise.reporting import figures as report
 
     tumor, non_tumor = palette.TUMOR, palette.NON_TUMOR
     assert {1: non_tumor, 2: tumor} == overlays.LABEL_COLORS

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from _cohort import make_cohort
-from napari_patchwise.cohort import read_manifest
-from napari_patchwise.cohort_tables import (
+from napari_patchwise.cohort.manifest import read_manifest
+from napari_patchwise.settings import PatchSettings
+from napari_patchwise.training.cohort_summary import (
     COMPUTED,
     FROM_CACHE,
     cohort_slide_table,
     default_cache_dir,
 )
-from napari_patchwise.data import load_cohort
-from napari_patchwise.settings import PatchSettings
+from napari_patchwise.training.data import load_cohort
 
 P = 16
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from napari_patchwise import data
-from napari_patchwise.cli import main
-from napari_patchwise.cohort import read_manifest
-from napari_patchwise.cohort_split import assign_splits, split_manifest
+from napari_patchwise.cli.main import main
+from napari_patchwise.cohort.manifest import read_manifest
+from napari_patchwise.cohort.split import assign_splits, split_manifest
 from napari_patchwise.errors import PatchwiseError
+from napari_patchwise.training import data
 
 
 def _write(folder: Path, patients: list[str], *, split: list[str] | None = None) -> Path:

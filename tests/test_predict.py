@@ -14,8 +14,8 @@ pytestmark = pytest.mark.torch
 from _cohort import make_cohort  # noqa: E402
 from napari_patchwise import PatchwiseError  # noqa: E402
 from napari_patchwise.io import open_slide  # noqa: E402
-from napari_patchwise.predict import geometry_table, predict_table  # noqa: E402
-from napari_patchwise.train import TrainConfig, train  # noqa: E402
+from napari_patchwise.training.loop import TrainConfig, train  # noqa: E402
+from napari_patchwise.training.predict import geometry_table, predict_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_values_that_would_give_meaningless_predictions_are_refused(trained, kwa
 
 
 def test_rebatch_gives_full_batches_whatever_the_band_sizes():
-    from napari_patchwise.predict import rebatch
+    from napari_patchwise.training.predict import rebatch
 
     sizes = [3, 0, 7, 1, 10, 2]
     start = np.cumsum([0, *sizes])

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from _cohort import make_cohort  # noqa: E402
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.cli import main  # noqa: E402
-from napari_patchwise.models import RANDOM_INIT_MESSAGE  # noqa: E402
-from napari_patchwise.train_config import TrainConfig  # noqa: E402
+from napari_patchwise.cli.main import main  # noqa: E402
+from napari_patchwise.training.config import TrainConfig  # noqa: E402
+from napari_patchwise.training.models import RANDOM_INIT_MESSAGE  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -88,7 +88,7 @@ def test_a_preset_fills_in_what_is_not_given_and_explicit_options_win(tmp_path):
 def test_an_explicit_flag_wins_even_when_it_equals_the_default():
     import argparse
 
-    from napari_patchwise.commands.train import add_parser, config_from_args, options_from_args
+    from napari_patchwise.cli.train import add_parser, config_from_args, options_from_args
 
     parser = add_parser(argparse.ArgumentParser().add_subparsers())
     argv = ["m.csv", "--out", "r", "--preset", "paper", "--weights", "w.pt"]

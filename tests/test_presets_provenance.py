@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_patchwise.presets import PRESETS
+from napari_patchwise.training.presets import PRESETS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
 SOURCES = {"tumor paper", "GERNE App. F", "SubpopBench", "this project's choice"}

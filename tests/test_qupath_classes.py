@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.qupath import scheme_classes, write_patches
+from napari_patchwise.reporting.qupath import scheme_classes, write_patches
 from test_widget import LABEL, PROB, RATIO, N, P, expected_groups, expected_outcomes, make_slide
 
 UM = 0.5  # µm per pixel
@@ -153,8 +153,8 @@ def same_features(a: list[dict], b: list[dict]) -> None:
 def test_the_dock_writes_the_same_features_as_the_cli(
     slide_files, tmp_path, make_napari_viewer, qtbot, monkeypatch
 ):
-    from napari_patchwise._napari import notify
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock import notify
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     errors, infos = [], []
     monkeypatch.setattr(notify, "show_error", errors.append)
@@ -192,7 +192,7 @@ def test_the_dock_writes_the_same_features_as_the_cli(
 def test_predict_geojson_gives_the_outcomes_of_its_table(tmp_path, capsys):
     pytest.importorskip("torch")
     from _cohort import make_cohort
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
 
     manifest = make_cohort(tmp_path)
     options = {"model": "smallcnn", "patch_size": 16, "steps": 2, "eval_every": 2}

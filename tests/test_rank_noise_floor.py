@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise.attribute_rank import (
+from napari_patchwise.analysis.attribute_ranking import (
     NOISE_QUANTILE,
     best_threshold,
     noise_floors,
     rank_attributes,
 )
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.io.tables import write_table
 
 
@@ -110,8 +110,8 @@ def test_cli_reports_the_floor_and_the_training_association(tmp_path, capsys):
 @pytest.mark.gui
 def test_the_debias_tab_shows_the_noise_floor(make_napari_viewer, qtbot):
     pytest.importorskip("torch")
-    from napari_patchwise._napari.ranking_table import COLUMNS
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.debias_tab.ranking_table import COLUMNS
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     viewer = make_napari_viewer()
     widget = PatchwiseWidget(viewer)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from _runs import make_run
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.report import (
+from napari_patchwise.reporting.figures import (
     bin_indices,
     figure1,
     figure1_data,

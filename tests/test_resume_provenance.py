@@ -18,7 +18,7 @@ pytestmark = pytest.mark.torch
 
 from _cohort import make_cohort, write_slide  # noqa: E402
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.train import TrainCallbacks, TrainConfig, train  # noqa: E402
+from napari_patchwise.training.loop import TrainCallbacks, TrainConfig, train  # noqa: E402
 
 
 class StopAfter(TrainCallbacks):
@@ -144,7 +144,7 @@ def test_a_run_of_an_older_version_resumes_with_one_warning(tmp_path, monkeypatc
     (run / "config.json").write_text(json.dumps({**saved, "manifest": "cohort.csv"}))
     monkeypatch.chdir(manifest.parent)
     rec = StopAfter()
-    with caplog.at_level(logging.WARNING, logger="napari_patchwise.runs"):
+    with caplog.at_level(logging.WARNING, logger="napari_patchwise.training.runs"):
         train(config("cohort.csv", run, resume=True), rec)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "written by an older patchwise (no inputs.json)" in warnings[0]
@@ -168,7 +168,7 @@ class _Stop(Exception):
 
 
 def _interrupted_embed(manifest, out, checkpoint, after=2):
-    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     def stop(done, total):
         if done >= after:
@@ -184,8 +184,8 @@ def test_a_restored_identical_checkpoint_continues_an_interrupted_embed(trained,
     import os
     import time
 
-    from napari_patchwise.embed import EmbedSource, embed
-    from napari_patchwise.features import read_features
+    from napari_patchwise.io.feature_store import read_features
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     manifest, run = trained
     ckpt = tmp_path / "model" / "best.pt"
@@ -208,7 +208,7 @@ def test_a_restored_identical_checkpoint_continues_an_interrupted_embed(trained,
 
 
 def test_an_interrupted_embed_still_refuses_a_checkpoint_of_other_content(trained, tmp_path):
-    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     manifest, run = trained
     out = tmp_path / "f.zarr"
@@ -225,8 +225,8 @@ def test_a_second_embed_into_the_same_store_is_refused(trained, tmp_path, capsys
     import os
     import threading
 
-    from napari_patchwise.cli import main
-    from napari_patchwise.embed import EmbedSource, embed
+    from napari_patchwise.cli.main import main
+    from napari_patchwise.training.embed import EmbedSource, embed
 
     manifest, run = trained
     out = tmp_path / "f.zarr"
@@ -263,7 +263,7 @@ def test_a_second_embed_into_the_same_store_is_refused(trained, tmp_path, capsys
 
 # -- sweep reuse -------------------------------------------------------------------------------
 def test_a_sweep_rerun_refuses_a_finished_run_whose_slides_changed(tmp_path, capsys):
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     manifest = make_cohort(tmp_path / "cohort")
     flags = ["--method", "erm", "--model", "smallcnn", "--patch-size", "16", "--batch-size",

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.torch
 
 from _cohort import make_cohort  # noqa: E402
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.cli import main  # noqa: E402
+from napari_patchwise.cli.main import main  # noqa: E402
 from napari_patchwise.io import open_slide  # noqa: E402
-from napari_patchwise.predict import geometry_table, predict_table  # noqa: E402
-from napari_patchwise.train import TrainConfig, train  # noqa: E402
+from napari_patchwise.training.loop import TrainConfig, train  # noqa: E402
+from napari_patchwise.training.predict import geometry_table, predict_table  # noqa: E402
 
 CHECKPOINTS = ("best.pt", "best_val_wga.pt", "last.pt")
 
@@ -60,7 +60,7 @@ def test_a_run_writes_the_three_checkpoint_kinds(run):
 
 @pytest.mark.parametrize("name", ["", *CHECKPOINTS])
 def test_every_checkpoint_kind_gives_the_same_meta(run, name):
-    from napari_patchwise.runs import checkpoint_meta, resolve_checkpoint
+    from napari_patchwise.training.runs import checkpoint_meta, resolve_checkpoint
 
     _, out = run
     path = out / name if name else out
@@ -98,8 +98,8 @@ def test_the_run_directory_means_best_pt(run):
 
 
 def test_the_dock_predicts_with_last_pt(run):
-    from napari_patchwise._napari.train_worker import checkpoint_patch_size, predict_job
-    from napari_patchwise.patch_table import build_patch_table
+    from napari_patchwise._napari.jobs.training_work import checkpoint_patch_size, predict_job
+    from napari_patchwise.patches.table import build_patch_table
     from napari_patchwise.settings import PatchSettings
 
     def grid_of(slide, size):  # the dock's shown table, with its grid
@@ -189,7 +189,7 @@ def test_bad_checkpoints_are_one_line_errors_naming_the_file(run, tmp_path, caps
     ],
 )
 def test_a_damaged_config_json_is_one_line_naming_it(run, tmp_path, capsys, content, message):
-    from napari_patchwise.runs import read_run_config
+    from napari_patchwise.training.runs import read_run_config
 
     folder, out = run
     copy = tmp_path / "run"
@@ -205,7 +205,7 @@ def test_a_damaged_config_json_is_one_line_naming_it(run, tmp_path, capsys, cont
 
 
 def test_run_config_round_trip_and_a_copied_checkpoint(run, tmp_path):
-    from napari_patchwise.runs import load_checkpoint, read_run_config
+    from napari_patchwise.training.runs import load_checkpoint, read_run_config
 
     _, out = run
     config = read_run_config(out)
@@ -278,7 +278,7 @@ def test_cli_predict_never_overwrites_a_file_of_its_run(run, capsys, name):
 
 
 def test_a_missing_best_val_checkpoint_points_to_best_pt(run):
-    from napari_patchwise.runs import resolve_checkpoint
+    from napari_patchwise.training.runs import resolve_checkpoint
 
     _, out = run  # selected by val_bca: best.pt is val_bca's, best_val_wga.pt exists
     with pytest.raises(PatchwiseError, match=r"best\.pt is the checkpoint of the run's own"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_patchwise._napari import sample
-from napari_patchwise.synth import SynthConfig
+from napari_patchwise._napari.reader import sample
+from napari_patchwise.synthetic.slides import SynthConfig
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_patchwise.samplers import (
+from napari_patchwise.training.samplers import (
     ClassBalancedSampler,
     GerneSampler,
     GroupWeightedSampler,

@@ -1,4 +1,4 @@
-"""Session files (napari_patchwise.session): round trip, relative paths, bad files."""
+"""Session files (napari_patchwise.io.session): round trip, relative paths, bad files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.session import (
+from napari_patchwise.io.session import (
     FORMAT,
     VERSION,
     Comparison,

@@ -13,9 +13,8 @@ import pytest
 
 from napari_patchwise import Slide
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.grid import PatchGrid, patch_stats
-from napari_patchwise.patch_table import guess_grid
-from napari_patchwise.slide_table import (
+from napari_patchwise.patches.grid import PatchGrid, patch_stats
+from napari_patchwise.patches.predictions import (
     full_table,
     merge_predictions,
     slide_predictions,
@@ -23,6 +22,7 @@ from napari_patchwise.slide_table import (
     top_errors,
     with_pred,
 )
+from napari_patchwise.patches.table import guess_grid
 
 ORIGIN, STRIDE = (2, 4), 8
 

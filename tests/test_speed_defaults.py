@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 from _cohort import make_cohort  # noqa: E402
-from napari_patchwise import train as train_module  # noqa: E402
-from napari_patchwise.train import (  # noqa: E402
+from napari_patchwise.training import loop as train_module  # noqa: E402
+from napari_patchwise.training.loop import (  # noqa: E402
     TrainCallbacks,
     TrainConfig,
     cgroup_cpu_limit,
@@ -103,7 +103,7 @@ def test_patchwise_train_sets_passive_waits_before_torch_is_imported(tmp_path):
                 return None
 
         sys.meta_path.insert(0, WatchTorch())
-        from napari_patchwise.cli import main
+        from napari_patchwise.cli.main import main
 
         rc = main(sys.argv[1:])
         print(json.dumps({"rc": rc, **seen}))

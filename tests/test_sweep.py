@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from _cohort import make_cohort
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.sweep import (
+from napari_patchwise.training.sweep import (
     SELECTED,
     SPEC,
     TABLE,
@@ -121,9 +121,9 @@ def _history_best(run_dir: Path, metric: str) -> float:
 
 @pytest.mark.torch
 def test_grid_runs_skips_out_of_bound_beta(swept):
-    from napari_patchwise.data import load_cohort
     from napari_patchwise.groups import alphas
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.data import load_cohort
 
     out, manifest, _ = swept
     table = pd.read_csv(out / TABLE, keep_default_na=False, na_values=[""])
@@ -231,7 +231,7 @@ def test_ctrl_c_stops_every_run_cleanly(tmp_path):
     pytest.importorskip("torch")
     manifest = make_cohort(tmp_path / "cohort")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "napari_patchwise.cli", "sweep", str(manifest)]
+    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "sweep", str(manifest)]
     argv += ["--method", "erm", "--grid", "lr=0.01,0.05", "--model", "smallcnn"]
     argv += ["--patch-size", "16", "--batch-size", "16", "--steps", "4000", "--eval-every", "1000"]
     argv += ["--quiet", "--out", str(out)]
@@ -266,9 +266,9 @@ def test_ctrl_c_stops_every_run_cleanly(tmp_path):
 
 def test_every_train_flag_passes_through_unchanged(tmp_path):
     """A run's settings are what `patchwise train` makes of the same flags (no torch)."""
-    from napari_patchwise.cli import build_parser
-    from napari_patchwise.commands import sweep as sweep_cmd
-    from napari_patchwise.commands.train import config_from_args
+    from napari_patchwise.cli import sweep as sweep_cmd
+    from napari_patchwise.cli.main import build_parser
+    from napari_patchwise.cli.train import config_from_args
 
     parser = build_parser()
     train_flags = {
@@ -328,7 +328,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
     pytest.importorskip("torch")
     manifest = make_cohort(tmp_path / "cohort")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "napari_patchwise.cli", "sweep", str(manifest)]
+    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "sweep", str(manifest)]
     argv += ["--method", "erm", "--grid", "lr=0.01,0.05", "--model", "smallcnn"]
     argv += ["--patch-size", "16", "--batch-size", "16", "--steps", "400", "--eval-every", "20"]
     argv += ["--num-threads", "1", "--quiet", "--out", str(out)]

@@ -17,7 +17,7 @@ import pytest
 
 from _cohort import make_cohort
 from napari_patchwise._atomic import lock_holder, pid_alive
-from napari_patchwise.runs import LOCK
+from napari_patchwise.training.runs import LOCK
 
 pytestmark = pytest.mark.torch
 SWEEP = ["--method", "erm", "--model", "smallcnn", "--patch-size", "16", "--batch-size", "16"]
@@ -36,7 +36,7 @@ def test_sigkill_of_the_sweep_process_ends_its_worker_within_seconds(tmp_path):
     pytest.importorskip("torch")
     manifest = make_cohort(tmp_path / "cohort")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "napari_patchwise.cli", "sweep", str(manifest), *SWEEP]
+    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "sweep", str(manifest), *SWEEP]
     argv += ["--grid", "lr=0.01", "--steps", "100000", "--eval-every", "50000", "--out", str(out)]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
     lock = out / "lr=0.01_seed=0" / LOCK
@@ -70,9 +70,9 @@ def test_a_rerun_takes_over_a_run_an_orphan_of_a_dead_sweep_holds(tmp_path, monk
     """An orphan that did not die (no parent-death signal): the rerun's worker ends it and
     trains the run (before, the run failed: "another patchwise train is writing")."""
     pytest.importorskip("torch")
-    from napari_patchwise import runs
-    from napari_patchwise.sweep import train_run
-    from napari_patchwise.train_config import TrainConfig
+    from napari_patchwise.training import runs
+    from napari_patchwise.training.config import TrainConfig
+    from napari_patchwise.training.sweep import train_run
 
     manifest = make_cohort(tmp_path / "cohort")
     run = tmp_path / "out" / "lr=0.01_seed=0"
@@ -101,8 +101,8 @@ def test_a_rerun_takes_over_a_run_an_orphan_of_a_dead_sweep_holds(tmp_path, monk
 
 
 def test_a_run_held_by_a_live_sweep_or_a_plain_train_is_not_taken_over(tmp_path, monkeypatch):
-    from napari_patchwise import runs
-    from napari_patchwise.sweep import _take_over_from_orphan
+    from napari_patchwise.training import runs
+    from napari_patchwise.training.sweep import _take_over_from_orphan
 
     run = tmp_path / "run"
     monkeypatch.setattr(runs, "lock_note", f"sweep {os.getpid()}")

@@ -8,9 +8,9 @@ import pytest
 import tifffile
 import zarr
 
-import napari_patchwise.synth as synth
+import napari_patchwise.synthetic.slides as synth
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.synth import SynthConfig, default_mask_path, synth_slide
+from napari_patchwise.synthetic.slides import SynthConfig, default_mask_path, synth_slide
 
 SMALL = SynthConfig(size=(512, 640), seed=7, chunk=256)
 

@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.io import open_slide
-from napari_patchwise.synth import SynthConfig, synth_slide, synth_with_artefacts
-from napari_patchwise.synth_artefacts import (
+from napari_patchwise.synthetic.artefacts import (
     BASE_RATE,
     TABLE_COLUMNS,
     Artefact,
     parse_artefact,
 )
+from napari_patchwise.synthetic.slides import SynthConfig, synth_slide, synth_with_artefacts
 
 CONFIG = SynthConfig(size=(384, 512), seed=5, chunk=128, spurious=0.0)
 P = 32

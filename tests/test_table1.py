@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from _runs import GROUPS, make_run
-from napari_patchwise import intervals
-from napari_patchwise.cli import main
-from napari_patchwise.table1 import CSV_COLUMNS, config_key, config_labels
+from napari_patchwise.analysis import intervals
+from napari_patchwise.cli.main import main
+from napari_patchwise.reporting.table1 import CSV_COLUMNS, config_key, config_labels
 
 COLUMNS = [
     "method", "config", "select", "tau", "n_seeds", "wga_mean", "wga_std",
@@ -79,8 +79,8 @@ def test_runs_that_differ_only_in_beta_are_three_rows(tmp_path, capsys):
     assert wga.loc["beta=3", "wga_mean"] == pytest.approx(8.0)
     assert "<td>beta=1</td>" in text and "54.00 ± 40.45" not in text
     # the wide form (markdown, the benchmarks' table1) keys rows the same way
-    from napari_patchwise.report_run import result_rows, table1_markdown
-    from napari_patchwise.runs import load_run
+    from napari_patchwise.reporting.html import result_rows, table1_markdown
+    from napari_patchwise.training.runs import load_run
 
     markdown = table1_markdown(result_rows([load_run(r) for r in runs]))
     assert "| GERNE beta=1 | val WGA | 84.00 |" in markdown

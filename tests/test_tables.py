@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.grid import TABLE_COLUMNS, PatchGrid, patch_stats
 from napari_patchwise.io.tables import read_table, validate_table, write_geojson, write_table
+from napari_patchwise.patches.grid import TABLE_COLUMNS, PatchGrid, patch_stats
 from napari_patchwise.slide import Slide
 
 
@@ -153,7 +153,7 @@ def test_bad_values_are_named_not_cast(tmp_path, name, column, values, message):
 
 
 def test_dock_gaps_read_back_but_metrics_need_every_prediction(tmp_path, capsys):
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     # As the dock saves them: patches without a prediction have prob NaN and pred -1.
     path = _metrics_table(tmp_path, prob=[0.1, np.nan, 0.6], pred=[0, -1, 1])
@@ -172,7 +172,7 @@ def test_dock_gaps_read_back_but_metrics_need_every_prediction(tmp_path, capsys)
 
 
 def test_metrics_cli_rejects_a_label_of_257(tmp_path, capsys):
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     path = _metrics_table(tmp_path, "t.parquet", label=np.array([0, 1, 257], dtype=np.int64))
     assert main(["metrics", str(path), "--json"]) == 2

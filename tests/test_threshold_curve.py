@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_patchwise.metrics import evaluate
-from napari_patchwise.threshold_curve import ThresholdCurve
+from napari_patchwise.analysis.metrics import evaluate
+from napari_patchwise.analysis.threshold_curve import ThresholdCurve
 
 
 def _data(n=500, seed=0):

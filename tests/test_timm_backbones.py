@@ -13,9 +13,9 @@ pytest.importorskip("timm")
 pytest.importorskip("safetensors")
 
 from _cohort import make_cohort
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
-from napari_patchwise.features import partial_path, read_features
+from napari_patchwise.io.feature_store import partial_path, read_features
 
 pytestmark = pytest.mark.torch
 
@@ -74,8 +74,8 @@ def test_embed_stores_the_timm_models_features_of_the_resized_normalised_patches
 
 
 def test_pth_weights_give_the_same_store_and_a_head_trains_on_it(setup, tmp_path):
-    from napari_patchwise.features import split_head
-    from napari_patchwise.runs import load_model
+    from napari_patchwise.io.feature_store import split_head
+    from napari_patchwise.training.runs import load_model
 
     manifest, _, store, _ = setup
     run = tmp_path / "head"
@@ -99,8 +99,8 @@ def test_pth_weights_give_the_same_store_and_a_head_trains_on_it(setup, tmp_path
 
 
 def test_a_pth_state_dict_loads_like_the_safetensors_one(setup):
-    from napari_patchwise.encoders import encoder_spec
-    from napari_patchwise.models import build_model
+    from napari_patchwise.training.encoders import encoder_spec
+    from napari_patchwise.training.models import build_model
 
     _, weights, _, model = setup
     spec = encoder_spec(f"timm:{ARCH}", channel_names=["a", "b", "c"], input_size=SIZE)
@@ -125,7 +125,7 @@ def test_a_preset_with_a_mismatched_weights_file_is_one_line(setup, tmp_path, ca
 def test_a_pickle_with_objects_is_refused_unread(tmp_path):
     import torch
 
-    from napari_patchwise.encoders import read_state_dict
+    from napari_patchwise.training.encoders import read_state_dict
 
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": PatchwiseError("x")}, path)
@@ -134,7 +134,7 @@ def test_a_pickle_with_objects_is_refused_unread(tmp_path):
 
 
 def test_train_fine_tunes_a_timm_model_and_predict_rebuilds_it(setup, tmp_path):
-    from napari_patchwise.runs import load_model
+    from napari_patchwise.training.runs import load_model
 
     manifest, weights, _, _ = setup
     run = tmp_path / "ft"
@@ -180,7 +180,7 @@ def test_an_unknown_backbone_is_a_usage_error(capsys):
 
 
 def test_without_timm_the_error_names_the_extra(monkeypatch):
-    from napari_patchwise.encoders import encoder_spec
+    from napari_patchwise.training.encoders import encoder_spec
 
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(PatchwiseError, match=r"pip install napari-patchwise\[fm\]"):
@@ -188,7 +188,7 @@ def test_without_timm_the_error_names_the_extra(monkeypatch):
 
 
 def test_channel_mix_rgb_grey_composites_and_defaults():
-    from napari_patchwise.encoders import channel_mix
+    from napari_patchwise.training.encoders import channel_mix
 
     assert channel_mix(None, ["R", "G", "B"]) == np.eye(3).tolist()
     assert channel_mix("SHG,CARS,TPEF", ["CARS", "TPEF", "SHG"]) == [
@@ -206,8 +206,8 @@ def test_channel_mix_rgb_grey_composites_and_defaults():
 def test_patches_cover_the_presets_field_of_view_at_the_slides_pixel_size(tmp_path):
     import tifffile
 
-    from napari_patchwise.embed import EmbedSource, encoder_setup
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.embed import EmbedSource, encoder_setup
 
     image = tmp_path / "rgb.ome.tif"
     pixels = np.zeros((3, 64, 64), np.uint8)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.torch
 
 from _cohort import make_cohort  # noqa: E402
 from napari_patchwise import PatchwiseError  # noqa: E402
-from napari_patchwise.train import TrainCallbacks, TrainConfig, load_checkpoint_model, train  # noqa: E402
+from napari_patchwise.training.loop import TrainCallbacks, TrainConfig, load_checkpoint_model, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -354,8 +354,8 @@ OLD_CONFIG_JSON = {
 
 
 def test_a_flat_config_json_loads_into_patch_settings_and_is_written_back_identically(tmp_path):
-    from napari_patchwise.runs import read_run_config, run_patch_settings
     from napari_patchwise.settings import PatchSettings
+    from napari_patchwise.training.runs import read_run_config, run_patch_settings
 
     text = json.dumps(OLD_CONFIG_JSON, indent=2)
     (tmp_path / "config.json").write_text(text)
@@ -396,7 +396,7 @@ def test_patch_options_are_checked_like_every_other_option(tmp_path):
 
 
 def test_run_state_selects_by_each_metric_and_averages_the_logs():
-    from napari_patchwise.train import RunState
+    from napari_patchwise.training.loop import RunState
 
     state = RunState()
     for loss in (1.0, 2.0, 6.0):

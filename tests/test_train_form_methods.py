@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gui
     [("gerne", True), ("gerne-inferred", True), ("jtt", False), ("erm", False)],
 )
 def test_beta_and_c_follow_the_methods_hyperparameters(qtbot, method, enabled):
-    from napari_patchwise._napari.train_form import TrainForm
+    from napari_patchwise._napari.model_tab.train_form import TrainForm
 
     form = TrainForm()
     qtbot.addWidget(form)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_patchwise._napari import notify
+from napari_patchwise._napari.dock import notify
 from test_widget import setup  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.gui

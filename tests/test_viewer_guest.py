@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_patchwise._napari import reader as reader_module
+from napari_patchwise._napari.reader import layers as reader_module
 
 pytestmark = pytest.mark.gui
 

@@ -12,11 +12,11 @@ import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
 
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.navigation import viewer_camera
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.canvas.navigation import viewer_camera
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise.analysis.metrics import CORRECTNESS_NAMES
 from napari_patchwise.groups import GROUP_NAMES
-from napari_patchwise.metrics import CORRECTNESS_NAMES
 from test_widget import LABEL, PROB, N, P, expected_groups, load_predictions, make_slide, wait_idle
 
 pytestmark = pytest.mark.gui
@@ -124,8 +124,8 @@ def test_overlay_status_says_words_not_encoded_values(dock):
 def test_inspector_shows_both_runs_probabilities_in_a_comparison(dock):
     from types import SimpleNamespace
 
-    from napari_patchwise._napari.inspector import patch_facts
-    from napari_patchwise._napari.overlays import PatchRaster
+    from napari_patchwise._napari.canvas.inspector import patch_facts
+    from napari_patchwise._napari.canvas.overlays import PatchRaster
 
     _, widget = dock
     state = widget.current

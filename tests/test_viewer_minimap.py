@@ -13,8 +13,8 @@ import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
 
-from napari_patchwise._napari.navigation import viewer_camera
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.canvas.navigation import viewer_camera
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from test_widget import make_slide
 
 pytestmark = pytest.mark.gui

@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.navigation import viewer_camera
-from napari_patchwise._napari.overlays import CORRECTNESS_COLORS
-from napari_patchwise._napari.widget import PatchwiseWidget
-from napari_patchwise.cli import main
+from napari_patchwise._napari.canvas.navigation import viewer_camera
+from napari_patchwise._napari.canvas.overlays import CORRECTNESS_COLORS
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise.cli.main import main
+from napari_patchwise.io.session import Session, SessionSlide, write_session
 from napari_patchwise.io.write import write_ome_tiff
-from napari_patchwise.session import Session, SessionSlide, write_session
 from test_widget import PROB, N, P, make_slide, wait_idle
 
 pytestmark = pytest.mark.gui
@@ -168,7 +168,7 @@ def test_view_session_reopens_it_from_the_command_line(files):
     path = write_session(Session(slides=[slide], overlay="outcome"), files / "s")
     png = files / "shot.png"
     done = subprocess.run(
-        [sys.executable, "-m", "napari_patchwise.cli", "view", "--session", str(path),
+        [sys.executable, "-m", "napari_patchwise.cli.main", "view", "--session", str(path),
          "--screenshot", str(png)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -17,10 +17,14 @@ import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
 
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.navigation import viewer_camera
-from napari_patchwise._napari.overlays import CORRECTNESS_ALPHA, CORRECTNESS_COLORS, GROUP_COLORS
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.canvas.navigation import viewer_camera
+from napari_patchwise._napari.canvas.overlays import (
+    CORRECTNESS_ALPHA,
+    CORRECTNESS_COLORS,
+    GROUP_COLORS,
+)
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from napari_patchwise.groups import GROUP_NAMES
 
 pytestmark = pytest.mark.gui

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QLabel
 
-from napari_patchwise._napari.overlays import GROUP_COLORS, step_contrast_limits
-from napari_patchwise.attributes import border_codes
+from napari_patchwise._napari.canvas.overlays import GROUP_COLORS, step_contrast_limits
+from napari_patchwise.analysis.metrics import evaluate
 from napari_patchwise.groups import GROUP_NAMES, group_ids
-from napari_patchwise.metrics import evaluate
+from napari_patchwise.patches.attributes import border_codes
 from test_widget import (
     LABEL,
     PROB,
@@ -114,7 +114,7 @@ def test_border_fraction_is_computed_on_demand_and_groups_exactly(setup, qtbot):
     assert shown_counts(widget) == np.bincount(ids.ravel(), minlength=4).tolist()
     assert_colours(overlay_colours(viewer, state.overlays.layers["groups"]), ids, GROUP_COLORS)
     # the Model tab trains with the same groups
-    from napari_patchwise._napari.attribute_choice import group_options
+    from napari_patchwise._napari.dock.attribute_choice import group_options
 
     assert group_options(widget) == {
         "tau": 0.1,

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score
 
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.navigation import viewer_camera
-from napari_patchwise._napari.widget import PatchwiseWidget
+from napari_patchwise._napari.canvas.navigation import viewer_camera
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from napari_patchwise.groups import group_ids
 
 pytestmark = pytest.mark.gui
@@ -184,7 +184,7 @@ def test_tables_of_other_patches_are_one_notification(docked, qtbot):
 def two_runs(tmp_path_factory):
     """ERM and GERNE trained briefly on tests/_cohort.py's cohort (test slide: s3)."""
     from _cohort import make_cohort
-    from napari_patchwise.train import TrainConfig, train
+    from napari_patchwise.training.loop import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("cohort")
     manifest = make_cohort(folder)
@@ -223,7 +223,7 @@ def test_last_two_trainings_use_their_test_predictions_or_predict_the_slide(
     make_napari_viewer, qtbot, monkeypatch, two_runs
 ):
     from napari_patchwise.io import open_slide
-    from napari_patchwise.predict import predict_table
+    from napari_patchwise.training.predict import predict_table
 
     errors: list[str] = []
     monkeypatch.setattr(notify, "show_error", errors.append)

@@ -19,12 +19,12 @@ import tifffile
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.stats_panel import _fmt
-from napari_patchwise._napari.widget import PatchwiseWidget
-from napari_patchwise.cli import main
-from napari_patchwise.embed import EmbedSource, embed
-from napari_patchwise.metrics import evaluate
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.stats_panel import _fmt
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise.analysis.metrics import evaluate
+from napari_patchwise.cli.main import main
+from napari_patchwise.training.embed import EmbedSource, embed
 
 pytestmark = pytest.mark.gui
 
@@ -78,7 +78,7 @@ def test_retrain_head_shows_the_new_heads_predictions_without_stalling(
 ):
     from qtpy.QtCore import QTimer
 
-    from napari_patchwise.predict import predict_table
+    from napari_patchwise.training.predict import predict_table
 
     _viewer, widget, notes = dock
     manifest, run, store = cohort
@@ -188,7 +188,7 @@ def test_the_curve_follows_predictions_and_the_threshold(dock, qtbot, cohort):
 
 
 def test_a_ranking_row_groups_the_slide_by_its_attribute(dock, qtbot, cohort):
-    from napari_patchwise.attribute_rank import AttributeRank, rank_attributes
+    from napari_patchwise.analysis.attribute_ranking import AttributeRank, rank_attributes
 
     _viewer, widget, notes = dock
     ranking = widget.debias.ranking

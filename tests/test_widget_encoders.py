@@ -15,9 +15,9 @@ pytest.importorskip("torch")
 pytest.importorskip("timm")
 
 from _cohort import make_cohort
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.widget import PatchwiseWidget
-from napari_patchwise.features import partial_path, read_features, read_spec
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise.io.feature_store import partial_path, read_features, read_spec
 
 pytestmark = pytest.mark.gui
 
@@ -169,7 +169,7 @@ def test_a_cohort_embed_feeds_retrain_head(dock, qtbot, setup, tmp_path):
     DFR head trains on it and predicts the open slide (the encoder model with the head)."""
     import numpy as np
 
-    from napari_patchwise.predict import predict_table
+    from napari_patchwise.training.predict import predict_table
 
     widget, box, notes = dock
     manifest = setup[0]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_patchwise._napari.histograms import build_panels
-from napari_patchwise.report import figure1_data, figure1_rows
+from napari_patchwise._napari.inspect.histograms import build_panels
+from napari_patchwise.reporting.figures import figure1_data, figure1_rows
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import tifffile
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise._napari import notify
-from napari_patchwise._napari.widget import PatchwiseWidget
-from napari_patchwise.discover import slice_positions
+from napari_patchwise._napari.dock import notify
+from napari_patchwise._napari.dock.widget import PatchwiseWidget
+from napari_patchwise.analysis.discover import slice_positions
 
 pytestmark = pytest.mark.gui
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_patchwise.metrics import evaluate
-from napari_patchwise.slider_eval import SliderEvaluator
+from napari_patchwise.analysis.incremental import SliderEvaluator
+from napari_patchwise.analysis.metrics import evaluate
 
 
 def _same(a, b) -> None:

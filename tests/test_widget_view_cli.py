@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 
 
 def test_view_rejects_a_table_of_another_slide(tmp_path, capsys):

@@ -15,18 +15,18 @@ import pytest
 import tifffile
 from napari.layers import Image, Labels
 
-from napari_patchwise import grid
-from napari_patchwise._napari.form import MASK_MAP_PRESETS, mask_map_from_text
-from napari_patchwise._napari.layer_slide import (
+from napari_patchwise._napari.dock.form import MASK_MAP_PRESETS, mask_map_from_text
+from napari_patchwise._napari.reader.layer_slide import (
     align_mask_layer,
     mask_transform,
     with_mask_layer,
 )
-from napari_patchwise._napari.reader import layers_for_path, mask_file_layer, slide_layers
+from napari_patchwise._napari.reader.layers import layers_for_path, mask_file_layer, slide_layers
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.io import open_slide
 from napari_patchwise.io.mask import MaskMap
 from napari_patchwise.io.reader import load_image
+from napari_patchwise.patches import grid
 
 SIZE = 512
 P = 64
@@ -213,7 +213,7 @@ def _open_mask(viewer, arrival, image_path, mask_path, factor):
 
 
 def _screen_rgb(viewer, world_points) -> np.ndarray:
-    from napari_patchwise._napari.navigation import viewer_camera
+    from napari_patchwise._napari.canvas.navigation import viewer_camera
 
     shot = viewer.screenshot(canvas_only=True, flash=False)
     h, w = shot.shape[:2]
@@ -234,9 +234,9 @@ def _screen_rgb(viewer, world_points) -> np.ndarray:
 def test_every_layer_of_a_slide_shares_the_image_world_extent(
     make_napari_viewer, qtbot, monkeypatch, tmp_path, arrival, factor
 ):
-    from napari_patchwise._napari import notify
-    from napari_patchwise._napari.navigation import viewer_camera
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.canvas.navigation import viewer_camera
+    from napari_patchwise._napari.dock import notify
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     errors: list[str] = []
     monkeypatch.setattr(notify, "show_error", errors.append)
@@ -305,7 +305,7 @@ def test_every_layer_of_a_slide_shares_the_image_world_extent(
 
 @pytest.mark.gui
 def test_build_demo_viewer_places_a_plain_mask_on_its_slide(make_napari_viewer, tmp_path):
-    from napari_patchwise.commands.demo import build_demo_viewer
+    from napari_patchwise.cli.demo import build_demo_viewer
 
     image_path, mask_path = write_slide(tmp_path, factor=2)
     viewer = make_napari_viewer()
@@ -316,8 +316,8 @@ def test_build_demo_viewer_places_a_plain_mask_on_its_slide(make_napari_viewer, 
 
 @pytest.mark.gui
 def test_dock_mask_map_field_decides_the_classes(make_napari_viewer, qtbot, monkeypatch, tmp_path):
-    from napari_patchwise._napari import notify
-    from napari_patchwise._napari.widget import PatchwiseWidget
+    from napari_patchwise._napari.dock import notify
+    from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
     errors: list[str] = []
     monkeypatch.setattr(notify, "show_error", errors.append)
@@ -357,8 +357,8 @@ def test_dock_mask_map_field_decides_the_classes(make_napari_viewer, qtbot, monk
 @pytest.mark.gui
 def test_view_command_aligns_the_mask_and_applies_mask_map(monkeypatch, tmp_path):
     """``patchwise view IMAGE --mask MASK --mask-map binary`` in this process."""
-    from napari_patchwise.cli import main
-    from napari_patchwise.commands import demo
+    from napari_patchwise.cli import demo
+    from napari_patchwise.cli.main import main
 
     image_path, mask_path = write_slide(tmp_path, factor=2, values01=True)
     seen = {}
@@ -382,7 +382,7 @@ def test_view_command_aligns_the_mask_and_applies_mask_map(monkeypatch, tmp_path
 
 
 def test_view_rejects_a_bad_mask_map_before_napari_starts(tmp_path, capsys):
-    from napari_patchwise.cli import main
+    from napari_patchwise.cli.main import main
 
     image_path, mask_path = write_slide(tmp_path)
     code = main(["view", str(image_path), "--mask", str(mask_path), "--mask-map", "1=tumour?"])

@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("torch")
 
 from _cohort import make_cohort
-from napari_patchwise.cli import main
-from napari_patchwise.discover import slice_of_patches, worst_slice_accuracy
+from napari_patchwise.analysis.discover import slice_of_patches, worst_slice_accuracy
+from napari_patchwise.cli.main import main
 
 pytestmark = pytest.mark.torch
 
@@ -92,8 +92,8 @@ def test_slices_that_are_not_discovers_output_are_refused_before_training(cohort
 
 
 def test_a_sweep_selects_the_grid_point_with_the_best_mean_worst_slice(tmp_path):
-    from napari_patchwise.sweep import SweepRun, select_point, sweep_table
-    from napari_patchwise.train_config import TrainConfig
+    from napari_patchwise.training.config import TrainConfig
+    from napari_patchwise.training.sweep import SweepRun, select_point, sweep_table
 
     values = {(1, 0): 0.5, (1, 1): 0.7, (5, 0): 0.8, (5, 1): 0.6}  # (jtt_up, seed): worst slice
     runs = []

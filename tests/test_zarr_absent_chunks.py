@@ -23,7 +23,7 @@ import tifffile
 
 import _damaged as D
 from _wsi import pyramid
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.io.zarr import AbsentChunksWarning, CheckedChunks, read_ome_zarr
 

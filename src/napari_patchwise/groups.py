@@ -285,7 +285,7 @@ def alpha_from_counts(counts: ArrayLike) -> np.ndarray:
     A class with no patches has no shares: its row is NaN (as an empty group's accuracy
     is NaN in :mod:`.metrics`), never a row of zeros that would read as "no large and no
     small tissue". Callers that take a maximum over ``alpha`` ignore such a row (GERNE's
-    bound, :func:`napari_patchwise.methods.gerne.beta_max`).
+    bound, :func:`napari_patchwise.training.methods.gerne.beta_max`).
 
     Returns
     -------

@@ -21,7 +21,7 @@ DEFAULT_PATCH_SIZE = 64
 class PatchSettings:
     """How slides are cut into patches and where tissue comes from (cache-key inputs).
 
-    The one declaration of these options: :class:`~napari_patchwise.train.TrainConfig`
+    The one declaration of these options: :class:`~napari_patchwise.training.loop.TrainConfig`
     holds one (``config.patch``) and exposes its fields as its own flags and
     ``config.json`` keys (``--patch-size``, ``"patch_size"``...); the viewer's dock keeps
     one per slide.
@@ -33,7 +33,7 @@ class PatchSettings:
     stride : int, optional
         Distance between neighbouring patches; ``None``: the patch size (tiling).
     tissue : {"auto", "mask", "intensity"}
-        Where tissue comes from (:func:`~napari_patchwise.grid.patch_stats`).
+        Where tissue comes from (:func:`~napari_patchwise.patches.grid.patch_stats`).
     tissue_threshold : float, optional
         Brightness threshold of intensity tissue; ``None``: Otsu's.
     background : {"dark", "bright"}, optional

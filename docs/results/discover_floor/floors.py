@@ -3,14 +3,14 @@ import sys, json, argparse
 from pathlib import Path
 import numpy as np, pandas as pd
 from sklearn.mixture import GaussianMixture
-from napari_patchwise.discover import (
+from napari_patchwise.analysis.discover import (
     DiscoverSettings,
     reduce_features,
     fit_slices,
     slice_scores,
     permuted_errors,
 )
-from napari_patchwise.commands.discover import joined_inputs
+from napari_patchwise.cli.discover import joined_inputs
 
 
 def load(folder):

@@ -5,7 +5,7 @@ import numpy as np
 
 sys.path.insert(0, "/tmp/sc")
 from floors import load
-from napari_patchwise.discover import DiscoverSettings, discover_slices
+from napari_patchwise.analysis.discover import DiscoverSettings, discover_slices
 
 for name in sys.argv[2:]:
     v, labels, preds, prob, pen = load(Path("/tmp/sc") / name)

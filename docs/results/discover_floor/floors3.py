@@ -5,7 +5,7 @@ import numpy as np
 
 sys.path.insert(0, "/tmp/sc")
 from floors import load, conf_perm
-from napari_patchwise.discover import *
+from napari_patchwise.analysis.discover import *
 
 k = int(sys.argv[1])
 for name in sys.argv[2:]:

@@ -1,7 +1,7 @@
 # ruff: noqa
 import sys, time
 from pathlib import Path
-from napari_patchwise.cli import main
+from napari_patchwise.cli.main import main
 
 PATCH, SIZE = 32, 384
 LAYOUT = {"train": [1, 2], "val": [3], "test": [4, 5]}

@@ -30,7 +30,7 @@ TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 # QuPath colours (RGB) of the classifications written by write_geojson: the one palette.
 _CLASS_COLORS = GEOJSON_CLASS_COLORS
 # Every count, label, ratio and prediction of a patch (its position is the geometry).
-# With the class scheme's derived ones (napari_patchwise.qupath): group id, outcome code
+# With the class scheme's derived ones (napari_patchwise.reporting.qupath): group id, outcome code
 # and the position and size in µm when the slide's pixel size is known.
 _GEOJSON_MEASUREMENTS = (
     "n_pixels",
@@ -276,7 +276,7 @@ def write_geojson(
         (a cancel) stops the export and leaves no file.
     names, colors : ndarray of str and dict, optional
         Each row's class name and the classes' colours, as
-        :func:`napari_patchwise.qupath.write_patches` chooses them (the one class scheme
+        :func:`napari_patchwise.reporting.qupath.write_patches` chooses them (the one class scheme
         of every export); without them, ``tau`` decides between label and group classes.
     """
     if object_type not in ("tile", "annotation", "detection"):
