@@ -1,1 +1,5 @@
-"""One module per ``patchwise`` subcommand: ``add_parser(subparsers)`` and ``run(args)``."""
+"""The ``patchwise`` command: one module per subcommand (``add_parser(subparsers)`` and ``run(args)``)."""
+
+from .main import console_main, main
+
+__all__ = ["console_main", "main"]
