@@ -168,3 +168,12 @@ def _sizes() -> Iterator[tuple[str, str, int]]:
 def test_no_unit_is_too_big_to_change_safely(kind, limit):
     big = [f"{where} ({n} lines)" for k, where, n in _sizes() if k == kind and n > limit]
     assert not big, f"{kind}s over {limit} lines: " + "; ".join(big)
+
+
+MAX_TOP_LEVEL_MODULES = 12
+
+
+def test_the_top_level_holds_few_modules():
+    """Folders show the layers: the package's top level keeps only definitions and base."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top

@@ -1,1 +1,3 @@
-"""cohort_tab."""
+"""The dock's Cohort tab: browse a cohort manifest's slides, open one, its counts beside the
+cohort's.
+"""

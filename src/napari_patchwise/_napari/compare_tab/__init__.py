@@ -1,1 +1,2 @@
-"""compare_tab."""
+"""The dock's Compare tab: two runs on the open slide, patch by patch and per group.
+"""
