@@ -90,12 +90,12 @@ bench: install sysdeps
 	if [ -n "$$failed" ]; then echo "=== failed:$$failed"; exit 1; fi
 
 lint: install
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools
+	$(PY) -m ruff format --check src tests benchmarks tools
 
 format: install
-	$(PY) -m ruff format src tests benchmarks
-	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks tools
+	$(PY) -m ruff check --fix src tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache $(DEMO_OUT)

@@ -78,15 +78,16 @@ def counts(root: Path) -> dict[str, object]:
                 f = node.func
                 name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
                 if name in {"patch_stats", "PatchGrid"} and rel.as_posix() not in BUILDERS:
-                    out["builders (patch_stats calls / PatchGrid constructions outside the builder)"] += 1
+                    out[
+                        "builders (patch_stats calls / PatchGrid constructions outside the builder)"
+                    ] += 1
                 if name == "busy":
                     out[".busy() calls"] += 1
             if isinstance(node, ast.ImportFrom):
                 target = _resolve(module, path, node)
                 if target.startswith(PACKAGE) and target != module:
                     out["private names imported across modules"] += sum(
-                        a.name.startswith("_") and not a.name.startswith("__")
-                        for a in node.names
+                        a.name.startswith("_") and not a.name.startswith("__") for a in node.names
                     )
             if rel.parts[0] == "_napari" and rel.as_posix() not in DOCK:
                 if isinstance(node, ast.Attribute) and node.attr == "dock":

@@ -58,5 +58,9 @@ if __name__ == "__main__":
     text = DOC.read_text(encoding="utf-8")
     new = updated(text)
     if "--check" in sys.argv:
-        sys.exit(0 if new == text else "docs/architecture.md: the file map is stale — run python tools/file_map.py")
+        sys.exit(
+            0
+            if new == text
+            else "docs/architecture.md: the file map is stale — run python tools/file_map.py"
+        )
     DOC.write_text(new, encoding="utf-8")
