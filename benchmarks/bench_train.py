@@ -76,7 +76,7 @@ def make_cohort(size: int) -> Path:
 # -- the command and the floor, each in a fresh process ---------------------------------------
 def command_rate(manifest: Path, out: Path, args, threads: int | None) -> float:
     """Steps/s of ``patchwise train``'s loop (``history.csv``'s ``seconds``)."""
-    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "train", str(manifest)]
+    argv = [sys.executable, "-m", "napari_patchwise.cli", "train", str(manifest)]
     argv += ["--out", str(out), "--model", args.model, "--device", "cpu", "--seed", "0"]
     argv += ["--steps", str(args.steps), "--eval-every", str(args.steps)]
     argv += ["--batch-size", str(args.batch_size), "--patch-size", str(args.patch)]

@@ -18,7 +18,7 @@ import pytest
 
 def _patchwise() -> list[str]:
     script = Path(sys.executable).with_name("patchwise")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "napari_patchwise.cli.main"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "napari_patchwise.cli"]
 
 
 @pytest.mark.parametrize("delay", [0.4, 0.8, 1.2])

@@ -10,7 +10,7 @@ import time
 
 from napari_patchwise.cli.main import COMMANDS, main
 
-PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli.main"]
+PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli"]
 
 
 def test_help_lists_every_command(capsys):

@@ -171,7 +171,7 @@ def test_convert_bad_input_exit_2_with_one_line(
 def test_installed_command_exits_2_on_bad_input(tmp_path):
     """The real entry point: one stderr line, exit code 2, no traceback."""
     proc = subprocess.run(
-        [sys.executable, "-m", "napari_patchwise.cli.main", "convert", str(tmp_path / "nope.tif")]
+        [sys.executable, "-m", "napari_patchwise.cli", "convert", str(tmp_path / "nope.tif")]
         + ["--out", str(tmp_path / "x.ome.tif")],
         capture_output=True,
         text=True,
@@ -194,7 +194,7 @@ def test_truncated_tiff_is_one_line_error_without_tifffile_log_lines(tmp_path, k
     cut.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
     out = tmp_path / "out.ome.tif"
     proc = subprocess.run(
-        [sys.executable, "-m", "napari_patchwise.cli.main", "convert", str(cut), "--out", str(out)]
+        [sys.executable, "-m", "napari_patchwise.cli", "convert", str(cut), "--out", str(out)]
         + ["--quiet"],
         capture_output=True,
         text=True,

@@ -259,7 +259,7 @@ def test_ctrl_c_of_stats_on_a_local_cluster_is_one_line(tmp_path):
             "--out", "out.csv"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_patchwise.cli.main", *argv],
+        [sys.executable, "-m", "napari_patchwise.cli", *argv],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -24,7 +24,7 @@ def _lit_fraction(rgb: np.ndarray) -> float:
 def test_demo_no_gui_trains_both_runs_and_writes_screenshot_and_report(tmp_path):
     """The real command, as `make demo` runs it under Xvfb (small slides, few steps)."""
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "napari_patchwise.cli.main", "demo", "--out", str(out)]
+    cmd = [sys.executable, "-m", "napari_patchwise.cli", "demo", "--out", str(out)]
     cmd += ["--no-gui", "--size", "512", "--steps", "6"]
     env = {**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari-settings.yaml")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

@@ -164,23 +164,34 @@ def test_a_failed_sample_write_is_one_notification_and_no_layers(
     assert notes["error"] == [f"{tmp_path / 's.ome.tif'}: no space left."]
 
 
-def _imports(path: Path) -> set[str]:
+def _dock_module(path: Path) -> str:
+    """``path``'s dotted name inside ``_napari`` (``dock.widget``; a package: its folder)."""
+    parts = path.relative_to(NAPARI_DIR).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
     """The ``_napari`` modules ``path`` imports anywhere (functions included)."""
+    package = _dock_module(path).split(".")[:-1] if path.name != "__init__.py" else []
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        if node.level - 1 > len(package):
+            continue  # the core library, outside _napari
+        base = package[: len(package) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+        for name in [f"{target}.{a.name}".strip(".") for a in node.names] + [target]:
+            if name in modules:
+                found.add(name)
+                break
     return found
 
 
 def test_the_dock_modules_import_each_other_without_cycles():
-    graph = {
-        p.stem: _imports(p) & {q.stem for q in NAPARI_DIR.glob("*.py")}
-        for p in NAPARI_DIR.glob("*.py")
-    }
+    paths = [p for p in NAPARI_DIR.rglob("*.py") if p.name != "__init__.py"]
+    modules = {_dock_module(p) for p in paths}
+    graph = {_dock_module(p): _imports(p, modules) - {_dock_module(p)} for p in paths}
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -193,7 +204,8 @@ def test_the_dock_modules_import_each_other_without_cycles():
 
     for module in sorted(graph):
         visit(module, ())
-    assert "widget" in graph["demo_view"] and "model_panel" in graph["widget"]
+    assert "dock.widget" in graph["dock.demo_view"]
+    assert "model_tab.panel" in graph["dock.widget"]
 
 
 def test_the_training_child_imports_neither_qt_nor_napari():

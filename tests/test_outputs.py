@@ -20,7 +20,7 @@ from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.io.write import OME_ZARR
 
-PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli.main"]
+PATCHWISE = [sys.executable, "-m", "napari_patchwise.cli"]
 SYNTH = ["synth", "--size", "64", "64", "--tile", "32", "--quiet"]
 
 

@@ -231,7 +231,7 @@ def test_ctrl_c_stops_every_run_cleanly(tmp_path):
     pytest.importorskip("torch")
     manifest = make_cohort(tmp_path / "cohort")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "sweep", str(manifest)]
+    argv = [sys.executable, "-m", "napari_patchwise.cli", "sweep", str(manifest)]
     argv += ["--method", "erm", "--grid", "lr=0.01,0.05", "--model", "smallcnn"]
     argv += ["--patch-size", "16", "--batch-size", "16", "--steps", "4000", "--eval-every", "1000"]
     argv += ["--quiet", "--out", str(out)]
@@ -328,7 +328,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
     pytest.importorskip("torch")
     manifest = make_cohort(tmp_path / "cohort")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "sweep", str(manifest)]
+    argv = [sys.executable, "-m", "napari_patchwise.cli", "sweep", str(manifest)]
     argv += ["--method", "erm", "--grid", "lr=0.01,0.05", "--model", "smallcnn"]
     argv += ["--patch-size", "16", "--batch-size", "16", "--steps", "400", "--eval-every", "20"]
     argv += ["--num-threads", "1", "--quiet", "--out", str(out)]

@@ -36,7 +36,7 @@ def test_sigkill_of_the_sweep_process_ends_its_worker_within_seconds(tmp_path):
     pytest.importorskip("torch")
     manifest = make_cohort(tmp_path / "cohort")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "napari_patchwise.cli.main", "sweep", str(manifest), *SWEEP]
+    argv = [sys.executable, "-m", "napari_patchwise.cli", "sweep", str(manifest), *SWEEP]
     argv += ["--grid", "lr=0.01", "--steps", "100000", "--eval-every", "50000", "--out", str(out)]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
     lock = out / "lr=0.01_seed=0" / LOCK
@@ -57,7 +57,7 @@ def test_sigkill_of_the_sweep_process_ends_its_worker_within_seconds(tmp_path):
 
 _HOLDER = """
 import sys, time
-from napari_patchwise import runs
+from napari_patchwise.training import runs
 runs.lock_note = "sweep " + sys.argv[2]
 with runs.run_lock(sys.argv[1]):
     print("held", flush=True)

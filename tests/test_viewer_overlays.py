@@ -78,7 +78,7 @@ def test_view_screenshot_shows_the_legend(tmp_path):
     png = tmp_path / "shot.png"
     args = ["view", str(tmp_path / "slide.tif"), "--mask", str(tmp_path / "slide_mask.tif")]
     done = subprocess.run(
-        [sys.executable, "-m", "napari_patchwise.cli.main", *args, "--patch-size", "64",
+        [sys.executable, "-m", "napari_patchwise.cli", *args, "--patch-size", "64",
          "--screenshot", str(png)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -168,7 +168,7 @@ def test_view_session_reopens_it_from_the_command_line(files):
     path = write_session(Session(slides=[slide], overlay="outcome"), files / "s")
     png = files / "shot.png"
     done = subprocess.run(
-        [sys.executable, "-m", "napari_patchwise.cli.main", "view", "--session", str(path),
+        [sys.executable, "-m", "napari_patchwise.cli", "view", "--session", str(path),
          "--screenshot", str(png)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
