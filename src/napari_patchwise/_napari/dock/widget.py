@@ -173,7 +173,7 @@ class PatchwiseWidget(DockActions, QWidget):
         self.tabs = InspectTabs(lambda: self.current)
         self.table_files = TableFiles(self.model)
         self._name_parts()
-        self.model_panel = ModelPanel(self.model, grid=self.form)  # follows the model's tau
+        self.model_panel = ModelPanel(self.model)  # follows the model's tau
         self.tabs.addTab(self.model_panel, "Model")
         self.cohort_browser = CohortBrowser(self.model, self.viewer)  # one slide shown at a time
         self.tabs.addTab(self.cohort_browser, "Cohort")

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from ...errors import PatchwiseError
@@ -59,13 +59,42 @@ JOB_CANCELLED = "Patchwise: cancelled"
 BUSY = "Patchwise: training or prediction is already running"
 
 
+class WindowPatchSize(QObject):
+    """The window's one patch size (``model.settings.patch_size``) as the training form's
+    field: ``value()``, ``setValue()``, ``valueChanged(int)``; ``pixel_size`` (the current
+    slide's) and ``units_changed`` for its µm text. The grid box's field is bound to the
+    same model field, so the two never disagree and the form has no field of its own.
+    """
+
+    valueChanged = Signal(int)
+    units_changed = Signal()
+
+    def __init__(self, model, parent=None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.patch_size = self  # what TrainForm reads from its ``grid``
+        model.settings.events.patch_size.connect(lambda value, *_: self.valueChanged.emit(value))
+        model.current_changed.connect(lambda _state: self.units_changed.emit())
+
+    def value(self) -> int:
+        return int(self.model.settings.patch_size)
+
+    def setValue(self, value: int) -> None:  # the spin box's name
+        self.model.settings.patch_size = int(value)
+
+    @property
+    def pixel_size(self):
+        """The current slide's µm per pixel (None: no slide, or none recorded)."""
+        state = self.model.current
+        return None if state is None else state.slide.pixel_size
+
+
 class ModelPanel(QWidget):
     """Train and predict from the Patchwise dock.
 
-    ``model``: the dock's :class:`.model.DockModel` (the current slide, the window's tau
-    and mask map, the runner; predictions go to ``model.actions.set_predictions``);
-    ``grid``: the grid box's :class:`.form.SettingsForm`, whose patch-size field the
-    training form shows as the window's one patch size.
+    ``model``: the dock's :class:`.model.DockModel` (the current slide, the window's tau,
+    patch size and mask map, the runner; predictions go to
+    ``model.actions.set_predictions``).
 
     ``trained`` carries the run directory when a run ends (finished or cancelled);
     ``predicted`` is emitted once the predictions were handed to the dock. The parts:
@@ -76,10 +105,9 @@ class ModelPanel(QWidget):
     trained = Signal(object)
     predicted = Signal()
 
-    def __init__(self, model, grid=None) -> None:
+    def __init__(self, model) -> None:
         super().__init__()
         self.model = model
-        self._grid = grid
         self.extra_options: dict = {}  # further TrainConfig fields (tests: num_threads, seed)
         self.last_run: Path | None = None
         # (manifest, patch size) -> the training split's label and tissue_ratio arrays
@@ -95,7 +123,7 @@ class ModelPanel(QWidget):
     def _build_ui(self) -> None:
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
-        self.form = TrainForm(grid=self._grid)  # trains with the grid's patch size
+        self.form = TrainForm(grid=WindowPatchSize(self.model, self))  # the one patch size
         root.addWidget(self.form)
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("%v / %m steps")
