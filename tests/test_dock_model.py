@@ -21,20 +21,6 @@ NAPARI = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise" / "_na
 
 #: The dock itself: the only modules that may hold it.
 DOCK_MODULES = {"dock/widget.py", "dock/binding.py"}
-#: Parts still handed the dock (issue 20, step 2 unfinished): each must go from this list
-#: once it receives the model instead; a part that is not listed may never take the dock.
-STILL_HOLDING_THE_DOCK = {
-    "dock/attribute_choice.py",
-    "cohort_tab/browser.py",
-    "cohort_tab/slides.py",
-    "compare_tab/box.py",
-    "debias_tab/tab.py",
-    "model_tab/panel.py",
-    "debias_tab/ranking_table.py",
-    "debias_tab/retrain_box.py",
-    "dock/session_box.py",
-    "dock/table_io.py",
-}
 
 
 def _trees():
@@ -55,10 +41,7 @@ def _holds_the_dock(tree: ast.AST) -> bool:
 
 def test_no_part_outside_the_dock_takes_the_dock():
     holders = {name for name, tree in _trees() if _holds_the_dock(tree)} - DOCK_MODULES
-    new = sorted(holders - STILL_HOLDING_THE_DOCK)
-    assert not new, f"parts that take the dock (give them the model instead): {new}"
-    converted = sorted(STILL_HOLDING_THE_DOCK - holders)
-    assert not converted, f"no longer hold the dock, strike them from the list: {converted}"
+    assert not holders, f"parts that take the dock (give them the model instead): {sorted(holders)}"
 
 
 def test_no_part_asks_a_job_whether_it_is_busy():

@@ -99,8 +99,10 @@ def test_one_patch_size_field_in_the_window(dock, tmp_path):
                 spins += [found] if isinstance(found, QSpinBox) else found.findChildren(QSpinBox)
     assert spins == [widget.form.patch_size]  # the Model tab's row shows it, has no field
     panel = widget.model_panel
-    assert panel.form.patch_size is widget.form.patch_size
+    panel.form.patch_size.setValue(40)  # the Model tab's patch size is the grid's field
+    assert widget.form.patch_size.value() == 40 == widget.model.settings.patch_size
     widget.configure(patch_size=24)
+    assert panel.form.patch_size.value() == 24
     panel.form.manifest_edit.setText(str(make_cohort(tmp_path / "cohort")))
     assert panel.form.config(0.1).patch.patch_size == 24
 

@@ -116,7 +116,7 @@ def test_border_fraction_is_computed_on_demand_and_groups_exactly(setup, qtbot):
     # the Model tab trains with the same groups
     from napari_patchwise._napari.dock.attribute_choice import group_options
 
-    assert group_options(widget) == {
+    assert group_options(widget.model) == {
         "tau": 0.1,
         "attribute": "border_fraction",
         "attribute_threshold": t,
@@ -126,11 +126,11 @@ def test_border_fraction_is_computed_on_demand_and_groups_exactly(setup, qtbot):
     # tab follows too (it read the combo box, which lags until the regrouping is applied)
     widget.attribute_choice.choose("tissue_ratio")
     wait_idle(qtbot, widget)
-    assert group_options(widget) == {"tau": widget.tau_slider.value()}
+    assert group_options(widget.model) == {"tau": widget.tau_slider.value()}
     assert widget.model_panel.form.tau_label.text().endswith("(the dock's tau slider)")
     widget.attribute_choice.choose("border_fraction")
     wait_idle(qtbot, widget)
-    assert group_options(widget)["attribute"] == "border_fraction"
+    assert group_options(widget.model)["attribute"] == "border_fraction"
     # a table without the chosen column falls back to tissue_ratio and its tau, everywhere
     table = state.data.table.drop(columns=["border_fraction"])
     assert widget.show_table(table)

@@ -133,7 +133,9 @@ TIPS = {
 
 
 class CohortBrowser(QWidget):
-    """The Cohort tab of ``dock`` (the ``PatchwiseWidget``).
+    """The Cohort tab: ``model`` is the dock's :class:`.model.DockModel` (the settings,
+    the runner; tables go through ``model.actions``), ``viewer`` the napari viewer the
+    cohort's slides are opened in.
 
     ``done`` is emitted when a count or attach job ends (finished, cancelled or failed),
     ``predicted`` once predictions are attached, ``slide_opened(index)`` once a slide is
@@ -146,18 +148,18 @@ class CohortBrowser(QWidget):
     predicted = Signal()
     slide_opened = Signal(int)
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model, viewer) -> None:
         super().__init__()
-        self.dock = dock
+        self.model = model
         self.manifest: Path | None = None
         self.entries: list[CohortEntry] = []
         self.summaries: dict[int, SlideSummary] = {}
         self.errors: dict[int, str] = {}
         self.template = SlideSettings()
         self._results: queue.SimpleQueue = queue.SimpleQueue()
-        self.job = dock.jobs.job("counting", COUNT_CANCELLED, exclusive=False, parent=self)
+        self.job = model.jobs.job("counting", COUNT_CANCELLED, exclusive=False, parent=self)
         self.job.on_error = self._on_error
-        self.slide_viewer = CohortSlideViewer(dock, self.slide_opened.emit)
+        self.slide_viewer = CohortSlideViewer(model, viewer, self.slide_opened.emit, parent=self)
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setSingleShot(True)
         self.refresh_timer.setInterval(REFRESH_MS)
@@ -214,9 +216,9 @@ class CohortBrowser(QWidget):
         self.job.busy_changed.connect(self._set_busy)
         self.slides.cellClicked.connect(lambda row, _col: self.open_slide(row))
         self.split_combo.currentIndexChanged.connect(lambda _i: self.refresh_metrics())
-        for slider in (self.dock.tau_slider, self.dock.threshold_slider):
-            slider.valueChanged.connect(self._schedule_refresh)
-        self.dock.applied.connect(self.refresh_metrics)
+        for event in (self.model.settings.events.tau, self.model.settings.events.threshold):
+            event.connect(self._schedule_refresh)  # the tau and threshold sliders
+        self.model.applied.connect(self.refresh_metrics)
 
     # -- the manifest and its counts ------------------------------------------------------
     def open_manifest(self, path: str | Path) -> bool:
@@ -230,7 +232,7 @@ class CohortBrowser(QWidget):
             return False
         try:
             entries = read_manifest(path, require_splits=())
-            mask_map = str(self.dock.mask_map_field.mask_map())
+            mask_map = str(self.model.actions.mask_map())
         except PatchwiseError as exc:
             notify.error(exc)
             return False
@@ -239,8 +241,9 @@ class CohortBrowser(QWidget):
         self.summaries, self.errors = {}, {}
         self.manifest_edit.setText(str(path))
         self.template = SlideSettings()
-        current = self.dock.current
-        self.dock.form.read(self.template, None if current is None else current.slide.background)
+        current = self.model.current
+        background = None if current is None else current.slide.background
+        self.model.actions.read_form(self.template, background)
         # counted as training cuts slides: whole patches
         self.template.patch = replace(self.template.patch, keep_edges=False)
         self.slides.fill(entries)
@@ -298,7 +301,7 @@ class CohortBrowser(QWidget):
     # -- predictions ----------------------------------------------------------------------
     def load_predictions(self, path: str | Path) -> bool:
         """Attach a prediction table (or a run folder's) to the counted slides it names."""
-        if not self.dock.jobs.admit(self.job):  # the runner said what runs
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return False
         if not self.summaries:
             notify.error("Patchwise: open a cohort manifest (and let it count) first")
@@ -314,10 +317,10 @@ class CohortBrowser(QWidget):
     def _on_predictions(self, attached: dict[int, SlideSummary]) -> None:
         self.summaries.update(attached)
         shown = self.slide_viewer.index
-        state = self.dock.current
+        state = self.model.current
         is_shown = state is not None and state.key == self.slide_viewer.key
-        if shown in attached and is_shown and self.dock.jobs.idle():
-            show_table(self.dock, state, attached[shown].patch_table())
+        if shown in attached and is_shown and self.model.jobs.idle():
+            show_table(self.model, state, attached[shown].patch_table())
         self.refresh_metrics()
         self.predicted.emit()
 
@@ -329,11 +332,11 @@ class CohortBrowser(QWidget):
         if self.slide_viewer.showing(index):
             return True
         try:
-            mask_map = str(self.dock.mask_map_field.mask_map())
+            mask_map = str(self.model.actions.mask_map())
         except PatchwiseError as exc:
             notify.error(exc)
             return False
-        settings = slide_settings(self.dock, self.template)
+        settings = slide_settings(self.model, self.template)
 
         def table_of(i: int = index) -> PatchTable | None:
             summary = self.summaries.get(i)
@@ -348,7 +351,7 @@ class CohortBrowser(QWidget):
     working = property(lambda self: self.job.running or self.slide_viewer.job.running)
 
     # -- showing --------------------------------------------------------------------------
-    def _schedule_refresh(self, _value=None) -> None:
+    def _schedule_refresh(self, *_args) -> None:
         if not self.refresh_timer.isActive():
             self.refresh_timer.start()
 
@@ -358,8 +361,8 @@ class CohortBrowser(QWidget):
         Each slide is evaluated once (O(log N), prepared in the worker); the columns pool
         those (measured: docs/benchmarks.md, "Cohort browser").
         """
-        tau = float(self.dock.tau_slider.value())
-        threshold = float(self.dock.threshold_slider.value())
+        tau = float(self.model.settings.tau)
+        threshold = float(self.model.settings.threshold)
         indices = list(self.summaries)
         summaries = [self.summaries[i] for i in indices]
         evaluations = dict(zip(indices, slide_evaluations(summaries, tau, threshold), strict=True))

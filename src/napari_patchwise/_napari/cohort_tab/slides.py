@@ -54,17 +54,18 @@ def open_cohort_slide(
 
 
 class CohortSlideViewer:
-    """Shows one cohort slide at a time in ``dock``'s viewer.
+    """Shows one cohort slide at a time in ``viewer``.
 
-    ``opened(index)`` is called on the main thread once slide ``index`` is in the viewer
+    ``model``: the dock's :class:`.model.DockModel` (the slides' states, the runner; the
+    slide is chosen and its table shown through ``model.actions``). ``opened(index)`` is called on the main thread once slide ``index`` is in the viewer
     and its table handed to the dock (or its grid computation started).
     """
 
-    def __init__(self, dock, opened: Callable[[int], None]) -> None:
-        self.dock = dock
-        self.viewer = dock.viewer
+    def __init__(self, model, viewer, opened: Callable[[int], None], parent=None) -> None:
+        self.model = model
+        self.viewer = viewer
         self.opened = opened
-        self.job = dock.jobs.job("opening a cohort slide", OPEN_CANCELLED, parent=dock)
+        self.job = model.jobs.job("opening a cohort slide", OPEN_CANCELLED, parent=parent)
         self.index: int | None = None  # the cohort slide shown
         self.key: str | None = None  # its dock state key
         self.layers: list = []  # the layers this browser added for it
@@ -83,7 +84,7 @@ class CohortSlideViewer:
         None) goes to the dock. Returns False (after a notice) while the dock's grid job
         or another opening runs.
         """
-        if not self.dock.jobs.admit(self.job):  # the runner said what runs
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return False
 
         def job(*, cancel, progress):
@@ -97,19 +98,19 @@ class CohortSlideViewer:
 
     def _show(self, index: int, slide: Slide, layer_data: list, settings, table_of) -> None:
         """Main thread: swap the previous slide's layers for ``slide``'s; show its table."""
-        if not self.dock.jobs.admit():  # another job started meanwhile
+        if not self.model.jobs.admit():  # another job started meanwhile
             return
         self.close()
         key = slide_key(slide)
         # the dock finds this state when the new layer is chosen: the cohort's settings
-        self.dock.states[key] = SlideState(key=key, slide=slide, settings=settings)
+        self.model.states[key] = SlideState(key=key, slide=slide, settings=settings)
         self.layers = [self._add(*data) for data in layer_data]
         self.index, self.key = index, key
-        self.dock.image_combo.setCurrentText(self.layers[0].name)
+        self.model.actions.choose_image(self.layers[0].name)
         self.viewer.reset_view()
-        state = self.dock.current
+        state = self.model.current
         if state is not None and state.key == key:
-            show_table(self.dock, state, table_of())
+            show_table(self.model, state, table_of())
         self.opened(index)
 
     def _add(self, data, kwargs: dict, kind: str):
@@ -123,7 +124,7 @@ class CohortSlideViewer:
 
     def close(self) -> None:
         """Remove the shown cohort slide's layers and overlays (its dock state forgets them)."""
-        state = self.dock.states.get(self.key) if self.key is not None else None
+        state = self.model.states.get(self.key) if self.key is not None else None
         if state is not None:
             if state.overlays is not None:
                 state.overlays.remove()
@@ -134,19 +135,21 @@ class CohortSlideViewer:
         self.layers, self.index, self.key = [], None, None
 
 
-def slide_settings(dock, template: SlideSettings) -> SlideSettings:
-    """The cohort's grid settings at the dock's current tau and threshold (own mask)."""
+def slide_settings(model, template: SlideSettings) -> SlideSettings:
+    """The cohort's grid settings at the model's current tau and threshold (own mask)."""
     return replace(
         template,
-        tau=float(dock.tau_slider.value()),
-        threshold=float(dock.threshold_slider.value()),
+        tau=float(model.settings.tau),
+        threshold=float(model.settings.threshold),
         mask_layer=OWN_MASK,
     )
 
 
-def show_table(dock, state: SlideState, table: PatchTable | None) -> None:
+def show_table(model, state: SlideState, table: PatchTable | None) -> None:
     """Hand a counted table (``prob`` included when predicted) to the dock, or compute."""
     if table is None:
-        dock.compute()
+        model.compute()
         return
-    dock.prepare_table(state, table.frame, table.grid, f"Patch table of {state.slide.name}")
+    model.actions.prepare_table(
+        state, table.frame, table.grid, f"Patch table of {state.slide.name}"
+    )

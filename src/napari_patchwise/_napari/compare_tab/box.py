@@ -60,7 +60,8 @@ FILTERS = ("fixed by B", "broken by B")
 
 
 class CompareBox(QWidget):
-    """Compare two runs on the dock's current slide (``dock``: the ``PatchwiseWidget``).
+    """Compare two runs on the current slide of ``model`` (the dock's model: sliders,
+    runner, the comparison and its layer), drawn in ``viewer``.
 
     ``compared`` is emitted once a comparison is shown. Parts: ``edit_a``, ``edit_b``,
     ``name_a``, ``name_b``, ``compare_button``, ``last_button``, ``summary``,
@@ -70,32 +71,31 @@ class CompareBox(QWidget):
 
     compared = Signal()
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model, viewer) -> None:
         super().__init__()
-        self.dock = dock
+        self.model, self.viewer = model, viewer
         self.trainings: list[Path] = []  # runs the Model tab finished, oldest first
-        self.job = dock.jobs.job("the comparison", "Patchwise: comparison cancelled", parent=self)
+        self.job = model.jobs.job("the comparison", "Patchwise: comparison cancelled", parent=self)
         self._build_ui()
         self._connect()
-        dock.model.compare_requested.connect(self.load_tables)
+        model.compare_requested.connect(self.load_tables)
 
-    # the comparison and its layer live in the dock's model (the inspector and the
-    # overlay choice read them there)
+    # the comparison and its layer live in the model (the inspector, the overlay read them)
     @property
     def data(self) -> CompareData | None:
-        return self.dock.model.comparison
+        return self.model.comparison
 
     @data.setter
     def data(self, data: CompareData | None) -> None:
-        self.dock.model.comparison = data
+        self.model.comparison = data
 
     @property
     def layer(self):
-        return self.dock.model.comparison_layer
+        return self.model.comparison_layer
 
     @layer.setter
     def layer(self, layer) -> None:
-        self.dock.model.comparison_layer = layer
+        self.model.comparison_layer = layer
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -159,12 +159,12 @@ class CompareBox(QWidget):
         self.compare_button.clicked.connect(lambda: self.compare())
         self.last_button.clicked.connect(self.use_last_trainings)
         self.job.busy_changed.connect(lambda busy: self.compare_button.setEnabled(not busy))
-        self.dock.tau_slider.valueChanged.connect(self._on_tau)
-        self.dock.threshold_slider.valueChanged.connect(self._on_threshold)
-        self.dock.model_panel.trained.connect(self.trainings.append)
+        self.model.settings.events.tau.connect(self._on_tau)
+        self.model.settings.events.threshold.connect(self._on_threshold)
+        self.model.run_trained.connect(self.trainings.append)
         # back on the compared slide, its sliders' values apply (they move without signals;
         # deferred: the dock swaps the slide's state in its own slot, connected after this)
-        for signal in (self.dock.picker.image_chosen, self.dock.picker.layers_changed):
+        for signal in (self.model.image_chosen, self.model.layers_changed):
             signal.connect(lambda *_: QTimer.singleShot(0, self._on_threshold))
         self.filter_combo.currentIndexChanged.connect(self.refresh_list)
         self.list_timer.timeout.connect(self.refresh_list)
@@ -208,7 +208,7 @@ class CompareBox(QWidget):
 
     def compare(self) -> bool:
         """Read (or predict) the chosen sources in a worker, then show the comparison."""
-        if not self.dock.jobs.admit(self.job):  # the runner said what runs
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
             shown, sources, names = self._request()
@@ -232,7 +232,7 @@ class CompareBox(QWidget):
         sources = (self.edit_a.text().strip(), self.edit_b.text().strip())
         if not all(sources):
             raise PatchwiseError("choose the predictions of run A and run B first")
-        shown = shown_table(self.dock.require_state())
+        shown = shown_table(self.model.require_state())
         names = [self.name_a.text().strip(), self.name_b.text().strip()]
         defaults = [source_name(s) for s in sources]
         if defaults[0] == defaults[1]:  # two runs of one method: their folders or files
@@ -261,12 +261,12 @@ class CompareBox(QWidget):
         self._put_layer(data)
         self.refresh()
         self.compared.emit()
-        self.dock.model.compared.emit()
+        self.model.compared.emit()
 
     def _put_layer(self, data: CompareData) -> None:
-        state = self.dock.states.get(data.key)
+        state = self.model.states.get(data.key)
         prefix = state.slide.name if state is not None else data.key
-        image = self.dock.picker.layer_showing(data.key)
+        image = self.model.layer_showing(data.key)
         scale, translate = overlay_transform(
             data.patch_grid.origin,
             data.patch_grid.step,
@@ -274,9 +274,9 @@ class CompareBox(QWidget):
             image_translate=tuple(image.translate[-2:]) if image is not None else (0.0, 0.0),
         )
         data.grid.move_to(self.threshold())
-        if self.layer is not None and self.layer in self.dock.viewer.layers:
-            self.dock.viewer.layers.remove(self.layer)
-        self.layer = self.dock.viewer.add_image(
+        if self.layer is not None and self.layer in self.viewer.layers:
+            self.viewer.layers.remove(self.layer)
+        self.layer = self.viewer.add_image(
             data.grid.values,
             name=f"{prefix} {LAYER_NAME}",
             colormap=compare_colormap(),
@@ -291,20 +291,20 @@ class CompareBox(QWidget):
         )
 
     def threshold(self) -> float:
-        return float(self.dock.threshold_slider.value())
+        return float(self.model.settings.threshold)
 
     def tau(self) -> float:
-        return float(self.dock.tau_slider.value())
+        return float(self.model.settings.tau)
 
     def _follows_sliders(self) -> bool:
-        current = self.dock.current
+        current = self.model.current
         return self.data is not None and current is not None and current.key == self.data.key
 
     def _on_threshold(self, *_args) -> None:
         if self._follows_sliders():
             self.refresh(list_now=False)
 
-    def _on_tau(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
+    def _on_tau(self, *_args) -> None:
         if self._follows_sliders():
             self.show_metrics()
             self.list_timer.start()  # the list's group column
@@ -314,7 +314,7 @@ class CompareBox(QWidget):
         data = self.data
         if data is None:
             return
-        if data.grid.move_to(self.threshold()) and self.layer in self.dock.viewer.layers:
+        if data.grid.move_to(self.threshold()) and self.layer in self.viewer.layers:
             if self.layer.data is data.grid.values:
                 # changed in place: a refresh re-uploads it (2 ms for 10^6 cells; setting
                 # .data re-validates the layer, 11 ms)
@@ -357,5 +357,5 @@ class CompareBox(QWidget):
     def go_to_patch(self, position: int) -> None:
         """Centre the view on the compared table's patch at ``position``."""
         if self.data is not None:
-            image = self.dock.picker.layer_showing(self.data.key)
-            navigation.go_to_row(self.dock.viewer, self.data.table, position, image)
+            image = self.model.layer_showing(self.data.key)
+            navigation.go_to_row(self.viewer, self.data.table, position, image)

@@ -33,15 +33,15 @@ from ..dock.row_table import row_table
 COLUMNS = ("attribute", "threshold", "gap", "noise floor", "above noise", "WGA", "worst group")
 
 
-def ranking_job(dock):
+def ranking_job(model):
     """A ``job(cancel=, progress=)`` ranking the current slide's attributes (read the
-    dock's state on the main thread, compute in the worker)."""
+    dock's model on the main thread, compute in the worker)."""
     from dataclasses import replace
 
     from ...patches.table import resolved_settings
     from ..reader.layer_slide import with_mask_layer, with_own_mask
 
-    state = dock.require_state()
+    state = model.require_state()
     data = state.data
     if data is None or data.prob is None or not np.isfinite(data.prob).any():
         raise PatchwiseError(
@@ -51,7 +51,7 @@ def ranking_job(dock):
     base = state.slide
     # the shown table's grid, counted with the form's tissue settings
     patch = replace(state.patch_table(), settings=resolved_settings(state.settings.patch, base))
-    mask_layer, mask_map = dock.picker.mask_layer(), dock.mask_map_field.mask_map()
+    mask_layer, mask_map = model.actions.mask_layer(), model.actions.mask_map()
     threshold = state.settings.threshold
 
     def job(*, cancel, progress):  # noqa: ARG001 - dask stops at Cancel through progress
@@ -76,15 +76,16 @@ def ranking_job(dock):
 
 
 class RankingTable(QWidget):
-    """A "Rank attributes" button over the ranking; ``chosen(AttributeRank)`` on a click."""
+    """A "Rank attributes" button over the ranking; ``chosen(AttributeRank)`` on a click
+    (``model``: the dock's :class:`.model.DockModel`)."""
 
     chosen = Signal(object)
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model) -> None:
         super().__init__()
-        self.dock = dock
+        self.model = model
         self.ranks: list = []
-        self.job = dock.jobs.job("the ranking", "Patchwise: ranking cancelled", parent=self)
+        self.job = model.jobs.job("the ranking", "Patchwise: ranking cancelled", parent=self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.rank_button = QPushButton("Rank attributes")
@@ -107,10 +108,10 @@ class RankingTable(QWidget):
 
     def rank(self) -> bool:
         """Rank the current slide's attributes in a worker (False after a notification)."""
-        if not self.dock.jobs.admit(self.job):  # the runner said what runs
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return False
         try:
-            job = ranking_job(self.dock)
+            job = ranking_job(self.model)
         except PatchwiseError as exc:
             notify.error(exc)
             return False

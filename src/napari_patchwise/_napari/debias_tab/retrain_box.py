@@ -92,16 +92,18 @@ class RetrainBox(QGroupBox):
     ``features_edit``, ``manifest_edit``, ``method_combo``, ``steps``, ``out_edit``,
     ``retrain_button``, ``cancel_button``, ``progress_bar``, ``status_label``.
     ``extra_options`` are further TrainConfig fields (tests: ``num_threads``).
+    ``model``: the dock's :class:`.model.DockModel` (the groups, the current slide, the
+    runner; predictions go to ``model.actions.set_predictions``).
     """
 
     retrained = Signal(object)
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model) -> None:
         super().__init__("Retrain head")
-        self.dock = dock
+        self.model = model
         self.extra_options: dict = {}
         self.last_head: Path | None = None  # the previous head's slide predictions file
-        jobs = dock.jobs
+        jobs = model.jobs
         self.train_job = jobs.job(
             "head training", "Patchwise: head training cancelled", parent=self
         )
@@ -187,7 +189,7 @@ class RetrainBox(QGroupBox):
             manifest = store_manifest(self.features_edit.text().strip())
         except PatchwiseError:
             manifest = None
-        manifest = manifest or self.dock.model.settings.manifest.strip()
+        manifest = manifest or self.model.settings.manifest.strip()
         self.manifest_edit.setText(manifest or "")
 
     # -- retraining -----------------------------------------------------------------------
@@ -208,7 +210,7 @@ class RetrainBox(QGroupBox):
         if not manifest or not Path(manifest).is_file():
             raise PatchwiseError("cohort manifest not found", path=manifest or "(none)")
         method = self.method_combo.currentText()
-        groups = group_options(self.dock)
+        groups = group_options(self.model)
         root = Path(self.out_edit.text().strip() or default_out_root())
         steps = self.steps.value()
         config = TrainConfig.from_options(
@@ -225,10 +227,10 @@ class RetrainBox(QGroupBox):
 
     def retrain(self) -> bool:
         """Start training the head (False after a notification when it cannot start)."""
-        if not self.dock.jobs.admit(self.train_job):  # the runner said what runs
+        if not self.model.jobs.admit(self.train_job):  # the runner said what runs
             return False
         try:
-            state = self.dock.require_state()
+            state = self.model.require_state()
             if state.data is None:
                 raise PatchwiseError(
                     f"{state.slide.name}: no patch grid yet — compute it with the store's "
@@ -291,34 +293,34 @@ class RetrainBox(QGroupBox):
 
         if self.predict_job.cancelled():
             return
-        if state is not self.dock.current:
+        if state is not self.model.current:
             notify.info(f"Patchwise: predictions for {state.slide.name} not shown (slide changed)")
             return
         predictions = table[[c for c in HANDED_COLUMNS if c in table]]
         saved = write_table(predictions, run / f"slide-{state.slide.name}.parquet")
         previous = self.last_head or store_source_run(self.features_edit.text().strip())
         compare = previous is not None and (
-            self.last_head is not None or self.dock.model.comparison is not None
+            self.last_head is not None or self.model.comparison is not None
         )
         self.last_head = saved
-        if not self.dock.set_predictions(predictions, source=run):
+        if not self.model.actions.set_predictions(predictions, source=run):
             return
         self.status_label.setText(f"{run.name}: {len(table):,} patches predicted")
 
         def shown() -> None:
-            self.dock.applied.disconnect(shown)
+            self.model.applied.disconnect(shown)
             if compare:
                 self._compare_when_idle(previous, saved)
             self.retrained.emit(run)
 
-        self.dock.applied.connect(shown)
+        self.model.applied.connect(shown)
 
     def _compare_when_idle(self, a: Path, b: Path) -> None:
         """Compare the earlier head (or source run) with the new one once the dock is idle
         (the job runner queues it: no polling)."""
         names = (_head_name(a), _head_name(b))
-        request = self.dock.model.compare_requested
-        self.dock.jobs.when_idle(lambda: request.emit(a, b, names))
+        request = self.model.compare_requested
+        self.model.jobs.when_idle(lambda: request.emit(a, b, names))
 
     def cancel(self) -> None:
         self.train_job.cancel()

@@ -38,21 +38,22 @@ CURVE_DEBOUNCE_MS = 150
 
 
 class DebiasTab(QWidget):
-    """The tab's parts (``embed``, ``retrain``, ``curve``, ``ranking``) wired to ``dock``."""
+    """The tab's parts (``embed``, ``retrain``, ``curve``, ``ranking``) wired to ``model``
+    (the dock's :class:`.model.DockModel`)."""
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model) -> None:
         super().__init__()
-        self.dock = dock
-        self.curve_job = dock.jobs.job(
+        self.model = model
+        self.curve_job = model.jobs.job(
             "the threshold curve", "Patchwise: curve cancelled", exclusive=False, parent=self
         )
         self._curve = None  # (PatchData, ThresholdCurve) of the table last sorted
         self._pending = False
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
-        self.embed = EmbedBox(dock.model)
+        self.embed = EmbedBox(model)
         root.addWidget(self.embed)
-        self.retrain = self.embed.retrain = RetrainBox(dock)
+        self.retrain = self.embed.retrain = RetrainBox(model)
         root.addWidget(self.retrain)
         box = QGroupBox("Accuracy against the attribute threshold")
         self.curve = ThresholdCurveCanvas()
@@ -60,20 +61,20 @@ class DebiasTab(QWidget):
         QVBoxLayout(box).addWidget(self.curve)
         root.addWidget(box)
         ranking_box = QGroupBox("Attribute ranking")
-        self.ranking = RankingTable(dock)
+        self.ranking = RankingTable(model)
         QVBoxLayout(ranking_box).addWidget(self.ranking)
         root.addWidget(ranking_box, stretch=1)
         slices_box = QGroupBox("Discovered slices")
-        self.slices = SlicesBox(dock.model)
+        self.slices = SlicesBox(model)
         QVBoxLayout(slices_box).addWidget(self.slices)
         root.addWidget(slices_box, stretch=1)
         self.marker_timer = single_shot(self, MARKER_THROTTLE_MS, self._move_marker)
         self.curve_timer = single_shot(self, CURVE_DEBOUNCE_MS, self.refresh_curve)
-        dock.applied.connect(self.refresh_curve)
-        # after the dock has switched slides (it connects to the picker after its parts)
-        dock.picker.image_chosen.connect(lambda: QTimer.singleShot(0, self.refresh_curve))
-        dock.tau_slider.valueChanged.connect(self._on_tau)
-        dock.threshold_slider.valueChanged.connect(lambda _v: self.curve_timer.start())
+        model.applied.connect(self.refresh_curve)
+        # after the dock has switched slides (it does so in its own slot)
+        model.image_chosen.connect(lambda: QTimer.singleShot(0, self.refresh_curve))
+        model.settings.events.tau.connect(self._on_tau)
+        model.settings.events.threshold.connect(lambda *_: self.curve_timer.start())
         self.curve_job.busy_changed.connect(self._after_curve)
         self.ranking.chosen.connect(self.group_by)
 
@@ -83,7 +84,7 @@ class DebiasTab(QWidget):
         if self.curve_job.running:
             self._pending = True
             return
-        state = self.dock.current
+        state = self.model.current
         data = None if state is None else state.data
         if data is None or data.prob is None:
             self.curve.clear_curve("no predictions yet")
@@ -100,7 +101,7 @@ class DebiasTab(QWidget):
     def _show_curve(self, result) -> None:
         data, curve, points = result
         self._curve = (data, curve)
-        state = self.dock.current
+        state = self.model.current
         if state is None or state.data is not data:
             self._pending = True  # the slide or its table changed meanwhile
             return
@@ -111,30 +112,28 @@ class DebiasTab(QWidget):
             self._pending = False
             self.refresh_curve()
 
-    def _on_tau(self, _value=None) -> None:
+    def _on_tau(self, *_args) -> None:
         if not self.marker_timer.isActive():
             self.marker_timer.start()
 
     def _move_marker(self) -> None:
-        state = self.dock.current
+        state = self.model.current
         if state is not None:
             self.curve.set_marker(state.settings.tau)
 
     # -- the ranking ----------------------------------------------------------------------
     def group_by(self, rank) -> None:
         """Group the current slide by ``rank.attribute`` at ``rank.threshold``."""
-        state = self.dock.current
+        state = self.model.current
         if state is None:
             return
         if math.isnan(rank.threshold):
             notify.info(f"Patchwise: {rank.attribute} has no threshold with large enough groups")
             return
         if rank.attribute == state.settings.attribute:
-            self.dock.tau_slider.setValue(rank.threshold)
+            self.model.settings.tau = float(rank.threshold)  # the bound slider moves
             return
-        choice = self.dock.attribute_choice
-        choice.thresholds[(state.key, rank.attribute)] = float(rank.threshold)
-        choice.choose(rank.attribute)
+        self.model.group_requested.emit(rank.attribute, float(rank.threshold))
 
     def busy(self) -> bool:
         retrain = self.retrain

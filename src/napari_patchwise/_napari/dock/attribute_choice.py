@@ -37,55 +37,62 @@ def attribute_choices(state: SlideState | None) -> list[str]:
     return names
 
 
-def group_options(dock) -> dict:
+def group_options(model) -> dict:
     """The :class:`~napari_patchwise.training.loop.TrainConfig` options of the dock's groups.
 
-    The attribute is the current slide's setting, the one source of truth: the combo box
-    shows it only once a regrouping chosen from code (:meth:`AttributeChoice.choose`, the
-    Debias tab's ranking) has been applied.
+    ``model``: the dock's :class:`.model.DockModel`. The attribute is the current slide's
+    setting, the one source of truth (tissue_ratio without a slide); the threshold is the
+    model's ``tau`` (the tau / threshold slider).
     """
-    state = dock.current
-    attribute = (
-        state.settings.attribute if state is not None else dock.tuning.attribute_combo.currentText()
-    ) or DEFAULT_ATTRIBUTE
-    value = float(dock.tau_slider.value())
+    state = model.current
+    attribute = (state.settings.attribute if state is not None else "") or DEFAULT_ATTRIBUTE
+    value = float(model.settings.tau)
     if attribute == DEFAULT_ATTRIBUTE:
         return {"tau": value}
     return {"tau": DEFAULT_TAU, "attribute": attribute, "attribute_threshold": value}
 
 
-def threshold_text(dock) -> str:
+def threshold_text(model) -> str:
     """How the Model tab shows the groups training will use."""
-    options = group_options(dock)
+    options = group_options(model)
     if "attribute" not in options:
         return f"{options['tau']:.3f} (the dock's tau slider)"
     return f"{options['attribute']} >= {options['attribute_threshold']:g} (the dock's groups)"
 
 
 class AttributeChoice(QObject):
-    """Regroups the current slide when another attribute is chosen in the combo box."""
+    """Regroups the current slide when another attribute is chosen.
 
-    def __init__(self, dock) -> None:
-        super().__init__(dock)
-        self.dock = dock
+    ``model``: the dock's :class:`.model.DockModel`; the attribute combo box and the
+    Debias tab's ranking ask through its ``group_requested`` event; the grid job
+    regroups; ``groups_changed`` tells the Model tab, ``slide_settings_changed`` the
+    sliders.
+    """
+
+    def __init__(self, model, parent=None) -> None:
+        super().__init__(parent)
+        self.model = model
         self.thresholds: dict[tuple[str, str], float] = {}  # (slide key, attribute) -> t
-        dock.tuning.attribute_combo.activated.connect(self._on_activated)
-        dock.applied.connect(self._sync_overlay)
+        model.group_requested.connect(self._on_requested)
+        model.applied.connect(self._sync_overlay)
 
     def _sync_overlay(self) -> None:
         """A table was shown: put the groups overlay's step at the settled threshold (a
         loaded table without the chosen column falls back to tissue_ratio and its tau)."""
-        state = self.dock.current
+        state = self.model.current
         if state is not None and state.data is not None and state.overlays is not None:
             state.overlays.set_tau(state.data.overlay_threshold(state.settings.tau))
 
-    def _on_activated(self, index: int) -> None:
-        self.choose(self.dock.tuning.attribute_combo.itemText(index))
+    def _on_requested(self, attribute: str, threshold: float) -> None:
+        state = self.model.current
+        if state is not None and math.isfinite(threshold):
+            self.thresholds[(state.key, attribute)] = float(threshold)
+        self.choose(attribute)
 
     def choose(self, attribute: str) -> None:
         """Group the current slide by ``attribute`` (at its remembered threshold, else
         tau's default for tissue_ratio and the median for any other attribute)."""
-        dock, state = self.dock, self.dock.current
+        model, state = self.model, self.model.current
         if state is None or attribute == state.settings.attribute:
             return
         s = state.settings
@@ -93,17 +100,17 @@ class AttributeChoice(QObject):
         s.attribute = attribute
         default = SlideSettings.tau if attribute == DEFAULT_ATTRIBUTE else math.nan
         s.tau = self.thresholds.get((state.key, attribute), default)
-        dock.model_panel.form.tau_label.setText(threshold_text(dock))
-        if state.data is None or not dock.jobs.idle():  # the next computed table is grouped so
+        model.groups_changed.emit()
+        if state.data is None or not model.jobs.idle():  # the next computed table is grouped so
             s.tau = s.tau if math.isfinite(s.tau) else SlideSettings.tau
-            dock.tuning.show_settings(s, state)
+            model.slide_settings_changed.emit(state)
             return
         try:
             job = self._job(state, attribute)
         except PatchwiseError as exc:  # a bad mask map
             notify.error(exc)
             return
-        dock.grid_job.start(
+        model.grid_job.start(
             job,
             returned=lambda result, st=state: self._apply(st, result),
             description=f"Groups of {state.slide.name} by {attribute}",
@@ -118,8 +125,8 @@ class AttributeChoice(QObject):
 
         table, base = state.patch_table(), state.slide
         settings = state.settings.patch
-        mask_layer = self.dock.picker.mask_layer()
-        mask_map = self.dock.mask_map_field.mask_map()  # read on the main thread
+        mask_layer = self.model.actions.mask_layer()
+        mask_map = self.model.actions.mask_map()  # read on the main thread
 
         # the table's grid, counted with the form's tissue settings
         table = replace(table, settings=resolved_settings(settings, base))
@@ -141,5 +148,5 @@ class AttributeChoice(QObject):
         if not math.isfinite(state.settings.tau):
             finite = values[np.isfinite(values)]
             state.settings.tau = float(np.median(finite)) if finite.size else 0.0
-        self.dock._apply_result(state, result)
-        self.dock.model_panel.form.tau_label.setText(threshold_text(self.dock))
+        self.model.actions.apply_result(state, result)
+        self.model.groups_changed.emit()

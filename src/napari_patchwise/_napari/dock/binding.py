@@ -8,6 +8,7 @@ dock's nested widgets. :func:`bind_settings` ties each field of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,14 +16,22 @@ import pandas as pd
 
 from ...io.mask import MaskMap
 from ..canvas import navigation
-from .model import OWN_MASK, DockModel
+from .model import OWN_MASK, DockModel, PartActions
 from .slide_picker import OWN_MASK as OWN_MASK_TEXT
 
 
 def _binding(dock) -> dict[str, tuple[object, Callable[[], object], Callable[[object], None]]]:
-    """Per settings field: (the widget's change signal, read the widget, show a value)."""
+    """Per settings field: (the widget's change signal(s), read the widget, show a value)."""
     picker, tuning, choice = dock.picker, dock.tuning, dock.overlay_choice
     mask, manifest = picker.mask_combo, dock.model_panel.form.manifest_edit
+    box = dock.compare_box
+
+    def compare_names() -> tuple[str, str]:
+        return (box.name_a.text().strip(), box.name_b.text().strip())
+
+    def show_compare_names(names) -> None:
+        box.name_a.setText(names[0])
+        box.name_b.setText(names[1])
 
     def mask_text() -> str:
         text = mask.currentText()
@@ -65,6 +74,21 @@ def _binding(dock) -> dict[str, tuple[object, Callable[[], object], Callable[[ob
         ),
         "overlay": (choice.combo.currentTextChanged, choice.choice, choose_overlay),
         "manifest": (manifest.textChanged, manifest.text, manifest.setText),
+        "compare_a": (
+            box.edit_a.textChanged,
+            lambda: box.edit_a.text().strip(),
+            box.edit_a.setText,
+        ),
+        "compare_b": (
+            box.edit_b.textChanged,
+            lambda: box.edit_b.text().strip(),
+            box.edit_b.setText,
+        ),
+        "compare_names": (
+            (box.name_a.textChanged, box.name_b.textChanged),
+            compare_names,
+            show_compare_names,
+        ),
     }
 
 
@@ -88,7 +112,8 @@ def bind_settings(dock, model: DockModel) -> Callable[[], None]:
             setattr(settings, name, read())
 
         getattr(settings.events, name).connect(to_widget)
-        signal.connect(to_model)
+        for one in signal if isinstance(signal, tuple) else (signal,):
+            one.connect(to_model)
 
     def pull() -> None:
         for name, (_signal, read, _show) in binding.items():
@@ -137,6 +162,103 @@ def configure(
                 dock.overlay_choice.choose(overlay)
 
             model.applied.connect(once)
+
+
+def connect_model(dock, model: DockModel) -> None:
+    """What the dock provides on its model and relays to it (the parts hold the model only)."""
+    model.layer_showing = dock.picker.layer_showing
+    model.compute = dock.compute
+    model.grid_job = dock.grid_job
+    model.actions = WidgetActions(dock)
+    dock.picker.image_chosen.connect(model.image_chosen.emit)
+    dock.picker.layers_changed.connect(model.layers_changed.emit)
+    dock.model_panel.trained.connect(model.run_trained.emit)
+    combo = dock.tuning.attribute_combo
+    combo.activated.connect(
+        lambda index: model.group_requested.emit(combo.itemText(index), math.nan)
+    )
+
+    def show_slide_settings(state) -> None:
+        dock.tuning.show_settings(state.settings, state)
+        dock._pull_settings()  # the sliders moved without signals: the model follows
+
+    model.slide_settings_changed.connect(show_slide_settings)
+
+
+class WidgetActions(PartActions):
+    """The dock's side of :class:`.model.PartActions`: what the parts ask of the dock."""
+
+    def __init__(self, dock) -> None:
+        self._dock = dock
+
+    def prepare_table(self, state, table, grid, description: str) -> bool:
+        """Show a complete table lying on ``grid`` for ``state`` (the grid job)."""
+        return self._dock.prepare_table(state, table, grid, description)
+
+    def apply_result(self, state, result) -> None:
+        """Hand a grid job's prepared result of ``state`` to the layers and views."""
+        self._dock._apply_result(state, result)
+
+    def set_predictions(self, predictions, *, source="predictions") -> bool:
+        """Attach a prediction table to the current slide (as "Load predictions…")."""
+        return self._dock.set_predictions(predictions, source=source)
+
+    def load_predictions(self, path) -> bool:
+        """Attach a prediction table file to the current slide."""
+        return self._dock.load_predictions(path)
+
+    def load_table(self, path) -> bool:
+        """Show a complete patch table file for the current slide."""
+        return self._dock.load_table(path)
+
+    def mask_layer(self):
+        """The chosen mask layer (None: the slide's own mask)."""
+        return self._dock.picker.mask_layer()
+
+    def mask_map(self):
+        """The mask-map field's :class:`~napari_patchwise.io.mask.MaskMap` (raises)."""
+        return self._dock.mask_map_field.mask_map()
+
+    def image_layers(self) -> list:
+        """The viewer's slide image layers."""
+        return self._dock.picker.image_layers()
+
+    def mask_layers(self) -> list:
+        """The viewer's mask layers."""
+        return self._dock.picker.mask_layers()
+
+    def choose_image(self, layer) -> None:
+        """Choose the slide of ``layer`` (a layer, or a layer's name)."""
+        combo = self._dock.image_combo
+        if isinstance(layer, str):
+            combo.setCurrentText(layer)
+        else:
+            combo.choose_layer(layer)
+
+    def read_form(self, settings, background) -> None:
+        """Copy the grid and tissue form's values into ``settings``."""
+        self._dock.form.read(settings, background)
+
+    def remember_form(self) -> None:
+        """The form's and sliders' values into the current slide's settings."""
+        if self._dock.current is not None:
+            self._dock._remember_form(self._dock.current)
+
+    def show_state(self, state) -> None:
+        """Show ``state``'s settings and results (the form, mask choice, sliders, tabs)."""
+        self._dock._activate(state)
+
+    def show_lists(self, state) -> None:
+        """Show ``state`` in the histograms and errors list again (reviewed marks)."""
+        self._dock.tabs.show_state(state)
+
+    def choose_overlay(self, choice: str) -> None:
+        """Show the overlay ``choice`` (again, when it is the one chosen)."""
+        self._dock.overlay_choice.choose(choice)
+
+    def compare(self, a, b, names) -> bool:
+        """Compare two sources on the current slide (the Compare tab's job)."""
+        return self._dock.compare_box.load_tables(a, b, names)
 
 
 class DockActions:

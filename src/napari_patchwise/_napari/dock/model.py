@@ -42,7 +42,9 @@ class DockSettings:
     is the mask-map field's text (one map for every slide); ``mask_layer`` the chosen mask
     layer's name (``""``: the slide's own mask); ``overlay`` the overlay shown (``""``:
     the default one, outcome with predictions, else groups); ``manifest`` the Model tab's
-    cohort manifest (what the Debias tab's head training and embedding fall back on).
+    cohort manifest (what the Debias tab's head training and embedding fall back on);
+    ``compare_a`` / ``compare_b`` / ``compare_names`` the Compare tab's two sources and
+    their names as its fields show them (a session saves them).
     """
 
     patch_size: int = DEFAULT_PATCH_SIZE
@@ -53,6 +55,67 @@ class DockSettings:
     mask_layer: str = OWN_MASK
     overlay: str = ""
     manifest: str = ""
+    compare_a: str = ""
+    compare_b: str = ""
+    compare_names: tuple[str, str] = ("", "")
+
+
+class PartActions:
+    """What the parts ask of the dock itself: it provides these on the model
+    (``model.actions``); the defaults do nothing (a model without a dock).
+
+    The parts never hold the dock: they call these, set the model's fields, emit its
+    events. Each method is documented where the dock implements it
+    (:class:`.binding.WidgetActions`).
+    """
+
+    def prepare_table(self, state, table, grid, description: str) -> bool:  # noqa: ARG002
+        return False
+
+    def apply_result(self, state, result) -> None:  # noqa: ARG002
+        return None
+
+    def set_predictions(self, predictions, *, source="predictions") -> bool:  # noqa: ARG002
+        return False
+
+    def load_predictions(self, path) -> bool:  # noqa: ARG002
+        return False
+
+    def load_table(self, path) -> bool:  # noqa: ARG002
+        return False
+
+    def mask_layer(self):
+        return None
+
+    def mask_map(self):
+        raise PatchwiseError(OPEN_AN_IMAGE)
+
+    def image_layers(self) -> list:
+        return []
+
+    def mask_layers(self) -> list:
+        return []
+
+    def choose_image(self, layer) -> None:  # noqa: ARG002
+        return None
+
+    def read_form(self, settings, background) -> None:  # noqa: ARG002
+        return None
+
+    def remember_form(self) -> None:
+        return None
+
+    def show_state(self, state) -> None:  # noqa: ARG002
+        return None
+
+    def show_lists(self, state) -> None:  # noqa: ARG002
+        return None
+
+    def choose_overlay(self, choice: str) -> None:  # noqa: ARG002
+        return None
+
+    def compare(self, a, b, names) -> bool:  # noqa: ARG002
+        return False
 
 
 class DockModel:
@@ -64,14 +127,22 @@ class DockModel:
     or removed); ``compared()`` once a comparison of two runs is shown;
     ``compare_requested(a, b, names)`` asks the Compare tab to compare two runs;
     ``legend_requested(entries)`` asks for a canvas legend of ``(name, colour)`` entries
-    (empty: the shown overlay's own legend again).
+    (empty: the shown overlay's own legend again); ``image_chosen()`` and
+    ``layers_changed(image_changed)`` when the slide picker's choice or layers change
+    (the dock switches the slide's state in its own slot: react on the next turn);
+    ``group_requested(attribute, threshold)`` asks to group the current slide by
+    ``attribute`` (``threshold`` NaN: its remembered one); ``groups_changed()`` once the
+    grouping (attribute or its threshold) changed; ``slide_settings_changed(state)`` when
+    code changed a slide's own settings (the dock shows them); ``run_trained(run_dir)``
+    when the Model tab ends a training run.
 
     Besides the events: ``comparison`` (the Compare tab's
     :class:`.compare_data.CompareData`, None before one) and ``comparison_layer`` (its
     overlay layer); ``slide_layers`` (the chosen slide's image layers); and
     ``layer_showing(key)``, the image layer that shows the slide ``key`` (None: not
-    open), and ``compute()``, which cuts the current slide's grid with the settings
-    (False after a notice when it cannot start): both provided by the dock.
+    open), ``compute()``, which cuts the current slide's grid with the settings
+    (False after a notice when it cannot start), ``grid_job`` (the runner's job that
+    cuts and shows grids) and ``actions`` (:class:`PartActions`): all provided by the dock.
     """
 
     current_changed = Signal(object)
@@ -80,6 +151,12 @@ class DockModel:
     compared = Signal()
     compare_requested = Signal(object, object, tuple)
     legend_requested = Signal(tuple)
+    image_chosen = Signal()
+    layers_changed = Signal(bool)
+    group_requested = Signal(str, float)
+    groups_changed = Signal()
+    slide_settings_changed = Signal(object)
+    run_trained = Signal(object)
 
     def __init__(self) -> None:
         self.settings = DockSettings()
@@ -91,6 +168,8 @@ class DockModel:
         self.slide_layers: tuple = ()
         self.layer_showing: Callable[[str], object | None] = lambda _key: None
         self.compute: Callable[[], bool] = lambda: False
+        self.grid_job = None  # the dock's job of the patch grid (made by ``jobs``)
+        self.actions = PartActions()
 
     @property
     def current(self) -> SlideState | None:

@@ -48,15 +48,20 @@ def _same_file(a, b) -> bool:
 
 
 class SessionBox(QWidget):
-    """Save and reopen the dock's session (``dock``: the ``PatchwiseWidget``)."""
+    """Save and reopen the dock's session.
+
+    ``model``: the dock's :class:`.model.DockModel` (the slides' states, the settings,
+    the runner that queues the steps; ``model.actions`` opens tables and shows slides);
+    ``viewer``: the napari viewer the session's layers and camera live in.
+    """
 
     restored = Signal()
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model, viewer) -> None:
         super().__init__()
-        self.dock = dock
+        self.model, self.viewer = model, viewer
         self._steps: list = []
-        self.job = dock.jobs.job(
+        self.job = model.jobs.job(
             "opening the session", "Patchwise: opening the session cancelled", parent=self
         )
         self._restoring = False
@@ -77,7 +82,7 @@ class SessionBox(QWidget):
     # -- saving ---------------------------------------------------------------------------
     def session(self) -> Session:
         """What the dock shows now (see :func:`dock_session`)."""
-        return dock_session(self.dock)
+        return dock_session(self.model, self.viewer)
 
     def save_session(self, path: str | Path) -> Path | None:
         """Write the session file (None after a notification when it cannot be saved)."""
@@ -105,7 +110,7 @@ class SessionBox(QWidget):
         if self.restoring():
             notify.info("Patchwise: a session is being opened — wait for it")
             return False
-        if not self.dock.jobs.admit():  # the runner said what runs
+        if not self.model.jobs.admit():  # the runner said what runs
             return False
         try:
             session = read_session(path)
@@ -115,34 +120,32 @@ class SessionBox(QWidget):
         self._path = Path(path)
         self._steps = self._plan(session)
         self._restoring = True
-        self.dock.jobs.when_idle(self._next_step)
+        self.model.jobs.when_idle(self._next_step)
         return True
 
     def _plan(self, session: Session) -> list:
         steps: list = []
         if session.mask_map:
-            steps.append(lambda: self.dock.mask_map_field.setCurrentText(session.mask_map))
+            steps.append(lambda: setattr(self.model.settings, "mask_map", session.mask_map))
         for slide in session.slides:
             steps += self._slide_steps(slide)
         comparison = session.comparison
         if comparison is not None:
             steps.append(lambda: self._choose(session.slides[comparison.slide]))
             steps.append(
-                lambda: self.dock.compare_box.load_tables(
-                    comparison.a, comparison.b, comparison.names
-                )
+                lambda: self.model.actions.compare(comparison.a, comparison.b, comparison.names)
             )
         steps.append(lambda: self._choose(session.slides[session.current]))
         steps.append(lambda: self._finish(session))
         return steps
 
     def _slide_steps(self, slide: SessionSlide) -> list:
-        dock = self.dock
+        actions = self.model.actions
         steps = [lambda: self._open_slide(slide)]
         if slide.table is not None:
-            steps.append(lambda: dock.load_table(slide.table))
+            steps.append(lambda: actions.load_table(slide.table))
         elif slide.computed:
-            steps.append(dock.compute)
+            steps.append(self.model.compute)
         if slide.predictions is not None:
             steps.append(lambda: self._load_predictions(slide.predictions))
         if slide.reviewed is not None:
@@ -164,19 +167,19 @@ class SessionBox(QWidget):
             self._steps = []
             self._restoring = False
             return
-        self.dock.jobs.when_idle(self._next_step)
+        self.model.jobs.when_idle(self._next_step)
 
     # -- the steps ------------------------------------------------------------------------
     def _layers_of(self, path: Path) -> list:
         return [
             layer
-            for layer in self.dock.picker.image_layers()
+            for layer in self.model.actions.image_layers()
             if _same_file(layer_slide_key(layer), path)
         ]
 
     def _open_slide(self, slide: SessionSlide) -> bool:
         """Open the slide and its mask (unless open already), choose it, show its settings."""
-        viewer = self.dock.viewer
+        viewer = self.viewer
         images = self._layers_of(slide.image)
         if not images:
             viewer.open(slide.image, plugin="napari-patchwise")
@@ -187,27 +190,27 @@ class SessionBox(QWidget):
         if slide.mask is not None:
             masks = [
                 m
-                for m in self.dock.picker.mask_layers()
+                for m in self.model.actions.mask_layers()
                 if _same_file(m.metadata.get("patchwise_path", ""), slide.mask)
             ]
             if not masks:
                 masks = viewer.open(slide.mask, plugin="napari-patchwise")
             align_mask_layer(masks[0], images[0])
             mask_name = masks[0].name
-        self.dock.image_combo.choose_layer(images[0])
-        state = self.dock.current
+        self.model.actions.choose_image(images[0])
+        state = self.model.current
         if state is None:
             return False
         apply_session_settings(state.settings, slide.settings, state.slide.background)
         if mask_name is not None:
             state.settings.mask_layer = mask_name
-        self.dock._activate(state)  # the form, the mask choice and the sliders show them
+        self.model.actions.show_state(state)  # the form, the mask choice, the sliders
         return True
 
     def _choose(self, slide: SessionSlide) -> bool:
         images = self._layers_of(slide.image)
         if images:
-            self.dock.image_combo.choose_layer(images[0])
+            self.model.actions.choose_image(images[0])
         return True
 
     def _load_predictions(self, path: Path) -> bool:
@@ -216,8 +219,8 @@ class SessionBox(QWidget):
         from ..compare_tab.data import TABLE_SUFFIXES, read_source
 
         if path.is_file() and path.name.endswith(TABLE_SUFFIXES):
-            return self.dock.load_predictions(path)
-        state = self.dock.require_state()
+            return self.model.actions.load_predictions(path)
+        state = self.model.require_state()
         slide, table = state.slide, state.patch_table()
 
         def job(*, cancel, progress):
@@ -225,30 +228,30 @@ class SessionBox(QWidget):
 
         self.job.start(
             job,
-            returned=lambda table: self.dock.set_predictions(table, source=path),
+            returned=lambda table: self.model.actions.set_predictions(table, source=path),
             description=f"Predictions of {path.name} for {state.slide.name}",
         )
         return True
 
     def _set_reviewed(self, reviewed: list[tuple[int, int]]) -> bool:
         """The errors list's reviewed patches, as ``state.reviewed`` (a set of (row, col))."""
-        state = self.dock.current
+        state = self.model.current
         if state is not None:
             state.reviewed = set(reviewed)
-            self.dock.tabs.show_state(state)
+            self.model.actions.show_lists(state)
         return True
 
     def _finish(self, session: Session) -> bool:
-        dock = self.dock
+        viewer = self.viewer
         if session.overlay:
-            dock.overlay_choice.choose(session.overlay)
+            self.model.actions.choose_overlay(session.overlay)
         for view in session.layers:
-            for layer in dock.viewer.layers:
+            for layer in viewer.layers:
                 kind = layer.metadata.get("patchwise_overlay")
                 if layer.name == view.name and kind not in OVERLAY_KINDS:
                     layer.visible, layer.opacity = view.visible, view.opacity
         if session.camera is not None:
-            camera = viewer_camera(dock.viewer)
+            camera = viewer_camera(viewer)
             center = tuple(camera.center)
             camera.center = (*center[: len(center) - 2], *session.camera["center"][-2:])
             camera.zoom = session.camera["zoom"]
@@ -259,7 +262,7 @@ class SessionBox(QWidget):
     # -- dialogs --------------------------------------------------------------------------
     def default_name(self) -> str:
         """``<slide>.patchwise-session.json`` in the current slide's folder."""
-        state = self.dock.current
+        state = self.model.current
         if state is None or state.slide.path is None:
             return f"patchwise{SESSION_SUFFIX}"
         return str(Path(state.slide.path).parent / f"{state.slide.name}{SESSION_SUFFIX}")
@@ -277,34 +280,33 @@ class SessionBox(QWidget):
             self.open_session(path)
 
 
-def dock_session(dock) -> Session:
-    """What ``dock`` shows now, as a :class:`Session` (raises :class:`PatchwiseError`).
+def dock_session(model, viewer) -> Session:
+    """What the dock shows now, as a :class:`Session` (raises :class:`PatchwiseError`).
 
-    Read from the dock's state model: its slide states, mask map field, overlay choice
-    and Compare tab; the viewer's layers and camera.
+    Read from the dock's model (``model``): its slide states, mask map, overlay shown
+    and the Compare tab's sources; the ``viewer``'s layers and camera.
     """
-    if dock.current is not None:
-        dock._remember_form(dock.current)  # the form's values into the current state
-    states = [s for s in dock.states.values() if dock.picker.layer_showing(s.key) is not None]
+    model.actions.remember_form()  # the form's values into the current state
+    states = [s for s in model.states.values() if model.layer_showing(s.key) is not None]
     if not states:
         raise PatchwiseError("no slide to save: open a slide first")
-    slides = [_session_slide(dock, state) for state in states]
-    current = states.index(dock.current) if dock.current in states else 0
-    viewer = dock.viewer
+    masks = model.actions.mask_layers()
+    slides = [_session_slide(masks, state) for state in states]
+    current = states.index(model.current) if model.current in states else 0
     view = viewer_camera(viewer)
     camera = {"center": [float(v) for v in view.center[-2:]], "zoom": float(view.zoom)}
     return Session(
         slides=slides,
         current=current,
-        mask_map=dock.mask_map_field.currentText(),
-        overlay=dock.overlay_choice.choice(),
-        comparison=_comparison(dock, states),
+        mask_map=model.settings.mask_map,
+        overlay=model.settings.overlay,
+        comparison=_comparison(model, states),
         layers=[LayerView(la.name, bool(la.visible), float(la.opacity)) for la in viewer.layers],
         camera=camera,
     )
 
 
-def _session_slide(dock, state: SlideState) -> SessionSlide:
+def _session_slide(masks: list, state: SlideState) -> SessionSlide:
     name = state.slide.name
     if state.slide.path is None:
         raise PatchwiseError(
@@ -313,7 +315,7 @@ def _session_slide(dock, state: SlideState) -> SessionSlide:
         )
     mask = None
     layer = next(
-        (m for m in dock.picker.mask_layers() if m.name == state.settings.mask_layer),
+        (m for m in masks if m.name == state.settings.mask_layer),
         None,
     )
     if layer is not None and not _is_own_mask(layer, state):
@@ -336,19 +338,20 @@ def _session_slide(dock, state: SlideState) -> SessionSlide:
     )
 
 
-def _comparison(dock, states: list[SlideState]) -> Comparison | None:
-    box = dock.compare_box
-    if box.data is None:
+def _comparison(model, states: list[SlideState]) -> Comparison | None:
+    """The Compare tab's comparison (its fields' sources and names), if one is shown."""
+    data, s = model.comparison, model.settings
+    if data is None:
         return None
-    keys = [s.key for s in states]
-    a, b = box.edit_a.text().strip(), box.edit_b.text().strip()
-    if box.data.key not in keys or not (Path(a).exists() and Path(b).exists()):
+    keys = [state.key for state in states]
+    a, b = s.compare_a.strip(), s.compare_b.strip()
+    if data.key not in keys or not (Path(a).exists() and Path(b).exists()):
         return None
     return Comparison(
         a=Path(a).absolute(),
         b=Path(b).absolute(),
-        names=(box.name_a.text().strip(), box.name_b.text().strip()),
-        slide=keys.index(box.data.key),
+        names=tuple(s.compare_names),
+        slide=keys.index(data.key),
     )
 
 

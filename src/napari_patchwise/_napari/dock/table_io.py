@@ -51,11 +51,15 @@ def file_source(source) -> Path | None:
 
 
 class TableFiles(QWidget):
-    """The "Load predictions…", "Save table…" and "Save GeoJSON…" buttons of ``dock``."""
+    """The "Load predictions…", "Save table…" and "Save GeoJSON…" buttons.
 
-    def __init__(self, dock) -> None:
+    ``model``: the dock's :class:`.model.DockModel` (the current slide, the runner, the
+    grid job; a table is shown through ``model.actions.prepare_table``).
+    """
+
+    def __init__(self, model) -> None:
         super().__init__()
-        self.dock = dock
+        self.model = model
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.load_button = QPushButton("Load predictions…")
@@ -66,7 +70,7 @@ class TableFiles(QWidget):
         )
         self.save_table_button.setToolTip("Save every patch's numbers as a table (.parquet, .csv)")
         self.save_geojson_button.setToolTip("Save the patches as QuPath objects (.geojson)")
-        self.export_job = dock.jobs.job(
+        self.export_job = model.jobs.job(
             "the export",
             "Patchwise: export cancelled, no file written",
             exclusive=False,
@@ -124,10 +128,10 @@ class TableFiles(QWidget):
         """Show a complete patch table (with or without ``prob``) instead of computing one.
 
         ``grid``: the one the table file records (else guessed from its rows)."""
-        if not self.dock.jobs.admit(self.dock.grid_job):  # the runner said what runs
+        if not self.model.jobs.admit(self.model.grid_job):  # the runner said what runs
             return False
         try:
-            state = self.dock.require_state()
+            state = self.model.require_state()
             table, grid = full_table(
                 table, state.slide.name, state.slide.shape[1:], source=source, grid=grid
             )
@@ -142,15 +146,15 @@ class TableFiles(QWidget):
         )
         state.computed, state.predictions_source = False, None
         state.table_source = file_source(source)
-        self.dock.prepare_table(state, table, grid, f"Patch table of {state.slide.name}")
+        self.model.actions.prepare_table(state, table, grid, f"Patch table of {state.slide.name}")
         return True
 
     def set_predictions(self, predictions: pd.DataFrame, *, source="predictions") -> bool:
         """Attach an in-memory prediction table (``row, col, prob``; ``slide`` optional)."""
-        if not self.dock.jobs.admit(self.dock.grid_job):  # the runner said what runs
+        if not self.model.jobs.admit(self.model.grid_job):  # the runner said what runs
             return False
         try:
-            state = self.dock.require_state()
+            state = self.model.require_state()
             merged, grid = predictions_for(state, predictions, source)
         except PatchwiseError as exc:
             notify.error(exc)
@@ -158,13 +162,13 @@ class TableFiles(QWidget):
         if state.data is None:  # a complete table with predictions: nothing else to reopen
             state.computed, state.table_source = False, None
         state.predictions_source = file_source(source)
-        self.dock.prepare_table(state, merged, grid, f"Predictions for {state.slide.name}")
+        self.model.actions.prepare_table(state, merged, grid, f"Predictions for {state.slide.name}")
         return True
 
     # -- writing --------------------------------------------------------------------------
     def current_table(self) -> pd.DataFrame:
         """The current slide's table; ``pred`` follows the current threshold."""
-        state = self.dock.require_state()
+        state = self.model.require_state()
         if state.data is None:
             raise PatchwiseError(
                 f"{state.slide.name}: no patch table yet — compute the patch grid first"
@@ -193,12 +197,12 @@ class TableFiles(QWidget):
         """
         from ...reporting.qupath import write_patches
 
-        if not self.dock.jobs.admit(self.export_job):  # one export at a time
+        if not self.model.jobs.admit(self.export_job):  # one export at a time
             return
         scheme = self.geojson_classes.currentText() if scheme is None else scheme
         errors_only = self.errors_only.isChecked() if errors_only is None else errors_only
         try:
-            state = self.dock.require_state()
+            state = self.model.require_state()
             table = self.current_table()
             if (scheme == "outcome" or errors_only) and "prob" not in table:
                 raise PatchwiseError(
@@ -236,7 +240,7 @@ class TableFiles(QWidget):
 
     def default_name(self, suffix: str) -> str:
         """``<slide>_<suffix>`` (``suffix`` alone without a slide), in the slide's folder."""
-        return default_path(self.dock.current, suffix)
+        return default_path(self.model.current, suffix)
 
     def _ask_save_table(self) -> None:
         path, _ = QFileDialog.getSaveFileName(

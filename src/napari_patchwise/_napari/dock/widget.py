@@ -52,7 +52,7 @@ from ..model_tab.panel import ModelPanel
 from ..reader.layer_slide import layer_units, with_mask_layer, with_own_mask
 from . import notify
 from .attribute_choice import AttributeChoice
-from .binding import DockActions, bind_settings
+from .binding import DockActions, bind_settings, connect_model
 from .form import GridBox
 from .model import DockModel
 from .refit import RefitOnFirstShow
@@ -171,17 +171,17 @@ class PatchwiseWidget(DockActions, QWidget):
         self.grid_box = GridBox()
         self.tuning = TuningBox()
         self.tabs = InspectTabs(lambda: self.current)
-        self.table_files = TableFiles(self)
+        self.table_files = TableFiles(self.model)
         self._name_parts()
-        self.model_panel = ModelPanel(self)  # follows the dock's tau slider
+        self.model_panel = ModelPanel(self.model)  # follows the model's tau
         self.tabs.addTab(self.model_panel, "Model")
-        self.cohort_browser = CohortBrowser(self)  # a manifest's slides, one shown at a time
+        self.cohort_browser = CohortBrowser(self.model, self.viewer)  # one slide shown at a time
         self.tabs.addTab(self.cohort_browser, "Cohort")
-        self.compare_box = CompareBox(self)  # follows the sliders and the Model tab's runs
+        self.compare_box = CompareBox(self.model, self.viewer)  # follows the sliders and runs
         self.tabs.addTab(self.compare_box, "Compare")
-        self.debias = DebiasTab(self)  # retrain a head, the threshold curve, the ranking
+        self.debias = DebiasTab(self.model)  # retrain a head, the threshold curve, the ranking
         self.tabs.addTab(self.debias, "Debias")
-        self.attribute_choice = AttributeChoice(self)  # the tuning box's attribute combo
+        self.attribute_choice = AttributeChoice(self.model, parent=self)  # regroups
         self.overlay_choice = OverlayChoice(
             self.model, self.viewer
         )  # one overlay shown, legend on the canvas
@@ -190,7 +190,7 @@ class PatchwiseWidget(DockActions, QWidget):
             self.model, self.viewer
         )  # the slide's thumbnail, the view on it, click to go
         self.minimap = self.overview.minimap
-        self.session_box = SessionBox(self)  # Save session… / Open session…
+        self.session_box = SessionBox(self.model, self.viewer)  # Save / Open session…
         self.splitter = _layout_panes(self)
         outer.addWidget(self.splitter)
 
@@ -208,8 +208,7 @@ class PatchwiseWidget(DockActions, QWidget):
         self.load_button = self.table_files.load_button
 
     def _connect(self) -> None:
-        self.model.layer_showing = self.picker.layer_showing
-        self.model.compute = self.compute
+        connect_model(self, self.model)  # actions on the model, the pickers' events relayed
         for chosen in (self.picker.layers_changed, self.picker.image_chosen):
             chosen.connect(lambda *_: self.model.show_slide_layers(self.image_combo.layers()))
         self.picker.layers_changed.connect(self._on_layers_changed)

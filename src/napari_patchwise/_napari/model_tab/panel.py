@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from ...errors import PatchwiseError
@@ -59,8 +59,42 @@ JOB_CANCELLED = "Patchwise: cancelled"
 BUSY = "Patchwise: training or prediction is already running"
 
 
+class WindowPatchSize(QObject):
+    """The window's one patch size (``model.settings.patch_size``) as the training form's
+    field: ``value()``, ``setValue()``, ``valueChanged(int)``; ``pixel_size`` (the current
+    slide's) and ``units_changed`` for its µm text. The grid box's field is bound to the
+    same model field, so the two never disagree and the form has no field of its own.
+    """
+
+    valueChanged = Signal(int)
+    units_changed = Signal()
+
+    def __init__(self, model, parent=None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.patch_size = self  # what TrainForm reads from its ``grid``
+        model.settings.events.patch_size.connect(lambda value, *_: self.valueChanged.emit(value))
+        model.current_changed.connect(lambda _state: self.units_changed.emit())
+
+    def value(self) -> int:
+        return int(self.model.settings.patch_size)
+
+    def setValue(self, value: int) -> None:  # the spin box's name
+        self.model.settings.patch_size = int(value)
+
+    @property
+    def pixel_size(self):
+        """The current slide's µm per pixel (None: no slide, or none recorded)."""
+        state = self.model.current
+        return None if state is None else state.slide.pixel_size
+
+
 class ModelPanel(QWidget):
-    """Train and predict from the Patchwise dock (``dock`` is the ``PatchwiseWidget``).
+    """Train and predict from the Patchwise dock.
+
+    ``model``: the dock's :class:`.model.DockModel` (the current slide, the window's tau,
+    patch size and mask map, the runner; predictions go to
+    ``model.actions.set_predictions``).
 
     ``trained`` carries the run directory when a run ends (finished or cancelled);
     ``predicted`` is emitted once the predictions were handed to the dock. The parts:
@@ -71,17 +105,17 @@ class ModelPanel(QWidget):
     trained = Signal(object)
     predicted = Signal()
 
-    def __init__(self, dock) -> None:
+    def __init__(self, model) -> None:
         super().__init__()
-        self.dock = dock
+        self.model = model
         self.extra_options: dict = {}  # further TrainConfig fields (tests: num_threads, seed)
         self.last_run: Path | None = None
         # (manifest, patch size) -> the training split's label and tissue_ratio arrays
         self._train_groups: tuple[tuple[str, int], np.ndarray, np.ndarray] | None = None
-        self.job = dock.jobs.job(
+        self.job = model.jobs.job(
             "the Model tab's job", JOB_CANCELLED, on_error=self._on_error, parent=self
         )
-        self.run_grid = RunGrid(dock.model, parent=self)  # predictions on the run's own patch size
+        self.run_grid = RunGrid(model, parent=self)  # predictions on the run's own patch size
         self._build_ui()
         self._connect()
         self._show_tau()
@@ -89,7 +123,7 @@ class ModelPanel(QWidget):
     def _build_ui(self) -> None:
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
-        self.form = TrainForm(grid=self.dock.form)  # trains with the grid's patch size
+        self.form = TrainForm(grid=WindowPatchSize(self.model, self))  # the one patch size
         root.addWidget(self.form)
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("%v / %m steps")
@@ -114,7 +148,8 @@ class ModelPanel(QWidget):
         self.predict_box.predict_button.clicked.connect(lambda: self.start_predict())
         self.predict_box.run_chosen.connect(self.run_grid.follow)
         self.job.busy_changed.connect(self._on_busy)
-        self.dock.tau_slider.valueChanged.connect(self._show_tau)
+        self.model.settings.events.tau.connect(self._show_tau)  # the tau slider
+        self.model.groups_changed.connect(self._show_tau)  # another attribute
         for spin in (form.beta, form.c):
             spin.valueChanged.connect(self._show_beta_max)
         form.manifest_edit.textChanged.connect(self._show_beta_max)
@@ -123,17 +158,17 @@ class ModelPanel(QWidget):
     # -- tau and GERNE's bound ------------------------------------------------------------
     def _mask_map(self) -> str:
         """The dock's mask map: one map for the slides shown and the cohort trained."""
-        return str(self.dock.mask_map_field.mask_map())
+        return str(self.model.actions.mask_map())
 
     def _groups_key(self) -> tuple[str, int, str]:
         """What the training split's groups depend on besides tau (raises on a bad map)."""
         return (*self.form.groups_key(), self._mask_map())
 
     def _tau(self) -> float:
-        return float(self.dock.tau_slider.value())
+        return float(self.model.settings.tau)
 
-    def _show_tau(self, value=None) -> None:  # noqa: ARG002 - Qt signal argument
-        self.form.tau_label.setText(threshold_text(self.dock))
+    def _show_tau(self, *_args) -> None:
+        self.form.tau_label.setText(threshold_text(self.model))
         self._show_beta_max()
 
     def beta_max(self) -> float | None:
@@ -144,7 +179,7 @@ class ModelPanel(QWidget):
             return None
         if self._train_groups is None or self._train_groups[0] != key:
             return None
-        if "attribute" in group_options(self.dock):  # the check reads tissue_ratio groups
+        if "attribute" in group_options(self.model):  # the check reads tissue_ratio groups
             return None
         from ...training.methods.base import TrainingGroups
         from ...training.methods.gerne import beta_max
@@ -167,12 +202,12 @@ class ModelPanel(QWidget):
         A run folder that already holds a run is not refused as on the command line: the
         form offers Resume run (``resume``: go on from its ``last.pt``) and New run folder.
         """
-        if not self.dock.jobs.admit(self.job):  # the runner said what runs
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return
         self.job.name = "training"
         self.form.folder_choice.setVisible(False)
         try:
-            options = {"mask_map": self._mask_map(), **group_options(self.dock)}
+            options = {"mask_map": self._mask_map(), **group_options(self.model)}
             options.update(self.extra_options, resume=resume)
             config = self.form.config(self._tau(), options)
             taken = None if resume else taken_folder(config)
@@ -249,12 +284,12 @@ class ModelPanel(QWidget):
     def start_predict(self) -> None:
         """Predict the dock's current slide with the run's ``best.pt`` (or the chosen
         ``best_val_*.pt`` / ``last.pt``) in a worker."""
-        if not self.dock.jobs.admit(self.job):  # the runner said what runs
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return
         self.job.name = "the prediction"
         try:
             run_dir = self.run_dir()
-            state = self.dock.require_state()
+            state = self.model.require_state()
             cutting = self.run_grid.ready(state, run_dir, then=self.start_predict)
         except PatchwiseError as exc:
             notify.error(exc)
@@ -277,20 +312,20 @@ class ModelPanel(QWidget):
     def _on_predicted(self, state, table, run_dir: Path) -> None:
         if self.job.cancelled():
             return
-        if state is not self.dock.current:
+        if state is not self.model.current:
             notify.info(f"Patchwise: predictions for {state.slide.name} not shown (slide changed)")
             return
         columns = [c for c in HANDED_COLUMNS if c in table]
         self.progress_bar.setRange(0, max(len(table), 1))
         self.progress_bar.setValue(len(table))
-        if self.dock.set_predictions(table[columns], source=run_dir):
+        if self.model.actions.set_predictions(table[columns], source=run_dir):
             self.status_label.setText(f"predicted {len(table):,} patches with {run_dir}")
             self.predicted.emit()
 
     # -- GERNE's bound -------------------------------------------------------------------
     def start_check(self) -> None:
         """Prepare the training split in a worker to show ``beta_max`` (see the tooltip)."""
-        if not self.dock.jobs.admit(self.job):  # the runner said what runs
+        if not self.model.jobs.admit(self.job):  # the runner said what runs
             return
         self.job.name = "the training split's check"
         try:

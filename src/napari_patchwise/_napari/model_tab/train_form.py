@@ -96,9 +96,9 @@ def _double(low: float, high: float, value: float, *, decimals: int, step: float
 class TrainForm(QGroupBox):
     """Manifest, method, model, steps, optimiser and GERNE fields; Check, Train, Cancel.
 
-    ``grid`` is the dock's :class:`.form.SettingsForm`: its patch-size field is the one
-    the form trains with (``patch_size``; the form shows it in px and µm). Without one
-    (the form alone) the form has its own field.
+    ``grid`` gives the window's one patch size (:class:`.panel.WindowPatchSize`: its
+    ``patch_size`` field, ``pixel_size`` and ``units_changed``): the form trains with it
+    and shows it in px and µm. Without one (the form alone) the form has its own field.
     """
 
     def __init__(self, parent=None, *, grid=None) -> None:
