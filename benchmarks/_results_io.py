@@ -1,7 +1,7 @@
 """Where a benchmark's published figures go: files on disk, written atomically.
 
 Every figure that README.md or docs/ quotes from a benchmark must be in a committed file
-under ``docs/results/<benchmark>/`` (``tests/test_results_on_file.py`` checks README's
+under ``docs/results/<benchmark>/`` (``tests/package/test_results_on_file.py`` checks README's
 results tables against them). A benchmark calls :func:`write_results` with its tables
 (Markdown, CSV, ...) and the folder; beside them goes ``meta.json``: the command line, the
 date, the git commit (and whether the work tree had changes) and the load average, so a

@@ -3,7 +3,7 @@
 Every module of ``src/napari_patchwise`` is listed, grouped by folder, with the first
 sentence of its docstring: the docstring is the one place that says what a module holds,
 so the map cannot drift from the code. ``python tools/file_map.py`` rewrites the section
-between the markers; ``tests/test_architecture_doc.py`` fails when it is stale.
+between the markers; ``tests/package/test_architecture_doc.py`` fails when it is stale.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ non-tumor keep the same hues everywhere: **blue hues are non-tumor** (sky blue, 
 for large tissue), **orange hues are tumor** (orange for small tissue, vermillion); the
 outcome and comparison colours add yellow, reddish purple, bluish green and grey. Every
 categorical set here keeps a minimum colour difference under simulated deuteranopia,
-protanopia and tritanopia (``tests/test_palette.py``).
+protanopia and tritanopia (``tests/napari/test_palette.py``).
 
 Core module: plain hex strings, no Qt, no napari.
 """

@@ -8,7 +8,7 @@ file descriptor shared by every thread, decoders that release the GIL), region r
 faster than OpenSlide's and scale with threads (``benchmarks/bench_open.py``).
 
 The tifffile path is taken only where its pixels are OpenSlide's, bit for bit
-(``tests/test_io_svs_default.py`` compares every level): 8-bit RGB tiles, lossless
+(``tests/io/test_io_svs_default.py`` compares every level): 8-bit RGB tiles, lossless
 (none, LZW, deflate) or JPEG stored as YCbCr, or as RGB without a JFIF marker (OpenSlide
 decodes a JPEG tile in the colour space the TIFF tag names, tifffile follows a JFIF
 marker's YCbCr instead). Everything else — JPEG 2000 (Aperio 33003/33005), several focal

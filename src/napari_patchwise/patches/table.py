@@ -4,7 +4,7 @@
 (the CLI's ``stats`` and ``predict``, the training cache, ``embed``, the cohort browser
 and the viewer's dock all call it); nothing else calls
 :func:`~napari_patchwise.patches.grid.patch_stats` or builds a
-:class:`~napari_patchwise.patches.grid.PatchGrid` from settings (``tests/test_one_builder.py``).
+:class:`~napari_patchwise.patches.grid.PatchGrid` from settings (``tests/patches/test_one_builder.py``).
 
 A table written by :func:`write_patch_table` (parquet) carries its grid and settings
 in the file's key-value metadata (key ``patchwise``), so :func:`read_patch_table` gives

@@ -49,7 +49,7 @@ class StorySettings:
     #: CPU kernels split their sums by thread, so 1 and 2 threads round differently and
     #: 200 SGD steps carry that apart (GERNE's test WGA 83.9 % at 2 threads; after 40
     #: steps 38.8 % at 2, 50.7 % at 1). With it fixed, every machine with the same torch
-    #: build and CPU instruction set trains the same runs (tests/test_demo_determinism.py).
+    #: build and CPU instruction set trains the same runs (tests/training/test_demo_determinism.py).
     threads: int = 2
 
 

@@ -29,7 +29,7 @@ def _paper() -> Mapping[str, Any]:
     # 2-output head, selection on validation) with the optimiser settings the GERNE paper
     # reports for Waterbirds/CelebA (arXiv 2503.13236, App. F) and SubpopBench's frozen
     # BatchNorm; the tumor paper gives no optimiser settings. Every value's source:
-    # docs/presets.md (tests/test_presets_provenance.py checks each has one). beta is
+    # docs/presets.md (tests/training/test_presets_provenance.py checks each has one). beta is
     # left at its default: the GERNE paper tunes beta and c on validation WGA.
     return MappingProxyType(
         {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "napari_patchwise"
 
 
 def _modules_with_examples() -> list[str]:

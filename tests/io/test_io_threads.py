@@ -15,7 +15,7 @@ import pytest
 import tifffile
 import zarr
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 import _wsi
 from napari_patchwise.io import _tile_cache
 from napari_patchwise.io._tiles import TiffLevelView

@@ -4,7 +4,7 @@ Every case is one a user hit: ``--overwrite`` deleting a finished run, a folder 
 a slide put inside a ``*.zarr`` folder; ``train`` replacing a stray ``history.csv`` or a
 finished run whose ``last.pt`` was deleted; a second sweep of another grid unlisting the
 first; file-system errors naming an internal temporary (or nothing); a disk full while a
-checkpoint is saved. The CLI runs in-process, as in ``tests/test_cli_bad_inputs.py``:
+checkpoint is saved. The CLI runs in-process, as in ``tests/cli/test_cli_bad_inputs.py``:
 one line on stderr, exit 2, and the user's files byte for byte as they were.
 """
 

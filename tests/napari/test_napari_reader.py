@@ -163,7 +163,7 @@ def test_viewer_opens_slide_with_patchwise_and_file_open_prefers_it(
     # napari's reader resolution offers this plugin for every supported format ...
     for name in ("a.tif", "a.ome.tiff", "a.png", "a.jpg"):
         assert "napari-patchwise" in _npe2.get_readers(str(tmp_path / name))
-    # ... and once the user accepts the offer (tests/test_viewer_guest.py), the choice
+    # ... and once the user accepts the offer (tests/napari/test_viewer_guest.py), the choice
     # is remembered, so File > Open (QtViewer._qt_open) reads TIFFs with it.
     from napari.settings import get_settings
 

@@ -1,5 +1,5 @@
 """The dock's per-group metrics say when WGA leaves out an empty group or rests on a tiny one
-(a real napari viewer under Xvfb; the slide and fixtures of tests/test_widget.py)."""
+(a real napari viewer under Xvfb; the slide and fixtures of tests/napari/test_widget.py)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "napari_patchwise"
 
 #: Lowest first; each layer is folders (or top-level modules) of the package. A module
 #: belongs to the first entry that equals it or is its package.

@@ -19,7 +19,7 @@ openslide = pytest.importorskip("openslide")
 imagecodecs = pytest.importorskip("imagecodecs")
 import tifffile  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 import _wsi  # noqa: E402
 from napari_patchwise.io import open_slide, svs  # noqa: E402
 from napari_patchwise.io._tiles import TiffLevelView  # noqa: E402

@@ -1,6 +1,6 @@
 """Units, tooltips, labels and number formats of the dock (a real napari viewer, Xvfb).
 
-The slide of tests/test_widget.py at 0.5 µm per pixel: every pixel length in the dock
+The slide of tests/napari/test_widget.py at 0.5 µm per pixel: every pixel length in the dock
 has its µm beside it; one patch-size field in the window (the Model tab reads the grid
 box's); every control has a tooltip in words; no two buttons say the same; one number
 format (:func:`napari_patchwise._napari.dock.words.fmt`) in the metrics; and a run's own patch

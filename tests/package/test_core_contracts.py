@@ -88,7 +88,7 @@ def test_slide_rejects_mismatched_channel_names():
 def test_sources_cite_docs_pages_not_files_users_never_have():
     # DESIGN.md and METHODS.md are reference notes outside the repository; what users
     # and contributors need lives in docs/, and every docs/ page the code cites exists.
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     files = [p for p in (repo / "src" / "napari_patchwise").rglob("*") if p.is_file()]
     files = [p for p in files if "__pycache__" not in p.parts]
     assert len(files) > 20

@@ -2,7 +2,7 @@
 dock's threshold, the accuracy curve against the attribute threshold, the ranking table.
 
 The cohort is tests/_cohort.py's tiny one (16 px patches, 8 x 8 cells per slide), its
-model a 4-step smallcnn run and the run's features (as tests/test_features.py).
+model a 4-step smallcnn run and the run's features (as tests/training/test_features.py).
 """
 
 from __future__ import annotations

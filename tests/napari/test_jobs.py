@@ -22,7 +22,7 @@ from napari_patchwise.errors import PatchwiseError
 
 pytestmark = pytest.mark.gui
 
-NAPARI_DIR = Path(__file__).parents[1] / "src" / "napari_patchwise" / "_napari"
+NAPARI_DIR = Path(__file__).parents[2] / "src" / "napari_patchwise" / "_napari"
 
 
 @pytest.fixture

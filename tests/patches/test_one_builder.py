@@ -30,7 +30,7 @@ from napari_patchwise.patches.table import (
 )
 from napari_patchwise.settings import DEFAULT_PATCH_SIZE, PatchSettings
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "napari_patchwise"
 BUILDERS = {"patches/table.py", "patches/grid.py"}
 
 

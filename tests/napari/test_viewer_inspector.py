@@ -1,6 +1,6 @@
 """The patch inspector (hover, click to pin, outline) and the overlays' status in words.
 
-The slide of tests/test_widget.py with a pixel size of 0.5 µm, so positions read in µm.
+The slide of tests/napari/test_widget.py with a pixel size of 0.5 µm, so positions read in µm.
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ def test_cli_compare_refuses_other_patches(tmp_path, capsys):
 
 
 # -- docs/compare.md ---------------------------------------------------------------------
-DOC = Path(__file__).resolve().parents[1] / "docs" / "compare.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "compare.md"
 
 
 def doc_blocks(language: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Save a session in the dock, close the viewer, reopen it in a fresh viewer and dock:
 the same layers (names, visibility), settings, sliders and metrics (docs/sessions.md).
 
-The slide of tests/test_widget.py as files: a pyramidal OME-TIFF (0.5 µm pixels), its
+The slide of tests/napari/test_widget.py as files: a pyramidal OME-TIFF (0.5 µm pixels), its
 mask TIFF and a prediction CSV.
 """
 
@@ -154,7 +154,7 @@ def test_save_without_a_slide_file_says_so(make_napari_viewer, monkeypatch, tmp_
 
 def test_view_session_reopens_it_from_the_command_line(files):
     """``patchwise view --session FILE --screenshot``, in its own process (see
-    tests/test_viewer_overlays.py): the session's predictions and overlay are on screen."""
+    tests/napari/test_viewer_overlays.py): the session's predictions and overlay are on screen."""
     from test_viewer_overlays import _read_png, has_colour
 
     settings = {"patch_size": P, "tissue": "mask", "tau": 0.3, "threshold": 0.6}

@@ -13,7 +13,7 @@ import pytest
 
 from napari_patchwise.training.presets import PRESETS
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "presets.md"
 SOURCES = {"tumor paper", "GERNE App. F", "SubpopBench", "this project's choice"}
 ROW = re.compile(r"^\|\s*`(--[a-z-]+)`\s*\|([^|]*)\|([^|]*)\|([^|]*)\|\s*$")
 

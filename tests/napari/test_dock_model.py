@@ -17,7 +17,7 @@ import pytest
 from napari_patchwise._napari.dock import notify
 from napari_patchwise._napari.dock.widget import PatchwiseWidget
 
-NAPARI = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise" / "_napari"
+NAPARI = Path(__file__).resolve().parents[2] / "src" / "napari_patchwise" / "_napari"
 
 #: The dock itself: the only modules that may hold it.
 DOCK_MODULES = {"dock/widget.py", "dock/binding.py"}

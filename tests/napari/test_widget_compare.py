@@ -298,7 +298,7 @@ def test_docs_script_block_runs(docked, qtbot, monkeypatch):
     from pathlib import Path
 
     _viewer, widget, errors, tmp = docked
-    doc = Path(__file__).resolve().parents[1] / "docs" / "compare.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "compare.md"
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.DOTALL)
     (script,) = [block for block in blocks if "widget." in block]
     for name, source in (("erm", tmp / "erm.parquet"), ("gerne", tmp / "gerne.csv")):

@@ -20,7 +20,7 @@ import pytest
 
 from napari_patchwise.groups import DEFAULT_TAU
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_patchwise"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "napari_patchwise"
 
 #: Private names still shared inside the dock (``_napari/``), whose rework is under way
 #: separately: remove each entry as its name becomes public. Nothing may be added.

@@ -1,6 +1,6 @@
 """The dock's overview minimap: the lowest pyramid level, the view's rectangle, click to go.
 
-The slide of tests/test_widget.py (512 x 512 px at 0.5 µm: 256 µm a side) as a
+The slide of tests/napari/test_widget.py (512 x 512 px at 0.5 µm: 256 µm a side) as a
 three-level pyramid; its thumbnail is the 128 x 128 lowest level, so one thumbnail
 pixel is 2 µm and the world extent (pixel edges) is [-0.25, 255.75) µm on both axes.
 """

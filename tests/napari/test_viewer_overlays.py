@@ -24,7 +24,7 @@ PATCH_OVERLAYS = ("labels", "groups", "correctness", "probability", "comparison"
 
 @pytest.fixture
 def shown(setup, qtbot, tmp_path):  # noqa: F811 - test_widget's fixture
-    """tests/test_widget.py's slide with its grid and predictions."""
+    """tests/napari/test_widget.py's slide with its grid and predictions."""
     viewer, widget, _ = setup
     load_predictions(qtbot, widget, tmp_path)
     return viewer, widget
@@ -49,7 +49,7 @@ def test_choosing_an_overlay_leaves_exactly_that_one_visible(shown, qtbot):
     assert choice.choice() == "outcome"  # predictions loaded: the outcome overlay
     for name, kind in CHOICES.items():
         if name == "comparison":
-            continue  # no second run here (tests/test_widget_compare.py has one)
+            continue  # no second run here (tests/napari/test_widget_compare.py has one)
         choice.choose(name)
         assert visible_overlays(viewer) == ([] if kind is None else [kind]), name
         assert choice.legend.entries == legend_entries(name)

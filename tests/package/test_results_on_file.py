@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
 MARKER = re.compile(r"<!--\s*on file:\s*(.+?)\s*-->")
 # a number: optional sign, digits, optional decimals; not part of a longer token
