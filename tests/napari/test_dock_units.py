@@ -26,13 +26,13 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTabBar,
 )
+from test_widget import PROB, P, load_predictions, make_slide, wait_idle
 
 from _cohort import make_cohort
 from _damaged import smallcnn_checkpoint
 from napari_patchwise._napari.dock import notify
 from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from napari_patchwise._napari.dock.words import fmt, size_text
-from test_widget import PROB, P, load_predictions, make_slide, wait_idle
 
 pytestmark = pytest.mark.gui
 UM = 0.5

@@ -79,9 +79,10 @@ def test_multimodal_and_16_bit_slides_stay_channel_layers(tmp_path):
 def test_overlays_and_a_half_resolution_mask_align_with_the_rgb_layer(
     make_napari_viewer, qtbot, monkeypatch, svs
 ):
+    from test_world_alignment import assert_same_world
+
     from napari_patchwise._napari.dock import notify
     from napari_patchwise._napari.dock.widget import PatchwiseWidget
-    from test_world_alignment import assert_same_world
 
     errors: list[str] = []
     monkeypatch.setattr(notify, "show_error", errors.append)

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from test_widget import LABEL, PROB, RATIO, N, P, expected_groups, expected_outcomes, make_slide
 
 from napari_patchwise.cli.main import main
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.reporting.qupath import scheme_classes, write_patches
-from test_widget import LABEL, PROB, RATIO, N, P, expected_groups, expected_outcomes, make_slide
 
 UM = 0.5  # µm per pixel
 TAU = 0.1

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from test_widget import load_predictions, setup  # noqa: F401 - the fixture
 
 from napari_patchwise import palette
 from napari_patchwise._napari.dock.demo_view import _overlay_shot
 from napari_patchwise.reporting.figures import legend_layout
-from test_widget import load_predictions, setup  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.gui
 

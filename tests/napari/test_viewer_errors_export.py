@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from qtpy.QtCore import Qt
+from test_qupath_classes import UM, slide_files  # noqa: F401 - the fixture
+from test_widget import PROB, N, P, expected_outcomes
 
 from napari_patchwise._napari.canvas.navigation import viewer_camera
 from napari_patchwise._napari.dock import notify
 from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from napari_patchwise._napari.inspect import errors_list
 from napari_patchwise._napari.inspect.errors_export import default_path
-from test_qupath_classes import UM, slide_files  # noqa: F401 - the fixture
-from test_widget import PROB, N, P, expected_outcomes
 
 pytestmark = pytest.mark.gui
 OUTCOMES = expected_outcomes(0.5)

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from qtpy.QtCore import QTimer
+from test_widget import setup  # noqa: F401 - the fixture
 
 from napari_patchwise._napari.dock import notify
-from test_widget import setup  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.gui
 SIDE = 1000  # 10^6 patches

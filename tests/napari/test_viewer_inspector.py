@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
+from test_widget import LABEL, PROB, N, P, expected_groups, load_predictions, make_slide, wait_idle
 
 from napari_patchwise._napari.canvas.navigation import viewer_camera
 from napari_patchwise._napari.dock import notify
 from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from napari_patchwise.analysis.metrics import CORRECTNESS_NAMES
 from napari_patchwise.groups import GROUP_NAMES
-from test_widget import LABEL, PROB, N, P, expected_groups, load_predictions, make_slide, wait_idle
 
 pytestmark = pytest.mark.gui
 UM = 0.5  # µm per level-0 pixel

@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 from qtpy.QtCore import QRect
 from qtpy.QtWidgets import QApplication, QPushButton
-
 from test_widget import (
     load_predictions,
     setup,  # noqa: F401 - the fixture

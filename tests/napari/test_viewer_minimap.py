@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
+from test_widget import make_slide
 
 from napari_patchwise._napari.canvas.navigation import viewer_camera
 from napari_patchwise._napari.dock.widget import PatchwiseWidget
-from test_widget import make_slide
 
 pytestmark = pytest.mark.gui
 UM = 0.5

@@ -8,15 +8,15 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-
-from napari_patchwise._napari.canvas.overlay_choice import CHOICES, legend_entries
-from napari_patchwise._napari.canvas.overlays import CORRECTNESS_COLORS, GROUP_COLORS
 from test_widget import (
     load_predictions,
     make_slide,
     rgb,
     setup,  # noqa: F401 - the fixture
 )
+
+from napari_patchwise._napari.canvas.overlay_choice import CHOICES, legend_entries
+from napari_patchwise._napari.canvas.overlays import CORRECTNESS_COLORS, GROUP_COLORS
 
 pytestmark = pytest.mark.gui
 PATCH_OVERLAYS = ("labels", "groups", "correctness", "probability", "comparison")

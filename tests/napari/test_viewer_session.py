@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from test_widget import PROB, N, P, make_slide, wait_idle
 
 from napari_patchwise._napari.canvas.navigation import viewer_camera
 from napari_patchwise._napari.canvas.overlays import CORRECTNESS_COLORS
@@ -24,7 +25,6 @@ from napari_patchwise._napari.dock.widget import PatchwiseWidget
 from napari_patchwise.cli.main import main
 from napari_patchwise.io.session import Session, SessionSlide, write_session
 from napari_patchwise.io.write import write_ome_tiff
-from test_widget import PROB, N, P, make_slide, wait_idle
 
 pytestmark = pytest.mark.gui
 UM = 0.5

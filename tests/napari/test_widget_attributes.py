@@ -13,11 +13,6 @@ import math
 import numpy as np
 import pytest
 from qtpy.QtWidgets import QLabel
-
-from napari_patchwise._napari.canvas.overlays import GROUP_COLORS, step_contrast_limits
-from napari_patchwise.analysis.metrics import evaluate
-from napari_patchwise.groups import GROUP_NAMES, group_ids
-from napari_patchwise.patches.attributes import border_codes
 from test_widget import (
     LABEL,
     PROB,
@@ -30,6 +25,11 @@ from test_widget import (
     setup,  # noqa: F401 - the fixture
     wait_idle,
 )
+
+from napari_patchwise._napari.canvas.overlays import GROUP_COLORS, step_contrast_limits
+from napari_patchwise.analysis.metrics import evaluate
+from napari_patchwise.groups import GROUP_NAMES, group_ids
+from napari_patchwise.patches.attributes import border_codes
 
 pytestmark = pytest.mark.gui
 

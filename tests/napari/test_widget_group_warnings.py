@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_widget import LABEL, RATIO, load_predictions, setup  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.gui

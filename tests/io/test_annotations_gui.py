@@ -15,10 +15,10 @@ import pytest
 import tifffile
 from napari.layers import Labels
 from skimage.draw import polygon2mask
+from test_annotations import QUPATH_MAP, qupath_expected, qupath_export
 
 from napari_patchwise.io import read_mask
 from napari_patchwise.slide import HEALTHY, TUMOR
-from test_annotations import QUPATH_MAP, qupath_expected, qupath_export
 
 PIXEL = 0.5
 SCALE = 8
@@ -159,7 +159,6 @@ def test_view_command_takes_a_geojson_mask_and_its_class_map(
 ):
     """``patchwise view SLIDE --mask annotations.geojson --mask-map NAMES --patch-size N``."""
     import napari
-
     from napari_patchwise.cli import demo
     from napari_patchwise.cli.main import main
 
