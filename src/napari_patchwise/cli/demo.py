@@ -18,6 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .._napari.dock.demo_view import show_story
+from .._napari.reader.layer_slide import align_mask_layer
+from ..errors import PatchwiseError
+from ..reporting.html import write_report
+from ..training.demo_story import StorySettings, run_story
+from ..training.runs import read_metrics
 from ._args import positive_int, seed, synth_side
 
 DEFAULT_OUT = "demo-output"
@@ -47,8 +53,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import PatchwiseError
-
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         if not args.no_gui:
             raise PatchwiseError(
@@ -60,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
     story = prepare_story(out_dir, args)
 
     import napari
-
-    from .._napari.dock.demo_view import show_story
 
     viewer = napari.Viewer(title="napari-patchwise demo")
     viewer.window.resize(1400, 900)
@@ -80,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare_story(out_dir: Path, args: argparse.Namespace):
     """Run :func:`~napari_patchwise.training.demo_story.run_story` with one progress bar per stage."""
-    from ..training.demo_story import StorySettings, run_story
 
     eval_every = min(StorySettings.eval_every, args.steps)  # at least one evaluation
     settings = StorySettings(
@@ -92,8 +93,6 @@ def prepare_story(out_dir: Path, args: argparse.Namespace):
 
 def write_story_report(story, images: dict[str, Path]) -> Path:
     """``report.html`` of the demo's two runs, with the viewer's overlays of both."""
-    from ..reporting.html import write_report
-    from ..training.runs import read_metrics
 
     wga = {}
     for name, run in story.runs.items():
@@ -157,7 +156,6 @@ def build_demo_viewer(out_dir: Path, viewer, *, image: Path, mask: Path) -> dict
     Returns the layers by role so later additions (overlays, the dock widget) can use
     them: ``{"channels": [...], "mask": Labels}``.
     """
-    from .._napari.reader.layer_slide import align_mask_layer
 
     channels = viewer.open(image, plugin="napari-patchwise")
     (mask_layer,) = viewer.open(mask, plugin="napari-patchwise")
@@ -188,7 +186,6 @@ def save_screenshot(viewer, path: Path) -> Path:
 
 def _rerun_under_xvfb(args: argparse.Namespace) -> int:
     """No display: run this same command again inside a virtual X server."""
-    from ..errors import PatchwiseError
 
     xvfb = shutil.which("xvfb-run")
     if xvfb is None or os.environ.get(_UNDER_XVFB):

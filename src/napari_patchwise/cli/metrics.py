@@ -15,8 +15,32 @@ import argparse
 import json
 import math
 
+import numpy as np
+
+from ..analysis.attribute_ranking import (
+    DEFAULT_MIN_SHARE,
+    DEFAULT_PERMUTATIONS,
+    NOISE_QUANTILE,
+    format_ranking,
+    rank_attributes,
+)
+from ..analysis.compare import (
+    COMPARISON_NAMES,
+    compare_predictions,
+    paired_predictions,
+    side_by_side,
+)
+from ..analysis.intervals import (
+    DEFAULT_N_BOOT,
+    paired_wga_difference_ci,
+    slide_bootstrap_ci,
+    slide_counts,
+    table_slide_counts,
+)
+from ..analysis.metrics import DEFAULT_MIN_GROUP_SIZE, evaluate, group_size_warnings
 from ..errors import PatchwiseError
-from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_threshold, attribute_values
+from ..io.tables import check_values, read_table
 from ..schema import DEFAULT_THRESHOLD
 from ._args import finite_float, int_range, non_negative_int, positive_int, probability, seed
 
@@ -189,10 +213,6 @@ def add_interval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.metrics import evaluate, group_size_warnings
-    from ..groups import attribute_threshold, attribute_values
-    from ..io.tables import check_values, read_table
-
     check_args(args)
     if args.rank_attributes:
         return _rank(args)
@@ -235,14 +255,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _min_group_size(args: argparse.Namespace) -> int:
-    from ..analysis.metrics import DEFAULT_MIN_GROUP_SIZE
-
     return DEFAULT_MIN_GROUP_SIZE if args.min_group_size is None else args.min_group_size
 
 
 def _table_interval(args: argparse.Namespace, table, group_threshold: float):
-    from ..analysis.intervals import slide_bootstrap_ci, table_slide_counts
-
     counts = table_slide_counts(
         table,
         attribute=args.attribute,
@@ -254,8 +270,6 @@ def _table_interval(args: argparse.Namespace, table, group_threshold: float):
 
 
 def _boot_options(args: argparse.Namespace) -> dict:
-    from ..analysis.intervals import DEFAULT_N_BOOT
-
     return {
         "n_boot": DEFAULT_N_BOOT if args.n_boot is None else args.n_boot,
         "seed": 0 if args.ci_seed is None else args.ci_seed,
@@ -296,10 +310,6 @@ def print_warnings(warnings: list[str]) -> None:
 def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
     """``--compare``: runs A (TABLE, which holds the labels) and B side by side, grouped
     by ``--attribute`` (of table A) at ``group_threshold``."""
-    from ..analysis.compare import compare_predictions, paired_predictions
-    from ..analysis.metrics import group_size_warnings
-    from ..groups import attribute_values
-    from ..io.tables import check_values, read_table
 
     table_a = read_table(args.table, required=("row", "col", "prob", "label"))
     check_values(table_a, path=args.table)  # labels, ratios in [0, 1]...
@@ -342,8 +352,6 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
 
 def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: float):
     """Interval of WGA(B) - WGA(A) over the same resampled slides of the paired table."""
-    from ..analysis.intervals import paired_wga_difference_ci, slide_counts
-    from ..groups import attribute_values
 
     if "slide" not in paired:
         raise PatchwiseError(
@@ -375,7 +383,6 @@ def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: 
 
 def format_comparison(result) -> str:
     """A plain-text side-by-side report of a :class:`~napari_patchwise.analysis.compare.Comparison`."""
-    from ..analysis.compare import COMPARISON_NAMES, side_by_side
 
     a, b = result.evaluation_a, result.evaluation_b
     name_a, name_b = result.names
@@ -403,15 +410,6 @@ def format_comparison(result) -> str:
 
 
 def _rank(args: argparse.Namespace) -> int:
-    from ..analysis.attribute_ranking import (
-        DEFAULT_MIN_SHARE,
-        DEFAULT_PERMUTATIONS,
-        NOISE_QUANTILE,
-        format_ranking,
-        rank_attributes,
-    )
-    from ..io.tables import check_values, read_table
-
     min_share = DEFAULT_MIN_SHARE if args.min_share is None else args.min_share
     table = read_table(args.table, required=("label",))
     check_values(table, path=args.table, missing_ok=False)
@@ -449,7 +447,6 @@ def _check_spread(values, attribute: str, path: str) -> None:
     """Refuse an attribute the user chose that holds one value: one group per class, so
     every "worst group" is a class and the groups say nothing. (Tissue ratio, the
     default, may: a table of whole-tissue patches still has its counts.)"""
-    import numpy as np
 
     present = np.unique(values[~np.isnan(values)])
     if attribute != "tissue_ratio" and present.size <= 1:

@@ -12,12 +12,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
+from .._atomic import check_output
 from .._compute import dask_client
+from .._progress import tqdm_progress
+from ..cohort.manifest import read_manifest
 from ..errors import PatchwiseError
+from ..io import open_slide
+from ..io.mask import MaskMap, as_mask_map
+from ..io.reader import slide_name
+from ..io.tables import table_format, write_table
+from ..patches.table import build_patch_table, settings_grid, table_metadata
+from ..reporting.qupath import write_patches
 from ..schema import BACKGROUNDS, TISSUE_MODES
+from ..settings import PatchSettings
 from ._args import (
     add_attribute_arguments,
     add_geojson_arguments,
@@ -105,13 +119,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .._atomic import check_output
-    from .._progress import tqdm_progress
-    from ..io.tables import table_format, write_table
-    from ..patches.table import settings_grid, table_metadata
-    from ..reporting.qupath import write_patches
 
     # Fail on a bad output name before any work; never overwrite an input or a folder.
     table_format(args.out)
@@ -179,8 +186,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace):
     """The command's :class:`~napari_patchwise.settings.PatchSettings`."""
-    from ..io.mask import MaskMap, as_mask_map
-    from ..settings import PatchSettings
 
     return PatchSettings(
         patch_size=args.patch_size,
@@ -211,7 +216,6 @@ def slide_table(image, mask, name, settings, options, attributes=None) -> pd.Dat
 def count_slide(slide, settings, options, extra, index, progress=None) -> pd.DataFrame:
     """The patch table of one slide (:func:`~napari_patchwise.patches.table.build_patch_table`),
     with the extra attributes ``extra["kinds"]`` joined; ``options``: origin and channels."""
-    from ..patches.table import build_patch_table
 
     return build_patch_table(
         slide,
@@ -246,7 +250,6 @@ def open_headless(image, mask, mask_map: str, name: str | None):
     Nothing is written (no display pyramid) and the mask is decoded once: its values are
     checked in the same pass that counts them.
     """
-    from ..io import open_slide
 
     slide = open_slide(image, mask=mask, mask_map=mask_map, pyramid=False, check_mask_values=False)
     return slide if name is None else dataclasses.replace(slide, name=name)
@@ -254,7 +257,6 @@ def open_headless(image, mask, mask_map: str, name: str | None):
 
 def _warn_if_no_tumor(table: pd.DataFrame, mask_map: str) -> None:
     """Say so when no slide has a tumor pixel: it is usually a wrong mask map."""
-    import sys
 
     if len(table) and int(table["n_tumor"].sum()) == 0:
         print(
@@ -266,8 +268,6 @@ def _warn_if_no_tumor(table: pd.DataFrame, mask_map: str) -> None:
 
 
 def _picklable(slide) -> bool:
-    import pickle
-
     try:
         pickle.dumps((slide.levels[0], slide.mask))
     except Exception:  # noqa: BLE001 - any failure means "cannot ship this graph"
@@ -286,8 +286,6 @@ def _jobs(
             hint="drop --mask, or give image files instead of the manifest",
         )
     if len(images) == 1 and images[0].lower().endswith(".csv") and not masks:
-        from ..cohort.manifest import read_manifest
-
         return [
             (e.image, e.mask, e.split, e.slide) for e in read_manifest(images[0], require_splits=())
         ]
@@ -306,8 +304,6 @@ def _jobs(
 
 
 def _check_unique_names(jobs) -> None:
-    from ..io.reader import slide_name
-
     seen: dict[str, Path] = {}
     files: set[Path] = set()
     for image, _, _, given in jobs:

@@ -22,6 +22,8 @@ from .formats import (  # noqa: F401 - re-exported: the reader's public names
     load_image,
     slide_name,
 )
+from .mask import read_mask
+from .pyramid_cache import pyramid_for
 
 
 def open_slide(
@@ -90,8 +92,6 @@ def open_slide(
         progress=progress,
     )
     if mask is not None:
-        from .mask import read_mask
-
         mask_array, factor, kind = read_mask(
             mask, slide.shape[1:], mask_map, check_values=check_mask_values
         )
@@ -112,8 +112,6 @@ def slide_from_loaded(
     """The :class:`Slide` for an image already read by :func:`load_image` (see ``open_slide``)."""
     levels = list(loaded.levels)
     if len(levels) == 1 and pyramid:
-        from .pyramid_cache import pyramid_for
-
         levels = pyramid_for(path, levels[0], loaded, cache=pyramid_cache, progress=progress)
     n = int(levels[0].shape[0])
     return Slide(
