@@ -18,11 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .._napari.dock.demo_view import show_story
-from .._napari.reader.layer_slide import align_mask_layer
 from ..errors import PatchwiseError
-from ..reporting.html import write_report
-from ..training.demo_story import StorySettings, run_story
 from ..training.runs import read_metrics
 from ._args import positive_int, seed, synth_side
 
@@ -65,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     import napari
 
+    from .._napari.dock.demo_view import show_story
+
     viewer = napari.Viewer(title="napari-patchwise demo")
     viewer.window.resize(1400, 900)
     layers = build_demo_viewer(out_dir, viewer, image=story.test_image, mask=story.test_mask)
@@ -82,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare_story(out_dir: Path, args: argparse.Namespace):
     """Run :func:`~napari_patchwise.training.demo_story.run_story` with one progress bar per stage."""
+    from ..training.demo_story import StorySettings, run_story
 
     eval_every = min(StorySettings.eval_every, args.steps)  # at least one evaluation
     settings = StorySettings(
@@ -93,6 +92,7 @@ def prepare_story(out_dir: Path, args: argparse.Namespace):
 
 def write_story_report(story, images: dict[str, Path]) -> Path:
     """``report.html`` of the demo's two runs, with the viewer's overlays of both."""
+    from ..reporting.html import write_report
 
     wga = {}
     for name, run in story.runs.items():
@@ -156,6 +156,7 @@ def build_demo_viewer(out_dir: Path, viewer, *, image: Path, mask: Path) -> dict
     Returns the layers by role so later additions (overlays, the dock widget) can use
     them: ``{"channels": [...], "mask": Labels}``.
     """
+    from .._napari.reader.layer_slide import align_mask_layer
 
     channels = viewer.open(image, plugin="napari-patchwise")
     (mask_layer,) = viewer.open(mask, plugin="napari-patchwise")

@@ -19,7 +19,6 @@ from ..errors import PatchwiseError
 from ..io.feature_store import FEATURE_STORE, LAYERS, partial_path
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
-from ..training.embed import EmbedSource, embed
 from ..training.encoder_presets import get_encoder_preset
 from ..training.encoders import encoder_names_help, is_encoder_name
 from ..training.inference import DEFAULT_BATCH_SIZE
@@ -168,6 +167,8 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.embed import EmbedSource
+
     passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
     _check_args(args)
 
@@ -201,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace, source, settings):
+    from ..training.embed import embed
+
     with (
         dask_client(args.scheduler, None) as client,
         tqdm_progress("preparing patches", unit="", disable=args.quiet) as prepare,

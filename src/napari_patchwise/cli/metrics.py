@@ -17,26 +17,6 @@ import math
 
 import numpy as np
 
-from ..analysis.attribute_ranking import (
-    DEFAULT_MIN_SHARE,
-    DEFAULT_PERMUTATIONS,
-    NOISE_QUANTILE,
-    format_ranking,
-    rank_attributes,
-)
-from ..analysis.compare import (
-    COMPARISON_NAMES,
-    compare_predictions,
-    paired_predictions,
-    side_by_side,
-)
-from ..analysis.intervals import (
-    DEFAULT_N_BOOT,
-    paired_wga_difference_ci,
-    slide_bootstrap_ci,
-    slide_counts,
-    table_slide_counts,
-)
 from ..analysis.metrics import DEFAULT_MIN_GROUP_SIZE, evaluate, group_size_warnings
 from ..errors import PatchwiseError
 from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_threshold, attribute_values
@@ -259,6 +239,8 @@ def _min_group_size(args: argparse.Namespace) -> int:
 
 
 def _table_interval(args: argparse.Namespace, table, group_threshold: float):
+    from ..analysis.intervals import slide_bootstrap_ci, table_slide_counts
+
     counts = table_slide_counts(
         table,
         attribute=args.attribute,
@@ -270,6 +252,8 @@ def _table_interval(args: argparse.Namespace, table, group_threshold: float):
 
 
 def _boot_options(args: argparse.Namespace) -> dict:
+    from ..analysis.intervals import DEFAULT_N_BOOT
+
     return {
         "n_boot": DEFAULT_N_BOOT if args.n_boot is None else args.n_boot,
         "seed": 0 if args.ci_seed is None else args.ci_seed,
@@ -310,6 +294,7 @@ def print_warnings(warnings: list[str]) -> None:
 def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
     """``--compare``: runs A (TABLE, which holds the labels) and B side by side, grouped
     by ``--attribute`` (of table A) at ``group_threshold``."""
+    from ..analysis.compare import compare_predictions, paired_predictions
 
     table_a = read_table(args.table, required=("row", "col", "prob", "label"))
     check_values(table_a, path=args.table)  # labels, ratios in [0, 1]...
@@ -352,6 +337,7 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
 
 def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: float):
     """Interval of WGA(B) - WGA(A) over the same resampled slides of the paired table."""
+    from ..analysis.intervals import paired_wga_difference_ci, slide_counts
 
     if "slide" not in paired:
         raise PatchwiseError(
@@ -383,6 +369,7 @@ def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: 
 
 def format_comparison(result) -> str:
     """A plain-text side-by-side report of a :class:`~napari_patchwise.analysis.compare.Comparison`."""
+    from ..analysis.compare import COMPARISON_NAMES, side_by_side
 
     a, b = result.evaluation_a, result.evaluation_b
     name_a, name_b = result.names
@@ -410,6 +397,14 @@ def format_comparison(result) -> str:
 
 
 def _rank(args: argparse.Namespace) -> int:
+    from ..analysis.attribute_ranking import (
+        DEFAULT_MIN_SHARE,
+        DEFAULT_PERMUTATIONS,
+        NOISE_QUANTILE,
+        format_ranking,
+        rank_attributes,
+    )
+
     min_share = DEFAULT_MIN_SHARE if args.min_share is None else args.min_share
     table = read_table(args.table, required=("label",))
     check_values(table, path=args.table, missing_ok=False)

@@ -19,7 +19,6 @@ from ..io.tables import table_format, write_table
 from ..reporting.qupath import write_patches
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ..training.inference import DEFAULT_BATCH_SIZE
-from ..training.predict import check_options, predict_slide
 from ..training.runs import resolve_checkpoint, run_files
 from ._args import (
     add_attribute_arguments,
@@ -97,6 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.predict import check_options, predict_slide
 
     # every option and the checkpoint are checked before any slide is read
     table_format(args.out)

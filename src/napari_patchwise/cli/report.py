@@ -8,9 +8,7 @@ from pathlib import Path
 from .._atomic import check_output
 from ..errors import PatchwiseError
 from ..groups import attribute_threshold
-from ..reporting.html import table1_csv_path, write_report, write_sweep_report
 from ..training.runs import run_files
-from ..training.sweep import is_sweep
 from ._args import finite_float, probability
 
 
@@ -52,6 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..reporting.html import table1_csv_path, write_report, write_sweep_report
+    from ..training.sweep import is_sweep
+
     runs = [Path(r) for r in args.runs]
     attribute = _attribute(args)
     if len(runs) == 1 and is_sweep(runs[0]):

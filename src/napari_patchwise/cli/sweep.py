@@ -22,7 +22,6 @@ from .._progress import tqdm_progress
 from ..errors import PatchwiseError
 from ..training.config import TrainConfig, check_used
 from ..training.loop import check_inputs, passive_openmp_waits
-from ..training.sweep import TABLE, complete_sweep, parse_axis, prepare_sweep
 from ._args import positive_int, scheduler_address, seed
 from .train import add_parser as add_train_parser
 from .train import config_from_args
@@ -109,6 +108,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def grid_axis(text: str):
     """``--grid`` type: a :class:`~napari_patchwise.training.sweep.Axis` or a one-line usage error."""
+    from ..training.sweep import parse_axis
 
     try:
         return parse_axis(text)
@@ -192,6 +192,8 @@ def check_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.sweep import TABLE, complete_sweep, prepare_sweep
+
     passive_openmp_waits()  # before the checks load torch (train.py, "CPU threads")
     seeds, make_config = check_args(args)
     try:

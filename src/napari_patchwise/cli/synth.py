@@ -9,8 +9,6 @@ from .._atomic import FILE, check_output, naming
 from .._progress import tqdm_progress
 from ..errors import PatchwiseError
 from ..io.write import OME_ZARR
-from ..synthetic.artefacts import artefacts_path, checked_artefacts, parse_artefact
-from ..synthetic.slides import SynthConfig, default_mask_path, write_synthetic_slide
 from ._args import (
     MAX_SYNTH_SIDE,
     MAX_TILE,
@@ -93,6 +91,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..synthetic.artefacts import artefacts_path, checked_artefacts, parse_artefact
+    from ..synthetic.slides import SynthConfig, default_mask_path, write_synthetic_slide
+
     if args.tile <= 0 or args.tile % 16:
         raise PatchwiseError(f"--tile {args.tile} is not a positive multiple of 16")
     config = SynthConfig(

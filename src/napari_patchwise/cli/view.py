@@ -13,15 +13,11 @@ import os
 import time
 from pathlib import Path
 
-from .._napari.dock.demo_view import wait_until_idle
-from .._napari.reader.layer_slide import align_mask_layer
 from ..errors import PatchwiseError
 from ..groups import DEFAULT_TAU
 from ..io.mask import as_mask_map
 from ..io.reader import slide_name
-from ..io.session import read_session
 from ..io.tables import read_table
-from ..patches.predictions import slide_rows
 from ..patches.table import read_table_metadata
 from ..schema import DEFAULT_THRESHOLD, TABLE_COLUMNS
 from ..settings import DEFAULT_PATCH_SIZE
@@ -102,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     table = grid = None
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
+        from ..patches.predictions import slide_rows
+
         table = read_table(args.table, required=TABLE_COLUMNS)
         grid = (read_table_metadata(args.table) or (None,))[0]  # the grid the file records
         slide_rows(
@@ -114,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     import napari
 
+    from .._napari.dock.demo_view import wait_until_idle
     from .._napari.dock.widget import PatchwiseWidget
+    from .._napari.reader.layer_slide import align_mask_layer
 
     viewer = napari.Viewer(title=f"patchwise view {args.image.name}")
     viewer.window.resize(1500, 950)
@@ -160,6 +160,7 @@ SESSION_REPLACES = ("image", "mask", "mask_map", "table", "overlay")
 
 def _run_session(args: argparse.Namespace) -> int:
     """``view --session FILE``: check the file (one line, exit 2), then reopen it."""
+    from ..io.session import read_session
 
     given = [f"--{k.replace('_', '-')}" for k in SESSION_REPLACES if getattr(args, k) is not None]
     if given:
@@ -172,6 +173,7 @@ def _run_session(args: argparse.Namespace) -> int:
         )
     import napari
 
+    from .._napari.dock.demo_view import wait_until_idle
     from .._napari.dock.widget import PatchwiseWidget
 
     viewer = napari.Viewer(title=f"patchwise view {args.session.name}")
