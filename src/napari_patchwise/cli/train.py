@@ -20,7 +20,7 @@ import sys
 from .._progress import tqdm_progress
 from ..errors import PatchwiseError
 from ..schema import BACKGROUNDS, TISSUE_MODES
-from ..training.config import SELECT_CHOICES, check_used
+from ..training.config import SELECT_CHOICES, TrainConfig, check_used
 from ..training.encoder_presets import get_encoder_preset
 from ..training.encoders import encoder_names_help
 from ..training.head import with_store_settings
@@ -28,7 +28,6 @@ from ..training.loop import (
     DEVICES,
     PRECISIONS,
     TrainCallbacks,
-    TrainConfig,
     check_inputs,
     passive_openmp_waits,
     train,
