@@ -749,7 +749,6 @@ def _write_pyramid(
     progress: ProgressCallback | None,
 ) -> None:
     """Write ``levels`` as OME-Zarr or OME-TIFF, by ``path``'s extension (mask: no names)."""
-    # Looked up at call time, so that tests can interrupt one of the two writes.
 
     if _is_zarr(path):
         write_ome_zarr(
