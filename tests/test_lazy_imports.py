@@ -51,11 +51,11 @@ HEAVY: tuple[str, ...] = (
 LIGHT_THIRD_PARTY: frozenset[str] = frozenset({"numpy", "pandas"})
 
 #: (module, imported module) -> why the import stays inside a function.
+_WINDOWS = "Unix only: the lock falls back to a pid file on Windows"
+_DASK = "Slide loads dask (0.4 s) on first use, so Ctrl-C early in patchwise is handled"
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    (
-        "napari_patchwise._atomic",
-        "fcntl",
-    ): "Unix only: the lock falls back to a pid file on Windows",
+    ("napari_patchwise._atomic", "fcntl"): _WINDOWS,
+    ("napari_patchwise", "napari_patchwise.slide"): _DASK,  # tests/test_cli_interrupt.py
 }
 
 
