@@ -186,10 +186,11 @@ def _needless(module: str, target: str) -> bool:
     """Whether ``module`` has no reason to import ``target`` inside a function."""
     if not _is_light(target):
         return False
-    # A command module imports project code inside ``run()`` when the parser does not
-    # load it anyway: ``patchwise --help`` stays as fast as it was.
+    # A module that building the parser loads (a command module, or core code it needs
+    # for its flags) imports project code inside the function that needs it when the
+    # parser does not load it anyway: ``patchwise --help`` stays as fast as it was.
     return not (
-        module.startswith("napari_patchwise.cli")
+        module in parser_modules()
         and target.startswith("napari_patchwise.")
         and target not in parser_modules()
     )

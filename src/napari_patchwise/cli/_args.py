@@ -25,7 +25,6 @@ from pathlib import Path
 
 from ..errors import PatchwiseError
 from ..groups import DEFAULT_TAU
-from ..patches.attributes import parse_kinds
 from ..reporting.qupath import CLASS_SCHEMES, DEFAULT_SCHEME
 from ..schema import DEFAULT_BORDER_MARGIN
 
@@ -192,6 +191,7 @@ def _size(n: float) -> str:
 def attribute_kinds(text: str) -> tuple[str, ...]:
     """``--attributes``: comma-separated kinds of extra per-patch attributes
     (``intensity,border,slide``; docs/attributes.md)."""
+    from ..patches.attributes import parse_kinds
 
     try:
         return parse_kinds(text)

@@ -9,8 +9,6 @@ from .._atomic import FILE, check_output, naming
 from .._progress import tqdm_progress
 from ..errors import PatchwiseError
 from ..io import open_slide
-from ..io.pyramid_cache import staged_pyramid
-from ..io.write import OME_ZARR, write_ome_tiff, write_ome_zarr
 from ._args import MAX_TILE, positive_finite_float, tile_side
 
 
@@ -54,6 +52,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.pyramid_cache import staged_pyramid
+    from ..io.write import OME_ZARR, write_ome_tiff, write_ome_zarr
+
     out = Path(args.out)
     name = out.name.lower()
     is_zarr = name.endswith(".zarr")

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_paths, check_output
-from ..analysis.discover import DiscoverSettings, discover_slices
 from ..errors import PatchwiseError
 from ..groups import numeric_attribute_columns
 from ..io.feature_store import read_features
@@ -70,6 +69,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..analysis.discover import DiscoverSettings, discover_slices
+
     out = Path(args.out)
     if table_format(out) != "parquet":
         raise PatchwiseError("is not a .parquet name", path=out, hint="name it *.parquet")

@@ -28,7 +28,6 @@ from ..io import open_slide
 from ..io.mask import MaskMap, as_mask_map
 from ..io.reader import slide_name
 from ..io.tables import table_format, write_table
-from ..patches.table import build_patch_table, settings_grid, table_metadata
 from ..reporting.qupath import write_patches
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ..settings import PatchSettings
@@ -119,6 +118,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..patches.table import settings_grid, table_metadata
 
     # Fail on a bad output name before any work; never overwrite an input or a folder.
     table_format(args.out)
@@ -216,6 +216,7 @@ def slide_table(image, mask, name, settings, options, attributes=None) -> pd.Dat
 def count_slide(slide, settings, options, extra, index, progress=None) -> pd.DataFrame:
     """The patch table of one slide (:func:`~napari_patchwise.patches.table.build_patch_table`),
     with the extra attributes ``extra["kinds"]`` joined; ``options``: origin and channels."""
+    from ..patches.table import build_patch_table
 
     return build_patch_table(
         slide,

@@ -23,7 +23,6 @@ from ..schema import BACKGROUNDS, TISSUE_MODES
 from ..training.config import SELECT_CHOICES, TrainConfig, check_used
 from ..training.encoder_presets import get_encoder_preset
 from ..training.encoders import encoder_names_help
-from ..training.head import with_store_settings
 from ..training.loop import (
     DEVICES,
     PRECISIONS,
@@ -228,6 +227,8 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` the parsed flags describe (a preset resolved beneath them)."""
     config = TrainConfig.from_options(options_from_args(args))
     if config.features is not None:  # a head run's model and patches are the store's
+        from ..training.head import with_store_settings
+
         config = with_store_settings(config)  # (sweep compares configs built here)
     return config
 

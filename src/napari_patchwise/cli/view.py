@@ -18,7 +18,6 @@ from ..groups import DEFAULT_TAU
 from ..io.mask import as_mask_map
 from ..io.reader import slide_name
 from ..io.tables import read_table
-from ..patches.table import read_table_metadata
 from ..schema import DEFAULT_THRESHOLD, TABLE_COLUMNS
 from ..settings import DEFAULT_PATCH_SIZE
 from ._args import pixels, probability
@@ -99,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
         from ..patches.predictions import slide_rows
+        from ..patches.table import read_table_metadata
 
         table = read_table(args.table, required=TABLE_COLUMNS)
         grid = (read_table_metadata(args.table) or (None,))[0]  # the grid the file records

@@ -38,7 +38,6 @@ import pandas as pd
 
 from .._atomic import OutputKind, atomic_path, exclusive_lock, held_by_another, zarr_attributes
 from ..errors import PatchwiseError
-from .zarr import read_checked
 
 ATTRS_KEY = "patchwise_features"
 LOCK_SUFFIX = ".patchwise-embed.lock"
@@ -203,6 +202,7 @@ def read_features(path: str | os.PathLike) -> FeatureSet:
         raise PatchwiseError(
             "the feature store is unfinished", path=path, hint="rerun `patchwise embed` to finish"
         )
+    from .zarr import read_checked
 
     group = _open_group(path, "r")
     vectors, tables = [], []

@@ -12,11 +12,6 @@ from pathlib import Path
 
 from ..errors import PatchwiseError
 from ._loaded import LoadedImage
-from .image import read_image
-from .svs import read_scanner
-from .tiff import read_tiff
-from .wsi import read_dicom
-from .zarr import read_ome_zarr
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -90,13 +85,22 @@ def load_image(path: str | os.PathLike, *, labels: bool = False) -> LoadedImage:
     """
     kind = image_format(path)
     if kind == "tiff":
+        from .tiff import read_tiff
+
         return read_tiff(path)
     if kind == "zarr":
+        from .zarr import read_ome_zarr
+
         return read_ome_zarr(path, labels=labels)
     if kind == "openslide":
+        from .svs import read_scanner
+
         return read_scanner(path, aperio=is_aperio(Path(path)))
     if kind == "dicom":
+        from .wsi import read_dicom
+
         return read_dicom(path)
+    from .image import read_image
 
     return read_image(path, labels=labels)
 

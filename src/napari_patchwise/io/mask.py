@@ -22,7 +22,6 @@ import numpy as np
 from .._progress import ProgressCallback, dask_progress
 from ..errors import PatchwiseError
 from ..slide import BACKGROUND, CLASS_NAMES, HEALTHY, TUMOR
-from .annotations import is_geojson, read_geojson_mask
 from .formats import load_image
 
 _CLASS_BY_NAME = {
@@ -309,6 +308,7 @@ def read_mask(
         for ``check_values=False``).
     """
     path = Path(path)
+    from .annotations import is_geojson
 
     if is_geojson(path):  # QuPath annotations, classes by name
         return _read_annotation_mask(path, level0_yx, as_mask_map(mask_map) or MaskMap.default())
@@ -343,6 +343,8 @@ def read_mask(
 def _read_annotation_mask(
     path: Path, level0_yx: tuple[int, int], mapping: MaskMap
 ) -> tuple[da.Array, int, str]:
+    from .annotations import read_geojson_mask
+
     mask, factor, kind, _ = read_geojson_mask(path, level0_yx, mapping.name_classes(), str(mapping))
     return mask, factor, kind
 

@@ -23,7 +23,6 @@ from .formats import (  # noqa: F401 - re-exported: the reader's public names
     slide_name,
 )
 from .mask import read_mask
-from .pyramid_cache import pyramid_for
 
 
 def open_slide(
@@ -112,6 +111,8 @@ def slide_from_loaded(
     """The :class:`Slide` for an image already read by :func:`load_image` (see ``open_slide``)."""
     levels = list(loaded.levels)
     if len(levels) == 1 and pyramid:
+        from .pyramid_cache import pyramid_for
+
         levels = pyramid_for(path, levels[0], loaded, cache=pyramid_cache, progress=progress)
     n = int(levels[0].shape[0])
     return Slide(

@@ -33,7 +33,6 @@ from typing import Any
 
 from ..errors import PatchwiseError
 from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_threshold
-from ..patches.attributes import column_kind
 from ..schema import DEFAULT_THRESHOLD
 from ..settings import PatchSettings
 from .encoders import encoder_names_help
@@ -214,6 +213,7 @@ class TrainConfig:
 
     def _check_attribute(self) -> None:
         """The attribute is one patchwise computes, with a usable threshold."""
+        from ..patches.attributes import column_kind
 
         if not isinstance(self.attribute, str) or not self.attribute:
             raise PatchwiseError(f"--attribute must be a column name, got {self.attribute!r}")

@@ -65,7 +65,6 @@ import pandas as pd
 
 from .._atomic import atomic_path, write_json
 from .._progress import ProgressCallback
-from ..analysis.discover import read_slice_table, slice_of_patches, worst_slice_accuracy
 from ..analysis.metrics import evaluate, group_size_warnings
 from ..cohort.manifest import read_manifest
 from ..errors import PatchwiseError, first_line
@@ -81,12 +80,9 @@ from .config import (
     TrainConfig,
     selection_metrics,
 )
-from .data import channel_stats, identity_collate, load_cohort, make_dataset, sequential_requests
 from .encoders import encoder_spec, is_encoder_name
-from .head import prepare, with_store_settings
 from .inference import Forward, autocast_context
 from .methods import TrainingGroups, make_method
-from .methods.dfr import FIT_ON, FITTED_ON_LABEL, Split, fit_dfr
 from .models import build_model, check_weights_file
 from .runs import (
     BEST,
@@ -213,6 +209,8 @@ def check_inputs(config: TrainConfig, *, device: bool = True) -> None:
 
     read_manifest(config.manifest)
     if config.slices is not None:  # read once here: a refusal before any training
+        from ..analysis.discover import read_slice_table
+
         read_slice_table(config.slices)
     if config.weights is not None:
         check_weights_file(config.weights, config.model)
@@ -377,6 +375,8 @@ def dataset_probabilities(
     :class:`.inference.Forward`.
     """
     from torch.utils.data import DataLoader
+
+    from .data import identity_collate, sequential_requests
 
     if len(dataset) == 0:
         return np.zeros(0, dtype=np.float32)
@@ -658,6 +658,8 @@ def train(
     import torch
 
     if config.features is not None:  # the head's checkpoints are the store's model's
+        from .head import with_store_settings
+
         config = with_store_settings(config)
     config.validate()
     config = absolute_paths(config)  # config.json names the files wherever it is resumed
@@ -803,6 +805,8 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
     """Patch tables, caches and datasets; rank 0 builds the caches, the others find them."""
     import torch
 
+    from .data import channel_stats, load_cohort, make_dataset
+
     if config.features is not None:
         return _head_data(config)
     cohort: Cohort | None = None
@@ -867,6 +871,7 @@ def _encoder_of(config: TrainConfig, cohort: Cohort) -> dict[str, Any] | None:
 
 def _head_data(config: TrainConfig) -> _Data:
     """The datasets of a head run: a feature store's vectors (:mod:`.head`)."""
+    from .head import prepare
 
     head = prepare(config)
     mean, std = (np.asarray(head.source.meta[k], dtype=np.float32) for k in ("mean", "std"))
@@ -989,6 +994,7 @@ def _run_steps(
 
 def _dfr_methods() -> dict[str, str]:
     """The DFR methods (fitted by :func:`_fit_dfr`, not by steps) and their split."""
+    from .methods.dfr import FIT_ON
 
     return FIT_ON
 
@@ -997,6 +1003,8 @@ def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     """DFR (:mod:`.methods.dfr`) instead of steps: one history row per C, its heads saved."""
 
     import torch
+
+    from .methods.dfr import FIT_ON, Split, fit_dfr
 
     config = run.config
     sets = {"train": run.data.train_set, "val": run.data.val_set}
@@ -1051,6 +1059,8 @@ def _batches(run: _Run, sampler, start: int) -> Iterator[list]:
     The loader (and its workers) start here, before the first step is timed.
     """
     from torch.utils.data import DataLoader
+
+    from .data import identity_collate
 
     config = run.config
     loader = DataLoader(
@@ -1140,6 +1150,7 @@ def _evaluate_and_select(run: _Run, state: RunState, seconds: float) -> dict[str
 
 def _worst_slice(run: _Run, prob: np.ndarray) -> float:
     """The validation split's worst accuracy over the slices of ``config.slices``."""
+    from ..analysis.discover import read_slice_table, slice_of_patches, worst_slice_accuracy
 
     if "val_slice_ids" not in run.inputs_cache:  # joined once per run
         keys = _split_table(run.data.val_set)
@@ -1181,6 +1192,8 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
         "warnings": _group_warnings("validation", run.data.val_set),
     }
     if config.method in _dfr_methods():  # which labels the head was fitted on
+        from .methods.dfr import FIT_ON, FITTED_ON_LABEL
+
         result["fitted_on"] = FITTED_ON_LABEL[FIT_ON[config.method]]
     if test_set is None or len(test_set) == 0:
         log.warning("no test slides: metrics.json holds no test metrics")

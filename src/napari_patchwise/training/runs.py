@@ -47,7 +47,6 @@ from .._atomic import (
 from ..cohort.manifest import read_manifest
 from ..errors import PatchwiseError, first_line
 from ..groups import DEFAULT_ATTRIBUTE, group_names
-from ..io.fingerprint import fingerprint
 from ..io.tables import read_table
 from ..settings import PatchSettings
 from .config import TrainConfig
@@ -335,6 +334,7 @@ def run_inputs(config: TrainConfig) -> dict[str, Any]:
     replaced, edited, touched or moved file changes it); the feature store's path and
     fingerprint for a head run. Costs a ``stat`` per file, no read of a slide.
     """
+    from ..io.fingerprint import fingerprint
 
     manifest = Path(config.manifest)
     slides = [
