@@ -13,7 +13,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 from .errors import PatchwiseError
-from .slide import Slide
 
 __all__ = ["PatchwiseError", "Slide", "__version__"]
 
@@ -22,5 +21,7 @@ def __getattr__(name: str):
     # ``Slide`` pulls in dask (~0.4 s): imported on first use, so ``patchwise`` starts
     # fast and a Ctrl-C in its first moments lands in code that handles it.
     if name == "Slide":
+        from .slide import Slide
+
         return Slide
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
