@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PatchwiseError
+from .errors import PatchwiseError, first_line
 
 TEMP_PREFIX = ".patchwise-tmp-"
 SCRATCH_PREFIX = ".patchwise-scratch-"
@@ -628,7 +628,6 @@ def read_json_object(
     hint : str, optional
         What to do, in the error.
     """
-    from .errors import first_line
 
     path = Path(path)
     try:

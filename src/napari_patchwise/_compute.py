@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import resource_tracker
 from typing import Any
 
 from .errors import PatchwiseError
@@ -53,7 +57,6 @@ def quiet_distributed_shutdown() -> None:
     for the rest of the process (asyncio may report them when the tasks are collected,
     after the client has closed).
     """
-    import logging
 
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _DropAllExit) for f in logger.filters):
@@ -70,12 +73,10 @@ def sigint_blocked() -> Iterator[None]:
     this process the signal stays pending and arrives as ``KeyboardInterrupt`` when the
     block ends: nothing is lost. A no-op where signals cannot be blocked (Windows).
     """
-    import signal
 
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    from multiprocessing import resource_tracker
 
     # Starting multiprocessing's resource tracker unblocks SIGINT in the calling thread
     # once it has spawned it: start it before blocking, so the workers' spawns find
@@ -104,9 +105,6 @@ def dask_setup(worker) -> None:  # noqa: ARG001 - the preload interface
     connection; none of that is the user's to read: a task's error reaches the command,
     which reports it as its own one line.
     """
-    import logging
-    import signal
-    import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import PatchwiseError
-from .schema import PREDICTION_COLUMNS
+from .schema import NOT_ATTRIBUTES, PREDICTION_COLUMNS
 
 GROUP_NAMES: tuple[str, ...] = (
     "non-tumor/small",
@@ -140,7 +140,6 @@ def attribute_values(
 def _check_attribute_name(attribute: str) -> None:
     """Refuse a column that cannot be the spurious attribute: the label (or what it is
     made of), a prediction, a position or pixel count (:data:`schema.NOT_ATTRIBUTES`)."""
-    from .schema import NOT_ATTRIBUTES
 
     if attribute not in NOT_ATTRIBUTES:
         return
@@ -206,7 +205,6 @@ def attribute_threshold(attribute: str, threshold: float | None, tau: float | No
 def numeric_attribute_columns(table: Any) -> list[str]:
     """Columns of a table that can be the attribute: numeric, and not a label, position,
     count or prediction (those are not properties of a patch's content)."""
-    from .schema import NOT_ATTRIBUTES
 
     names = []
     for name in getattr(table, "columns", ()):

@@ -21,6 +21,7 @@ pytest.importorskip("torch")
 from _cohort import make_cohort
 from napari_patchwise.cli.main import main
 from napari_patchwise.training import data
+from napari_patchwise.training import embed as embed_module
 
 COMMON = ["--model", "smallcnn", "--patch-size", "16", "--steps", "2", "--quiet"]
 
@@ -40,6 +41,7 @@ def no_cache(monkeypatch, cohort):
         raise AssertionError("a patch cache was built before the refusal")
 
     monkeypatch.setattr(data, "slide_patches", refuse)
+    monkeypatch.setattr(embed_module, "slide_patches", refuse)  # embed's own reference
     yield built
     assert not built
     assert not (cohort.parent / ".patchwise-cache").exists()

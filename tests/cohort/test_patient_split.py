@@ -19,6 +19,7 @@ from napari_patchwise.cohort.manifest import read_manifest
 from napari_patchwise.cohort.split import assign_splits, split_manifest
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.training import data
+from napari_patchwise.training import embed as embed_module
 
 
 def _write(folder: Path, patients: list[str], *, split: list[str] | None = None) -> Path:
@@ -198,6 +199,7 @@ def leaky(tmp_path, monkeypatch) -> Path:
         raise AssertionError("a patch cache was built before the refusal")
 
     monkeypatch.setattr(data, "slide_patches", refuse)
+    monkeypatch.setattr(embed_module, "slide_patches", refuse)  # embed's own reference
     return manifest
 
 

@@ -159,7 +159,7 @@ def test_view_command_takes_a_geojson_mask_and_its_class_map(
 ):
     """``patchwise view SLIDE --mask annotations.geojson --mask-map NAMES --patch-size N``."""
     import napari
-    from napari_patchwise.cli import demo
+    from napari_patchwise.cli import view
     from napari_patchwise.cli.main import main
 
     # the fixture's viewer: with this command building its own, the next test that did
@@ -176,7 +176,7 @@ def test_view_command_takes_a_geojson_mask_and_its_class_map(
         seen["mask"] = viewer.layers[widget.mask_combo.currentText()]
         return path
 
-    monkeypatch.setattr(demo, "save_screenshot", fake_screenshot)
+    monkeypatch.setattr(view, "save_screenshot", fake_screenshot)  # the view command's
     argv = ["view", str(image_path), "--mask", str(geojson), "--mask-map", QUPATH_MAP,
             "--patch-size", str(10 * SCALE), "--screenshot", str(tmp_path / "s.png")]  # fmt: skip
     assert main(argv) == 0

@@ -224,6 +224,7 @@ def test_clean_stale_sweeps_each_folder_once_per_process(tmp_path):
 
 def test_interrupted_synth_keeps_the_old_slide_and_mask_together(tmp_path, monkeypatch):
     from napari_patchwise.io import write
+    from napari_patchwise.synthetic import slides
 
     out = tmp_path / "s.ome.tif"
     assert main([*SYNTH, "--out", str(out), "--seed", "1"]) == 0
@@ -238,7 +239,7 @@ def test_interrupted_synth_keeps_the_old_slide_and_mask_together(tmp_path, monke
             raise KeyboardInterrupt
         return real(path, levels, **kwargs)
 
-    monkeypatch.setattr(write, "write_ome_tiff", failing_mask_write)
+    monkeypatch.setattr(slides, "write_ome_tiff", failing_mask_write)  # synth's writer
     assert main([*SYNTH, "--out", str(out), "--seed", "2"]) == 130  # Ctrl-C's exit status
     assert len(calls) == 2
     assert _tree(tmp_path) == before  # old slide beside old mask, nothing else

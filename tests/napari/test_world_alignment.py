@@ -357,7 +357,7 @@ def test_dock_mask_map_field_decides_the_classes(make_napari_viewer, qtbot, monk
 @pytest.mark.gui
 def test_view_command_aligns_the_mask_and_applies_mask_map(monkeypatch, tmp_path):
     """``patchwise view IMAGE --mask MASK --mask-map binary`` in this process."""
-    from napari_patchwise.cli import demo
+    from napari_patchwise.cli import view
     from napari_patchwise.cli.main import main
 
     image_path, mask_path = write_slide(tmp_path, factor=2, values01=True)
@@ -373,7 +373,7 @@ def test_view_command_aligns_the_mask_and_applies_mask_map(monkeypatch, tmp_path
         seen["layers"] = len(viewer.layers)
         return path
 
-    monkeypatch.setattr(demo, "save_screenshot", fake_screenshot)
+    monkeypatch.setattr(view, "save_screenshot", fake_screenshot)  # the view command's
     args = ["view", str(image_path), "--mask", str(mask_path), "--patch-size", str(P)]
     assert main([*args, "--mask-map", "binary", "--screenshot", str(tmp_path / "s.png")]) == 0
     assert seen["field"] == MASK_MAP_PRESETS[1] and seen["layers"] >= 4

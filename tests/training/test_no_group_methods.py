@@ -62,6 +62,7 @@ class _NoGroups(TrainingGroups):
 @pytest.fixture
 def no_groups(monkeypatch):
     """The method of the run gets no groups; its ERM first stage gets meaningless ones."""
+    import napari_patchwise.training.loop as loop
     import napari_patchwise.training.methods as methods
 
     made, real = [], methods.make_method
@@ -74,7 +75,8 @@ def no_groups(monkeypatch):
         made.append(real(name, data, config))
         return made[-1]
 
-    monkeypatch.setattr(methods, "make_method", make)
+    # patched where the training loop looks it up (imported at module level there)
+    monkeypatch.setattr(loop, "make_method", make)
     return made
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import PatchwiseError
 from ..groups import (
     N_GROUPS,
     attribute_values,
@@ -161,7 +162,6 @@ def rank_attributes(
         Sorted by ``gap - noise_floor``, largest first; attributes with no qualifying
         threshold last.
     """
-    from ..errors import PatchwiseError
 
     if "prob" not in table and "pred" not in table:
         raise PatchwiseError(

@@ -24,6 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import PatchwiseError
+from ..groups import DEFAULT_TAU
+from ..reporting.qupath import CLASS_SCHEMES, DEFAULT_SCHEME
+from ..schema import DEFAULT_BORDER_MARGIN
 
 MAX_PIXELS = 2**31 - 1
 MAX_TILE = 8192
@@ -188,7 +191,6 @@ def _size(n: float) -> str:
 def attribute_kinds(text: str) -> tuple[str, ...]:
     """``--attributes``: comma-separated kinds of extra per-patch attributes
     (``intensity,border,slide``; docs/attributes.md)."""
-    from ..errors import PatchwiseError
     from ..patches.attributes import parse_kinds
 
     try:
@@ -199,7 +201,6 @@ def attribute_kinds(text: str) -> tuple[str, ...]:
 
 def add_attribute_arguments(p: argparse.ArgumentParser, what: str) -> None:
     """``--attributes KINDS`` and ``--border-margin N`` (``stats`` and ``predict``)."""
-    from ..schema import DEFAULT_BORDER_MARGIN
 
     p.add_argument(
         "--attributes",
@@ -223,8 +224,6 @@ def add_attribute_arguments(p: argparse.ArgumentParser, what: str) -> None:
 def add_geojson_arguments(p: argparse.ArgumentParser, *, predictions: bool = False) -> None:
     """``--geojson-classes``, ``--errors-only`` and ``--tau``: the QuPath class scheme
     (docs/annotations.md) of a command's ``--geojson`` export."""
-    from ..groups import DEFAULT_TAU
-    from ..reporting.qupath import CLASS_SCHEMES, DEFAULT_SCHEME
 
     p.add_argument(
         "--geojson-classes",

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from .._atomic import FILE, check_output, naming
+from .._progress import tqdm_progress
+from ..errors import PatchwiseError
+from ..io import open_slide
 from ._args import MAX_TILE, positive_finite_float, tile_side
 
 
@@ -47,12 +52,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .._atomic import FILE, check_output, naming
-    from .._progress import tqdm_progress
-    from ..errors import PatchwiseError
-    from ..io import open_slide
     from ..io.pyramid_cache import staged_pyramid
     from ..io.write import OME_ZARR, write_ome_tiff, write_ome_zarr
 

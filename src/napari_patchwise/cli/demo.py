@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..errors import PatchwiseError
+from ..training.runs import read_metrics
 from ._args import positive_int, seed, synth_side
 
 DEFAULT_OUT = "demo-output"
@@ -47,8 +49,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import PatchwiseError
-
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         if not args.no_gui:
             raise PatchwiseError(
@@ -93,7 +93,6 @@ def prepare_story(out_dir: Path, args: argparse.Namespace):
 def write_story_report(story, images: dict[str, Path]) -> Path:
     """``report.html`` of the demo's two runs, with the viewer's overlays of both."""
     from ..reporting.html import write_report
-    from ..training.runs import read_metrics
 
     wga = {}
     for name, run in story.runs.items():
@@ -188,7 +187,6 @@ def save_screenshot(viewer, path: Path) -> Path:
 
 def _rerun_under_xvfb(args: argparse.Namespace) -> int:
     """No display: run this same command again inside a virtual X server."""
-    from ..errors import PatchwiseError
 
     xvfb = shutil.which("xvfb-run")
     if xvfb is None or os.environ.get(_UNDER_XVFB):

@@ -11,7 +11,17 @@ most typical patches, and the permutation noise floor (``docs/shortcuts.md``).
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
+import numpy as np
+
+from .._atomic import atomic_paths, check_output
+from ..errors import PatchwiseError
+from ..groups import numeric_attribute_columns
+from ..io.feature_store import read_features
+from ..io.tables import read_table, table_format
 from ..schema import DEFAULT_THRESHOLD
 from ._args import non_negative_float, non_negative_int, positive_int, probability, seed
 
@@ -59,18 +69,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-    from pathlib import Path
-
-    from .._atomic import atomic_paths, check_output
     from ..analysis.discover import DiscoverSettings, discover_slices
-    from ..io.tables import table_format
 
     out = Path(args.out)
     if table_format(out) != "parquet":
-        from ..errors import PatchwiseError
-
         raise PatchwiseError("is not a .parquet name", path=out, hint="name it *.parquet")
     summary_path = out.with_suffix(".json")
     for path in (out, summary_path):
@@ -109,13 +111,6 @@ def run(args: argparse.Namespace) -> int:
 
 def joined_inputs(args: argparse.Namespace):
     """The prediction rows that have a vector, and their vectors, in the same order."""
-    import sys
-
-    import numpy as np
-
-    from ..errors import PatchwiseError
-    from ..io.feature_store import read_features
-    from ..io.tables import read_table
 
     table = read_table(args.table, required=(*KEYS, "label", "prob"))
     if args.split is not None:
@@ -150,8 +145,6 @@ def joined_inputs(args: argparse.Namespace):
 
 
 def _attributes(joined):
-    from ..groups import numeric_attribute_columns
-
     columns = [c for c in numeric_attribute_columns(joined) if c not in ("slice",)]
     return joined[columns] if columns else None
 

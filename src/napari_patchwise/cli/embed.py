@@ -9,17 +9,26 @@ embed continues when run again with the same inputs (other inputs are refused).
 from __future__ import annotations
 
 import argparse
+import sys
 
+from .._atomic import check_output
+from .._compute import dask_client
+from .._progress import tqdm_progress
+from ..cohort.manifest import read_manifest
+from ..errors import PatchwiseError
+from ..io.feature_store import FEATURE_STORE, LAYERS, partial_path
 from ..schema import BACKGROUNDS, TISSUE_MODES
+from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
+from ..training.encoder_presets import get_encoder_preset
+from ..training.encoders import encoder_names_help, is_encoder_name
 from ..training.inference import DEFAULT_BATCH_SIZE
+from ..training.loop import passive_openmp_waits, resolve_device
+from ..training.models import BATCHNORM_MODELS, check_weights_file
+from ..training.runs import resolve_checkpoint, run_files
 from ._args import pixels, positive_int, scheduler_address
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..io.feature_store import LAYERS
-    from ..training.encoders import encoder_names_help
-    from ..training.models import BATCHNORM_MODELS
-
     p = subparsers.add_parser(
         "embed",
         help="one feature vector per patch (for train --features)",
@@ -99,9 +108,6 @@ BACKBONE_DEFAULTS = {
 
 def backbone_name(text: str) -> str:
     """``--backbone``: a torchvision ResNet, ``timm:NAME`` or an encoder preset."""
-    from ..training.encoder_presets import get_encoder_preset
-    from ..training.encoders import encoder_names_help, is_encoder_name
-    from ..training.models import BATCHNORM_MODELS
 
     if text in BATCHNORM_MODELS or is_encoder_name(text):
         preset = get_encoder_preset(text)
@@ -118,11 +124,6 @@ def _check_args(args: argparse.Namespace) -> None:
     used), the weights file, the device (here, unless ``--scheduler`` sends the work
     elsewhere), the manifest (no patient in two splits) and the output.
     """
-    from .._atomic import check_output
-    from ..errors import PatchwiseError
-    from ..io.feature_store import FEATURE_STORE
-    from ..training.encoders import is_encoder_name
-    from ..training.runs import resolve_checkpoint, run_files
 
     for name, default in BACKBONE_DEFAULTS.items():
         given = getattr(args, name) is not None
@@ -158,29 +159,18 @@ def _check_args(args: argparse.Namespace) -> None:
 def _check_inputs(args: argparse.Namespace) -> None:
     """The weights file, the device and the manifest, before any patch is cut."""
     if args.weights and args.backbone:
-        from ..training.models import check_weights_file
-
         check_weights_file(args.weights, args.backbone)
     if args.scheduler is None:  # on a cluster the workers' devices count, not this one's
-        from ..training.loop import resolve_device
-
         resolve_device(args.device)
     if args.target.lower().endswith(".csv"):
-        from ..cohort.manifest import read_manifest
-
         read_manifest(args.target, require_splits=())
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
     from ..training.embed import EmbedSource
-    from ..training.loop import passive_openmp_waits
 
     passive_openmp_waits()  # before torch loads (train.py, "CPU threads")
     _check_args(args)
-    from ..training.encoder_presets import get_encoder_preset
 
     patch_size = DEFAULT_PATCH_SIZE if args.patch_size is None else args.patch_size
     settings = PatchSettings(
@@ -199,8 +189,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = _embed(args, source, settings)
     except KeyboardInterrupt:
-        from ..io.feature_store import partial_path
-
         partial = partial_path(args.out)
         if partial.exists():
             print(
@@ -214,8 +202,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace, source, settings):
-    from .._compute import dask_client
-    from .._progress import tqdm_progress
     from ..training.embed import embed
 
     with (

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from .. import __version__
+from .._atomic import user_os_error
 from ..errors import PatchwiseError
 
 # Order is the order shown in ``patchwise --help``.
@@ -144,7 +145,6 @@ _OS_HINTS = {
 
 def _os_error_line(exc: OSError) -> str:
     """``file: reason — what to do.`` of an ``OSError`` (the user's path, never a temporary)."""
-    from .._atomic import user_os_error
 
     exc = user_os_error(exc, [])
     reason = exc.strerror or str(exc) or type(exc).__name__

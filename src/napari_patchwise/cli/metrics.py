@@ -15,8 +15,12 @@ import argparse
 import json
 import math
 
+import numpy as np
+
+from ..analysis.metrics import DEFAULT_MIN_GROUP_SIZE, evaluate, group_size_warnings
 from ..errors import PatchwiseError
-from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_threshold, attribute_values
+from ..io.tables import check_values, read_table
 from ..schema import DEFAULT_THRESHOLD
 from ._args import finite_float, int_range, non_negative_int, positive_int, probability, seed
 
@@ -189,10 +193,6 @@ def add_interval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.metrics import evaluate, group_size_warnings
-    from ..groups import attribute_threshold, attribute_values
-    from ..io.tables import check_values, read_table
-
     check_args(args)
     if args.rank_attributes:
         return _rank(args)
@@ -235,8 +235,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _min_group_size(args: argparse.Namespace) -> int:
-    from ..analysis.metrics import DEFAULT_MIN_GROUP_SIZE
-
     return DEFAULT_MIN_GROUP_SIZE if args.min_group_size is None else args.min_group_size
 
 
@@ -297,9 +295,6 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
     """``--compare``: runs A (TABLE, which holds the labels) and B side by side, grouped
     by ``--attribute`` (of table A) at ``group_threshold``."""
     from ..analysis.compare import compare_predictions, paired_predictions
-    from ..analysis.metrics import group_size_warnings
-    from ..groups import attribute_values
-    from ..io.tables import check_values, read_table
 
     table_a = read_table(args.table, required=("row", "col", "prob", "label"))
     check_values(table_a, path=args.table)  # labels, ratios in [0, 1]...
@@ -343,7 +338,6 @@ def run_compare(args: argparse.Namespace, group_threshold: float) -> int:
 def _paired_interval(args: argparse.Namespace, paired, result, group_threshold: float):
     """Interval of WGA(B) - WGA(A) over the same resampled slides of the paired table."""
     from ..analysis.intervals import paired_wga_difference_ci, slide_counts
-    from ..groups import attribute_values
 
     if "slide" not in paired:
         raise PatchwiseError(
@@ -410,7 +404,6 @@ def _rank(args: argparse.Namespace) -> int:
         format_ranking,
         rank_attributes,
     )
-    from ..io.tables import check_values, read_table
 
     min_share = DEFAULT_MIN_SHARE if args.min_share is None else args.min_share
     table = read_table(args.table, required=("label",))
@@ -449,7 +442,6 @@ def _check_spread(values, attribute: str, path: str) -> None:
     """Refuse an attribute the user chose that holds one value: one group per class, so
     every "worst group" is a class and the groups say nothing. (Tissue ratio, the
     default, may: a table of whole-tissue patches still has its counts.)"""
-    import numpy as np
 
     present = np.unique(values[~np.isnan(values)])
     if attribute != "tissue_ratio" and present.size <= 1:

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import argparse
 
+from .._atomic import check_output
+from .._progress import tqdm_progress
 from ..errors import PatchwiseError
+from ..io import open_slide
+from ..io.tables import table_format, write_table
+from ..reporting.qupath import write_patches
 from ..schema import BACKGROUNDS, TISSUE_MODES
 from ..training.inference import DEFAULT_BATCH_SIZE
+from ..training.runs import resolve_checkpoint, run_files
 from ._args import (
     add_attribute_arguments,
     add_geojson_arguments,
@@ -90,11 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._atomic import check_output
-    from .._progress import tqdm_progress
-    from ..io.tables import table_format, write_table
     from ..training.predict import check_options, predict_slide
-    from ..training.runs import resolve_checkpoint, run_files
 
     # every option and the checkpoint are checked before any slide is read
     table_format(args.out)
@@ -145,8 +147,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_geojson(table, args: argparse.Namespace) -> None:
     """The QuPath objects of the predicted patches (outcomes at the table's ``pred``)."""
-    from ..io import open_slide
-    from ..reporting.qupath import write_patches
 
     pixel_size = open_slide(args.image, pyramid=False).pixel_size  # metadata only
     write_patches(

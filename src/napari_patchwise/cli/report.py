@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._atomic import check_output
+from ..errors import PatchwiseError
+from ..groups import attribute_threshold
+from ..training.runs import run_files
 from ._args import finite_float, probability
 
 
@@ -46,10 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._atomic import check_output
-    from ..errors import PatchwiseError
     from ..reporting.html import table1_csv_path, write_report, write_sweep_report
-    from ..training.runs import run_files
     from ..training.sweep import is_sweep
 
     runs = [Path(r) for r in args.runs]
@@ -85,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _attribute(args: argparse.Namespace) -> tuple[str | None, float | None]:
     """``(attribute, threshold)`` to regroup by, or ``(None, None)`` for the runs' own."""
-    from ..errors import PatchwiseError
-    from ..groups import attribute_threshold
 
     if args.attribute is None:
         if args.attribute_threshold is not None or args.tau is not None:

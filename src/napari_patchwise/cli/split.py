@@ -9,13 +9,14 @@ same assignment for the same seed (:mod:`napari_patchwise.cohort.split`).
 from __future__ import annotations
 
 import argparse
+import sys
 
+from .._atomic import check_output
+from ..cohort.split import DEFAULT_FRACTIONS, SPLIT_BY, check_fractions, split_manifest
 from ._args import non_negative_float, seed
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cohort.split import DEFAULT_FRACTIONS, SPLIT_BY
-
     p = subparsers.add_parser(
         "split",
         help="assign slides to train/val/test, each patient's slides to one split",
@@ -42,11 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from .._atomic import check_output
-    from ..cohort.split import check_fractions, split_manifest
-
     check_fractions(args.fractions)  # before reading anything
     check_output(args.out, inputs=[args.manifest], role="the input manifest")
     summary = split_manifest(

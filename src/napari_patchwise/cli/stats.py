@@ -12,12 +12,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
+from .._atomic import check_output
 from .._compute import dask_client
+from .._progress import tqdm_progress
+from ..cohort.manifest import read_manifest
 from ..errors import PatchwiseError
+from ..io import open_slide
+from ..io.mask import MaskMap, as_mask_map
+from ..io.reader import slide_name
+from ..io.tables import table_format, write_table
+from ..reporting.qupath import write_patches
 from ..schema import BACKGROUNDS, TISSUE_MODES
+from ..settings import PatchSettings
 from ._args import (
     add_attribute_arguments,
     add_geojson_arguments,
@@ -105,13 +118,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .._atomic import check_output
-    from .._progress import tqdm_progress
-    from ..io.tables import table_format, write_table
     from ..patches.table import settings_grid, table_metadata
-    from ..reporting.qupath import write_patches
 
     # Fail on a bad output name before any work; never overwrite an input or a folder.
     table_format(args.out)
@@ -179,8 +186,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace):
     """The command's :class:`~napari_patchwise.settings.PatchSettings`."""
-    from ..io.mask import MaskMap, as_mask_map
-    from ..settings import PatchSettings
 
     return PatchSettings(
         patch_size=args.patch_size,
@@ -246,7 +251,6 @@ def open_headless(image, mask, mask_map: str, name: str | None):
     Nothing is written (no display pyramid) and the mask is decoded once: its values are
     checked in the same pass that counts them.
     """
-    from ..io import open_slide
 
     slide = open_slide(image, mask=mask, mask_map=mask_map, pyramid=False, check_mask_values=False)
     return slide if name is None else dataclasses.replace(slide, name=name)
@@ -254,7 +258,6 @@ def open_headless(image, mask, mask_map: str, name: str | None):
 
 def _warn_if_no_tumor(table: pd.DataFrame, mask_map: str) -> None:
     """Say so when no slide has a tumor pixel: it is usually a wrong mask map."""
-    import sys
 
     if len(table) and int(table["n_tumor"].sum()) == 0:
         print(
@@ -266,8 +269,6 @@ def _warn_if_no_tumor(table: pd.DataFrame, mask_map: str) -> None:
 
 
 def _picklable(slide) -> bool:
-    import pickle
-
     try:
         pickle.dumps((slide.levels[0], slide.mask))
     except Exception:  # noqa: BLE001 - any failure means "cannot ship this graph"
@@ -286,8 +287,6 @@ def _jobs(
             hint="drop --mask, or give image files instead of the manifest",
         )
     if len(images) == 1 and images[0].lower().endswith(".csv") and not masks:
-        from ..cohort.manifest import read_manifest
-
         return [
             (e.image, e.mask, e.split, e.slide) for e in read_manifest(images[0], require_splits=())
         ]
@@ -306,8 +305,6 @@ def _jobs(
 
 
 def _check_unique_names(jobs) -> None:
-    from ..io.reader import slide_name
-
     seen: dict[str, Path] = {}
     files: set[Path] = set()
     for image, _, _, given in jobs:

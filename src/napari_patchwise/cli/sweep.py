@@ -17,8 +17,14 @@ import os
 import sys
 from typing import Any
 
+from .._compute import dask_client
+from .._progress import tqdm_progress
 from ..errors import PatchwiseError
+from ..training.config import TrainConfig, check_used
+from ..training.loop import check_inputs, passive_openmp_waits
 from ._args import positive_int, scheduler_address, seed
+from .train import add_parser as add_train_parser
+from .train import config_from_args
 
 #: train's arguments the sweep handles itself (each run's --out and --seed) or has no use
 #: for (--resume: a rerun of a sweep always resumes; --overwrite: it never replaces a run).
@@ -37,7 +43,6 @@ class _RaisingParser(argparse.ArgumentParser):
 
 def train_parser() -> argparse.ArgumentParser:
     """A fresh ``patchwise train`` parser (its flags, types, choices and defaults)."""
-    from .train import add_parser as add_train_parser
 
     return add_train_parser(_RaisingParser(prog="patchwise sweep").add_subparsers())
 
@@ -143,7 +148,6 @@ def _text(value: Any) -> str:
 
 def config_factory(args: argparse.Namespace):
     """``make_config(options)``: a run's TrainConfig from train's parser and the flags given."""
-    from .train import config_from_args
 
     parser = train_parser()
     base = [os.path.abspath(args.manifest), *train_tokens(args, parser)]
@@ -173,8 +177,6 @@ def check_args(args: argparse.Namespace):
     the runs elsewhere) and, in :func:`~napari_patchwise.training.sweep.plan`, every grid point
     (an axis the method ignores is refused there).
     """
-    from ..training.config import TrainConfig, check_used
-    from ..training.loop import check_inputs
 
     if args.seeds is not None and args.seed is not None:
         raise PatchwiseError("give --seeds or --seed, not both")
@@ -190,9 +192,6 @@ def check_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._compute import dask_client
-    from .._progress import tqdm_progress
-    from ..training.loop import passive_openmp_waits
     from ..training.sweep import TABLE, complete_sweep, prepare_sweep
 
     passive_openmp_waits()  # before the checks load torch (train.py, "CPU threads")

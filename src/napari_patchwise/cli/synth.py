@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from .._atomic import FILE, check_output, naming
+from .._progress import tqdm_progress
+from ..errors import PatchwiseError
 from ._args import (
     MAX_SYNTH_SIDE,
     MAX_TILE,
@@ -86,11 +90,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .._atomic import FILE, check_output, naming
-    from .._progress import tqdm_progress
-    from ..errors import PatchwiseError
     from ..io.write import OME_ZARR
     from ..synthetic.artefacts import artefacts_path, checked_artefacts, parse_artefact
     from ..synthetic.slides import SynthConfig, default_mask_path, write_synthetic_slide

@@ -14,8 +14,27 @@ leave the namespace without the attribute when not given (``argparse.SUPPRESS``)
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
+from .._progress import tqdm_progress
+from ..errors import PatchwiseError
 from ..schema import BACKGROUNDS, TISSUE_MODES
+from ..training.config import SELECT_CHOICES, TrainConfig, check_used
+from ..training.encoder_presets import get_encoder_preset
+from ..training.encoders import encoder_names_help
+from ..training.loop import (
+    DEVICES,
+    PRECISIONS,
+    TrainCallbacks,
+    check_inputs,
+    passive_openmp_waits,
+    train,
+)
+from ..training.methods import METHOD_LABELS, METHOD_NAMES
+from ..training.models import MODEL_NAMES, is_model_name
+from ..training.presets import PRESET_NAMES
+from ..training.runs import LAST, read_metrics
 from ._args import (
     finite_float,
     non_negative_float,
@@ -109,9 +128,6 @@ OPTIONAL_TYPES = {
 
 def model_name(text: str) -> str:
     """``--model``: a built-in model, ``timm:NAME`` or an encoder preset (its canonical name)."""
-    from ..training.encoder_presets import get_encoder_preset
-    from ..training.encoders import encoder_names_help
-    from ..training.models import MODEL_NAMES, is_model_name
 
     if not is_model_name(text):
         raise argparse.ArgumentTypeError(
@@ -146,11 +162,6 @@ ARG_TYPES = {
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..training.config import SELECT_CHOICES
-    from ..training.loop import DEVICES, PRECISIONS, TrainConfig
-    from ..training.methods import METHOD_LABELS, METHOD_NAMES
-    from ..training.presets import PRESET_NAMES
-
     choices = dict(
         CHOICES,
         preset=PRESET_NAMES,
@@ -208,16 +219,12 @@ def options_from_args(args: argparse.Namespace) -> dict:
     :class:`TrainConfig` defaults) fill them in: pass the result to
     ``TrainConfig.from_options``.
     """
-    from ..training.config import TrainConfig
-
     names = [f.name for f in TrainConfig.option_fields()]
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` the parsed flags describe (a preset resolved beneath them)."""
-    from ..training.config import TrainConfig
-
     config = TrainConfig.from_options(options_from_args(args))
     if config.features is not None:  # a head run's model and patches are the store's
         from ..training.head import with_store_settings
@@ -235,8 +242,6 @@ def check_args(args: argparse.Namespace, *, device: bool = True):
     hyperparameter, patch settings of a head run: :func:`train_config.check_used`), and
     the inputs (manifest, weights file, device: :func:`train.check_inputs`).
     """
-    from ..training.config import TrainConfig, check_used
-    from ..training.loop import check_inputs
 
     given = options_from_args(args)
     # before the feature store is read: what has no effect depends on the flags only
@@ -248,13 +253,6 @@ def check_args(args: argparse.Namespace, *, device: bool = True):
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import sys
-
-    from .._progress import tqdm_progress
-    from ..training.loop import TrainCallbacks, passive_openmp_waits, train
-    from ..training.runs import LAST
-
     passive_openmp_waits()  # before the checks load torch (train.py, "CPU threads")
     config = check_args(args)
     # "stepped": a training step has run, so a Ctrl-C can end the run cleanly by writing
@@ -311,10 +309,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_group_warnings(run_dir) -> None:
     """The run's empty/tiny validation and test groups (metrics.json "warnings"), on stderr."""
-    import sys
-
-    from ..errors import PatchwiseError
-    from ..training.runs import read_metrics
 
     try:
         warnings = read_metrics(run_dir).get("warnings")

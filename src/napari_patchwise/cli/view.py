@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
+from ..errors import PatchwiseError
 from ..groups import DEFAULT_TAU
-from ..schema import DEFAULT_THRESHOLD
+from ..io.mask import as_mask_map
+from ..io.reader import slide_name
+from ..io.tables import read_table
+from ..schema import DEFAULT_THRESHOLD, TABLE_COLUMNS
 from ..settings import DEFAULT_PATCH_SIZE
 from ._args import pixels, probability
+from .demo import save_screenshot
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -79,9 +85,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import PatchwiseError
-    from ..io.reader import slide_name
-
     if args.session is not None:
         return _run_session(args)
     if args.image is None:
@@ -89,16 +92,13 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.image, args.mask, args.table):
         if path is not None and not path.exists():
             raise PatchwiseError("no such file", path=path, hint="check the path")
-    from ..io.mask import as_mask_map
 
     mask_map = as_mask_map(args.mask_map)  # a bad spec: one line, exit 2, before Qt loads
     table = grid = None
     if args.table is not None:
         # Check the table before starting napari: a wrong one is a one-line error, exit 2.
-        from ..io.tables import read_table
         from ..patches.predictions import slide_rows
         from ..patches.table import read_table_metadata
-        from ..schema import TABLE_COLUMNS
 
         table = read_table(args.table, required=TABLE_COLUMNS)
         grid = (read_table_metadata(args.table) or (None,))[0]  # the grid the file records
@@ -147,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
         viewer.close()
         raise PatchwiseError("nothing to show: the patch table could not be made", path=args.image)
     viewer.reset_view()
-    from .demo import save_screenshot
 
     path = save_screenshot(viewer, args.screenshot)
     viewer.close()
@@ -161,7 +160,6 @@ SESSION_REPLACES = ("image", "mask", "mask_map", "table", "overlay")
 
 def _run_session(args: argparse.Namespace) -> int:
     """``view --session FILE``: check the file (one line, exit 2), then reopen it."""
-    from ..errors import PatchwiseError
     from ..io.session import read_session
 
     given = [f"--{k.replace('_', '-')}" for k in SESSION_REPLACES if getattr(args, k) is not None]
@@ -188,7 +186,6 @@ def _run_session(args: argparse.Namespace) -> int:
     if args.screenshot is None:
         napari.run()
         return 0
-    import time
 
     from qtpy.QtWidgets import QApplication
 
@@ -201,7 +198,6 @@ def _run_session(args: argparse.Namespace) -> int:
     ):
         viewer.close()
         raise PatchwiseError("the session could not be reopened", path=args.session)
-    from .demo import save_screenshot
 
     path = save_screenshot(viewer, args.screenshot)
     viewer.close()

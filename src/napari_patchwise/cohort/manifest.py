@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PatchwiseError
+from ..io.formats import slide_name
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "mask", "split")
@@ -104,7 +105,6 @@ def check_patients(path: str | os.PathLike, entries: list[CohortEntry]) -> None:
 
 def _entry(path: Path, line: int, row: dict[str, str]) -> CohortEntry:
     """One manifest row as an entry: split checked, files found (relative to ``path``)."""
-    from ..io.formats import slide_name
 
     split = row["split"].lower()
     if split not in SPLITS:

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import PatchwiseError
+from ..io.formats import slide_name
 from .manifest import SPLITS, read_rows
 
 #: What ``--by`` may name: one unit per patient (the ``patient`` column) or per slide.
@@ -162,7 +164,6 @@ def manifest_units(
         An unreadable manifest (:func:`cohort.read_manifest`'s rules), an unknown ``by``,
         a missing ``patient`` column or value, a slide listed twice.
     """
-    from ..io.formats import slide_name
 
     path = Path(path)
     if by not in SPLIT_BY:
@@ -214,7 +215,6 @@ def split_manifest(
     dict
         ``{"slides": {split: n}, "units": {split: n}, "by": by}``: what went where.
     """
-    from .._atomic import atomic_path
 
     fractions = check_fractions(fractions)
     rows, sizes, units = manifest_units(path, by)

@@ -36,8 +36,11 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import PatchwiseError
 from ..slide import HEALTHY
+from ._layout import tile_chunk_side
+from .write import write_ome_tiff
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 #: The mask-map name of annotations without a classification.
@@ -427,7 +430,6 @@ class AnnotationRaster:
 
 def lazy_raster(raster: AnnotationRaster, chunk: int | None = None) -> da.Array:
     """Dask array over ``raster`` in square chunks (the size a ``uint8`` mask gets)."""
-    from ._layout import tile_chunk_side
 
     side = chunk or tile_chunk_side(raster.dtype.itemsize)
     return da.from_array(raster, chunks=(side, side), lock=False, asarray=True, name=False)
@@ -558,7 +560,6 @@ def _closed(ring: np.ndarray) -> np.ndarray:
 
 def write_annotations(path: str | os.PathLike, features: Sequence[Feature]) -> Path:
     """Write ``features`` as a QuPath-compatible GeoJSON ``FeatureCollection`` (atomic)."""
-    from .._atomic import atomic_path
 
     path = Path(path)
     collection = {"type": "FeatureCollection", "features": [geojson_feature(f) for f in features]}
@@ -582,7 +583,6 @@ def write_label_tiff(
     The mask is written tile row by tile row from the lazy raster (never whole in
     memory); it reads back under the default mask map ``0=background,1=healthy,2=tumor``.
     """
-    from .write import write_ome_tiff
 
     classes = feature_classes(features, name_classes, spec, path)
     raster = AnnotationRaster(EdgeIndex(features, classes, level0_yx[0]), level0_yx)

@@ -25,6 +25,7 @@ torch is imported inside functions only.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._atomic import OutputKind, zarr_attributes
+from .._atomic import OutputKind, atomic_path, exclusive_lock, held_by_another, zarr_attributes
 from ..errors import PatchwiseError
 
 ATTRS_KEY = "patchwise_features"
@@ -93,7 +94,6 @@ def store_lock(out: str | os.PathLike) -> Iterator[None]:
     store is refused with one line naming the store and the holder's pid; a file left by
     a killed embed holds no lock and is taken over.
     """
-    from .._atomic import exclusive_lock, held_by_another
 
     out = Path(out)
     busy = held_by_another("embed", "is writing this feature store", out)
@@ -112,7 +112,6 @@ def head_prefix(model_name: str) -> str:
 def split_head(model, model_name: str):
     """``(backbone, head)``: the model with its final linear replaced by an identity
     (outputs the penultimate features) and that linear layer itself."""
-    import copy
 
     import torch
 
@@ -245,8 +244,6 @@ def _check_done(path: Path, index: int) -> None:
 def create_store(path: Path, spec: dict[str, Any], tables: list[pd.DataFrame], model_ckpt) -> None:
     """Create an empty store (arrays, flags, tables, model) for ``spec`` at ``path``."""
     import torch
-
-    from .._atomic import atomic_path
 
     group = _open_group(path, "w")
     rows, dim = int(spec["chunk_rows"]), int(spec["dim"])

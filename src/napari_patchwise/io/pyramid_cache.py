@@ -26,6 +26,8 @@ from ..errors import PatchwiseError
 from ._loaded import LoadedImage, default_channel_names
 from .fingerprint import fingerprint
 from .pyramid import build_pyramid, downsample
+from .tiff import read_tiff
+from .write import staged_arrays, write_ome_tiff
 
 #: Single-level images with a side above this get a cached pyramid.
 CACHE_MIN_SIDE = 4096
@@ -121,7 +123,6 @@ def _read_cached(target: Path, level0: da.Array) -> list[da.Array] | None:
     """The cached levels 1.. if ``target`` holds a pyramid that fits ``level0``."""
     if not target.is_file():
         return None
-    from .tiff import read_tiff
 
     try:
         levels = read_tiff(target).levels
@@ -144,7 +145,6 @@ def write_pyramid(
     progress: ProgressCallback | None = None,
 ) -> None:
     """Write levels 1.. of ``level0``'s pyramid to ``target`` as a pyramidal OME-TIFF."""
-    from .write import write_ome_tiff
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with staged_pyramid(level0, workdir=target.parent, method=method, progress=progress) as levels:
@@ -179,7 +179,6 @@ def staged_pyramid(
     list of dask.array.Array
         ``[level0, level1, ...]``, levels 1.. backed by the scratch stores.
     """
-    from .write import staged_arrays
 
     n_levels = len(build_pyramid(level0, min_size=min_size, method=method))
     with contextlib.ExitStack() as stack:

@@ -22,6 +22,7 @@ from .formats import (  # noqa: F401 - re-exported: the reader's public names
     load_image,
     slide_name,
 )
+from .mask import read_mask
 
 
 def open_slide(
@@ -90,8 +91,6 @@ def open_slide(
         progress=progress,
     )
     if mask is not None:
-        from .mask import read_mask
-
         mask_array, factor, kind = read_mask(
             mask, slide.shape[1:], mask_map, check_values=check_mask_values
         )

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .._atomic import atomic_path
 from ..errors import PatchwiseError
+from ..groups import GROUP_NAMES, group_ids
 from ..palette import GEOJSON_CLASS_COLORS
 from ..schema import BINARY_COLUMNS as _SMALL_INT_COLUMNS
 from ..schema import FLOAT_COLUMNS as _FLOAT_COLUMNS
@@ -313,7 +314,6 @@ def write_geojson(
 def _class_names(df: pd.DataFrame, tau: float | None) -> np.ndarray:
     if tau is None:
         return np.where(df["label"].to_numpy() > 0, "tumor", "non-tumor")
-    from ..groups import GROUP_NAMES, group_ids
 
     validate_table(df, required=("tissue_ratio",))
     return np.asarray(GROUP_NAMES)[group_ids(df["label"].to_numpy(), df["tissue_ratio"], tau)]

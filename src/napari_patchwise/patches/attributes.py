@@ -36,11 +36,13 @@ from ..schema import (
     ATTRIBUTE_KINDS,
     BORDER_COLUMN,
     DEFAULT_BORDER_MARGIN,
+    NOT_ATTRIBUTES,
     SLIDE_INDEX_COLUMN,
+    TABLE_COLUMNS,
     intensity_columns,
 )
 from ..slide import BACKGROUND, Slide
-from .grid import TARGET_CHUNK, PatchGrid, level0_class_codes
+from .grid import TARGET_CHUNK, PatchGrid, aligned_chunks, level0_class_codes
 
 #: Largest border margin (level-0 pixels): the margin is also the chunk overlap.
 MAX_BORDER_MARGIN = 1024
@@ -255,8 +257,6 @@ def _zero_padded(values: da.Array, rows: int, cols: int) -> da.Array:
 
 
 def _tiled_sums(region, p, n_rows, n_cols, squares, progress) -> np.ndarray:
-    from .grid import aligned_chunks
-
     k = region.shape[0]
     region = region.rechunk(
         (
@@ -315,7 +315,6 @@ def column_kind(column: str, channel_names: Sequence[str] = ()) -> str | None:
         For a column that is neither (with ``channel_names`` given: also a ``mean_``/
         ``std_`` column of a channel the slide does not have).
     """
-    from ..schema import NOT_ATTRIBUTES, TABLE_COLUMNS
 
     if column in TABLE_COLUMNS and column not in NOT_ATTRIBUTES and column != "slide":
         return None

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import PatchwiseError
 from ..schema import PREDICTION_COLUMNS, TABLE_COLUMNS
+from .table import guess_grid
 
 if TYPE_CHECKING:
     from .grid import PatchGrid
@@ -78,7 +79,6 @@ def full_table(
     PatchwiseError
         Columns missing, no rows for ``slide``, or patches outside the slide.
     """
-    from .table import guess_grid
 
     missing = [c for c in TABLE_COLUMNS if c not in table]
     if missing:

@@ -26,8 +26,10 @@ import pandas as pd
 
 from .._progress import ProgressCallback
 from ..errors import PatchwiseError
+from ..io.tables import read_table, table_format, write_table
 from ..settings import PatchSettings
 from ..slide import Slide
+from .attributes import DEFAULT_BORDER_MARGIN, attribute_columns, patch_attributes
 from .grid import PatchGrid, patch_stats
 
 #: Key of the table's grid and settings in a parquet file's key-value metadata.
@@ -164,7 +166,6 @@ def with_attributes(
     Tissue comes from ``table.settings`` (the automatic defaults for a table whose
     settings are unknown). Columns the table already has are not computed again.
     """
-    from .attributes import DEFAULT_BORDER_MARGIN, attribute_columns, patch_attributes
 
     frame = table.frame
     kinds = [k for k in kinds if not set(attribute_columns([k], slide.channel_names)) <= set(frame)]
@@ -254,14 +255,12 @@ def parse_metadata(
 
 def write_patch_table(table: PatchTable, path: str | os.PathLike) -> Path:
     """Write ``table`` atomically (parquet: with its grid and settings in the metadata)."""
-    from ..io.tables import write_table
 
     return write_table(table.frame, path, metadata=table_metadata(table.grid, table.settings))
 
 
 def read_table_metadata(path: str | os.PathLike) -> tuple[PatchGrid, PatchSettings | None] | None:
     """The grid and settings a parquet table file records; None for any other file."""
-    from ..io.tables import table_format
 
     if table_format(path) != "parquet":
         return None  # a CSV has no place for them
@@ -276,7 +275,6 @@ def read_patch_table(path: str | os.PathLike) -> PatchTable:
     The grid and settings come from the file's metadata; a file without any (an older
     version's table, a CSV) goes through :func:`guess_grid` and has ``settings=None``.
     """
-    from ..io.tables import read_table
 
     frame = read_table(path)
     name = str(frame["slide"].iat[0]) if len(frame) and "slide" in frame else ""

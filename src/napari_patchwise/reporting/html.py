@@ -36,14 +36,18 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_paths
+from ..analysis.intervals import table_slide_counts
+from ..analysis.metrics import evaluate
 from ..errors import PatchwiseError
-from ..groups import DEFAULT_ATTRIBUTE, GROUP_NAMES, group_names
+from ..groups import DEFAULT_ATTRIBUTE, GROUP_NAMES, attribute_values, group_names
 from ..training.runs import PREDICTIONS, Run, has_test, load_run, read_predictions, run_attribute
-from .figures import FIGURE1_BINS
+from ..training.sweep import read_sweep
+from .figures import FIGURE1_BINS, figure1
 from .table1 import (
     MIN_GROUP_N,
     config_key,
     config_labels,
+    seed_interval,
     table1,
     table1_frame,
     write_table1_csv,
@@ -137,8 +141,6 @@ def _run_threshold(run: Run) -> float:
 
 
 def _prediction_attribute(table: pd.DataFrame, attribute: str, path: Path) -> np.ndarray:
-    from ..groups import attribute_values
-
     if attribute not in table:
         raise PatchwiseError(
             f"the run's test predictions have no {attribute!r} column",
@@ -151,7 +153,6 @@ def _prediction_attribute(table: pd.DataFrame, attribute: str, path: Path) -> np
 
 def regrouped_test(run: Run, attribute: str, threshold: float) -> dict:
     """The run's test metrics (selected checkpoint) with groups by ``attribute``."""
-    from ..analysis.metrics import evaluate
 
     path = run.path / PREDICTIONS
     table = read_predictions(path)
@@ -228,8 +229,6 @@ def table1_intervals(
     holds the test predictions of its own selected checkpoint only, so a row of the other
     selection metric has no interval; neither has a row tested on fewer than two slides.
     """
-    from ..analysis.intervals import table_slide_counts
-    from .table1 import seed_interval
 
     by_path = {str(run.path): run for run in runs}
     counts: dict[str, object] = {}
@@ -451,8 +450,6 @@ def _attribute_note(attribute: str | None, threshold: float | None) -> str:
 
 
 def _figure1_parts(runs: Sequence[Run], bins: int, attribute: str | None) -> list[str]:
-    from .figures import figure1
-
     parts = ["<h2>Figure 1: test predictions of the selected checkpoints</h2>"]
     for run in runs:
         pred_path = run.path / PREDICTIONS
@@ -590,7 +587,6 @@ def _point_text(selected: dict) -> str:
 def sweep_table1(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict, list[Run]]:
     """Table 1 of a sweep: the seeds of its selected grid point (``selected.json``'s
     ``runs``); empty when no point was selected. Returns ``(frame, intervals, runs)``."""
-    from ..training.sweep import read_sweep
 
     sweep_dir = Path(sweep_dir)
     _, _, selected = read_sweep(sweep_dir)
@@ -606,7 +602,6 @@ def render_sweep_html(
 ) -> str:
     """The report of a sweep folder: Table 1 of the selected point's seeds, the grid
     (selected point marked), every run, the selected runs' curves."""
-    from ..training.sweep import read_sweep
 
     sweep_dir = Path(sweep_dir)
     spec, table, selected = read_sweep(sweep_dir)

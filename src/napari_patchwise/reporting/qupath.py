@@ -29,7 +29,8 @@ import pandas as pd
 
 from ..analysis.metrics import CORRECTNESS_NAMES
 from ..errors import PatchwiseError
-from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, group_ids, group_names
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_values, group_ids, group_names
+from ..io.tables import write_geojson
 from ..palette import CORRECTNESS_COLORS, GROUP_COLORS, NON_TUMOR, TUMOR, rgb255
 from ..schema import DEFAULT_THRESHOLD
 
@@ -80,7 +81,6 @@ def patch_measurements(
     ``pixel_size`` is the level-0 pixel size (y, x) in µm, or a mapping from the
     ``slide`` column's names to each slide's (None: unknown, no µm columns).
     """
-    from ..groups import attribute_values
 
     out = table.copy()
     label = out["label"].to_numpy(dtype=np.int8)
@@ -195,7 +195,6 @@ def write_patches(
     PatchwiseError
         An unknown scheme, or outcome classes / errors only without predictions.
     """
-    from ..io.tables import write_geojson
 
     colours = scheme_classes(scheme, attribute)
     measured = patch_measurements(

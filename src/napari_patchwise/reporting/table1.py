@@ -33,7 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis.intervals import DEFAULT_N_BOOT, seed_averaged_ci
 from ..errors import PatchwiseError
+from ..training.config import TrainConfig
+from ..training.methods import METHOD_LABELS
 
 #: Options that change no number of a run (or only which files it writes, or where):
 #: left out of the configuration key. ``select`` only picks which checkpoint
@@ -62,7 +65,6 @@ MIN_GROUP_N = 20
 
 def resolved_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """A run's flat options with :class:`TrainConfig` defaults for any key it lacks."""
-    from ..training.config import TrainConfig
 
     options: dict[str, Any] = {}
     for field in TrainConfig.option_fields():
@@ -200,7 +202,6 @@ def seed_interval(
 ) -> tuple[float, float] | str:
     """The seed-averaged slide-bootstrap WGA interval (percent) of one row's runs, or why
     there is none (fewer than two test slides, different slides)."""
-    from ..analysis.intervals import DEFAULT_N_BOOT, seed_averaged_ci
 
     try:
         result = seed_averaged_ci(counts, n_boot=n_boot or DEFAULT_N_BOOT, seed=seed)
@@ -226,8 +227,6 @@ def _with_config(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row_order(key: tuple) -> tuple:
-    from ..training.methods import METHOD_LABELS
-
     label, select = key
     order = {name: i for i, name in enumerate(METHOD_LABELS.values())}
     return (order.get(label.split(" ")[0], 99), label, {"val_bca": 0, "val_wga": 1}.get(select, 9))

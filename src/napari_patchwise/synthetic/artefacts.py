@@ -26,12 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pandas as pd
 
 from ..errors import PatchwiseError
+from ..io.formats import slide_name
 from ..slide import HEALTHY, TUMOR
 
 #: The artefact kinds, in the order they are drawn (pen on top, sharp).
@@ -99,9 +101,6 @@ def checked_artefacts(artefacts: Sequence[Artefact]) -> tuple[Artefact, ...]:
 
 def artefacts_path(slide_path) -> str:
     """``<slide name>.artefacts.parquet`` beside the slide."""
-    from pathlib import Path
-
-    from ..io.formats import slide_name
 
     slide_path = Path(slide_path)
     return str(slide_path.with_name(f"{slide_name(slide_path)}.artefacts.parquet"))

@@ -36,8 +36,12 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from .._atomic import FILE, atomic_paths, check_output
 from .._progress import ProgressCallback
 from ..errors import PatchwiseError
+from ..io.formats import slide_name
+from ..io.pyramid_cache import staged_pyramid
+from ..io.write import OME_ZARR, staged_arrays, write_ome_tiff, write_ome_zarr
 from ..slide import BACKGROUND, HEALTHY, TUMOR
 from .artefacts import (
     Artefact,
@@ -627,8 +631,6 @@ def write_synthetic_slide(
     (pathlib.Path, pathlib.Path)
         The slide and the mask.
     """
-    from .._atomic import atomic_paths
-    from ..io.write import OME_ZARR
 
     config = config or SynthConfig()
     out = Path(out)
@@ -663,9 +665,6 @@ def _staged_levels(stack, config, out, phase, artefacts, patch):
     With artefacts, the patch labels come from the stored mask and the artefacts are
     drawn on the stored image, chunk by chunk, into one more scratch store.
     """
-    from ..io.formats import slide_name
-    from ..io.pyramid_cache import staged_pyramid
-    from ..io.write import staged_arrays
 
     image, mask = synth_slide(config)
     workdir = out.parent
@@ -710,8 +709,6 @@ def synth_with_artefacts(
 
 def _checked_outputs(out: Path, mask_out: str | os.PathLike | None, overwrite: bool) -> Path:
     """Refuse bad output names or existing outputs before any work; return the mask path."""
-    from .._atomic import FILE, check_output
-    from ..io.write import OME_ZARR
 
     mask_out = Path(mask_out) if mask_out is not None else default_mask_path(out)
     for path in (out, mask_out):
@@ -752,8 +749,6 @@ def _write_pyramid(
     progress: ProgressCallback | None,
 ) -> None:
     """Write ``levels`` as OME-Zarr or OME-TIFF, by ``path``'s extension (mask: no names)."""
-    # Looked up at call time, so that tests can interrupt one of the two writes.
-    from ..io.write import write_ome_tiff, write_ome_zarr
 
     if _is_zarr(path):
         write_ome_zarr(

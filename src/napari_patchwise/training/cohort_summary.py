@@ -37,6 +37,7 @@ from ..analysis.metrics import Evaluation, evaluation_from_counts
 from ..cohort.manifest import CohortEntry
 from ..errors import PatchwiseError
 from ..groups import N_GROUPS
+from ..io.tables import read_table
 from ..patches.grid import PatchGrid
 from ..patches.predictions import merge_predictions, slide_predictions
 from ..patches.table import PatchTable, frame_table
@@ -230,7 +231,6 @@ def read_predictions(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     ``patchwise predict`` or ``patchwise stats`` with ``prob``, concatenated). Returns
     the table and the file it was read from.
     """
-    from ..io.tables import read_table
 
     path = Path(path)
     if path.is_dir():

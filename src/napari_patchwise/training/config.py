@@ -32,10 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PatchwiseError
-from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU
+from ..groups import DEFAULT_ATTRIBUTE, DEFAULT_TAU, attribute_threshold
 from ..schema import DEFAULT_THRESHOLD
 from ..settings import PatchSettings
+from .encoders import encoder_names_help
 from .inference import DEFAULT_BATCH_SIZE
+from .methods import METHOD_NAMES, get_method, hyperparameters
+from .methods.base import SGD_OPTIONS
+from .models import BATCHNORM_MODELS, MODEL_NAMES, is_model_name
 from .presets import PRESET_NAMES, get_preset, resolve
 
 SELECT_METRICS: tuple[str, ...] = ("val_wga", "val_bca")
@@ -178,7 +182,6 @@ class TrainConfig:
     def group_threshold(self) -> float:
         """The attribute's threshold of the groups: tau for ``tissue_ratio``, else
         ``attribute_threshold`` (:func:`groups.attribute_threshold`; checked there)."""
-        from ..groups import attribute_threshold
 
         return attribute_threshold(self.attribute, self.attribute_threshold, self.tau)
 
@@ -195,7 +198,6 @@ class TrainConfig:
         for ok, message, hint in checks:
             if not ok:
                 raise PatchwiseError(message, hint=hint)
-        from .methods import get_method
 
         get_method(self.method).check_options(self)  # eta, c, beta >= -1, dfr's --features
         self.patch.validate()
@@ -220,9 +222,6 @@ class TrainConfig:
 
     def _name_checks(self) -> list[tuple[bool, str, str]]:
         """``(ok, message, hint)`` for every option that names one of a list."""
-        from .encoders import encoder_names_help
-        from .methods import METHOD_NAMES
-        from .models import MODEL_NAMES, is_model_name
 
         not_builtin = self.model not in MODEL_NAMES
 
@@ -292,7 +291,6 @@ class TrainConfig:
         every output depends on the whole batch, and GERNE's loss ran away in our runs
         even with both batches in one forward pass (docs/methods.md, "BatchNorm").
         """
-        from .models import BATCHNORM_MODELS
 
         risky = self.method == "gerne" and self.beta > 0 and self.model in BATCHNORM_MODELS
         risky = risky and self.features is None  # a linear head has no BatchNorm
@@ -396,8 +394,6 @@ def unused_options(config: TrainConfig, names: Iterable[str]) -> dict[str, str]:
     (:data:`HEAD_UNUSED`), ``tau`` when another attribute forms the groups. The CLI
     refuses such flags (and sweep axes) rather than ignore them.
     """
-    from .methods import get_method, hyperparameters
-    from .methods.base import SGD_OPTIONS
 
     method = get_method(config.method)
     own = set(method.hyperparameters)
@@ -426,7 +422,6 @@ def check_used(
     PatchwiseError
         One line: which option has no effect with which other, and what to do.
     """
-    from .methods import get_method
 
     # what the method needs comes first: "dfr needs --features" before "--lr unused"
     get_method(config.method).check_options(config)

@@ -30,24 +30,37 @@ torch is imported inside functions only: the datasets are plain map-style object
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, user_os_error
 from .._progress import ProgressCallback
 from ..cohort.manifest import CohortEntry, read_manifest
 from ..errors import PatchwiseError
 from ..groups import DEFAULT_ATTRIBUTE, attribute_values, group_ids
-from ..patches.table import PatchTable, write_patch_table
+from ..io import open_slide
+from ..io.fingerprint import fingerprint
+from ..io.mask import MaskMap, as_mask_map
+from ..patches.attributes import attribute_columns, column_kind, patch_attributes
+from ..patches.table import (
+    PatchTable,
+    build_patch_table,
+    read_table_metadata,
+    resolved_settings,
+    settings_grid,
+    write_patch_table,
+)
+from ..schema import TABLE_COLUMNS
 from ..settings import PatchSettings
 from ..slide import Slide
 from .samplers import (  # noqa: F401  (re-exported: the samplers are part of the data API)
@@ -186,8 +199,6 @@ def build_patch_cache(
 
 
 def _file_key(path: Path) -> list:
-    from ..io.fingerprint import fingerprint
-
     return [str(path.resolve()), fingerprint(path)]
 
 
@@ -209,7 +220,6 @@ def cache_key(entry: CohortEntry, settings: PatchSettings) -> str:
 
 def _canonical_map(mask_map: str | None) -> str:
     """One spelling per map (``None``, ``"default"`` and the spec are the same map)."""
-    from ..io.mask import MaskMap, as_mask_map
 
     return str(as_mask_map(mask_map) or MaskMap.default())
 
@@ -234,8 +244,6 @@ def cache_stem(slide: str, key: str) -> str:
 def _cached_table(path: Path, n_patches: int, slide: str) -> PatchTable | None:
     """The patch table stored at ``path`` with its recorded grid and settings, or None if
     it is missing, not a whole table or records none (then it is rebuilt)."""
-    from ..patches.table import read_table_metadata
-    from ..schema import TABLE_COLUMNS
 
     if not path.is_file():
         return None
@@ -300,10 +308,6 @@ def slide_table(
     fresh : bool
         Whether the table was computed now (not reused).
     """
-    from dataclasses import replace
-
-    from ..io import open_slide
-    from ..patches.table import build_patch_table, resolved_settings, settings_grid
 
     # Level 0 only (no display pyramid is built or written); the mask's values are
     # checked in the pass that counts them.
@@ -365,9 +369,6 @@ def slide_patches(
 
 def _cache_error(exc: OSError, cache_dir: Path) -> OSError | PatchwiseError:
     """The patch cache's own problem as one line with what to do; other errors as they are."""
-    import errno
-
-    from .._atomic import user_os_error
 
     exc = user_os_error(exc, [])
     if exc.filename is None:
@@ -436,7 +437,6 @@ def _with_attribute(table, slide, attribute, slide_index, table_path) -> pd.Data
     beside the slide's cached table (same key) as ``<stem>.<kind>.parquet``; training
     uses the default border margin. They lie on the table's own grid, with its settings.
     """
-    from ..patches.attributes import attribute_columns, column_kind, patch_attributes
 
     frame = table.frame
     kind = column_kind(attribute, slide.channel_names)
@@ -528,7 +528,6 @@ def load_cohort(
 
 def _check_training_tumor(cohort: Cohort, settings: PatchSettings, manifest) -> None:
     """Refuse a training split without one tumor patch: usually the wrong mask map."""
-    from ..io.mask import MaskMap, as_mask_map
 
     train = cohort.splits.get("train", [])
     if train and not any(int(s.table["label"].sum()) for s in train):

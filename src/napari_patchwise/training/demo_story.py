@@ -27,8 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._atomic import atomic_path
 from .._progress import ProgressCallback
 from ..groups import DEFAULT_TAU
+from ..io.tables import write_table
+from ..synthetic.slides import SynthConfig, write_synthetic_slide
+from .config import TrainConfig
+from .loop import TrainCallbacks, train
+from .predict import predict_slide
+from .runs import BEST, config_changes, read_run_config
+from .sweep import clear_run, run_is_finished
 
 #: split -> synthesis seeds of its slides (one slide per seed)
 LAYOUT: dict[str, tuple[int, ...]] = {"train": (11, 12, 13), "val": (21,), "test": (31, 32)}
@@ -125,8 +133,6 @@ def _no_progress(stage: str, done: int, total: int) -> None:  # noqa: ARG001
 
 def write_cohort(folder: Path, settings: StorySettings, progress: ProgressCallback) -> Path:
     """Write the cohort's slides (skipping existing ones) and its ``cohort.csv``."""
-    from .._atomic import atomic_path
-    from ..synthetic.slides import SynthConfig, write_synthetic_slide
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["image,mask,split"]
@@ -153,7 +159,6 @@ def write_cohort(folder: Path, settings: StorySettings, progress: ProgressCallba
 
 def run_config(name: str, manifest: Path, out: Path, settings: StorySettings):
     """The :class:`~.train_config.TrainConfig` of the demo's ``erm`` or ``gerne`` run."""
-    from .config import TrainConfig
 
     options = {
         "manifest": str(manifest),
@@ -175,9 +180,6 @@ def run_config(name: str, manifest: Path, out: Path, settings: StorySettings):
 
 def train_or_reuse(config, report: StageProgress, name: str) -> tuple[Path, bool]:
     """Train ``config`` unless its folder holds that run finished; ``(folder, reused)``."""
-    from .loop import TrainCallbacks, train
-    from .runs import config_changes, read_run_config
-    from .sweep import clear_run, run_is_finished
 
     out = Path(config.out)
     if run_is_finished(config) and not config_changes(read_run_config(out), config):
@@ -198,9 +200,6 @@ def train_or_reuse(config, report: StageProgress, name: str) -> tuple[Path, bool
 
 def predict_or_reuse(story: Story, run: Path, out: Path, progress: ProgressCallback) -> Path:
     """``out``: the test slide's table with the run's predictions (reused if current)."""
-    from ..io.tables import write_table
-    from .predict import predict_slide
-    from .runs import BEST
 
     if out.is_file() and out.stat().st_mtime >= (run / BEST).stat().st_mtime:
         return out

@@ -16,18 +16,25 @@ weights). Over many slides the slides can be sent to a ``dask.distributed`` clus
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .._atomic import check_output, folder_problem, private_dir
 from .._progress import ProgressCallback
+from ..cohort.manifest import CohortEntry, read_manifest
 from ..errors import PatchwiseError
+from ..io import open_slide
 from ..io.feature_store import (
     FEATURE_STORE,
     FORMAT_VERSION,
@@ -36,14 +43,24 @@ from ..io.feature_store import (
     default_chunk_rows,
     done_chunks,
     finish_store,
+    head_prefix,
     partial_path,
     read_spec,
     spec_changes,
     split_head,
+    store_lock,
     write_chunk,
 )
-from ..settings import DEFAULT_PATCH_SIZE
-from .inference import DEFAULT_BATCH_SIZE
+from ..io.fingerprint import fingerprint
+from ..io.formats import slide_name
+from ..patches.table import build_patch_table
+from ..settings import DEFAULT_PATCH_SIZE, PatchSettings
+from .data import cache_key, channel_stats, iter_patch_bands, slide_patches
+from .encoders import encoder_spec, is_encoder_name, physical_patch_size
+from .inference import DEFAULT_BATCH_SIZE, Forward
+from .loop import resolve_device
+from .models import build_model
+from .runs import file_sha256, load_checkpoint, load_model, resolve_checkpoint, run_patch_settings
 
 
 @dataclass(frozen=True)
@@ -85,8 +102,6 @@ def read_rows(job: SlideJob, start: int, stop: int) -> np.ndarray:
     """Raw patches ``(n, M, p, p)`` of table rows ``start:stop`` of a slide."""
     if job.cache is not None:
         return np.asarray(np.load(job.cache, mmap_mode="r")[start:stop])
-    from ..io import open_slide
-    from .data import iter_patch_bands
 
     slide = open_slide(job.image, pyramid=False)
     part = job.table.iloc[start:stop]
@@ -105,7 +120,6 @@ def _run_checkpoint(path: str) -> tuple[dict, dict, dict]:
     The checkpoint is known by its content (SHA-256): a restored or copied identical
     file is the same source, whatever its path and times.
     """
-    from .runs import file_sha256, load_checkpoint, resolve_checkpoint
 
     resolved = resolve_checkpoint(path)
     ckpt, meta = load_checkpoint(resolved)
@@ -129,9 +143,6 @@ def _backbone_checkpoint(
     identity and its spec travels in the meta.
     """
     import torch
-
-    from .models import build_model
-    from .runs import file_sha256
 
     with torch.random.fork_rng():  # a random backbone: the same one on every call
         torch.manual_seed(0)
@@ -162,7 +173,6 @@ def _backbone_checkpoint(
 
 def load_backbone(store_model: str | os.PathLike, device):
     """The store's model up to its penultimate layer, in eval mode, and its meta."""
-    from .runs import load_model
 
     model, meta = load_model(store_model, device)
     backbone, _ = split_head(model, meta["model_name"])
@@ -173,9 +183,6 @@ class _Embedder:
     """Raw patches -> float16 penultimate vectors (normalised, batched, AMP on CUDA)."""
 
     def __init__(self, store: Path, device: str, batch_size: int):
-        from .inference import Forward
-        from .loop import resolve_device
-
         self.device = resolve_device(device)
         backbone, meta = load_backbone(store / MODEL_FILE, self.device)
         self.batch_size = int(batch_size)
@@ -318,7 +325,6 @@ def run_jobs(
 def check_partial(partial: Path) -> None:
     """Refuse a ``FEATURES.zarr.partial`` that is not an unfinished store of ``embed``
     (a file, or a folder holding anything a store does not)."""
-    from .._atomic import folder_problem
 
     if not partial.is_dir():
         raise PatchwiseError(
@@ -339,7 +345,6 @@ def check_partial(partial: Path) -> None:
 def publish(partial: Path, out: Path, *, overwrite: bool = False) -> Path:
     """Mark the partial store complete and rename it to ``out`` (replacing it if asked:
     only a feature store, :data:`FEATURE_STORE`)."""
-    from .._atomic import check_output, private_dir
 
     finish_store(partial)
     if out.exists():
@@ -362,8 +367,6 @@ def cohort_jobs(
     progress: ProgressCallback | None = None,
 ) -> list[SlideJob]:
     """One job per manifest slide, over its patch cache (built once, as training does)."""
-    from ..cohort.manifest import read_manifest
-    from .data import cache_key, slide_patches
 
     entries = read_manifest(manifest, require_splits=())
     folder = Path(manifest).parent / ".patchwise-cache" if cache_dir is None else Path(cache_dir)
@@ -384,27 +387,16 @@ def cohort_jobs(
 
 def image_jobs(image: str | os.PathLike, mask, settings, *, cache_dir=None) -> list[SlideJob]:
     """The job of one image: with a mask over its patch cache, without one read lazily."""
-    import hashlib
-    import json
-
-    from ..cohort.manifest import CohortEntry
-    from ..io.fingerprint import fingerprint
-    from ..io.formats import slide_name
 
     image = Path(image)
     name = slide_name(image)
     if mask is not None:
         entry = CohortEntry(image, Path(mask), "", name, 0)
         folder = image.parent / ".patchwise-cache" if cache_dir is None else Path(cache_dir)
-        from .data import cache_key, slide_patches
 
         patches = slide_patches(entry, settings, folder)
         key = cache_key(entry, settings)  # as check_matches_cohort computes it
         return [SlideJob(name, "", key, patches.table, cache=str(patches.cache))]
-    from dataclasses import replace
-
-    from ..io import open_slide
-    from ..patches.table import build_patch_table
 
     slide = replace(open_slide(image, pyramid=False), name=name)
     table = build_patch_table(slide, settings, labels=False).frame
@@ -424,13 +416,11 @@ def job_channels(job: SlideJob) -> int:
 def job_stats(jobs: list[SlideJob]) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std for a backbone: the training split's patches (all
     slides when there is no training split; an image's pixels without a cache)."""
-    from .data import channel_stats
 
     cached = [j for j in jobs if j.cache is not None]
     if cached:
         train = [j.cache for j in cached if j.split == "train"] or [j.cache for j in cached]
         return channel_stats(train)
-    from ..io import open_slide
 
     level = open_slide(jobs[0].image, pyramid=False).levels[0].astype(np.float64)
     mean = level.mean(axis=(1, 2)).compute()
@@ -440,11 +430,8 @@ def job_stats(jobs: list[SlideJob]) -> tuple[np.ndarray, np.ndarray]:
 
 def _slide_facts(target) -> list:
     """The slides of a manifest or the one image, opened lazily (metadata only)."""
-    from ..io import open_slide
 
     if str(target).lower().endswith(".csv"):
-        from ..cohort.manifest import read_manifest
-
         paths = [e.image for e in read_manifest(target, require_splits=())]
     else:
         paths = [target]
@@ -459,10 +446,6 @@ def encoder_setup(target, source: EmbedSource, settings):
     was trained on (its pixel size x its resize side, e.g. 224 px at 0.5 µm = 112 µm);
     a slide without a pixel size keeps ``settings.patch_size``, with a one-line warning.
     """
-    import dataclasses
-    import warnings
-
-    from .encoders import encoder_spec, physical_patch_size
 
     slides = _slide_facts(target)
     first = slides[0]
@@ -493,19 +476,18 @@ def encoder_setup(target, source: EmbedSource, settings):
 
 def _model_and_jobs(target, source: EmbedSource, *, mask, settings, cache_dir, progress):
     """``(store checkpoint, meta, source spec, patch settings, slide jobs)`` of an embed."""
-    from ..settings import PatchSettings
-    from .runs import run_patch_settings
 
     if source.checkpoint is not None:
         ckpt, meta, source_spec = _run_checkpoint(source.checkpoint)
         settings = run_patch_settings(source.checkpoint)
     settings = settings or PatchSettings()
     encoder = None
-    if source.checkpoint is None and source.backbone is not None:
-        from .encoders import is_encoder_name
-
-        if is_encoder_name(source.backbone):
-            encoder, settings = encoder_setup(target, source, settings)
+    if (
+        source.checkpoint is None
+        and source.backbone is not None
+        and is_encoder_name(source.backbone)
+    ):
+        encoder, settings = encoder_setup(target, source, settings)
     settings.validate()
     if str(target).lower().endswith(".csv"):
         jobs = cohort_jobs(target, settings, cache_dir=cache_dir, progress=progress)
@@ -571,8 +553,6 @@ def embed(
     pathlib.Path
         ``out``.
     """
-    from .._atomic import check_output
-    from ..io.feature_store import head_prefix, store_lock
 
     out = check_output(out, kind=FEATURE_STORE, overwrite=overwrite)  # before any work
     with store_lock(out):  # a second embed into the same store stops here, at once

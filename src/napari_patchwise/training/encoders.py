@@ -17,6 +17,7 @@ safetensors are imported inside functions.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import warnings
@@ -208,7 +209,6 @@ def _timm_spec(arch: str, input_size: int | None) -> dict[str, Any]:
 # -- building ----------------------------------------------------------------------------------
 def create_encoder(spec: dict[str, Any]):
     """The bare timm model of ``spec`` (no head: ``num_classes=0``), randomly initialised."""
-    import importlib
 
     timm = import_timm()
     kwargs = dict(spec["kwargs"])

@@ -26,9 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..cohort.manifest import read_manifest
 from ..errors import PatchwiseError
 from ..groups import DEFAULT_ATTRIBUTE
-from .data import PatchDataset
+from ..io.feature_store import (
+    MODEL_FILE,
+    check_matches_cohort,
+    head_prefix,
+    read_features,
+    read_spec,
+)
+from ..settings import PatchSettings
+from .data import PatchDataset, cache_key, load_cohort
+from .runs import load_checkpoint
 
 
 class FeatureDataset(PatchDataset):
@@ -97,7 +107,6 @@ class HeadSource:
 
     def load_head(self, checkpoint: str | os.PathLike, device="cpu"):
         """The head of a full-model checkpoint written by a head run, in eval mode."""
-        from .runs import load_checkpoint
 
         ckpt, _ = load_checkpoint(checkpoint)
         head = self.new_head()
@@ -121,8 +130,6 @@ def with_store_settings(config):
     A head run's ``config.json`` then says what its checkpoints are (a ``smallcnn``
     cut at 16 px...) and ``patchwise predict`` cuts slides as the store did.
     """
-    from ..io.feature_store import read_spec
-    from ..settings import PatchSettings
 
     spec = read_spec(config.features)
     patch = PatchSettings(**spec["patch"])
@@ -137,7 +144,6 @@ def with_cohort_attribute(features, config):
     The store was checked to be the manifest's cohort (same cache keys), so slide ``i``'s
     rows are its cached table's rows in order.
     """
-    from .data import load_cohort
 
     cohort = load_cohort(
         config.manifest, config.patch, cache_dir=config.cache_dir, attribute=config.attribute
@@ -156,10 +162,6 @@ def with_cohort_attribute(features, config):
 
 def prepare(config) -> HeadData:
     """Read the store, check it is the manifest's cohort, split it by the manifest."""
-    from ..cohort.manifest import read_manifest
-    from ..io.feature_store import MODEL_FILE, check_matches_cohort, head_prefix, read_features
-    from .data import cache_key
-    from .runs import load_checkpoint
 
     store = Path(config.features)
     features = read_features(store)

@@ -46,9 +46,13 @@ rank 0 write files. Every rank evaluates (so all take the same selection decisio
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import errno
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -57,11 +61,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from .._atomic import atomic_path, write_json
 from .._progress import ProgressCallback
-from ..errors import PatchwiseError
-from ..groups import GROUP_NAMES
+from ..analysis.metrics import evaluate, group_size_warnings
+from ..cohort.manifest import read_manifest
+from ..errors import PatchwiseError, first_line
+from ..groups import GROUP_NAMES, counts_of_groups, group_names
+from ..io import open_slide
+from ..io.tables import write_table
 from .config import (
     DEVICES,
     MAX_SEED,
@@ -71,8 +80,32 @@ from .config import (
     TrainConfig,
     selection_metrics,
 )
+from .encoders import encoder_spec, is_encoder_name
 from .inference import Forward, autocast_context
-from .runs import CONFIG, HISTORY, LAST, METRICS, PREDICTIONS, best_checkpoint_path
+from .methods import TrainingGroups, make_method
+from .models import build_model, check_weights_file
+from .runs import (
+    BEST,
+    CONFIG,
+    FIRST_STAGE,
+    HISTORY,
+    INPUTS,
+    LAST,
+    METRICS,
+    PREDICTIONS,
+    absolute_paths,
+    best_checkpoint_path,
+    check_last_identity,
+    check_new_run_dir,
+    check_output_dir,
+    check_resume,
+    load_checkpoint,
+    load_model,
+    run_identity,
+    run_inputs,
+    run_lock,
+    write_inputs,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -173,8 +206,6 @@ def check_inputs(config: TrainConfig, *, device: bool = True) -> None:
     PatchwiseError
         The first input that cannot work.
     """
-    from ..cohort.manifest import read_manifest
-    from .models import check_weights_file
 
     read_manifest(config.manifest)
     if config.slices is not None:  # read once here: a refusal before any training
@@ -281,8 +312,6 @@ def _nbytes(value: Any) -> int:
 
 def _checkpoint_write_error(path: Path, size: int) -> OSError:
     """The ``OSError`` of a checkpoint torch could not write (the disk is full, or not)."""
-    import errno
-    import shutil
 
     try:  # the failed temporary is gone again: is there room for the whole file?
         full = shutil.disk_usage(path.parent).free < size + (1 << 20)
@@ -370,7 +399,6 @@ def dataset_probabilities(
 def evaluate_split(dataset, prob: np.ndarray, tau: float, threshold: float):
     """C's per-group evaluation of one split's predictions (``tau``: the dataset's
     attribute threshold, :attr:`TrainConfig.group_threshold`)."""
-    from ..analysis.metrics import evaluate
 
     return evaluate(
         dataset.labels,
@@ -545,7 +573,6 @@ class _Run:
     @property
     def identity(self) -> dict[str, Any]:
         """What ``last.pt`` records of this run (:func:`runs.run_identity`)."""
-        from .runs import run_identity
 
         return run_identity(self.config, self.inputs)
 
@@ -574,8 +601,6 @@ class _Run:
 
     def save_last(self, state: RunState) -> None:
         if self.dist.main:
-            from .runs import INPUTS, write_inputs
-
             ckpt = state.to_checkpoint(self.opt, self.meta)
             ckpt["run"] = self.identity  # a resume refuses a last.pt of another run
             if self.data.head is not None:  # the full model, so that predict reads it too
@@ -632,8 +657,6 @@ def train(
     passive_openmp_waits()  # before torch loads: see "CPU threads" above
     import torch
 
-    from .runs import absolute_paths
-
     if config.features is not None:  # the head's checkpoints are the store's model's
         from .head import with_store_settings
 
@@ -674,8 +697,6 @@ def _train(
         _resumed_state(run) if config.resume else RunState(best=_no_best(selection_metrics(config)))
     )
     if dist.main:  # every check has passed: the run directory now holds a run
-        from .runs import write_inputs
-
         for old in replaced:  # --overwrite: the old run's files go only now
             old.unlink(missing_ok=True)
         with atomic_path(out / CONFIG) as tmp:
@@ -708,10 +729,6 @@ class FirstStage:
     run: _Run
 
     def train_erm(self, name: str, **overrides: Any) -> Path:
-        import dataclasses
-
-        from .runs import FIRST_STAGE
-
         config = self.run.config
         if self.run.dist.world > 1:
             raise PatchwiseError(
@@ -731,9 +748,6 @@ class FirstStage:
 
     def train_probabilities(self, folder: Path, which: str) -> np.ndarray:
         """``which``: ``"last"`` (the model at its last step) or ``"best"`` (best.pt)."""
-        import copy
-
-        from .runs import BEST, load_checkpoint
 
         ckpt, _ = load_checkpoint(Path(folder) / (LAST if which == "last" else BEST))
         state = ckpt["model"]
@@ -767,7 +781,6 @@ def _check_run_dir(
     (:func:`runs.run_inputs`) and whether the folder's own record was checked (False: a
     run of an older patchwise, resumed with a warning).
     """
-    from .runs import check_new_run_dir, check_output_dir, check_resume, run_inputs, run_lock
 
     check_output_dir(out)
     if dist.main:
@@ -843,8 +856,6 @@ def _prepare_data(config: TrainConfig, dist: _Dist, callbacks: TrainCallbacks) -
 
 def _encoder_of(config: TrainConfig, cohort: Cohort) -> dict[str, Any] | None:
     """The encoder spec of a timm ``--model`` over ``cohort`` (None for the others)."""
-    from ..io import open_slide
-    from .encoders import encoder_spec, is_encoder_name
 
     if not is_encoder_name(config.model):
         return None
@@ -872,9 +883,6 @@ def _head_data(config: TrainConfig) -> _Data:
 def _set_up_optimisation(config: TrainConfig, data: _Data, device, dist: _Dist) -> _Optimisation:
     """Method, model (the same initial weights on every rank), optimiser, precision."""
     import torch
-
-    from .methods import TrainingGroups, make_method
-    from .models import build_model
 
     train_set = data.train_set
     groups = TrainingGroups(train_set.labels, train_set.groups, config.group_threshold)
@@ -933,8 +941,6 @@ def _checkpoint_meta(config: TrainConfig, data: _Data) -> dict[str, Any]:
 
 def _resumed_state(run: _Run) -> RunState:
     """The state of ``last.pt``, loaded into the run's model, optimiser and method."""
-    from ..errors import first_line
-    from .runs import check_last_identity, load_checkpoint
 
     last = run.out / LAST
     ckpt, _ = load_checkpoint(last)
@@ -995,7 +1001,6 @@ def _dfr_methods() -> dict[str, str]:
 
 def _fit_dfr(run: _Run, state: RunState, callbacks: TrainCallbacks) -> bool:
     """DFR (:mod:`.methods.dfr`) instead of steps: one history row per C, its heads saved."""
-    import copy
 
     import torch
 
@@ -1156,8 +1161,6 @@ def _worst_slice(run: _Run, prob: np.ndarray) -> float:
 
 
 def _write_history(history: list[dict], path: Path) -> None:
-    import pandas as pd
-
     with atomic_path(path) as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
 
@@ -1167,7 +1170,6 @@ def load_checkpoint_model(path: str | os.PathLike, device="cpu"):
 
     Returns ``(model in eval mode, meta dict)``; see :func:`runs.load_model`.
     """
-    from .runs import load_model
 
     return load_model(path, device)
 
@@ -1207,15 +1209,13 @@ def _final_test(run: _Run, best: Mapping[str, Mapping[str, float]]) -> None:
             if metric == config.select:
                 result["test"] = entry["test"]
                 result["warnings"] += entry["test"]["warnings"]
-                _write_table(_test_table(config, test_set, prob), run.out / PREDICTIONS)
+                write_table(_test_table(config, test_set, prob), run.out / PREDICTIONS)
         result["by_selection"][metric] = entry
     write_json(run.out / METRICS, _json_clean(result))
 
 
 def _group_warnings(split: str, dataset) -> list[str]:
     """``"<split>: ..."`` for each empty or tiny group of a split (metrics.json, the CLI)."""
-    from ..analysis.metrics import group_size_warnings
-    from ..groups import counts_of_groups, group_names
 
     if dataset is None or len(dataset) == 0:
         return []
@@ -1253,19 +1253,8 @@ def _test_table(config: TrainConfig, test_set: PatchDataset, prob: np.ndarray) -
 
 def _split_table(dataset) -> Any:
     """A split's patch tables (``slide, row, col``, ...), in the dataset's order."""
-    import pandas as pd
 
     if getattr(dataset, "table", None) is not None:  # a head run's FeatureDataset
         return dataset.table.copy()
     tables = [pd.read_parquet(Path(c).with_suffix(".parquet")) for c in dataset.caches]
     return pd.concat(tables, ignore_index=True)
-
-
-def _write_table(table, path: Path) -> None:
-    try:
-        from ..io.tables import write_table
-    except ImportError:  # the tables module is optional here: plain atomic parquet
-        with atomic_path(path) as tmp:
-            table.to_parquet(tmp, index=False)
-        return
-    write_table(table, path)

@@ -13,6 +13,14 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ..errors import PatchwiseError
+from .encoders import (
+    build_encoder,
+    create_encoder,
+    encoder_names_help,
+    is_encoder_name,
+    read_state_dict,
+    with_head,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -31,7 +39,6 @@ BATCHNORM_MODELS: tuple[str, ...] = ("resnet50", "resnet18")
 
 def is_model_name(name: object) -> bool:
     """Whether ``name`` is a built-in model or a timm encoder (``timm:NAME``, a preset)."""
-    from .encoders import is_encoder_name
 
     return name in MODEL_NAMES or is_encoder_name(name)
 
@@ -70,8 +77,6 @@ def build_model(
         The model, in training mode, on the CPU.
     """
     if encoder is not None or (name not in MODEL_NAMES and is_model_name(name)):
-        from .encoders import build_encoder
-
         return build_encoder(
             _encoder_spec(name, encoder), in_channels, num_classes=num_classes, weights=weights
         )
@@ -109,13 +114,9 @@ def build_architecture(
     import torch
 
     if encoder is not None or (name not in MODEL_NAMES and is_model_name(name)):
-        from .encoders import create_encoder, with_head
-
         spec = _encoder_spec(name, encoder)
         return with_head(create_encoder(spec), spec, num_classes)
     if name not in MODEL_NAMES:
-        from .encoders import encoder_names_help
-
         raise PatchwiseError(
             f"unknown model {name!r}",
             hint=f"choose one of {', '.join(MODEL_NAMES)}, or {encoder_names_help()}",
@@ -194,7 +195,6 @@ def check_weights_file(weights: str | os.PathLike, model: str | None = None) -> 
     PatchwiseError
         One line naming the file.
     """
-    from .encoders import is_encoder_name, read_state_dict
 
     if model is not None and is_encoder_name(model):
         read_state_dict(weights)

@@ -11,14 +11,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from .._progress import ProgressCallback
 from ..errors import PatchwiseError
+from ..io import open_slide
+from ..patches.table import build_patch_table, settings_grid
+from ..settings import PatchSettings
 from ..slide import Slide
-from .inference import DEFAULT_BATCH_SIZE
+from .data import iter_patch_bands
+from .inference import DEFAULT_BATCH_SIZE, Forward
+from .loop import resolve_device
+from .runs import checkpoint_meta, load_model, resolve_checkpoint, run_patch_settings
 
 
 def check_options(batch_size: int, threshold: float | None) -> None:
@@ -45,8 +52,6 @@ def check_options(batch_size: int, threshold: float | None) -> None:
 
 def geometry_table(slide: Slide, patch_size: int, stride: int | None = None) -> pd.DataFrame:
     """Patch positions of a slide without a mask (no labels): the geometry columns only."""
-    from ..patches.table import build_patch_table
-    from ..settings import PatchSettings
 
     return build_patch_table(slide, PatchSettings(patch_size, stride), labels=False).frame
 
@@ -87,9 +92,6 @@ def predict_table(
     DataFrame
         A copy of ``table`` with ``prob`` (float32) and ``pred`` (int8) columns.
     """
-    from .data import iter_patch_bands
-    from .loop import resolve_device
-    from .runs import load_model
 
     check_options(batch_size, threshold)
     device = resolve_device(device)
@@ -156,11 +158,6 @@ def predict_slide(
     -------
     DataFrame
     """
-    from dataclasses import replace
-
-    from ..io import open_slide
-    from ..patches.table import build_patch_table, settings_grid
-    from .runs import checkpoint_meta, resolve_checkpoint, run_patch_settings
 
     ckpt = resolve_checkpoint(checkpoint)
     patch_size = int(checkpoint_meta(ckpt)["patch_size"])
@@ -244,8 +241,6 @@ class _Classifier:
     """
 
     def __init__(self, model, meta: dict, device) -> None:
-        from .inference import Forward
-
         self.forward = Forward(model, device, mean=meta["mean"], std=meta["std"])
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:

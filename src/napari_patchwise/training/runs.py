@@ -34,9 +34,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._atomic import OutputKind, exclusive_lock, held_by_another, read_json_object, write_json
+import pandas as pd
+
+from .._atomic import (
+    OutputKind,
+    exclusive_lock,
+    folder_problem,
+    held_by_another,
+    read_json_object,
+    write_json,
+)
+from ..cohort.manifest import read_manifest
 from ..errors import PatchwiseError, first_line
 from ..groups import DEFAULT_ATTRIBUTE, group_names
+from ..io.tables import read_table
+from ..settings import PatchSettings
+from .config import TrainConfig
+from .methods import METHOD_LABELS
+from .models import MODEL_NAMES, build_architecture, is_model_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,7 +197,6 @@ def load_model(path: str | os.PathLike, device: Any = "cpu") -> tuple[Any, dict[
     (torch.nn.Module, dict)
         The model and the checkpoint's meta (see :func:`load_checkpoint`).
     """
-    from .models import build_architecture
 
     path = resolve_checkpoint(path)
     ckpt, meta = load_checkpoint(path)
@@ -232,7 +246,6 @@ def read_run_config(path: str | os.PathLike, *, required: bool = True) -> TrainC
     PatchwiseError
         Missing (when required), not JSON, truncated, unknown keys or invalid values.
     """
-    from .config import TrainConfig
 
     file = run_config_path(path)
     if not file.is_file():
@@ -264,7 +277,6 @@ def run_patch_settings(path: str | os.PathLike) -> PatchSettings:
     in every checkpoint's meta). A damaged ``config.json`` is an error (see
     :func:`read_run_config`).
     """
-    from ..settings import PatchSettings
 
     config = read_run_config(path, required=False)
     return PatchSettings() if config is None else config.patch
@@ -322,7 +334,6 @@ def run_inputs(config: TrainConfig) -> dict[str, Any]:
     replaced, edited, touched or moved file changes it); the feature store's path and
     fingerprint for a head run. Costs a ``stat`` per file, no read of a slide.
     """
-    from ..cohort.manifest import read_manifest
     from ..io.fingerprint import fingerprint
 
     manifest = Path(config.manifest)
@@ -565,7 +576,6 @@ def check_new_run_dir(out: str | os.PathLike, *, resume: bool, overwrite: bool) 
         The old run's files that ``overwrite`` replaces: remove them once every other
         check has passed (empty when there is nothing to replace).
     """
-    from .._atomic import folder_problem
 
     out = Path(out)
     if resume and overwrite:
@@ -645,7 +655,6 @@ class Run:
     @property
     def method_label(self) -> str:
         """The method's display name (``ERM (class-balanced)``)."""
-        from .methods import METHOD_LABELS
 
         label = METHOD_LABELS.get(self.config["method"], self.config["method"])
         if self.config["method"] == "erm" and self.config.get("class_balanced"):
@@ -753,8 +762,6 @@ def has_test(metrics: dict) -> bool:
 
 
 def _read_history(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
     try:
         history = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
@@ -770,7 +777,6 @@ def _read_history(path: Path) -> pd.DataFrame:
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    from ..io.tables import read_table
 
     # read_table names the file in every error (unreadable, missing columns, bad values).
     return read_table(path, required=("label", "tumor_ratio", "tumor_tissue_ratio", "tissue_ratio"))
@@ -809,8 +815,6 @@ def run_lock(out: str | os.PathLike) -> Iterator[None]:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _check_meta(meta: dict[str, Any], path: Path) -> None:
-    from .models import MODEL_NAMES, is_model_name
-
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise PatchwiseError(

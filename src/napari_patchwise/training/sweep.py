@@ -28,12 +28,18 @@ This module knows the sweep folder's layout; :mod:`.report_run` renders it.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import math
+import multiprocessing
 import os
 import signal
+import sys
+import threading
+import time
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,12 +47,43 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
-from .._atomic import atomic_path, read_json_object, write_json
+from .._atomic import (
+    atomic_path,
+    exclusive_lock,
+    held_by_another,
+    lock_held,
+    lock_holder,
+    pid_alive,
+    read_json_object,
+    write_json,
+)
 from ..errors import PatchwiseError
+from ..groups import table_group_ids
+from ..settings import PatchSettings
+from . import runs
 from .config import SELECT_METRICS, TrainConfig, check_used
+from .data import load_cohort
 from .loop import TrainCallbacks, train
-from .runs import CONFIG, INPUTS, LAST, LOCK, PREDICTIONS, is_run_file, read_metrics
+from .methods.base import TrainingGroups
+from .methods.gerne import beta_max
+from .runs import (
+    CONFIG,
+    INPUTS,
+    LAST,
+    LOCK,
+    PREDICTIONS,
+    check_output_dir,
+    config_changes,
+    inputs_changes,
+    is_run_file,
+    load_checkpoint,
+    read_inputs,
+    read_metrics,
+    read_run_config,
+    run_inputs,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +116,6 @@ class Axis:
 
 def numeric_options() -> dict[str, type]:
     """Every numeric :class:`TrainConfig` option (flag order) and its kind, int or float."""
-    from ..settings import PatchSettings
 
     hints = {**typing.get_type_hints(PatchSettings), **typing.get_type_hints(TrainConfig)}
     kinds: dict[str, type] = {}
@@ -197,7 +233,6 @@ def with_bounds(runs: Sequence[SweepRun], progress=None) -> list[SweepRun]:
     Prepares each distinct cohort once (patch tables and caches, so parallel runs find
     them ready) and computes alpha once per (cohort, tau).
     """
-    from .methods.gerne import beta_max
 
     alphas: dict[tuple, np.ndarray] = {}
     marked = []
@@ -230,9 +265,6 @@ def _cohort_key(config: TrainConfig) -> tuple:
 def _training_alpha(config: TrainConfig, progress=None) -> np.ndarray:
     """alpha of the training split's groups (``config.attribute`` at its threshold; the
     cohort's caches built or reused)."""
-    from ..groups import table_group_ids
-    from .data import load_cohort
-    from .methods.base import TrainingGroups
 
     cohort = load_cohort(
         config.manifest,
@@ -352,7 +384,6 @@ def plan_grids(
 # -- what is already in the folder ----------------------------------------------------------
 def check_folder(sweep_dir: str | os.PathLike) -> Path:
     """Refuse a ``--out`` that is a file, or a folder with content that is not a sweep."""
-    from .runs import check_output_dir
 
     sweep_dir = Path(sweep_dir)
     check_output_dir(sweep_dir)
@@ -375,7 +406,6 @@ def check_existing_runs(runs: Sequence[SweepRun]) -> None:
     whose ``config.json`` is unreadable is damaged and will be restarted; runs of an
     older patchwise (no ``inputs.json``) are reused with one warning.
     """
-    from .runs import config_changes, read_inputs, read_run_config
 
     now: dict[tuple, dict] = {}  # the data's record, once per (manifest, store)
     old = []
@@ -405,8 +435,6 @@ def check_existing_runs(runs: Sequence[SweepRun]) -> None:
 
 
 def _check_run_data(run: SweepRun, saved_inputs: dict, now: dict[tuple, dict]) -> None:
-    from .runs import inputs_changes, run_inputs
-
     key = (run.config.manifest, run.config.features)
     if key not in now:
         now[key] = run_inputs(run.config)
@@ -443,7 +471,6 @@ def run_is_finished(config: TrainConfig) -> bool:
 
     Other settings are not compared: see :func:`.runs.config_changes`.
     """
-    from .runs import read_run_config
 
     out = Path(config.out)
     try:
@@ -509,7 +536,6 @@ def train_run(config: TrainConfig, stop_file: str, own_process: bool) -> tuple[s
 
 def _resume_or_restart(config: TrainConfig) -> TrainConfig:
     """Resume from a readable ``last.pt`` of this run; otherwise start afresh."""
-    from .runs import load_checkpoint, read_run_config
 
     out = Path(config.out)
     if (out / LAST).is_file():
@@ -609,9 +635,6 @@ class _Pool:
     """Spawned worker processes (``concurrent.futures``)."""
 
     def __init__(self, workers: int):
-        import concurrent.futures as cf
-        import multiprocessing
-
         self.cf = cf
         self.pool = cf.ProcessPoolExecutor(
             max_workers=workers,
@@ -636,7 +659,6 @@ class _Pool:
 def _init_worker(sweep_pid: int) -> None:
     """A worker process's setup: Ctrl-C ignored between runs, its sweep's pid in the run
     locks it takes, and an end with its sweep however the sweep ends."""
-    from . import runs
 
     # A worker between runs ignores Ctrl-C (the terminal sends it to every process): the
     # sweep decides; during a run, train_run's handler stops it after its current step.
@@ -653,13 +675,9 @@ def die_with_parent(parent: int) -> None:
     parent (an orphan is re-parented) and ends the process otherwise. A killed sweep's
     worker would go on training a run nobody waits for, and hold its run directory.
     """
-    import sys
-    import threading
 
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
             pr_set_pdeathsig = 1
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the kernel was told
@@ -670,8 +688,6 @@ def die_with_parent(parent: int) -> None:
 
 
 def _watch_parent(parent: int) -> None:
-    import time
-
     while os.getppid() == parent:
         time.sleep(WATCHDOG_S)
     os._exit(1)  # files are written atomically: the run resumes from its last.pt
@@ -686,10 +702,6 @@ def _take_over_from_orphan(out: Path) -> None:
     by itself (:func:`die_with_parent`), then killed. Anything else is left to the run
     lock (a ``patchwise train`` of its own into the folder is refused as before).
     """
-    import time
-
-    from .._atomic import lock_held, lock_holder, pid_alive
-    from . import runs
 
     lock = out / LOCK
     words, ours = lock_holder(lock), runs.lock_note.split()[-1:]
@@ -745,7 +757,6 @@ def sweep_table(
     it selects, ``metrics.json``); ``step``, ``test_wga`` and ``test_bca`` belong to the
     checkpoint selected by ``select``.
     """
-    import pandas as pd
 
     rows = []
     for run in runs:
@@ -846,7 +857,6 @@ def read_sweep(sweep_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame, dict]:
     PatchwiseError
         Not a sweep folder, not finished (no table yet), or a damaged file.
     """
-    import pandas as pd
 
     sweep_dir = Path(sweep_dir)
     if not is_sweep(sweep_dir):
@@ -877,7 +887,6 @@ def read_sweep(sweep_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame, dict]:
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path) -> Iterator[None]:
     """Hold the sweep folder: a second ``patchwise sweep`` into it stops with one line."""
-    from .._atomic import exclusive_lock, held_by_another
 
     busy = held_by_another("sweep", "is running in this folder", sweep_dir)
     with exclusive_lock(sweep_dir / SWEEP_LOCK, busy):

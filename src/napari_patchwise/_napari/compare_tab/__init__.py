@@ -1,2 +1,1 @@
-"""The dock's Compare tab: two runs on the open slide, patch by patch and per group.
-"""
+"""The dock's Compare tab: two runs on the open slide, patch by patch and per group."""

@@ -1,2 +1,1 @@
-"""The tabs under the sliders: Figure-1 histograms and the list of errors, and its export.
-"""
+"""The tabs under the sliders: Figure-1 histograms and the list of errors, and its export."""
