@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                 # This reader's arrays hold open files and cannot be shipped chunk by
                 # chunk: open and count the whole slide on one worker instead.
                 future = client.submit(
-                    slide_table, image, mask, name, settings, options, (extra, i - 1),
+                    stats_for_slide, image, mask, name, settings, options, (extra, i - 1),
                     pure=False,
                 )  # fmt: skip
                 pending.append((len(tables), future))
@@ -199,7 +199,7 @@ def _settings(args: argparse.Namespace):
     )
 
 
-def slide_table(image, mask, name, settings, options, attributes=None) -> pd.DataFrame:
+def stats_for_slide(image, mask, name, settings, options, attributes=None) -> pd.DataFrame:
     """Open one slide and count its patches with the local threaded scheduler.
 
     Runs as a task on a distributed worker, so it must be a picklable top-level function.

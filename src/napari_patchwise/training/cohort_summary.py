@@ -6,7 +6,7 @@ group counts and metrics beside the current slide's. This module is that computa
 without Qt:
 
 * :func:`cohort_slide_table` — one slide's patch table, reused from the training patch
-  cache (``.patchwise-cache`` beside the manifest, :func:`.data.slide_table`) when
+  cache (``.patchwise-cache`` beside the manifest, :func:`.data.cached_patch_table`) when
   ``patchwise train`` (or an earlier browse) counted it with the same settings; else
   computed and stored there, so a later training run reuses it too.
 * :class:`SlideSummary` — a slide's table with evaluators prepared once (O(N log N)),
@@ -42,7 +42,7 @@ from ..patches.grid import PatchGrid
 from ..patches.predictions import merge_predictions, slide_predictions
 from ..patches.table import PatchTable, frame_table
 from ..settings import PatchSettings
-from .data import slide_table
+from .data import cached_patch_table
 from .runs import PREDICTIONS
 
 #: Where a slide's table came from (shown in the browser's slide list).
@@ -76,7 +76,7 @@ def cohort_slide_table(
         The slide or mask cannot be read, the mask does not fit, or no patch fits.
     """
     settings.validate()
-    _, table, fresh = slide_table(
+    _, table, fresh = cached_patch_table(
         entry, settings, cache_dir, progress=progress, store_optional=True
     )
     return table, COMPUTED if fresh else FROM_CACHE

@@ -279,7 +279,7 @@ def _cached_patches_ok(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> b
     return ok
 
 
-def slide_table(
+def cached_patch_table(
     entry: CohortEntry,
     settings: PatchSettings,
     cache_dir: str | os.PathLike,
@@ -413,7 +413,7 @@ def _slide_patches(
     (:func:`_with_attribute`); ``slide_index`` is the slide's position in the manifest.
     """
     cache_dir = Path(cache_dir)
-    slide, patch_table, fresh_table = slide_table(entry, settings, cache_dir)
+    slide, patch_table, fresh_table = cached_patch_table(entry, settings, cache_dir)
     key = cache_key(entry, patch_table.settings)
     stem = cache_stem(entry.slide, key)
     patches_path = cache_dir / f"{stem}.npy"
