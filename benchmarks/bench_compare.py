@@ -45,9 +45,9 @@ def main() -> None:
     args.side = args.side or (200 if args.quick else 1000)
     args.repeats = args.repeats or (5 if args.quick else 20)
 
-    import napari
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_patchwise._napari.dock.widget import PatchwiseWidget
     from napari_patchwise._napari.jobs.grid_work import prepare
 

@@ -175,9 +175,10 @@ def open_layers(viewer, path: Path, plugin: str, memory: dict) -> list:
 
 def measure(path: Path, plugin: str, grid: int) -> dict:
     """In this process: open ``path`` with ``plugin``, draw, pan at level 0, report."""
-    import napari
     import numpy as np
     from qtpy.QtWidgets import QApplication
+
+    import napari
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)

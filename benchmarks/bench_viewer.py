@@ -94,9 +94,9 @@ def main() -> None:
         args.repeats = 5 if args.quick else 30
     protocol = Protocol.from_args("bench_viewer", args)  # refuses a loaded machine up front
 
-    import napari
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_patchwise._napari.dock.widget import PatchwiseWidget
     from napari_patchwise._napari.jobs.grid_work import prepare
 
