@@ -29,9 +29,11 @@ with the same pixels, as an OME-Zarr. Headless, all readers in this process, int
 open, first frame (open + the whole level a 1400 x 900 screen shows at fit-to-window),
 median of 48 random 512 px level-0 regions read one by one, and 48 other regions read by
 1, 2, 4 and 8 threads; every batch's pixels compared across readers. The readers:
-Patchwise's default SVS path, the same SVS forced through its tifffile path, raw
-OpenSlide and tiffslide ``read_region``, Patchwise on the OME-Zarr and napari-ome-zarr's
-dask levels. In napari (fresh processes, as above): the SVS through Patchwise, the
+Patchwise's default SVS path (``io.read_region`` on ``open_slide``'s level), the same SVS
+forced through its tifffile path, the same levels sliced through dask
+(``patchwise-dask``: what a dask user or napari's multichannel layers get), raw
+OpenSlide and tiffslide ``read_region``, Patchwise on the OME-Zarr (``read_region`` and
+dask) and napari-ome-zarr's dask levels. In napari (fresh processes, as above): the SVS through Patchwise, the
 OME-Zarr through Patchwise and through napari-ome-zarr, and the pan baseline of issue 23:
 napari's built-in image layer on the SVS's level 0 held in memory (one ``rgb=True``
 layer, loaded before the clock starts; ``in-memory-rgb``). Writes ``regions.md``,
@@ -361,13 +363,14 @@ REGION, N_REGIONS, THREADS = 512, 48, (1, 2, 4, 8)
 READER_IMPORTS = {  # imported before the clock starts (import time reported apart)
     "patchwise": ("napari_patchwise.io", "openslide", "zarr"),
     "patchwise-tifffile": ("napari_patchwise.io.tiff",),
+    "patchwise-dask": ("napari_patchwise.io", "openslide", "zarr"),
     "openslide": ("openslide",),
     "tiffslide": ("tiffslide",),
     "napari-ome-zarr": ("napari_ome_zarr._reader",),
 }
 REGION_READERS = {
-    "svs": ("patchwise", "patchwise-tifffile", "openslide", "tiffslide"),
-    "zarr": ("patchwise", "napari-ome-zarr"),
+    "svs": ("patchwise", "patchwise-tifffile", "patchwise-dask", "openslide", "tiffslide"),
+    "zarr": ("patchwise", "patchwise-dask", "napari-ome-zarr"),
 }
 
 
@@ -437,10 +440,19 @@ def _open_reader(reader: str, path: Path):
     sizes = [tuple(int(s) for s in lvl.shape[1:]) for lvl in levels]
     downs = [sizes[0][0] / s[0] for s in sizes]
 
-    def read(level, y, x, h, w):
-        # slice the (C, Y, X) level first: dask fuses the slice into the file read
-        region = levels[level][:, y : y + h, x : x + w].compute(scheduler="threads")
-        return np.asarray(region).transpose(1, 2, 0)
+    if reader in ("napari-ome-zarr", "patchwise-dask"):  # a dask slice, as napari takes it
+
+        def read(level, y, x, h, w):
+            # slice the (C, Y, X) level first: dask fuses the slice into the file read
+            region = levels[level][:, y : y + h, x : x + w].compute(scheduler="threads")
+            return np.asarray(region).transpose(1, 2, 0)
+
+        return read, sizes, downs
+
+    from napari_patchwise.io import read_region
+
+    def read(level, y, x, h, w):  # the library's region read (io.read_region)
+        return read_region(levels[level], (y, y + h), (x, x + w), channels_last=True)
 
     return read, sizes, downs
 

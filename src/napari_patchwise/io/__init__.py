@@ -14,6 +14,7 @@ from typing import Any
 from .mask import MaskMap, read_mask
 from .pyramid import build_pyramid
 from .reader import image_format, open_slide
+from .region import read_region
 from .tables import read_table, validate_table, write_geojson, write_table
 
 # Names exported from sibling modules owned by other parts of the project, imported on
@@ -29,6 +30,7 @@ __all__ = [
     "image_format",
     "open_slide",
     "read_mask",
+    "read_region",
     "read_table",
     "validate_table",
     "write_geojson",
