@@ -30,8 +30,17 @@ def test_story_trains_both_runs_once_and_retrains_when_the_settings_change(tmp_p
     gerne = json.loads((story.runs["gerne"] / "config.json").read_text())
     assert (erm["batch_size"], gerne["batch_size"], gerne["beta"], gerne["c"]) == (64, 32, 1.0, 0.5)
 
+    best = {n: (story.runs[n] / "best.pt").stat().st_mtime_ns for n in ("erm", "gerne")}
+    preds = {n: story.predictions[n].stat().st_mtime_ns for n in ("erm", "gerne")}
+    lines.clear()
     again = run_story(tmp_path, settings, log=lines.append)
     assert again.reused == ["erm", "gerne"]
+    assert [line for line in lines if ": reused " in line] == [
+        f"{n}: reused {story.runs[n]}" for n in ("erm", "gerne")
+    ]  # the lines `patchwise demo` prints
+    # neither a checkpoint nor a prediction table is written again
+    assert {n: (again.runs[n] / "best.pt").stat().st_mtime_ns for n in best} == best
+    assert {n: again.predictions[n].stat().st_mtime_ns for n in preds} == preds
 
     mtime = story.predictions["erm"].stat().st_mtime_ns
     changed = run_story(tmp_path, StorySettings(size=512, steps=6, eval_every=2), log=print)
