@@ -22,7 +22,7 @@ The slides are generated once into ``benchmarks/_data/`` (git-ignored).
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_open.py
 
 **Vendor slides and other readers** (same run after the opening part; ``--formats`` runs
-only this part, ``--no-viewer`` leaves out its napari runs; needs the ``wsi`` and
+only this part, ``--opening`` leaves it out, ``--no-viewer`` leaves out its napari runs; needs the ``wsi`` and
 ``bench`` extras): one brightfield RGB slide (``--wsi-size``: 20000 px, 8192 quick)
 written as an Aperio SVS (256 px JPEG tiles, levels 1, 4, 16, ...; ``_slides.py``) and,
 with the same pixels, as an OME-Zarr. Headless, all readers in this process, interleaved:
@@ -308,6 +308,9 @@ def main() -> None:
     parser.add_argument(
         "--formats", action="store_true", help="only the vendor/other-reader comparison"
     )
+    parser.add_argument(
+        "--opening", action="store_true", help="only the 50k opening part (no --formats part)"
+    )
     parser.add_argument("--wsi-size", type=int, default=None, help="SVS/OME-Zarr side (20000)")
     parser.add_argument(
         "--no-viewer", action="store_true", help="--formats without its napari runs"
@@ -350,7 +353,8 @@ def main() -> None:
         {"write_s": {big.name: big_write, small.name: small_write}, "grid": args.grid},
         meta_name="opening.meta.json",
     )
-    compare_formats(args, data, protocol)
+    if not args.opening:
+        compare_formats(args, data, protocol)
 
 
 def _progress(repeat: int, case: str) -> None:

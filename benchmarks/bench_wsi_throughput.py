@@ -132,11 +132,11 @@ def run_cli(argv: list[str], out: Path) -> dict:
     """``patchwise ARGV`` in this process (imports already paid); its table's row count."""
     import pandas as pd
 
-    from napari_patchwise.cli import main as cli
+    from napari_patchwise.cli import main
 
     out.unlink(missing_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
-        code = cli.main([*argv, "--quiet", "--out", str(out)])
+        code = main([*argv, "--quiet", "--out", str(out)])
     if code not in (0, None):
         raise SystemExit(f"patchwise {argv[0]} exited with {code}")
     return {"patches": len(pd.read_parquet(out))}

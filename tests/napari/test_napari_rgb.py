@@ -173,7 +173,7 @@ def test_the_rgb_level_is_the_channel_level_transposed_for_every_key(svs, tmp_pa
             _sparse_svs(path)
         level = open_slide(path, pyramid_cache=False).levels[0]
     rgb = _layout.yxc_level(level)
-    direct = _layout._channels_last_reader(level) is not None
+    direct = _layout.channels_last_reader(level) is not None
     assert direct == (source != "memory")
     want = np.moveaxis(np.asarray(level), 0, -1)
     h, w = want.shape[:2]
@@ -192,13 +192,13 @@ def test_the_rgb_level_is_the_channel_level_transposed_for_every_key(svs, tmp_pa
 
 
 def test_an_8_bit_rgb_tiff_is_one_rgb_layer_read_from_its_tiles(tmp_path):
-    from napari_patchwise.io._layout import _channels_last_reader
+    from napari_patchwise.io._layout import channels_last_reader
     from napari_patchwise.io.reader import load_image
 
     path = tmp_path / "plain_rgb.tif"
     levels = _wsi.write_generic_tiff(path, _wsi.brightfield(300, 500, seed=2))
     ((data, kwargs, _kind),) = layers_for_path(path)
     assert kwargs["rgb"] and kwargs["name"] == "plain_rgb" and tuple(kwargs["scale"]) == (1.0, 1.0)
-    assert _channels_last_reader(load_image(path).levels[0]) is not None
+    assert channels_last_reader(load_image(path).levels[0]) is not None
     for got, want in zip(data, levels, strict=True):
         np.testing.assert_array_equal(np.asarray(got), want)

@@ -323,6 +323,8 @@ def test_sweep_on_a_dask_cluster(tmp_path):
 
 
 @pytest.mark.torch
+@pytest.mark.slow  # 30 s; faster: test_rerun_trains_only_the_damaged_runs (the rerun after a
+# killed run's files) and test_sweep_orphans.py's kill -9 of a sweep mid-run
 def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
     """A real kill -9 while the second run trains; the rerun reuses the first run untouched."""
     pytest.importorskip("torch")

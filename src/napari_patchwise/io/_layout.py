@@ -184,7 +184,7 @@ class YXCView:
     def __init__(self, level: da.Array):
         c, h, w = (int(n) for n in level.shape)
         self._level = level
-        self._reader = _channels_last_reader(level)
+        self._reader = channels_last_reader(level)
         self.shape = (h, w, c)
         self.dtype = np.dtype(level.dtype)
         self.ndim = 3
@@ -219,7 +219,7 @@ def level_source(level: da.Array):
     return source if tuple(source.shape) == tuple(level.shape) else None
 
 
-def _channels_last_reader(level: da.Array):
+def channels_last_reader(level: da.Array):
     """The level's :func:`level_source`, if it fills ``(Y, X, C)`` itself."""
     reader = level_source(level)
     return reader if getattr(reader, "channels_last_reads", False) else None

@@ -282,11 +282,14 @@ class TiffLevelView:
         xs: tuple[int, int],
         *,
         channels_last: bool = False,
+        keep: bool = True,
     ) -> np.ndarray:
         """Channels ``channels`` (a 1-D sequence) of rows ``[y0, y1)`` and columns ``[x0, x1)``.
 
         ``(C, Y, X)``, or ``(Y, X, C)`` with ``channels_last`` (contiguous tiles' samples
-        are then copied as they are stored, without a transposing copy).
+        are then copied as they are stored, without a transposing copy). ``keep=False``
+        leaves the decoded tiles out of the shared cache (a pass over the whole slide
+        reads each tile once; keeping them would only push out the viewer's).
         """
         (y0, y1), (x0, x1) = ys, xs
         h_out, w_out = max(0, y1 - y0), max(0, x1 - x0)
@@ -312,7 +315,7 @@ class TiffLevelView:
             for row in grid.covering(y0, y1, 0):
                 for col in grid.covering(x0, x1, 1):
                     index = grid.index(plane, row, col)
-                    segment = self._segment(page, index)
+                    segment = self._segment(page, index) if keep else self._decode(page, index)
                     # Part of the segment inside the image and the region.
                     sy0, sx0 = row * by, col * bx
                     ay0, ay1 = max(y0, sy0), min(y1, sy0 + by, h)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from ._layout import level_source
+from ._layout import channels_last_reader, level_source
+
+__all__ = ["channels_last_reader", "level_source", "read_region"]
 
 #: Regions touching at most this many dask chunks are read directly, in the caller's thread.
 DIRECT_MAX_CHUNKS = 4
