@@ -99,6 +99,7 @@ def main() -> None:
     import napari
     from napari_patchwise._napari.dock.widget import PatchwiseWidget
     from napari_patchwise._napari.jobs.grid_work import prepare
+    from napari_patchwise.patches.grid import PatchGrid
 
     patch = 64
     viewer = napari.Viewer(show=True)
@@ -116,7 +117,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     table = synthetic_table(args.side, patch)
-    result = prepare(table, (0, 0), patch)
+    result = prepare(table, PatchGrid(patch))
     t_prepare = time.perf_counter() - t0
     state = widget.current
     widget._apply_result(state, result)
