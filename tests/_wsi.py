@@ -68,6 +68,22 @@ def write_svs(
     return levels
 
 
+def write_jpeg_svs(path: Path, image: np.ndarray, *, tile: int = 256) -> None:
+    """A one-level Aperio SVS of ``image`` ``(Y, X, 3)`` with JPEG tiles, as scanners write
+    them (lossy: compare against ``tifffile.imread`` of the file, not ``image``)."""
+    h, w = image.shape[:2]
+    desc = f"{APERIO}\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) JPEG/RGB|AppMag = 40|MPP = 0.25"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(
+            image,
+            tile=(tile, tile),
+            photometric="rgb",
+            compression="jpeg",
+            description=desc,
+            metadata=None,
+        )
+
+
 def write_generic_tiff(
     path: Path, level0: np.ndarray, *, tile: int = 128, n_levels: int = 3
 ) -> list[np.ndarray]:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import zarr
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -52,16 +51,7 @@ def slides(tmp_path_factory):
     folder = tmp_path_factory.mktemp("threads")
     image = textured(1000, 1300)
     svs = folder / "a.svs"
-    with tifffile.TiffWriter(svs) as tw:  # JPEG tiles, as scanners write them
-        desc = f"{_wsi.APERIO}\n1300x1000 [0,0 1300x1000] (256x256) JPEG/RGB|AppMag = 40|MPP = 0.25"
-        tw.write(
-            image,
-            tile=(256, 256),
-            photometric="rgb",
-            compression="jpeg",
-            description=desc,
-            metadata=None,
-        )
+    _wsi.write_jpeg_svs(svs, image)
     store = folder / "a.ome.zarr"
     write_ome_zarr(store, [image.transpose(2, 0, 1)], pixel_size=0.25)
     return {"svs": svs, "zarr": store, "image": image}

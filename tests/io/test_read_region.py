@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import dask.array as da
 import numpy as np
 import pytest
-import tifffile
 
 import _wsi
 from napari_patchwise.io import open_slide, read_region, region
@@ -34,16 +33,7 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("region")
     image = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
     svs = folder / "jpeg.svs"
-    with tifffile.TiffWriter(svs) as tw:  # JPEG tiles, as scanners write them
-        desc = f"{_wsi.APERIO}\n{W}x{H} [0,0 {W}x{H}] (256x256) JPEG/RGB|AppMag = 40|MPP = 0.25"
-        tw.write(
-            image,
-            tile=(256, 256),
-            photometric="rgb",
-            compression="jpeg",
-            description=desc,
-            metadata=None,
-        )
+    _wsi.write_jpeg_svs(svs, image)
     generic = folder / "generic.tif"
     _wsi.write_generic_tiff(generic, image, tile=128, n_levels=2)
     return {"svs": svs, "tif": generic, "image": image}

@@ -30,9 +30,7 @@ def scanner(tmp_path_factory):
     image = rng.integers(170, 231, (H, W, 3), dtype=np.uint8)
     image[: H // 3] = 255  # glass
     svs = folder / "slide.svs"
-    with tifffile.TiffWriter(svs) as tw:
-        desc = f"{_wsi.APERIO}\n{W}x{H} [0,0 {W}x{H}] (256x256) JPEG/RGB|AppMag = 40|MPP = 0.25"
-        tw.write(image, tile=(256, 256), photometric="rgb", compression="jpeg", description=desc)
+    _wsi.write_jpeg_svs(svs, image)
     mask = np.zeros((H // 2, W // 2), np.uint8)
     mask[300:420, 200:500] = TUMOR
     decoded = tifffile.imread(svs)  # the pixels every reader gives (same JPEG decoder)
