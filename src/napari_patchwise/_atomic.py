@@ -335,7 +335,23 @@ def scratch_dir(folder: str | os.PathLike | None = None) -> Iterator[Path]:
     try:
         yield path
     finally:
+        _remove_tree(path)
+
+
+def _remove_tree(path: Path, attempts: int = 25, wait_s: float = 0.2) -> None:
+    """Remove ``path``, again while it reappears or refuses (up to ``attempts`` times).
+
+    On Ctrl-C or SIGTERM the main thread unwinds while a dask pool that is not joined here
+    (the writers' reads of the scratch store, a pyramid staged inside it) may still finish
+    its in-flight chunk and write into the folder: a single ``rmtree`` then leaves it
+    behind (seen once, in a clean-clone run of the SIGTERM test). Each chunk ends within a
+    fraction of a second, so a few retries see the folder gone for good.
+    """
+    for _ in range(attempts):
         shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(wait_s)
 
 
 # -- atomic outputs --------------------------------------------------------------------------
