@@ -26,10 +26,14 @@ def slide_rgb(side: int = 256) -> np.ndarray:
 
 
 def write_mask(path: Path, side: int) -> Path:
-    """A label mask (0 background, 1 healthy, 2 tumor) of ``side`` x ``side`` pixels."""
+    """A label mask (0 background, 1 healthy, 2 tumor) of ``side`` x ``side`` pixels.
+
+    The tumor square is off the 64 px tile grid: a tile the mask calls tumor throughout
+    is never decoded (its tissue cannot change a code), so no damaged tile may be.
+    """
     mask = np.zeros((side, side), np.uint8)
     mask[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = 1
-    mask[side // 4 : side // 2, side // 4 : side // 2] = 2
+    mask[side // 4 + 8 : side // 2 + 8, side // 4 + 8 : side // 2 + 8] = 2
     tifffile.imwrite(path, mask)
     return path
 

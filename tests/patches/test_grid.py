@@ -9,7 +9,7 @@ import pytest
 
 from napari_patchwise.errors import PatchwiseError
 from napari_patchwise.patches.grid import TABLE_COLUMNS, PatchGrid, block_class_counts, patch_stats
-from napari_patchwise.slide import Slide
+from napari_patchwise.slide import HEALTHY, TUMOR, Slide
 
 # 0 background, 1 healthy, 2 tumor.
 MASK = np.array(
@@ -257,3 +257,15 @@ def test_bad_inputs_are_clear_errors():
         patch_stats(make_slide(MASK, level0=(9, 6)), PatchGrid(3))
     with pytest.raises(PatchwiseError, match="background"):
         patch_stats(binary, PatchGrid(3), background="grey")
+
+
+def test_block_class_counts_counts_each_code():
+    rng = np.random.default_rng(3)
+    block = rng.integers(0, 3, (64, 96), dtype=np.uint8)
+    with_others = block.copy()
+    with_others[::7, ::5] = 9  # not a class code: counted as neither
+    for codes in (block, with_others):
+        counts = block_class_counts(codes, 32)
+        blocks = codes.reshape(2, 32, 3, 32)
+        np.testing.assert_array_equal(counts[0], (blocks == HEALTHY).sum(axis=(1, 3)))
+        np.testing.assert_array_equal(counts[1], (blocks == TUMOR).sum(axis=(1, 3)))

@@ -15,8 +15,14 @@ import tifffile
 
 import _wsi
 from napari_patchwise.io import open_slide
+from napari_patchwise.io._tiles import TiffLevelView
 from napari_patchwise.io.region import channels_last_reader
-from napari_patchwise.patches.grid import PatchGrid, patch_stats, tissue_by_sum
+from napari_patchwise.patches.grid import (
+    PatchGrid,
+    patch_stats,
+    sum_cut,
+    tissue_by_sum,
+)
 from napari_patchwise.slide import TUMOR
 
 H, W, P = 1000, 1300, 96
@@ -81,3 +87,58 @@ def test_tissue_by_sum_is_the_mean_test():
     assert not tissue_by_sum(3, 200.0, bright_background=False)[600]
     single = tissue_by_sum(1, 10.5, bright_background=False)
     assert single.shape == (256,) and not single[10] and single[11]
+
+
+def test_sum_cut_is_the_step_of_tissue_by_sum():
+    sums = np.arange(766)
+    for threshold, bright in [(200.0, True), (601 / 3, False), (0.0, True), (300.0, False)]:
+        tissue = tissue_by_sum(3, threshold, bright)
+        cut, dark_is_tissue = sum_cut(tissue)
+        np.testing.assert_array_equal(tissue, sums < cut if dark_is_tissue else sums >= cut)
+    assert sum_cut(np.array([True, False, True])) is None  # no step: the general path
+
+
+def test_tiles_under_tumor_throughout_are_not_decoded(scanner, monkeypatch):
+    """A tile the mask calls tumor everywhere keeps TUMOR codes undecoded; its edge
+    neighbours are decoded and counted exactly as numpy counts."""
+    svs, decoded, _ = scanner
+    mask = np.zeros((H // 2, W // 2), np.uint8)
+    mask[128:256, 0:256] = TUMOR  # level-0 rows 256..512, columns 0..512: two whole tiles
+    mask[300:310, 300:310] = TUMOR  # part of one tile
+    decodes = []
+    original = TiffLevelView._decode
+    monkeypatch.setattr(
+        TiffLevelView, "_decode", lambda self, page, i: decodes.append(i) or original(self, page, i)
+    )
+    slide = open_slide(svs).with_mask(da.from_array(mask, chunks=(256, 300)), factor=2)
+    kwargs = dict(tissue="intensity", tissue_threshold=200.0, background="bright")
+    counts = patch_stats(slide, PatchGrid(P), **kwargs)
+    n_tiles = -(-H // 256) * -(-W // 256)
+    # The auto-threshold-free pass decodes each level-0 tile at most once; two are skipped.
+    level0 = [i for i in decodes if i < n_tiles]
+    assert sorted(set(level0)) == sorted(set(range(n_tiles)) - {1 * 6 + 0, 1 * 6 + 1})
+    tumor, healthy = reference(decoded, mask, [0, 1, 2], 200.0, True)
+    np.testing.assert_array_equal(counts["n_tumor"].to_numpy(), tumor)
+    np.testing.assert_array_equal(counts["n_healthy"].to_numpy(), healthy)
+
+
+@pytest.mark.parametrize("channels", [None, [2, 0]])
+def test_planar_tiff_channels_from_separate_planes(tmp_path, channels):
+    """An OME-TIFF with one plane per channel (tifffile, planar tiles): the channels come
+    from different tiles, read as one region; counts equal the general path's."""
+    rng = np.random.default_rng(11)
+    image = rng.integers(150, 256, (3, 700, 900), dtype=np.uint8)
+    path = tmp_path / "planar.ome.tif"
+    tifffile.imwrite(
+        path, image, tile=(128, 128), photometric="minisblack", metadata={"axes": "CYX"}
+    )
+    mask = np.zeros((700, 900), np.uint8)
+    mask[100:300, 128:512] = TUMOR
+    slide = open_slide(path).with_mask(da.from_array(mask, chunks=256), factor=1)
+    assert channels_last_reader(slide.levels[0]) is not None
+    kwargs = dict(tissue="intensity", tissue_threshold=200.0, background="bright")
+    fast = patch_stats(slide, PatchGrid(64), channels=channels, **kwargs)
+    general = slide.__class__(**{**vars(slide), "levels": (slide.levels[0] + 0,)})
+    slow = patch_stats(general, PatchGrid(64), channels=channels, **kwargs)
+    assert fast.equals(slow)
+    assert 0 < fast["n_healthy"].sum() and 0 < fast["n_tumor"].sum()

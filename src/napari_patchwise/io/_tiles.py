@@ -21,6 +21,7 @@ import math
 import os
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -297,34 +298,116 @@ class TiffLevelView:
         out = np.empty(shape, self.dtype)
         if out.size == 0:
             return out
+        every = list(range(self._grid.n_contig))
+        for rows, cols, outs, samples, part in self._pieces(channels, ys, xs, keep=keep):
+            target = (outs, rows, cols)
+            if channels_last:  # (Y, X, C): the channel index goes last
+                target = (rows, cols, outs)
+            if part is None:  # empty segment: tifffile's fill value
+                out[target] = self._nodata
+            elif channels_last:
+                dst = out[rows, cols]  # a view: writes land in ``out``
+                if samples == every and outs == list(range(out.shape[2])):
+                    dst[...] = part  # the tile's interleaved samples as stored
+                else:
+                    dst[..., outs] = part[..., samples]
+            elif len(samples) == 1:
+                out[outs[0], rows, cols] = part[..., samples[0]]
+            elif samples == every:  # all samples in order: no gathering copy
+                out[target] = np.moveaxis(part, -1, 0)
+            else:
+                out[target] = np.moveaxis(part[..., samples], -1, 0)
+        return out
+
+    def region_tiles(
+        self,
+        channels: np.ndarray,
+        ys: tuple[int, int],
+        xs: tuple[int, int],
+        *,
+        keep: bool = True,
+        skip: Callable[[slice, slice], bool] | None = None,
+    ) -> Iterator[tuple[slice, slice, np.ndarray]]:
+        """The region of :meth:`read_region` (``channels_last``) in pieces, as decoded.
+
+        Yields ``(rows, cols, pixels)``: ``pixels`` is ``(Y, X, C)`` with every channel of
+        ``channels`` and goes to ``[rows, cols]`` of the region. Where all the channels are
+        samples of one tile, each piece is one tile's part, a view of the decoded tile
+        (no copy into a region-sized array, so whatever the caller computes on it runs
+        while the tile is in the CPU's cache); else the whole region is one piece. A piece
+        for which ``skip(rows, cols)`` is true is neither decoded nor yielded.
+        """
+        (y0, y1), (x0, x1) = ys, xs
+        if y1 <= y0 or x1 <= x0:
+            return
+        grid = self._grid
+        channels = [int(c) for c in channels]
+        groups = {self._sample_of(c)[:2] for c in channels}
+        if len(groups) != 1:
+            if skip is not None and skip(slice(0, y1 - y0), slice(0, x1 - x0)):
+                return
+            yield (
+                slice(0, y1 - y0),
+                slice(0, x1 - x0),
+                self.read_region(np.asarray(channels), ys, xs, channels_last=True, keep=keep),
+            )
+            return
+        every = list(range(grid.n_contig))
+        pieces = self._pieces(channels, ys, xs, keep=keep, skip=skip)
+        for rows, cols, _outs, samples, part in pieces:
+            if part is None:
+                shape = (rows.stop - rows.start, cols.stop - cols.start, len(channels))
+                yield rows, cols, np.full(shape, self._nodata, self.dtype)
+            else:
+                yield rows, cols, part if samples == every else part[..., samples]
+
+    def _sample_of(self, channel: int) -> tuple[int, int, int]:
+        """``(page, separate plane, contiguous sample)`` holding ``channel``."""
+        grid = self._grid
+        page, rest = divmod(channel, grid.n_separate * grid.n_contig)
+        plane, sample = divmod(rest, grid.n_contig)
+        return page, plane, sample
+
+    def _pieces(
+        self,
+        channels,
+        ys: tuple[int, int],
+        xs: tuple[int, int],
+        *,
+        keep: bool,
+        skip: Callable[[slice, slice], bool] | None = None,
+    ) -> Iterator[tuple[slice, slice, list[int], list[int], np.ndarray | None]]:
+        """Every decoded segment's part inside the region, as ``(rows, cols, outs,
+        samples, part)``: ``part[..., samples]`` holds output channels ``outs`` at
+        ``[rows, cols]`` of the region (``part`` is None for an empty segment). Parts
+        where ``skip(rows, cols)`` is true are left out, undecoded."""
+        (y0, y1), (x0, x1) = ys, xs
         grid = self._grid
         (by, bx), (h, w) = grid.block, grid.shape_yx
         # Which (page, separate plane) to decode, and which of its contiguous samples go
         # to which output channels.
         wanted: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
         for i, c in enumerate(int(c) for c in channels):
-            page, rest = divmod(c, grid.n_separate * grid.n_contig)
-            plane, sample = divmod(rest, grid.n_contig)
+            page, plane, sample = self._sample_of(c)
             samples, outs = wanted.setdefault((page, plane), ([], []))
             samples.append(sample)
             outs.append(i)
-        every = list(range(grid.n_contig))
         for (page, plane), (samples, outs) in wanted.items():
             if PREFETCH.enabled:
                 self._prefetch_ring(page, plane, grid.covering(y0, y1, 0), grid.covering(x0, x1, 1))
             for row in grid.covering(y0, y1, 0):
                 for col in grid.covering(x0, x1, 1):
-                    index = grid.index(plane, row, col)
-                    segment = self._segment(page, index) if keep else self._decode(page, index)
                     # Part of the segment inside the image and the region.
                     sy0, sx0 = row * by, col * bx
                     ay0, ay1 = max(y0, sy0), min(y1, sy0 + by, h)
                     ax0, ax1 = max(x0, sx0), min(x1, sx0 + bx, w)
-                    target = (outs, slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))
-                    if channels_last:  # (Y, X, C): the channel index goes last
-                        target = (target[1], target[2], outs)
-                    if segment is None:  # empty segment: tifffile's fill value
-                        out[target] = self._nodata
+                    rows, cols = slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0)
+                    if skip is not None and skip(rows, cols):
+                        continue
+                    index = grid.index(plane, row, col)
+                    segment = self._segment(page, index) if keep else self._decode(page, index)
+                    if segment is None:
+                        yield rows, cols, outs, samples, None
                         continue
                     part = segment[0, ay0 - sy0 : ay1 - sy0, ax0 - sx0 : ax1 - sx0]
                     if part.shape[:2] != (ay1 - ay0, ax1 - ax0):
@@ -332,19 +415,7 @@ class TiffLevelView:
                             f"{self._path}: segment {index} decodes to {segment.shape[1:3]}, "
                             f"expected {(min(by, h - sy0), min(bx, w - sx0))}"
                         )
-                    if channels_last:
-                        dst = out[target[0], target[1]]  # a view: writes land in ``out``
-                        if samples == every and outs == list(range(out.shape[2])):
-                            dst[...] = part  # the tile's interleaved samples as stored
-                        else:
-                            dst[..., outs] = part[..., samples]
-                    elif len(samples) == 1:
-                        out[outs[0], target[1], target[2]] = part[..., samples[0]]
-                    elif samples == every:  # all samples in order: no gathering copy
-                        out[target] = np.moveaxis(part, -1, 0)
-                    else:
-                        out[target] = np.moveaxis(part[..., samples], -1, 0)
-        return out
+                    yield rows, cols, outs, samples, part
 
     def _prefetch_ring(self, page: int, plane: int, rows: range, cols: range) -> None:
         """Ask for the tiles in a one-tile ring around ``rows`` x ``cols`` (tiled pages)."""

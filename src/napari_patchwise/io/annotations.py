@@ -338,30 +338,32 @@ def fill_region(
     index: EdgeIndex,
     rows: tuple[float, float, int],
     cols: tuple[float, float, int],
+    dtype=np.uint16,
 ) -> np.ndarray:
-    """Raster of ``index`` on a grid of sample points (pixel centres), ``uint16``.
+    """Raster of ``index`` on a grid of sample points (pixel centres), ``dtype``.
 
     ``rows = (origin, step, n)``: sample ``i`` at ``y = origin + step * i`` (level-0
     coordinates; level 0 itself: ``(r0 + 0.5, 1, n)``); ``cols`` likewise for x. Each
-    sample gets the largest value of the polygons containing it (crossing test above).
+    sample gets the largest value of the polygons containing it (crossing test above),
+    cast to ``dtype`` as ``astype`` would.
     """
     (oy, sy, ny), nx = rows, cols[2]
-    out = np.zeros((ny, nx), dtype=np.uint16)
+    out = np.zeros((ny, nx), dtype=dtype)
     for start in range(0, ny, FILL_ROWS):
         n = min(FILL_ROWS, ny - start)
         band = (oy + sy * start, sy, n)
-        out[start : start + n] = _fill_band(index, band, cols)
+        _fill_band(index, band, cols, out[start : start + n])
     return out
 
 
-def _fill_band(index: EdgeIndex, rows, cols) -> np.ndarray:
+def _fill_band(index: EdgeIndex, rows, cols, out: np.ndarray) -> None:
+    """Paint the polygons' runs of one band of sample rows into ``out`` (zeros)."""
     (oy, sy, ny), (ox, sx, nx) = rows, cols
-    out = np.zeros((ny, nx), dtype=np.uint16)
     if ny == 0 or nx == 0:
-        return out
+        return
     ids = index.edges_between(oy, oy + sy * (ny - 1), ox, ox + sx * (nx - 1))
     if not len(ids):
-        return out
+        return
     x0, y0, x1, y1 = index.x0[ids], index.y0[ids], index.x1[ids], index.y1[ids]
     lo = _first_at_or_after(np.minimum(y0, y1), oy, sy).clip(0, ny)
     hi = _first_at_or_after(np.maximum(y0, y1), oy, sy).clip(0, ny)
@@ -384,10 +386,10 @@ def _fill_band(index: EdgeIndex, rows, cols) -> np.ndarray:
     # Paint row runs, smaller values first so larger ones win. One slice assignment per
     # run: a difference-array fill (bincount + cumsum per class) cost 4x more per chunk.
     order = np.argsort(value, kind="stable")
+    value = value.astype(out.dtype)  # wraps as astype would: the raster's dtype holds them
     runs = (a[order].tolist() for a in (row, start, stop, value))
     for r, a, b, v in zip(*runs, strict=True):
         out[r, a:b] = v
-    return out
 
 
 # -- the lazy raster ----------------------------------------------------------------------
@@ -422,7 +424,7 @@ class AnnotationRaster:
                 raise IndexError("annotation rasters support positive steps only")
             count = len(range(start, stop, step))
             axes.append((self.step * start + 0.5, float(self.step * step), count))
-        out = fill_region(self.index, axes[0], axes[1]).astype(self.dtype, copy=False)
+        out = fill_region(self.index, axes[0], axes[1], self.dtype)
         for axis, picks in fancy:
             out = np.take(out, picks, axis=axis)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
