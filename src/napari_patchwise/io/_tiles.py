@@ -92,6 +92,60 @@ class SegmentGrid:
         size = self.block[axis]
         return range(start // size, (stop - 1) // size + 1)
 
+    def sample_of(self, channel: int) -> tuple[int, int, int]:
+        """``(page, separate plane, contiguous sample)`` holding ``channel`` of the level."""
+        page, rest = divmod(channel, self.n_separate * self.n_contig)
+        plane, sample = divmod(rest, self.n_contig)
+        return page, plane, sample
+
+    def channel_groups(self, channels) -> dict[tuple[int, int], tuple[Index, Index]]:
+        """For each ``(page, plane)`` holding some of ``channels``: ``(samples, positions)``,
+        its samples and their positions in ``channels`` (slices where they are runs, so
+        that picking them copies nothing)."""
+        groups: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+        for i, c in enumerate(int(c) for c in channels):
+            page, plane, sample = self.sample_of(c)
+            samples, positions = groups.setdefault((page, plane), ([], []))
+            samples.append(sample)
+            positions.append(i)
+        return {key: (_run(a), _run(b)) for key, (a, b) in groups.items()}
+
+    def parts(
+        self, plane: int, ys: tuple[int, int], xs: tuple[int, int]
+    ) -> Iterator[tuple[int, tuple[slice, slice], tuple[slice, slice]]]:
+        """The segments of ``plane`` meeting rows ``ys`` and columns ``xs`` (within the level):
+        ``(index, (rows, cols) in the region, (rows, cols) in the segment)``."""
+        (y0, y1), (x0, x1) = ys, xs
+        (by, bx), (h, w) = self.block, self.shape_yx
+        for row in self.covering(y0, y1, 0):
+            for col in self.covering(x0, x1, 1):
+                sy0, sx0 = row * by, col * bx
+                ay0, ay1 = max(y0, sy0), min(y1, sy0 + by, h)
+                ax0, ax1 = max(x0, sx0), min(x1, sx0 + bx, w)
+                yield (
+                    self.index(plane, row, col),
+                    (slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0)),
+                    (slice(ay0 - sy0, ay1 - sy0), slice(ax0 - sx0, ax1 - sx0)),
+                )
+
+    def ring(self, rows: range, cols: range) -> Iterator[tuple[int, int]]:
+        """Segment ``(row, col)`` positions in a one-segment ring around ``rows`` x ``cols``."""
+        n_rows, n_cols = self.grid
+        for row in range(max(0, rows.start - 1), min(n_rows, rows.stop + 1)):
+            for col in range(max(0, cols.start - 1), min(n_cols, cols.stop + 1)):
+                if row not in rows or col not in cols:
+                    yield row, col
+
+
+Index = slice | list[int]
+
+
+def _run(values: list[int]) -> Index:
+    """``values`` as a slice if they step by one, else the list itself."""
+    if values == list(range(values[0], values[0] + len(values))):
+        return slice(values[0], values[0] + len(values))
+    return values
+
 
 def segment_grid(page: Any) -> SegmentGrid:
     """The :class:`SegmentGrid` of a tifffile page (or frame).
@@ -296,27 +350,11 @@ class TiffLevelView:
         h_out, w_out = max(0, y1 - y0), max(0, x1 - x0)
         shape = (h_out, w_out, len(channels)) if channels_last else (len(channels), h_out, w_out)
         out = np.empty(shape, self.dtype)
-        if out.size == 0:
-            return out
-        every = list(range(self._grid.n_contig))
-        for rows, cols, outs, samples, part in self._pieces(channels, ys, xs, keep=keep):
-            target = (outs, rows, cols)
-            if channels_last:  # (Y, X, C): the channel index goes last
-                target = (rows, cols, outs)
-            if part is None:  # empty segment: tifffile's fill value
-                out[target] = self._nodata
-            elif channels_last:
-                dst = out[rows, cols]  # a view: writes land in ``out``
-                if samples == every and outs == list(range(out.shape[2])):
-                    dst[...] = part  # the tile's interleaved samples as stored
-                else:
-                    dst[..., outs] = part[..., samples]
-            elif len(samples) == 1:
-                out[outs[0], rows, cols] = part[..., samples[0]]
-            elif samples == every:  # all samples in order: no gathering copy
-                out[target] = np.moveaxis(part, -1, 0)
-            else:
-                out[target] = np.moveaxis(part[..., samples], -1, 0)
+        yxc = out if channels_last else np.moveaxis(out, 0, -1)  # a view: writes land in out
+        for rows, cols, positions, samples, part in self._pieces(channels, ys, xs, keep=keep):
+            dst = yxc[rows, cols]
+            # empty segment: tifffile's fill value
+            dst[..., positions] = self._nodata if part is None else part[..., samples]
         return out
 
     def region_tiles(
@@ -340,33 +378,17 @@ class TiffLevelView:
         (y0, y1), (x0, x1) = ys, xs
         if y1 <= y0 or x1 <= x0:
             return
-        grid = self._grid
-        channels = [int(c) for c in channels]
-        groups = {self._sample_of(c)[:2] for c in channels}
-        if len(groups) != 1:
-            if skip is not None and skip(slice(0, y1 - y0), slice(0, x1 - x0)):
-                return
-            yield (
-                slice(0, y1 - y0),
-                slice(0, x1 - x0),
-                self.read_region(np.asarray(channels), ys, xs, channels_last=True, keep=keep),
-            )
+        if len(self._grid.channel_groups(channels)) > 1:
+            whole = slice(0, y1 - y0), slice(0, x1 - x0)
+            if skip is None or not skip(*whole):
+                yield *whole, self.read_region(channels, ys, xs, channels_last=True, keep=keep)
             return
-        every = list(range(grid.n_contig))
-        pieces = self._pieces(channels, ys, xs, keep=keep, skip=skip)
-        for rows, cols, _outs, samples, part in pieces:
+        for rows, cols, _, samples, part in self._pieces(channels, ys, xs, keep=keep, skip=skip):
             if part is None:
                 shape = (rows.stop - rows.start, cols.stop - cols.start, len(channels))
                 yield rows, cols, np.full(shape, self._nodata, self.dtype)
             else:
-                yield rows, cols, part if samples == every else part[..., samples]
-
-    def _sample_of(self, channel: int) -> tuple[int, int, int]:
-        """``(page, separate plane, contiguous sample)`` holding ``channel``."""
-        grid = self._grid
-        page, rest = divmod(channel, grid.n_separate * grid.n_contig)
-        plane, sample = divmod(rest, grid.n_contig)
-        return page, plane, sample
+                yield rows, cols, part[..., samples]
 
     def _pieces(
         self,
@@ -376,59 +398,36 @@ class TiffLevelView:
         *,
         keep: bool,
         skip: Callable[[slice, slice], bool] | None = None,
-    ) -> Iterator[tuple[slice, slice, list[int], list[int], np.ndarray | None]]:
-        """Every decoded segment's part inside the region, as ``(rows, cols, outs,
-        samples, part)``: ``part[..., samples]`` holds output channels ``outs`` at
-        ``[rows, cols]`` of the region (``part`` is None for an empty segment). Parts
-        where ``skip(rows, cols)`` is true are left out, undecoded."""
-        (y0, y1), (x0, x1) = ys, xs
+    ) -> Iterator[tuple[slice, slice, Index, Index, np.ndarray | None]]:
+        """Every decoded segment's part inside the region, as ``(rows, cols, positions,
+        samples, part)``: ``part[..., samples]`` holds the channels at ``positions`` of
+        ``channels`` for ``[rows, cols]`` of the region (``part`` is None for an empty
+        segment). Parts where ``skip(rows, cols)`` is true are left out, undecoded."""
         grid = self._grid
-        (by, bx), (h, w) = grid.block, grid.shape_yx
-        # Which (page, separate plane) to decode, and which of its contiguous samples go
-        # to which output channels.
-        wanted: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
-        for i, c in enumerate(int(c) for c in channels):
-            page, plane, sample = self._sample_of(c)
-            samples, outs = wanted.setdefault((page, plane), ([], []))
-            samples.append(sample)
-            outs.append(i)
-        for (page, plane), (samples, outs) in wanted.items():
-            if PREFETCH.enabled:
-                self._prefetch_ring(page, plane, grid.covering(y0, y1, 0), grid.covering(x0, x1, 1))
-            for row in grid.covering(y0, y1, 0):
-                for col in grid.covering(x0, x1, 1):
-                    # Part of the segment inside the image and the region.
-                    sy0, sx0 = row * by, col * bx
-                    ay0, ay1 = max(y0, sy0), min(y1, sy0 + by, h)
-                    ax0, ax1 = max(x0, sx0), min(x1, sx0 + bx, w)
-                    rows, cols = slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0)
-                    if skip is not None and skip(rows, cols):
-                        continue
-                    index = grid.index(plane, row, col)
-                    segment = self._segment(page, index) if keep else self._decode(page, index)
-                    if segment is None:
-                        yield rows, cols, outs, samples, None
-                        continue
-                    part = segment[0, ay0 - sy0 : ay1 - sy0, ax0 - sx0 : ax1 - sx0]
-                    if part.shape[:2] != (ay1 - ay0, ax1 - ax0):
-                        raise ValueError(
-                            f"{self._path}: segment {index} decodes to {segment.shape[1:3]}, "
-                            f"expected {(min(by, h - sy0), min(bx, w - sx0))}"
-                        )
-                    yield rows, cols, outs, samples, part
+        for (page, plane), (samples, positions) in grid.channel_groups(channels).items():
+            if PREFETCH.enabled and self._tiled:
+                self._prefetch_ring(page, plane, grid.covering(*ys, 0), grid.covering(*xs, 1))
+            for index, (rows, cols), in_segment in grid.parts(plane, ys, xs):
+                if skip is not None and skip(rows, cols):
+                    continue
+                segment = self._segment(page, index) if keep else self._decode(page, index)
+                part = None if segment is None else segment[0][in_segment]
+                if part is not None and part.shape[:2] != (
+                    rows.stop - rows.start,
+                    cols.stop - cols.start,
+                ):
+                    raise ValueError(
+                        f"{self._path}: segment {index} decodes to {segment.shape[1:3]}, "
+                        f"smaller than its {grid.block} block"
+                    )
+                yield rows, cols, positions, samples, part
 
     def _prefetch_ring(self, page: int, plane: int, rows: range, cols: range) -> None:
-        """Ask for the tiles in a one-tile ring around ``rows`` x ``cols`` (tiled pages)."""
-        if not self._tiled:
-            return
-        n_rows, n_cols = self._grid.grid
-        for row in range(max(0, rows.start - 1), min(n_rows, rows.stop + 1)):
-            for col in range(max(0, cols.start - 1), min(n_cols, cols.stop + 1)):
-                if row in rows and col in cols:
-                    continue
-                index = self._grid.index(plane, row, col)
-                load = functools.partial(self._decode, page, index)
-                PREFETCH.submit((self._owner, page, index), load)
+        """Ask for the tiles in a one-tile ring around ``rows`` x ``cols``."""
+        for row, col in self._grid.ring(rows, cols):
+            index = self._grid.index(plane, row, col)
+            load = functools.partial(self._decode, page, index)
+            PREFETCH.submit((self._owner, page, index), load)
 
     def _segment(self, page: int, index: int) -> np.ndarray | None:
         """Decoded segment ``index`` of page ``page`` as ``(1, rows, cols, samples)``, or ``None``."""

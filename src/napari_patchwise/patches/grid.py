@@ -499,7 +499,7 @@ def tissue_codes(
     rows = max(1, _BAND_PIXELS // max(1, pixels.shape[1]))
     for r0 in range(0, pixels.shape[0], rows):
         # The channel sum as a matrix-vector product in float32: exact (sums of uint8
-        # stay far below 2**24) and about 30% faster than numpy's adds over the
+        # stay far below 2**24) and faster than numpy's adds over the
         # interleaved (stride-C) channels. (Y, X, C) @ (C,) is one X-by-C product per
         # row, below the size at which BLAS would start threads of its own.
         total = pixels[r0 : r0 + rows].astype(np.float32) @ ones
