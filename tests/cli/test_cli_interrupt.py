@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,21 @@ def test_warnings_are_one_line_naming_the_command():
     assert lines[0] == "patchwise embed: warning: resnet18: no weights given; randomly initialised"
     # outside the command, Python's own format again (file:line, then the source line)
     assert lines[1].endswith("UserWarning: outside") and len(lines) == 2
+
+
+def test_an_interrupt_python_could_not_raise_is_delivered_again():
+    """A Ctrl-C inside a callback (printed as "Exception ignored" and dropped by Python's
+    own hook) reaches the main thread as KeyboardInterrupt, and nothing is printed."""
+    from napari_patchwise.cli.main import reraise_lost_interrupts
+
+    lost = types.SimpleNamespace(
+        exc_type=KeyboardInterrupt,
+        exc_value=KeyboardInterrupt(),
+        exc_traceback=None,
+        err_msg=None,
+        object=None,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        reraise_lost_interrupts(lost)
+        for _ in range(1000):  # the interrupt arrives at the next bytecode check
+            time.sleep(0.001)

@@ -10,6 +10,7 @@ stderr with exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import errno
 import importlib
@@ -155,8 +156,24 @@ def _os_error_line(exc: OSError) -> str:
     return " ".join(text.split()).rstrip(".") + "."
 
 
+def reraise_lost_interrupts(unraisable) -> None:
+    """``sys.unraisablehook`` of the command: a Ctrl-C is never printed and lost.
+
+    A SIGINT that lands while Python runs a callback it cannot raise from (an import
+    lock's weakref callback while the parser imports the commands, a finalizer) would be
+    printed as "Exception ignored ... KeyboardInterrupt" with a traceback and then
+    dropped, so the command ran on. It is delivered to the main thread again instead,
+    where it unwinds as any other interrupt; everything else goes to Python's own hook.
+    """
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        _thread.interrupt_main()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def console_main() -> None:
     """Entry point of the installed ``patchwise`` command."""
+    sys.unraisablehook = reraise_lost_interrupts  # this process is the command's own
     code = main()
     if code == EXIT_INTERRUPTED:
         # Cleanup already ran while the interrupt unwound. Exit now: CPython can still

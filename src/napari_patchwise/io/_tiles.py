@@ -405,7 +405,7 @@ class TiffLevelView:
         segment). Parts where ``skip(rows, cols)`` is true are left out, undecoded."""
         grid = self._grid
         for (page, plane), (samples, positions) in grid.channel_groups(channels).items():
-            if PREFETCH.enabled and self._tiled:
+            if keep and PREFETCH.enabled and self._tiled:  # a one-pass read wants no ring
                 self._prefetch_ring(page, plane, grid.covering(*ys, 0), grid.covering(*xs, 1))
             for index, (rows, cols), in_segment in grid.parts(plane, ys, xs):
                 if skip is not None and skip(rows, cols):
