@@ -149,3 +149,18 @@ def test_planar_tiff_channels_from_separate_planes(tmp_path, channels):
     slow = patch_stats(general, PatchGrid(64), channels=channels, **kwargs)
     assert fast.equals(slow)
     assert fast["n_healthy"].sum() > 0 and fast["n_tumor"].sum() > 0
+
+
+def test_tumor_free_slide_counts_tissue_only(scanner):
+    """A tumor-free half-resolution mask: no tile is skipped, no tumor pixel is counted,
+    and the healthy counts are numpy's."""
+    svs, decoded, _ = scanner
+    mask = np.zeros((H // 2, W // 2), np.uint8)
+    slide = open_slide(svs).with_mask(da.from_array(mask, chunks=200), factor=2)
+    counts = patch_stats(
+        slide, PatchGrid(P), tissue="intensity", tissue_threshold=200.0, background="bright"
+    )
+    tumor, healthy = reference(decoded, mask, [0, 1, 2], 200.0, True)
+    assert not tumor.any() and not counts["n_tumor"].any()
+    np.testing.assert_array_equal(counts["n_healthy"].to_numpy(), healthy)
+    assert 0 < healthy.sum() < len(healthy) * P * P  # glass and tissue both present
